@@ -1,0 +1,1 @@
+//! Config resolution (being written).

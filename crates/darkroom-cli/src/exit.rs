@@ -1,0 +1,72 @@
+//! Exit codes, the contract scripts rely on, and printing an error once.
+//!
+//! 0 every task done; 1 some tasks failed or were blocked; 2 bad usage, config or job file;
+//! 3 budget exhausted before the job finished; 4 interrupted (resumable); 5 the upstream refused us.
+
+use std::process::ExitCode;
+
+/// How a command ended, as the exit code users and scripts see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// 0: everything asked for is done.
+    Done,
+    /// 1: some tasks failed or were blocked.
+    SomeFailed,
+    /// 2: bad usage, config or job file.
+    BadInput,
+    /// 3: the budget ran out before the job finished.
+    BudgetExhausted,
+    /// 4: interrupted; running the same command again resumes.
+    Interrupted,
+    /// 5: the upstream refused us (bad key, no credits).
+    Refused,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> ExitCode {
+        ExitCode::from(match exit {
+            Exit::Done => 0,
+            Exit::SomeFailed => 1,
+            Exit::BadInput => 2,
+            Exit::BudgetExhausted => 3,
+            Exit::Interrupted => 4,
+            Exit::Refused => 5,
+        })
+    }
+}
+
+/// An error that carries its own exit code (bad input, refusal); anything else is bad input.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Failure {
+    pub exit: Exit,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl Failure {
+    pub fn new(exit: Exit, message: impl Into<String>) -> Failure {
+        Failure { exit, message: message.into(), hint: None }
+    }
+
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Failure {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+/// The exit code for an error that ended a command.
+pub fn code_for(error: &anyhow::Error) -> Exit {
+    error.downcast_ref::<Failure>().map_or(Exit::BadInput, |f| f.exit)
+}
+
+/// Prints an error once on stderr: the sentence, its causes, then a hint where one helps.
+pub fn print_error(error: &anyhow::Error) {
+    eprintln!("error: {error}");
+    for cause in error.chain().skip(1) {
+        eprintln!("  caused by: {cause}");
+    }
+    if let Some(hint) = error.downcast_ref::<Failure>().and_then(|f| f.hint.as_deref()) {
+        eprintln!("hint: {hint}");
+    }
+}

@@ -1,0 +1,59 @@
+//! The `darkroom` binary: parses the command line, resolves config once, installs the tracing
+//! subscriber, runs one command and turns its outcome into an exit code.
+//!
+//! Business logic lives in the library crates; each command here is glue in `commands/`.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod commands;
+mod config;
+mod exit;
+
+/// Generate images in bulk from Luma's Photon models under a hard cost budget.
+#[derive(Debug, Parser)]
+#[command(name = "darkroom", version, about, long_about = None)]
+struct Cli {
+    /// A config file layered over the built-in defaults [env: DARKROOM_CONFIG]
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check a job file: every problem, with its line, and nothing spent.
+    Validate(commands::validate::Args),
+    /// What a job file will cost and how long it will take, before spending anything.
+    Estimate(commands::estimate::Args),
+    /// Run a Luma-compatible simulator on loopback (tests, demos, dry runs at zero cost).
+    Sim(commands::sim::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let outcome = match cli.command {
+        Command::Validate(args) => commands::validate::run(cli.config.as_deref(), args),
+        Command::Estimate(args) => commands::estimate::run(cli.config.as_deref(), args),
+        Command::Sim(args) => commands::sim::run(args),
+    };
+    match outcome {
+        Ok(exit) => exit.into(),
+        Err(error) => {
+            exit::print_error(&error);
+            exit::code_for(&error).into()
+        }
+    }
+}
+
+/// Logs go to stderr, filtered by `RUST_LOG` (default: warnings), never mixed with data on stdout.
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let ansi = std::env::var_os("NO_COLOR").is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+}

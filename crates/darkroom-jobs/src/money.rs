@@ -1,0 +1,250 @@
+//! Money as integer micro-dollars, parsed exactly from decimal text, and the price table.
+//!
+//! There is no `f64` anywhere on the path from a price in a config file to a charge in the ledger.
+
+use std::fmt;
+use std::ops::{Add, AddAssign, Sub};
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::model::Model;
+
+/// An amount of US dollars in micro-dollars (1 USD = 1,000,000).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Money(i64);
+
+/// Why a decimal text is not an amount of money.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MoneyError {
+    #[error("{0:?} is not an amount in USD (expected digits with an optional decimal point, e.g. 12.50)")]
+    NotANumber(String),
+    #[error("{0:?} has more precision than a micro-dollar (at most 6 decimal places)")]
+    TooPrecise(String),
+    #[error("{0:?} is too large")]
+    TooLarge(String),
+    #[error("{0:?} is negative")]
+    Negative(String),
+}
+
+impl Money {
+    pub const ZERO: Money = Money(0);
+    pub const MICROS_PER_USD: i64 = 1_000_000;
+
+    pub const fn from_micros(micros: i64) -> Money {
+        Money(micros)
+    }
+
+    pub const fn micros(self) -> i64 {
+        self.0
+    }
+
+    /// Whole US cents, rounded down (for display of account credits).
+    pub const fn from_cents(cents: i64) -> Money {
+        Money(cents * 10_000)
+    }
+
+    /// Parses a non-negative decimal amount of USD ("0.004", "200", "12.5", "$3"), exactly.
+    pub fn parse_usd(text: &str) -> Result<Money, MoneyError> {
+        let trimmed = text.trim();
+        let body = trimmed.strip_prefix('$').unwrap_or(trimmed);
+        if body.starts_with('-') {
+            return Err(MoneyError::Negative(text.to_string()));
+        }
+        let (whole, frac) = match body.split_once('.') {
+            Some((w, f)) => (w, f),
+            None => (body, ""),
+        };
+        let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+        if (whole.is_empty() && frac.is_empty()) || !digits(whole) || !digits(frac) {
+            return Err(MoneyError::NotANumber(text.to_string()));
+        }
+        let significant_frac = frac.trim_end_matches('0');
+        if significant_frac.len() > 6 {
+            return Err(MoneyError::TooPrecise(text.to_string()));
+        }
+        let whole_value: i64 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().map_err(|_| MoneyError::TooLarge(text.to_string()))?
+        };
+        let mut frac_value: i64 = 0;
+        for (i, b) in significant_frac.bytes().enumerate() {
+            let place = 10_i64.pow(5 - u32::try_from(i).unwrap_or(5));
+            frac_value += i64::from(b - b'0') * place;
+        }
+        whole_value
+            .checked_mul(Money::MICROS_PER_USD)
+            .and_then(|m| m.checked_add(frac_value))
+            .map(Money)
+            .ok_or_else(|| MoneyError::TooLarge(text.to_string()))
+    }
+
+    /// Multiplies by a count (images), saturating at the largest amount.
+    pub fn times(self, count: u64) -> Money {
+        let count = i64::try_from(count).unwrap_or(i64::MAX);
+        Money(self.0.saturating_mul(count))
+    }
+
+    pub fn checked_sub(self, other: Money) -> Option<Money> {
+        self.0.checked_sub(other.0).map(Money)
+    }
+
+    pub fn saturating_sub(self, other: Money) -> Money {
+        Money(self.0.saturating_sub(other.0))
+    }
+
+    /// The exact decimal text without a currency sign and without trailing zeros beyond cents:
+    /// "0.004", "12.50", "200.00".
+    pub fn to_decimal_string(self) -> String {
+        let sign = if self.0 < 0 { "-" } else { "" };
+        let abs = self.0.unsigned_abs();
+        let whole = abs / 1_000_000;
+        let frac = abs % 1_000_000;
+        let mut frac_text = format!("{frac:06}");
+        while frac_text.len() > 2 && frac_text.ends_with('0') {
+            frac_text.pop();
+        }
+        format!("{sign}{whole}.{frac_text}")
+    }
+}
+
+impl fmt::Display for Money {
+    /// `$12.50`, `$0.004`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = self.to_decimal_string();
+        match text.strip_prefix('-') {
+            Some(abs) => write!(f, "-${abs}"),
+            None => write!(f, "${text}"),
+        }
+    }
+}
+
+impl FromStr for Money {
+    type Err = MoneyError;
+    fn from_str(s: &str) -> Result<Money, MoneyError> {
+        Money::parse_usd(s)
+    }
+}
+
+impl Add for Money {
+    type Output = Money;
+    fn add(self, rhs: Money) -> Money {
+        Money(self.0.saturating_add(rhs.0))
+    }
+}
+
+impl AddAssign for Money {
+    fn add_assign(&mut self, rhs: Money) {
+        *self = *self + rhs;
+    }
+}
+
+impl Sub for Money {
+    type Output = Money;
+    fn sub(self, rhs: Money) -> Money {
+        Money(self.0.saturating_sub(rhs.0))
+    }
+}
+
+impl std::iter::Sum for Money {
+    fn sum<I: Iterator<Item = Money>>(iter: I) -> Money {
+        iter.fold(Money::ZERO, Add::add)
+    }
+}
+
+/// Serialized as the decimal text ("0.004"), so config files and JSON never carry a float.
+impl Serialize for Money {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_decimal_string())
+    }
+}
+
+/// Accepts decimal text. A TOML or JSON number is accepted only when it is an integer
+/// (whole dollars): a float would already have lost the exact value.
+impl<'de> Deserialize<'de> for Money {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Money, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Text(String),
+            Whole(u32),
+        }
+        match Repr::deserialize(deserializer)? {
+            Repr::Text(text) => Money::parse_usd(&text).map_err(serde::de::Error::custom),
+            Repr::Whole(dollars) => Ok(Money(i64::from(dollars) * Money::MICROS_PER_USD)),
+        }
+    }
+}
+
+/// The price of one image of each model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceTable {
+    #[serde(rename = "photon-1")]
+    pub photon_1: Money,
+    #[serde(rename = "photon-flash-1")]
+    pub photon_flash_1: Money,
+}
+
+impl PriceTable {
+    pub fn price(&self, model: Model) -> Money {
+        match model {
+            Model::Photon1 => self.photon_1,
+            Model::PhotonFlash1 => self.photon_flash_1,
+        }
+    }
+}
+
+impl Default for PriceTable {
+    /// Luma's published prices: $0.015 and $0.004 an image.
+    fn default() -> Self {
+        PriceTable { photon_1: Money(15_000), photon_flash_1: Money(4_000) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_text_parses_exactly_to_micro_dollars() {
+        for (text, micros) in [
+            ("0.004", 4_000),
+            ("0.015", 15_000),
+            ("200", 200_000_000),
+            ("$12.5", 12_500_000),
+            (".5", 500_000),
+            ("3.", 3_000_000),
+            ("0.000001", 1),
+            ("1.2300000", 1_230_000),
+        ] {
+            assert_eq!(Money::parse_usd(text), Ok(Money(micros)), "{text}");
+        }
+    }
+
+    #[test]
+    fn more_precision_than_a_micro_dollar_is_an_error_not_a_rounding() {
+        assert!(matches!(Money::parse_usd("0.0000001"), Err(MoneyError::TooPrecise(_))));
+        assert!(matches!(Money::parse_usd("0.0040001"), Err(MoneyError::TooPrecise(_))));
+    }
+
+    #[test]
+    fn garbage_and_negative_amounts_are_rejected() {
+        for text in ["", ".", "abc", "1e3", "1,5", "1.2.3", " $ "] {
+            assert!(matches!(Money::parse_usd(text), Err(MoneyError::NotANumber(_))), "{text:?}");
+        }
+        assert!(matches!(Money::parse_usd("-1"), Err(MoneyError::Negative(_))));
+        assert!(matches!(Money::parse_usd("99999999999999999999"), Err(MoneyError::TooLarge(_))));
+    }
+
+    #[test]
+    fn display_round_trips_through_parse() {
+        for micros in [0, 1, 4_000, 15_000, 12_500_000, 200_000_000, 123_456_789] {
+            let money = Money(micros);
+            assert_eq!(Money::parse_usd(&money.to_string()), Ok(money));
+        }
+        assert_eq!(Money(4_000).to_string(), "$0.004");
+        assert_eq!(Money(12_500_000).to_string(), "$12.50");
+    }
+}
