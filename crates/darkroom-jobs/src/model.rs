@@ -211,7 +211,10 @@ impl Routing {
 
 impl Default for Routing {
     fn default() -> Self {
-        Routing { preview: Model::PhotonFlash1, final_: Model::Photon1 }
+        Routing {
+            preview: Model::PhotonFlash1,
+            final_: Model::Photon1,
+        }
     }
 }
 

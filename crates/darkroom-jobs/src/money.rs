@@ -66,7 +66,9 @@ impl Money {
         let whole_value: i64 = if whole.is_empty() {
             0
         } else {
-            whole.parse().map_err(|_| MoneyError::TooLarge(text.to_string()))?
+            whole
+                .parse()
+                .map_err(|_| MoneyError::TooLarge(text.to_string()))?
         };
         let mut frac_value: i64 = 0;
         for (i, b) in significant_frac.bytes().enumerate() {
@@ -199,7 +201,10 @@ impl PriceTable {
 impl Default for PriceTable {
     /// Luma's published prices: $0.015 and $0.004 an image.
     fn default() -> Self {
-        PriceTable { photon_1: Money(15_000), photon_flash_1: Money(4_000) }
+        PriceTable {
+            photon_1: Money(15_000),
+            photon_flash_1: Money(4_000),
+        }
     }
 }
 
@@ -225,17 +230,29 @@ mod tests {
 
     #[test]
     fn more_precision_than_a_micro_dollar_is_an_error_not_a_rounding() {
-        assert!(matches!(Money::parse_usd("0.0000001"), Err(MoneyError::TooPrecise(_))));
-        assert!(matches!(Money::parse_usd("0.0040001"), Err(MoneyError::TooPrecise(_))));
+        assert!(matches!(
+            Money::parse_usd("0.0000001"),
+            Err(MoneyError::TooPrecise(_))
+        ));
+        assert!(matches!(
+            Money::parse_usd("0.0040001"),
+            Err(MoneyError::TooPrecise(_))
+        ));
     }
 
     #[test]
     fn garbage_and_negative_amounts_are_rejected() {
         for text in ["", ".", "abc", "1e3", "1,5", "1.2.3", " $ "] {
-            assert!(matches!(Money::parse_usd(text), Err(MoneyError::NotANumber(_))), "{text:?}");
+            assert!(
+                matches!(Money::parse_usd(text), Err(MoneyError::NotANumber(_))),
+                "{text:?}"
+            );
         }
         assert!(matches!(Money::parse_usd("-1"), Err(MoneyError::Negative(_))));
-        assert!(matches!(Money::parse_usd("99999999999999999999"), Err(MoneyError::TooLarge(_))));
+        assert!(matches!(
+            Money::parse_usd("99999999999999999999"),
+            Err(MoneyError::TooLarge(_))
+        ));
     }
 
     #[test]

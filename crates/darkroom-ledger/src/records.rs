@@ -1,0 +1,192 @@
+//! The rows the ledger hands out, as plain values (`FromRow`), and the task states.
+
+use darkroom_jobs::Money;
+use serde::Serialize;
+
+/// A task's place in its life: `pending → reserved → submitting → submitted → downloading → done`,
+/// or one of the ends `failed`, `blocked`, `skipped`, `cancelled`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskState {
+    Pending,
+    Reserved,
+    Submitting,
+    Submitted,
+    Downloading,
+    Done,
+    Failed,
+    Blocked,
+    Skipped,
+    Cancelled,
+}
+
+impl TaskState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Pending => "pending",
+            TaskState::Reserved => "reserved",
+            TaskState::Submitting => "submitting",
+            TaskState::Submitted => "submitted",
+            TaskState::Downloading => "downloading",
+            TaskState::Done => "done",
+            TaskState::Failed => "failed",
+            TaskState::Blocked => "blocked",
+            TaskState::Skipped => "skipped",
+            TaskState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<TaskState> {
+        Some(match text {
+            "pending" => TaskState::Pending,
+            "reserved" => TaskState::Reserved,
+            "submitting" => TaskState::Submitting,
+            "submitted" => TaskState::Submitted,
+            "downloading" => TaskState::Downloading,
+            "done" => TaskState::Done,
+            "failed" => TaskState::Failed,
+            "blocked" => TaskState::Blocked,
+            "skipped" => TaskState::Skipped,
+            "cancelled" => TaskState::Cancelled,
+            _ => return None,
+        })
+    }
+
+    /// Whether the task has ended (done or one of the ends).
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskState::Done
+                | TaskState::Failed
+                | TaskState::Blocked
+                | TaskState::Skipped
+                | TaskState::Cancelled
+        )
+    }
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct JobRecord {
+    pub id: i64,
+    pub name: String,
+    pub file_path: String,
+    pub file_fingerprint: String,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PassRecord {
+    pub job_id: i64,
+    pub pass: String,
+    pub budget_micros: i64,
+    pub spent_micros: i64,
+    pub reserved_micros: i64,
+    pub status: String,
+    pub loaded_fingerprint: Option<String>,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+impl PassRecord {
+    pub fn budget(&self) -> Money {
+        Money::from_micros(self.budget_micros)
+    }
+    pub fn spent(&self) -> Money {
+        Money::from_micros(self.spent_micros)
+    }
+    pub fn reserved(&self) -> Money {
+        Money::from_micros(self.reserved_micros)
+    }
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TaskRecord {
+    pub id: i64,
+    pub job_id: i64,
+    pub pass: String,
+    pub task_key: String,
+    pub row_id: String,
+    pub variant: i64,
+    pub variants: i64,
+    pub model: String,
+    pub fingerprint: String,
+    pub request_json: String,
+    pub prompt: String,
+    pub aspect_ratio: String,
+    pub format: String,
+    pub metadata_json: String,
+    pub state: String,
+    pub reason: Option<String>,
+    pub price_micros: i64,
+    pub reserved_micros: i64,
+    pub cost_micros: i64,
+    pub attempts: i64,
+    pub output_path: Option<String>,
+    pub generation_id: Option<String>,
+}
+
+impl TaskRecord {
+    pub fn state(&self) -> Option<TaskState> {
+        TaskState::parse(&self.state)
+    }
+    pub fn price(&self) -> Money {
+        Money::from_micros(self.price_micros)
+    }
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct GenerationRecord {
+    pub id: i64,
+    pub task_id: i64,
+    pub attempt: i64,
+    pub upstream_id: Option<String>,
+    pub intent_at: i64,
+    pub request_fingerprint: String,
+    pub state: String,
+    pub failure_reason: Option<String>,
+    pub charge_micros: i64,
+    pub image_url: Option<String>,
+}
+
+/// One task as the outputs (results.jsonl, errors.jsonl, manifest.csv) show it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ResultRecord {
+    pub id: i64,
+    pub task_key: String,
+    pub row_id: String,
+    pub pass: String,
+    pub model: String,
+    pub state: String,
+    pub reason: Option<String>,
+    pub output_path: Option<String>,
+    pub cost_micros: i64,
+    pub generation_id: Option<String>,
+    pub attempts: i64,
+    pub cached: i64,
+    pub latency_ms: Option<i64>,
+    pub prompt: String,
+    pub aspect_ratio: String,
+    pub metadata_json: String,
+    pub variant: i64,
+}
+
+/// A point of the spend-over-time series.
+#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+pub struct SpendPoint {
+    pub at: i64,
+    pub micros: i64,
+}
+
+/// Tasks of a pass by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub total: u64,
+    pub pending: u64,
+    pub in_flight: u64,
+    pub done: u64,
+    pub cached: u64,
+    pub failed: u64,
+    pub blocked: u64,
+    pub skipped: u64,
+    pub cancelled: u64,
+    pub attempts: u64,
+}

@@ -1,0 +1,186 @@
+//! The ledger against a real SQLite file: budget reservation, charges and refunds, loading and
+//! superseding tasks, resume queries.
+
+use darkroom_jobs::{AspectRatio, Format, Metadata, Model, Money, Pass, References, Task};
+use darkroom_ledger::{Ledger, NewTask, Reservation, TaskState};
+
+fn task(key: &str, prompt: &str) -> Task {
+    Task {
+        row_id: key.to_string(),
+        pass: Pass::Preview,
+        variant: 1,
+        variants: 1,
+        model: Model::PhotonFlash1,
+        prompt: prompt.to_string(),
+        aspect_ratio: AspectRatio::Square,
+        format: Format::Jpg,
+        refs: References::default(),
+        metadata: Metadata::new(),
+        fingerprint: format!("fp-{key}-{prompt}"),
+    }
+}
+
+fn new_task(key: &str, prompt: &str, price: i64) -> NewTask {
+    NewTask {
+        task: task(key, prompt),
+        line: 2,
+        price: Money::from_micros(price),
+        request_json: "{}".into(),
+    }
+}
+
+async fn ledger_with(tasks: &[NewTask], budget: i64) -> (tempfile::TempDir, Ledger, i64) {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(&dir.path().join("darkroom.db")).await.unwrap();
+    let job = ledger.upsert_job("job", "job.csv", "file-fp").await.unwrap();
+    ledger
+        .set_budget(job, Pass::Preview, Money::from_micros(budget))
+        .await
+        .unwrap();
+    let mut loader = ledger.begin_load(job, Pass::Preview).await.unwrap();
+    loader.load_page(tasks).await.unwrap();
+    loader.finish("file-fp").await.unwrap();
+    (dir, ledger, job)
+}
+
+#[tokio::test]
+async fn reservations_stop_exactly_at_the_budget() {
+    let tasks: Vec<_> = (0..10)
+        .map(|i| new_task(&format!("t{i}"), "a prompt", 4_000))
+        .collect();
+    let (_dir, ledger, job) = ledger_with(&tasks, 4_000 * 3 + 3_999).await;
+    let pending = ledger.pending_tasks(job, Pass::Preview, 0, 100).await.unwrap();
+    let mut outcomes = Vec::new();
+    for t in &pending {
+        outcomes.push(ledger.reserve(t.id).await.unwrap());
+    }
+    assert_eq!(
+        outcomes.iter().filter(|o| **o == Reservation::Reserved).count(),
+        3
+    );
+    assert_eq!(outcomes[3], Reservation::OverBudget);
+    let pass = ledger.pass(job, Pass::Preview).await.unwrap().unwrap();
+    assert_eq!(pass.reserved_micros, 12_000);
+    assert!(pass.spent_micros + pass.reserved_micros <= pass.budget_micros);
+}
+
+#[tokio::test]
+async fn concurrent_reservations_never_overshoot_the_budget() {
+    let tasks: Vec<_> = (0..200)
+        .map(|i| new_task(&format!("t{i}"), "a prompt", 15_000))
+        .collect();
+    let (_dir, ledger, job) = ledger_with(&tasks, 15_000 * 40 + 1).await;
+    let pending = ledger.pending_tasks(job, Pass::Preview, 0, 1000).await.unwrap();
+    let handles: Vec<_> = pending
+        .into_iter()
+        .map(|t| {
+            let ledger = ledger.clone();
+            tokio::spawn(async move { ledger.reserve(t.id).await.unwrap() })
+        })
+        .collect();
+    let mut reserved = 0;
+    for h in handles {
+        if h.await.unwrap() == Reservation::Reserved {
+            reserved += 1;
+        }
+    }
+    assert_eq!(reserved, 40);
+}
+
+#[tokio::test]
+async fn a_charge_replaces_the_reservation_and_a_failure_refunds_it() {
+    let (_dir, ledger, job) = ledger_with(&[new_task("a", "a prompt", 4_000)], 10_000).await;
+    let t = &ledger.pending_tasks(job, Pass::Preview, 0, 10).await.unwrap()[0];
+    assert_eq!(ledger.reserve(t.id).await.unwrap(), Reservation::Reserved);
+    let g = ledger.record_intent(t.id, "req-fp").await.unwrap();
+    ledger.record_submitted(g, "upstream-1").await.unwrap();
+    let pass = ledger.pass(job, Pass::Preview).await.unwrap().unwrap();
+    assert_eq!((pass.spent_micros, pass.reserved_micros), (4_000, 0));
+    assert_eq!(ledger.net_charges().await.unwrap(), Money::from_micros(4_000));
+
+    ledger
+        .record_generation_failed(g, "Job failed", TaskState::Pending)
+        .await
+        .unwrap();
+    // A duplicate report of the same failure refunds nothing more.
+    ledger
+        .record_generation_failed(g, "Job failed", TaskState::Pending)
+        .await
+        .unwrap();
+    let pass = ledger.pass(job, Pass::Preview).await.unwrap().unwrap();
+    assert_eq!((pass.spent_micros, pass.reserved_micros), (0, 0));
+    assert_eq!(ledger.net_charges().await.unwrap(), Money::ZERO);
+    assert_eq!(ledger.task(t.id).await.unwrap().state, "pending");
+}
+
+#[tokio::test]
+async fn a_done_task_is_found_by_fingerprint_for_the_cache() {
+    let (_dir, ledger, job) = ledger_with(&[new_task("a", "a prompt", 4_000)], 10_000).await;
+    let t = &ledger.pending_tasks(job, Pass::Preview, 0, 10).await.unwrap()[0];
+    ledger.reserve(t.id).await.unwrap();
+    let g = ledger.record_intent(t.id, "req").await.unwrap();
+    ledger.record_submitted(g, "up-1").await.unwrap();
+    ledger.record_completed(g, "http://cdn/x.jpg").await.unwrap();
+    ledger.record_done(g, "out/job/preview/a.jpg").await.unwrap();
+    let cached = ledger.cached_image(&t.fingerprint).await.unwrap();
+    assert_eq!(
+        cached,
+        Some(("out/job/preview/a.jpg".to_string(), Some("up-1".to_string())))
+    );
+    let counts = ledger.counts(job, Pass::Preview).await.unwrap();
+    assert_eq!((counts.done, counts.total, counts.attempts), (1, 1, 1));
+}
+
+#[tokio::test]
+async fn reloading_a_changed_file_supersedes_changed_and_removed_rows_only() {
+    let (_dir, ledger, job) = ledger_with(
+        &[
+            new_task("a", "first", 4_000),
+            new_task("b", "second", 4_000),
+            new_task("c", "third", 4_000),
+        ],
+        100_000,
+    )
+    .await;
+    let mut loader = ledger.begin_load(job, Pass::Preview).await.unwrap();
+    loader
+        .load_page(&[
+            new_task("a", "first", 4_000),
+            new_task("b", "second, edited", 4_000),
+        ])
+        .await
+        .unwrap();
+    loader.finish("file-fp-2").await.unwrap();
+    let pending = ledger.pending_tasks(job, Pass::Preview, 0, 100).await.unwrap();
+    let mut prompts: Vec<_> = pending.iter().map(|t| t.prompt.as_str()).collect();
+    prompts.sort_unstable();
+    assert_eq!(prompts, ["first", "second, edited"]);
+    assert_eq!(ledger.counts(job, Pass::Preview).await.unwrap().total, 2);
+}
+
+#[tokio::test]
+async fn a_budget_below_what_was_spent_is_refused() {
+    let (_dir, ledger, job) = ledger_with(&[new_task("a", "a prompt", 4_000)], 10_000).await;
+    let t = &ledger.pending_tasks(job, Pass::Preview, 0, 10).await.unwrap()[0];
+    ledger.reserve(t.id).await.unwrap();
+    let error = ledger
+        .set_budget(job, Pass::Preview, Money::from_micros(3_000))
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("below"), "{error}");
+    ledger
+        .set_budget(job, Pass::Preview, Money::from_micros(20_000))
+        .await
+        .unwrap();
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_ledger_file_is_private_to_its_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sub").join("darkroom.db");
+    let _ledger = Ledger::open(&path).await.unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}
