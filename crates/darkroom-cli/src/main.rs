@@ -29,6 +29,10 @@ enum Command {
     Validate(commands::validate::Args),
     /// What a job file will cost and how long it will take, before spending anything.
     Estimate(commands::estimate::Args),
+    /// Run a job file's pass: budgeted, rate-limited, resumable (run it again to resume).
+    Run(commands::run::Args),
+    /// Show a job's progress, spend and budget.
+    Status(commands::status::Args),
     /// Run a Luma-compatible simulator on loopback (tests, demos, dry runs at zero cost).
     Sim(commands::sim::Args),
 }
@@ -39,6 +43,8 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Validate(args) => commands::validate::run(cli.config.as_deref(), args),
         Command::Estimate(args) => commands::estimate::run(cli.config.as_deref(), args),
+        Command::Run(args) => commands::run::run(cli.config.as_deref(), args),
+        Command::Status(args) => commands::status::run(cli.config.as_deref(), args),
         Command::Sim(args) => commands::sim::run(args),
     };
     match outcome {

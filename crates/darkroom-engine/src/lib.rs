@@ -1,1 +1,118 @@
-//! placeholder
+//! darkroom-engine: runs a pass of a job to completion against the upstream.
+//!
+//! It owns the scheduler (`scheduler`), the two limits every create passes (`limits`: a create-rate
+//! gate and an in-flight cap), batched polling (`poller`), reconciliation of creates whose outcome
+//! is unknown (`reconcile`), downloads and verification (`images`), the output files (`outputs`),
+//! loading a job file into the ledger (`load`), the per-job run lock (`lock`) and shutdown. It holds
+//! no SQL (that is `darkroom-ledger`) and parses no command line (that is `darkroom-cli`).
+
+pub mod events;
+pub mod images;
+pub mod limits;
+pub mod load;
+pub mod lock;
+pub mod outputs;
+pub mod poller;
+pub mod reconcile;
+pub mod requests;
+pub mod scheduler;
+mod task;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use darkroom_jobs::{Model, Money, Pass, PriceTable};
+
+pub use events::Event;
+pub use scheduler::{run_pass, Outcome, StopReason};
+
+/// Everything a pass needs to know, resolved by the caller from config and flags.
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    pub job_name: String,
+    pub pass: Pass,
+    /// `OUT`: images go to `OUT/JOB/PASS/`, the output files to `OUT/JOB/`.
+    pub out_dir: PathBuf,
+    pub prices: PriceTable,
+    /// Creates per minute; `None` turns the create-rate limit off.
+    pub creates_per_minute: Option<u32>,
+    /// Generations in flight at once (the upstream's concurrency limit).
+    pub max_in_flight: u32,
+    /// Attempts per task: the first create and its retries.
+    pub max_attempts: u32,
+    /// Typical create-to-completed time per model: the first poll comes soon after it.
+    pub latency_photon_1: Duration,
+    pub latency_photon_flash_1: Duration,
+    /// Status reads (GET or list) per second.
+    pub polls_per_second: u32,
+    /// Reuse a verified image with the same fingerprint from any job of this ledger.
+    pub use_cache: bool,
+    /// After the first Ctrl-C, how long in-flight generations get to finish and download.
+    pub drain_timeout: Duration,
+    /// A generation not terminal after this long is abandoned (its charge kept) and retried.
+    pub stuck_after: Duration,
+    /// Consecutive failed creates after which the run stops (the upstream is clearly failing).
+    pub breaker_threshold: u32,
+    /// The largest image accepted, in bytes.
+    pub max_image_bytes: u64,
+    /// Images downloaded at once.
+    pub max_downloads: u32,
+}
+
+impl RunSettings {
+    pub fn expected_latency(&self, model: Model) -> Duration {
+        match model {
+            Model::Photon1 => self.latency_photon_1,
+            Model::PhotonFlash1 => self.latency_photon_flash_1,
+        }
+    }
+
+    /// Settings with the account's documented limits and sensible timeouts, for tests and as a base.
+    pub fn new(job_name: impl Into<String>, pass: Pass, out_dir: impl Into<PathBuf>) -> RunSettings {
+        RunSettings {
+            job_name: job_name.into(),
+            pass,
+            out_dir: out_dir.into(),
+            prices: PriceTable::default(),
+            creates_per_minute: Some(80),
+            max_in_flight: 40,
+            max_attempts: 4,
+            latency_photon_1: Duration::from_millis(3500),
+            latency_photon_flash_1: Duration::from_millis(300),
+            polls_per_second: 20,
+            use_cache: true,
+            drain_timeout: Duration::from_secs(60),
+            stuck_after: Duration::from_secs(600),
+            breaker_threshold: 20,
+            max_image_bytes: 64 * 1024 * 1024,
+            max_downloads: 8,
+        }
+    }
+}
+
+/// A failure that stops the whole run (not a failed task, which is data).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Ledger(#[from] darkroom_ledger::LedgerError),
+    #[error("could not write {path}")]
+    Output {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the task's stored request could not be read (task {task_key})")]
+    CorruptRequest {
+        task_key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// The budget warning fires once when spend reaches this share of the budget (in percent).
+pub const BUDGET_WARNING_PERCENT: i64 = 80;
+
+/// Whether `spent` has reached the warning share of `budget`.
+pub fn budget_warning_due(spent: Money, budget: Money) -> bool {
+    budget.micros() > 0 && spent.micros().saturating_mul(100) >= budget.micros().saturating_mul(BUDGET_WARNING_PERCENT)
+}

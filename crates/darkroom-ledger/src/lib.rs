@@ -369,16 +369,19 @@ impl Ledger {
 
     /// The create was certainly not accepted (refused before sending, 4xx, 429, or reconciliation
     /// found no match): the task keeps its reservation for the next attempt.
-    pub async fn record_not_created(&self, generation: i64) -> Result<()> {
+    /// `counts` says whether the attempt counts against the task's cap (a 429 does not).
+    pub async fn record_not_created(&self, generation: i64, counts: bool) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("UPDATE generations SET state = 'not_created' WHERE id = ?1")
             .bind(generation)
             .execute(&mut *tx)
             .await?;
         sqlx::query(
-            "UPDATE tasks SET state = 'reserved' WHERE id = (SELECT task_id FROM generations WHERE id = ?1)",
+            "UPDATE tasks SET state = 'reserved', attempts = attempts - CASE WHEN ?2 THEN 0 ELSE 1 END
+             WHERE id = (SELECT task_id FROM generations WHERE id = ?1)",
         )
         .bind(generation)
+        .bind(counts)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -548,6 +551,18 @@ impl Ledger {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// The sum of prices of the pass's pending tasks: what finishing it would cost.
+    pub async fn pending_cost(&self, job_id: i64, pass: Pass) -> Result<Money> {
+        let sum: Option<i64> = sqlx::query_scalar(
+            "SELECT SUM(price_micros) FROM tasks WHERE job_id = ?1 AND pass = ?2 AND state = 'pending' AND superseded = 0",
+        )
+        .bind(job_id)
+        .bind(pass.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Money::from_micros(sum.unwrap_or(0)))
     }
 
     /// A done task of any job with this fingerprint, and its image path: the cache.

@@ -1,0 +1,94 @@
+//! Progress while a run goes: a bar on a terminal (done/total, spend against budget, rate, ETA), one
+//! JSON event per line on stdout with `--json`, and plain lines for notable events otherwise.
+
+use std::io::IsTerminal;
+use std::sync::Mutex;
+
+use darkroom_engine::Event;
+use darkroom_jobs::Money;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+#[derive(Debug)]
+pub struct Progress {
+    json: bool,
+    bar: Option<ProgressBar>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    spent: Money,
+    budget: Money,
+}
+
+impl Progress {
+    pub fn new(json: bool, total: u64) -> Progress {
+        let bar = (!json && std::io::stderr().is_terminal()).then(|| {
+            let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+            let style = ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{per_sec}, eta {eta}]")
+                .unwrap_or_else(|_| ProgressStyle::default_bar());
+            bar.set_style(style);
+            bar
+        });
+        Progress { json, bar, state: Mutex::new(State::default()) }
+    }
+
+    pub fn show(&self, event: &Event) {
+        if self.json {
+            if let Ok(line) = serde_json::to_string(event) {
+                println!("{line}");
+            }
+            return;
+        }
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let line = match event {
+            Event::Started { budget, spent, counts, .. } => {
+                state.budget = *budget;
+                state.spent = *spent;
+                if let Some(bar) = &self.bar {
+                    bar.set_position(counts.done + counts.failed + counts.blocked);
+                }
+                None
+            }
+            Event::TaskFinished { state: task_state, cost, task, reason, .. } => {
+                state.spent += *cost;
+                if let Some(bar) = &self.bar {
+                    bar.inc(1);
+                }
+                match task_state.as_str() {
+                    "done" => None,
+                    other => Some(format!("{task}: {other}: {}", reason.as_deref().unwrap_or(""))),
+                }
+            }
+            Event::BudgetWarning { spent, budget } => Some(format!("warning: {spent} of the {budget} budget spent (80%)")),
+            Event::CreditsLow { credits, needed } => {
+                Some(format!("warning: the account has {credits} of credit; this pass needs up to {needed}"))
+            }
+            Event::Stopping { reason } => Some(format!("stopping: {reason}")),
+            Event::RateLimited { .. } | Event::Retry { .. } | Event::Reconciled { .. } => {
+                tracing::info!(?event);
+                None
+            }
+        };
+        let message = format!("{} of {}", state.spent, state.budget);
+        match &self.bar {
+            Some(bar) => {
+                bar.set_message(message);
+                if let Some(line) = line {
+                    bar.println(line);
+                }
+            }
+            None => {
+                if let Some(line) = line {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! `darkroom status [JOB]`: counts per state, spend, reservations, budget and throughput, read from
+//! the ledger (safe while a run is going on).
+
+use std::path::{Path, PathBuf};
+
+use darkroom_jobs::Pass;
+use darkroom_ledger::Ledger;
+use serde_json::json;
+
+use crate::exit::{Exit, Failure};
+
+/// Show a job's progress and spend (every job when none is named).
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The job's name.
+    pub job: Option<String>,
+    /// The ledger file.
+    #[arg(long, value_name = "PATH", env = "DARKROOM_DB", default_value = "darkroom.db")]
+    pub db: PathBuf,
+    /// One JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(_config: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
+    if !args.db.exists() {
+        return Err(Failure::new(Exit::BadInput, format!("no ledger at {}", args.db.display()))
+            .with_hint("run a job first, or point --db at its ledger")
+            .into());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let ledger = Ledger::open(&args.db).await?;
+        let jobs = match &args.job {
+            Some(name) => vec![ledger.job(name).await.map_err(|e| Failure::new(Exit::BadInput, e.to_string()))?],
+            None => ledger.jobs().await?,
+        };
+        let mut report = Vec::new();
+        for job in jobs {
+            let mut passes = Vec::new();
+            for pass in [Pass::Preview, Pass::Final] {
+                let Some(record) = ledger.pass(job.id, pass).await? else { continue };
+                let counts = ledger.counts(job.id, pass).await?;
+                let elapsed_min = match (record.started_at, record.finished_at) {
+                    (Some(start), Some(end)) => (end - start) as f64 / 60_000.0,
+                    (Some(start), None) => (darkroom_ledger::now_ms() - start) as f64 / 60_000.0,
+                    _ => 0.0,
+                };
+                let per_minute = if elapsed_min > 0.0 { counts.done as f64 / elapsed_min } else { 0.0 };
+                passes.push(json!({
+                    "pass": pass.as_str(), "status": record.status, "counts": counts,
+                    "budget": record.budget(), "spent": record.spent(), "reserved": record.reserved(),
+                    "images_per_minute": (per_minute * 10.0).round() / 10.0,
+                }));
+                if !args.json {
+                    println!(
+                        "{} {}: {} ({} of {} done, {} cached, {} in flight, {} pending, {} failed, {} blocked, {} skipped)",
+                        job.name,
+                        pass,
+                        record.status,
+                        counts.done,
+                        counts.total,
+                        counts.cached,
+                        counts.in_flight,
+                        counts.pending,
+                        counts.failed,
+                        counts.blocked,
+                        counts.skipped
+                    );
+                    println!(
+                        "  spent {} + reserved {} of {} budget; {:.1} images/min",
+                        record.spent(),
+                        record.reserved(),
+                        record.budget(),
+                        per_minute
+                    );
+                }
+            }
+            report.push(json!({ "job": job.name, "file": job.file_path, "passes": passes }));
+        }
+        if args.json {
+            println!("{}", json!({ "jobs": report }));
+        }
+        ledger.close().await;
+        Ok(Exit::Done)
+    })
+}

@@ -1,0 +1,36 @@
+//! What a run reports as it goes: the CLI turns these into a progress bar or JSON lines.
+
+use serde::Serialize;
+
+use darkroom_jobs::Money;
+use darkroom_ledger::Counts;
+
+/// One thing that happened during a run.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// The pass starts (or resumes) with these counts.
+    Started { job: String, pass: String, counts: Counts, budget: Money, spent: Money },
+    /// A task ended: done (maybe from cache), failed, blocked or skipped.
+    TaskFinished {
+        task: String,
+        state: String,
+        cost: Money,
+        cached: bool,
+        path: Option<String>,
+        reason: Option<String>,
+        attempts: u32,
+    },
+    /// A task will be tried again.
+    Retry { task: String, attempt: u32, reason: String, delay_ms: u64 },
+    /// The upstream said slow down.
+    RateLimited { retry_after_ms: Option<u64> },
+    /// Spend reached 80% of the budget.
+    BudgetWarning { spent: Money, budget: Money },
+    /// The account's credits can't cover the job; the run goes on until they run out.
+    CreditsLow { credits: Money, needed: Money },
+    /// A create's outcome was unknown and the upstream's list settled it.
+    Reconciled { task: String, adopted: bool },
+    /// No new creates from here on, and why.
+    Stopping { reason: String },
+}

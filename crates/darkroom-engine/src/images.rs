@@ -1,0 +1,149 @@
+//! Verifying a downloaded image and writing it into place atomically.
+//!
+//! An image counts only once it decodes, its format is the one asked for, and its dimensions match
+//! the task's aspect ratio within 1%. It is written to a temporary file beside its final path,
+//! synced, renamed into place, and the directory synced: after a crash the file is either whole or
+//! absent, never half-written.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use darkroom_jobs::{AspectRatio, Format};
+
+/// Why downloaded bytes are not an acceptable image.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("the image does not decode: {0}")]
+    Undecodable(String),
+    #[error("the image is {found}, not the {expected} asked for")]
+    WrongFormat { expected: &'static str, found: String },
+    #[error("the image is {width}x{height}, which is not {expected} within 1%")]
+    WrongShape { width: u32, height: u32, expected: AspectRatio },
+}
+
+/// Decodes the bytes fully and checks format and shape. CPU-bound: call it on the blocking pool.
+pub fn verify(bytes: &[u8], format: Format, aspect: AspectRatio) -> Result<(u32, u32), VerifyError> {
+    let found = image::guess_format(bytes).map_err(|e| VerifyError::Undecodable(e.to_string()))?;
+    let expected = match format {
+        Format::Jpg => image::ImageFormat::Jpeg,
+        Format::Png => image::ImageFormat::Png,
+    };
+    if found != expected {
+        return Err(VerifyError::WrongFormat { expected: format.as_str(), found: format!("{found:?}") });
+    }
+    let decoded = image::load_from_memory_with_format(bytes, found)
+        .map_err(|e| VerifyError::Undecodable(e.to_string()))?;
+    let (width, height) = (decoded.width(), decoded.height());
+    if !shape_matches(width, height, aspect) {
+        return Err(VerifyError::WrongShape { width, height, expected: aspect });
+    }
+    Ok((width, height))
+}
+
+/// Whether width:height is the aspect ratio within 1%.
+pub fn shape_matches(width: u32, height: u32, aspect: AspectRatio) -> bool {
+    if width == 0 || height == 0 {
+        return false;
+    }
+    let (w, h) = aspect.parts();
+    let actual = f64::from(width) / f64::from(height);
+    let wanted = f64::from(w) / f64::from(h);
+    ((actual - wanted) / wanted).abs() <= 0.01
+}
+
+/// Writes `bytes` to `path` atomically: temporary file, sync, rename, sync the directory.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = temporary_path(path);
+    let result = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Copies an existing image into place atomically (a cache hit).
+pub fn copy_atomically(from: &Path, to: &Path) -> std::io::Result<()> {
+    if from == to {
+        return Ok(());
+    }
+    let bytes = std::fs::read(from)?;
+    write_atomically(to, &bytes)
+}
+
+fn temporary_path(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jpeg(width: u32, height: u32) -> Vec<u8> {
+        let img = image::RgbImage::from_pixel(width, height, image::Rgb([200, 30, 60]));
+        let mut out = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut out, image::ImageFormat::Jpeg).unwrap();
+        out.into_inner()
+    }
+
+    #[test]
+    fn an_image_of_the_right_shape_and_format_passes() {
+        assert_eq!(verify(&jpeg(160, 90), Format::Jpg, AspectRatio::Landscape16x9), Ok((160, 90)));
+    }
+
+    #[test]
+    fn a_wrong_shape_a_wrong_format_and_garbage_are_refused() {
+        assert!(matches!(
+            verify(&jpeg(100, 100), Format::Jpg, AspectRatio::Landscape16x9),
+            Err(VerifyError::WrongShape { .. })
+        ));
+        assert!(matches!(
+            verify(&jpeg(100, 100), Format::Png, AspectRatio::Square),
+            Err(VerifyError::WrongFormat { .. })
+        ));
+        let mut truncated = jpeg(64, 64);
+        truncated.truncate(truncated.len() / 2);
+        assert!(matches!(verify(&truncated, Format::Jpg, AspectRatio::Square), Err(VerifyError::Undecodable(_))));
+        assert!(verify(b"<html>", Format::Jpg, AspectRatio::Square).is_err());
+    }
+
+    #[test]
+    fn luma_sizes_match_their_ratios_and_one_percent_off_is_the_edge() {
+        for aspect in AspectRatio::ALL {
+            let (w, h) = aspect.pixels();
+            assert!(shape_matches(w, h, aspect), "{aspect}");
+        }
+        assert!(shape_matches(1000, 1009, AspectRatio::Square));
+        assert!(!shape_matches(1000, 1020, AspectRatio::Square));
+    }
+
+    #[test]
+    fn an_atomic_write_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a").join("x.jpg");
+        write_atomically(&path, b"bytes").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"bytes");
+        let names: Vec<_> = std::fs::read_dir(path.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["x.jpg"]);
+    }
+}

@@ -1,0 +1,146 @@
+//! The two limits every create passes: a create-rate gate and an in-flight cap.
+//!
+//! The gate spaces creates evenly (a `governor` limiter with a burst of one), 1% under the account's
+//! rate, so the upstream sees no more than its limit in any 60-second window whether it counts with a
+//! token bucket or a sliding window. A 429 is information, not a failure: every create pauses for the
+//! `Retry-After` it carries (or a few periods when it has none) and creates are spaced wider for a
+//! while, recovering a little with each accepted create. The in-flight cap is a semaphore whose permit a
+//! task holds from its create until its generation ends.
+
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::time::Instant;
+
+/// Spaces creates under the account's rate, and slows down after a 429.
+#[derive(Debug)]
+pub struct CreateGate {
+    limiter: Option<DefaultDirectRateLimiter>,
+    clock: DefaultClock,
+    period: Duration,
+    backoff: Mutex<Backoff>,
+}
+
+#[derive(Debug)]
+struct Backoff {
+    paused_until: Option<Instant>,
+    /// Multiplies the spacing between creates; 1.0 when all is well.
+    slowdown: f64,
+    next_slot: Instant,
+}
+
+/// The most the spacing widens after repeated 429s.
+const MAX_SLOWDOWN: f64 = 8.0;
+/// Each accepted create brings the spacing this much closer to normal.
+const RECOVERY: f64 = 0.95;
+
+impl CreateGate {
+    /// A gate at `per_minute` creates a minute, or only the 429 back-off when `None`.
+    pub fn new(per_minute: Option<u32>) -> CreateGate {
+        let (limiter, period) = match per_minute.and_then(NonZeroU32::new) {
+            Some(rate) => {
+                // 1% under the limit: N evenly spaced creates never put N + 1 in a 60 s window.
+                let period = Duration::from_secs(60).mul_f64(1.01) / rate.get();
+                let quota = Quota::with_period(period).unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN));
+                (Some(RateLimiter::direct(quota.allow_burst(NonZeroU32::MIN))), period)
+            }
+            None => (None, Duration::from_millis(50)),
+        };
+        CreateGate {
+            limiter,
+            clock: DefaultClock::default(),
+            period,
+            backoff: Mutex::new(Backoff { paused_until: None, slowdown: 1.0, next_slot: Instant::now() }),
+        }
+    }
+
+    /// Waits until a create may be sent.
+    pub async fn ready(&self) {
+        // A pause after a 429, then the widened spacing while slowed down.
+        let slot = {
+            let mut b = self.backoff.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            let mut slot = now.max(b.paused_until.unwrap_or(now));
+            if b.slowdown > 1.0 {
+                slot = slot.max(b.next_slot);
+                b.next_slot = slot + self.period.mul_f64(b.slowdown);
+            }
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
+        if let Some(limiter) = &self.limiter {
+            loop {
+                match limiter.check() {
+                    Ok(()) => break,
+                    Err(not_until) => tokio::time::sleep(not_until.wait_time_from(self.clock.now())).await,
+                }
+            }
+        }
+    }
+
+    /// The upstream answered 429: pause every create and widen the spacing.
+    pub fn on_rate_limited(&self, retry_after: Option<Duration>) {
+        let mut b = self.backoff.lock().unwrap_or_else(|e| e.into_inner());
+        let pause = retry_after.unwrap_or(self.period * 4).min(Duration::from_secs(120));
+        let until = Instant::now() + pause;
+        b.paused_until = Some(b.paused_until.map_or(until, |p| p.max(until)));
+        b.slowdown = (b.slowdown * 2.0).min(MAX_SLOWDOWN);
+        b.next_slot = b.next_slot.max(until);
+    }
+
+    /// A create was accepted: the spacing recovers a step.
+    pub fn on_accepted(&self) {
+        let mut b = self.backoff.lock().unwrap_or_else(|e| e.into_inner());
+        if b.slowdown > 1.0 {
+            b.slowdown = (b.slowdown * RECOVERY).max(1.0);
+            if b.slowdown < 1.01 {
+                b.slowdown = 1.0;
+            }
+        }
+    }
+
+    /// The current spacing factor (1.0 when not slowed down).
+    pub fn slowdown(&self) -> f64 {
+        self.backoff.lock().unwrap_or_else(|e| e.into_inner()).slowdown
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn creates_are_spaced_at_the_rate_with_no_burst() {
+        let gate = CreateGate::new(Some(6000)); // one every 10.1 ms
+        let start = std::time::Instant::now();
+        for _ in 0..11 {
+            gate.ready().await;
+        }
+        // 10 gaps of 10.1 ms at least: the first create goes at once, none bursts.
+        assert!(start.elapsed() >= Duration::from_millis(100), "{:?}", start.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_429_slows_creates_down_and_accepted_creates_recover() {
+        let gate = CreateGate::new(None);
+        gate.on_rate_limited(Some(Duration::from_millis(1)));
+        gate.on_rate_limited(Some(Duration::from_millis(1)));
+        assert_eq!(gate.slowdown(), 4.0);
+        for _ in 0..200 {
+            gate.on_accepted();
+        }
+        assert_eq!(gate.slowdown(), 1.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_pauses_every_create() {
+        let gate = CreateGate::new(None);
+        gate.on_rate_limited(Some(Duration::from_secs(7)));
+        let start = Instant::now();
+        gate.ready().await;
+        assert!(start.elapsed() >= Duration::from_secs(7));
+    }
+}

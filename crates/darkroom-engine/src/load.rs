@@ -1,0 +1,137 @@
+//! Reading a job file into the ledger: validate every row, expand rows into the pass's tasks, and
+//! load them in one transaction, streaming, so a million-row file is never held in memory and a
+//! file with one invalid row loads nothing at all.
+//!
+//! An unchanged file (same bytes, same routing and prices) is not read again on resume: the tasks are
+//! already in the ledger, and a resumed run reaches its first create at once.
+
+use std::path::Path;
+
+use darkroom_jobs::{Pass, PriceTable, ReadOptions, Report, Routing};
+use darkroom_ledger::{Ledger, NewTask};
+use tokio::sync::mpsc;
+
+use crate::requests::create_body_text;
+
+/// Tasks per ledger page while loading.
+const PAGE: usize = 2_000;
+
+/// What loading did.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The reader's report; `None` when the file was unchanged and not read again.
+    pub report: Option<Report>,
+    /// The key the load was recorded under (file fingerprint, pass, routing, prices).
+    pub load_key: String,
+}
+
+/// Why a job file could not be loaded. Nothing was spent and the ledger is unchanged.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    File(#[from] darkroom_jobs::FileError),
+    #[error("the job file has {} invalid row(s)", .0.error_count)]
+    Invalid(Box<Report>),
+    #[error(transparent)]
+    Ledger(#[from] darkroom_ledger::LedgerError),
+    #[error("could not read {path}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The fingerprint under which a file's tasks for a pass were loaded.
+pub fn load_key(file_fingerprint: &str, pass: Pass, routing: &Routing, prices: &PriceTable) -> String {
+    format!(
+        "{file_fingerprint}:{pass}:{}:{}:{}:{}",
+        routing.preview,
+        routing.final_,
+        prices.photon_1.micros(),
+        prices.photon_flash_1.micros()
+    )
+}
+
+/// The blake3 fingerprint of a file's bytes, streamed.
+pub fn file_fingerprint(path: &Path) -> std::io::Result<String> {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_reader(std::fs::File::open(path)?)?;
+    Ok(hasher.finalize().to_hex().to_string())
+}
+
+/// Validates the file and loads its tasks for `pass` into the job, unless the same file was
+/// already loaded with the same routing and prices.
+pub async fn load_job(
+    ledger: &Ledger,
+    job_id: i64,
+    path: &Path,
+    pass: Pass,
+    routing: Routing,
+    prices: PriceTable,
+    options: ReadOptions,
+) -> Result<Loaded, LoadError> {
+    let fingerprint = {
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || file_fingerprint(&path))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+            .map_err(|source| LoadError::Io { path: path.display().to_string(), source })?
+    };
+    let key = load_key(&fingerprint, pass, &routing, &prices);
+    let already = ledger.pass(job_id, pass).await?.and_then(|p| p.loaded_fingerprint);
+    if already.as_deref() == Some(key.as_str()) {
+        return Ok(Loaded { report: None, load_key: key });
+    }
+
+    let (tx, mut rx) = mpsc::channel::<Vec<NewTask>>(4);
+    let reader = {
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            let mut page = Vec::with_capacity(PAGE);
+            let mut receiver_gone = false;
+            let report = darkroom_jobs::read_job(&path, &options, |row| {
+                if receiver_gone {
+                    return;
+                }
+                for task in darkroom_jobs::expand(&row, pass, &routing) {
+                    let price = prices.price(task.model);
+                    let request_json = create_body_text(&task);
+                    page.push(NewTask { task, line: row.line, price, request_json });
+                    if page.len() >= PAGE && tx.blocking_send(std::mem::take(&mut page)).is_err() {
+                        receiver_gone = true;
+                        return;
+                    }
+                }
+            });
+            if !page.is_empty() {
+                let _ = tx.blocking_send(page);
+            }
+            report
+        })
+    };
+
+    let mut loader = ledger.begin_load(job_id, pass).await?;
+    let mut load_error = None;
+    while let Some(page) = rx.recv().await {
+        if load_error.is_none() {
+            if let Err(e) = loader.load_page(&page).await {
+                load_error = Some(e);
+            }
+        }
+    }
+    let report = reader.await.map_err(|e| LoadError::Io {
+        path: path.display().to_string(),
+        source: std::io::Error::other(e),
+    })??;
+    if let Some(e) = load_error {
+        return Err(e.into());
+    }
+    if report.error_count > 0 {
+        // Dropping the loader rolls the whole load back.
+        drop(loader);
+        return Err(LoadError::Invalid(Box::new(report)));
+    }
+    loader.finish(&key).await?;
+    Ok(Loaded { report: Some(report), load_key: key })
+}

@@ -1,0 +1,66 @@
+//! Settles a create whose outcome is unknown, before anything is sent again.
+//!
+//! A timeout after sending, a connection reset or a 5xx on create may each hide an accepted, charged
+//! generation. Sending again blindly is how naive clients pay twice. Instead the upstream's list of
+//! generations (newest first) is searched for one created at or after the intent, with the same request,
+//! that no task in the ledger has claimed; a match is adopted. Reconciliations run one at a time, and
+//! no create is in flight while one runs (see [`CreateLock`]), so two tasks with identical requests
+//! (variants) can never adopt the same generation.
+
+use darkroom_ledger::Ledger;
+use darkroom_luma::{Client, CreateRequest, Generation};
+use tokio::sync::RwLock;
+
+/// Creates hold it shared; a reconciliation holds it alone.
+pub type CreateLock = RwLock<()>;
+
+/// How far the upstream's clock may be behind ours when comparing `created_at` to an intent.
+const CLOCK_SKEW_MS: i64 = 120_000;
+/// The most list pages searched (100 generations each).
+const MAX_PAGES: u32 = 20;
+
+/// What the search found.
+#[derive(Debug)]
+pub enum Reconciled {
+    /// This generation is ours: adopt it.
+    Adopted(Generation),
+    /// Nothing upstream matches: the create was not accepted and may be sent again.
+    NotFound,
+    /// The list could not be read: try again later; send nothing.
+    Unreadable(darkroom_luma::Error),
+}
+
+/// Searches the upstream's list for the generation an unknown create may have made.
+pub async fn reconcile(client: &Client, ledger: &Ledger, request: &CreateRequest, intent_at_ms: i64) -> Reconciled {
+    let earliest = intent_at_ms - CLOCK_SKEW_MS;
+    for page in 0..MAX_PAGES {
+        let list = match client.list(100, page * 100).await {
+            Ok(list) => list,
+            Err(error) => return Reconciled::Unreadable(error),
+        };
+        let mut older_seen = false;
+        let count = list.generations.len();
+        for generation in list.generations {
+            let created_ms = generation.created_at_ms();
+            if created_ms.is_some_and(|c| c < earliest) {
+                older_seen = true;
+                continue;
+            }
+            if !generation.matches_request(request) {
+                continue;
+            }
+            match ledger.is_claimed(&generation.id).await {
+                Ok(false) => return Reconciled::Adopted(generation),
+                Ok(true) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "ledger read failed during reconciliation");
+                    return Reconciled::NotFound;
+                }
+            }
+        }
+        if older_seen || !list.has_more || count == 0 {
+            break;
+        }
+    }
+    Reconciled::NotFound
+}

@@ -1,0 +1,441 @@
+//! One task's life from its reservation to its end: create, reconcile, poll, download, settle, and
+//! retry when the failure allows it. Every step is recorded in the ledger before the next one starts,
+//! so a run stopped at any instant resumes from the last recorded step.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::BackoffBuilder;
+use darkroom_jobs::{AspectRatio, Format, Model};
+use darkroom_ledger::{Reservation, TaskRecord, TaskState};
+use darkroom_luma::{CreateRequest, FailureKind};
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::events::Event;
+use crate::images;
+use crate::poller::Polled;
+use crate::reconcile::{reconcile, Reconciled};
+use crate::requests::body_fingerprint;
+use crate::scheduler::{Shared, StopReason};
+use crate::EngineError;
+
+/// Where a task goes next.
+enum Step {
+    Create(Option<OwnedSemaphorePermit>),
+    Reconcile { generation: i64, intent_at: i64, permit: Option<OwnedSemaphorePermit> },
+    Poll { generation: i64, upstream_id: String, permit: Option<OwnedSemaphorePermit> },
+    Download { generation: i64, upstream_id: String, url: String },
+    Retry { reason: String },
+    End,
+}
+
+struct TaskRun {
+    shared: Arc<Shared>,
+    task: TaskRecord,
+    request: CreateRequest,
+    request_fingerprint: String,
+    model: Model,
+    aspect: AspectRatio,
+    format: Format,
+    attempts: u32,
+    holds_reservation: bool,
+    backoff: backon::ExponentialBackoff,
+}
+
+/// Drives a task from whatever state the ledger has it in to an end (or to a state the next run
+/// resumes from, when the run stops first).
+pub(crate) async fn drive(shared: Arc<Shared>, task: TaskRecord, permit: Option<OwnedSemaphorePermit>) {
+    let key = task.task_key.clone();
+    if let Err(error) = drive_inner(shared.clone(), task, permit).await {
+        tracing::error!(task = %key, error = %error, "task stopped by a systemic failure");
+        shared.stop(StopReason::Failed(format!("{error:#}")));
+    }
+}
+
+async fn drive_inner(
+    shared: Arc<Shared>,
+    task: TaskRecord,
+    permit: Option<OwnedSemaphorePermit>,
+) -> Result<(), EngineError> {
+    let request: CreateRequest = serde_json::from_str(&task.request_json)
+        .map_err(|source| EngineError::CorruptRequest { task_key: task.task_key.clone(), source })?;
+    let mut first = match task.state.as_str() {
+        "reserved" | "pending" => Step::Create(permit),
+        _ => resume_step(&shared, &task).await?,
+    };
+    let backoff = backon::ExponentialBuilder::default()
+        .with_jitter()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(30))
+        .without_max_times()
+        .build();
+    let mut run = TaskRun {
+        request_fingerprint: body_fingerprint(&task.request_json),
+        model: Model::parse(&task.model).unwrap_or(Model::Photon1),
+        aspect: AspectRatio::parse(&task.aspect_ratio).unwrap_or(AspectRatio::Landscape16x9),
+        format: Format::parse(&task.format).unwrap_or_default(),
+        attempts: u32::try_from(task.attempts).unwrap_or(u32::MAX),
+        holds_reservation: task.reserved_micros > 0,
+        shared,
+        task,
+        request,
+        backoff,
+    };
+    loop {
+        first = match first {
+            Step::Create(permit) => run.create(permit).await?,
+            Step::Reconcile { generation, intent_at, permit } => run.reconcile(generation, intent_at, permit).await?,
+            Step::Poll { generation, upstream_id, permit } => run.poll(generation, upstream_id, permit).await?,
+            Step::Download { generation, upstream_id, url } => run.download(generation, upstream_id, url).await?,
+            Step::Retry { reason } => run.retry(reason).await?,
+            Step::End => return Ok(()),
+        };
+    }
+}
+
+/// Where a task left mid-flight by an earlier run picks up.
+async fn resume_step(shared: &Shared, task: &TaskRecord) -> Result<Step, EngineError> {
+    let generations = shared.ledger.open_generations(task.id).await?;
+    // Generations superseded by a later one of the same task are not ours to keep.
+    let Some(last) = generations.last() else {
+        return Ok(Step::Create(None));
+    };
+    for older in &generations[..generations.len() - 1] {
+        shared.ledger.abandon_generation(older.id).await?;
+    }
+    Ok(match (last.state.as_str(), &last.upstream_id, &last.image_url) {
+        ("completed", Some(id), Some(url)) => {
+            Step::Download { generation: last.id, upstream_id: id.clone(), url: url.clone() }
+        }
+        ("submitted" | "completed", Some(id), _) => {
+            Step::Poll { generation: last.id, upstream_id: id.clone(), permit: None }
+        }
+        _ => Step::Reconcile { generation: last.id, intent_at: last.intent_at, permit: None },
+    })
+}
+
+impl TaskRun {
+    fn key(&self) -> &str {
+        &self.task.task_key
+    }
+
+    async fn permit(&self) -> Option<OwnedSemaphorePermit> {
+        tokio::select! {
+            permit = self.shared.in_flight.clone().acquire_owned() => permit.ok(),
+            () = self.shared.stop_dispatch.cancelled() => None,
+        }
+    }
+
+    /// Ends the task without sending anything more: back to pending (resumable) or to an end.
+    async fn release(&mut self, state: TaskState, reason: Option<&str>) -> Result<Step, EngineError> {
+        self.shared.ledger.release(self.task.id, state, reason).await?;
+        self.holds_reservation = false;
+        if state.is_terminal() {
+            self.finished(state.as_str(), None, reason).await;
+        }
+        Ok(Step::End)
+    }
+
+    async fn finished(&self, state: &str, path: Option<String>, reason: Option<&str>) {
+        let cost = match state {
+            "done" => self.task.price(),
+            _ => darkroom_jobs::Money::ZERO,
+        };
+        self.shared
+            .emit(Event::TaskFinished {
+                task: self.task.task_key.clone(),
+                state: state.to_string(),
+                cost,
+                cached: false,
+                path,
+                reason: reason.map(str::to_string),
+                attempts: self.attempts,
+            })
+            .await;
+    }
+
+    async fn create(&mut self, permit: Option<OwnedSemaphorePermit>) -> Result<Step, EngineError> {
+        if !self.holds_reservation {
+            match self.shared.ledger.reserve(self.task.id).await? {
+                Reservation::Reserved => self.holds_reservation = true,
+                Reservation::OverBudget => {
+                    self.shared.stop(StopReason::BudgetExhausted);
+                    return Ok(Step::End);
+                }
+                Reservation::NotPending => return Ok(Step::End),
+            }
+        }
+        let permit = match permit {
+            Some(p) => p,
+            None => match self.permit().await {
+                Some(p) => p,
+                None => return self.release(TaskState::Pending, None).await,
+            },
+        };
+        tokio::select! {
+            () = self.shared.gate.ready() => {}
+            () = self.shared.stop_dispatch.cancelled() => return self.release(TaskState::Pending, None).await,
+        }
+        let guard = self.shared.create_lock.read().await;
+        let generation = self.shared.ledger.record_intent(self.task.id, &self.request_fingerprint).await?;
+        let intent_at = darkroom_ledger::now_ms();
+        self.attempts += 1;
+        let result = self.shared.client.create(&self.request).await;
+        drop(guard);
+        match result {
+            Ok(created) => {
+                if let Err(error) = self.shared.ledger.record_submitted(generation, &created.id).await {
+                    // Another task adopted this id while our answer was on its way: settle ours by
+                    // reconciliation like any other unknown outcome.
+                    tracing::warn!(task = self.key(), %error, "recording the create failed; reconciling");
+                    self.shared.ledger.record_outcome_unknown(generation).await?;
+                    return Ok(Step::Reconcile { generation, intent_at, permit: Some(permit) });
+                }
+                self.holds_reservation = false;
+                self.shared.gate.on_accepted();
+                self.shared.create_succeeded();
+                self.shared.check_budget_warning().await?;
+                Ok(Step::Poll { generation, upstream_id: created.id, permit: Some(permit) })
+            }
+            Err(error) => self.create_failed(generation, intent_at, error, permit).await,
+        }
+    }
+
+    async fn create_failed(
+        &mut self,
+        generation: i64,
+        intent_at: i64,
+        error: darkroom_luma::Error,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<Step, EngineError> {
+        use darkroom_luma::ErrorClass;
+        match error.class() {
+            ErrorClass::RateLimited { retry_after } => {
+                self.shared.ledger.record_not_created(generation, false).await?;
+                self.attempts -= 1;
+                self.shared.gate.on_rate_limited(retry_after);
+                let retry_after_ms = retry_after.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                self.shared.emit(Event::RateLimited { retry_after_ms }).await;
+                Ok(Step::Create(Some(permit)))
+            }
+            ErrorClass::NeverSent | ErrorClass::Transient => {
+                self.shared.ledger.record_not_created(generation, true).await?;
+                self.shared.create_failed(&error.to_string());
+                drop(permit);
+                Ok(Step::Retry { reason: error.to_string() })
+            }
+            ErrorClass::OutcomeUnknown => {
+                self.shared.ledger.record_outcome_unknown(generation).await?;
+                self.shared.create_failed(&error.to_string());
+                Ok(Step::Reconcile { generation, intent_at, permit: Some(permit) })
+            }
+            ErrorClass::Permanent { .. } => {
+                self.shared.ledger.record_not_created(generation, true).await?;
+                let reason = error.to_string();
+                if error.is_refusal() {
+                    self.shared.stop(StopReason::Refused(reason));
+                    self.release(TaskState::Pending, None).await
+                } else {
+                    self.release(TaskState::Failed, Some(&reason)).await
+                }
+            }
+        }
+    }
+
+    async fn reconcile(
+        &mut self,
+        generation: i64,
+        intent_at: i64,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Result<Step, EngineError> {
+        let mut unreadable = 0;
+        loop {
+            let found = {
+                let _alone = self.shared.create_lock.write().await;
+                reconcile(&self.shared.client, &self.shared.ledger, &self.request, intent_at).await
+            };
+            match found {
+                Reconciled::Adopted(found) => {
+                    self.shared.ledger.record_submitted(generation, &found.id).await?;
+                    self.holds_reservation = false;
+                    self.shared.emit(Event::Reconciled { task: self.key().to_string(), adopted: true }).await;
+                    return Ok(Step::Poll { generation, upstream_id: found.id, permit });
+                }
+                Reconciled::NotFound => {
+                    self.shared.ledger.record_not_created(generation, true).await?;
+                    self.holds_reservation = true;
+                    self.shared.emit(Event::Reconciled { task: self.key().to_string(), adopted: false }).await;
+                    return Ok(Step::Retry { reason: "the create's outcome was unknown and no generation was made".into() });
+                }
+                Reconciled::Unreadable(error) => {
+                    unreadable += 1;
+                    if unreadable >= 8 || self.shared.abort.is_cancelled() {
+                        // Leave it for the next run to reconcile; nothing is re-sent blindly.
+                        tracing::warn!(task = self.key(), %error, "could not reconcile; leaving it to the next run");
+                        return Ok(Step::End);
+                    }
+                    let delay = self.backoff.next().unwrap_or(Duration::from_secs(5));
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = self.shared.abort.cancelled() => return Ok(Step::End),
+                    }
+                }
+            }
+        }
+    }
+
+    async fn poll(
+        &mut self,
+        generation: i64,
+        upstream_id: String,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Result<Step, EngineError> {
+        // A generation resumed from an earlier run counts against the in-flight limit too.
+        let permit = match permit {
+            Some(p) => Some(p),
+            None => self.shared.in_flight.clone().acquire_owned().await.ok(),
+        };
+        let expected = self.shared.settings.expected_latency(self.model);
+        let polled = tokio::select! {
+            polled = tokio::time::timeout(self.shared.settings.stuck_after, self.shared.poller.wait(&upstream_id, expected)) => polled,
+            () = self.shared.abort.cancelled() => return Ok(Step::End),
+        };
+        drop(permit);
+        match polled {
+            Ok(Polled::Completed { image_url }) => {
+                self.shared.ledger.record_completed(generation, &image_url).await?;
+                Ok(Step::Download { generation, upstream_id, url: image_url })
+            }
+            Ok(Polled::Failed { reason }) => match FailureKind::classify(&reason) {
+                FailureKind::Blocked => {
+                    self.shared.ledger.record_generation_failed(generation, &reason, TaskState::Blocked).await?;
+                    self.finished("blocked", None, Some(&reason)).await;
+                    Ok(Step::End)
+                }
+                FailureKind::Retryable => {
+                    let next = if self.attempts >= self.shared.settings.max_attempts {
+                        TaskState::Failed
+                    } else {
+                        TaskState::Pending
+                    };
+                    self.shared.ledger.record_generation_failed(generation, &reason, next).await?;
+                    if next == TaskState::Failed {
+                        self.finished("failed", None, Some(&reason)).await;
+                        return Ok(Step::End);
+                    }
+                    Ok(Step::Retry { reason })
+                }
+            },
+            Ok(Polled::Gone) => {
+                self.shared.ledger.abandon_generation(generation).await?;
+                self.shared.ledger.release(self.task.id, TaskState::Pending, None).await?;
+                Ok(Step::Retry { reason: "the generation disappeared upstream".into() })
+            }
+            Ok(Polled::Stopped) => Ok(Step::End),
+            Err(_elapsed) => {
+                // Stuck: the upstream keeps the charge; we stop waiting and try again.
+                self.shared.ledger.abandon_generation(generation).await?;
+                self.shared.ledger.release(self.task.id, TaskState::Pending, None).await?;
+                let reason = format!("generation {upstream_id} was not finished after {:?}", self.shared.settings.stuck_after);
+                if self.attempts >= self.shared.settings.max_attempts {
+                    return self.release(TaskState::Failed, Some(&reason)).await;
+                }
+                Ok(Step::Retry { reason })
+            }
+        }
+    }
+
+    async fn retry(&mut self, reason: String) -> Result<Step, EngineError> {
+        if self.attempts >= self.shared.settings.max_attempts {
+            let reason = format!("{reason} (after {} attempts)", self.attempts);
+            return self.release(TaskState::Failed, Some(&reason)).await;
+        }
+        if self.shared.stop_dispatch.is_cancelled() {
+            return self.release(TaskState::Pending, None).await;
+        }
+        let delay = self.backoff.next().unwrap_or(Duration::from_secs(30));
+        self.shared
+            .emit(Event::Retry {
+                task: self.key().to_string(),
+                attempt: self.attempts + 1,
+                reason,
+                delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            })
+            .await;
+        tokio::select! {
+            () = tokio::time::sleep(delay) => Ok(Step::Create(None)),
+            () = self.shared.stop_dispatch.cancelled() => self.release(TaskState::Pending, None).await,
+        }
+    }
+
+    async fn download(&mut self, generation: i64, upstream_id: String, mut url: String) -> Result<Step, EngineError> {
+        let _slot = self.shared.downloads.acquire().await;
+        let mut last_error = String::new();
+        for try_number in 0..4u32 {
+            if try_number > 0 {
+                let delay = Duration::from_millis(300) * 2u32.pow(try_number);
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = self.shared.abort.cancelled() => return Ok(Step::End),
+                }
+            }
+            let bytes = match self.shared.client.download(&url, self.shared.settings.max_image_bytes).await {
+                Ok(bytes) => bytes,
+                Err(error) => {
+                    last_error = error.to_string();
+                    if error.is_not_found() {
+                        // The URL may have expired: ask the upstream for a fresh one.
+                        if let Ok(fresh) = self.shared.client.get(&upstream_id).await {
+                            if let Some(fresh_url) = fresh.image_url() {
+                                url = fresh_url.to_string();
+                            }
+                        }
+                    }
+                    continue;
+                }
+            };
+            let (format, aspect) = (self.format, self.aspect);
+            let verified = tokio::task::spawn_blocking(move || images::verify(&bytes, format, aspect).map(|_| bytes))
+                .await
+                .unwrap_or_else(|e| Err(images::VerifyError::Undecodable(e.to_string())));
+            let bytes = match verified {
+                Ok(bytes) => bytes,
+                Err(error @ images::VerifyError::Undecodable(_)) => {
+                    last_error = error.to_string();
+                    continue;
+                }
+                Err(error) => {
+                    // A whole image of the wrong kind: downloading again won't change it.
+                    let reason = error.to_string();
+                    self.shared.ledger.abandon_generation(generation).await?;
+                    return self.release(TaskState::Failed, Some(&reason)).await;
+                }
+            };
+            let path = self.output_path();
+            let write = {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || images::write_atomically(&path, &bytes))
+                    .await
+                    .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+            };
+            if let Err(source) = write {
+                // Disk trouble is systemic: stop the run; the task stays downloading and the next run
+                // downloads it again while its URL is valid. Nothing paid is lost.
+                let error = EngineError::Output { path: path.clone(), source };
+                self.shared.stop(StopReason::Failed(format!("{error}: {}", std::error::Error::source(&error).map(ToString::to_string).unwrap_or_default())));
+                return Ok(Step::End);
+            }
+            let path_text = path.display().to_string();
+            self.shared.ledger.record_done(generation, &path_text).await?;
+            self.finished("done", Some(path_text), None).await;
+            return Ok(Step::End);
+        }
+        tracing::warn!(task = self.key(), error = %last_error, "download failed; the next run tries again");
+        Ok(Step::End)
+    }
+
+    fn output_path(&self) -> PathBuf {
+        self.shared.pass_dir.join(format!("{}.{}", self.task.task_key, self.format.extension()))
+    }
+}
