@@ -1,0 +1,297 @@
+//! The HTTP client: one method per endpoint, each with a timeout, each returning a classified error.
+
+use std::fmt;
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::{header, Method, StatusCode};
+use serde::de::DeserializeOwned;
+
+use crate::error::{detail_of, retry_after, shorten, Error};
+use crate::wire::{CreateRequest, Credits, Generation, GenerationList};
+
+/// The API key. It never prints: Debug and Display redact it, and it has no Serialize.
+#[derive(Clone)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    pub fn new(key: String) -> ApiKey {
+        ApiKey(key)
+    }
+
+    fn bearer(&self) -> String {
+        format!("Bearer {}", self.0)
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+impl fmt::Display for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// How to reach the API.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// e.g. `https://api.lumalabs.ai/dream-machine/v1`; a trailing slash is fine.
+    pub base_url: String,
+    pub api_key: ApiKey,
+    pub connect_timeout: Duration,
+    /// Whole-request timeout for API calls.
+    pub request_timeout: Duration,
+    /// Whole-request timeout for an asset download.
+    pub download_timeout: Duration,
+    pub user_agent: String,
+}
+
+/// A client for one account. Cheap to clone (the connection pool is shared).
+#[derive(Debug, Clone)]
+pub struct Client {
+    api: reqwest::Client,
+    assets: reqwest::Client,
+    base_url: String,
+    origin: String,
+    key: ApiKey,
+    download_timeout: Duration,
+}
+
+impl Client {
+    pub fn new(config: ClientConfig) -> Result<Client, Error> {
+        let base_url = config.base_url.trim_end_matches('/').to_string();
+        let parsed = reqwest::Url::parse(&base_url)
+            .map_err(|e| Error::Setup(format!("base URL {base_url:?}: {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+            return Err(Error::Setup(format!(
+                "base URL {base_url:?} is not an http(s) URL"
+            )));
+        }
+        let origin = parsed.origin().ascii_serialization();
+        let build = |timeout: Duration| {
+            reqwest::Client::builder()
+                .connect_timeout(config.connect_timeout)
+                .timeout(timeout)
+                .pool_max_idle_per_host(64)
+                .user_agent(config.user_agent.clone())
+                .build()
+                .map_err(|e| Error::Setup(e.to_string()))
+        };
+        // Two pools: API calls carry the key; asset downloads (a CDN host) never do.
+        let api = build(config.request_timeout)?;
+        let assets = build(config.download_timeout)?;
+        Ok(Client {
+            api,
+            assets,
+            base_url,
+            origin,
+            key: config.api_key,
+            download_timeout: config.download_timeout,
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// `POST /generations/image` (201).
+    pub async fn create(&self, request: &CreateRequest) -> Result<Generation, Error> {
+        self.call("create", Method::POST, "/generations/image", Some(request))
+            .await
+    }
+
+    /// `GET /generations/{id}`.
+    pub async fn get(&self, id: &str) -> Result<Generation, Error> {
+        self.call::<Generation, ()>("get", Method::GET, &format!("/generations/{id}"), None)
+            .await
+    }
+
+    /// `GET /generations?limit=&offset=` (newest first).
+    pub async fn list(&self, limit: u32, offset: u32) -> Result<GenerationList, Error> {
+        self.call::<GenerationList, ()>(
+            "list",
+            Method::GET,
+            &format!("/generations?limit={limit}&offset={offset}"),
+            None,
+        )
+        .await
+    }
+
+    /// `DELETE /generations/{id}` (204).
+    pub async fn delete(&self, id: &str) -> Result<(), Error> {
+        let response = self
+            .send(
+                "delete",
+                Method::DELETE,
+                &format!("/generations/{id}"),
+                None::<&()>,
+                false,
+            )
+            .await?;
+        check_status("delete", response).await.map(|_| ())
+    }
+
+    /// `GET /credits`.
+    pub async fn credits(&self) -> Result<Credits, Error> {
+        self.call::<Credits, ()>("credits", Method::GET, "/credits", None)
+            .await
+    }
+
+    /// `GET /ping`.
+    pub async fn ping(&self) -> Result<(), Error> {
+        let response = self
+            .send("ping", Method::GET, "/ping", None::<&()>, false)
+            .await?;
+        check_status("ping", response).await.map(|_| ())
+    }
+
+    /// Downloads an asset, without the API key, checking the length received against the length
+    /// announced and refusing more than `max_bytes`.
+    pub async fn download(&self, url: &str, max_bytes: u64) -> Result<Bytes, Error> {
+        let fail = |message: String, status: Option<u16>| Error::Download { message, status };
+        let parsed = reqwest::Url::parse(url).map_err(|e| fail(format!("bad URL: {e}"), None))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(fail(format!("refusing a {} URL", parsed.scheme()), None));
+        }
+        let mut response = self
+            .assets
+            .get(parsed)
+            .timeout(self.download_timeout)
+            .send()
+            .await
+            .map_err(|e| fail(describe(&e), None))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(fail(format!("HTTP {}", status.as_u16()), Some(status.as_u16())));
+        }
+        let announced = response.content_length();
+        if announced.is_some_and(|n| n > max_bytes) {
+            return Err(fail(format!("the image is larger than {max_bytes} bytes"), None));
+        }
+        let mut body =
+            Vec::with_capacity(usize::try_from(announced.unwrap_or(0).min(max_bytes)).unwrap_or(0));
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    if (body.len() + chunk.len()) as u64 > max_bytes {
+                        return Err(fail(format!("the image is larger than {max_bytes} bytes"), None));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(fail(
+                        format!("cut short after {} bytes: {}", body.len(), describe(&e)),
+                        None,
+                    ))
+                }
+            }
+        }
+        if let Some(announced) = announced {
+            if body.len() as u64 != announced {
+                return Err(fail(format!("got {} of {announced} bytes", body.len()), None));
+            }
+        }
+        Ok(Bytes::from(body))
+    }
+
+    async fn call<T: DeserializeOwned, B: serde::Serialize>(
+        &self,
+        operation: &'static str,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, Error> {
+        let is_create = operation == "create";
+        let response = self.send(operation, method, path, body, is_create).await?;
+        let text = check_status(operation, response).await?;
+        serde_json::from_str(&text).map_err(|e| Error::BadAnswer {
+            operation,
+            message: format!("{e} in {}", shorten(&text)),
+            is_create,
+        })
+    }
+
+    async fn send<B: serde::Serialize>(
+        &self,
+        operation: &'static str,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+        is_create: bool,
+    ) -> Result<reqwest::Response, Error> {
+        let mut request = self
+            .api
+            .request(method, format!("{}{path}", self.base_url))
+            .header(header::AUTHORIZATION, self.key.bearer())
+            .header(header::ACCEPT, "application/json");
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        request.send().await.map_err(|e| {
+            if e.is_connect() {
+                Error::NeverSent {
+                    operation,
+                    origin: self.origin.clone(),
+                    message: describe(&e),
+                }
+            } else {
+                Error::NoAnswer {
+                    operation,
+                    message: describe(&e),
+                    is_create,
+                }
+            }
+        })
+    }
+}
+
+/// The body text of a successful answer, or the error its status says.
+async fn check_status(operation: &'static str, response: reqwest::Response) -> Result<String, Error> {
+    let status = response.status();
+    let retry_after = retry_after(response.headers());
+    let is_create = operation == "create";
+    let text = response.text().await.map_err(|e| Error::NoAnswer {
+        operation,
+        message: describe(&e),
+        is_create,
+    })?;
+    if status.is_success() {
+        return Ok(text);
+    }
+    let detail = if status == StatusCode::TOO_MANY_REQUESTS && text.is_empty() {
+        "too many requests".into()
+    } else {
+        detail_of(&text)
+    };
+    Err(Error::Status {
+        operation,
+        status: status.as_u16(),
+        detail,
+        retry_after,
+    })
+}
+
+/// A reqwest error as one line, with its causes, without the URL (which could carry a token).
+fn describe(error: &reqwest::Error) -> String {
+    let mut text = if error.is_timeout() {
+        "timed out".to_string()
+    } else if error.is_connect() {
+        "connection failed".to_string()
+    } else if error.is_body() || error.is_decode() {
+        "the body was cut short".to_string()
+    } else {
+        "the connection failed".to_string()
+    };
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    shorten(&text)
+}

@@ -1,0 +1,237 @@
+//! The API's JSON, as sent and as received.
+//!
+//! Requests leave out unset fields rather than sending `null`. Responses are read leniently, as the
+//! official SDKs do: every field optional, unknown fields ignored, `assets` null or an object,
+//! `type` where `generation_type` is expected, `created_at` with or without fractional seconds.
+
+use serde::{Deserialize, Deserializer, Serialize};
+use time::OffsetDateTime;
+
+/// `{url, weight}`: an image reference.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageRef {
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<f64>,
+}
+
+/// `{"identity0": {"images": [...]}}`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CharacterRef {
+    pub identity0: Identity,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Identity {
+    pub images: Vec<String>,
+}
+
+/// The body of `POST /generations/image`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreateRequest {
+    pub model: String,
+    pub prompt: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aspect_ratio: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_ref: Option<Vec<ImageRef>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub style_ref: Option<Vec<ImageRef>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub character_ref: Option<CharacterRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modify_image_ref: Option<ImageRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
+}
+
+/// A generation's state; an unknown state is kept as text rather than failing the parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GenerationState {
+    Queued,
+    Dreaming,
+    Completed,
+    Failed,
+    Unknown(String),
+}
+
+impl GenerationState {
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, GenerationState::Completed | GenerationState::Failed)
+    }
+}
+
+impl<'de> Deserialize<'de> for GenerationState {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = Option::<String>::deserialize(deserializer)?.unwrap_or_default();
+        Ok(match text.as_str() {
+            "queued" => GenerationState::Queued,
+            "dreaming" => GenerationState::Dreaming,
+            "completed" => GenerationState::Completed,
+            "failed" => GenerationState::Failed,
+            _ => GenerationState::Unknown(text),
+        })
+    }
+}
+
+/// `assets`: the image URL once completed.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct Assets {
+    #[serde(default)]
+    pub image: Option<String>,
+}
+
+/// The request echo inside a generation: whatever of it came back.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct RequestEcho {
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub prompt: Option<String>,
+    #[serde(default)]
+    pub aspect_ratio: Option<String>,
+    #[serde(default)]
+    pub format: Option<String>,
+    #[serde(default)]
+    pub image_ref: Option<Vec<ImageRef>>,
+    #[serde(default)]
+    pub style_ref: Option<Vec<ImageRef>>,
+    #[serde(default)]
+    pub character_ref: Option<CharacterRef>,
+    #[serde(default)]
+    pub modify_image_ref: Option<ImageRef>,
+}
+
+/// A generation, as create, get, list and callbacks return it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Generation {
+    pub id: String,
+    #[serde(default, alias = "type")]
+    pub generation_type: Option<String>,
+    #[serde(default = "unknown_state")]
+    pub state: GenerationState,
+    #[serde(default)]
+    pub failure_reason: Option<String>,
+    /// As sent by the upstream; see [`Generation::created_at`].
+    #[serde(default, rename = "created_at")]
+    pub created_at_text: Option<String>,
+    #[serde(default)]
+    pub assets: Option<Assets>,
+    /// Possibly an internal label ("photon-v1.0"): use the model that was sent, not this.
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub request: Option<RequestEcho>,
+}
+
+fn unknown_state() -> GenerationState {
+    GenerationState::Unknown(String::new())
+}
+
+impl Generation {
+    /// The image URL, once completed.
+    pub fn image_url(&self) -> Option<&str> {
+        self.assets
+            .as_ref()
+            .and_then(|a| a.image.as_deref())
+            .filter(|u| !u.is_empty())
+    }
+
+    /// `created_at` parsed (RFC 3339, with or without fractional seconds, `Z` or an offset, or with
+    /// no zone at all, taken as UTC).
+    pub fn created_at(&self) -> Option<OffsetDateTime> {
+        let text = self.created_at_text.as_deref()?;
+        let rfc = time::format_description::well_known::Rfc3339;
+        OffsetDateTime::parse(text, &rfc).ok().or_else(|| {
+            let with_zone = format!("{text}Z");
+            OffsetDateTime::parse(&with_zone, &rfc).ok()
+        })
+    }
+
+    /// `created_at` as Unix milliseconds.
+    pub fn created_at_ms(&self) -> Option<i64> {
+        self.created_at()
+            .map(|t| i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX))
+    }
+
+    /// Whether the request echo is the request we sent: same model, prompt and aspect ratio, same
+    /// format and references where echoed. Used to adopt a create whose answer was lost.
+    pub fn matches_request(&self, sent: &CreateRequest) -> bool {
+        let Some(echo) = &self.request else { return false };
+        let same = |echoed: &Option<String>, sent: &Option<String>, default: &str| match echoed {
+            None => true, // not echoed: can't tell, don't disqualify
+            Some(e) => e == sent.as_deref().unwrap_or(default),
+        };
+        echo.model.as_deref() == Some(sent.model.as_str())
+            && echo.prompt.as_deref() == Some(sent.prompt.as_str())
+            && same(&echo.aspect_ratio, &sent.aspect_ratio, "16:9")
+            && same(&echo.format, &sent.format, "jpg")
+            && echo.image_ref.as_ref().filter(|v| !v.is_empty())
+                == sent.image_ref.as_ref().filter(|v| !v.is_empty())
+            && echo.style_ref.as_ref().filter(|v| !v.is_empty())
+                == sent.style_ref.as_ref().filter(|v| !v.is_empty())
+            && echo.character_ref == sent.character_ref
+            && echo.modify_image_ref == sent.modify_image_ref
+    }
+}
+
+/// `GET /generations`: newest first (assumed), with paging fields.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct GenerationList {
+    #[serde(default)]
+    pub generations: Vec<Generation>,
+    #[serde(default)]
+    pub has_more: bool,
+    #[serde(default)]
+    pub count: Option<u64>,
+    #[serde(default)]
+    pub limit: Option<u64>,
+    #[serde(default)]
+    pub offset: Option<u64>,
+}
+
+/// `GET /credits`: the balance in US cents, as a float.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+pub struct Credits {
+    pub credit_balance: f64,
+}
+
+impl Credits {
+    /// The balance in integer micro-dollars, rounded down (a balance is never overstated).
+    #[allow(clippy::cast_possible_truncation)]
+    pub fn micro_dollars(&self) -> i64 {
+        let micros = (self.credit_balance * 10_000.0).floor();
+        if micros.is_nan() || micros <= 0.0 {
+            0
+        } else if micros >= i64::MAX as f64 {
+            i64::MAX
+        } else {
+            micros as i64
+        }
+    }
+}
+
+/// How a `failed` generation's reason should be treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Moderation: trying again would fail again. The task is blocked.
+    Blocked,
+    /// Anything else: worth a bounded retry.
+    Retryable,
+}
+
+impl FailureKind {
+    /// Classifies a `failure_reason`. Moderation-like reasons (the documented ones and those seen in
+    /// the wild: "moderation", "blacklisted", "not allowed") block; the rest may be retried.
+    pub fn classify(failure_reason: &str) -> FailureKind {
+        let reason = failure_reason.to_ascii_lowercase();
+        let blocked = ["moderat", "blacklist", "not allowed", "nsfw", "safety"];
+        if blocked.iter().any(|word| reason.contains(word)) {
+            FailureKind::Blocked
+        } else {
+            FailureKind::Retryable
+        }
+    }
+}
