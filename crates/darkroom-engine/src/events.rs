@@ -10,7 +10,13 @@ use darkroom_ledger::Counts;
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     /// The pass starts (or resumes) with these counts.
-    Started { job: String, pass: String, counts: Counts, budget: Money, spent: Money },
+    Started {
+        job: String,
+        pass: String,
+        counts: Counts,
+        budget: Money,
+        spent: Money,
+    },
     /// A task ended: done (maybe from cache), failed, blocked or skipped.
     TaskFinished {
         task: String,
@@ -22,7 +28,12 @@ pub enum Event {
         attempts: u32,
     },
     /// A task will be tried again.
-    Retry { task: String, attempt: u32, reason: String, delay_ms: u64 },
+    Retry {
+        task: String,
+        attempt: u32,
+        reason: String,
+        delay_ms: u64,
+    },
     /// The upstream said slow down.
     RateLimited { retry_after_ms: Option<u64> },
     /// Spend reached 80% of the budget.

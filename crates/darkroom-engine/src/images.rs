@@ -18,7 +18,11 @@ pub enum VerifyError {
     #[error("the image is {found}, not the {expected} asked for")]
     WrongFormat { expected: &'static str, found: String },
     #[error("the image is {width}x{height}, which is not {expected} within 1%")]
-    WrongShape { width: u32, height: u32, expected: AspectRatio },
+    WrongShape {
+        width: u32,
+        height: u32,
+        expected: AspectRatio,
+    },
 }
 
 /// Decodes the bytes fully and checks format and shape. CPU-bound: call it on the blocking pool.
@@ -29,13 +33,20 @@ pub fn verify(bytes: &[u8], format: Format, aspect: AspectRatio) -> Result<(u32,
         Format::Png => image::ImageFormat::Png,
     };
     if found != expected {
-        return Err(VerifyError::WrongFormat { expected: format.as_str(), found: format!("{found:?}") });
+        return Err(VerifyError::WrongFormat {
+            expected: format.as_str(),
+            found: format!("{found:?}"),
+        });
     }
     let decoded = image::load_from_memory_with_format(bytes, found)
         .map_err(|e| VerifyError::Undecodable(e.to_string()))?;
     let (width, height) = (decoded.width(), decoded.height());
     if !shape_matches(width, height, aspect) {
-        return Err(VerifyError::WrongShape { width, height, expected: aspect });
+        return Err(VerifyError::WrongShape {
+            width,
+            height,
+            expected: aspect,
+        });
     }
     Ok((width, height))
 }
@@ -79,7 +90,10 @@ pub fn copy_atomically(from: &Path, to: &Path) -> std::io::Result<()> {
 }
 
 fn temporary_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
 }
 
@@ -108,7 +122,10 @@ mod tests {
 
     #[test]
     fn an_image_of_the_right_shape_and_format_passes() {
-        assert_eq!(verify(&jpeg(160, 90), Format::Jpg, AspectRatio::Landscape16x9), Ok((160, 90)));
+        assert_eq!(
+            verify(&jpeg(160, 90), Format::Jpg, AspectRatio::Landscape16x9),
+            Ok((160, 90))
+        );
     }
 
     #[test]
@@ -123,7 +140,10 @@ mod tests {
         ));
         let mut truncated = jpeg(64, 64);
         truncated.truncate(truncated.len() / 2);
-        assert!(matches!(verify(&truncated, Format::Jpg, AspectRatio::Square), Err(VerifyError::Undecodable(_))));
+        assert!(matches!(
+            verify(&truncated, Format::Jpg, AspectRatio::Square),
+            Err(VerifyError::Undecodable(_))
+        ));
         assert!(verify(b"<html>", Format::Jpg, AspectRatio::Square).is_err());
     }
 
@@ -143,7 +163,10 @@ mod tests {
         let path = dir.path().join("a").join("x.jpg");
         write_atomically(&path, b"bytes").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"bytes");
-        let names: Vec<_> = std::fs::read_dir(path.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, ["x.jpg"]);
     }
 }

@@ -11,12 +11,14 @@ pub mod images;
 pub mod limits;
 pub mod load;
 pub mod lock;
+pub mod notify;
 pub mod outputs;
 pub mod poller;
 pub mod reconcile;
 pub mod requests;
 pub mod scheduler;
 mod task;
+pub mod windows;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -114,5 +116,6 @@ pub const BUDGET_WARNING_PERCENT: i64 = 80;
 
 /// Whether `spent` has reached the warning share of `budget`.
 pub fn budget_warning_due(spent: Money, budget: Money) -> bool {
-    budget.micros() > 0 && spent.micros().saturating_mul(100) >= budget.micros().saturating_mul(BUDGET_WARNING_PERCENT)
+    budget.micros() > 0
+        && spent.micros().saturating_mul(100) >= budget.micros().saturating_mul(BUDGET_WARNING_PERCENT)
 }

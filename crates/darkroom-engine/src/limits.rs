@@ -45,7 +45,10 @@ impl CreateGate {
                 // 1% under the limit: N evenly spaced creates never put N + 1 in a 60 s window.
                 let period = Duration::from_secs(60).mul_f64(1.01) / rate.get();
                 let quota = Quota::with_period(period).unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN));
-                (Some(RateLimiter::direct(quota.allow_burst(NonZeroU32::MIN))), period)
+                (
+                    Some(RateLimiter::direct(quota.allow_burst(NonZeroU32::MIN))),
+                    period,
+                )
             }
             None => (None, Duration::from_millis(50)),
         };
@@ -53,7 +56,11 @@ impl CreateGate {
             limiter,
             clock: DefaultClock::default(),
             period,
-            backoff: Mutex::new(Backoff { paused_until: None, slowdown: 1.0, next_slot: Instant::now() }),
+            backoff: Mutex::new(Backoff {
+                paused_until: None,
+                slowdown: 1.0,
+                next_slot: Instant::now(),
+            }),
         }
     }
 
@@ -84,7 +91,9 @@ impl CreateGate {
     /// The upstream answered 429: pause every create and widen the spacing.
     pub fn on_rate_limited(&self, retry_after: Option<Duration>) {
         let mut b = self.backoff.lock().unwrap_or_else(|e| e.into_inner());
-        let pause = retry_after.unwrap_or(self.period * 4).min(Duration::from_secs(120));
+        let pause = retry_after
+            .unwrap_or(self.period * 4)
+            .min(Duration::from_secs(120));
         let until = Instant::now() + pause;
         b.paused_until = Some(b.paused_until.map_or(until, |p| p.max(until)));
         b.slowdown = (b.slowdown * 2.0).min(MAX_SLOWDOWN);
@@ -120,7 +129,11 @@ mod tests {
             gate.ready().await;
         }
         // 10 gaps of 10.1 ms at least: the first create goes at once, none bursts.
-        assert!(start.elapsed() >= Duration::from_millis(100), "{:?}", start.elapsed());
+        assert!(
+            start.elapsed() >= Duration::from_millis(100),
+            "{:?}",
+            start.elapsed()
+        );
     }
 
     #[tokio::test]

@@ -76,12 +76,21 @@ pub async fn load_job(
         tokio::task::spawn_blocking(move || file_fingerprint(&path))
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(e)))
-            .map_err(|source| LoadError::Io { path: path.display().to_string(), source })?
+            .map_err(|source| LoadError::Io {
+                path: path.display().to_string(),
+                source,
+            })?
     };
     let key = load_key(&fingerprint, pass, &routing, &prices);
-    let already = ledger.pass(job_id, pass).await?.and_then(|p| p.loaded_fingerprint);
+    let already = ledger
+        .pass(job_id, pass)
+        .await?
+        .and_then(|p| p.loaded_fingerprint);
     if already.as_deref() == Some(key.as_str()) {
-        return Ok(Loaded { report: None, load_key: key });
+        return Ok(Loaded {
+            report: None,
+            load_key: key,
+        });
     }
 
     let (tx, mut rx) = mpsc::channel::<Vec<NewTask>>(4);
@@ -97,7 +106,12 @@ pub async fn load_job(
                 for task in darkroom_jobs::expand(&row, pass, &routing) {
                     let price = prices.price(task.model);
                     let request_json = create_body_text(&task);
-                    page.push(NewTask { task, line: row.line, price, request_json });
+                    page.push(NewTask {
+                        task,
+                        line: row.line,
+                        price,
+                        request_json,
+                    });
                     if page.len() >= PAGE && tx.blocking_send(std::mem::take(&mut page)).is_err() {
                         receiver_gone = true;
                         return;
@@ -133,5 +147,8 @@ pub async fn load_job(
         return Err(LoadError::Invalid(Box::new(report)));
     }
     loader.finish(&key).await?;
-    Ok(Loaded { report: Some(report), load_key: key })
+    Ok(Loaded {
+        report: Some(report),
+        load_key: key,
+    })
 }

@@ -29,13 +29,27 @@ pub enum LockError {
 impl JobLock {
     /// Locks job `job` of the ledger at `ledger_path`, or says who holds it.
     pub fn acquire(ledger_path: &Path, job: &str) -> Result<JobLock, LockError> {
-        let name = ledger_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = ledger_path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let path = ledger_path.with_file_name(format!("{name}.{job}.lock"));
-        let io = |source| LockError::Io { path: path.clone(), source };
-        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io)?;
+        let io = |source| LockError::Io {
+            path: path.clone(),
+            source,
+        };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io)?;
         match file.try_lock() {
             Ok(()) => Ok(JobLock { _file: file, path }),
-            Err(TryLockError::WouldBlock) => Err(LockError::Busy { job: job.to_string(), path }),
+            Err(TryLockError::WouldBlock) => Err(LockError::Busy {
+                job: job.to_string(),
+                path,
+            }),
             Err(TryLockError::Error(source)) => Err(LockError::Io { path, source }),
         }
     }
@@ -54,8 +68,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("darkroom.db");
         let first = JobLock::acquire(&db, "shoes").unwrap();
-        assert!(matches!(JobLock::acquire(&db, "shoes"), Err(LockError::Busy { .. })));
-        assert!(JobLock::acquire(&db, "hats").is_ok(), "other jobs are independent");
+        assert!(matches!(
+            JobLock::acquire(&db, "shoes"),
+            Err(LockError::Busy { .. })
+        ));
+        assert!(
+            JobLock::acquire(&db, "hats").is_ok(),
+            "other jobs are independent"
+        );
         drop(first);
         assert!(JobLock::acquire(&db, "shoes").is_ok());
     }

@@ -42,7 +42,9 @@ pub async fn write_outputs(ledger: &Ledger, job_id: i64, job_dir: &Path) -> Resu
                 metadata_columns.extend(metadata.keys().cloned());
                 match record.state.as_str() {
                     "done" => writeln!(results, "{}", result_line(&record, &metadata)).ok(),
-                    "failed" | "blocked" | "skipped" => writeln!(errors, "{}", error_line(&record, &metadata)).ok(),
+                    "failed" | "blocked" | "skipped" => {
+                        writeln!(errors, "{}", error_line(&record, &metadata)).ok()
+                    }
                     _ => None,
                 };
                 records.push((record, metadata));
@@ -55,8 +57,15 @@ pub async fn write_outputs(ledger: &Ledger, job_id: i64, job_dir: &Path) -> Resu
         errors: job_dir.join("errors.jsonl"),
         manifest: job_dir.join("manifest.csv"),
     };
-    for (path, bytes) in [(&files.results, &results), (&files.errors, &errors), (&files.manifest, &manifest)] {
-        write_atomically(path, bytes).map_err(|source| EngineError::Output { path: path.clone(), source })?;
+    for (path, bytes) in [
+        (&files.results, &results),
+        (&files.errors, &errors),
+        (&files.manifest, &manifest),
+    ] {
+        write_atomically(path, bytes).map_err(|source| EngineError::Output {
+            path: path.clone(),
+            source,
+        })?;
     }
     Ok(files)
 }
@@ -98,8 +107,19 @@ fn error_line(r: &ResultRecord, metadata: &Metadata) -> serde_json::Value {
 
 fn manifest_csv(records: &[(ResultRecord, Metadata)], metadata_columns: &BTreeSet<String>) -> Vec<u8> {
     let mut writer = csv::Writer::from_writer(Vec::new());
-    let mut header: Vec<String> =
-        ["id", "pass", "model", "status", "path", "cost", "prompt", "aspect_ratio", "reason"].map(String::from).to_vec();
+    let mut header: Vec<String> = [
+        "id",
+        "pass",
+        "model",
+        "status",
+        "path",
+        "cost",
+        "prompt",
+        "aspect_ratio",
+        "reason",
+    ]
+    .map(String::from)
+    .to_vec();
     header.extend(metadata_columns.iter().cloned());
     header.push("keep".into());
     let _ = writer.write_record(&header);
@@ -108,14 +128,22 @@ fn manifest_csv(records: &[(ResultRecord, Metadata)], metadata_columns: &BTreeSe
             r.task_key.clone(),
             r.pass.clone(),
             r.model.clone(),
-            if r.state == "done" && r.cached != 0 { "cached".into() } else { r.state.clone() },
+            if r.state == "done" && r.cached != 0 {
+                "cached".into()
+            } else {
+                r.state.clone()
+            },
             r.output_path.clone().unwrap_or_default(),
             Money::from_micros(r.cost_micros).to_decimal_string(),
             r.prompt.clone(),
             r.aspect_ratio.clone(),
             r.reason.clone().unwrap_or_default(),
         ];
-        row.extend(metadata_columns.iter().map(|c| metadata.get(c).cloned().unwrap_or_default()));
+        row.extend(
+            metadata_columns
+                .iter()
+                .map(|c| metadata.get(c).cloned().unwrap_or_default()),
+        );
         row.push(String::new());
         let _ = writer.write_record(&row);
     }

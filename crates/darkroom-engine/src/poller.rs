@@ -19,8 +19,12 @@ use tokio_util::task::TaskTracker;
 /// How a watched generation ended.
 #[derive(Debug, Clone)]
 pub enum Polled {
-    Completed { image_url: String },
-    Failed { reason: String },
+    Completed {
+        image_url: String,
+    },
+    Failed {
+        reason: String,
+    },
     /// The upstream no longer knows the generation (deleted, or 404).
     Gone,
     /// The poller is shutting down.
@@ -57,7 +61,12 @@ const MAX_GETS_PER_TICK: usize = 16;
 
 impl Poller {
     /// Starts the polling loop on `tracker`; it stops when `stop` is cancelled.
-    pub fn spawn(client: Client, polls_per_second: u32, tracker: &TaskTracker, stop: CancellationToken) -> Poller {
+    pub fn spawn(
+        client: Client,
+        polls_per_second: u32,
+        tracker: &TaskTracker,
+        stop: CancellationToken,
+    ) -> Poller {
         let (tx, rx) = mpsc::channel(256);
         let rate = NonZeroU32::new(polls_per_second).unwrap_or(NonZeroU32::MIN);
         let limiter = RateLimiter::direct(Quota::per_second(rate));
@@ -68,7 +77,11 @@ impl Poller {
     /// Waits until the generation is completed or failed.
     pub async fn wait(&self, id: &str, first_after: Duration) -> Polled {
         let (reply, answer) = oneshot::channel();
-        let watch = Watch { id: id.to_string(), first_after, reply };
+        let watch = Watch {
+            id: id.to_string(),
+            first_after,
+            reply,
+        };
         if self.tx.send(watch).await.is_err() {
             return Polled::Stopped;
         }
@@ -115,7 +128,11 @@ async fn poll_due(client: &Client, limiter: &DefaultDirectRateLimiter, watches: 
     let now = Instant::now();
     // Drop watches whose waiter is gone (its task was aborted).
     watches.retain(|_, e| !e.reply.is_closed());
-    let mut due: Vec<String> = watches.iter().filter(|(_, e)| e.due <= now).map(|(id, _)| id.clone()).collect();
+    let mut due: Vec<String> = watches
+        .iter()
+        .filter(|(_, e)| e.due <= now)
+        .map(|(id, _)| id.clone())
+        .collect();
     if due.is_empty() {
         return;
     }
@@ -154,12 +171,17 @@ async fn poll_due(client: &Client, limiter: &DefaultDirectRateLimiter, watches: 
 fn settle(watches: &mut HashMap<String, Entry>, generation: &Generation) {
     let outcome = match &generation.state {
         GenerationState::Completed => match generation.image_url() {
-            Some(url) => Some(Polled::Completed { image_url: url.to_string() }),
+            Some(url) => Some(Polled::Completed {
+                image_url: url.to_string(),
+            }),
             // Completed without an image yet: read again shortly.
             None => None,
         },
         GenerationState::Failed => Some(Polled::Failed {
-            reason: generation.failure_reason.clone().unwrap_or_else(|| "failed without a reason".into()),
+            reason: generation
+                .failure_reason
+                .clone()
+                .unwrap_or_else(|| "failed without a reason".into()),
         }),
         _ => None,
     };

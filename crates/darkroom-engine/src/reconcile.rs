@@ -31,7 +31,12 @@ pub enum Reconciled {
 }
 
 /// Searches the upstream's list for the generation an unknown create may have made.
-pub async fn reconcile(client: &Client, ledger: &Ledger, request: &CreateRequest, intent_at_ms: i64) -> Reconciled {
+pub async fn reconcile(
+    client: &Client,
+    ledger: &Ledger,
+    request: &CreateRequest,
+    intent_at_ms: i64,
+) -> Reconciled {
     let earliest = intent_at_ms - CLOCK_SKEW_MS;
     for page in 0..MAX_PAGES {
         let list = match client.list(100, page * 100).await {

@@ -16,13 +16,19 @@ pub fn create_body(task: &Task) -> Value {
     body.insert("format".into(), json!(task.format.as_str()));
     let refs = &task.refs;
     if !refs.image_ref.is_empty() {
-        body.insert("image_ref".into(), Value::Array(refs.image_ref.iter().map(weighted).collect()));
+        body.insert(
+            "image_ref".into(),
+            Value::Array(refs.image_ref.iter().map(weighted).collect()),
+        );
     }
     if let Some(style) = &refs.style_ref {
         body.insert("style_ref".into(), Value::Array(vec![weighted(style)]));
     }
     if !refs.character_ref.is_empty() {
-        body.insert("character_ref".into(), json!({ "identity0": { "images": refs.character_ref } }));
+        body.insert(
+            "character_ref".into(),
+            json!({ "identity0": { "images": refs.character_ref } }),
+        );
     }
     if let Some(modify) = &refs.modify_image_ref {
         body.insert("modify_image_ref".into(), weighted(modify));
@@ -64,7 +70,10 @@ mod tests {
             aspect_ratio: AspectRatio::Landscape16x9,
             format: Format::Png,
             refs: References {
-                image_ref: vec![WeightedUrl { url: "https://cdn.example.com/a.jpg".into(), weight: Some(0.85) }],
+                image_ref: vec![WeightedUrl {
+                    url: "https://cdn.example.com/a.jpg".into(),
+                    weight: Some(0.85),
+                }],
                 character_ref: vec!["https://cdn.example.com/p.jpg".into()],
                 ..References::default()
             },

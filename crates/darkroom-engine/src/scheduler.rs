@@ -115,8 +115,14 @@ impl Shared {
             return Ok(());
         }
         if let Some(pass) = self.ledger.pass(self.job_id, self.settings.pass).await? {
-            if budget_warning_due(pass.spent(), pass.budget()) && !self.budget_warned.swap(true, Ordering::Relaxed) {
-                self.emit(Event::BudgetWarning { spent: pass.spent(), budget: pass.budget() }).await;
+            if budget_warning_due(pass.spent(), pass.budget())
+                && !self.budget_warned.swap(true, Ordering::Relaxed)
+            {
+                self.emit(Event::BudgetWarning {
+                    spent: pass.spent(),
+                    budget: pass.budget(),
+                })
+                .await;
             }
         }
         Ok(())
@@ -140,14 +146,22 @@ pub async fn run_pass(
     let pass = settings.pass;
     let job_dir = settings.out_dir.join(&settings.job_name);
     let pass_dir = job_dir.join(pass.as_str());
-    std::fs::create_dir_all(&pass_dir).map_err(|source| EngineError::Output { path: pass_dir.clone(), source })?;
+    std::fs::create_dir_all(&pass_dir).map_err(|source| EngineError::Output {
+        path: pass_dir.clone(),
+        source,
+    })?;
     // Whatever the last run skipped for budget gets another chance (the budget may have been raised).
     ledger.reopen_skipped(job_id, pass).await?;
     ledger.reopen_failed(job_id, pass).await?;
 
     let tracker = TaskTracker::new();
     let poll_stop = CancellationToken::new();
-    let poller = Poller::spawn(client.clone(), settings.polls_per_second, &tracker, poll_stop.clone());
+    let poller = Poller::spawn(
+        client.clone(),
+        settings.polls_per_second,
+        &tracker,
+        poll_stop.clone(),
+    );
     let shared = Arc::new(Shared {
         ledger: ledger.clone(),
         client: client.clone(),
@@ -168,7 +182,9 @@ pub async fn run_pass(
     });
 
     let pass_record = ledger.pass(job_id, pass).await?;
-    let (budget, spent) = pass_record.as_ref().map_or((Money::ZERO, Money::ZERO), |p| (p.budget(), p.spent()));
+    let (budget, spent) = pass_record
+        .as_ref()
+        .map_or((Money::ZERO, Money::ZERO), |p| (p.budget(), p.spent()));
     shared
         .emit(Event::Started {
             job: settings.job_name.clone(),
@@ -187,7 +203,9 @@ pub async fn run_pass(
     // Work an earlier run left in flight: reconcile, poll or download it, never create it again.
     let workers = Arc::new(Semaphore::new(worker_limit(settings)));
     for task in ledger.unfinished_tasks(job_id, pass).await? {
-        let Ok(worker) = workers.clone().acquire_owned().await else { break };
+        let Ok(worker) = workers.clone().acquire_owned().await else {
+            break;
+        };
         let shared = shared.clone();
         tracker.spawn(async move {
             drive(shared, task, None).await;
@@ -229,7 +247,9 @@ pub async fn run_pass(
         stop = Some(StopReason::Interrupted);
     }
     if stop == Some(StopReason::BudgetExhausted) {
-        ledger.end_pending(job_id, pass, TaskState::Skipped, "budget").await?;
+        ledger
+            .end_pending(job_id, pass, TaskState::Skipped, "budget")
+            .await?;
     }
     let status = match &stop {
         None => "finished",
@@ -256,11 +276,17 @@ fn worker_limit(settings: &RunSettings) -> usize {
 }
 
 /// Takes pending tasks in file order: cache, then reservation, then the in-flight permit.
-async fn dispatch(shared: &Arc<Shared>, tracker: &TaskTracker, workers: &Arc<Semaphore>) -> Result<(), EngineError> {
+async fn dispatch(
+    shared: &Arc<Shared>,
+    tracker: &TaskTracker,
+    workers: &Arc<Semaphore>,
+) -> Result<(), EngineError> {
     let (ledger, settings) = (&shared.ledger, &shared.settings);
     let mut after = 0;
     loop {
-        let page = ledger.pending_tasks(shared.job_id, settings.pass, after, PAGE).await?;
+        let page = ledger
+            .pending_tasks(shared.job_id, settings.pass, after, PAGE)
+            .await?;
         let Some(last) = page.last() else { return Ok(()) };
         after = last.id;
         for task in page {
@@ -286,7 +312,9 @@ async fn dispatch(shared: &Arc<Shared>, tracker: &TaskTracker, workers: &Arc<Sem
                 Reservation::OverBudget => {
                     shared.stop(StopReason::BudgetExhausted);
                     shared
-                        .emit(Event::Stopping { reason: format!("the budget cannot cover {}", task.task_key) })
+                        .emit(Event::Stopping {
+                            reason: format!("the budget cannot cover {}", task.task_key),
+                        })
                         .await;
                     return Ok(());
                 }
@@ -309,7 +337,9 @@ async fn take_from_cache(shared: &Shared, task: &TaskRecord) -> Result<bool, Eng
     };
     let source = PathBuf::from(source);
     let format = darkroom_jobs::Format::parse(&task.format).unwrap_or_default();
-    let target = shared.pass_dir.join(format!("{}.{}", task.task_key, format.extension()));
+    let target = shared
+        .pass_dir
+        .join(format!("{}.{}", task.task_key, format.extension()));
     let copy = {
         let (source, target) = (source.clone(), target.clone());
         tokio::task::spawn_blocking(move || images::copy_atomically(&source, &target))
@@ -321,7 +351,10 @@ async fn take_from_cache(shared: &Shared, task: &TaskRecord) -> Result<bool, Eng
         return Ok(false);
     }
     let path = target.display().to_string();
-    shared.ledger.record_cached(task.id, &path, generation.as_deref()).await?;
+    shared
+        .ledger
+        .record_cached(task.id, &path, generation.as_deref())
+        .await?;
     shared
         .emit(Event::TaskFinished {
             task: task.task_key.clone(),
@@ -351,8 +384,13 @@ async fn check_credits(shared: &Shared) -> Result<(), EngineError> {
         }
     };
     let credits = Money::from_micros(credits);
-    let pending = shared.ledger.pending_tasks(shared.job_id, shared.settings.pass, 0, 1).await?;
-    let Some(first) = pending.first() else { return Ok(()) };
+    let pending = shared
+        .ledger
+        .pending_tasks(shared.job_id, shared.settings.pass, 0, 1)
+        .await?;
+    let Some(first) = pending.first() else {
+        return Ok(());
+    };
     if credits < first.price() {
         shared.stop(StopReason::Refused(format!(
             "the account has {credits} of credit, less than one image ({})",
@@ -360,7 +398,10 @@ async fn check_credits(shared: &Shared) -> Result<(), EngineError> {
         )));
         return Ok(());
     }
-    let needed = shared.ledger.pending_cost(shared.job_id, shared.settings.pass).await?;
+    let needed = shared
+        .ledger
+        .pending_cost(shared.job_id, shared.settings.pass)
+        .await?;
     if credits < needed {
         shared.emit(Event::CreditsLow { credits, needed }).await;
     }

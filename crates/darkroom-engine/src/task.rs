@@ -23,10 +23,24 @@ use crate::EngineError;
 /// Where a task goes next.
 enum Step {
     Create(Option<OwnedSemaphorePermit>),
-    Reconcile { generation: i64, intent_at: i64, permit: Option<OwnedSemaphorePermit> },
-    Poll { generation: i64, upstream_id: String, permit: Option<OwnedSemaphorePermit> },
-    Download { generation: i64, upstream_id: String, url: String },
-    Retry { reason: String },
+    Reconcile {
+        generation: i64,
+        intent_at: i64,
+        permit: Option<OwnedSemaphorePermit>,
+    },
+    Poll {
+        generation: i64,
+        upstream_id: String,
+        permit: Option<OwnedSemaphorePermit>,
+    },
+    Download {
+        generation: i64,
+        upstream_id: String,
+        url: String,
+    },
+    Retry {
+        reason: String,
+    },
     End,
 }
 
@@ -58,8 +72,11 @@ async fn drive_inner(
     task: TaskRecord,
     permit: Option<OwnedSemaphorePermit>,
 ) -> Result<(), EngineError> {
-    let request: CreateRequest = serde_json::from_str(&task.request_json)
-        .map_err(|source| EngineError::CorruptRequest { task_key: task.task_key.clone(), source })?;
+    let request: CreateRequest =
+        serde_json::from_str(&task.request_json).map_err(|source| EngineError::CorruptRequest {
+            task_key: task.task_key.clone(),
+            source,
+        })?;
     let mut first = match task.state.as_str() {
         "reserved" | "pending" => Step::Create(permit),
         _ => resume_step(&shared, &task).await?,
@@ -85,9 +102,21 @@ async fn drive_inner(
     loop {
         first = match first {
             Step::Create(permit) => run.create(permit).await?,
-            Step::Reconcile { generation, intent_at, permit } => run.reconcile(generation, intent_at, permit).await?,
-            Step::Poll { generation, upstream_id, permit } => run.poll(generation, upstream_id, permit).await?,
-            Step::Download { generation, upstream_id, url } => run.download(generation, upstream_id, url).await?,
+            Step::Reconcile {
+                generation,
+                intent_at,
+                permit,
+            } => run.reconcile(generation, intent_at, permit).await?,
+            Step::Poll {
+                generation,
+                upstream_id,
+                permit,
+            } => run.poll(generation, upstream_id, permit).await?,
+            Step::Download {
+                generation,
+                upstream_id,
+                url,
+            } => run.download(generation, upstream_id, url).await?,
             Step::Retry { reason } => run.retry(reason).await?,
             Step::End => return Ok(()),
         };
@@ -105,13 +134,21 @@ async fn resume_step(shared: &Shared, task: &TaskRecord) -> Result<Step, EngineE
         shared.ledger.abandon_generation(older.id).await?;
     }
     Ok(match (last.state.as_str(), &last.upstream_id, &last.image_url) {
-        ("completed", Some(id), Some(url)) => {
-            Step::Download { generation: last.id, upstream_id: id.clone(), url: url.clone() }
-        }
-        ("submitted" | "completed", Some(id), _) => {
-            Step::Poll { generation: last.id, upstream_id: id.clone(), permit: None }
-        }
-        _ => Step::Reconcile { generation: last.id, intent_at: last.intent_at, permit: None },
+        ("completed", Some(id), Some(url)) => Step::Download {
+            generation: last.id,
+            upstream_id: id.clone(),
+            url: url.clone(),
+        },
+        ("submitted" | "completed", Some(id), _) => Step::Poll {
+            generation: last.id,
+            upstream_id: id.clone(),
+            permit: None,
+        },
+        _ => Step::Reconcile {
+            generation: last.id,
+            intent_at: last.intent_at,
+            permit: None,
+        },
     })
 }
 
@@ -178,7 +215,11 @@ impl TaskRun {
             () = self.shared.stop_dispatch.cancelled() => return self.release(TaskState::Pending, None).await,
         }
         let guard = self.shared.create_lock.read().await;
-        let generation = self.shared.ledger.record_intent(self.task.id, &self.request_fingerprint).await?;
+        let generation = self
+            .shared
+            .ledger
+            .record_intent(self.task.id, &self.request_fingerprint)
+            .await?;
         let intent_at = darkroom_ledger::now_ms();
         self.attempts += 1;
         let result = self.shared.client.create(&self.request).await;
@@ -190,13 +231,21 @@ impl TaskRun {
                     // reconciliation like any other unknown outcome.
                     tracing::warn!(task = self.key(), %error, "recording the create failed; reconciling");
                     self.shared.ledger.record_outcome_unknown(generation).await?;
-                    return Ok(Step::Reconcile { generation, intent_at, permit: Some(permit) });
+                    return Ok(Step::Reconcile {
+                        generation,
+                        intent_at,
+                        permit: Some(permit),
+                    });
                 }
                 self.holds_reservation = false;
                 self.shared.gate.on_accepted();
                 self.shared.create_succeeded();
                 self.shared.check_budget_warning().await?;
-                Ok(Step::Poll { generation, upstream_id: created.id, permit: Some(permit) })
+                Ok(Step::Poll {
+                    generation,
+                    upstream_id: created.id,
+                    permit: Some(permit),
+                })
             }
             Err(error) => self.create_failed(generation, intent_at, error, permit).await,
         }
@@ -223,12 +272,18 @@ impl TaskRun {
                 self.shared.ledger.record_not_created(generation, true).await?;
                 self.shared.create_failed(&error.to_string());
                 drop(permit);
-                Ok(Step::Retry { reason: error.to_string() })
+                Ok(Step::Retry {
+                    reason: error.to_string(),
+                })
             }
             ErrorClass::OutcomeUnknown => {
                 self.shared.ledger.record_outcome_unknown(generation).await?;
                 self.shared.create_failed(&error.to_string());
-                Ok(Step::Reconcile { generation, intent_at, permit: Some(permit) })
+                Ok(Step::Reconcile {
+                    generation,
+                    intent_at,
+                    permit: Some(permit),
+                })
             }
             ErrorClass::Permanent { .. } => {
                 self.shared.ledger.record_not_created(generation, true).await?;
@@ -259,14 +314,30 @@ impl TaskRun {
                 Reconciled::Adopted(found) => {
                     self.shared.ledger.record_submitted(generation, &found.id).await?;
                     self.holds_reservation = false;
-                    self.shared.emit(Event::Reconciled { task: self.key().to_string(), adopted: true }).await;
-                    return Ok(Step::Poll { generation, upstream_id: found.id, permit });
+                    self.shared
+                        .emit(Event::Reconciled {
+                            task: self.key().to_string(),
+                            adopted: true,
+                        })
+                        .await;
+                    return Ok(Step::Poll {
+                        generation,
+                        upstream_id: found.id,
+                        permit,
+                    });
                 }
                 Reconciled::NotFound => {
                     self.shared.ledger.record_not_created(generation, true).await?;
                     self.holds_reservation = true;
-                    self.shared.emit(Event::Reconciled { task: self.key().to_string(), adopted: false }).await;
-                    return Ok(Step::Retry { reason: "the create's outcome was unknown and no generation was made".into() });
+                    self.shared
+                        .emit(Event::Reconciled {
+                            task: self.key().to_string(),
+                            adopted: false,
+                        })
+                        .await;
+                    return Ok(Step::Retry {
+                        reason: "the create's outcome was unknown and no generation was made".into(),
+                    });
                 }
                 Reconciled::Unreadable(error) => {
                     unreadable += 1;
@@ -304,12 +375,22 @@ impl TaskRun {
         drop(permit);
         match polled {
             Ok(Polled::Completed { image_url }) => {
-                self.shared.ledger.record_completed(generation, &image_url).await?;
-                Ok(Step::Download { generation, upstream_id, url: image_url })
+                self.shared
+                    .ledger
+                    .record_completed(generation, &image_url)
+                    .await?;
+                Ok(Step::Download {
+                    generation,
+                    upstream_id,
+                    url: image_url,
+                })
             }
             Ok(Polled::Failed { reason }) => match FailureKind::classify(&reason) {
                 FailureKind::Blocked => {
-                    self.shared.ledger.record_generation_failed(generation, &reason, TaskState::Blocked).await?;
+                    self.shared
+                        .ledger
+                        .record_generation_failed(generation, &reason, TaskState::Blocked)
+                        .await?;
                     self.finished("blocked", None, Some(&reason)).await;
                     Ok(Step::End)
                 }
@@ -319,7 +400,10 @@ impl TaskRun {
                     } else {
                         TaskState::Pending
                     };
-                    self.shared.ledger.record_generation_failed(generation, &reason, next).await?;
+                    self.shared
+                        .ledger
+                        .record_generation_failed(generation, &reason, next)
+                        .await?;
                     if next == TaskState::Failed {
                         self.finished("failed", None, Some(&reason)).await;
                         return Ok(Step::End);
@@ -329,15 +413,26 @@ impl TaskRun {
             },
             Ok(Polled::Gone) => {
                 self.shared.ledger.abandon_generation(generation).await?;
-                self.shared.ledger.release(self.task.id, TaskState::Pending, None).await?;
-                Ok(Step::Retry { reason: "the generation disappeared upstream".into() })
+                self.shared
+                    .ledger
+                    .release(self.task.id, TaskState::Pending, None)
+                    .await?;
+                Ok(Step::Retry {
+                    reason: "the generation disappeared upstream".into(),
+                })
             }
             Ok(Polled::Stopped) => Ok(Step::End),
             Err(_elapsed) => {
                 // Stuck: the upstream keeps the charge; we stop waiting and try again.
                 self.shared.ledger.abandon_generation(generation).await?;
-                self.shared.ledger.release(self.task.id, TaskState::Pending, None).await?;
-                let reason = format!("generation {upstream_id} was not finished after {:?}", self.shared.settings.stuck_after);
+                self.shared
+                    .ledger
+                    .release(self.task.id, TaskState::Pending, None)
+                    .await?;
+                let reason = format!(
+                    "generation {upstream_id} was not finished after {:?}",
+                    self.shared.settings.stuck_after
+                );
                 if self.attempts >= self.shared.settings.max_attempts {
                     return self.release(TaskState::Failed, Some(&reason)).await;
                 }
@@ -369,7 +464,12 @@ impl TaskRun {
         }
     }
 
-    async fn download(&mut self, generation: i64, upstream_id: String, mut url: String) -> Result<Step, EngineError> {
+    async fn download(
+        &mut self,
+        generation: i64,
+        upstream_id: String,
+        mut url: String,
+    ) -> Result<Step, EngineError> {
         let _slot = self.shared.downloads.acquire().await;
         let mut last_error = String::new();
         for try_number in 0..4u32 {
@@ -380,7 +480,12 @@ impl TaskRun {
                     () = self.shared.abort.cancelled() => return Ok(Step::End),
                 }
             }
-            let bytes = match self.shared.client.download(&url, self.shared.settings.max_image_bytes).await {
+            let bytes = match self
+                .shared
+                .client
+                .download(&url, self.shared.settings.max_image_bytes)
+                .await
+            {
                 Ok(bytes) => bytes,
                 Err(error) => {
                     last_error = error.to_string();
@@ -396,9 +501,10 @@ impl TaskRun {
                 }
             };
             let (format, aspect) = (self.format, self.aspect);
-            let verified = tokio::task::spawn_blocking(move || images::verify(&bytes, format, aspect).map(|_| bytes))
-                .await
-                .unwrap_or_else(|e| Err(images::VerifyError::Undecodable(e.to_string())));
+            let verified =
+                tokio::task::spawn_blocking(move || images::verify(&bytes, format, aspect).map(|_| bytes))
+                    .await
+                    .unwrap_or_else(|e| Err(images::VerifyError::Undecodable(e.to_string())));
             let bytes = match verified {
                 Ok(bytes) => bytes,
                 Err(error @ images::VerifyError::Undecodable(_)) => {
@@ -422,8 +528,16 @@ impl TaskRun {
             if let Err(source) = write {
                 // Disk trouble is systemic: stop the run; the task stays downloading and the next run
                 // downloads it again while its URL is valid. Nothing paid is lost.
-                let error = EngineError::Output { path: path.clone(), source };
-                self.shared.stop(StopReason::Failed(format!("{error}: {}", std::error::Error::source(&error).map(ToString::to_string).unwrap_or_default())));
+                let error = EngineError::Output {
+                    path: path.clone(),
+                    source,
+                };
+                self.shared.stop(StopReason::Failed(format!(
+                    "{error}: {}",
+                    std::error::Error::source(&error)
+                        .map(ToString::to_string)
+                        .unwrap_or_default()
+                )));
                 return Ok(Step::End);
             }
             let path_text = path.display().to_string();
@@ -436,6 +550,8 @@ impl TaskRun {
     }
 
     fn output_path(&self) -> PathBuf {
-        self.shared.pass_dir.join(format!("{}.{}", self.task.task_key, self.format.extension()))
+        self.shared
+            .pass_dir
+            .join(format!("{}.{}", self.task.task_key, self.format.extension()))
     }
 }

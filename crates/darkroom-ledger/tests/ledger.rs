@@ -1,7 +1,6 @@
 //! The ledger against a real SQLite file: budget reservation, charges and refunds, loading and
 //! superseding tasks, resume queries.
 
-
 #![allow(clippy::unwrap_used)] // In tests a panic is a failure with a backtrace.
 use darkroom_jobs::{AspectRatio, Format, Metadata, Model, Money, Pass, References, Task};
 use darkroom_ledger::{Ledger, NewTask, Reservation, TaskState};

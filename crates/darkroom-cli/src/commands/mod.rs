@@ -75,10 +75,18 @@ pub async fn connect(upstream: &Upstream) -> anyhow::Result<Connection> {
         (sim.base_url(), ApiKey::new("simulator".to_string()), Some(sim))
     } else {
         let key = crate::config::api_key().ok_or_else(|| {
-            Failure::new(Exit::BadInput, "LUMAAI_API_KEY is not set")
-                .with_hint("export LUMAAI_API_KEY=..., or add --sim to run against the built-in simulator at no cost")
+            Failure::new(Exit::BadInput, "LUMAAI_API_KEY is not set").with_hint(
+                "export LUMAAI_API_KEY=..., or add --sim to run against the built-in simulator at no cost",
+            )
         })?;
-        (upstream.base_url.clone().unwrap_or_else(|| LUMA_BASE_URL.to_string()), key, None)
+        (
+            upstream
+                .base_url
+                .clone()
+                .unwrap_or_else(|| LUMA_BASE_URL.to_string()),
+            key,
+            None,
+        )
     };
     let client = Client::new(ClientConfig {
         base_url,
@@ -96,16 +104,24 @@ pub async fn connect(upstream: &Upstream) -> anyhow::Result<Connection> {
 pub fn job_name_for(flag: Option<&str>, file: &Path) -> anyhow::Result<String> {
     let name = match flag {
         Some(name) => name.to_string(),
-        None => file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+        None => file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default(),
     };
     let valid = !name.is_empty()
         && name.len() <= 100
         && !name.starts_with('.')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if !valid {
-        return Err(Failure::new(Exit::BadInput, format!("job name {name:?} is not usable as a directory name"))
-            .with_hint("use --job NAME with letters, digits, '-', '_' and '.' (no leading dot)")
-            .into());
+        return Err(Failure::new(
+            Exit::BadInput,
+            format!("job name {name:?} is not usable as a directory name"),
+        )
+        .with_hint("use --job NAME with letters, digits, '-', '_' and '.' (no leading dot)")
+        .into());
     }
     Ok(name)
 }

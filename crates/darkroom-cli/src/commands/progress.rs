@@ -30,7 +30,11 @@ impl Progress {
             bar.set_style(style);
             bar
         });
-        Progress { json, bar, state: Mutex::new(State::default()) }
+        Progress {
+            json,
+            bar,
+            state: Mutex::new(State::default()),
+        }
     }
 
     pub fn show(&self, event: &Event) {
@@ -42,7 +46,12 @@ impl Progress {
         }
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let line = match event {
-            Event::Started { budget, spent, counts, .. } => {
+            Event::Started {
+                budget,
+                spent,
+                counts,
+                ..
+            } => {
                 state.budget = *budget;
                 state.spent = *spent;
                 if let Some(bar) = &self.bar {
@@ -50,7 +59,13 @@ impl Progress {
                 }
                 None
             }
-            Event::TaskFinished { state: task_state, cost, task, reason, .. } => {
+            Event::TaskFinished {
+                state: task_state,
+                cost,
+                task,
+                reason,
+                ..
+            } => {
                 state.spent += *cost;
                 if let Some(bar) = &self.bar {
                     bar.inc(1);
@@ -60,10 +75,12 @@ impl Progress {
                     other => Some(format!("{task}: {other}: {}", reason.as_deref().unwrap_or(""))),
                 }
             }
-            Event::BudgetWarning { spent, budget } => Some(format!("warning: {spent} of the {budget} budget spent (80%)")),
-            Event::CreditsLow { credits, needed } => {
-                Some(format!("warning: the account has {credits} of credit; this pass needs up to {needed}"))
+            Event::BudgetWarning { spent, budget } => {
+                Some(format!("warning: {spent} of the {budget} budget spent (80%)"))
             }
+            Event::CreditsLow { credits, needed } => Some(format!(
+                "warning: the account has {credits} of credit; this pass needs up to {needed}"
+            )),
             Event::Stopping { reason } => Some(format!("stopping: {reason}")),
             Event::RateLimited { .. } | Event::Retry { .. } | Event::Reconciled { .. } => {
                 tracing::info!(?event);

@@ -65,28 +65,44 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
     let budget = args
         .budget
         .as_deref()
-        .map(|text| Money::parse_usd(text).map_err(|e| Failure::new(Exit::BadInput, format!("--budget: {e}"))))
+        .map(|text| {
+            Money::parse_usd(text).map_err(|e| Failure::new(Exit::BadInput, format!("--budget: {e}")))
+        })
         .transpose()?;
 
     let db = args.upstream.db.clone();
     let _lock = darkroom_engine::lock::JobLock::acquire(&db, &job).map_err(|e| {
         Failure::new(Exit::BadInput, e.to_string()).with_hint("wait for it to finish, or stop it with Ctrl-C")
     })?;
-    let ledger = Ledger::open(&db).await.with_context(|| format!("opening the ledger {}", db.display()))?;
+    let ledger = Ledger::open(&db)
+        .await
+        .with_context(|| format!("opening the ledger {}", db.display()))?;
     let file_path = args.file.display().to_string();
     let job_id = ledger.upsert_job(&job, &file_path, "").await?;
     let existing = ledger.pass(job_id, pass).await?;
     match (budget, &existing) {
         (Some(budget), _) => ledger.set_budget(job_id, pass, budget).await.map_err(|e| {
-            Failure::new(Exit::BadInput, e.to_string()).with_hint("a budget can be raised, not lowered below spend")
+            Failure::new(Exit::BadInput, e.to_string())
+                .with_hint("a budget can be raised, not lowered below spend")
         })?,
         (None, None) => ledger.set_budget(job_id, pass, settings.budget.default).await?,
         (None, Some(_)) => {}
     }
 
-    let options = darkroom_jobs::ReadOptions { default_aspect_ratio: settings.defaults.aspect_ratio, ..Default::default() };
-    match darkroom_engine::load::load_job(&ledger, job_id, &args.file, pass, settings.routing, settings.prices, options)
-        .await
+    let options = darkroom_jobs::ReadOptions {
+        default_aspect_ratio: settings.defaults.aspect_ratio,
+        ..Default::default()
+    };
+    match darkroom_engine::load::load_job(
+        &ledger,
+        job_id,
+        &args.file,
+        pass,
+        settings.routing,
+        settings.prices,
+        options,
+    )
+    .await
     {
         Ok(loaded) => {
             if let Some(report) = &loaded.report {
@@ -97,11 +113,17 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
             print_row_errors(&args.file, &report);
             return Err(Failure::new(
                 Exit::BadInput,
-                format!("{} has {} invalid row(s); nothing was sent", args.file.display(), report.error_count),
+                format!(
+                    "{} has {} invalid row(s); nothing was sent",
+                    args.file.display(),
+                    report.error_count
+                ),
             )
             .into());
         }
-        Err(darkroom_engine::load::LoadError::File(e)) => return Err(Failure::new(Exit::BadInput, e.to_string()).into()),
+        Err(darkroom_engine::load::LoadError::File(e)) => {
+            return Err(Failure::new(Exit::BadInput, e.to_string()).into())
+        }
         Err(e) => return Err(e.into()),
     }
 
@@ -124,8 +146,15 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
     let progress = Arc::new(Progress::new(args.json, total));
     let printer = tokio::spawn(print_events(events_rx, progress.clone()));
 
-    let outcome =
-        darkroom_engine::run_pass(&ledger, &connection.client, &run, job_id, events_tx, shutdown.clone()).await;
+    let outcome = darkroom_engine::run_pass(
+        &ledger,
+        &connection.client,
+        &run,
+        job_id,
+        events_tx,
+        shutdown.clone(),
+    )
+    .await;
     let _ = printer.await;
     signals.abort();
     progress.finish();
@@ -166,20 +195,32 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
             Exit::BudgetExhausted
         }
         Some(StopReason::Refused(reason)) => {
-            return Err(Failure::new(Exit::Refused, format!("the upstream refused the run: {reason}")).into());
+            return Err(
+                Failure::new(Exit::Refused, format!("the upstream refused the run: {reason}")).into(),
+            );
         }
         Some(StopReason::Failed(reason)) => {
-            return Err(Failure::new(Exit::SomeFailed, format!("the run stopped: {reason}"))
-                .with_hint(format!("fix the cause, then run `{resume}` again: nothing paid is lost"))
-                .into());
+            return Err(
+                Failure::new(Exit::SomeFailed, format!("the run stopped: {reason}"))
+                    .with_hint(format!(
+                        "fix the cause, then run `{resume}` again: nothing paid is lost"
+                    ))
+                    .into(),
+            );
         }
         None if counts.failed + counts.blocked > 0 || counts.pending + counts.in_flight > 0 => {
-            eprintln!("details of each failed or blocked task: {}", args.out.join(&job).join("errors.jsonl").display());
+            eprintln!(
+                "details of each failed or blocked task: {}",
+                args.out.join(&job).join("errors.jsonl").display()
+            );
             Exit::SomeFailed
         }
         None => {
             if pass == Pass::Preview {
-                eprintln!("next: review the previews in {}", args.out.join(&job).join("preview").display());
+                eprintln!(
+                    "next: review the previews in {}",
+                    args.out.join(&job).join("preview").display()
+                );
             }
             Exit::Done
         }
