@@ -72,8 +72,8 @@ pub async fn load_job(
     options: ReadOptions,
 ) -> Result<Loaded, LoadError> {
     let fingerprint = {
-        let path = path.to_path_buf();
-        tokio::task::spawn_blocking(move || file_fingerprint(&path))
+        let owned = path.to_path_buf();
+        tokio::task::spawn_blocking(move || file_fingerprint(&owned))
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(e)))
             .map_err(|source| LoadError::Io {

@@ -470,7 +470,8 @@ impl TaskRun {
         upstream_id: String,
         mut url: String,
     ) -> Result<Step, EngineError> {
-        let _slot = self.shared.downloads.acquire().await;
+        let shared = self.shared.clone();
+        let _slot = shared.downloads.acquire().await;
         let mut last_error = String::new();
         for try_number in 0..4u32 {
             if try_number > 0 {

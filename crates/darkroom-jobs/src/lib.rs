@@ -2,10 +2,19 @@
 //!
 //! Owns the model (rows, tasks, models, aspect ratios), money and the price table, reading CSV and
 //! JSONL job files with validation that reports every problem with its line, prompt-variable
-//! expansion, variant expansion and task fingerprints. It never touches the network or SQL.
+//! expansion, variant expansion, task fingerprints and estimates. It never touches the network or SQL.
 
+pub mod csv_reader;
+pub mod estimate;
+mod expand;
+mod jsonl_reader;
 pub mod model;
 pub mod money;
+mod read;
+pub mod variables;
 
+pub use estimate::{Assumptions, Estimate, EstimateBuilder};
+pub use expand::{expand, fingerprint};
 pub use model::{AspectRatio, Format, Metadata, Model, Pass, References, Routing, Row, Task, WeightedUrl};
 pub use money::{Money, MoneyError, PriceTable};
+pub use read::{read_job, valid_id, FileError, FileFormat, ReadOptions, Report, RowError, MAX_RECORD_BYTES};

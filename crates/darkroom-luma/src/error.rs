@@ -104,8 +104,7 @@ impl Error {
     pub fn is_refusal(&self) -> bool {
         match self {
             Error::Status {
-                status: 401..=403,
-                ..
+                status: 401..=403, ..
             } => true,
             Error::Status {
                 status: 400, detail, ..

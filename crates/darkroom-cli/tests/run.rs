@@ -1,0 +1,219 @@
+//! `darkroom run` and `darkroom status` as users run them: the real binary, a real ledger file, and
+//! the simulator (in-process with `--sim`, or as its own `darkroom sim` process).
+
+#![allow(clippy::unwrap_used)] // In tests a panic is a failure with a backtrace.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+fn darkroom(dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_darkroom"));
+    command
+        .current_dir(dir)
+        .env_remove("LUMAAI_API_KEY")
+        .env_remove("LUMAAI_BASE_URL")
+        .env("NO_COLOR", "1");
+    for (key, _) in std::env::vars() {
+        if key.starts_with("DARKROOM_") {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn small_job(dir: &Path) {
+    write(
+        dir,
+        "lamps.csv",
+        "id,prompt,aspect_ratio,variants,sku\n\
+         brass,A brass desk lamp on an oak desk,1:1,2,L-1\n\
+         glass,A glass pendant lamp over a kitchen island,16:9,1,L-2\n",
+    );
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn code(output: &Output) -> i32 {
+    output.status.code().unwrap_or(-1)
+}
+
+#[test]
+fn run_with_sim_writes_every_image_and_a_second_run_spends_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    small_job(dir.path());
+    let first = darkroom(dir.path())
+        .args(["run", "lamps.csv", "--sim", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&first), 0, "stderr: {}", text(&first.stderr));
+    for name in ["brass-1.jpg", "brass-2.jpg", "glass.jpg"] {
+        assert!(
+            dir.path().join("out/lamps/preview").join(name).is_file(),
+            "{name}"
+        );
+    }
+    let stdout = text(&first.stdout);
+    let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["event"], "summary");
+    assert_eq!(summary["counts"]["done"], 3);
+    assert_eq!(summary["spent"], "0.012");
+    let manifest = std::fs::read_to_string(dir.path().join("out/lamps/manifest.csv")).unwrap();
+    assert!(
+        manifest.lines().next().unwrap().ends_with(",sku,keep"),
+        "{manifest}"
+    );
+    assert_eq!(manifest.lines().count(), 4);
+
+    let second = darkroom(dir.path())
+        .args(["run", "lamps.csv", "--sim", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&second), 0, "stderr: {}", text(&second.stderr));
+    let summary: serde_json::Value =
+        serde_json::from_str(text(&second.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(summary["counts"]["done"], 3);
+    assert_eq!(summary["spent"], "0.012", "the resumed run bought nothing more");
+
+    let status = darkroom(dir.path())
+        .args(["status", "lamps", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&status), 0, "stderr: {}", text(&status.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["jobs"][0]["passes"][0]["counts"]["done"], 3);
+}
+
+#[test]
+fn an_invalid_job_file_exits_2_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "bad.csv",
+        "id,prompt,aspect_ratio\nok,A fine prompt here,1:1\nbad,A fine prompt too,5:4\n",
+    );
+    let output = darkroom(dir.path())
+        .args(["run", "bad.csv", "--sim"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&output), 2, "stderr: {}", text(&output.stderr));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("line 3"), "{stderr}");
+    assert!(stderr.contains("5:4"), "{stderr}");
+    assert!(
+        !dir.path().join("out/bad/preview").exists()
+            || std::fs::read_dir(dir.path().join("out/bad/preview"))
+                .unwrap()
+                .next()
+                .is_none()
+    );
+}
+
+#[test]
+fn a_budget_smaller_than_the_job_exits_3_with_the_rest_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    small_job(dir.path());
+    let output = darkroom(dir.path())
+        .args(["run", "lamps.csv", "--sim", "--budget", "0.008"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&output), 3, "stderr: {}", text(&output.stderr));
+    let errors = std::fs::read_to_string(dir.path().join("out/lamps/errors.jsonl")).unwrap();
+    assert_eq!(errors.lines().count(), 1, "{errors}");
+    assert!(errors.contains("\"skipped\""), "{errors}");
+}
+
+#[test]
+fn without_a_key_or_sim_the_run_refuses_with_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    small_job(dir.path());
+    let output = darkroom(dir.path()).args(["run", "lamps.csv"]).output().unwrap();
+    assert_eq!(code(&output), 2);
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("LUMAAI_API_KEY"), "{stderr}");
+    assert!(stderr.contains("--sim"), "{stderr}");
+}
+
+/// Starts `darkroom sim` on port 0 and returns it with its base URL (from its first stdout line).
+fn start_sim(dir: &Path, extra: &[&str]) -> (Child, String) {
+    let mut child = darkroom(dir)
+        .args(["sim", "--port", "0"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .to_string();
+    (child, url)
+}
+
+#[test]
+fn the_api_key_never_reaches_the_ledger_the_outputs_or_the_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    small_job(dir.path());
+    let secret = "luma-5ecret-k3y-that-must-not-leak";
+    let (mut sim, url) = start_sim(dir.path(), &["--api-key", secret]);
+    let output = darkroom(dir.path())
+        .args(["run", "lamps.csv", "--base-url", &url])
+        .env("LUMAAI_API_KEY", secret)
+        .env("RUST_LOG", "trace")
+        .output()
+        .unwrap();
+    sim.kill().unwrap();
+    let _ = sim.wait();
+    assert_eq!(code(&output), 0, "stderr: {}", text(&output.stderr));
+    assert!(!text(&output.stderr).contains(secret));
+    assert!(!text(&output.stdout).contains(secret));
+    for entry in walk(dir.path()) {
+        let bytes = std::fs::read(&entry).unwrap();
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{} holds the key",
+            entry.display()
+        );
+    }
+
+    // And a wrong key is a refusal: exit 5.
+    let (mut sim, url) = start_sim(dir.path(), &["--api-key", secret]);
+    write(
+        dir.path(),
+        "more.csv",
+        "id,prompt\nx,A walnut side table by a window\n",
+    );
+    let output = darkroom(dir.path())
+        .args(["run", "more.csv", "--base-url", &url])
+        .env("LUMAAI_API_KEY", "luma-wrong")
+        .output()
+        .unwrap();
+    sim.kill().unwrap();
+    let _ = sim.wait();
+    assert_eq!(code(&output), 5, "stderr: {}", text(&output.stderr));
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
