@@ -155,11 +155,12 @@ pub async fn run_pass(
     ledger.reopen_failed(job_id, pass).await?;
 
     let tracker = TaskTracker::new();
+    let poll_tracker = TaskTracker::new();
     let poll_stop = CancellationToken::new();
     let poller = Poller::spawn(
         client.clone(),
         settings.polls_per_second,
-        &tracker,
+        &poll_tracker,
         poll_stop.clone(),
     );
     let shared = Arc::new(Shared {
@@ -237,6 +238,8 @@ pub async fn run_pass(
         }
     }
     poll_stop.cancel();
+    poll_tracker.close();
+    poll_tracker.wait().await;
     if aborted {
         // Give the tasks a moment to observe the abort; their ledger state is already consistent.
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), tracker.wait()).await;
@@ -321,6 +324,7 @@ async fn dispatch(
             }
             let mut task = task;
             task.state = "reserved".into();
+            task.reserved_micros = task.price_micros;
             let shared = shared.clone();
             tracker.spawn(async move {
                 drive(shared, task, Some(permit)).await;

@@ -1,1 +1,207 @@
-//! placeholder
+//! darkroom-sim: a Luma-compatible server for tests, demos, benchmarks and zero-cost dry runs.
+//!
+//! It serves Luma's image API under `/dream-machine/v1` with the documented shapes, limits (creates
+//! per minute, concurrent generations), billing (charged at create, refunded on failure) and failure
+//! modes, plus real images and `/sim/billing` and `/sim/stats` to reconcile against. It defines its own
+//! wire types and shares none with `darkroom-luma`, so a mistake can't hide on both sides.
+//!
+//! Connections are served by our own accept loop so a fault can drop one mid-request: "accepted and
+//! charged, then the connection dropped" is a real reset to the client, not an HTTP error.
+
+mod api;
+mod callbacks;
+mod config;
+pub mod jpeg;
+pub mod picture;
+mod state;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use bytes::Bytes;
+use rand::SeedableRng;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::{Faults, RateWindow, SimConfig};
+pub use state::{Billing, BillingEntry, Stats, MODERATION_REASONS, RETRYABLE_REASONS};
+
+/// A running simulator.
+#[derive(Debug)]
+pub struct SimHandle {
+    addr: SocketAddr,
+    sim: Arc<Sim>,
+}
+
+impl SimHandle {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT/dream-machine/v1`, for `LUMAAI_BASE_URL`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/dream-machine/v1", self.addr)
+    }
+
+    /// Every charge and refund so far.
+    pub fn billing(&self) -> Billing {
+        self.sim.billing()
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.sim.stats()
+    }
+
+    /// Stops serving and waits for the server's tasks to end.
+    pub async fn shutdown(self) {
+        self.sim.stop.cancel();
+        self.sim.tracker.close();
+        self.sim.tracker.wait().await;
+    }
+}
+
+/// Why the simulator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("could not listen on 127.0.0.1:{port}")]
+    Bind {
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Starts the simulator on 127.0.0.1 (port 0 picks a free one).
+pub async fn spawn(config: SimConfig) -> Result<SimHandle, SimError> {
+    let listener = TcpListener::bind(("127.0.0.1", config.port))
+        .await
+        .map_err(|source| SimError::Bind { port: config.port, source })?;
+    let addr = listener.local_addr().map_err(|source| SimError::Bind { port: config.port, source })?;
+    let rng = rand::rngs::StdRng::seed_from_u64(config.seed);
+    let sim = Arc::new(Sim {
+        account: Mutex::new(state::Account::new(&config, rng)),
+        images: Mutex::new(ImageCache::default()),
+        http: reqwest::Client::new(),
+        asset_base: OnceLock::new(),
+        stop: CancellationToken::new(),
+        tracker: TaskTracker::new(),
+        config,
+    });
+    let _ = sim.asset_base.set(format!("http://{addr}/sim/assets"));
+    let app = api::router(sim.clone());
+    sim.tracker.spawn(serve(listener, app, sim.stop.clone(), sim.tracker.clone()));
+    Ok(SimHandle { addr, sim })
+}
+
+/// Fired by a handler to drop its connection without answering.
+#[derive(Debug, Clone)]
+pub(crate) struct Kill(pub Arc<Notify>);
+
+async fn serve(listener: TcpListener, app: axum::Router, stop: CancellationToken, tracker: TaskTracker) {
+    loop {
+        let stream = tokio::select! {
+            () = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let kill = Arc::new(Notify::new());
+        let service = hyper_util::service::TowerToHyperService::new(app.clone().layer(axum::Extension(Kill(kill.clone()))));
+        let stop = stop.clone();
+        tracker.spawn(async move {
+            let connection = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::select! {
+                _ = connection => {}
+                () = kill.notified() => {}
+                () = stop.cancelled() => {}
+            }
+        });
+    }
+}
+
+/// The shared state behind the handlers.
+pub(crate) struct Sim {
+    pub config: SimConfig,
+    account: Mutex<state::Account>,
+    images: Mutex<ImageCache>,
+    pub http: reqwest::Client,
+    asset_base: OnceLock<String>,
+    pub stop: CancellationToken,
+    pub tracker: TaskTracker,
+}
+
+impl std::fmt::Debug for Sim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sim").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl Sim {
+    /// The account's lock; never held across an await.
+    pub fn lock(&self) -> MutexGuard<'_, state::Account> {
+        self.account.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn asset_base(&self) -> String {
+        self.asset_base.get().cloned().unwrap_or_default()
+    }
+
+    pub fn billing(&self) -> Billing {
+        let mut account = self.lock();
+        account.settle(tokio::time::Instant::now());
+        account.billing.clone()
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.lock().stats.clone()
+    }
+
+    /// The picture for a generation, rendered once on the blocking pool and kept (bounded).
+    pub async fn image(&self, seed: [u8; 32], aspect_ratio: &str, png: bool) -> Bytes {
+        let key = (seed, png, aspect_ratio.to_string());
+        if let Some(bytes) = self.images.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return bytes;
+        }
+        let (width, height) = picture::size_for(aspect_ratio);
+        let bytes = tokio::task::spawn_blocking(move || Bytes::from(picture::render(seed, width, height, png)))
+            .await
+            .unwrap_or_default();
+        self.images.lock().unwrap_or_else(|e| e.into_inner()).put(key, bytes.clone(), self.config.image_cache);
+        bytes
+    }
+}
+
+type ImageKey = ([u8; 32], bool, String);
+
+#[derive(Default)]
+struct ImageCache {
+    map: HashMap<ImageKey, Bytes>,
+    order: VecDeque<ImageKey>,
+}
+
+impl ImageCache {
+    fn get(&self, key: &ImageKey) -> Option<Bytes> {
+        self.map.get(key).cloned()
+    }
+
+    fn put(&mut self, key: ImageKey, bytes: Bytes, capacity: usize) {
+        if self.map.insert(key.clone(), bytes).is_none() {
+            self.order.push_back(key);
+        }
+        while self.order.len() > capacity.max(1) {
+            if let Some(old) = self.order.pop_front() {
+                self.map.remove(&old);
+            }
+        }
+    }
+}

@@ -41,10 +41,10 @@ impl From<PassArg> for Pass {
 #[derive(Debug, Clone, clap::Args)]
 pub struct Upstream {
     /// The ledger file.
-    #[arg(long, value_name = "PATH", env = "DARKROOM_DB", default_value = "darkroom.db")]
+    #[arg(long, value_name = "PATH", env = crate::config::env::DB, default_value = "darkroom.db")]
     pub db: PathBuf,
     /// The API's base URL [default: Luma's].
-    #[arg(long, value_name = "URL", env = "LUMAAI_BASE_URL")]
+    #[arg(long, value_name = "URL", env = crate::config::env::BASE_URL)]
     pub base_url: Option<String>,
     /// Start the built-in simulator and run against it: no key, no cost.
     #[arg(long, conflicts_with = "base_url")]

@@ -32,7 +32,7 @@ pub struct Args {
     #[arg(long, value_name = "NAME")]
     pub job: Option<String>,
     /// Where images and outputs go: OUT/JOB/PASS/ROWID[-VARIANT].EXT.
-    #[arg(long, value_name = "DIR", env = "DARKROOM_OUT", default_value = "out")]
+    #[arg(long, value_name = "DIR", env = crate::config::env::OUT, default_value = "out")]
     pub out: PathBuf,
     #[command(flatten)]
     pub upstream: Upstream,

@@ -1,10 +1,167 @@
-//! `darkroom sim` (being written).
+//! `darkroom sim`: a Luma-compatible simulator on loopback, until Ctrl-C. Prints the base URL to use
+//! as its first line on stdout.
 
-use crate::exit::Exit;
+use std::time::Duration;
 
+use darkroom_jobs::Money;
+use darkroom_sim::{Faults, RateWindow, SimConfig};
+
+use crate::exit::{Exit, Failure};
+
+/// Run a Luma-compatible simulator on 127.0.0.1: for tests, demos and dry runs at zero cost.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The port (0 picks a free one).
+    #[arg(long, default_value_t = 8765)]
+    pub port: u16,
+    /// Accept only this bearer token (any token otherwise).
+    #[arg(long, value_name = "KEY")]
+    pub api_key: Option<String>,
+    /// Creates per minute per account (0 turns the limit off).
+    #[arg(long, default_value_t = 80)]
+    pub rate_per_minute: u32,
+    /// How the per-minute limit counts: a continuously refilling token bucket, or at most N in any 60 s.
+    #[arg(long, value_enum, default_value_t = WindowArg::Bucket)]
+    pub rate_window: WindowArg,
+    /// Concurrent non-terminal generations (0 turns the limit off).
+    #[arg(long, default_value_t = 40)]
+    pub max_concurrent: u32,
+    /// Don't send Retry-After with 429s.
+    #[arg(long)]
+    pub no_retry_after: bool,
+    /// Multiplies every latency and the rate window (0.1: ten times faster).
+    #[arg(long, default_value_t = 1.0)]
+    pub time_scale: f64,
+    /// photon-flash-1 latency range in seconds, MIN-MAX.
+    #[arg(long, value_name = "MIN-MAX", default_value = "0.1-0.5")]
+    pub flash_latency: String,
+    /// photon-1 latency range in seconds, MIN-MAX.
+    #[arg(long, value_name = "MIN-MAX", default_value = "2-5")]
+    pub photon_latency: String,
+    /// The account's starting credit in USD.
+    #[arg(long, value_name = "USD", default_value = "100")]
+    pub credits: String,
+    /// The status for a create the credit can't pay for.
+    #[arg(long, value_parser = ["400", "402"], default_value = "402")]
+    pub insufficient_credit_status: String,
+    /// A fault profile: none, flaky or hostile. Single rates below override it.
+    #[arg(long, value_parser = ["none", "flaky", "hostile"], default_value = "none")]
+    pub faults: String,
+    /// Rate of 500s on create before accepting (0 to 1).
+    #[arg(long, value_name = "P")]
+    pub create_5xx: Option<f64>,
+    /// Rate of creates accepted and charged, then the connection dropped.
+    #[arg(long, value_name = "P")]
+    pub create_dropped: Option<f64>,
+    /// Rate of 500s on get and list.
+    #[arg(long, value_name = "P")]
+    pub get_5xx: Option<f64>,
+    /// Rate of slow gets and lists.
+    #[arg(long, value_name = "P")]
+    pub get_slow: Option<f64>,
+    /// Rate of generations failing with a retryable reason.
+    #[arg(long, value_name = "P")]
+    pub generation_failed: Option<f64>,
+    /// Rate of generations blocked by moderation.
+    #[arg(long, value_name = "P")]
+    pub moderation: Option<f64>,
+    /// Rate of generations stuck in dreaming forever.
+    #[arg(long, value_name = "P")]
+    pub stuck: Option<f64>,
+    /// Rate of truncated image downloads.
+    #[arg(long, value_name = "P")]
+    pub download_truncated: Option<f64>,
+    /// Rate of failed (500) image downloads.
+    #[arg(long, value_name = "P")]
+    pub download_failed: Option<f64>,
+    /// Rate of creates that start a storm of 429s.
+    #[arg(long, value_name = "P")]
+    pub rate_limit_storm: Option<f64>,
+    /// Seed for every random choice (latencies, faults, ids).
+    #[arg(long, default_value_t = 0x5eed)]
+    pub seed: u64,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<Exit> {
-    anyhow::bail!("not available yet")
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WindowArg {
+    Bucket,
+    Sliding,
+}
+
+impl Args {
+    /// The simulator configuration these flags describe.
+    pub fn to_config(&self) -> anyhow::Result<SimConfig> {
+        let bad = |message: String| Failure::new(Exit::BadInput, message);
+        let mut faults = Faults::profile(&self.faults).ok_or_else(|| bad(format!("unknown fault profile {:?}", self.faults)))?;
+        let overrides = [
+            (&mut faults.create_5xx, self.create_5xx),
+            (&mut faults.create_dropped, self.create_dropped),
+            (&mut faults.get_5xx, self.get_5xx),
+            (&mut faults.get_slow, self.get_slow),
+            (&mut faults.generation_failed, self.generation_failed),
+            (&mut faults.moderation, self.moderation),
+            (&mut faults.stuck, self.stuck),
+            (&mut faults.download_truncated, self.download_truncated),
+            (&mut faults.download_failed, self.download_failed),
+            (&mut faults.rate_limit_storm, self.rate_limit_storm),
+        ];
+        for (slot, value) in overrides {
+            if let Some(p) = value {
+                if !(0.0..=1.0).contains(&p) {
+                    return Err(bad(format!("fault rates are from 0 to 1; got {p}")).into());
+                }
+                *slot = p;
+            }
+        }
+        let credits = Money::parse_usd(&self.credits).map_err(|e| bad(format!("--credits: {e}")))?;
+        if !(self.time_scale.is_finite() && self.time_scale >= 0.0) {
+            return Err(bad(format!("--time-scale must be 0 or more; got {}", self.time_scale)).into());
+        }
+        Ok(SimConfig {
+            port: self.port,
+            api_key: self.api_key.clone(),
+            creates_per_minute: (self.rate_per_minute > 0).then_some(self.rate_per_minute),
+            rate_window: match self.rate_window {
+                WindowArg::Bucket => RateWindow::Bucket,
+                WindowArg::Sliding => RateWindow::Sliding,
+            },
+            max_concurrent: (self.max_concurrent > 0).then_some(self.max_concurrent),
+            retry_after: !self.no_retry_after,
+            latency_photon_1: range(&self.photon_latency).map_err(|m| bad(format!("--photon-latency: {m}")))?,
+            latency_photon_flash_1: range(&self.flash_latency).map_err(|m| bad(format!("--flash-latency: {m}")))?,
+            time_scale: self.time_scale,
+            credits_micros: credits.micros(),
+            insufficient_credit_status: if self.insufficient_credit_status == "400" { 400 } else { 402 },
+            faults,
+            seed: self.seed,
+            slow_delay: Duration::from_secs(2),
+            ..SimConfig::default()
+        })
+    }
+}
+
+fn range(text: &str) -> Result<(f64, f64), String> {
+    let (low, high) = text.split_once('-').unwrap_or((text, text));
+    let low: f64 = low.trim().parse().map_err(|_| format!("{text:?} is not MIN-MAX in seconds"))?;
+    let high: f64 = high.trim().parse().map_err(|_| format!("{text:?} is not MIN-MAX in seconds"))?;
+    if !(low >= 0.0 && high >= low && high.is_finite()) {
+        return Err(format!("{text:?} is not MIN-MAX with 0 ≤ MIN ≤ MAX"));
+    }
+    Ok((low, high))
+}
+
+pub fn run(args: Args) -> anyhow::Result<Exit> {
+    let config = args.to_config()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let handle = darkroom_sim::spawn(config).await?;
+        println!("simulator listening: {}", handle.base_url());
+        eprintln!("point darkroom or the official SDK at it:");
+        eprintln!("  export LUMAAI_BASE_URL={}", handle.base_url());
+        eprintln!("  export LUMAAI_API_KEY=any-key");
+        eprintln!("billing: http://{}/sim/billing   stats: http://{}/sim/stats", handle.addr(), handle.addr());
+        let _ = tokio::signal::ctrl_c().await;
+        handle.shutdown().await;
+        Ok(Exit::Done)
+    })
 }

@@ -15,7 +15,7 @@ pub struct Args {
     /// The job's name.
     pub job: Option<String>,
     /// The ledger file.
-    #[arg(long, value_name = "PATH", env = "DARKROOM_DB", default_value = "darkroom.db")]
+    #[arg(long, value_name = "PATH", env = crate::config::env::DB, default_value = "darkroom.db")]
     pub db: PathBuf,
     /// One JSON object on stdout.
     #[arg(long)]

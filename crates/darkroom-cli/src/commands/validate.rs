@@ -1,12 +1,49 @@
-//! `darkroom validate` (being written).
+//! `darkroom validate FILE`: every problem of a job file with its line, on stderr; a one-line summary
+//! on stdout; exit 0 when valid, 2 otherwise. Nothing is sent anywhere.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use crate::exit::Exit;
+use crate::commands::print_row_errors;
+use crate::config;
+use crate::exit::{Exit, Failure};
 
+/// Check a job file: every problem with its line, and nothing spent.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The job file (.csv or .jsonl).
+    pub file: PathBuf,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
 
-pub fn run(_config: Option<&Path>, _args: Args) -> anyhow::Result<Exit> {
-    anyhow::bail!("not available yet")
+pub fn run(config_file: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
+    let settings = config::resolve(config_file)?;
+    let options = darkroom_jobs::ReadOptions { default_aspect_ratio: settings.defaults.aspect_ratio, ..Default::default() };
+    let report = darkroom_jobs::read_job(&args.file, &options, |_| {})
+        .map_err(|e| Failure::new(Exit::BadInput, e.to_string()))?;
+    print_row_errors(&args.file, &report);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "valid": report.is_valid(), "rows": report.rows, "tasks": report.tasks,
+                "metadata_columns": report.metadata_columns, "errors": report.error_count,
+            })
+        );
+    } else {
+        let columns = if report.metadata_columns.is_empty() {
+            "none".to_string()
+        } else {
+            report.metadata_columns.join(", ")
+        };
+        let verdict = if report.is_valid() { "valid".to_string() } else { format!("{} error(s)", report.error_count) };
+        println!(
+            "{}: {verdict}; {} rows, {} tasks; metadata columns: {columns}",
+            args.file.display(),
+            report.rows,
+            report.tasks
+        );
+    }
+    Ok(if report.is_valid() { Exit::Done } else { Exit::BadInput })
 }

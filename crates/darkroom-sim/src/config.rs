@@ -1,0 +1,140 @@
+//! What a simulated account looks like: its limits, prices, credit, latencies and failure modes.
+
+use std::time::Duration;
+
+/// How the per-minute create limit counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateWindow {
+    /// A token bucket of N refilling continuously at N per minute.
+    Bucket,
+    /// At most N creates in any 60 seconds.
+    Sliding,
+}
+
+/// Fault rates, each a probability per event (0 to 1).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Faults {
+    /// A create answered 500 before anything was accepted.
+    pub create_5xx: f64,
+    /// A create accepted and charged, then the connection dropped before the answer.
+    pub create_dropped: f64,
+    /// A status read (get or list) answered 500.
+    pub get_5xx: f64,
+    /// A status read answered slowly (`slow_delay`).
+    pub get_slow: f64,
+    /// A generation that ends `failed` for a reason worth retrying ("Job failed", ...).
+    pub generation_failed: f64,
+    /// A generation blocked by moderation.
+    pub moderation: f64,
+    /// A generation that stays `dreaming` forever.
+    pub stuck: f64,
+    /// An image download cut short (Content-Length promises more than is sent).
+    pub download_truncated: f64,
+    /// An image download answered 500.
+    pub download_failed: f64,
+    /// A create that starts a storm of 429s (`storm_length` long).
+    pub rate_limit_storm: f64,
+}
+
+impl Faults {
+    /// `none`, `flaky` (occasional trouble of every kind) or `hostile` (a lot of it).
+    pub fn profile(name: &str) -> Option<Faults> {
+        Some(match name {
+            "none" => Faults::default(),
+            "flaky" => Faults {
+                create_5xx: 0.02,
+                create_dropped: 0.02,
+                get_5xx: 0.02,
+                get_slow: 0.01,
+                generation_failed: 0.02,
+                moderation: 0.01,
+                stuck: 0.0,
+                download_truncated: 0.02,
+                download_failed: 0.01,
+                rate_limit_storm: 0.002,
+            },
+            "hostile" => Faults {
+                create_5xx: 0.10,
+                create_dropped: 0.05,
+                get_5xx: 0.10,
+                get_slow: 0.05,
+                generation_failed: 0.05,
+                moderation: 0.02,
+                stuck: 0.02,
+                download_truncated: 0.05,
+                download_failed: 0.03,
+                rate_limit_storm: 0.01,
+            },
+            _ => return None,
+        })
+    }
+}
+
+/// The simulated account and server.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// 0 picks a free port.
+    pub port: u16,
+    /// Only this key is accepted when set; any bearer token otherwise.
+    pub api_key: Option<String>,
+    /// Creates per minute; `None` for no limit.
+    pub creates_per_minute: Option<u32>,
+    pub rate_window: RateWindow,
+    /// Non-terminal generations at once; `None` for no limit.
+    pub max_concurrent: Option<u32>,
+    /// Send `Retry-After` with 429s.
+    pub retry_after: bool,
+    /// Latency ranges (seconds) per model, before `time_scale`.
+    pub latency_photon_1: (f64, f64),
+    pub latency_photon_flash_1: (f64, f64),
+    /// Multiplies every latency and the rate window: 0.01 makes a minute last 0.6 s.
+    pub time_scale: f64,
+    /// Starting balance in micro-dollars.
+    pub credits_micros: i64,
+    pub price_photon_1_micros: i64,
+    pub price_photon_flash_1_micros: i64,
+    /// The status for a create the balance can't pay for: 400 or 402.
+    pub insufficient_credit_status: u16,
+    pub faults: Faults,
+    /// How long a slow read takes (before `time_scale`... not scaled: it is a network delay).
+    pub slow_delay: Duration,
+    /// How long a 429 storm lasts (scaled).
+    pub storm_length: Duration,
+    pub seed: u64,
+    /// Images kept in memory once rendered.
+    pub image_cache: usize,
+}
+
+impl Default for SimConfig {
+    /// Luma's Build tier: 80 creates a minute, 40 concurrent, $100 of credit, published prices and
+    /// latencies, no faults.
+    fn default() -> Self {
+        SimConfig {
+            port: 0,
+            api_key: None,
+            creates_per_minute: Some(80),
+            rate_window: RateWindow::Bucket,
+            max_concurrent: Some(40),
+            retry_after: true,
+            latency_photon_1: (2.0, 5.0),
+            latency_photon_flash_1: (0.1, 0.5),
+            time_scale: 1.0,
+            credits_micros: 100_000_000,
+            price_photon_1_micros: 15_000,
+            price_photon_flash_1_micros: 4_000,
+            insufficient_credit_status: 402,
+            faults: Faults::default(),
+            slow_delay: Duration::from_secs(2),
+            storm_length: Duration::from_secs(5),
+            seed: 0x5eed,
+            image_cache: 512,
+        }
+    }
+}
+
+impl SimConfig {
+    /// No limits, no latency to speak of: for tests and overhead benchmarks.
+    pub fn unlimited() -> SimConfig {
+        SimConfig { creates_per_minute: None, max_concurrent: None, time_scale: 0.0, ..SimConfig::default() }
+    }
+}

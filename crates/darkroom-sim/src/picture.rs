@@ -1,0 +1,123 @@
+//! The simulator's pictures: deterministic from the request (same request, same bytes), different
+//! for every prompt (colours and shapes seeded from it), at the size Luma returns for the aspect
+//! ratio. Drawn one colour per 8×8 block so JPEG encoding is nearly free (see `jpeg`).
+
+use rand::{Rng, SeedableRng};
+
+use crate::jpeg;
+
+/// Luma's output size for an aspect ratio.
+pub fn size_for(aspect_ratio: &str) -> (u32, u32) {
+    match aspect_ratio {
+        "1:1" => (1536, 1536),
+        "4:3" => (1792, 1344),
+        "3:4" => (1344, 1792),
+        "9:16" => (1152, 2048),
+        "21:9" => (2432, 1024),
+        "9:21" => (1024, 2432),
+        _ => (2048, 1152), // 16:9, the API's default
+    }
+}
+
+enum Shape {
+    Circle { cx: f32, cy: f32, r: f32, colour: [u8; 3] },
+    Rect { x0: f32, y0: f32, x1: f32, y1: f32, colour: [u8; 3] },
+}
+
+/// Renders the picture for `seed` at `width × height` as JPEG or PNG.
+pub fn render(seed: [u8; 32], width: u32, height: u32, png: bool) -> Vec<u8> {
+    let mut rng = rand::rngs::StdRng::from_seed(seed);
+    let top: [u8; 3] = rng.gen();
+    let bottom: [u8; 3] = rng.gen();
+    let shapes: Vec<Shape> = (0..rng.gen_range(3..7))
+        .map(|_| {
+            let colour = [rng.gen(), rng.gen(), rng.gen()];
+            if rng.gen_bool(0.5) {
+                Shape::Circle { cx: rng.gen(), cy: rng.gen(), r: rng.gen_range(0.08..0.35), colour }
+            } else {
+                let (x0, y0) = (rng.gen::<f32>() * 0.8, rng.gen::<f32>() * 0.8);
+                Shape::Rect { x0, y0, x1: x0 + rng.gen_range(0.1..0.5), y1: y0 + rng.gen_range(0.1..0.5), colour }
+            }
+        })
+        .collect();
+    let (bw, bh) = (width / 8, height / 8);
+    let aspect = width as f32 / height as f32;
+    let mut blocks = Vec::with_capacity((bw * bh) as usize);
+    for by in 0..bh {
+        let v = (by as f32 + 0.5) / bh as f32;
+        for bx in 0..bw {
+            let u = (bx as f32 + 0.5) / bw as f32;
+            let mut pixel = mix(top, bottom, v);
+            for shape in &shapes {
+                match shape {
+                    Shape::Circle { cx, cy, r, colour } => {
+                        let (dx, dy) = ((u - cx) * aspect, v - cy);
+                        if dx * dx + dy * dy <= r * r {
+                            pixel = *colour;
+                        }
+                    }
+                    Shape::Rect { x0, y0, x1, y1, colour } => {
+                        if (*x0..*x1).contains(&u) && (*y0..*y1).contains(&v) {
+                            pixel = *colour;
+                        }
+                    }
+                }
+            }
+            blocks.push(pixel);
+        }
+    }
+    if png {
+        encode_png(&blocks, bw, bh)
+    } else {
+        let ycc: Vec<[u8; 3]> = blocks.iter().map(|p| jpeg::ycbcr(*p)).collect();
+        jpeg::encode_flat_blocks(bw, bh, &ycc)
+    }
+}
+
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+fn mix(a: [u8; 3], b: [u8; 3], t: f32) -> [u8; 3] {
+    let m = |x: u8, y: u8| (f32::from(x) * (1.0 - t) + f32::from(y) * t) as u8;
+    [m(a[0], b[0]), m(a[1], b[1]), m(a[2], b[2])]
+}
+
+fn encode_png(blocks: &[[u8; 3]], bw: u32, bh: u32) -> Vec<u8> {
+    use image::ImageEncoder;
+    let (width, height) = (bw * 8, bh * 8);
+    let mut pixels = Vec::with_capacity((width * height * 3) as usize);
+    for by in 0..bh {
+        let row_start = (by * bw) as usize;
+        let row: Vec<u8> = blocks[row_start..row_start + bw as usize]
+            .iter()
+            .flat_map(|p| std::iter::repeat_n(*p, 8).flatten())
+            .collect();
+        for _ in 0..8 {
+            pixels.extend_from_slice(&row);
+        }
+    }
+    let mut out = Vec::new();
+    let encoder = image::codecs::png::PngEncoder::new_with_quality(
+        &mut out,
+        image::codecs::png::CompressionType::Fast,
+        image::codecs::png::FilterType::Sub,
+    );
+    // A freshly built RGB buffer of the declared size always encodes.
+    let _ = encoder.write_image(&pixels, width, height, image::ExtendedColorType::Rgb8);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pictures_are_deterministic_sized_and_differ_by_seed() {
+        let a = render([1; 32], 256, 144, false);
+        assert_eq!(a, render([1; 32], 256, 144, false));
+        assert_ne!(a, render([2; 32], 256, 144, false));
+        let decoded = image::load_from_memory(&a).unwrap();
+        assert_eq!((decoded.width(), decoded.height()), (256, 144));
+        let png = render([1; 32], 64, 64, true);
+        assert_eq!(image::guess_format(&png).unwrap(), image::ImageFormat::Png);
+        assert_eq!(image::load_from_memory(&png).unwrap().width(), 64);
+    }
+}

@@ -1,0 +1,295 @@
+//! The simulated account: generations and their lifecycle, limits, credit and the billing record.
+//!
+//! A generation's state is a function of time (queued until it starts dreaming, dreaming until its
+//! end), so nothing ticks in the background; whatever reads the account first settles generations
+//! whose end has passed (refunding failures). Time is tokio's, so tests can pause it.
+
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::Rng;
+use serde::Serialize;
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+use tokio::time::Instant;
+
+use crate::config::{RateWindow, SimConfig};
+
+/// A failure reason worth retrying, as the API words them.
+pub const RETRYABLE_REASONS: [&str; 3] = ["Job failed", "Error dispatching job", "Prompt processing failed"];
+/// Moderation reasons, as the API words them.
+pub const MODERATION_REASONS: [&str; 4] = [
+    "Advanced prompt moderation failed",
+    "Contains blacklisted words",
+    "Frame moderation failed",
+    "400: failed to moderate image",
+];
+
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Completed,
+    Failed(&'static str),
+    Stuck,
+}
+
+#[derive(Debug, Clone)]
+pub struct Generation {
+    pub id: String,
+    pub created_at: OffsetDateTime,
+    pub echo: Value,
+    pub model: String,
+    pub aspect_ratio: String,
+    pub format: String,
+    pub price: i64,
+    pub dreaming_at: Instant,
+    pub done_at: Instant,
+    pub outcome: Outcome,
+    pub settled: bool,
+    pub deleted: bool,
+    /// Seeds the picture: a hash of the request.
+    pub image_seed: [u8; 32],
+}
+
+impl Generation {
+    pub fn state(&self, now: Instant) -> &'static str {
+        if now < self.dreaming_at {
+            "queued"
+        } else if matches!(self.outcome, Outcome::Stuck) || now < self.done_at {
+            "dreaming"
+        } else {
+            match self.outcome {
+                Outcome::Completed => "completed",
+                _ => "failed",
+            }
+        }
+    }
+
+    /// The generation object exactly as the API documents it.
+    pub fn to_json(&self, now: Instant, asset_base: &str) -> Value {
+        let state = self.state(now);
+        let image = (state == "completed").then(|| format!("{asset_base}/{}.{}", self.id, self.format));
+        let failure = match (&self.outcome, state) {
+            (Outcome::Failed(reason), "failed") => Some(*reason),
+            _ => None,
+        };
+        json!({
+            "id": self.id,
+            "generation_type": "image",
+            "state": state,
+            "failure_reason": failure,
+            "created_at": format_time(self.created_at),
+            "assets": {"image": image, "video": null, "progress_video": null},
+            "model": self.model,
+            "request": self.echo,
+        })
+    }
+}
+
+/// `2026-11-24T09:30:19.123456Z`, the documented form.
+pub fn format_time(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.microsecond()
+    )
+}
+
+/// One line of the billing record.
+#[derive(Debug, Clone, Serialize)]
+pub struct BillingEntry {
+    pub generation_id: String,
+    pub model: String,
+    /// `charge` or `refund`.
+    pub kind: &'static str,
+    pub micros: i64,
+    pub at: String,
+}
+
+/// Every charge and refund, with totals.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Billing {
+    pub entries: Vec<BillingEntry>,
+    pub charged_micros: i64,
+    pub refunded_micros: i64,
+    /// Charged minus refunded: what the account paid.
+    pub net_micros: i64,
+    pub balance_micros: i64,
+}
+
+/// Requests by endpoint and status, 429s, and faults injected by kind.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Stats {
+    pub requests: BTreeMap<String, u64>,
+    pub rate_limited: u64,
+    pub faults: BTreeMap<String, u64>,
+    pub creates_accepted: u64,
+    pub peak_concurrent: u64,
+}
+
+pub struct Account {
+    pub rng: StdRng,
+    pub generations: HashMap<String, Generation>,
+    pub order: Vec<String>,
+    pending: BinaryHeap<Reverse<(Instant, String)>>,
+    in_flight: u64,
+    pub balance: i64,
+    pub billing: Billing,
+    pub stats: Stats,
+    bucket: (f64, Instant),
+    window: VecDeque<Instant>,
+    storm_until: Option<Instant>,
+}
+
+/// Why a create is refused before it is accepted.
+pub enum Refusal {
+    RateLimited { retry_after: Duration, detail: &'static str },
+    NoCredit,
+}
+
+impl Account {
+    pub fn new(config: &SimConfig, rng: StdRng) -> Account {
+        Account {
+            rng,
+            generations: HashMap::new(),
+            order: Vec::new(),
+            pending: BinaryHeap::new(),
+            in_flight: 0,
+            balance: config.credits_micros,
+            billing: Billing { balance_micros: config.credits_micros, ..Billing::default() },
+            stats: Stats::default(),
+            bucket: (f64::from(config.creates_per_minute.unwrap_or(0)), Instant::now()),
+            window: VecDeque::new(),
+            storm_until: None,
+        }
+    }
+
+    pub fn count(&mut self, key: String) {
+        *self.stats.requests.entry(key).or_default() += 1;
+    }
+
+    pub fn fault(&mut self, kind: &str) {
+        *self.stats.faults.entry(kind.to_string()).or_default() += 1;
+    }
+
+    /// Whether an event with probability `p` happens now.
+    pub fn chance(&mut self, p: f64) -> bool {
+        p > 0.0 && self.rng.gen_bool(p.clamp(0.0, 1.0))
+    }
+
+    /// Ends every generation whose time has come: failures are refunded.
+    pub fn settle(&mut self, now: Instant) {
+        while let Some(Reverse((at, _))) = self.pending.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((_, id))) = self.pending.pop() else { break };
+            self.in_flight = self.in_flight.saturating_sub(1);
+            let Some(generation) = self.generations.get_mut(&id) else { continue };
+            generation.settled = true;
+            if let Outcome::Failed(_) = generation.outcome {
+                let (price, model) = (generation.price, generation.model.clone());
+                self.balance += price;
+                self.billing.refunded_micros += price;
+                self.billing.net_micros -= price;
+                self.billing.balance_micros = self.balance;
+                self.billing.entries.push(BillingEntry {
+                    generation_id: id,
+                    model,
+                    kind: "refund",
+                    micros: price,
+                    at: format_time(OffsetDateTime::now_utc()),
+                });
+            }
+        }
+    }
+
+    /// Checks the limits for a create at `now`; takes a rate slot when it passes.
+    pub fn admit(&mut self, config: &SimConfig, now: Instant, price: i64) -> Result<(), Refusal> {
+        let scale = config.time_scale.max(1e-6);
+        if let Some(until) = self.storm_until {
+            if now < until {
+                return Err(Refusal::RateLimited { retry_after: until - now, detail: "Too many requests" });
+            }
+            self.storm_until = None;
+        }
+        if let Some(max) = config.max_concurrent {
+            if self.in_flight >= u64::from(max) {
+                let next = self.pending.peek().map_or(Duration::from_secs(1), |Reverse((at, _))| at.saturating_duration_since(now));
+                return Err(Refusal::RateLimited {
+                    retry_after: next,
+                    detail: "Too many concurrent generations; wait for one to finish",
+                });
+            }
+        }
+        if let Some(per_minute) = config.creates_per_minute {
+            let window = Duration::from_secs(60).mul_f64(scale);
+            let n = f64::from(per_minute);
+            match config.rate_window {
+                RateWindow::Bucket => {
+                    let (tokens, last) = self.bucket;
+                    let refill = now.saturating_duration_since(last).as_secs_f64() * n / window.as_secs_f64();
+                    let tokens = (tokens + refill).min(n);
+                    if tokens < 1.0 {
+                        self.bucket = (tokens, now);
+                        let wait = Duration::from_secs_f64((1.0 - tokens) * window.as_secs_f64() / n);
+                        return Err(Refusal::RateLimited { retry_after: wait, detail: "Too many requests" });
+                    }
+                    self.bucket = (tokens - 1.0, now);
+                }
+                RateWindow::Sliding => {
+                    while self.window.front().is_some_and(|t| now.saturating_duration_since(*t) >= window) {
+                        self.window.pop_front();
+                    }
+                    if self.window.len() >= per_minute as usize {
+                        let oldest = self.window.front().copied().unwrap_or(now);
+                        return Err(Refusal::RateLimited {
+                            retry_after: (oldest + window).saturating_duration_since(now),
+                            detail: "Too many requests",
+                        });
+                    }
+                    self.window.push_back(now);
+                }
+            }
+        }
+        if self.balance < price {
+            return Err(Refusal::NoCredit);
+        }
+        Ok(())
+    }
+
+    /// Starts a storm of 429s.
+    pub fn start_storm(&mut self, now: Instant, length: Duration) {
+        self.storm_until = Some(now + length);
+    }
+
+    /// Accepts a generation: charges it and schedules its end.
+    pub fn accept(&mut self, generation: Generation) {
+        self.balance -= generation.price;
+        self.billing.charged_micros += generation.price;
+        self.billing.net_micros += generation.price;
+        self.billing.balance_micros = self.balance;
+        self.billing.entries.push(BillingEntry {
+            generation_id: generation.id.clone(),
+            model: generation.model.clone(),
+            kind: "charge",
+            micros: generation.price,
+            at: format_time(generation.created_at),
+        });
+        self.stats.creates_accepted += 1;
+        self.in_flight += 1;
+        self.stats.peak_concurrent = self.stats.peak_concurrent.max(self.in_flight);
+        if !matches!(generation.outcome, Outcome::Stuck) {
+            self.pending.push(Reverse((generation.done_at, generation.id.clone())));
+        }
+        self.order.push(generation.id.clone());
+        self.generations.insert(generation.id.clone(), generation);
+    }
+}
