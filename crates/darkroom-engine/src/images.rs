@@ -51,10 +51,14 @@ pub fn verify(bytes: &[u8], format: Format, aspect: AspectRatio) -> Result<(u32,
     Ok((width, height))
 }
 
-/// Whether width:height is the aspect ratio within 1%.
+/// Whether width:height is the aspect ratio within 1%, or exactly Luma's published size for it
+/// (2432×1024 for 21:9 is 1.8% wider than 21:9, and is what the API returns).
 pub fn shape_matches(width: u32, height: u32, aspect: AspectRatio) -> bool {
     if width == 0 || height == 0 {
         return false;
+    }
+    if (width, height) == aspect.pixels() {
+        return true;
     }
     let (w, h) = aspect.parts();
     let actual = f64::from(width) / f64::from(height);
@@ -155,6 +159,8 @@ mod tests {
         }
         assert!(shape_matches(1000, 1009, AspectRatio::Square));
         assert!(!shape_matches(1000, 1020, AspectRatio::Square));
+        // Luma's 21:9 is 2432×1024 (1.8% off 21:9): accepted at exactly that size, not near it.
+        assert!(!shape_matches(2420, 1024, AspectRatio::Landscape21x9));
     }
 
     #[test]
