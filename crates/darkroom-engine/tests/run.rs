@@ -195,3 +195,164 @@ async fn the_cache_reuses_an_identical_task_from_another_job_at_no_cost() {
     let (outcome, _) = load_and_run(&h, &third, &no_cache, Money::parse_usd("1").unwrap()).await;
     assert_eq!((outcome.counts.done, outcome.counts.cached), (3, 0));
 }
+
+/// Net charges equal exactly one image per done task: nothing was paid twice, nothing lost.
+async fn assert_paid_once_per_image(h: &Harness, outcome: &Outcome, price: i64) {
+    assert_bill_matches(h).await;
+    assert_eq!(h.sim.billing().net_micros, i64::try_from(outcome.counts.done - outcome.counts.cached).unwrap() * price);
+}
+
+async fn run_with_faults(faults: darkroom_sim::Faults, rows: usize) -> (Harness, Outcome) {
+    let mut sim = fast_sim();
+    sim.faults = faults;
+    sim.seed = 7;
+    let h = harness(sim).await;
+    let file = write_job(h.dir.path(), "faulty", rows, 1);
+    let mut s = settings(&h, "faulty");
+    s.max_attempts = 6;
+    s.breaker_threshold = 1000;
+    let (outcome, _) = load_and_run(&h, &file, &s, Money::parse_usd("50").unwrap()).await;
+    (h, outcome)
+}
+
+#[tokio::test]
+async fn creates_answered_500_are_reconciled_and_retried_without_paying_twice() {
+    let faults = darkroom_sim::Faults { create_5xx: 0.2, ..Default::default() };
+    let (h, outcome) = run_with_faults(faults, 60).await;
+    assert_eq!(outcome.counts.done, 60, "{:?}", outcome.counts);
+    assert!(h.sim.stats().faults.get("create_5xx").copied().unwrap_or(0) > 0);
+    assert_paid_once_per_image(&h, &outcome, 4_000).await;
+}
+
+#[tokio::test]
+async fn creates_accepted_then_dropped_are_adopted_not_paid_twice() {
+    let faults = darkroom_sim::Faults { create_dropped: 0.2, ..Default::default() };
+    let (h, outcome) = run_with_faults(faults, 60).await;
+    assert_eq!(outcome.counts.done, 60, "{:?}", outcome.counts);
+    assert!(h.sim.stats().faults.get("create_dropped").copied().unwrap_or(0) > 0);
+    assert_paid_once_per_image(&h, &outcome, 4_000).await;
+    assert_eq!(images_in(&h.dir.path().join("out/faulty/preview")), 60);
+}
+
+#[tokio::test]
+async fn failed_generations_are_refunded_and_retried_and_moderated_ones_blocked() {
+    let faults = darkroom_sim::Faults { generation_failed: 0.2, moderation: 0.1, ..Default::default() };
+    let (h, outcome) = run_with_faults(faults, 60).await;
+    let blocked = h.sim.stats().faults.get("moderation").copied().unwrap_or(0);
+    assert!(blocked > 0);
+    assert_eq!(outcome.counts.blocked, blocked, "every moderated generation blocks its task");
+    assert_eq!(outcome.counts.done + outcome.counts.blocked, 60, "{:?}", outcome.counts);
+    assert_paid_once_per_image(&h, &outcome, 4_000).await;
+    let errors = std::fs::read_to_string(h.dir.path().join("out/faulty/errors.jsonl")).unwrap();
+    assert_eq!(errors.lines().filter(|l| l.contains("\"blocked\"")).count() as u64, blocked);
+}
+
+#[tokio::test]
+async fn truncated_and_failed_downloads_are_downloaded_again() {
+    let faults = darkroom_sim::Faults { download_truncated: 0.3, download_failed: 0.1, get_5xx: 0.2, ..Default::default() };
+    let (h, outcome) = run_with_faults(faults, 40).await;
+    assert_eq!(outcome.counts.done, 40, "{:?}", outcome.counts);
+    assert!(h.sim.stats().faults.get("download_truncated").copied().unwrap_or(0) > 0);
+    assert_paid_once_per_image(&h, &outcome, 4_000).await;
+}
+
+#[tokio::test]
+async fn a_stuck_generation_is_abandoned_and_the_task_still_completes() {
+    let mut sim = fast_sim();
+    sim.faults = darkroom_sim::Faults { stuck: 0.15, ..Default::default() };
+    sim.seed = 11;
+    let h = harness(sim).await;
+    let file = write_job(h.dir.path(), "stuck", 30, 1);
+    let mut s = settings(&h, "stuck");
+    s.stuck_after = Duration::from_millis(800);
+    s.max_attempts = 6;
+    let (outcome, _) = load_and_run(&h, &file, &s, Money::parse_usd("5").unwrap()).await;
+    assert_eq!(outcome.counts.done, 30, "{:?}", outcome.counts);
+    let stuck = h.sim.stats().faults.get("stuck").copied().unwrap_or(0);
+    assert!(stuck > 0);
+    // The upstream keeps the charge of a stuck generation; the ledger records it too.
+    assert_bill_matches(&h).await;
+    assert_eq!(h.sim.billing().net_micros, (30 + i64::try_from(stuck).unwrap()) * 4_000);
+}
+
+#[tokio::test]
+async fn a_storm_of_429s_slows_the_run_down_but_fails_nothing() {
+    let faults = darkroom_sim::Faults { rate_limit_storm: 0.05, ..Default::default() };
+    let (h, outcome) = run_with_faults(faults, 40).await;
+    assert_eq!(outcome.counts.done, 40, "{:?}", outcome.counts);
+    assert!(h.sim.stats().rate_limited > 0);
+    assert_paid_once_per_image(&h, &outcome, 4_000).await;
+}
+
+#[tokio::test]
+async fn the_hostile_profile_completes_every_completable_task_and_the_bill_reconciles() {
+    let mut faults = darkroom_sim::Faults::profile("hostile").unwrap();
+    faults.stuck = 0.0; // covered on its own above; here every charge must map to an image
+    let (h, outcome) = run_with_faults(faults, 80).await;
+    assert_eq!(outcome.counts.done + outcome.counts.blocked, 80, "{:?}", outcome.counts);
+    assert_paid_once_per_image(&h, &outcome, 4_000).await;
+}
+
+#[tokio::test]
+async fn a_run_stopped_mid_way_resumes_and_pays_once_per_image() {
+    let mut sim = fast_sim();
+    sim.time_scale = 0.2;
+    let h = harness(sim).await;
+    let file = write_job(h.dir.path(), "stop", 60, 1);
+    let s = settings(&h, "stop");
+    let job = h.ledger.upsert_job("stop", &file.display().to_string(), "").await.unwrap();
+    h.ledger.set_budget(job, Pass::Preview, Money::parse_usd("1").unwrap()).await.unwrap();
+    load::load_job(&h.ledger, job, &file, Pass::Preview, Routing::default(), PriceTable::default(), ReadOptions::default())
+        .await
+        .unwrap();
+    let shutdown = Shutdown::default();
+    let (tx, mut rx) = mpsc::channel(10_000);
+    let stopper = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut finished = 0;
+            while let Some(event) = rx.recv().await {
+                if matches!(event, Event::TaskFinished { .. }) {
+                    finished += 1;
+                    if finished == 10 {
+                        shutdown.stop.cancel();
+                    }
+                }
+            }
+        })
+    };
+    let first = run_pass(&h.ledger, &h.client, &s, job, tx, shutdown).await.unwrap();
+    stopper.await.unwrap();
+    assert_eq!(first.stop, Some(StopReason::Interrupted));
+    assert!(first.counts.done >= 10 && first.counts.done < 60, "{:?}", first.counts);
+    assert_eq!(first.counts.in_flight, 0, "in-flight work was let finish");
+
+    let (second, _) = load_and_run(&h, &file, &s, Money::parse_usd("1").unwrap()).await;
+    assert_eq!(second.counts.done, 60);
+    assert_paid_once_per_image(&h, &second, 4_000).await;
+}
+
+#[tokio::test]
+async fn a_run_dropped_at_any_instant_resumes_without_paying_twice() {
+    let mut sim = fast_sim();
+    sim.time_scale = 0.2;
+    sim.faults = darkroom_sim::Faults { create_dropped: 0.1, ..Default::default() };
+    let h = harness(sim).await;
+    let file = write_job(h.dir.path(), "crash", 60, 1);
+    let s = settings(&h, "crash");
+    let job = h.ledger.upsert_job("crash", &file.display().to_string(), "").await.unwrap();
+    h.ledger.set_budget(job, Pass::Preview, Money::parse_usd("1").unwrap()).await.unwrap();
+    load::load_job(&h.ledger, job, &file, Pass::Preview, Routing::default(), PriceTable::default(), ReadOptions::default())
+        .await
+        .unwrap();
+    // Three runs cut off mid-flight, as a kill would: the future is dropped wherever it is.
+    for cut in [300u64, 500, 700] {
+        let (tx, mut rx) = mpsc::channel(10_000);
+        tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        let run = run_pass(&h.ledger, &h.client, &s, job, tx, Shutdown::default());
+        let _ = tokio::time::timeout(Duration::from_millis(cut), run).await;
+    }
+    let (outcome, _) = load_and_run(&h, &file, &s, Money::parse_usd("1").unwrap()).await;
+    assert_eq!(outcome.counts.done, 60, "{:?}", outcome.counts);
+    assert_paid_once_per_image(&h, &outcome, 4_000).await;
+}
