@@ -87,37 +87,57 @@ pub struct Retry {
 
 /// Resolves the settings: defaults → user file → `DARKROOM_*` variables.
 pub fn resolve(config_file: Option<&Path>) -> anyhow::Result<Settings> {
-    let mut merged: toml::Table = DEFAULT_CONFIG.parse().context("the built-in config/default.toml is broken")?;
-    let user_file = config_file.map(Path::to_path_buf).or_else(|| std::env::var_os(env::CONFIG).map(PathBuf::from));
+    let mut merged: toml::Table = DEFAULT_CONFIG
+        .parse()
+        .context("the built-in config/default.toml is broken")?;
+    let user_file = config_file
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os(env::CONFIG).map(PathBuf::from));
     if let Some(path) = user_file {
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| Failure::new(Exit::BadInput, format!("could not read the config file {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            Failure::new(
+                Exit::BadInput,
+                format!("could not read the config file {}: {e}", path.display()),
+            )
+        })?;
         let user: toml::Table = text
             .parse()
             .map_err(|e| Failure::new(Exit::BadInput, format!("{}: {e}", path.display())))?;
         merge(&mut merged, user);
         // Checked here so a mistake is reported against the file that made it.
-        parse(merged.clone()).map_err(|e| Failure::new(Exit::BadInput, format!("{}: {e}", path.display())))?;
+        parse(merged.clone())
+            .map_err(|e| Failure::new(Exit::BadInput, format!("{}: {e}", path.display())))?;
     }
     let overrides = [
         (env::BUDGET, "budget", "default", Kind::Text),
-        (env::RATE_PER_MINUTE, "limits", "creates_per_minute", Kind::Integer),
+        (
+            env::RATE_PER_MINUTE,
+            "limits",
+            "creates_per_minute",
+            Kind::Integer,
+        ),
         (env::MAX_IN_FLIGHT, "limits", "max_in_flight", Kind::Integer),
         (env::DEFAULT_ASPECT_RATIO, "defaults", "aspect_ratio", Kind::Text),
     ];
     for (variable, table, key, kind) in overrides {
-        let Ok(value) = std::env::var(variable) else { continue };
+        let Ok(value) = std::env::var(variable) else {
+            continue;
+        };
         let value = match kind {
             Kind::Text => toml::Value::String(value),
             Kind::Integer => toml::Value::Integer(value.trim().parse().map_err(|_| {
-                Failure::new(Exit::BadInput, format!("{variable}={value:?} is not a whole number"))
+                Failure::new(
+                    Exit::BadInput,
+                    format!("{variable}={value:?} is not a whole number"),
+                )
             })?),
         };
         if let Some(toml::Value::Table(section)) = merged.get_mut(table) {
             section.insert(key.to_string(), value);
         }
     }
-    parse(merged).map_err(|e| Failure::new(Exit::BadInput, format!("config from the environment: {e}")).into())
+    parse(merged)
+        .map_err(|e| Failure::new(Exit::BadInput, format!("config from the environment: {e}")).into())
 }
 
 enum Kind {
@@ -143,7 +163,10 @@ fn merge(base: &mut toml::Table, over: toml::Table) {
 
 /// The API key from `LUMAAI_API_KEY`, if set and not empty.
 pub fn api_key() -> Option<ApiKey> {
-    std::env::var(env::API_KEY).ok().filter(|k| !k.trim().is_empty()).map(|k| ApiKey::new(k.trim().to_string()))
+    std::env::var(env::API_KEY)
+        .ok()
+        .filter(|k| !k.trim().is_empty())
+        .map(|k| ApiKey::new(k.trim().to_string()))
 }
 
 /// The notification signing secret, if set.
@@ -161,7 +184,10 @@ mod tests {
         let settings = parse(DEFAULT_CONFIG.parse().unwrap()).unwrap();
         assert_eq!(settings.prices, PriceTable::default());
         assert_eq!(settings.routing, Routing::default());
-        assert_eq!((settings.limits.creates_per_minute, settings.limits.max_in_flight), (80, 40));
+        assert_eq!(
+            (settings.limits.creates_per_minute, settings.limits.max_in_flight),
+            (80, 40)
+        );
         assert_eq!(settings.defaults.aspect_ratio, AspectRatio::Landscape16x9);
     }
 
@@ -169,9 +195,15 @@ mod tests {
     fn unknown_keys_and_imprecise_prices_are_errors() {
         let mut table: toml::Table = DEFAULT_CONFIG.parse().unwrap();
         merge(&mut table, "[limits]\ncreates_per_minit = 5".parse().unwrap());
-        assert!(parse(table).unwrap_err().to_string().contains("creates_per_minit"));
+        assert!(parse(table)
+            .unwrap_err()
+            .to_string()
+            .contains("creates_per_minit"));
         let mut table: toml::Table = DEFAULT_CONFIG.parse().unwrap();
-        merge(&mut table, "[prices]\n\"photon-1\" = \"0.0150001\"".parse().unwrap());
+        merge(
+            &mut table,
+            "[prices]\n\"photon-1\" = \"0.0150001\"".parse().unwrap(),
+        );
         assert!(parse(table).unwrap_err().to_string().contains("micro-dollar"));
     }
 }

@@ -170,13 +170,12 @@ async fn poll_due(client: &Client, limiter: &DefaultDirectRateLimiter, watches: 
 
 fn settle(watches: &mut HashMap<String, Entry>, generation: &Generation) {
     let outcome = match &generation.state {
-        GenerationState::Completed => match generation.image_url() {
-            Some(url) => Some(Polled::Completed {
-                image_url: url.to_string(),
-            }),
+        GenerationState::Completed => {
             // Completed without an image yet: read again shortly.
-            None => None,
-        },
+            generation.image_url().map(|url| Polled::Completed {
+                image_url: url.to_string(),
+            })
+        }
         GenerationState::Failed => Some(Polled::Failed {
             reason: generation
                 .failure_reason

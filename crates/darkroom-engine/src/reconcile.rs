@@ -23,7 +23,7 @@ const MAX_PAGES: u32 = 20;
 #[derive(Debug)]
 pub enum Reconciled {
     /// This generation is ours: adopt it.
-    Adopted(Generation),
+    Adopted(Box<Generation>),
     /// Nothing upstream matches: the create was not accepted and may be sent again.
     NotFound,
     /// The list could not be read: try again later; send nothing.
@@ -55,7 +55,7 @@ pub async fn reconcile(
                 continue;
             }
             match ledger.is_claimed(&generation.id).await {
-                Ok(false) => return Reconciled::Adopted(generation),
+                Ok(false) => return Reconciled::Adopted(Box::new(generation)),
                 Ok(true) => {}
                 Err(error) => {
                     tracing::warn!(%error, "ledger read failed during reconciliation");

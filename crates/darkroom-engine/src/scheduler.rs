@@ -77,14 +77,19 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Stops dispatching, remembering the first reason given.
+    /// Stops dispatching, remembering the first reason given. An exhausted budget stops only new
+    /// tasks: those already holding a reservation still go out, since their price fits.
     pub fn stop(&self, reason: StopReason) {
+        let cancel = reason != StopReason::BudgetExhausted;
         let mut slot = self.stop_reason.lock().unwrap_or_else(|e| e.into_inner());
         if slot.is_none() {
             tracing::info!(?reason, "stopping dispatch");
             *slot = Some(reason);
         }
-        self.stop_dispatch.cancel();
+        drop(slot);
+        if cancel {
+            self.stop_dispatch.cancel();
+        }
     }
 
     pub fn stop_reason(&self) -> Option<StopReason> {
@@ -214,7 +219,7 @@ pub async fn run_pass(
         });
     }
 
-    if !shared.stop_dispatch.is_cancelled() {
+    if !shared.stop_dispatch.is_cancelled() && shared.stop_reason().is_none() {
         dispatch(&shared, &tracker, &workers).await?;
     }
 
@@ -293,7 +298,7 @@ async fn dispatch(
         let Some(last) = page.last() else { return Ok(()) };
         after = last.id;
         for task in page {
-            if shared.stop_dispatch.is_cancelled() {
+            if shared.stop_dispatch.is_cancelled() || shared.stop_reason().is_some() {
                 return Ok(());
             }
             if settings.use_cache && take_from_cache(shared, &task).await? {

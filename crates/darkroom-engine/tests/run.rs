@@ -23,11 +23,12 @@ struct Harness {
 
 /// A fast simulator: real limits off unless a test sets them, latency scaled down.
 fn fast_sim() -> SimConfig {
-    let mut config = SimConfig::default();
-    config.time_scale = 0.02;
-    config.creates_per_minute = None;
-    config.max_concurrent = Some(40);
-    config
+    SimConfig {
+        time_scale: 0.02,
+        creates_per_minute: None,
+        max_concurrent: Some(40),
+        ..SimConfig::default()
+    }
 }
 
 async fn harness(sim_config: SimConfig) -> Harness {
@@ -199,7 +200,10 @@ async fn the_cache_reuses_an_identical_task_from_another_job_at_no_cost() {
 /// Net charges equal exactly one image per done task: nothing was paid twice, nothing lost.
 async fn assert_paid_once_per_image(h: &Harness, outcome: &Outcome, price: i64) {
     assert_bill_matches(h).await;
-    assert_eq!(h.sim.billing().net_micros, i64::try_from(outcome.counts.done - outcome.counts.cached).unwrap() * price);
+    assert_eq!(
+        h.sim.billing().net_micros,
+        i64::try_from(outcome.counts.done - outcome.counts.cached).unwrap() * price
+    );
 }
 
 async fn run_with_faults(faults: darkroom_sim::Faults, rows: usize) -> (Harness, Outcome) {
@@ -217,7 +221,10 @@ async fn run_with_faults(faults: darkroom_sim::Faults, rows: usize) -> (Harness,
 
 #[tokio::test]
 async fn creates_answered_500_are_reconciled_and_retried_without_paying_twice() {
-    let faults = darkroom_sim::Faults { create_5xx: 0.2, ..Default::default() };
+    let faults = darkroom_sim::Faults {
+        create_5xx: 0.2,
+        ..Default::default()
+    };
     let (h, outcome) = run_with_faults(faults, 60).await;
     assert_eq!(outcome.counts.done, 60, "{:?}", outcome.counts);
     assert!(h.sim.stats().faults.get("create_5xx").copied().unwrap_or(0) > 0);
@@ -226,7 +233,10 @@ async fn creates_answered_500_are_reconciled_and_retried_without_paying_twice() 
 
 #[tokio::test]
 async fn creates_accepted_then_dropped_are_adopted_not_paid_twice() {
-    let faults = darkroom_sim::Faults { create_dropped: 0.2, ..Default::default() };
+    let faults = darkroom_sim::Faults {
+        create_dropped: 0.2,
+        ..Default::default()
+    };
     let (h, outcome) = run_with_faults(faults, 60).await;
     assert_eq!(outcome.counts.done, 60, "{:?}", outcome.counts);
     assert!(h.sim.stats().faults.get("create_dropped").copied().unwrap_or(0) > 0);
@@ -236,30 +246,61 @@ async fn creates_accepted_then_dropped_are_adopted_not_paid_twice() {
 
 #[tokio::test]
 async fn failed_generations_are_refunded_and_retried_and_moderated_ones_blocked() {
-    let faults = darkroom_sim::Faults { generation_failed: 0.2, moderation: 0.1, ..Default::default() };
+    let faults = darkroom_sim::Faults {
+        generation_failed: 0.2,
+        moderation: 0.1,
+        ..Default::default()
+    };
     let (h, outcome) = run_with_faults(faults, 60).await;
     let blocked = h.sim.stats().faults.get("moderation").copied().unwrap_or(0);
     assert!(blocked > 0);
-    assert_eq!(outcome.counts.blocked, blocked, "every moderated generation blocks its task");
-    assert_eq!(outcome.counts.done + outcome.counts.blocked, 60, "{:?}", outcome.counts);
+    assert_eq!(
+        outcome.counts.blocked, blocked,
+        "every moderated generation blocks its task"
+    );
+    assert_eq!(
+        outcome.counts.done + outcome.counts.blocked,
+        60,
+        "{:?}",
+        outcome.counts
+    );
     assert_paid_once_per_image(&h, &outcome, 4_000).await;
     let errors = std::fs::read_to_string(h.dir.path().join("out/faulty/errors.jsonl")).unwrap();
-    assert_eq!(errors.lines().filter(|l| l.contains("\"blocked\"")).count() as u64, blocked);
+    assert_eq!(
+        errors.lines().filter(|l| l.contains("\"blocked\"")).count() as u64,
+        blocked
+    );
 }
 
 #[tokio::test]
 async fn truncated_and_failed_downloads_are_downloaded_again() {
-    let faults = darkroom_sim::Faults { download_truncated: 0.3, download_failed: 0.1, get_5xx: 0.2, ..Default::default() };
+    let faults = darkroom_sim::Faults {
+        download_truncated: 0.3,
+        download_failed: 0.1,
+        get_5xx: 0.2,
+        ..Default::default()
+    };
     let (h, outcome) = run_with_faults(faults, 40).await;
     assert_eq!(outcome.counts.done, 40, "{:?}", outcome.counts);
-    assert!(h.sim.stats().faults.get("download_truncated").copied().unwrap_or(0) > 0);
+    assert!(
+        h.sim
+            .stats()
+            .faults
+            .get("download_truncated")
+            .copied()
+            .unwrap_or(0)
+            > 0
+    );
     assert_paid_once_per_image(&h, &outcome, 4_000).await;
 }
 
 #[tokio::test]
 async fn a_stuck_generation_is_abandoned_and_the_task_still_completes() {
     let mut sim = fast_sim();
-    sim.faults = darkroom_sim::Faults { stuck: 0.15, ..Default::default() };
+    sim.faults = darkroom_sim::Faults {
+        stuck: 0.15,
+        ..Default::default()
+    };
     sim.seed = 11;
     let h = harness(sim).await;
     let file = write_job(h.dir.path(), "stuck", 30, 1);
@@ -272,12 +313,18 @@ async fn a_stuck_generation_is_abandoned_and_the_task_still_completes() {
     assert!(stuck > 0);
     // The upstream keeps the charge of a stuck generation; the ledger records it too.
     assert_bill_matches(&h).await;
-    assert_eq!(h.sim.billing().net_micros, (30 + i64::try_from(stuck).unwrap()) * 4_000);
+    assert_eq!(
+        h.sim.billing().net_micros,
+        (30 + i64::try_from(stuck).unwrap()) * 4_000
+    );
 }
 
 #[tokio::test]
 async fn a_storm_of_429s_slows_the_run_down_but_fails_nothing() {
-    let faults = darkroom_sim::Faults { rate_limit_storm: 0.05, ..Default::default() };
+    let faults = darkroom_sim::Faults {
+        rate_limit_storm: 0.05,
+        ..Default::default()
+    };
     let (h, outcome) = run_with_faults(faults, 40).await;
     assert_eq!(outcome.counts.done, 40, "{:?}", outcome.counts);
     assert!(h.sim.stats().rate_limited > 0);
@@ -289,7 +336,12 @@ async fn the_hostile_profile_completes_every_completable_task_and_the_bill_recon
     let mut faults = darkroom_sim::Faults::profile("hostile").unwrap();
     faults.stuck = 0.0; // covered on its own above; here every charge must map to an image
     let (h, outcome) = run_with_faults(faults, 80).await;
-    assert_eq!(outcome.counts.done + outcome.counts.blocked, 80, "{:?}", outcome.counts);
+    assert_eq!(
+        outcome.counts.done + outcome.counts.blocked,
+        80,
+        "{:?}",
+        outcome.counts
+    );
     assert_paid_once_per_image(&h, &outcome, 4_000).await;
 }
 
@@ -300,11 +352,26 @@ async fn a_run_stopped_mid_way_resumes_and_pays_once_per_image() {
     let h = harness(sim).await;
     let file = write_job(h.dir.path(), "stop", 60, 1);
     let s = settings(&h, "stop");
-    let job = h.ledger.upsert_job("stop", &file.display().to_string(), "").await.unwrap();
-    h.ledger.set_budget(job, Pass::Preview, Money::parse_usd("1").unwrap()).await.unwrap();
-    load::load_job(&h.ledger, job, &file, Pass::Preview, Routing::default(), PriceTable::default(), ReadOptions::default())
+    let job = h
+        .ledger
+        .upsert_job("stop", &file.display().to_string(), "")
         .await
         .unwrap();
+    h.ledger
+        .set_budget(job, Pass::Preview, Money::parse_usd("1").unwrap())
+        .await
+        .unwrap();
+    load::load_job(
+        &h.ledger,
+        job,
+        &file,
+        Pass::Preview,
+        Routing::default(),
+        PriceTable::default(),
+        ReadOptions::default(),
+    )
+    .await
+    .unwrap();
     let shutdown = Shutdown::default();
     let (tx, mut rx) = mpsc::channel(10_000);
     let stopper = {
@@ -321,10 +388,16 @@ async fn a_run_stopped_mid_way_resumes_and_pays_once_per_image() {
             }
         })
     };
-    let first = run_pass(&h.ledger, &h.client, &s, job, tx, shutdown).await.unwrap();
+    let first = run_pass(&h.ledger, &h.client, &s, job, tx, shutdown)
+        .await
+        .unwrap();
     stopper.await.unwrap();
     assert_eq!(first.stop, Some(StopReason::Interrupted));
-    assert!(first.counts.done >= 10 && first.counts.done < 60, "{:?}", first.counts);
+    assert!(
+        first.counts.done >= 10 && first.counts.done < 60,
+        "{:?}",
+        first.counts
+    );
     assert_eq!(first.counts.in_flight, 0, "in-flight work was let finish");
 
     let (second, _) = load_and_run(&h, &file, &s, Money::parse_usd("1").unwrap()).await;
@@ -336,15 +409,33 @@ async fn a_run_stopped_mid_way_resumes_and_pays_once_per_image() {
 async fn a_run_dropped_at_any_instant_resumes_without_paying_twice() {
     let mut sim = fast_sim();
     sim.time_scale = 0.2;
-    sim.faults = darkroom_sim::Faults { create_dropped: 0.1, ..Default::default() };
+    sim.faults = darkroom_sim::Faults {
+        create_dropped: 0.1,
+        ..Default::default()
+    };
     let h = harness(sim).await;
     let file = write_job(h.dir.path(), "crash", 60, 1);
     let s = settings(&h, "crash");
-    let job = h.ledger.upsert_job("crash", &file.display().to_string(), "").await.unwrap();
-    h.ledger.set_budget(job, Pass::Preview, Money::parse_usd("1").unwrap()).await.unwrap();
-    load::load_job(&h.ledger, job, &file, Pass::Preview, Routing::default(), PriceTable::default(), ReadOptions::default())
+    let job = h
+        .ledger
+        .upsert_job("crash", &file.display().to_string(), "")
         .await
         .unwrap();
+    h.ledger
+        .set_budget(job, Pass::Preview, Money::parse_usd("1").unwrap())
+        .await
+        .unwrap();
+    load::load_job(
+        &h.ledger,
+        job,
+        &file,
+        Pass::Preview,
+        Routing::default(),
+        PriceTable::default(),
+        ReadOptions::default(),
+    )
+    .await
+    .unwrap();
     // Three runs cut off mid-flight, as a kill would: the future is dropped wherever it is.
     for cut in [300u64, 500, 700] {
         let (tx, mut rx) = mpsc::channel(10_000);

@@ -1,6 +1,9 @@
 //! The HTTP surface: Luma's paths under `/dream-machine/v1`, the image assets, and `/sim/billing`
 //! and `/sim/stats` for tests to reconcile against.
 
+// Handlers return early with a ready `Response` as their error; boxing it would only add noise.
+#![allow(clippy::result_large_err)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,7 +67,12 @@ fn counted(sim: &Sim, endpoint: &str, response: Response) -> Response {
     response
 }
 
-async fn create(State(sim): State<Arc<Sim>>, Extension(kill): Extension<Kill>, headers: HeaderMap, body: Bytes) -> Response {
+async fn create(
+    State(sim): State<Arc<Sim>>,
+    Extension(kill): Extension<Kill>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let response = create_inner(&sim, &kill, &headers, &body).await;
     counted(&sim, "POST /generations/image", response)
 }
@@ -93,7 +101,11 @@ async fn create_inner(sim: &Arc<Sim>, kill: &Kill, headers: &HeaderMap, body: &B
         Err(response) => return response,
     };
     let config = &sim.config;
-    let price = if checked.model == "photon-1" { config.price_photon_1_micros } else { config.price_photon_flash_1_micros };
+    let price = if checked.model == "photon-1" {
+        config.price_photon_1_micros
+    } else {
+        config.price_photon_flash_1_micros
+    };
     let now = Instant::now();
     let accepted: Result<(Generation, bool), Response> = (|| {
         let mut account = sim.lock();
@@ -108,16 +120,28 @@ async fn create_inner(sim: &Arc<Sim>, kill: &Kill, headers: &HeaderMap, body: &B
                 return Err(rate_limited(sim, retry_after, detail));
             }
             Err(Refusal::NoCredit) => {
-                let status = StatusCode::from_u16(config.insufficient_credit_status).unwrap_or(StatusCode::PAYMENT_REQUIRED);
-                return Err(error(status, "Insufficient credits: add credits to your account to create generations"));
+                let status = StatusCode::from_u16(config.insufficient_credit_status)
+                    .unwrap_or(StatusCode::PAYMENT_REQUIRED);
+                return Err(error(
+                    status,
+                    "Insufficient credits: add credits to your account to create generations",
+                ));
             }
         }
         if account.chance(config.faults.create_5xx) {
             account.fault("create_5xx");
             return Err(error(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error"));
         }
-        let (low, high) = if checked.model == "photon-1" { config.latency_photon_1 } else { config.latency_photon_flash_1 };
-        let latency = if high > low { account.rng.gen_range(low..high) } else { low } * config.time_scale.max(0.0);
+        let (low, high) = if checked.model == "photon-1" {
+            config.latency_photon_1
+        } else {
+            config.latency_photon_flash_1
+        };
+        let latency = if high > low {
+            account.rng.gen_range(low..high)
+        } else {
+            low
+        } * config.time_scale.max(0.0);
         let queued = latency * 0.1;
         let faults = config.faults;
         let outcome = if account.chance(faults.moderation) {
@@ -132,7 +156,9 @@ async fn create_inner(sim: &Arc<Sim>, kill: &Kill, headers: &HeaderMap, body: &B
         } else {
             Outcome::Completed
         };
-        let id = uuid::Builder::from_random_bytes(account.rng.gen()).into_uuid().to_string();
+        let id = uuid::Builder::from_random_bytes(account.rng.gen())
+            .into_uuid()
+            .to_string();
         let generation = Generation {
             id,
             created_at: OffsetDateTime::now_utc(),
@@ -192,9 +218,7 @@ struct Checked {
 fn validate(request: &Value) -> Result<Checked, Response> {
     let mut problems = Vec::new();
     let field = |name: &str| request.get(name).filter(|v| !v.is_null());
-    let enum_error = |name: &str, value: &Value, expected: &str| {
-        json!({"type": "enum", "loc": ["body", name], "msg": format!("Input should be {expected}"), "input": value, "ctx": {"expected": expected}})
-    };
+    let enum_error = |name: &str, value: &Value, expected: &str| json!({"type": "enum", "loc": ["body", name], "msg": format!("Input should be {expected}"), "input": value, "ctx": {"expected": expected}});
     let model = match field("model") {
         None => {
             problems.push(json!({"type": "missing", "loc": ["body", "model"], "msg": "Field required", "input": request}));
@@ -210,7 +234,11 @@ fn validate(request: &Value) -> Result<Checked, Response> {
         None => "16:9".to_string(),
         Some(Value::String(a)) if ASPECT_RATIOS.contains(&a.as_str()) => a.clone(),
         Some(other) => {
-            problems.push(enum_error("aspect_ratio", other, "'1:1', '16:9', '9:16', '4:3', '3:4', '21:9' or '9:21'"));
+            problems.push(enum_error(
+                "aspect_ratio",
+                other,
+                "'1:1', '16:9', '9:16', '4:3', '3:4', '21:9' or '9:21'",
+            ));
             String::new()
         }
     };
@@ -229,7 +257,11 @@ fn validate(request: &Value) -> Result<Checked, Response> {
             }
         }
     }
-    let refs_ok = |value: &Value| value.as_array().is_some_and(|a| a.iter().all(|r| r.get("url").is_some_and(Value::is_string)));
+    let refs_ok = |value: &Value| {
+        value
+            .as_array()
+            .is_some_and(|a| a.iter().all(|r| r.get("url").is_some_and(Value::is_string)))
+    };
     for name in ["image_ref", "style_ref"] {
         if let Some(value) = field(name) {
             if !refs_ok(value) {
@@ -243,7 +275,10 @@ fn validate(request: &Value) -> Result<Checked, Response> {
         }
     }
     if let Some(value) = field("character_ref") {
-        let images = value.get("identity0").and_then(|i| i.get("images")).and_then(Value::as_array);
+        let images = value
+            .get("identity0")
+            .and_then(|i| i.get("images"))
+            .and_then(Value::as_array);
         if !images.is_some_and(|a| a.iter().all(Value::is_string)) {
             problems.push(json!({"type": "model_type", "loc": ["body", "character_ref"], "msg": "Input should be {identity0: {images: [url, ...]}}", "input": value}));
         }
@@ -255,7 +290,10 @@ fn validate(request: &Value) -> Result<Checked, Response> {
     let length = prompt.chars().count();
     let too_many = |name: &str, max: usize| {
         let n = match name {
-            "character_ref" => request.pointer("/character_ref/identity0/images").and_then(Value::as_array).map_or(0, Vec::len),
+            "character_ref" => request
+                .pointer("/character_ref/identity0/images")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len),
             _ => field(name).and_then(Value::as_array).map_or(0, Vec::len),
         };
         (n > max).then(|| format!("Too many {name} images: {n}, maximum is {max}"))
@@ -267,12 +305,18 @@ fn validate(request: &Value) -> Result<Checked, Response> {
     } else if length > 5000 {
         Some("Prompt is too long, maximum length is 5000 characters".to_string())
     } else {
-        too_many("image_ref", 4).or_else(|| too_many("style_ref", 1)).or_else(|| too_many("character_ref", 4))
+        too_many("image_ref", 4)
+            .or_else(|| too_many("style_ref", 1))
+            .or_else(|| too_many("character_ref", 4))
     };
     if let Some(message) = rule {
         return Err(error(StatusCode::BAD_REQUEST, message));
     }
-    Ok(Checked { model, aspect_ratio, format })
+    Ok(Checked {
+        model,
+        aspect_ratio,
+        format,
+    })
 }
 
 /// The request as the API echoes it: every image field, `null` when unset.
@@ -409,10 +453,18 @@ async fn asset_inner(sim: &Arc<Sim>, file: &str) -> Response {
         let now = Instant::now();
         let mut account = sim.lock();
         account.settle(now);
-        let Some(generation) = account.generations.get(id).filter(|g| !g.deleted && g.state(now) == "completed") else {
+        let Some(generation) = account
+            .generations
+            .get(id)
+            .filter(|g| !g.deleted && g.state(now) == "completed")
+        else {
             return error(StatusCode::NOT_FOUND, "Not found");
         };
-        let found = (generation.image_seed, generation.aspect_ratio.clone(), generation.format.clone());
+        let found = (
+            generation.image_seed,
+            generation.aspect_ratio.clone(),
+            generation.format.clone(),
+        );
         let fail = account.chance(sim.config.faults.download_failed);
         let truncate = !fail && account.chance(sim.config.faults.download_truncated);
         if fail {
@@ -427,14 +479,28 @@ async fn asset_inner(sim: &Arc<Sim>, file: &str) -> Response {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error");
     }
     let bytes = sim.image(seed, &aspect, format == "png").await;
-    let content_type = if format == "png" { "image/png" } else { "image/jpeg" };
+    let content_type = if format == "png" {
+        "image/png"
+    } else {
+        "image/jpeg"
+    };
     if truncate {
         let half = bytes.slice(..bytes.len() / 2);
-        let chunks: Vec<Result<Bytes, std::io::Error>> =
-            vec![Ok(half), Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "truncated"))];
+        let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
+            Ok(half),
+            Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "truncated",
+            )),
+        ];
         let mut response = Response::new(Body::from_stream(futures::stream::iter(chunks)));
-        response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
-        response.headers_mut().insert(header::CONTENT_LENGTH, header::HeaderValue::from(bytes.len()));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static(content_type),
+        );
+        response
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, header::HeaderValue::from(bytes.len()));
         return response;
     }
     ([(header::CONTENT_TYPE, content_type)], bytes).into_response()

@@ -14,9 +14,17 @@ pub fn schedule(sim: Arc<Sim>, id: String, url: String) {
     tracker.spawn(async move {
         let times = {
             let account = sim.lock();
-            account.generations.get(&id).map(|g| (g.dreaming_at, g.done_at, matches!(g.outcome, crate::state::Outcome::Stuck)))
+            account.generations.get(&id).map(|g| {
+                (
+                    g.dreaming_at,
+                    g.done_at,
+                    matches!(g.outcome, crate::state::Outcome::Stuck),
+                )
+            })
         };
-        let Some((dreaming_at, done_at, stuck)) = times else { return };
+        let Some((dreaming_at, done_at, stuck)) = times else {
+            return;
+        };
         tokio::select! {
             () = sim.stop.cancelled() => {}
             () = async {
@@ -45,9 +53,16 @@ async fn deliver(sim: &Sim, id: &str, url: &str) {
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let sent = sim.http.post(url).timeout(Duration::from_secs(5)).json(&body).send().await;
+        let sent = sim
+            .http
+            .post(url)
+            .timeout(Duration::from_secs(5))
+            .json(&body)
+            .send()
+            .await;
         let ok = matches!(&sent, Ok(r) if r.status().as_u16() == 200);
-        sim.lock().count(format!("callback {}", if ok { "delivered" } else { "failed" }));
+        sim.lock()
+            .count(format!("callback {}", if ok { "delivered" } else { "failed" }));
         if ok {
             return;
         }

@@ -135,6 +135,11 @@ impl Default for SimConfig {
 impl SimConfig {
     /// No limits, no latency to speak of: for tests and overhead benchmarks.
     pub fn unlimited() -> SimConfig {
-        SimConfig { creates_per_minute: None, max_concurrent: None, time_scale: 0.0, ..SimConfig::default() }
+        SimConfig {
+            creates_per_minute: None,
+            max_concurrent: None,
+            time_scale: 0.0,
+            ..SimConfig::default()
+        }
     }
 }

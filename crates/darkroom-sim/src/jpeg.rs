@@ -13,8 +13,11 @@ pub fn encode_flat_blocks(bw: u32, bh: u32, blocks: &[[u8; 3]]) -> Vec<u8> {
     let height = u16::try_from(bh * 8).unwrap_or(u16::MAX);
     let mut out = Vec::with_capacity(blocks.len() * 2 + 1024);
     out.extend_from_slice(&[0xFF, 0xD8]); // SOI
-    // APP0 JFIF
-    out.extend_from_slice(&[0xFF, 0xE0, 0x00, 0x10, b'J', b'F', b'I', b'F', 0x00, 0x01, 0x01, 0x00, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00]);
+                                          // APP0 JFIF
+    out.extend_from_slice(&[
+        0xFF, 0xE0, 0x00, 0x10, b'J', b'F', b'I', b'F', 0x00, 0x01, 0x01, 0x00, 0x00, 0x01, 0x00, 0x01, 0x00,
+        0x00,
+    ]);
     // DQT: table 0, all ones (a flat block's DC is stored exactly).
     out.extend_from_slice(&[0xFF, 0xDB, 0x00, 0x43, 0x00]);
     out.extend_from_slice(&[1u8; 64]);
@@ -33,8 +36,10 @@ pub fn encode_flat_blocks(bw: u32, bh: u32, blocks: &[[u8; 3]]) -> Vec<u8> {
     out.extend_from_slice(&[0xFF, 0xC4, 0x00, 0x14, 0x10]);
     out.extend_from_slice(&ac_bits);
     out.push(0x00); // EOB
-    // SOS: 3 components, all with tables 0/0, full spectral range.
-    out.extend_from_slice(&[0xFF, 0xDA, 0x00, 0x0C, 0x03, 0x01, 0x00, 0x02, 0x00, 0x03, 0x00, 0x00, 0x3F, 0x00]);
+                    // SOS: 3 components, all with tables 0/0, full spectral range.
+    out.extend_from_slice(&[
+        0xFF, 0xDA, 0x00, 0x0C, 0x03, 0x01, 0x00, 0x02, 0x00, 0x03, 0x00, 0x00, 0x3F, 0x00,
+    ]);
 
     let dc_codes = canonical_codes(&dc_bits, &dc_vals);
     let mut bits = BitWriter { out, acc: 0, n: 0 };
@@ -76,7 +81,11 @@ fn category_of(diff: i32) -> (u8, u32) {
     }
     let abs = diff.unsigned_abs();
     let category = 32 - abs.leading_zeros();
-    let magnitude = if diff > 0 { abs } else { ((1u32 << category) - 1) - abs };
+    let magnitude = if diff > 0 {
+        abs
+    } else {
+        ((1u32 << category) - 1) - abs
+    };
     (u8::try_from(category).unwrap_or(11), magnitude)
 }
 
@@ -141,17 +150,25 @@ mod tests {
     #[test]
     fn flat_blocks_decode_to_the_same_colours_at_the_right_size() {
         let (bw, bh) = (4u32, 3u32);
-        let colours: Vec<[u8; 3]> = (0..bw * bh).map(|i| [(i * 20) as u8, 255 - (i * 15) as u8, (i * 7) as u8]).collect();
+        let colours: Vec<[u8; 3]> = (0..bw * bh)
+            .map(|i| u8::try_from(i).unwrap())
+            .map(|i| [i * 20, 255 - i * 15, i * 7])
+            .collect();
         let blocks: Vec<[u8; 3]> = colours.iter().map(|c| ycbcr(*c)).collect();
         let bytes = encode_flat_blocks(bw, bh, &blocks);
-        let image = image::load_from_memory_with_format(&bytes, image::ImageFormat::Jpeg).unwrap().to_rgb8();
+        let image = image::load_from_memory_with_format(&bytes, image::ImageFormat::Jpeg)
+            .unwrap()
+            .to_rgb8();
         assert_eq!((image.width(), image.height()), (32, 24));
         for by in 0..bh {
             for bx in 0..bw {
                 let want = colours[(by * bw + bx) as usize];
                 let got = image.get_pixel(bx * 8 + 4, by * 8 + 4).0;
                 for c in 0..3 {
-                    assert!((i32::from(want[c]) - i32::from(got[c])).abs() <= 3, "block {bx},{by}: {want:?} vs {got:?}");
+                    assert!(
+                        (i32::from(want[c]) - i32::from(got[c])).abs() <= 3,
+                        "block {bx},{by}: {want:?} vs {got:?}"
+                    );
                 }
             }
         }

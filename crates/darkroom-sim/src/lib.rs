@@ -78,8 +78,14 @@ pub enum SimError {
 pub async fn spawn(config: SimConfig) -> Result<SimHandle, SimError> {
     let listener = TcpListener::bind(("127.0.0.1", config.port))
         .await
-        .map_err(|source| SimError::Bind { port: config.port, source })?;
-    let addr = listener.local_addr().map_err(|source| SimError::Bind { port: config.port, source })?;
+        .map_err(|source| SimError::Bind {
+            port: config.port,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| SimError::Bind {
+        port: config.port,
+        source,
+    })?;
     let rng = rand::rngs::StdRng::seed_from_u64(config.seed);
     let sim = Arc::new(Sim {
         account: Mutex::new(state::Account::new(&config, rng)),
@@ -92,7 +98,8 @@ pub async fn spawn(config: SimConfig) -> Result<SimHandle, SimError> {
     });
     let _ = sim.asset_base.set(format!("http://{addr}/sim/assets"));
     let app = api::router(sim.clone());
-    sim.tracker.spawn(serve(listener, app, sim.stop.clone(), sim.tracker.clone()));
+    sim.tracker
+        .spawn(serve(listener, app, sim.stop.clone(), sim.tracker.clone()));
     Ok(SimHandle { addr, sim })
 }
 
@@ -114,7 +121,9 @@ async fn serve(listener: TcpListener, app: axum::Router, stop: CancellationToken
         };
         let _ = stream.set_nodelay(true);
         let kill = Arc::new(Notify::new());
-        let service = hyper_util::service::TowerToHyperService::new(app.clone().layer(axum::Extension(Kill(kill.clone()))));
+        let service = hyper_util::service::TowerToHyperService::new(
+            app.clone().layer(axum::Extension(Kill(kill.clone()))),
+        );
         let stop = stop.clone();
         tracker.spawn(async move {
             let connection = hyper::server::conn::http1::Builder::new()
@@ -142,7 +151,9 @@ pub(crate) struct Sim {
 
 impl std::fmt::Debug for Sim {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sim").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Sim")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -173,10 +184,15 @@ impl Sim {
             return bytes;
         }
         let (width, height) = picture::size_for(aspect_ratio);
-        let bytes = tokio::task::spawn_blocking(move || Bytes::from(picture::render(seed, width, height, png)))
-            .await
-            .unwrap_or_default();
-        self.images.lock().unwrap_or_else(|e| e.into_inner()).put(key, bytes.clone(), self.config.image_cache);
+        let bytes =
+            tokio::task::spawn_blocking(move || Bytes::from(picture::render(seed, width, height, png)))
+                .await
+                .unwrap_or_default();
+        self.images.lock().unwrap_or_else(|e| e.into_inner()).put(
+            key,
+            bytes.clone(),
+            self.config.image_cache,
+        );
         bytes
     }
 }

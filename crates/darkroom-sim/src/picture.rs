@@ -20,8 +20,19 @@ pub fn size_for(aspect_ratio: &str) -> (u32, u32) {
 }
 
 enum Shape {
-    Circle { cx: f32, cy: f32, r: f32, colour: [u8; 3] },
-    Rect { x0: f32, y0: f32, x1: f32, y1: f32, colour: [u8; 3] },
+    Circle {
+        cx: f32,
+        cy: f32,
+        r: f32,
+        colour: [u8; 3],
+    },
+    Rect {
+        x0: f32,
+        y0: f32,
+        x1: f32,
+        y1: f32,
+        colour: [u8; 3],
+    },
 }
 
 /// Renders the picture for `seed` at `width × height` as JPEG or PNG.
@@ -33,10 +44,21 @@ pub fn render(seed: [u8; 32], width: u32, height: u32, png: bool) -> Vec<u8> {
         .map(|_| {
             let colour = [rng.gen(), rng.gen(), rng.gen()];
             if rng.gen_bool(0.5) {
-                Shape::Circle { cx: rng.gen(), cy: rng.gen(), r: rng.gen_range(0.08..0.35), colour }
+                Shape::Circle {
+                    cx: rng.gen(),
+                    cy: rng.gen(),
+                    r: rng.gen_range(0.08..0.35),
+                    colour,
+                }
             } else {
                 let (x0, y0) = (rng.gen::<f32>() * 0.8, rng.gen::<f32>() * 0.8);
-                Shape::Rect { x0, y0, x1: x0 + rng.gen_range(0.1..0.5), y1: y0 + rng.gen_range(0.1..0.5), colour }
+                Shape::Rect {
+                    x0,
+                    y0,
+                    x1: x0 + rng.gen_range(0.1..0.5),
+                    y1: y0 + rng.gen_range(0.1..0.5),
+                    colour,
+                }
             }
         })
         .collect();
@@ -56,7 +78,13 @@ pub fn render(seed: [u8; 32], width: u32, height: u32, png: bool) -> Vec<u8> {
                             pixel = *colour;
                         }
                     }
-                    Shape::Rect { x0, y0, x1, y1, colour } => {
+                    Shape::Rect {
+                        x0,
+                        y0,
+                        x1,
+                        y1,
+                        colour,
+                    } => {
                         if (*x0..*x1).contains(&u) && (*y0..*y1).contains(&v) {
                             pixel = *colour;
                         }

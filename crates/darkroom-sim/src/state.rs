@@ -4,8 +4,8 @@
 //! end), so nothing ticks in the background; whatever reads the account first settles generations
 //! whose end has passed (refunding failures). Time is tokio's, so tests can pause it.
 
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::time::Duration;
 
 use rand::rngs::StdRng;
@@ -150,7 +150,10 @@ pub struct Account {
 
 /// Why a create is refused before it is accepted.
 pub enum Refusal {
-    RateLimited { retry_after: Duration, detail: &'static str },
+    RateLimited {
+        retry_after: Duration,
+        detail: &'static str,
+    },
     NoCredit,
 }
 
@@ -163,7 +166,10 @@ impl Account {
             pending: BinaryHeap::new(),
             in_flight: 0,
             balance: config.credits_micros,
-            billing: Billing { balance_micros: config.credits_micros, ..Billing::default() },
+            billing: Billing {
+                balance_micros: config.credits_micros,
+                ..Billing::default()
+            },
             stats: Stats::default(),
             bucket: (f64::from(config.creates_per_minute.unwrap_or(0)), Instant::now()),
             window: VecDeque::new(),
@@ -190,9 +196,13 @@ impl Account {
             if *at > now {
                 break;
             }
-            let Some(Reverse((_, id))) = self.pending.pop() else { break };
+            let Some(Reverse((_, id))) = self.pending.pop() else {
+                break;
+            };
             self.in_flight = self.in_flight.saturating_sub(1);
-            let Some(generation) = self.generations.get_mut(&id) else { continue };
+            let Some(generation) = self.generations.get_mut(&id) else {
+                continue;
+            };
             generation.settled = true;
             if let Outcome::Failed(_) = generation.outcome {
                 let (price, model) = (generation.price, generation.model.clone());
@@ -216,13 +226,21 @@ impl Account {
         let scale = config.time_scale.max(1e-6);
         if let Some(until) = self.storm_until {
             if now < until {
-                return Err(Refusal::RateLimited { retry_after: until - now, detail: "Too many requests" });
+                return Err(Refusal::RateLimited {
+                    retry_after: until - now,
+                    detail: "Too many requests",
+                });
             }
             self.storm_until = None;
         }
         if let Some(max) = config.max_concurrent {
             if self.in_flight >= u64::from(max) {
-                let next = self.pending.peek().map_or(Duration::from_secs(1), |Reverse((at, _))| at.saturating_duration_since(now));
+                let next = self
+                    .pending
+                    .peek()
+                    .map_or(Duration::from_secs(1), |Reverse((at, _))| {
+                        at.saturating_duration_since(now)
+                    });
                 return Err(Refusal::RateLimited {
                     retry_after: next,
                     detail: "Too many concurrent generations; wait for one to finish",
@@ -240,12 +258,19 @@ impl Account {
                     if tokens < 1.0 {
                         self.bucket = (tokens, now);
                         let wait = Duration::from_secs_f64((1.0 - tokens) * window.as_secs_f64() / n);
-                        return Err(Refusal::RateLimited { retry_after: wait, detail: "Too many requests" });
+                        return Err(Refusal::RateLimited {
+                            retry_after: wait,
+                            detail: "Too many requests",
+                        });
                     }
                     self.bucket = (tokens - 1.0, now);
                 }
                 RateWindow::Sliding => {
-                    while self.window.front().is_some_and(|t| now.saturating_duration_since(*t) >= window) {
+                    while self
+                        .window
+                        .front()
+                        .is_some_and(|t| now.saturating_duration_since(*t) >= window)
+                    {
                         self.window.pop_front();
                     }
                     if self.window.len() >= per_minute as usize {
@@ -287,7 +312,8 @@ impl Account {
         self.in_flight += 1;
         self.stats.peak_concurrent = self.stats.peak_concurrent.max(self.in_flight);
         if !matches!(generation.outcome, Outcome::Stuck) {
-            self.pending.push(Reverse((generation.done_at, generation.id.clone())));
+            self.pending
+                .push(Reverse((generation.done_at, generation.id.clone())));
         }
         self.order.push(generation.id.clone());
         self.generations.insert(generation.id.clone(), generation);

@@ -39,7 +39,10 @@ pub fn run(config_file: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
     if !(0.0..=1.0).contains(&args.promote_fraction) {
         return Err(Failure::new(Exit::BadInput, "--promote-fraction is a share from 0 to 1").into());
     }
-    let options = darkroom_jobs::ReadOptions { default_aspect_ratio: settings.defaults.aspect_ratio, ..Default::default() };
+    let options = darkroom_jobs::ReadOptions {
+        default_aspect_ratio: settings.defaults.aspect_ratio,
+        ..Default::default()
+    };
     let mut builder = EstimateBuilder::new(settings.prices, budget);
     let routing = settings.routing;
     let report = darkroom_jobs::read_job(&args.file, &options, |row| {
@@ -49,9 +52,19 @@ pub fn run(config_file: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
     .map_err(|e| Failure::new(Exit::BadInput, e.to_string()))?;
     if !report.is_valid() {
         print_row_errors(&args.file, &report);
-        return Err(Failure::new(Exit::BadInput, format!("{} has {} invalid row(s)", args.file.display(), report.error_count))
-            .with_hint(format!("darkroom validate {} lists them all", args.file.display()))
-            .into());
+        return Err(Failure::new(
+            Exit::BadInput,
+            format!(
+                "{} has {} invalid row(s)",
+                args.file.display(),
+                report.error_count
+            ),
+        )
+        .with_hint(format!(
+            "darkroom validate {} lists them all",
+            args.file.display()
+        ))
+        .into());
     }
     let assumptions = Assumptions {
         creates_per_minute: settings.limits.creates_per_minute,
@@ -64,12 +77,30 @@ pub fn run(config_file: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
         println!("{}", serde_json::to_string_pretty(&estimate)?);
         return Ok(Exit::Done);
     }
-    println!("{}: {} rows, {} tasks ({} pass)", args.file.display(), estimate.rows, estimate.tasks, pass);
+    println!(
+        "{}: {} rows, {} tasks ({} pass)",
+        args.file.display(),
+        estimate.rows,
+        estimate.tasks,
+        pass
+    );
     for line in &estimate.by_model {
-        println!("  {:<15} {:>8} images × {:<8} = {}", line.model.as_str(), line.images, line.price.to_string(), line.cost);
+        println!(
+            "  {:<15} {:>8} images × {:<8} = {}",
+            line.model.as_str(),
+            line.images,
+            line.price.to_string(),
+            line.cost
+        );
     }
-    println!("  total                                         {}", estimate.total);
-    println!("  the same images all with photon-1             {}", estimate.all_photon_1);
+    println!(
+        "  total                                         {}",
+        estimate.total
+    );
+    println!(
+        "  the same images all with photon-1             {}",
+        estimate.all_photon_1
+    );
     let plan = &estimate.preview_then_promote;
     println!(
         "  previews, then {:.0}% promoted: {} previews ({}) + {} finals ({}) = {}",
@@ -92,7 +123,10 @@ pub fn run(config_file: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
         if check.covers_job {
             println!("  budget {} covers the job", check.budget);
         } else {
-            println!("  budget {} does not cover the job: it pays for {} of {} tasks", check.budget, check.tasks_covered, estimate.tasks);
+            println!(
+                "  budget {} does not cover the job: it pays for {} of {} tasks",
+                check.budget, check.tasks_covered, estimate.tasks
+            );
         }
     }
     Ok(Exit::Done)
@@ -103,7 +137,11 @@ fn human_duration(seconds: f64) -> String {
     if total < 60.0 {
         return format!("{total:.0}s");
     }
-    let (h, m, s) = ((total / 3600.0).floor(), ((total % 3600.0) / 60.0).floor(), total % 60.0);
+    let (h, m, s) = (
+        (total / 3600.0).floor(),
+        ((total % 3600.0) / 60.0).floor(),
+        total % 60.0,
+    );
     if h > 0.0 {
         format!("{h:.0}h{m:02.0}m")
     } else {

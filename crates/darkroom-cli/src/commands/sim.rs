@@ -92,7 +92,8 @@ impl Args {
     /// The simulator configuration these flags describe.
     pub fn to_config(&self) -> anyhow::Result<SimConfig> {
         let bad = |message: String| Failure::new(Exit::BadInput, message);
-        let mut faults = Faults::profile(&self.faults).ok_or_else(|| bad(format!("unknown fault profile {:?}", self.faults)))?;
+        let mut faults = Faults::profile(&self.faults)
+            .ok_or_else(|| bad(format!("unknown fault profile {:?}", self.faults)))?;
         let overrides = [
             (&mut faults.create_5xx, self.create_5xx),
             (&mut faults.create_dropped, self.create_dropped),
@@ -127,11 +128,17 @@ impl Args {
             },
             max_concurrent: (self.max_concurrent > 0).then_some(self.max_concurrent),
             retry_after: !self.no_retry_after,
-            latency_photon_1: range(&self.photon_latency).map_err(|m| bad(format!("--photon-latency: {m}")))?,
-            latency_photon_flash_1: range(&self.flash_latency).map_err(|m| bad(format!("--flash-latency: {m}")))?,
+            latency_photon_1: range(&self.photon_latency)
+                .map_err(|m| bad(format!("--photon-latency: {m}")))?,
+            latency_photon_flash_1: range(&self.flash_latency)
+                .map_err(|m| bad(format!("--flash-latency: {m}")))?,
             time_scale: self.time_scale,
             credits_micros: credits.micros(),
-            insufficient_credit_status: if self.insufficient_credit_status == "400" { 400 } else { 402 },
+            insufficient_credit_status: if self.insufficient_credit_status == "400" {
+                400
+            } else {
+                402
+            },
             faults,
             seed: self.seed,
             slow_delay: Duration::from_secs(2),
@@ -142,8 +149,14 @@ impl Args {
 
 fn range(text: &str) -> Result<(f64, f64), String> {
     let (low, high) = text.split_once('-').unwrap_or((text, text));
-    let low: f64 = low.trim().parse().map_err(|_| format!("{text:?} is not MIN-MAX in seconds"))?;
-    let high: f64 = high.trim().parse().map_err(|_| format!("{text:?} is not MIN-MAX in seconds"))?;
+    let low: f64 = low
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not MIN-MAX in seconds"))?;
+    let high: f64 = high
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not MIN-MAX in seconds"))?;
     if !(low >= 0.0 && high >= low && high.is_finite()) {
         return Err(format!("{text:?} is not MIN-MAX with 0 ≤ MIN ≤ MAX"));
     }
@@ -159,7 +172,11 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         eprintln!("point darkroom or the official SDK at it:");
         eprintln!("  export LUMAAI_BASE_URL={}", handle.base_url());
         eprintln!("  export LUMAAI_API_KEY=any-key");
-        eprintln!("billing: http://{}/sim/billing   stats: http://{}/sim/stats", handle.addr(), handle.addr());
+        eprintln!(
+            "billing: http://{}/sim/billing   stats: http://{}/sim/stats",
+            handle.addr(),
+            handle.addr()
+        );
         let _ = tokio::signal::ctrl_c().await;
         handle.shutdown().await;
         Ok(Exit::Done)

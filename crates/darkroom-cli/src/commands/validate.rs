@@ -19,7 +19,10 @@ pub struct Args {
 
 pub fn run(config_file: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
     let settings = config::resolve(config_file)?;
-    let options = darkroom_jobs::ReadOptions { default_aspect_ratio: settings.defaults.aspect_ratio, ..Default::default() };
+    let options = darkroom_jobs::ReadOptions {
+        default_aspect_ratio: settings.defaults.aspect_ratio,
+        ..Default::default()
+    };
     let report = darkroom_jobs::read_job(&args.file, &options, |_| {})
         .map_err(|e| Failure::new(Exit::BadInput, e.to_string()))?;
     print_row_errors(&args.file, &report);
@@ -37,7 +40,11 @@ pub fn run(config_file: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
         } else {
             report.metadata_columns.join(", ")
         };
-        let verdict = if report.is_valid() { "valid".to_string() } else { format!("{} error(s)", report.error_count) };
+        let verdict = if report.is_valid() {
+            "valid".to_string()
+        } else {
+            format!("{} error(s)", report.error_count)
+        };
         println!(
             "{}: {verdict}; {} rows, {} tasks; metadata columns: {columns}",
             args.file.display(),
@@ -45,5 +52,9 @@ pub fn run(config_file: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
             report.tasks
         );
     }
-    Ok(if report.is_valid() { Exit::Done } else { Exit::BadInput })
+    Ok(if report.is_valid() {
+        Exit::Done
+    } else {
+        Exit::BadInput
+    })
 }
