@@ -122,7 +122,9 @@ const MAX_VARIANTS: u32 = 100;
 const MAX_IMAGE_REFS: usize = 4;
 const MAX_CHARACTER_REFS: usize = 4;
 
-/// Reads and validates a whole job file, calling `on_row` for each valid row.
+/// Reads and validates a whole job file, calling `on_row` for each valid row until the first
+/// problem (rows after it are validated and counted, not handed on). The file is usable only when
+/// the report [`is_valid`](Report::is_valid): a caller loading rows must discard them otherwise.
 pub fn read_job(path: &Path, options: &ReadOptions, on_row: impl FnMut(Row)) -> Result<Report, FileError> {
     let display = path.display().to_string();
     let format = match path
