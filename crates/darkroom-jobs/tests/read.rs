@@ -17,8 +17,10 @@ fn read(name: &str, bytes: &[u8]) -> (Report, Vec<Row>) {
     (report, rows)
 }
 
-/// (file name, content, expected error lines each with a fragment of its message)
-const BAD: &[(&str, &str, &[(u64, &str)])] = &[
+/// A file name, its content, and the errors it must produce: (line, a fragment of the message).
+type Case = (&'static str, &'static str, &'static [(u64, &'static str)]);
+
+const BAD: &[Case] = &[
     ("a.csv", "id,prompt\nsofa,\n", &[(2, "prompt is empty")]),
     ("a.csv", "id,prompt\nsofa,ab\n", &[(2, "too short")]),
     ("a.csv", "id,prompt,aspect_ratio\nsofa-3,A red sofa,5:4\n", &[(2, "aspect_ratio \"5:4\" is not one of 1:1, 3:4, 4:3")]),
@@ -50,7 +52,7 @@ fn every_bad_row_is_reported_with_its_line_and_what_was_expected() {
     for (name, text, expected) in BAD {
         let (report, _) = read(name, text.as_bytes());
         assert_eq!(
-            report.error_count as usize,
+            usize::try_from(report.error_count).unwrap(),
             expected.len(),
             "{text:?}: {:?}",
             report.errors
