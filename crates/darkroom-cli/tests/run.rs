@@ -217,3 +217,90 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+/// `GET /sim/billing` over a plain socket: the simulator's own record of what was charged.
+fn sim_net_billing(base_url: &str) -> i64 {
+    use std::io::{Read, Write};
+    let authority = base_url.trim_start_matches("http://").split('/').next().unwrap();
+    let mut stream = std::net::TcpStream::connect(authority).unwrap();
+    write!(
+        stream,
+        "GET /sim/billing HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let body = &response[response.find("\r\n\r\n").unwrap() + 4..];
+    let billing: serde_json::Value = serde_json::from_str(body).unwrap();
+    billing["net_micros"].as_i64().unwrap()
+}
+
+#[test]
+fn a_second_run_of_the_same_job_is_refused_and_ctrl_c_leaves_it_resumable() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rows = String::from("id,prompt\n");
+    for i in 0..30 {
+        rows.push_str(&format!("vase-{i},A ceramic vase number {i} on a walnut table\n"));
+    }
+    write(dir.path(), "vases.csv", &rows);
+    let (mut sim, url) = start_sim(dir.path(), &["--time-scale", "4", "--rate-per-minute", "0"]);
+    let mut first = darkroom(dir.path())
+        .args(["run", "vases.csv", "--base-url", &url, "--max-in-flight", "4"])
+        .env("LUMAAI_API_KEY", "k")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let preview = dir.path().join("out/vases/preview");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::read_dir(&preview).map_or(0, Iterator::count) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first run made no image"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
+    let second = darkroom(dir.path())
+        .args(["run", "vases.csv", "--base-url", &url])
+        .env("LUMAAI_API_KEY", "k")
+        .output()
+        .unwrap();
+    assert_eq!(code(&second), 2, "stderr: {}", text(&second.stderr));
+    assert!(
+        text(&second.stderr).contains("already running"),
+        "{}",
+        text(&second.stderr)
+    );
+
+    let status = Command::new("kill")
+        .args(["-INT", &first.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let interrupted = first.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut first.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(interrupted.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("run `darkroom run vases.csv` again to resume"),
+        "{stderr}"
+    );
+
+    let third = darkroom(dir.path())
+        .args(["run", "vases.csv", "--base-url", &url, "--json"])
+        .env("LUMAAI_API_KEY", "k")
+        .output()
+        .unwrap();
+    assert_eq!(code(&third), 0, "stderr: {}", text(&third.stderr));
+    let summary: serde_json::Value =
+        serde_json::from_str(text(&third.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(summary["counts"]["done"], 30);
+    assert_eq!(summary["spent"], "0.12");
+    assert_eq!(
+        sim_net_billing(&url),
+        30 * 4_000,
+        "the simulator billed one image per task"
+    );
+    sim.kill().unwrap();
+    let _ = sim.wait();
+}
