@@ -2,10 +2,49 @@
 //! fill the row; any other column is metadata. A record with the wrong number of fields or bytes that
 //! are not UTF-8 is reported with its line, and reading goes on.
 
+use std::cell::Cell;
 use std::io::Read;
+use std::rc::Rc;
 
 use crate::model::{Metadata, References, WeightedUrl};
-use crate::read::{buffered, FileError, HashingReader, RawRow, Sink};
+use crate::read::{buffered, FileError, HashingReader, RawRow, Sink, MAX_RECORD_BYTES};
+
+/// Bytes read past a record boundary before a record counts as too large: the record limit plus the
+/// buffers between the file and the CSV parser.
+const GUARD_BYTES: usize = MAX_RECORD_BYTES + 512 * 1024;
+
+/// Refuses to read more than `limit` bytes between two resets, so one gigantic field can't make the
+/// CSV parser buffer the whole file.
+struct Guard<R> {
+    inner: R,
+    since_reset: Rc<Cell<usize>>,
+    limit: usize,
+}
+
+impl<R: Read> Read for Guard<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.since_reset.get() > self.limit {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                RecordTooLarge,
+            ));
+        }
+        let n = self.inner.read(buf)?;
+        self.since_reset.set(self.since_reset.get() + n);
+        Ok(n)
+    }
+}
+
+#[derive(Debug)]
+struct RecordTooLarge;
+
+impl std::fmt::Display for RecordTooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "a record is larger than {MAX_RECORD_BYTES} bytes")
+    }
+}
+
+impl std::error::Error for RecordTooLarge {}
 
 /// The columns darkroom reads; every other column is metadata.
 pub const KNOWN_COLUMNS: [&str; 13] = [
@@ -29,10 +68,16 @@ pub(crate) fn read<R: Read, F: FnMut(crate::Row)>(
     path: &str,
     sink: &mut Sink<F>,
 ) -> Result<HashingReader<R>, FileError> {
+    let since_reset = Rc::new(Cell::new(0));
+    let guarded = Guard {
+        inner: source,
+        since_reset: since_reset.clone(),
+        limit: GUARD_BYTES,
+    };
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
-        .from_reader(buffered(source));
+        .from_reader(buffered(guarded));
     let mut record = csv::ByteRecord::new();
     let io = |e: csv::Error| FileError::Io {
         path: path.to_string(),
@@ -84,13 +129,23 @@ pub(crate) fn read<R: Read, F: FnMut(crate::Row)>(
         }
     }
 
+    let mut last_line = 1;
     loop {
+        since_reset.set(0);
         match reader.read_byte_record(&mut record) {
             Ok(true) => {}
             Ok(false) => break,
             Err(e) => {
-                let line = e.position().map_or(0, |p| p.line());
-                sink.error(line, None, format!("could not be read as CSV: {e}"));
+                let line = e.position().map_or(last_line + 1, |p| p.line());
+                let message = match e.kind() {
+                    csv::ErrorKind::Io(io)
+                        if io.get_ref().is_some_and(|inner| inner.is::<RecordTooLarge>()) =>
+                    {
+                        format!("a record starting after line {last_line} is larger than {MAX_RECORD_BYTES} bytes; reading stopped")
+                    }
+                    _ => format!("could not be read as CSV: {e}"),
+                };
+                sink.error(line, None, message);
                 if !matches!(
                     e.kind(),
                     csv::ErrorKind::Utf8 { .. } | csv::ErrorKind::UnequalLengths { .. }
@@ -101,6 +156,7 @@ pub(crate) fn read<R: Read, F: FnMut(crate::Row)>(
             }
         }
         let line = record.position().map_or(0, |p| p.line());
+        last_line = line;
         if record.len() == 1
             && record
                 .get(0)
@@ -152,7 +208,7 @@ pub(crate) fn read<R: Read, F: FnMut(crate::Row)>(
         fill(&mut raw, fields);
         sink.raw(raw);
     }
-    Ok(reader.into_inner().into_inner())
+    Ok(reader.into_inner().into_inner().inner)
 }
 
 fn fill(raw: &mut RawRow, fields: Vec<(&str, String)>) {

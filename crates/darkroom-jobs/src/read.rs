@@ -322,7 +322,8 @@ fn id_key(id: &str) -> u128 {
     u128::from_le_bytes(bytes)
 }
 
-/// Whether `id` is usable as a file name: letters, digits, `-`, `_`, `.`, no leading dot, ≤ 100.
+/// Whether `id` is usable as a file name: letters, digits, `-`, `_`, `.`, no leading dot, ≤ 100,
+/// and not a name Windows reserves for a device (`CON`, `NUL`, `COM1`, ... with any extension).
 pub fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= MAX_ID_LEN
@@ -330,6 +331,15 @@ pub fn valid_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && !is_device_name(id)
+}
+
+fn is_device_name(id: &str) -> bool {
+    let stem = id.split('.').next().unwrap_or(id).to_ascii_uppercase();
+    matches!(stem.as_str(), "CON" | "PRN" | "AUX" | "NUL")
+        || ((stem.starts_with("COM") || stem.starts_with("LPT"))
+            && stem.len() == 4
+            && stem.as_bytes()[3].is_ascii_digit())
 }
 
 /// Validates a raw row: every problem, not the first. A valid row yields one row per prompt
@@ -341,7 +351,8 @@ pub(crate) fn validate(raw: RawRow, options: &ReadOptions) -> Result<Vec<Row>, V
         Some(id) => {
             if !valid_id(id) {
                 errors.push(format!(
-                    "id {id:?} must be 1 to {MAX_ID_LEN} letters, digits, '-', '_' or '.' and not start with '.'"
+                    "id {id:?} must be 1 to {MAX_ID_LEN} letters, digits, '-', '_' or '.', not start with '.', \
+                     and not be a device name (CON, NUL, COM1, ...)"
                 ));
             }
             id.to_string()
@@ -353,6 +364,15 @@ pub(crate) fn validate(raw: RawRow, options: &ReadOptions) -> Result<Vec<Row>, V
         .map(str::trim)
         .unwrap_or_default()
         .to_string();
+    if let Some(bad) = prompt
+        .chars()
+        .find(|c| c.is_control() && !matches!(c, '\n' | '\t' | '\r'))
+    {
+        errors.push(format!(
+            "prompt contains the control character U+{:04X}",
+            u32::from(bad)
+        ));
+    }
     let template = if prompt.is_empty() {
         errors.push("prompt is empty (it is required)".into());
         None

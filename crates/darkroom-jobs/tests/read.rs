@@ -225,3 +225,62 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn hostile_ids_never_name_a_path_outside_the_output_directory() {
+    for id in [
+        "../../x",
+        "/etc/passwd",
+        "a/b",
+        "a\\\\b",
+        ".",
+        "..",
+        "CON",
+        "nul.jpg",
+        "com1",
+        "LPT9",
+        "a\u{0}b",
+    ] {
+        let text = format!("id,prompt\n\"{id}\",A red sofa\n");
+        let (report, rows) = read("a.csv", text.as_bytes());
+        assert_eq!(report.error_count, 1, "{id:?} must be refused");
+        assert!(rows.is_empty());
+    }
+    assert!(
+        darkroom_jobs::valid_id("console-1"),
+        "only the device names themselves are refused"
+    );
+}
+
+#[test]
+fn a_prompt_with_a_nul_byte_is_refused() {
+    let (report, _) = read("a.csv", b"id,prompt\na,A red\x00 sofa\n");
+    assert!(report.errors[0].message.contains("U+0000"), "{:?}", report.errors);
+}
+
+#[test]
+fn a_gigantic_csv_field_stops_reading_without_holding_it() {
+    let mut text = String::from("id,prompt\na,A fine prompt\nb,\"");
+    text.push_str(&"x".repeat(3 << 20));
+    text.push_str("\"\n");
+    let (report, rows) = read("a.csv", text.as_bytes());
+    assert_eq!(report.error_count, 1);
+    assert!(
+        report.errors[0].message.contains("larger than"),
+        "{}",
+        report.errors[0]
+    );
+    assert_eq!(report.errors[0].line, 3);
+    assert_eq!(rows.len(), 1);
+}
+
+#[test]
+fn deeply_nested_json_is_an_error_not_a_crash() {
+    let text = format!(
+        "{{\"prompt\": \"A sofa\", \"metadata\": {{\"x\": {}{}}}}}\n",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let (report, _) = read("a.jsonl", text.as_bytes());
+    assert_eq!(report.error_count, 1);
+}

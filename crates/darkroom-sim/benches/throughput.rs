@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -81,7 +81,7 @@ async fn main() {
     let mut rates = Vec::new();
     for _ in 0..2 {
         let urls = Arc::new(urls.clone());
-        let next = Arc::new(AtomicU64::new(0));
+        let next = Arc::new(AtomicUsize::new(0));
         let bytes = Arc::new(AtomicU64::new(0));
         let start = Instant::now();
         let mut handles = Vec::new();
@@ -89,7 +89,7 @@ async fn main() {
             let (http, urls, next, bytes) = (http.clone(), urls.clone(), next.clone(), bytes.clone());
             handles.push(tokio::spawn(async move {
                 loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(url) = urls.get(i) else { break };
                     let body = http.get(url).send().await.unwrap().bytes().await.unwrap();
                     bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
