@@ -93,6 +93,27 @@ pub fn copy_atomically(from: &Path, to: &Path) -> std::io::Result<()> {
     write_atomically(to, &bytes)
 }
 
+/// Removes temporary files a killed run left in `dir` (`.NAME.PID.tmp`). Call it only while holding
+/// the job's lock: then no other process can be writing there. Returns how many were removed.
+pub fn remove_stale_temporaries(dir: &Path) -> std::io::Result<usize> {
+    let mut removed = 0;
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') && name.ends_with(".tmp") && entry.file_type()?.is_file() {
+            std::fs::remove_file(entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 fn temporary_path(path: &Path) -> PathBuf {
     let name = path
         .file_name()
@@ -161,6 +182,21 @@ mod tests {
         assert!(!shape_matches(1000, 1020, AspectRatio::Square));
         // Luma's 21:9 is 2432×1024 (1.8% off 21:9): accepted at exactly that size, not near it.
         assert!(!shape_matches(2420, 1024, AspectRatio::Landscape21x9));
+    }
+
+    #[test]
+    fn stale_temporary_files_from_a_killed_run_are_swept() {
+        // Found by the kill test: a SIGKILL between create and rename left `.x.jpg.PID.tmp` behind.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(".x.jpg.4242.tmp"), b"half").unwrap();
+        std::fs::write(dir.path().join("x.jpg"), b"whole").unwrap();
+        assert_eq!(remove_stale_temporaries(dir.path()).unwrap(), 1);
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["x.jpg"]);
+        assert_eq!(remove_stale_temporaries(&dir.path().join("missing")).unwrap(), 0);
     }
 
     #[test]

@@ -155,6 +155,11 @@ pub async fn run_pass(
         path: pass_dir.clone(),
         source,
     })?;
+    // The caller holds the job's lock, so temporary files here are a killed run's leftovers.
+    images::remove_stale_temporaries(&pass_dir).map_err(|source| EngineError::Output {
+        path: pass_dir.clone(),
+        source,
+    })?;
     // Whatever the last run skipped for budget gets another chance (the budget may have been raised).
     ledger.reopen_skipped(job_id, pass).await?;
     ledger.reopen_failed(job_id, pass).await?;

@@ -715,6 +715,16 @@ impl Ledger {
             .collect())
     }
 
+    /// Every upstream generation in the ledger: (upstream id, state, net charge in micro-dollars).
+    /// For audits: a charge the upstream kept must belong to a kept (or abandoned) generation here.
+    pub async fn upstream_generations(&self) -> Result<Vec<(String, String, i64)>> {
+        Ok(sqlx::query_as(
+            "SELECT upstream_id, state, charge_micros FROM generations WHERE upstream_id IS NOT NULL ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Finished or ended tasks of the pass, a page at a time, for the outputs.
     pub async fn results(
         &self,

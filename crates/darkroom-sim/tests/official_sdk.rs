@@ -1,12 +1,11 @@
 //! Conformance with a client we did not write: the official `lumaai` Python SDK (pinned, from PyPI)
-//! drives the real `darkroom sim` binary. The virtual environment is made once under the target
+//! drives the simulator over HTTP on a loopback port. The virtual environment is made once under the target
 //! directory and kept.
 
 #![allow(clippy::unwrap_used)] // In tests a panic is a failure with a backtrace.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 const SDK: &str = "lumaai==1.21.0";
 
@@ -31,55 +30,27 @@ fn venv() -> PathBuf {
     python
 }
 
-fn darkroom_binary() -> PathBuf {
-    // The CLI crate builds the binary; tests of this crate find it beside their own executable.
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let binary = dir.join("darkroom");
-    if !binary.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "-p", "darkroom-cli"])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-    binary
-}
-
 #[test]
 fn the_official_python_sdk_parses_every_response_of_the_simulator() {
     let python = venv();
-    let mut sim = Command::new(darkroom_binary())
-        .args([
-            "sim",
-            "--port",
-            "0",
-            "--api-key",
-            "sdk-test-key",
-            "--rate-per-minute",
-            "1000",
-            "--max-concurrent",
-            "3",
-            "--time-scale",
-            "0.05",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
+    // The simulator runs on this runtime's worker threads while the SDK script runs.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(sim.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap()
-        .to_string();
+    let config = darkroom_sim::SimConfig {
+        api_key: Some("sdk-test-key".into()),
+        creates_per_minute: Some(1000),
+        max_concurrent: Some(3),
+        time_scale: 0.05,
+        ..darkroom_sim::SimConfig::default()
+    };
+    let sim = runtime.block_on(darkroom_sim::spawn(config)).unwrap();
+    let url = sim.base_url();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/conformance.py");
     let output = Command::new(python).arg(script).arg(&url).output().unwrap();
-    sim.kill().unwrap();
-    let _ = sim.wait();
+    runtime.block_on(sim.shutdown());
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
