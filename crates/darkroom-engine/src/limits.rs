@@ -35,7 +35,7 @@ struct Backoff {
 /// The most the spacing widens after repeated 429s.
 const MAX_SLOWDOWN: f64 = 8.0;
 /// Each accepted create brings the spacing this much closer to normal.
-const RECOVERY: f64 = 0.95;
+const RECOVERY: f64 = 0.9;
 
 impl CreateGate {
     /// A gate at `per_minute` creates a minute, or only the 429 back-off when `None`.
@@ -89,14 +89,20 @@ impl CreateGate {
     }
 
     /// The upstream answered 429: pause every create and widen the spacing.
+    /// Several creates in flight at once often hear the same 429: only the first of a burst widens
+    /// the spacing; the others, sent before the pause began, only extend it.
     pub fn on_rate_limited(&self, retry_after: Option<Duration>) {
         let mut b = self.backoff.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
         let pause = retry_after
             .unwrap_or(self.period * 4)
             .min(Duration::from_secs(120));
-        let until = Instant::now() + pause;
+        let until = now + pause;
+        let already_paused = b.paused_until.is_some_and(|p| p > now);
         b.paused_until = Some(b.paused_until.map_or(until, |p| p.max(until)));
-        b.slowdown = (b.slowdown * 2.0).min(MAX_SLOWDOWN);
+        if !already_paused {
+            b.slowdown = (b.slowdown * 2.0).min(MAX_SLOWDOWN);
+        }
         b.next_slot = b.next_slot.max(until);
     }
 
@@ -136,16 +142,26 @@ mod tests {
         );
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_429_slows_creates_down_and_accepted_creates_recover() {
         let gate = CreateGate::new(None);
         gate.on_rate_limited(Some(Duration::from_millis(1)));
+        tokio::time::advance(Duration::from_millis(2)).await;
         gate.on_rate_limited(Some(Duration::from_millis(1)));
         assert_eq!(gate.slowdown(), 4.0);
         for _ in 0..200 {
             gate.on_accepted();
         }
         assert_eq!(gate.slowdown(), 1.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_429s_from_one_moment_widens_the_spacing_once() {
+        let gate = CreateGate::new(None);
+        for _ in 0..40 {
+            gate.on_rate_limited(Some(Duration::from_secs(1)));
+        }
+        assert_eq!(gate.slowdown(), 2.0);
     }
 
     #[tokio::test(start_paused = true)]

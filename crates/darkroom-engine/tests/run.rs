@@ -447,3 +447,38 @@ async fn a_run_dropped_at_any_instant_resumes_without_paying_twice() {
     assert_eq!(outcome.counts.done, 60, "{:?}", outcome.counts);
     assert_paid_once_per_image(&h, &outcome, 4_000).await;
 }
+
+#[tokio::test]
+async fn an_unwritable_image_stops_the_run_loses_nothing_paid_and_the_next_run_downloads_it_again() {
+    let h = harness(fast_sim()).await;
+    let file = write_job(h.dir.path(), "disk", 12, 1);
+    let mut s = settings(&h, "disk");
+    s.max_in_flight = 1; // one at a time, so the failure stops the run before most tasks start
+                         // A directory where row-3's image must go: the write fails, as on a full or read-only disk.
+    let blocker = h.dir.path().join("out/disk/preview/row-3.jpg");
+    std::fs::create_dir_all(blocker.join("x")).unwrap();
+    let (first, _) = load_and_run(&h, &file, &s, Money::parse_usd("1").unwrap()).await;
+    match &first.stop {
+        Some(StopReason::Failed(reason)) => assert!(reason.contains("row-3.jpg"), "{reason}"),
+        other => panic!("expected the run to stop on the write failure, got {other:?}"),
+    }
+    assert!(first.counts.done < 12);
+    assert_eq!(
+        first.counts.in_flight, 1,
+        "the paid task waits, downloading, for the next run: {:?}",
+        first.counts
+    );
+    let billed = h.sim.billing().net_micros;
+
+    std::fs::remove_dir_all(&blocker).unwrap();
+    let (second, _) = load_and_run(&h, &file, &s, Money::parse_usd("1").unwrap()).await;
+    assert_eq!(second.stop, None);
+    assert_eq!(second.counts.done, 12);
+    assert!(h.dir.path().join("out/disk/preview/row-3.jpg").is_file());
+    assert_eq!(
+        h.sim.billing().net_micros,
+        billed + i64::try_from(12 - first.counts.done - 1).unwrap() * 4_000,
+        "row-3 was not bought again"
+    );
+    assert_paid_once_per_image(&h, &second, 4_000).await;
+}

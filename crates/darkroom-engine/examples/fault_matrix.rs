@@ -1,0 +1,175 @@
+//! The fault matrix: each fault kind of the simulator at a high rate, one at a time and all
+//! together, against a real ledger. Prints, per row, the faults injected, how the tasks ended, the
+//! exit code `darkroom run` would give, and whether the ledger's charges equal the simulator's bill.
+//!
+//! `cargo run --release -p darkroom-engine --example fault_matrix -- [TASKS]`
+
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+use std::time::{Duration, Instant};
+
+use darkroom_engine::scheduler::Shutdown;
+use darkroom_engine::{load, run_pass, RunSettings, StopReason};
+use darkroom_jobs::{Money, Pass, PriceTable, ReadOptions, Routing};
+use darkroom_ledger::Ledger;
+use darkroom_luma::{ApiKey, Client, ClientConfig};
+use darkroom_sim::{Faults, SimConfig};
+
+#[tokio::main]
+async fn main() {
+    let tasks: usize = std::env::args()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(500);
+    let storm = Faults {
+        rate_limit_storm: 0.01,
+        ..Faults::default()
+    };
+    let all = Faults {
+        create_5xx: 0.10,
+        create_dropped: 0.05,
+        get_5xx: 0.10,
+        get_slow: 0.01,
+        generation_failed: 0.05,
+        moderation: 0.02,
+        stuck: 0.02,
+        download_truncated: 0.05,
+        download_failed: 0.02,
+        rate_limit_storm: 0.01,
+    };
+    let rows: Vec<(&str, Faults)> = vec![
+        ("none", Faults::default()),
+        (
+            "5xx on create 10%",
+            Faults {
+                create_5xx: 0.10,
+                ..Faults::default()
+            },
+        ),
+        (
+            "accepted then dropped 5%",
+            Faults {
+                create_dropped: 0.05,
+                ..Faults::default()
+            },
+        ),
+        (
+            "5xx on get/list 10%",
+            Faults {
+                get_5xx: 0.10,
+                ..Faults::default()
+            },
+        ),
+        (
+            "failed generations 5%",
+            Faults {
+                generation_failed: 0.05,
+                ..Faults::default()
+            },
+        ),
+        (
+            "moderation 2%",
+            Faults {
+                moderation: 0.02,
+                ..Faults::default()
+            },
+        ),
+        (
+            "stuck generations 2%",
+            Faults {
+                stuck: 0.02,
+                ..Faults::default()
+            },
+        ),
+        (
+            "truncated downloads 5%",
+            Faults {
+                download_truncated: 0.05,
+                ..Faults::default()
+            },
+        ),
+        ("429 storms", storm),
+        ("all together", all),
+    ];
+    println!("| faults | injected | done | blocked | failed | attempts | exit | ledger = bill | seconds |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (name, faults) in rows {
+        let dir = tempfile::tempdir().unwrap();
+        let sim = darkroom_sim::spawn(SimConfig {
+            time_scale: 0.02,
+            creates_per_minute: None,
+            faults,
+            seed: 42,
+            credits_micros: 1_000_000_000,
+            ..SimConfig::default()
+        })
+        .await
+        .unwrap();
+        let client = Client::new(ClientConfig {
+            base_url: sim.base_url(),
+            api_key: ApiKey::new("bench".into()),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+            download_timeout: Duration::from_secs(30),
+            user_agent: "darkroom-fault-matrix".into(),
+        })
+        .unwrap();
+        let ledger = Ledger::open(&dir.path().join("darkroom.db")).await.unwrap();
+        let file = dir.path().join("matrix.csv");
+        let mut text = String::from("id,prompt,aspect_ratio\n");
+        for i in 0..tasks {
+            text.push_str(&format!("t{i},A product photo of item {i},1:1\n"));
+        }
+        std::fs::write(&file, text).unwrap();
+        let job = ledger.upsert_job("matrix", "matrix.csv", "").await.unwrap();
+        ledger
+            .set_budget(job, Pass::Preview, Money::parse_usd("100").unwrap())
+            .await
+            .unwrap();
+        load::load_job(
+            &ledger,
+            job,
+            &file,
+            Pass::Preview,
+            Routing::default(),
+            PriceTable::default(),
+            ReadOptions::default(),
+        )
+        .await
+        .unwrap();
+        let mut settings = RunSettings::new("matrix", Pass::Preview, dir.path().join("out"));
+        settings.creates_per_minute = None;
+        settings.latency_photon_flash_1 = Duration::from_millis(10);
+        settings.polls_per_second = 200;
+        settings.stuck_after = Duration::from_secs(3);
+        settings.max_attempts = 6;
+        settings.breaker_threshold = 1_000;
+        let (tx, mut rx) = tokio::sync::mpsc::channel(100_000);
+        tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        let started = Instant::now();
+        let outcome = run_pass(&ledger, &client, &settings, job, tx, Shutdown::default())
+            .await
+            .unwrap();
+        let seconds = started.elapsed().as_secs_f64();
+        let c = outcome.counts;
+        let exit = match outcome.stop {
+            Some(StopReason::BudgetExhausted) => 3,
+            Some(StopReason::Interrupted) => 4,
+            Some(StopReason::Refused(_)) => 5,
+            Some(StopReason::Failed(_)) => 1,
+            None if c.failed + c.blocked + c.pending + c.in_flight > 0 => 1,
+            None => 0,
+        };
+        let injected: u64 = sim.stats().faults.values().sum();
+        let matched = ledger.net_charges().await.unwrap().micros() == sim.billing().net_micros;
+        println!(
+            "| {name} | {injected} | {} | {} | {} | {} | {exit} | {} | {seconds:.1} |",
+            c.done,
+            c.blocked,
+            c.failed,
+            c.attempts,
+            if matched { "yes" } else { "NO" }
+        );
+        sim.shutdown().await;
+    }
+}
