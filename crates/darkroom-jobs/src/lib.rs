@@ -17,4 +17,6 @@ pub use estimate::{Assumptions, Estimate, EstimateBuilder};
 pub use expand::{expand, fingerprint};
 pub use model::{AspectRatio, Format, Metadata, Model, Pass, References, Routing, Row, Task, WeightedUrl};
 pub use money::{Money, MoneyError, PriceTable};
-pub use read::{read_job, valid_id, FileError, FileFormat, ReadOptions, Report, RowError, MAX_RECORD_BYTES};
+pub use read::{
+    read_from, read_job, valid_id, FileError, FileFormat, ReadOptions, Report, RowError, MAX_RECORD_BYTES,
+};

@@ -141,17 +141,29 @@ pub fn read_job(path: &Path, options: &ReadOptions, on_row: impl FnMut(Row)) -> 
         path: display.clone(),
         source,
     })?;
+    read_from(file, &display, format, options, on_row)
+}
+
+/// Reads and validates job-file content from any reader (as [`read_job`] does a file); `name` is
+/// used in messages. The entry point for fuzzing.
+pub fn read_from<R: Read>(
+    source: R,
+    name: &str,
+    format: FileFormat,
+    options: &ReadOptions,
+    on_row: impl FnMut(Row),
+) -> Result<Report, FileError> {
     let hashing = HashingReader {
-        inner: file,
+        inner: source,
         hasher: blake3::Hasher::new(),
     };
     let mut sink = Sink::new(*options, on_row);
     let hashing = match format {
-        FileFormat::Csv => crate::csv_reader::read(hashing, &display, &mut sink)?,
-        FileFormat::Jsonl => crate::jsonl_reader::read(hashing, &display, &mut sink)?,
+        FileFormat::Csv => crate::csv_reader::read(hashing, name, &mut sink)?,
+        FileFormat::Jsonl => crate::jsonl_reader::read(hashing, name, &mut sink)?,
     };
     let file_fingerprint = hashing.finish().map_err(|source| FileError::Io {
-        path: display,
+        path: name.to_string(),
         source,
     })?;
     Ok(sink.into_report(format, file_fingerprint))
