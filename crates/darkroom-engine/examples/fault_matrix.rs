@@ -6,13 +6,14 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::time::{Duration, Instant};
 
 use darkroom_engine::scheduler::Shutdown;
-use darkroom_engine::{load, run_pass, RunSettings, StopReason};
-use darkroom_jobs::{Money, Pass, PriceTable, ReadOptions, Routing};
-use darkroom_ledger::Ledger;
-use darkroom_luma::{ApiKey, Client, ClientConfig};
+use darkroom_engine::{run_pass, RunSettings, StopReason};
+use darkroom_jobs::Pass;
 use darkroom_sim::{Faults, SimConfig};
 
 #[tokio::main]
@@ -94,49 +95,20 @@ async fn main() {
     println!("| faults | injected | done | blocked | failed | attempts | exit | ledger = bill | seconds |");
     println!("|---|---|---|---|---|---|---|---|---|");
     for (name, faults) in rows {
-        let dir = tempfile::tempdir().unwrap();
-        let sim = darkroom_sim::spawn(SimConfig {
+        let sim_config = SimConfig {
             time_scale: 0.02,
             creates_per_minute: None,
             faults,
             seed: 42,
-            credits_micros: 1_000_000_000,
             ..SimConfig::default()
-        })
-        .await
-        .unwrap();
-        let client = Client::new(ClientConfig {
-            base_url: sim.base_url(),
-            api_key: ApiKey::new("bench".into()),
-            connect_timeout: Duration::from_secs(5),
-            request_timeout: Duration::from_secs(10),
-            download_timeout: Duration::from_secs(30),
-            user_agent: "darkroom-fault-matrix".into(),
-        })
-        .unwrap();
-        let ledger = Ledger::open(&dir.path().join("darkroom.db")).await.unwrap();
-        let file = dir.path().join("matrix.csv");
-        let mut text = String::from("id,prompt,aspect_ratio\n");
-        for i in 0..tasks {
-            text.push_str(&format!("t{i},A product photo of item {i},1:1\n"));
-        }
-        std::fs::write(&file, text).unwrap();
-        let job = ledger.upsert_job("matrix", "matrix.csv", "").await.unwrap();
-        ledger
-            .set_budget(job, Pass::Preview, Money::parse_usd("100").unwrap())
-            .await
-            .unwrap();
-        load::load_job(
-            &ledger,
+        };
+        let support::Bench {
+            dir,
+            sim,
+            client,
+            ledger,
             job,
-            &file,
-            Pass::Preview,
-            Routing::default(),
-            PriceTable::default(),
-            ReadOptions::default(),
-        )
-        .await
-        .unwrap();
+        } = support::setup("matrix", sim_config, tasks, "1:1").await;
         let mut settings = RunSettings::new("matrix", Pass::Preview, dir.path().join("out"));
         settings.creates_per_minute = None;
         settings.latency_photon_flash_1 = Duration::from_millis(10);
@@ -144,8 +116,7 @@ async fn main() {
         settings.stuck_after = Duration::from_secs(3);
         settings.max_attempts = 6;
         settings.breaker_threshold = 1_000;
-        let (tx, mut rx) = tokio::sync::mpsc::channel(100_000);
-        tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        let tx = support::discard_events();
         let started = Instant::now();
         let outcome = run_pass(&ledger, &client, &settings, job, tx, Shutdown::default())
             .await

@@ -36,8 +36,11 @@ pub struct RunSettings {
     /// `OUT`: images go to `OUT/JOB/PASS/`, the output files to `OUT/JOB/`.
     pub out_dir: PathBuf,
     pub prices: PriceTable,
-    /// Creates per minute; `None` turns the create-rate limit off.
+    /// Creates per `rate_window`; `None` turns the create-rate limit off.
     pub creates_per_minute: Option<u32>,
+    /// The window the create limit counts over: a minute for a real account (shorter only against a
+    /// time-scaled simulator).
+    pub rate_window: Duration,
     /// Generations in flight at once (the upstream's concurrency limit).
     pub max_in_flight: u32,
     /// Attempts per task: the first create and its retries.
@@ -77,6 +80,7 @@ impl RunSettings {
             out_dir: out_dir.into(),
             prices: PriceTable::default(),
             creates_per_minute: Some(80),
+            rate_window: Duration::from_secs(60),
             max_in_flight: 40,
             max_attempts: 4,
             latency_photon_1: Duration::from_millis(3500),

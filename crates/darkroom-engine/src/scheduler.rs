@@ -179,7 +179,7 @@ pub async fn run_pass(
         settings: settings.clone(),
         job_id,
         pass_dir,
-        gate: CreateGate::new(settings.creates_per_minute),
+        gate: CreateGate::per_window(settings.creates_per_minute, settings.rate_window),
         in_flight: Arc::new(Semaphore::new(settings.max_in_flight.max(1) as usize)),
         downloads: Semaphore::new(settings.max_downloads.max(1) as usize),
         poller,
