@@ -132,7 +132,7 @@ impl Client {
                 false,
             )
             .await?;
-        check_status("delete", response).await.map(|_| ())
+        check_status("delete", response, &self.key).await.map(|_| ())
     }
 
     /// `GET /credits`.
@@ -146,7 +146,7 @@ impl Client {
         let response = self
             .send("ping", Method::GET, "/ping", None::<&()>, false)
             .await?;
-        check_status("ping", response).await.map(|_| ())
+        check_status("ping", response, &self.key).await.map(|_| ())
     }
 
     /// Downloads an asset, without the API key, checking the length received against the length
@@ -208,7 +208,7 @@ impl Client {
     ) -> Result<T, Error> {
         let is_create = operation == "create";
         let response = self.send(operation, method, path, body, is_create).await?;
-        let text = check_status(operation, response).await?;
+        let text = check_status(operation, response, &self.key).await?;
         serde_json::from_str(&text).map_err(|e| Error::BadAnswer {
             operation,
             message: format!("{e} in {}", shorten(&text)),
@@ -250,8 +250,13 @@ impl Client {
     }
 }
 
-/// The body text of a successful answer, or the error its status says.
-async fn check_status(operation: &'static str, response: reqwest::Response) -> Result<String, Error> {
+/// The body text of a successful answer, or the error its status says. A server that echoes the
+/// request back (some proxies do) must not put the key into our error messages: it is scrubbed.
+async fn check_status(
+    operation: &'static str,
+    response: reqwest::Response,
+    key: &ApiKey,
+) -> Result<String, Error> {
     let status = response.status();
     let retry_after = retry_after(response.headers());
     let is_create = operation == "create";
@@ -267,6 +272,11 @@ async fn check_status(operation: &'static str, response: reqwest::Response) -> R
         "too many requests".into()
     } else {
         detail_of(&text)
+    };
+    let detail = if key.0.is_empty() {
+        detail
+    } else {
+        detail.replace(&key.0, "<redacted>")
     };
     Err(Error::Status {
         operation,

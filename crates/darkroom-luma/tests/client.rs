@@ -310,3 +310,24 @@ async fn a_truncated_download_is_refused() {
         .unwrap_err();
     assert_eq!(error.class(), ErrorClass::Transient, "{error}");
 }
+
+#[tokio::test]
+async fn a_server_echoing_the_key_back_does_not_put_it_into_the_error() {
+    let (base, _) = server(|request| {
+        let auth = request
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("authorization"))
+            .unwrap_or("")
+            .to_string();
+        http(
+            "400 Bad Request",
+            "",
+            &format!("{{\"detail\": \"bad request: {auth}\"}}"),
+        )
+    })
+    .await;
+    let error = client(&base).create(&request()).await.unwrap_err();
+    let shown = format!("{error} {error:?}");
+    assert!(shown.contains("<redacted>"), "{shown}");
+    assert!(!shown.contains(KEY), "{shown}");
+}
