@@ -75,12 +75,8 @@ fn settings(h: &Harness, job: &str) -> RunSettings {
     s
 }
 
-async fn load_and_run(
-    h: &Harness,
-    file: &Path,
-    settings: &RunSettings,
-    budget: Money,
-) -> (Outcome, Vec<Event>) {
+/// Creates the job, sets its budget and loads the file: what `darkroom run` does before running.
+async fn load_into(h: &Harness, file: &Path, settings: &RunSettings, budget: Money) -> i64 {
     let job = h
         .ledger
         .upsert_job(&settings.job_name, &file.display().to_string(), "")
@@ -98,6 +94,16 @@ async fn load_and_run(
     )
     .await
     .unwrap();
+    job
+}
+
+async fn load_and_run(
+    h: &Harness,
+    file: &Path,
+    settings: &RunSettings,
+    budget: Money,
+) -> (Outcome, Vec<Event>) {
+    let job = load_into(h, file, settings, budget).await;
     let (tx, mut rx) = mpsc::channel(100_000);
     let collector = tokio::spawn(async move {
         let mut events = Vec::new();
@@ -352,26 +358,7 @@ async fn a_run_stopped_mid_way_resumes_and_pays_once_per_image() {
     let h = harness(sim).await;
     let file = write_job(h.dir.path(), "stop", 60, 1);
     let s = settings(&h, "stop");
-    let job = h
-        .ledger
-        .upsert_job("stop", &file.display().to_string(), "")
-        .await
-        .unwrap();
-    h.ledger
-        .set_budget(job, Pass::Preview, Money::parse_usd("1").unwrap())
-        .await
-        .unwrap();
-    load::load_job(
-        &h.ledger,
-        job,
-        &file,
-        Pass::Preview,
-        Routing::default(),
-        PriceTable::default(),
-        ReadOptions::default(),
-    )
-    .await
-    .unwrap();
+    let job = load_into(&h, &file, &s, Money::parse_usd("1").unwrap()).await;
     let shutdown = Shutdown::default();
     let (tx, mut rx) = mpsc::channel(10_000);
     let stopper = {
@@ -416,26 +403,7 @@ async fn a_run_dropped_at_any_instant_resumes_without_paying_twice() {
     let h = harness(sim).await;
     let file = write_job(h.dir.path(), "crash", 60, 1);
     let s = settings(&h, "crash");
-    let job = h
-        .ledger
-        .upsert_job("crash", &file.display().to_string(), "")
-        .await
-        .unwrap();
-    h.ledger
-        .set_budget(job, Pass::Preview, Money::parse_usd("1").unwrap())
-        .await
-        .unwrap();
-    load::load_job(
-        &h.ledger,
-        job,
-        &file,
-        Pass::Preview,
-        Routing::default(),
-        PriceTable::default(),
-        ReadOptions::default(),
-    )
-    .await
-    .unwrap();
+    let job = load_into(&h, &file, &s, Money::parse_usd("1").unwrap()).await;
     // Three runs cut off mid-flight, as a kill would: the future is dropped wherever it is.
     for cut in [300u64, 500, 700] {
         let (tx, mut rx) = mpsc::channel(10_000);
