@@ -46,8 +46,8 @@ pub struct Upstream {
     /// The API's base URL [default: Luma's].
     #[arg(long, value_name = "URL", env = crate::config::env::BASE_URL)]
     pub base_url: Option<String>,
-    /// Start the built-in simulator and run against it: no key, no cost.
-    #[arg(long, conflicts_with = "base_url")]
+    /// Start the built-in simulator and run against it: no key, no cost (any base URL is ignored).
+    #[arg(long)]
     pub sim: bool,
 }
 
