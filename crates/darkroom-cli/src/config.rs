@@ -48,6 +48,14 @@ pub struct Settings {
     pub defaults: Defaults,
     pub latency: Latency,
     pub retry: Retry,
+    pub notify: NotifySettings,
+}
+
+/// Where run notifications go (with any `--notify` URLs).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifySettings {
+    pub urls: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -170,7 +178,6 @@ pub fn api_key() -> Option<ApiKey> {
 }
 
 /// The notification signing secret, if set.
-#[allow(dead_code)]
 pub fn notify_secret() -> Option<String> {
     std::env::var(env::NOTIFY_SECRET).ok().filter(|s| !s.is_empty())
 }

@@ -1,7 +1,8 @@
 //! Exit codes, the contract scripts rely on, and printing an error once.
 //!
 //! 0 every task done; 1 some tasks failed or were blocked; 2 bad usage, config or job file;
-//! 3 budget exhausted before the job finished; 4 interrupted (resumable); 5 the upstream refused us.
+//! 3 budget exhausted before the job finished; 4 interrupted (resumable); 5 the upstream refused us;
+//! 6 the deadline passed before the job finished (resumable).
 
 use std::process::ExitCode;
 
@@ -20,6 +21,8 @@ pub enum Exit {
     Interrupted,
     /// 5: the upstream refused us (bad key, no credits).
     Refused,
+    /// 6: the deadline passed before the job finished; running again (with a new deadline) resumes.
+    Deadline,
 }
 
 impl From<Exit> for ExitCode {
@@ -31,6 +34,7 @@ impl From<Exit> for ExitCode {
             Exit::BudgetExhausted => 3,
             Exit::Interrupted => 4,
             Exit::Refused => 5,
+            Exit::Deadline => 6,
         })
     }
 }

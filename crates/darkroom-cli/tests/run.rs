@@ -304,3 +304,119 @@ fn a_second_run_of_the_same_job_is_refused_and_ctrl_c_leaves_it_resumable() {
     sim.kill().unwrap();
     let _ = sim.wait();
 }
+
+#[test]
+fn a_deadline_already_past_skips_the_pending_tasks_and_exits_6() {
+    let dir = tempfile::tempdir().unwrap();
+    small_job(dir.path());
+    let output = darkroom(dir.path())
+        .args(["run", "lamps.csv", "--sim", "--deadline", "2020-01-01T00:00:00Z"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&output), 6, "stderr: {}", text(&output.stderr));
+    let errors = std::fs::read_to_string(dir.path().join("out/lamps/errors.jsonl")).unwrap();
+    assert_eq!(
+        errors.lines().filter(|l| l.contains("\"deadline\"")).count(),
+        3,
+        "{errors}"
+    );
+    // The deadline is kept for the resumed run unless dropped.
+    let again = darkroom(dir.path())
+        .args(["run", "lamps.csv", "--sim"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&again), 6);
+    let finished = darkroom(dir.path())
+        .args(["run", "lamps.csv", "--sim", "--no-deadline"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&finished), 0, "stderr: {}", text(&finished.stderr));
+    let bad = darkroom(dir.path())
+        .args(["run", "lamps.csv", "--sim", "--max-duration", "soon"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&bad), 2);
+    assert!(
+        text(&bad.stderr).contains("not a duration"),
+        "{}",
+        text(&bad.stderr)
+    );
+}
+
+#[test]
+fn the_end_of_a_run_is_notified_with_a_standard_webhooks_signature_python_can_verify() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    small_job(dir.path());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let receiver = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut request = Vec::new();
+        let mut buf = [0u8; 8192];
+        loop {
+            let n = stream.read(&mut buf).unwrap();
+            request.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&request).to_string();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let length: usize = text
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
+                    .unwrap_or(0);
+                if request.len() >= end + 4 + length {
+                    stream
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                        .unwrap();
+                    return text;
+                }
+            }
+            if n == 0 {
+                return text;
+            }
+        }
+    });
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let output = darkroom(dir.path())
+        .args(["run", "lamps.csv", "--sim", "--notify", &url])
+        .env("DARKROOM_NOTIFY_SECRET", secret)
+        .output()
+        .unwrap();
+    assert_eq!(code(&output), 0, "stderr: {}", text(&output.stderr));
+    let request = receiver.join().unwrap();
+    let (head, body) = request.split_once("\r\n\r\n").unwrap();
+    let header = |name: &str| {
+        head.lines()
+            .find_map(|l| {
+                l.split_once(':')
+                    .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v.trim().to_string())
+            })
+            .unwrap()
+    };
+    let payload: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(payload["type"], "run_finished");
+    assert_eq!(payload["data"]["counts"]["done"], 3);
+    let script = "import base64,hashlib,hmac,sys\n\
+                  key = base64.b64decode(sys.argv[1].split('_', 1)[1])\n\
+                  signed = (sys.argv[2] + '.' + sys.argv[3] + '.').encode() + sys.stdin.buffer.read()\n\
+                  print('v1,' + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode())";
+    let mut python = Command::new("python3")
+        .args([
+            "-c",
+            script,
+            secret,
+            &header("webhook-id"),
+            &header("webhook-timestamp"),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    python.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+    let expected = String::from_utf8(python.wait_with_output().unwrap().stdout).unwrap();
+    assert_eq!(header("webhook-signature"), expected.trim());
+}

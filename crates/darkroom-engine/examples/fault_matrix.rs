@@ -126,6 +126,7 @@ async fn main() {
         let exit = match outcome.stop {
             Some(StopReason::BudgetExhausted) => 3,
             Some(StopReason::Interrupted) => 4,
+            Some(StopReason::Deadline) => 6,
             Some(StopReason::Refused(_)) => 5,
             Some(StopReason::Failed(_)) => 1,
             None if c.failed + c.blocked + c.pending + c.in_flight > 0 => 1,

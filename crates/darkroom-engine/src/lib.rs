@@ -62,6 +62,9 @@ pub struct RunSettings {
     pub max_image_bytes: u64,
     /// Images downloaded at once.
     pub max_downloads: u32,
+    /// Unix milliseconds after which no new create is sent: in-flight work finishes and the rest
+    /// is skipped (deadline).
+    pub deadline_ms: Option<i64>,
 }
 
 impl RunSettings {
@@ -92,6 +95,7 @@ impl RunSettings {
             breaker_threshold: 20,
             max_image_bytes: 64 * 1024 * 1024,
             max_downloads: 8,
+            deadline_ms: None,
         }
     }
 }

@@ -30,6 +30,8 @@ pub enum StopReason {
     BudgetExhausted,
     /// Ctrl-C (or the caller's token).
     Interrupted,
+    /// The run's deadline passed.
+    Deadline,
     /// The upstream refused us: a rejected key, no credits, or a long run of failed creates.
     Refused(String),
     /// Something systemic: the output directory can't be written, the ledger failed.
@@ -210,6 +212,25 @@ pub async fn run_pass(
     }
 
     check_credits(&shared).await?;
+    let mut deadline_timer = None;
+    if let Some(deadline) = settings.deadline_ms {
+        let remaining = deadline - darkroom_ledger::now_ms();
+        if remaining <= 0 {
+            shared.stop(StopReason::Deadline);
+        } else {
+            let shared = shared.clone();
+            let wait = std::time::Duration::from_millis(u64::try_from(remaining).unwrap_or(u64::MAX));
+            deadline_timer = Some(tokio::spawn(async move {
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {
+                        shared.emit(Event::Stopping { reason: "the deadline has passed".into() }).await;
+                        shared.stop(StopReason::Deadline);
+                    }
+                    () = shared.stop_dispatch.cancelled() => {}
+                }
+            }));
+        }
+    }
 
     // Work an earlier run left in flight: reconcile, poll or download it, never create it again.
     let workers = Arc::new(Semaphore::new(worker_limit(settings)));
@@ -247,6 +268,9 @@ pub async fn run_pass(
             aborted = true;
         }
     }
+    if let Some(timer) = deadline_timer {
+        timer.abort();
+    }
     poll_stop.cancel();
     poll_tracker.close();
     poll_tracker.wait().await;
@@ -259,15 +283,24 @@ pub async fn run_pass(
     if shutdown.stop.is_cancelled() {
         stop = Some(StopReason::Interrupted);
     }
-    if stop == Some(StopReason::BudgetExhausted) {
-        ledger
-            .end_pending(job_id, pass, TaskState::Skipped, "budget")
-            .await?;
+    match stop {
+        Some(StopReason::BudgetExhausted) => {
+            ledger
+                .end_pending(job_id, pass, TaskState::Skipped, "budget")
+                .await?;
+        }
+        Some(StopReason::Deadline) => {
+            ledger
+                .end_pending(job_id, pass, TaskState::Skipped, "deadline")
+                .await?;
+        }
+        _ => {}
     }
     let status = match &stop {
         None => "finished",
         Some(StopReason::BudgetExhausted) => "budget_exhausted",
         Some(StopReason::Interrupted) => "interrupted",
+        Some(StopReason::Deadline) => "deadline",
         Some(StopReason::Refused(_)) => "refused",
         Some(StopReason::Failed(_)) => "failed",
     };

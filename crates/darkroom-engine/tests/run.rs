@@ -450,3 +450,35 @@ async fn an_unwritable_image_stops_the_run_loses_nothing_paid_and_the_next_run_d
     );
     assert_paid_once_per_image(&h, &second, 4_000).await;
 }
+
+#[tokio::test]
+async fn at_the_deadline_no_new_create_is_sent_in_flight_work_finishes_and_the_rest_is_skipped() {
+    let h = harness(SimConfig {
+        time_scale: 1.0,
+        ..fast_sim()
+    })
+    .await;
+    let file = write_job(h.dir.path(), "night", 40, 1);
+    let mut s = settings(&h, "night");
+    s.max_in_flight = 2;
+    s.deadline_ms = Some(darkroom_ledger::now_ms() + 1_200);
+    let (outcome, _) = load_and_run(&h, &file, &s, Money::parse_usd("1").unwrap()).await;
+    assert_eq!(outcome.stop, Some(StopReason::Deadline));
+    assert!(
+        outcome.counts.done > 0 && outcome.counts.skipped > 0,
+        "{:?}",
+        outcome.counts
+    );
+    assert_eq!(
+        outcome.counts.done + outcome.counts.skipped,
+        40,
+        "{:?}",
+        outcome.counts
+    );
+    assert_paid_once_per_image(&h, &outcome, 4_000).await;
+
+    // Resumed without a deadline, it finishes.
+    s.deadline_ms = None;
+    let (outcome, _) = load_and_run(&h, &file, &s, Money::parse_usd("1").unwrap()).await;
+    assert_eq!((outcome.stop, outcome.counts.done), (None, 40));
+}

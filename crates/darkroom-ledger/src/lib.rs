@@ -148,7 +148,7 @@ impl Ledger {
     pub async fn pass(&self, job_id: i64, pass: Pass) -> Result<Option<PassRecord>> {
         Ok(sqlx::query_as::<_, PassRecord>(
             "SELECT job_id, pass, budget_micros, spent_micros, reserved_micros, status, loaded_fingerprint,
-                    started_at, finished_at
+                    started_at, finished_at, deadline_at
              FROM job_passes WHERE job_id = ?1 AND pass = ?2",
         )
         .bind(job_id)
@@ -187,6 +187,17 @@ impl Ledger {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// Sets (or clears) the pass's deadline, in Unix milliseconds.
+    pub async fn set_deadline(&self, job_id: i64, pass: Pass, deadline_ms: Option<i64>) -> Result<()> {
+        sqlx::query("UPDATE job_passes SET deadline_at = ?3 WHERE job_id = ?1 AND pass = ?2")
+            .bind(job_id)
+            .bind(pass.as_str())
+            .bind(deadline_ms)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 

@@ -84,6 +84,8 @@ pub struct PassRecord {
     pub loaded_fingerprint: Option<String>,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// Unix milliseconds after which no new create is sent.
+    pub deadline_at: Option<i64>,
 }
 
 impl PassRecord {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use darkroom_engine::notify::{NotificationKind, Notifier, SigningSecret};
 use darkroom_engine::scheduler::Shutdown;
 use darkroom_engine::{Event, RunSettings, StopReason};
 use darkroom_jobs::{Money, Pass};
@@ -51,6 +52,24 @@ pub struct Args {
     /// After Ctrl-C, how long in-flight generations get to finish (seconds).
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     pub drain_timeout: u64,
+    /// Wait until this time before the first create: HH:MM (local, next occurrence) or RFC 3339.
+    #[arg(long, value_name = "TIME")]
+    pub start_at: Option<String>,
+    /// Send no new create after this time (HH:MM or RFC 3339); in-flight work finishes, the rest is
+    /// skipped (deadline) and the exit code is 6. A resumed run keeps its deadline unless given a new one.
+    #[arg(long, value_name = "TIME", conflicts_with = "max_duration")]
+    pub deadline: Option<String>,
+    /// The deadline as a duration from now: 90m, 8h, 1h30m.
+    #[arg(long, value_name = "DURATION")]
+    pub max_duration: Option<String>,
+    /// Drop a deadline an earlier run of this job set.
+    #[arg(long, conflicts_with_all = ["deadline", "max_duration"])]
+    pub no_deadline: bool,
+    /// POST a signed JSON summary here when the run ends, the budget runs out, 80% of it is spent, or
+    /// the upstream refuses the run (repeatable; also `[notify] urls` in config). Signed with
+    /// DARKROOM_NOTIFY_SECRET, Standard Webhooks style.
+    #[arg(long, value_name = "URL")]
+    pub notify: Vec<String>,
 }
 
 pub fn run(config_file: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
@@ -88,6 +107,30 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
         (None, None) => ledger.set_budget(job_id, pass, settings.budget.default).await?,
         (None, Some(_)) => {}
     }
+
+    let now = chrono::Local::now();
+    let window_error = |e: darkroom_engine::windows::WindowError| Failure::new(Exit::BadInput, e.to_string());
+    let start_at = args
+        .start_at
+        .as_deref()
+        .map(|t| darkroom_engine::windows::parse_time(t, now).map_err(window_error))
+        .transpose()?;
+    let new_deadline = match (&args.deadline, &args.max_duration) {
+        (Some(text), _) => Some(darkroom_engine::windows::parse_time(text, now).map_err(window_error)?),
+        (None, Some(text)) => {
+            let duration = darkroom_engine::windows::parse_duration(text).map_err(window_error)?;
+            Some(start_at.unwrap_or_else(chrono::Utc::now) + duration)
+        }
+        (None, None) => None,
+    };
+    if let Some(deadline) = new_deadline {
+        ledger
+            .set_deadline(job_id, pass, Some(deadline.timestamp_millis()))
+            .await?;
+    } else if args.no_deadline {
+        ledger.set_deadline(job_id, pass, None).await?;
+    }
+    let deadline_ms = ledger.pass(job_id, pass).await?.and_then(|p| p.deadline_at);
 
     let options = darkroom_jobs::ReadOptions {
         default_aspect_ratio: settings.defaults.aspect_ratio,
@@ -138,14 +181,36 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
     run.latency_photon_flash_1 = Duration::from_secs_f64(settings.latency.photon_flash_1.max(0.0));
     run.use_cache = !args.no_cache;
     run.drain_timeout = Duration::from_secs(args.drain_timeout);
+    run.deadline_ms = deadline_ms;
 
     let shutdown = Shutdown::default();
     let signals = tokio::spawn(watch_signals(shutdown.clone()));
     let (events_tx, events_rx) = mpsc::channel(1024);
     let total = ledger.counts(job_id, pass).await?.total;
     let progress = Arc::new(Progress::new(args.json, total));
-    let printer = tokio::spawn(print_events(events_rx, progress.clone()));
+    let mut notify_urls = settings.notify.urls.clone();
+    notify_urls.extend(args.notify.iter().cloned());
+    let notifier = Notifier::new(
+        notify_urls,
+        config::notify_secret().as_deref().map(SigningSecret::parse),
+    );
+    let printer = tokio::spawn(print_events(
+        events_rx,
+        progress.clone(),
+        notifier.clone(),
+        job.clone(),
+    ));
 
+    if let Some(start_at) = start_at {
+        if !wait_until(start_at, &shutdown).await {
+            signals.abort();
+            ledger.close().await;
+            connection.stop().await;
+            eprintln!("cancelled before the start; nothing was sent");
+            return Ok(Exit::Interrupted);
+        }
+    }
+    let started = std::time::Instant::now();
     let outcome = darkroom_engine::run_pass(
         &ledger,
         &connection.client,
@@ -168,7 +233,16 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
         "spent": outcome.spent, "budget": outcome.budget,
         "stopped": outcome.stop.as_ref().map(|s| format!("{s:?}")),
         "out": args.out.join(&job).display().to_string(),
+        "duration_ms": u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        "results": args.out.join(&job).join("results.jsonl").display().to_string(),
     });
+    let kind = match outcome.stop {
+        Some(StopReason::BudgetExhausted) => NotificationKind::BudgetExhausted,
+        Some(StopReason::Refused(_)) => NotificationKind::BreakerTripped,
+        _ => NotificationKind::RunFinished,
+    };
+    notifier.send(kind, &job, summary.clone());
+    notifier.flush(Duration::from_secs(10)).await;
     if args.json {
         println!("{summary}");
     }
@@ -193,6 +267,10 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
         Some(StopReason::BudgetExhausted) => {
             eprintln!("the budget ran out; raise it with `{resume} --budget USD` to finish");
             Exit::BudgetExhausted
+        }
+        Some(StopReason::Deadline) => {
+            eprintln!("the deadline passed; run `{resume} --deadline TIME` (or --no-deadline) to finish");
+            Exit::Deadline
         }
         Some(StopReason::Refused(reason)) => {
             return Err(
@@ -240,8 +318,44 @@ async fn watch_signals(shutdown: Shutdown) {
     }
 }
 
-async fn print_events(mut events: mpsc::Receiver<Event>, progress: Arc<Progress>) {
+async fn print_events(
+    mut events: mpsc::Receiver<Event>,
+    progress: Arc<Progress>,
+    notifier: Notifier,
+    job: String,
+) {
     while let Some(event) = events.recv().await {
         progress.show(&event);
+        if let Event::BudgetWarning { .. } = &event {
+            notifier.send(NotificationKind::BudgetWarning, &job, serde_json::json!(event));
+        }
+    }
+}
+
+/// Waits until `at`, showing a countdown on stderr; false if Ctrl-C came first.
+async fn wait_until(at: chrono::DateTime<chrono::Utc>, shutdown: &Shutdown) -> bool {
+    loop {
+        let left = darkroom_engine::windows::until(at, chrono::Utc::now());
+        if left.is_zero() {
+            return true;
+        }
+        let (h, m, s) = (
+            left.as_secs() / 3600,
+            left.as_secs() / 60 % 60,
+            left.as_secs() % 60,
+        );
+        eprintln!(
+            "starting at {} (in {h}h{m:02}m{s:02}s); Ctrl-C cancels",
+            at.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M")
+        );
+        let step = if left > Duration::from_secs(600) {
+            Duration::from_secs(300)
+        } else {
+            left.min(Duration::from_secs(60))
+        };
+        tokio::select! {
+            () = tokio::time::sleep(step) => {}
+            () = shutdown.stop.cancelled() => return false,
+        }
     }
 }
