@@ -136,6 +136,17 @@ impl Shared {
     }
 }
 
+/// Cancels its tokens when dropped.
+struct KillOnDrop(Vec<CancellationToken>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for token in &self.0 {
+            token.cancel();
+        }
+    }
+}
+
 /// Pending tasks read from the ledger at a time.
 const PAGE: i64 = 500;
 
@@ -169,6 +180,10 @@ pub async fn run_pass(
     let tracker = TaskTracker::new();
     let poll_tracker = TaskTracker::new();
     let poll_stop = CancellationToken::new();
+    // If this future is dropped mid-run (its caller gave up on it), every task it started stops at
+    // its next await, as a killed process would: nothing keeps running behind the caller's back.
+    let kill = CancellationToken::new();
+    let _kill_on_drop = KillOnDrop(vec![kill.clone(), poll_stop.clone()]);
     let poller = Poller::spawn(
         client.clone(),
         settings.polls_per_second,
@@ -239,14 +254,18 @@ pub async fn run_pass(
             break;
         };
         let shared = shared.clone();
+        let kill = kill.clone();
         tracker.spawn(async move {
-            drive(shared, task, None).await;
+            tokio::select! {
+                () = drive(shared, task, None) => {}
+                () = kill.cancelled() => {}
+            }
             drop(worker);
         });
     }
 
     if !shared.stop_dispatch.is_cancelled() && shared.stop_reason().is_none() {
-        dispatch(&shared, &tracker, &workers).await?;
+        dispatch(&shared, &tracker, &workers, &kill).await?;
     }
 
     // Let in-flight work finish and be recorded; bounded after a stop, cut short by an abort.
@@ -326,6 +345,7 @@ async fn dispatch(
     shared: &Arc<Shared>,
     tracker: &TaskTracker,
     workers: &Arc<Semaphore>,
+    kill: &CancellationToken,
 ) -> Result<(), EngineError> {
     let (ledger, settings) = (&shared.ledger, &shared.settings);
     let mut after = 0;
@@ -369,8 +389,12 @@ async fn dispatch(
             task.state = "reserved".into();
             task.reserved_micros = task.price_micros;
             let shared = shared.clone();
+            let kill = kill.clone();
             tracker.spawn(async move {
-                drive(shared, task, Some(permit)).await;
+                tokio::select! {
+                    () = drive(shared, task, Some(permit)) => {}
+                    () = kill.cancelled() => {}
+                }
                 drop(worker);
             });
         }
