@@ -28,6 +28,8 @@ pub enum Reconciled {
     NotFound,
     /// The list could not be read: try again later; send nothing.
     Unreadable(darkroom_luma::Error),
+    /// The ledger could not say whether a match is already claimed: a systemic failure; send nothing.
+    LedgerFailed(darkroom_ledger::LedgerError),
 }
 
 /// Searches the upstream's list for the generation an unknown create may have made.
@@ -57,10 +59,7 @@ pub async fn reconcile(
             match ledger.is_claimed(&generation.id).await {
                 Ok(false) => return Reconciled::Adopted(Box::new(generation)),
                 Ok(true) => {}
-                Err(error) => {
-                    tracing::warn!(%error, "ledger read failed during reconciliation");
-                    return Reconciled::NotFound;
-                }
+                Err(error) => return Reconciled::LedgerFailed(error),
             }
         }
         if older_seen || !list.has_more || count == 0 {

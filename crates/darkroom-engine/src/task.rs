@@ -339,6 +339,8 @@ impl TaskRun {
                         reason: "the create's outcome was unknown and no generation was made".into(),
                     });
                 }
+                // Not knowing whether a match is ours must never turn into a re-send.
+                Reconciled::LedgerFailed(error) => return Err(error.into()),
                 Reconciled::Unreadable(error) => {
                     unreadable += 1;
                     if unreadable >= 8 || self.shared.abort.is_cancelled() {

@@ -18,9 +18,7 @@ use darkroom_jobs::{Money, Pass, Task};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row as _, SqlitePool};
 
-pub use records::{
-    Counts, GenerationRecord, JobRecord, PassRecord, ResultRecord, SpendPoint, TaskRecord, TaskState,
-};
+pub use records::{Counts, GenerationRecord, JobRecord, PassRecord, ResultRecord, TaskRecord, TaskState};
 
 /// What can go wrong with the ledger. The engine stops the run on any of these: a ledger that
 /// can't be written is a systemic failure.
@@ -711,19 +709,6 @@ impl Ledger {
                 .fetch_one(&self.pool)
                 .await?;
         Ok(Money::from_micros(net.unwrap_or(0)))
-    }
-
-    /// Every upstream generation id in the ledger with its net charge.
-    pub async fn charged_generations(&self) -> Result<Vec<(String, Money)>> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT upstream_id, charge_micros FROM generations WHERE upstream_id IS NOT NULL ORDER BY id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, m)| (id, Money::from_micros(m)))
-            .collect())
     }
 
     /// Every upstream generation in the ledger: (upstream id, state, net charge in micro-dollars).

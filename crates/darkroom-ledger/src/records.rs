@@ -171,13 +171,6 @@ pub struct ResultRecord {
     pub variant: i64,
 }
 
-/// A point of the spend-over-time series.
-#[derive(Debug, Clone, Copy, sqlx::FromRow)]
-pub struct SpendPoint {
-    pub at: i64,
-    pub micros: i64,
-}
-
 /// Tasks of a pass by state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Counts {

@@ -18,8 +18,8 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = PassArg::Preview)]
     pub pass: PassArg,
     /// Say whether this budget (USD) covers the job, and how many tasks it covers if not.
-    #[arg(long, value_name = "USD")]
-    pub budget: Option<String>,
+    #[arg(long, value_name = "USD", value_parser = crate::commands::parse_usd)]
+    pub budget: Option<Money>,
     /// The share of previews promoted to finals in the preview-then-promote plan.
     #[arg(long, value_name = "F", default_value_t = 0.25)]
     pub promote_fraction: f64,
@@ -31,11 +31,7 @@ pub struct Args {
 pub fn run(config_file: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
     let settings = config::resolve(config_file)?;
     let pass: Pass = args.pass.into();
-    let budget = args
-        .budget
-        .as_deref()
-        .map(|t| Money::parse_usd(t).map_err(|e| Failure::new(Exit::BadInput, format!("--budget: {e}"))))
-        .transpose()?;
+    let budget = args.budget;
     if !(0.0..=1.0).contains(&args.promote_fraction) {
         return Err(Failure::new(Exit::BadInput, "--promote-fraction is a share from 0 to 1").into());
     }

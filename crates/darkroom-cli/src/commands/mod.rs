@@ -126,6 +126,11 @@ pub fn job_name_for(flag: Option<&str>, file: &Path) -> anyhow::Result<String> {
     Ok(name)
 }
 
+/// Parses a `--budget`-style amount of USD exactly (clap value parser; a bad value exits 2).
+pub fn parse_usd(text: &str) -> Result<darkroom_jobs::Money, String> {
+    darkroom_jobs::Money::parse_usd(text).map_err(|e| e.to_string())
+}
+
 /// Prints a job file's row errors on stderr: the first 50, then how many more.
 pub fn print_row_errors(file: &Path, report: &darkroom_jobs::Report) {
     for error in report.errors.iter().take(MAX_ERRORS_SHOWN) {

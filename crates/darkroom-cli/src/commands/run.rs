@@ -27,8 +27,8 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = PassArg::Preview)]
     pub pass: PassArg,
     /// The pass's budget in USD (stored with the job; a later run may raise it).
-    #[arg(long, value_name = "USD")]
-    pub budget: Option<String>,
+    #[arg(long, value_name = "USD", value_parser = crate::commands::parse_usd)]
+    pub budget: Option<Money>,
     /// The job's name [default: the file's stem].
     #[arg(long, value_name = "NAME")]
     pub job: Option<String>,
@@ -81,13 +81,7 @@ pub fn run(config_file: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
 async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
     let pass: Pass = args.pass.into();
     let job = job_name_for(args.job.as_deref(), &args.file)?;
-    let budget = args
-        .budget
-        .as_deref()
-        .map(|text| {
-            Money::parse_usd(text).map_err(|e| Failure::new(Exit::BadInput, format!("--budget: {e}")))
-        })
-        .transpose()?;
+    let budget = args.budget;
 
     let db = args.upstream.db.clone();
     let _lock = darkroom_engine::lock::JobLock::acquire(&db, &job).map_err(|e| {
