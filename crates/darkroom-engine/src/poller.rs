@@ -3,15 +3,20 @@
 //! A task hands the poller its generation id and how long the model usually takes; the poller
 //! looks first soon after that, then at a growing interval. When several generations are due at
 //! once, one list call (newest first) reports on all of them; only those it does not cover are
-//! read one by one. So 40 generations in flight cost about one request per poll tick, not 40.
+//! read one by one, several at a time. So 40 generations in flight cost about one request per poll
+//! tick, not 40. Reads run beside the loop in a few sweeps, so one slow answer delays only the
+//! generations it was about.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 use darkroom_luma::{Client, Generation, GenerationState};
+use futures::StreamExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -49,6 +54,8 @@ struct Entry {
     due: Instant,
     interval: Duration,
     reply: oneshot::Sender<Polled>,
+    /// A sweep is reading it now.
+    reading: bool,
 }
 
 /// The first retry interval after the expected latency has passed, and the longest.
@@ -56,8 +63,12 @@ const MIN_INTERVAL: Duration = Duration::from_millis(250);
 const MAX_INTERVAL: Duration = Duration::from_secs(5);
 /// One list call covers this many of the newest generations.
 const LIST_PAGE: u32 = 100;
-/// Single reads per tick at most, so one tick never stalls the loop for long.
-const MAX_GETS_PER_TICK: usize = 16;
+/// Generations one sweep reports on at most.
+const MAX_PER_SWEEP: usize = 64;
+/// Single reads a sweep has open at once.
+const READS_AT_ONCE: usize = 8;
+/// Sweeps running at once; a slow upstream answer holds only its own sweep.
+const MAX_SWEEPS: usize = 4;
 
 impl Poller {
     /// Starts the polling loop on `tracker`; it stops when `stop` is cancelled.
@@ -89,29 +100,50 @@ impl Poller {
     }
 }
 
+/// What one read said about one generation.
+enum Read {
+    Found(Box<Generation>),
+    NotFound,
+    Failed,
+}
+
 async fn poll_loop(
     client: Client,
     limiter: DefaultDirectRateLimiter,
     mut rx: mpsc::Receiver<Watch>,
     stop: CancellationToken,
 ) {
+    let limiter = Arc::new(limiter);
     let mut watches: HashMap<String, Entry> = HashMap::new();
+    // Sweeps run beside the loop, so a slow answer never delays the other generations.
+    let mut sweeps: JoinSet<Vec<(String, Read)>> = JoinSet::new();
     loop {
-        let next_due = watches.values().map(|e| e.due).min();
+        let next_due = if sweeps.len() < MAX_SWEEPS {
+            watches.values().filter(|e| !e.reading).map(|e| e.due).min()
+        } else {
+            None
+        };
         tokio::select! {
             () = stop.cancelled() => break,
             watch = rx.recv() => match watch {
                 Some(Watch { id, first_after, reply }) => {
                     let interval = (first_after / 4).clamp(MIN_INTERVAL, MAX_INTERVAL);
-                    watches.insert(id, Entry { due: Instant::now() + first_after, interval, reply });
+                    let due = Instant::now() + first_after;
+                    watches.insert(id, Entry { due, interval, reply, reading: false });
                 }
                 None => break,
             },
             () = sleep_until_opt(next_due) => {
-                poll_due(&client, &limiter, &mut watches).await;
+                start_sweep(&client, &limiter, &mut watches, &mut sweeps);
+            }
+            Some(done) = sweeps.join_next(), if !sweeps.is_empty() => {
+                for (id, read) in done.unwrap_or_default() {
+                    apply(&mut watches, &id, read);
+                }
             }
         }
     }
+    sweeps.abort_all();
     for (_, entry) in watches.drain() {
         let _ = entry.reply.send(Polled::Stopped);
     }
@@ -124,48 +156,88 @@ async fn sleep_until_opt(when: Option<Instant>) {
     }
 }
 
-async fn poll_due(client: &Client, limiter: &DefaultDirectRateLimiter, watches: &mut HashMap<String, Entry>) {
+/// Marks the due generations as being read and starts one sweep over them.
+fn start_sweep(
+    client: &Client,
+    limiter: &Arc<DefaultDirectRateLimiter>,
+    watches: &mut HashMap<String, Entry>,
+    sweeps: &mut JoinSet<Vec<(String, Read)>>,
+) {
     let now = Instant::now();
     // Drop watches whose waiter is gone (its task was aborted).
     watches.retain(|_, e| !e.reply.is_closed());
-    let mut due: Vec<String> = watches
-        .iter()
-        .filter(|(_, e)| e.due <= now)
-        .map(|(id, _)| id.clone())
+    let due: Vec<String> = watches
+        .iter_mut()
+        .filter(|(_, e)| !e.reading && e.due <= now)
+        .take(MAX_PER_SWEEP)
+        .map(|(id, e)| {
+            e.reading = true;
+            id.clone()
+        })
         .collect();
     if due.is_empty() {
         return;
     }
+    sweeps.spawn(sweep(client.clone(), Arc::clone(limiter), due));
+}
+
+/// One list call for the newest generations when several are due, then single reads, side by
+/// side, for those the list did not cover.
+async fn sweep(
+    client: Client,
+    limiter: Arc<DefaultDirectRateLimiter>,
+    mut due: Vec<String>,
+) -> Vec<(String, Read)> {
+    let mut reads = Vec::with_capacity(due.len());
     if due.len() >= 2 {
-        wait_for(limiter).await;
+        wait_for(&limiter).await;
         match client.list(LIST_PAGE, 0).await {
             Ok(list) => {
                 for generation in list.generations {
                     if let Some(pos) = due.iter().position(|id| *id == generation.id) {
-                        due.swap_remove(pos);
-                        settle(watches, &generation);
+                        reads.push((due.swap_remove(pos), Read::Found(Box::new(generation))));
                     }
                 }
             }
             Err(error) => tracing::debug!(%error, "list failed; reading generations one by one"),
         }
     }
-    for id in due.iter().take(MAX_GETS_PER_TICK) {
-        wait_for(limiter).await;
-        match client.get(id).await {
-            Ok(generation) => settle(watches, &generation),
-            Err(error) if error.is_not_found() => {
-                if let Some(entry) = watches.remove(id) {
-                    let _ = entry.reply.send(Polled::Gone);
-                }
+    let singles = futures::stream::iter(due)
+        .map(|id| {
+            let (client, limiter) = (client.clone(), Arc::clone(&limiter));
+            async move {
+                wait_for(&limiter).await;
+                let read = match client.get(&id).await {
+                    Ok(generation) => Read::Found(Box::new(generation)),
+                    Err(error) if error.is_not_found() => Read::NotFound,
+                    Err(error) => {
+                        tracing::debug!(%error, id, "status read failed; will read again");
+                        Read::Failed
+                    }
+                };
+                (id, read)
             }
-            Err(error) => {
-                tracing::debug!(%error, id, "status read failed; will read again");
-                reschedule(watches, id);
+        })
+        .buffer_unordered(READS_AT_ONCE)
+        .collect::<Vec<_>>()
+        .await;
+    reads.extend(singles);
+    reads
+}
+
+fn apply(watches: &mut HashMap<String, Entry>, id: &str, read: Read) {
+    if let Some(entry) = watches.get_mut(id) {
+        entry.reading = false;
+    }
+    match read {
+        Read::Found(generation) => settle(watches, &generation),
+        Read::NotFound => {
+            if let Some(entry) = watches.remove(id) {
+                let _ = entry.reply.send(Polled::Gone);
             }
         }
+        Read::Failed => reschedule(watches, id),
     }
-    // Those not read this tick are due again at once.
 }
 
 fn settle(watches: &mut HashMap<String, Entry>, generation: &Generation) {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use backon::BackoffBuilder;
 use darkroom_jobs::{AspectRatio, Format, Model};
 use darkroom_ledger::{Reservation, TaskRecord, TaskState};
-use darkroom_luma::{CreateRequest, FailureKind};
+use darkroom_luma::{CreateRequest, FailureKind, GenerationState};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::events::Event;
@@ -373,6 +373,35 @@ impl TaskRun {
         let polled = tokio::select! {
             polled = tokio::time::timeout(self.shared.settings.stuck_after, self.shared.poller.wait(&upstream_id, expected)) => polled,
             () = self.shared.abort.cancelled() => return Ok(Step::End),
+        };
+        let polled = match polled {
+            Ok(polled) => Ok(polled),
+            // A generation is stuck only if it is still unfinished when read once more now: the
+            // poller may have been slow to learn its end, and abandoning a finished generation
+            // would pay for the task twice.
+            Err(elapsed) => match self.shared.client.get(&upstream_id).await {
+                Ok(generation) => match generation.state {
+                    GenerationState::Completed if generation.image_url().is_some() => Ok(Polled::Completed {
+                        image_url: generation.image_url().unwrap_or_default().to_string(),
+                    }),
+                    GenerationState::Failed => Ok(Polled::Failed {
+                        reason: generation
+                            .failure_reason
+                            .unwrap_or_else(|| "failed without a reason".into()),
+                    }),
+                    _ => Err(elapsed),
+                },
+                Err(error) if error.is_not_found() => Ok(Polled::Gone),
+                Err(error) => {
+                    // Unknown is not stuck: keep the generation and keep waiting.
+                    tracing::warn!(task = self.key(), %error, "could not confirm a slow generation; still waiting");
+                    return Ok(Step::Poll {
+                        generation,
+                        upstream_id,
+                        permit,
+                    });
+                }
+            },
         };
         drop(permit);
         match polled {
