@@ -49,6 +49,15 @@ pub struct Settings {
     pub latency: Latency,
     pub retry: Retry,
     pub notify: NotifySettings,
+    pub promote: PromoteSettings,
+}
+
+/// How a final uses its chosen preview.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromoteSettings {
+    pub reference: darkroom_engine::promote::PreviewReference,
+    pub weight: f64,
 }
 
 /// Where run notifications go (with any `--notify` URLs).

@@ -33,6 +33,12 @@ enum Command {
     Run(commands::run::Args),
     /// Show a job's progress, spend and budget.
     Status(commands::status::Args),
+    /// Serve a local contact sheet of a job's previews: choose, export, promote.
+    Review(commands::review::Args),
+    /// Make finals with photon-1 from chosen previews (the same command again resumes them).
+    Promote(commands::promote::Args),
+    /// A job's spend, counts, latencies and contact sheet, as text, JSON or one HTML file.
+    Report(commands::report::Args),
     /// Run a Luma-compatible simulator on loopback (tests, demos, dry runs at zero cost).
     Sim(commands::sim::Args),
 }
@@ -45,6 +51,9 @@ fn main() -> ExitCode {
         Command::Estimate(args) => commands::estimate::run(cli.config.as_deref(), args),
         Command::Run(args) => commands::run::run(cli.config.as_deref(), args),
         Command::Status(args) => commands::status::run(cli.config.as_deref(), args),
+        Command::Review(args) => commands::review::run(cli.config.as_deref(), args),
+        Command::Promote(args) => commands::promote::run(cli.config.as_deref(), args),
+        Command::Report(args) => commands::report::run(cli.config.as_deref(), args),
         Command::Sim(args) => commands::sim::run(args),
     };
     match outcome {

@@ -68,7 +68,10 @@ pub fn shape_matches(width: u32, height: u32, aspect: AspectRatio) -> bool {
 
 /// Writes `bytes` to `path` atomically: temporary file, sync, rename, sync the directory.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let tmp = temporary_path(path);
     let result = (|| {

@@ -14,10 +14,13 @@ pub mod lock;
 pub mod notify;
 pub mod outputs;
 pub mod poller;
+pub mod promote;
 pub mod reconcile;
+pub mod report;
 pub mod requests;
 pub mod scheduler;
 mod task;
+pub mod thumbs;
 pub mod windows;
 
 use std::path::PathBuf;

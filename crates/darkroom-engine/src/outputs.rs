@@ -71,7 +71,7 @@ pub async fn write_outputs(ledger: &Ledger, job_id: i64, job_dir: &Path) -> Resu
 }
 
 fn result_line(r: &ResultRecord, metadata: &Metadata) -> serde_json::Value {
-    json!({
+    let mut line = json!({
         "id": r.task_key,
         "row_id": r.row_id,
         "variant": r.variant,
@@ -87,7 +87,13 @@ fn result_line(r: &ResultRecord, metadata: &Metadata) -> serde_json::Value {
         "prompt": r.prompt,
         "aspect_ratio": r.aspect_ratio,
         "metadata": metadata,
-    })
+    });
+    if let Some(preview) = &r.preview_key {
+        // A final made by promotion names its preview and how the preview was used.
+        line["preview"] = json!(preview);
+        line["reference"] = json!(r.reference_note);
+    }
+    line
 }
 
 fn error_line(r: &ResultRecord, metadata: &Metadata) -> serde_json::Value {

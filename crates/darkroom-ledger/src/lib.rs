@@ -9,6 +9,7 @@
 //! process (`darkroom status` while a run goes on) reads through WAL.
 
 mod records;
+mod review;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -19,6 +20,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row as _, SqlitePool};
 
 pub use records::{Counts, GenerationRecord, JobRecord, PassRecord, ResultRecord, TaskRecord, TaskState};
+pub use review::{ModelSpend, NewFinal, SpendPoint, TileRecord};
 
 /// What can go wrong with the ledger. The engine stops the run on any of these: a ledger that
 /// can't be written is a systemic failure.
@@ -731,7 +733,8 @@ impl Ledger {
     ) -> Result<Vec<ResultRecord>> {
         Ok(sqlx::query_as::<_, ResultRecord>(
             "SELECT id, task_key, row_id, pass, model, state, reason, output_path, cost_micros, generation_id,
-                    attempts, cached, latency_ms, prompt, aspect_ratio, metadata_json, variant
+                    attempts, cached, latency_ms, prompt, aspect_ratio, metadata_json, variant, reference_note,
+                    (SELECT p.task_key FROM tasks p WHERE p.id = tasks.preview_task_id) AS preview_key
              FROM tasks WHERE job_id = ?1 AND pass = ?2 AND superseded = 0 AND id > ?3 ORDER BY id LIMIT ?4",
         )
         .bind(job_id)
@@ -817,7 +820,7 @@ impl Loader {
         sqlx::query(
             "UPDATE tasks SET superseded = 1,
                     state = CASE WHEN state IN ('pending', 'skipped') THEN 'cancelled' ELSE state END
-             WHERE job_id = ?1 AND pass = ?2 AND superseded = 0
+             WHERE job_id = ?1 AND pass = ?2 AND superseded = 0 AND preview_task_id IS NULL
                AND NOT EXISTS (SELECT 1 FROM loaded_keys k WHERE k.task_key = tasks.task_key
                                AND k.fingerprint = tasks.fingerprint)",
         )

@@ -169,6 +169,10 @@ pub struct ResultRecord {
     pub aspect_ratio: String,
     pub metadata_json: String,
     pub variant: i64,
+    /// For a final made by promotion: how its preview was used as its reference.
+    pub reference_note: Option<String>,
+    /// For a final made by promotion: the task key of its preview.
+    pub preview_key: Option<String>,
 }
 
 /// Tasks of a pass by state.

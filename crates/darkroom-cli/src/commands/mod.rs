@@ -2,7 +2,11 @@
 //! several commands share (the pass flag, the upstream connection, job names, row errors).
 
 pub mod estimate;
+pub mod pass;
 pub mod progress;
+pub mod promote;
+pub mod report;
+pub mod review;
 pub mod run;
 pub mod sim;
 pub mod status;

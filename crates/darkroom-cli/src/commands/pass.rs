@@ -1,0 +1,341 @@
+//! Running a pass once its tasks are in the ledger: what `darkroom run` and `darkroom promote` share.
+//! Progress on stderr (or JSON events on stdout), Ctrl-C handling, notifications, the refreshed
+//! report, and the summary that ends the run with what to do next.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use darkroom_engine::notify::{NotificationKind, Notifier, SigningSecret};
+use darkroom_engine::scheduler::Shutdown;
+use darkroom_engine::{Event, Outcome, RunSettings, StopReason};
+use darkroom_jobs::Pass;
+use darkroom_ledger::Ledger;
+use tokio::sync::mpsc;
+
+use crate::commands::progress::Progress;
+use crate::commands::Connection;
+use crate::config::{self, Settings};
+use crate::exit::{Exit, Failure};
+
+/// The flags every command that spends takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunFlags {
+    /// Creates per minute (0 turns the limit off) [default: config limits.creates_per_minute].
+    #[arg(long, value_name = "N")]
+    pub rate_per_minute: Option<u32>,
+    /// Generations in flight at once [default: config limits.max_in_flight].
+    #[arg(long, value_name = "N")]
+    pub max_in_flight: Option<u32>,
+    /// Don't reuse images with the same fingerprint from earlier jobs.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Print one JSON event per line on stdout instead of a progress bar.
+    #[arg(long)]
+    pub json: bool,
+    /// After Ctrl-C, how long in-flight generations get to finish (seconds).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub drain_timeout: u64,
+    /// POST a signed JSON summary here when the run ends, the budget runs out, 80% of it is spent, or
+    /// the upstream refuses the run (repeatable; also `[notify] urls` in config). Signed with
+    /// DARKROOM_NOTIFY_SECRET, Standard Webhooks style.
+    #[arg(long, value_name = "URL")]
+    pub notify: Vec<String>,
+}
+
+/// A pass ready to run.
+pub struct PassRun {
+    pub ledger: Ledger,
+    pub connection: Connection,
+    pub job: String,
+    pub job_id: i64,
+    pub pass: Pass,
+    pub out: PathBuf,
+    pub flags: RunFlags,
+    pub start_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub deadline_ms: Option<i64>,
+    /// The command that resumes this pass, for the summary.
+    pub resume: String,
+}
+
+/// The engine's settings for a pass, from config and flags.
+pub fn run_settings(
+    settings: &Settings,
+    job: &str,
+    pass: Pass,
+    out: &std::path::Path,
+    flags: &RunFlags,
+    deadline_ms: Option<i64>,
+) -> RunSettings {
+    let mut s = RunSettings::new(job, pass, out);
+    s.prices = settings.prices;
+    let per_minute = flags
+        .rate_per_minute
+        .unwrap_or(settings.limits.creates_per_minute);
+    s.creates_per_minute = (per_minute > 0).then_some(per_minute);
+    s.max_in_flight = flags
+        .max_in_flight
+        .unwrap_or(settings.limits.max_in_flight)
+        .max(1);
+    s.max_attempts = settings.retry.max_attempts.max(1);
+    s.latency_photon_1 = Duration::from_secs_f64(settings.latency.photon_1.max(0.0));
+    s.latency_photon_flash_1 = Duration::from_secs_f64(settings.latency.photon_flash_1.max(0.0));
+    s.use_cache = !flags.no_cache;
+    s.drain_timeout = Duration::from_secs(flags.drain_timeout);
+    s.deadline_ms = deadline_ms;
+    s
+}
+
+/// Runs the pass and ends with the summary; the exit code says how it ended.
+pub async fn execute(settings: &Settings, run: PassRun) -> anyhow::Result<Exit> {
+    let engine_settings = run_settings(
+        settings,
+        &run.job,
+        run.pass,
+        &run.out,
+        &run.flags,
+        run.deadline_ms,
+    );
+    let PassRun {
+        ledger,
+        connection,
+        job,
+        job_id,
+        pass,
+        out,
+        flags,
+        start_at,
+        resume,
+        ..
+    } = run;
+
+    let shutdown = Shutdown::default();
+    let signals = tokio::spawn(watch_signals(shutdown.clone()));
+    let (events_tx, events_rx) = mpsc::channel(1024);
+    let total = ledger.counts(job_id, pass).await?.total;
+    let progress = Arc::new(Progress::new(flags.json, total));
+    let mut notify_urls = settings.notify.urls.clone();
+    notify_urls.extend(flags.notify.iter().cloned());
+    let notifier = Notifier::new(
+        notify_urls,
+        config::notify_secret().as_deref().map(SigningSecret::parse),
+    );
+    let printer = tokio::spawn(print_events(
+        events_rx,
+        progress.clone(),
+        notifier.clone(),
+        job.clone(),
+    ));
+
+    if let Some(start_at) = start_at {
+        if !wait_until(start_at, &shutdown).await {
+            signals.abort();
+            ledger.close().await;
+            connection.stop().await;
+            eprintln!("cancelled before the start; nothing was sent");
+            return Ok(Exit::Interrupted);
+        }
+    }
+    let started = std::time::Instant::now();
+    let outcome = darkroom_engine::run_pass(
+        &ledger,
+        &connection.client,
+        &engine_settings,
+        job_id,
+        events_tx,
+        shutdown.clone(),
+    )
+    .await;
+    let _ = printer.await;
+    signals.abort();
+    progress.finish();
+    let outcome = outcome?;
+    let job_dir = out.join(&job);
+    let report = refresh_report(&ledger, job_id, &job, &job_dir).await;
+    ledger.close().await;
+    connection.stop().await;
+
+    let summary = serde_json::json!({
+        "event": "summary", "job": job, "pass": pass.as_str(), "counts": outcome.counts,
+        "spent": outcome.spent, "budget": outcome.budget,
+        "stopped": outcome.stop.as_ref().map(|s| format!("{s:?}")),
+        "out": job_dir.display().to_string(),
+        "duration_ms": u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        "results": job_dir.join("results.jsonl").display().to_string(),
+        "report": report.as_ref().map(|p| p.display().to_string()),
+    });
+    let kind = match outcome.stop {
+        Some(StopReason::BudgetExhausted) => NotificationKind::BudgetExhausted,
+        Some(StopReason::Refused(_)) => NotificationKind::BreakerTripped,
+        _ => NotificationKind::RunFinished,
+    };
+    notifier.send(kind, &job, summary.clone());
+    notifier.flush(Duration::from_secs(10)).await;
+    if flags.json {
+        println!("{summary}");
+    }
+    print_summary(&job, pass, &outcome, &job_dir, report.as_deref(), &resume)
+}
+
+/// Rewrites `OUT/JOB/report.html`; a report that can't be written is a warning, not a failure.
+async fn refresh_report(
+    ledger: &Ledger,
+    job_id: i64,
+    job: &str,
+    job_dir: &std::path::Path,
+) -> Option<PathBuf> {
+    let path = job_dir.join("report.html");
+    let report = match darkroom_engine::report::build(ledger, job_id, job).await {
+        Ok(report) => report,
+        Err(error) => {
+            tracing::warn!(%error, "could not build the report");
+            return None;
+        }
+    };
+    let (dir, target) = (job_dir.to_path_buf(), path.clone());
+    let written = tokio::task::spawn_blocking(move || {
+        let html = report.to_html(&dir);
+        darkroom_engine::images::write_atomically(&target, html.as_bytes())
+    })
+    .await;
+    match written {
+        Ok(Ok(())) => Some(path),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, path = %path.display(), "could not write the report");
+            None
+        }
+        Err(error) => {
+            tracing::warn!(%error, "could not write the report");
+            None
+        }
+    }
+}
+
+/// The run's last words: what happened, what it cost, and what to do next.
+fn print_summary(
+    job: &str,
+    pass: Pass,
+    outcome: &Outcome,
+    job_dir: &std::path::Path,
+    report: Option<&std::path::Path>,
+    resume: &str,
+) -> anyhow::Result<Exit> {
+    let counts = outcome.counts;
+    eprintln!(
+        "{job} {pass}: {} done ({} cached), {} blocked, {} failed, {} skipped, {} left; spent {} of {}",
+        counts.done,
+        counts.cached,
+        counts.blocked,
+        counts.failed,
+        counts.skipped,
+        counts.pending + counts.in_flight,
+        outcome.spent,
+        outcome.budget
+    );
+    eprintln!("outputs: {}", job_dir.display());
+    if let Some(report) = report {
+        eprintln!("report:  {}", report.display());
+    }
+    Ok(match &outcome.stop {
+        Some(StopReason::Interrupted) => {
+            eprintln!("interrupted; run `{resume}` again to resume");
+            Exit::Interrupted
+        }
+        Some(StopReason::BudgetExhausted) => {
+            eprintln!("the budget ran out; raise it with `{resume} --budget USD` to finish");
+            Exit::BudgetExhausted
+        }
+        Some(StopReason::Deadline) => {
+            eprintln!("the deadline passed; run `{resume} --deadline TIME` (or --no-deadline) to finish");
+            Exit::Deadline
+        }
+        Some(StopReason::Refused(reason)) => {
+            return Err(
+                Failure::new(Exit::Refused, format!("the upstream refused the run: {reason}")).into(),
+            );
+        }
+        Some(StopReason::Failed(reason)) => {
+            return Err(
+                Failure::new(Exit::SomeFailed, format!("the run stopped: {reason}"))
+                    .with_hint(format!(
+                        "fix the cause, then run `{resume}` again: nothing paid is lost"
+                    ))
+                    .into(),
+            );
+        }
+        None if counts.failed + counts.blocked > 0 || counts.pending + counts.in_flight > 0 => {
+            eprintln!(
+                "details of each failed or blocked task: {}",
+                job_dir.join("errors.jsonl").display()
+            );
+            if counts.failed + counts.pending + counts.in_flight > 0 {
+                eprintln!("run `{resume}` again to retry the failed ones");
+            }
+            if pass == Pass::Preview && counts.done > 0 {
+                eprintln!("next: darkroom review {job}");
+            }
+            Exit::SomeFailed
+        }
+        None => {
+            if pass == Pass::Preview {
+                eprintln!("next: darkroom review {job}   (choose the previews to make finals of)");
+            }
+            Exit::Done
+        }
+    })
+}
+
+/// First Ctrl-C: stop taking work and let in-flight generations finish. Second: abort.
+async fn watch_signals(shutdown: Shutdown) {
+    if tokio::signal::ctrl_c().await.is_err() {
+        return;
+    }
+    eprintln!("stopping: no new creates; waiting for in-flight generations (Ctrl-C again to abort)");
+    shutdown.stop.cancel();
+    if tokio::signal::ctrl_c().await.is_ok() {
+        eprintln!("aborting; the ledger is consistent and the next run resumes");
+        shutdown.abort.cancel();
+    }
+}
+
+async fn print_events(
+    mut events: mpsc::Receiver<Event>,
+    progress: Arc<Progress>,
+    notifier: Notifier,
+    job: String,
+) {
+    while let Some(event) = events.recv().await {
+        progress.show(&event);
+        if let Event::BudgetWarning { .. } = &event {
+            notifier.send(NotificationKind::BudgetWarning, &job, serde_json::json!(event));
+        }
+    }
+}
+
+/// Waits until `at`, showing a countdown on stderr; false if Ctrl-C came first.
+async fn wait_until(at: chrono::DateTime<chrono::Utc>, shutdown: &Shutdown) -> bool {
+    loop {
+        let left = darkroom_engine::windows::until(at, chrono::Utc::now());
+        if left.is_zero() {
+            return true;
+        }
+        let (h, m, s) = (
+            left.as_secs() / 3600,
+            left.as_secs() / 60 % 60,
+            left.as_secs() % 60,
+        );
+        eprintln!(
+            "starting at {} (in {h}h{m:02}m{s:02}s); Ctrl-C cancels",
+            at.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M")
+        );
+        let step = if left > Duration::from_secs(600) {
+            Duration::from_secs(300)
+        } else {
+            left.min(Duration::from_secs(60))
+        };
+        tokio::select! {
+            () = tokio::time::sleep(step) => {}
+            () = shutdown.stop.cancelled() => return false,
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! Promotion: finals with Photon 1 for chosen previews.
+//!
+//! A final copies its preview's request (prompt, aspect ratio, format, references), switches the
+//! model to the final pass's, and adds the preview's upstream image as a reference so the final
+//! keeps its composition. When the preview's URL no longer resolves (upstream URLs expire), the
+//! final is made from the prompt alone and its `reference_note` says so. Finals are ordinary tasks
+//! of the `final` pass, linked to their preview, so `run_pass` makes them under every rule of a
+//! run: reservation against the final budget, resume, no double pay.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+
+use darkroom_jobs::{Model, Money, Pass};
+use darkroom_ledger::{Ledger, NewFinal, TileRecord};
+use darkroom_luma::Client;
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+use crate::requests::body_fingerprint;
+use crate::EngineError;
+
+/// How a final uses its preview.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PreviewReference {
+    /// `modify_image_ref`: the final is the preview, redone by Photon 1 (keeps the composition).
+    ModifyImageRef,
+    /// One more `image_ref`: the preview guides the final.
+    ImageRef,
+    /// Not at all: the final is made from the prompt alone.
+    None,
+}
+
+/// What promotion makes.
+#[derive(Debug, Clone)]
+pub struct PromoteOptions {
+    pub reference: PreviewReference,
+    /// The reference's weight, 0 to 1.
+    pub weight: f64,
+    /// The final pass's model and its price.
+    pub model: Model,
+    pub price: Money,
+}
+
+/// The previews a selection names, checked against the ledger.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// Done previews without a final yet.
+    pub chosen: Vec<TileRecord>,
+    /// Chosen previews that already have a final (promoting again resumes them).
+    pub already: Vec<String>,
+    /// Ids that match no preview of the job.
+    pub unknown: Vec<String>,
+    /// Ids of previews that have no image to promote (failed, blocked, skipped, not yet done).
+    pub not_done: Vec<(String, String)>,
+}
+
+impl Plan {
+    /// Whether the selection has ids that can't be promoted: then nothing is spent.
+    pub fn has_errors(&self) -> bool {
+        !self.unknown.is_empty() || !self.not_done.is_empty()
+    }
+
+    /// What the new finals cost at `price` each.
+    pub fn cost(&self, price: Money) -> Money {
+        Money::from_micros(
+            price
+                .micros()
+                .saturating_mul(i64::try_from(self.chosen.len()).unwrap_or(i64::MAX)),
+        )
+    }
+}
+
+/// Which previews to promote.
+#[derive(Debug, Clone)]
+pub enum Selection {
+    /// Every done preview.
+    All,
+    /// These task ids (`ROWID` or `ROWID-VARIANT`, as in `manifest.csv`).
+    Ids(Vec<String>),
+}
+
+/// A select file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SelectionError {
+    #[error("could not read {path}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}, line {line}: {message}")]
+    Csv {
+        path: String,
+        line: u64,
+        message: String,
+    },
+    #[error("{path} has no `id` column (expected the review page's export or manifest.csv)")]
+    NoIdColumn { path: String },
+}
+
+/// Whether a `keep` cell chooses its row: `y`, `yes`, `x`, `1` or `true`, in any case.
+pub fn is_kept(cell: &str) -> bool {
+    matches!(
+        cell.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes" | "x" | "1" | "true"
+    )
+}
+
+/// Reads a select file: a CSV with an `id` column (the review page's export, or `manifest.csv`).
+/// With a `keep` column, only rows it marks are chosen; without one, every listed id is. With a
+/// `pass` column, only preview rows count.
+pub fn read_selection(path: &Path) -> Result<Vec<String>, SelectionError> {
+    let shown = path.display().to_string();
+    let file = std::fs::File::open(path).map_err(|source| SelectionError::Io {
+        path: shown.clone(),
+        source,
+    })?;
+    let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(file);
+    let csv_error = |e: csv::Error| SelectionError::Csv {
+        path: shown.clone(),
+        line: e.position().map_or(1, csv::Position::line),
+        message: e.to_string(),
+    };
+    let headers = reader.headers().map_err(csv_error)?.clone();
+    let column = |name: &str| {
+        headers
+            .iter()
+            .position(|h| h.trim().trim_start_matches('\u{feff}').eq_ignore_ascii_case(name))
+    };
+    let id = column("id").ok_or_else(|| SelectionError::NoIdColumn { path: shown.clone() })?;
+    let (keep, pass) = (column("keep"), column("pass"));
+    let mut ids = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(csv_error)?;
+        if pass.is_some_and(|p| record.get(p).is_some_and(|v| v.trim() != "preview")) {
+            continue;
+        }
+        if keep.is_some_and(|k| !is_kept(record.get(k).unwrap_or(""))) {
+            continue;
+        }
+        if let Some(value) = record.get(id).map(str::trim).filter(|v| !v.is_empty()) {
+            ids.push(value.to_string());
+        }
+    }
+    Ok(ids)
+}
+
+/// Checks a selection against the job's previews and finals.
+pub async fn plan(ledger: &Ledger, job_id: i64, selection: &Selection) -> Result<Plan, EngineError> {
+    let previews = ledger.tiles(job_id, Pass::Preview).await?;
+    let finals = ledger.tiles(job_id, Pass::Final).await?;
+    let promoted: BTreeSet<i64> = finals.iter().filter_map(|f| f.preview_task_id).collect();
+    let final_keys: BTreeSet<&str> = finals.iter().map(|f| f.task_key.as_str()).collect();
+    let by_key: HashMap<&str, &TileRecord> = previews.iter().map(|p| (p.task_key.as_str(), p)).collect();
+
+    let mut plan = Plan::default();
+    let wanted: Vec<&TileRecord> = match selection {
+        Selection::All => previews.iter().filter(|p| p.state == "done").collect(),
+        Selection::Ids(ids) => {
+            let mut seen = BTreeSet::new();
+            let mut wanted = Vec::new();
+            for id in ids {
+                if !seen.insert(id.as_str()) {
+                    continue;
+                }
+                match by_key.get(id.as_str()) {
+                    None => plan.unknown.push(id.clone()),
+                    Some(p) if p.state != "done" => plan.not_done.push((id.clone(), p.state.clone())),
+                    Some(p) => wanted.push(*p),
+                }
+            }
+            wanted
+        }
+    };
+    for preview in wanted {
+        if promoted.contains(&preview.id) || final_keys.contains(preview.task_key.as_str()) {
+            plan.already.push(preview.task_key.clone());
+        } else {
+            plan.chosen.push(preview.clone());
+        }
+    }
+    Ok(plan)
+}
+
+/// Adds a pending final for each chosen preview; returns the finals made without their preview
+/// (its URL no longer resolved), by task id. Run the final pass afterwards to make them.
+pub async fn add_finals(
+    ledger: &Ledger,
+    client: &Client,
+    job_id: i64,
+    plan: &Plan,
+    options: &PromoteOptions,
+) -> Result<Vec<String>, EngineError> {
+    // Each check owns what it uses, so the future stays `Send` for any caller.
+    let probes: Vec<_> = plan
+        .chosen
+        .iter()
+        .cloned()
+        .map(|preview| {
+            let (client, reference) = (client.clone(), options.reference);
+            async move {
+                let resolves = match (&preview.image_url, reference) {
+                    (_, PreviewReference::None) => None,
+                    (Some(url), _) => Some(match client.download(url, 64 << 20).await {
+                        Ok(_) => Ok(url.clone()),
+                        Err(error) => Err(error.to_string()),
+                    }),
+                    (None, _) => Some(Err(
+                        "the ledger has no upstream URL for it (a cached image)".to_string()
+                    )),
+                };
+                (preview, resolves)
+            }
+        })
+        .collect();
+    let checks: Vec<(TileRecord, Option<Result<String, String>>)> =
+        futures::stream::iter(probes).buffered(8).collect().await;
+
+    let mut finals = Vec::with_capacity(checks.len());
+    let mut without = Vec::new();
+    for (preview, resolves) in checks {
+        let (url, note) = match resolves {
+            None => (
+                None,
+                "none: made from the prompt alone (promote.reference = none)".to_string(),
+            ),
+            Some(Ok(url)) => {
+                let field = match options.reference {
+                    PreviewReference::ImageRef => "image_ref",
+                    _ => "modify_image_ref",
+                };
+                (
+                    Some(url),
+                    format!(
+                        "{field} = preview {} (weight {})",
+                        preview.task_key, options.weight
+                    ),
+                )
+            }
+            Some(Err(why)) => {
+                without.push(preview.task_key.clone());
+                (
+                    None,
+                    format!("the preview's URL no longer resolves ({why}); made from the prompt alone"),
+                )
+            }
+        };
+        let request_json = final_request(&preview.request_json, options, url.as_deref());
+        finals.push(NewFinal {
+            preview_task_id: preview.id,
+            task_key: preview.task_key.clone(),
+            row_id: preview.row_id.clone(),
+            line: preview.line,
+            variant: preview.variant,
+            variants: preview.variants,
+            model: options.model.as_str().to_string(),
+            fingerprint: body_fingerprint(&format!("{}|{request_json}", preview.variant)),
+            request_json,
+            prompt: preview.prompt.clone(),
+            aspect_ratio: preview.aspect_ratio.clone(),
+            format: preview.format.clone(),
+            metadata_json: preview.metadata_json.clone(),
+            price: options.price,
+            reference_note: note,
+        });
+    }
+    ledger.add_finals(job_id, &finals).await?;
+    Ok(without)
+}
+
+/// The final's create body: the preview's, with the final model and the preview as a reference.
+fn final_request(preview_request: &str, options: &PromoteOptions, preview_url: Option<&str>) -> String {
+    let mut body: serde_json::Map<String, Value> = serde_json::from_str(preview_request).unwrap_or_default();
+    body.insert("model".into(), json!(options.model.as_str()));
+    if let Some(url) = preview_url {
+        let reference = json!({ "url": url, "weight": options.weight });
+        match options.reference {
+            // The preview was made from the row's own modify_image_ref: it takes that place.
+            PreviewReference::ModifyImageRef => {
+                body.insert("modify_image_ref".into(), reference);
+            }
+            PreviewReference::ImageRef => {
+                let refs = body.entry("image_ref").or_insert_with(|| json!([]));
+                if let Some(list) = refs.as_array_mut() {
+                    // Luma takes at most 4: the preview replaces the last when the row has 4.
+                    list.truncate(3);
+                    list.push(reference);
+                }
+            }
+            PreviewReference::None => {}
+        }
+    }
+    Value::Object(body).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(reference: PreviewReference) -> PromoteOptions {
+        PromoteOptions {
+            reference,
+            weight: 0.85,
+            model: Model::Photon1,
+            price: Money::from_micros(15_000),
+        }
+    }
+
+    #[test]
+    fn keep_cells_that_choose_a_row() {
+        for yes in ["y", "YES", " x ", "1", "True"] {
+            assert!(is_kept(yes), "{yes:?}");
+        }
+        for no in ["", "n", "no", "0", "false", "keep", "2"] {
+            assert!(!is_kept(no), "{no:?}");
+        }
+    }
+
+    #[test]
+    fn the_final_request_switches_the_model_and_adds_the_preview() {
+        let preview = r#"{"model":"photon-flash-1","prompt":"a vase","aspect_ratio":"1:1","format":"jpg"}"#;
+        let body: Value = serde_json::from_str(&final_request(
+            preview,
+            &options(PreviewReference::ModifyImageRef),
+            Some("http://p/1.jpg"),
+        ))
+        .unwrap();
+        assert_eq!(body["model"], "photon-1");
+        assert_eq!(body["prompt"], "a vase");
+        assert_eq!(body["modify_image_ref"]["url"], "http://p/1.jpg");
+        assert_eq!(body["modify_image_ref"]["weight"], 0.85);
+
+        let body: Value = serde_json::from_str(&final_request(
+            preview,
+            &options(PreviewReference::ModifyImageRef),
+            None,
+        ))
+        .unwrap();
+        assert!(body.get("modify_image_ref").is_none(), "no URL, no reference");
+    }
+
+    #[test]
+    fn an_image_ref_final_keeps_at_most_four_references() {
+        let preview = r#"{"model":"photon-flash-1","prompt":"a vase","image_ref":[{"url":"a"},{"url":"b"},{"url":"c"},{"url":"d"}]}"#;
+        let body: Value = serde_json::from_str(&final_request(
+            preview,
+            &options(PreviewReference::ImageRef),
+            Some("p"),
+        ))
+        .unwrap();
+        let refs = body["image_ref"].as_array().unwrap();
+        assert_eq!(refs.len(), 4);
+        assert_eq!(refs[3]["url"], "p");
+        assert_eq!(refs[0]["url"], "a");
+    }
+}

@@ -1,0 +1,176 @@
+//! What review, promotion and the report read and write: the contact sheet's tiles, finals made
+//! from chosen previews (linked to them), and the report's figures.
+
+use darkroom_jobs::{Money, Pass};
+use serde::Serialize;
+
+use crate::{Ledger, Result};
+
+/// One task as a tile of the contact sheet, with the upstream URL of its kept image.
+#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
+pub struct TileRecord {
+    pub id: i64,
+    pub pass: String,
+    pub task_key: String,
+    pub row_id: String,
+    pub line: i64,
+    pub variant: i64,
+    pub variants: i64,
+    pub model: String,
+    pub state: String,
+    pub reason: Option<String>,
+    pub prompt: String,
+    pub aspect_ratio: String,
+    pub format: String,
+    pub metadata_json: String,
+    pub request_json: String,
+    pub price_micros: i64,
+    pub cost_micros: i64,
+    pub cached: i64,
+    pub attempts: i64,
+    pub latency_ms: Option<i64>,
+    pub output_path: Option<String>,
+    pub preview_task_id: Option<i64>,
+    pub reference_note: Option<String>,
+    /// The upstream URL of the image the task kept (its last completed generation).
+    pub image_url: Option<String>,
+}
+
+/// A final to add for a chosen preview.
+#[derive(Debug, Clone)]
+pub struct NewFinal {
+    pub preview_task_id: i64,
+    pub task_key: String,
+    pub row_id: String,
+    pub line: i64,
+    pub variant: i64,
+    pub variants: i64,
+    pub model: String,
+    pub fingerprint: String,
+    pub request_json: String,
+    pub prompt: String,
+    pub aspect_ratio: String,
+    pub format: String,
+    pub metadata_json: String,
+    pub price: Money,
+    pub reference_note: String,
+}
+
+/// Net spend of one model in one pass.
+#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
+pub struct ModelSpend {
+    pub pass: String,
+    pub model: String,
+    pub charged_micros: i64,
+    pub refunded_micros: i64,
+    /// Generations charged.
+    pub charges: i64,
+}
+
+/// One entry of the money log, signed: charges positive, refunds negative.
+#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+pub struct SpendPoint {
+    pub at: i64,
+    pub micros: i64,
+}
+
+const TILE_COLUMNS: &str =
+    "SELECT t.id, t.pass, t.task_key, t.row_id, t.line, t.variant, t.variants, t.model,
+    t.state, t.reason, t.prompt, t.aspect_ratio, t.format, t.metadata_json, t.request_json, t.price_micros,
+    t.cost_micros, t.cached, t.attempts, t.latency_ms, t.output_path, t.preview_task_id, t.reference_note,
+    (SELECT g.image_url FROM generations g WHERE g.task_id = t.id AND g.image_url IS NOT NULL
+       AND g.state IN ('kept', 'completed') ORDER BY g.id DESC LIMIT 1) AS image_url
+    FROM tasks t";
+
+impl Ledger {
+    /// The tasks of a pass that are not superseded or cancelled, in file order, as tiles.
+    pub async fn tiles(&self, job_id: i64, pass: Pass) -> Result<Vec<TileRecord>> {
+        Ok(sqlx::query_as::<_, TileRecord>(&format!(
+            "{TILE_COLUMNS} WHERE t.job_id = ?1 AND t.pass = ?2 AND t.superseded = 0 AND t.state != 'cancelled'
+             ORDER BY t.line, t.row_id, t.variant, t.id"
+        ))
+        .bind(job_id)
+        .bind(pass.as_str())
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Adds finals for chosen previews, pending, in one transaction. A preview that already has a
+    /// final keeps it (promoting again resumes, it never adds a second one). Returns how many
+    /// were added.
+    pub async fn add_finals(&self, job_id: i64, finals: &[NewFinal]) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let mut added = 0;
+        for f in finals {
+            let inserted = sqlx::query(
+                "INSERT INTO tasks (job_id, pass, task_key, row_id, line, variant, variants, model, fingerprint,
+                                    request_json, prompt, aspect_ratio, format, metadata_json, price_micros,
+                                    preview_task_id, reference_note)
+                 SELECT ?1, 'final', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16
+                 WHERE NOT EXISTS (SELECT 1 FROM tasks WHERE job_id = ?1 AND pass = 'final' AND superseded = 0
+                                   AND (preview_task_id = ?15 OR task_key = ?2))",
+            )
+            .bind(job_id)
+            .bind(&f.task_key)
+            .bind(&f.row_id)
+            .bind(f.line)
+            .bind(f.variant)
+            .bind(f.variants)
+            .bind(&f.model)
+            .bind(&f.fingerprint)
+            .bind(&f.request_json)
+            .bind(&f.prompt)
+            .bind(&f.aspect_ratio)
+            .bind(&f.format)
+            .bind(&f.metadata_json)
+            .bind(f.price.micros())
+            .bind(f.preview_task_id)
+            .bind(&f.reference_note)
+            .execute(&mut *tx)
+            .await?;
+            added += inserted.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(added)
+    }
+
+    /// Charges and refunds by pass and model.
+    pub async fn spend_by_model(&self, job_id: i64) -> Result<Vec<ModelSpend>> {
+        Ok(sqlx::query_as::<_, ModelSpend>(
+            "SELECT s.pass, t.model,
+                    SUM(CASE s.kind WHEN 'charge' THEN s.micros ELSE 0 END) AS charged_micros,
+                    SUM(CASE s.kind WHEN 'refund' THEN s.micros ELSE 0 END) AS refunded_micros,
+                    SUM(CASE s.kind WHEN 'charge' THEN 1 ELSE 0 END) AS charges
+             FROM spend s JOIN tasks t ON t.id = s.task_id
+             WHERE s.job_id = ?1 GROUP BY s.pass, t.model ORDER BY s.pass DESC, t.model",
+        )
+        .bind(job_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The job's money log in time order, signed.
+    pub async fn spend_points(&self, job_id: i64) -> Result<Vec<SpendPoint>> {
+        Ok(sqlx::query_as::<_, SpendPoint>(
+            "SELECT at, CASE kind WHEN 'charge' THEN micros ELSE -micros END AS micros
+             FROM spend WHERE job_id = ?1 ORDER BY at, id",
+        )
+        .bind(job_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The cost of every task of the pass that is not superseded or cancelled: what the pass
+    /// costs when every task is made once, as estimated when the tasks were created.
+    pub async fn planned_cost(&self, job_id: i64, pass: Pass) -> Result<Money> {
+        let sum: Option<i64> = sqlx::query_scalar(
+            "SELECT SUM(price_micros) FROM tasks
+             WHERE job_id = ?1 AND pass = ?2 AND superseded = 0 AND state != 'cancelled'",
+        )
+        .bind(job_id)
+        .bind(pass.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Money::from_micros(sum.unwrap_or(0)))
+    }
+}
