@@ -456,16 +456,27 @@ impl Report {
              <line x1=\"{pad}\" y1=\"{pad}\" x2=\"{pad}\" y2=\"{b}\" class=\"axis\"/>\
              <polyline class=\"spend\" points=\"{}\"/>\
              <text x=\"{pad}\" y=\"{top}\">{}</text>\
-             <text x=\"{r}\" y=\"{foot}\" text-anchor=\"end\">{:.0} min</text></svg>",
+             <text x=\"{r}\" y=\"{foot}\" text-anchor=\"end\">{}</text></svg>",
             path.join(" "),
             Money::from_micros(top),
-            span / 60_000.0,
+            elapsed(span / 1000.0),
             b = h - pad,
             r = w - pad,
             top = pad - 8.0,
             foot = h - pad + 18.0,
         );
         svg
+    }
+}
+
+/// A span of seconds as a chart label: `42 s`, `17 min`, `3.5 h`.
+fn elapsed(seconds: f64) -> String {
+    if seconds < 120.0 {
+        format!("{seconds:.0} s")
+    } else if seconds < 7_200.0 {
+        format!("{:.0} min", seconds / 60.0)
+    } else {
+        format!("{:.1} h", seconds / 3_600.0)
     }
 }
 

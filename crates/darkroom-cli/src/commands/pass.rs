@@ -178,7 +178,7 @@ pub async fn execute(settings: &Settings, run: PassRun) -> anyhow::Result<Exit> 
 }
 
 /// Rewrites `OUT/JOB/report.html`; a report that can't be written is a warning, not a failure.
-async fn refresh_report(
+pub async fn refresh_report(
     ledger: &Ledger,
     job_id: i64,
     job: &str,

@@ -434,6 +434,13 @@ async fn make_finals(review: &Review, plan: promote::Plan) -> anyhow::Result<Str
     )
     .await?;
     let _ = drain.await;
+    crate::commands::pass::refresh_report(
+        &review.ledger,
+        review.job_id,
+        &review.job,
+        &review.out.join(&review.job),
+    )
+    .await;
     let c = outcome.counts;
     let mut message = format!(
         "finals: {} done, {} blocked, {} failed, {} skipped; spent {} of {}",
