@@ -22,9 +22,10 @@ fn results(dir: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// manifest.csv with `keep` filled for the rows whose id is in `keep`.
+/// Fills `keep` in manifest.csv, in place, for the rows whose id is in `keep`.
 fn keep_in_manifest(dir: &Path, keep: &[&str]) -> std::path::PathBuf {
-    let manifest = std::fs::read_to_string(dir.join("out/vases/manifest.csv")).unwrap();
+    let path = dir.join("out/vases/manifest.csv");
+    let manifest = std::fs::read_to_string(&path).unwrap();
     let mut out = String::new();
     for (i, line) in manifest.lines().enumerate() {
         let id = line.split(',').next().unwrap();
@@ -32,7 +33,8 @@ fn keep_in_manifest(dir: &Path, keep: &[&str]) -> std::path::PathBuf {
         let cell = if i > 0 && keep.contains(&id) { "Yes" } else { "" };
         out.push_str(&format!("{line}{cell}\n"));
     }
-    write(dir, "chosen.csv", &out)
+    std::fs::write(&path, out).unwrap();
+    path
 }
 
 #[test]
@@ -98,6 +100,12 @@ fn promote_makes_finals_from_the_kept_previews_with_the_preview_as_reference() {
         assert_eq!(generation["request"]["prompt"], final_["prompt"]);
     }
     assert_eq!(sim.net_billing(), 4 * FLASH + 2 * PHOTON);
+    // The run rewrote manifest.csv with the finals in it, and kept what the user wrote in `keep`.
+    let manifest = std::fs::read_to_string(&select).unwrap();
+    assert_eq!(manifest.lines().count(), 1 + 4 + 2, "{manifest}");
+    let kept: Vec<&str> = manifest.lines().filter(|l| l.ends_with(",Yes")).collect();
+    assert_eq!(kept.len(), 2, "{manifest}");
+    assert!(kept.iter().all(|l| l.contains(",preview,")), "{manifest}");
 
     // The same command again resumes: nothing new is bought.
     let again = against(dir.path(), &sim)
@@ -381,4 +389,45 @@ fn the_review_page_spends_only_with_its_token_and_only_for_its_own_host() {
     assert!(done, "the final pass finished");
     assert!(dir.path().join("out/vases/final/jar.jpg").is_file());
     assert_eq!(sim.net_billing(), billed + PHOTON);
+}
+
+#[test]
+fn a_blocked_preview_cannot_be_promoted_and_the_page_shows_it_blocked() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = SimProcess::start(dir.path(), &["--moderation", "1"]);
+    let run = previews(dir.path(), &sim);
+    assert_eq!(
+        code(&run),
+        1,
+        "blocked tasks make exit code 1: {}",
+        text(&run.stderr)
+    );
+    let billed = sim.net_billing();
+    let promote = against(dir.path(), &sim)
+        .args(["promote", "vases", "--select"])
+        .arg(write(dir.path(), "one.csv", "id,keep\njar,x\n"))
+        .output()
+        .unwrap();
+    assert_eq!(code(&promote), 2, "{}", text(&promote.stderr));
+    assert!(
+        text(&promote.stderr).contains("jar: the preview is blocked"),
+        "{}",
+        text(&promote.stderr)
+    );
+    let all = against(dir.path(), &sim)
+        .args(["promote", "vases", "--all"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&all), 2, "no done preview: {}", text(&all.stderr));
+    assert_eq!(sim.net_billing(), billed);
+
+    let (_server, url) = start_review(dir.path(), &sim);
+    let (_, state) = http(&url, "GET", "/api/state", &[], "");
+    let state: serde_json::Value = serde_json::from_str(&state).unwrap();
+    let jar = state["groups"][1]["tiles"][0]["preview"].clone();
+    assert_eq!(jar["state"], "blocked", "{state}");
+    assert!(
+        !jar["reason"].as_str().unwrap().is_empty(),
+        "the page shows why: {jar}"
+    );
 }

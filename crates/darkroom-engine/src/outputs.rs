@@ -1,10 +1,11 @@
 //! The job's output files in `OUT/JOB/`, rewritten from the ledger at the end of every run:
 //! `results.jsonl` (one line per done task), `errors.jsonl` (failed, blocked and skipped tasks with
-//! their reasons) and `manifest.csv` (one row per task, with a blank `keep` column for review).
+//! their reasons) and `manifest.csv` (one row per task, with a `keep` column for review: blank, or
+//! what the user wrote in it, which a rewrite keeps).
 //!
 //! They are views of the ledger, so a killed run loses nothing: the next run writes them again.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -51,12 +52,13 @@ pub async fn write_outputs(ledger: &Ledger, job_id: i64, job_dir: &Path) -> Resu
             }
         }
     }
-    let manifest = manifest_csv(&records, &metadata_columns);
     let files = OutputFiles {
         results: job_dir.join("results.jsonl"),
         errors: job_dir.join("errors.jsonl"),
         manifest: job_dir.join("manifest.csv"),
     };
+    let keeps = existing_keeps(&files.manifest);
+    let manifest = manifest_csv(&records, &metadata_columns, &keeps);
     for (path, bytes) in [
         (&files.results, &results),
         (&files.errors, &errors),
@@ -111,7 +113,34 @@ fn error_line(r: &ResultRecord, metadata: &Metadata) -> serde_json::Value {
     })
 }
 
-fn manifest_csv(records: &[(ResultRecord, Metadata)], metadata_columns: &BTreeSet<String>) -> Vec<u8> {
+/// `keep` cells a user filled in the manifest already on disk, by (id, pass): a rewrite keeps them.
+pub fn existing_keeps(manifest: &Path) -> HashMap<(String, String), String> {
+    let mut keeps = HashMap::new();
+    let Ok(mut reader) = csv::ReaderBuilder::new().flexible(true).from_path(manifest) else {
+        return keeps;
+    };
+    let Ok(headers) = reader.headers().cloned() else {
+        return keeps;
+    };
+    let column = |name: &str| headers.iter().position(|h| h == name);
+    let (Some(id), Some(pass), Some(keep)) = (column("id"), column("pass"), column("keep")) else {
+        return keeps;
+    };
+    for record in reader.records().flatten() {
+        if let (Some(i), Some(p), Some(k)) = (record.get(id), record.get(pass), record.get(keep)) {
+            if !k.trim().is_empty() {
+                keeps.insert((i.to_string(), p.to_string()), k.to_string());
+            }
+        }
+    }
+    keeps
+}
+
+fn manifest_csv(
+    records: &[(ResultRecord, Metadata)],
+    metadata_columns: &BTreeSet<String>,
+    keeps: &HashMap<(String, String), String>,
+) -> Vec<u8> {
     let mut writer = csv::Writer::from_writer(Vec::new());
     let mut header: Vec<String> = [
         "id",
@@ -150,7 +179,12 @@ fn manifest_csv(records: &[(ResultRecord, Metadata)], metadata_columns: &BTreeSe
                 .iter()
                 .map(|c| metadata.get(c).cloned().unwrap_or_default()),
         );
-        row.push(String::new());
+        row.push(
+            keeps
+                .get(&(r.task_key.clone(), r.pass.clone()))
+                .cloned()
+                .unwrap_or_default(),
+        );
         let _ = writer.write_record(&row);
     }
     writer.into_inner().unwrap_or_default()
