@@ -68,3 +68,49 @@ pub async fn reconcile(
     }
     Reconciled::NotFound
 }
+
+/// Abandoned generations looked at per run at most, and at once.
+const ABANDONED_PER_RUN: i64 = 1_000;
+const ABANDONED_AT_ONCE: usize = 8;
+
+/// Reads again the generations this pass abandoned as stuck while they still hold a charge: one the
+/// upstream failed since has been refunded, so the ledger refunds it too; one it finished is marked
+/// `extra` (paid, not kept). Those still unfinished are left for the next run. Returns how many were
+/// refunded. Best effort: a read that fails is simply tried again next time.
+pub async fn settle_abandoned(
+    ledger: &Ledger,
+    client: &Client,
+    job_id: i64,
+    pass: darkroom_jobs::Pass,
+) -> Result<u64, darkroom_ledger::LedgerError> {
+    use futures::StreamExt;
+    let abandoned = ledger.charged_abandoned(job_id, pass, ABANDONED_PER_RUN).await?;
+    let reads: Vec<_> = abandoned
+        .into_iter()
+        .map(|(generation, upstream_id)| {
+            let client = client.clone();
+            async move { (generation, client.get(&upstream_id).await) }
+        })
+        .collect();
+    let answers: Vec<_> = futures::stream::iter(reads)
+        .buffer_unordered(ABANDONED_AT_ONCE)
+        .collect()
+        .await;
+    let mut refunded = 0;
+    for (generation, answer) in answers {
+        let Ok(found) = answer else { continue };
+        match found.state {
+            darkroom_luma::GenerationState::Failed => {
+                let reason = found
+                    .failure_reason
+                    .as_deref()
+                    .unwrap_or("failed after it was abandoned");
+                ledger.settle_abandoned(generation, Some(reason)).await?;
+                refunded += 1;
+            }
+            darkroom_luma::GenerationState::Completed => ledger.settle_abandoned(generation, None).await?,
+            _ => {}
+        }
+    }
+    Ok(refunded)
+}

@@ -176,6 +176,8 @@ pub async fn run_pass(
     // Whatever the last run skipped for budget gets another chance (the budget may have been raised).
     ledger.reopen_skipped(job_id, pass).await?;
     ledger.reopen_failed(job_id, pass).await?;
+    // Generations an earlier run gave up on as stuck may have ended since: settle their charges.
+    crate::reconcile::settle_abandoned(ledger, client, job_id, pass).await?;
 
     let tracker = TaskTracker::new();
     let poll_tracker = TaskTracker::new();
@@ -324,6 +326,9 @@ pub async fn run_pass(
         Some(StopReason::Failed(_)) => "failed",
     };
     ledger.set_pass_status(job_id, pass, status).await?;
+    if !shutdown.abort.is_cancelled() {
+        crate::reconcile::settle_abandoned(ledger, client, job_id, pass).await?;
+    }
     let outputs = write_outputs(ledger, job_id, &job_dir).await?;
     let pass_record = ledger.pass(job_id, pass).await?;
     Ok(Outcome {

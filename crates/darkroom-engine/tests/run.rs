@@ -326,6 +326,45 @@ async fn a_stuck_generation_is_abandoned_and_the_task_still_completes() {
 }
 
 #[tokio::test]
+async fn a_generation_abandoned_as_stuck_that_fails_later_is_refunded_in_the_ledger_too() {
+    let mut sim = fast_sim();
+    // Every generation fails, after 0.1 to 0.5 s: longer than this run waits before giving up.
+    sim.time_scale = 1.0;
+    sim.faults = darkroom_sim::Faults {
+        generation_failed: 1.0,
+        ..Default::default()
+    };
+    let h = harness(sim).await;
+    let file = write_job(h.dir.path(), "late", 5, 1);
+    let mut s = settings(&h, "late");
+    s.stuck_after = Duration::from_millis(30);
+    s.max_attempts = 2;
+    let job = load_into(&h, &file, &s, Money::parse_usd("1").unwrap()).await;
+    let (tx, mut rx) = mpsc::channel(10_000);
+    tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    let outcome = run_pass(&h.ledger, &h.client, &s, job, tx, Shutdown::default())
+        .await
+        .unwrap();
+    assert_eq!(outcome.counts.failed, 5, "{:?}", outcome.counts);
+    // Each attempt was abandoned while still dreaming; by now the upstream has failed and refunded
+    // every one of them.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(h.sim.billing().net_micros, 0);
+    // The end of the run settled those that had ended by then; this settles the rest.
+    darkroom_engine::reconcile::settle_abandoned(&h.ledger, &h.client, job, Pass::Preview)
+        .await
+        .unwrap();
+    assert_bill_matches(&h).await;
+    let pass = h.ledger.pass(job, Pass::Preview).await.unwrap().unwrap();
+    assert_eq!(pass.spent_micros, 0, "the pass's spend is refunded too");
+    // Settled generations are not read again.
+    let again = darkroom_engine::reconcile::settle_abandoned(&h.ledger, &h.client, job, Pass::Preview)
+        .await
+        .unwrap();
+    assert_eq!(again, 0);
+}
+
+#[tokio::test]
 async fn a_storm_of_429s_slows_the_run_down_but_fails_nothing() {
     let faults = darkroom_sim::Faults {
         rate_limit_storm: 0.05,

@@ -663,6 +663,76 @@ impl Ledger {
         Ok(())
     }
 
+    /// Abandoned generations of the pass that still hold a charge: the upstream may yet fail them
+    /// (and refund) or finish them. `(generation, upstream id)`, oldest first, at most `limit`.
+    pub async fn charged_abandoned(&self, job_id: i64, pass: Pass, limit: i64) -> Result<Vec<(i64, String)>> {
+        Ok(sqlx::query_as(
+            "SELECT g.id, g.upstream_id FROM generations g JOIN tasks t ON t.id = g.task_id
+             WHERE t.job_id = ?1 AND t.pass = ?2 AND g.state = 'abandoned' AND g.charge_micros > 0
+               AND g.upstream_id IS NOT NULL
+             ORDER BY g.id LIMIT ?3",
+        )
+        .bind(job_id)
+        .bind(pass.as_str())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// An abandoned generation ended upstream after all. `Some(reason)`: it failed and the upstream
+    /// refunded it, so the ledger refunds it too (the task is not touched: it went on without it).
+    /// `None`: it completed; its charge stays, and it is no longer checked (`extra`).
+    pub async fn settle_abandoned(&self, generation: i64, failed: Option<&str>) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let (task_id, job_id, pass, charge, state): (i64, i64, String, i64, String) = sqlx::query_as(
+            "SELECT t.id, t.job_id, t.pass, g.charge_micros, g.state
+             FROM generations g JOIN tasks t ON t.id = g.task_id WHERE g.id = ?1",
+        )
+        .bind(generation)
+        .fetch_one(&mut *tx)
+        .await?;
+        if state != "abandoned" {
+            return Ok(());
+        }
+        let now = now_ms();
+        let Some(reason) = failed else {
+            sqlx::query("UPDATE generations SET state = 'extra', completed_at = ?2 WHERE id = ?1")
+                .bind(generation)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            return Ok(());
+        };
+        sqlx::query(
+            "UPDATE generations SET state = 'failed', failure_reason = ?2, charge_micros = 0, completed_at = ?3
+             WHERE id = ?1",
+        )
+        .bind(generation)
+        .bind(reason)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if charge > 0 {
+            sqlx::query(
+                "UPDATE job_passes SET spent_micros = spent_micros - ?3 WHERE job_id = ?1 AND pass = ?2",
+            )
+            .bind(job_id)
+            .bind(&pass)
+            .bind(charge)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("UPDATE tasks SET cost_micros = cost_micros - ?2 WHERE id = ?1")
+                .bind(task_id)
+                .bind(charge)
+                .execute(&mut *tx)
+                .await?;
+            insert_spend(&mut tx, job_id, &pass, task_id, generation, "refund", charge, now).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     // ---- reporting -------------------------------------------------------------------------
 
     /// Counts per state, spend and reservations of the pass.
