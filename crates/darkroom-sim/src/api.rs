@@ -159,6 +159,13 @@ async fn create_inner(sim: &Arc<Sim>, kill: &Kill, headers: &HeaderMap, body: &B
         let id = uuid::Builder::from_random_bytes(account.rng.gen())
             .into_uuid()
             .to_string();
+        // A generation that modifies one of ours redoes its picture (so a final keeps its
+        // preview's composition); any other request gets a picture of its own.
+        let image_seed = modified_generation(&request, &sim.asset_base())
+            .and_then(|source| account.generations.get(source).map(|g| g.image_seed))
+            .unwrap_or_else(|| {
+                *blake3::hash(echo(&request, &checked.model).to_string().as_bytes()).as_bytes()
+            });
         let generation = Generation {
             id,
             created_at: OffsetDateTime::now_utc(),
@@ -172,7 +179,7 @@ async fn create_inner(sim: &Arc<Sim>, kill: &Kill, headers: &HeaderMap, body: &B
             outcome,
             settled: false,
             deleted: false,
-            image_seed: *blake3::hash(echo(&request, &checked.model).to_string().as_bytes()).as_bytes(),
+            image_seed,
         };
         account.accept(generation.clone());
         let dropped = account.chance(faults.create_dropped);
@@ -440,6 +447,13 @@ async fn ping(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> Response {
         Ok(()) => Json(json!({"message": "pong"})).into_response(),
     };
     counted(&sim, "GET /ping", response)
+}
+
+/// The id of our own generation a request's `modify_image_ref` points at, if it does.
+fn modified_generation<'a>(request: &'a Value, asset_base: &str) -> Option<&'a str> {
+    let url = request.get("modify_image_ref")?.get("url")?.as_str()?;
+    let file = url.strip_prefix(asset_base)?.strip_prefix('/')?;
+    file.split('.').next()
 }
 
 async fn asset(State(sim): State<Arc<Sim>>, Path(file): Path<String>) -> Response {

@@ -431,3 +431,47 @@ async fn callbacks_post_the_generation_on_dreaming_and_on_completion() {
     assert_eq!(second["state"], "completed");
     assert!(second["assets"]["image"].is_string());
 }
+
+/// Waits for a generation to complete and downloads its image.
+async fn image_of(sim: &SimHandle, http: &reqwest::Client, id: &str) -> (String, bytes::Bytes) {
+    for _ in 0..200 {
+        let generation: Value = http
+            .get(format!("{}/generations/{id}", sim.base_url()))
+            .bearer_auth("k")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if let Some(url) = generation["assets"]["image"].as_str() {
+            let bytes = http.get(url).send().await.unwrap().bytes().await.unwrap();
+            return (url.to_string(), bytes);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("generation {id} did not complete");
+}
+
+#[tokio::test]
+async fn a_generation_that_modifies_one_of_ours_keeps_its_picture() {
+    let (sim, http) = start(quick()).await;
+    let body = json!({"model": "photon-flash-1", "prompt": "A walnut side table", "aspect_ratio": "4:3"});
+    let preview: Value = create(&sim, &http, body).await.json().await.unwrap();
+    let (preview_url, preview_image) = image_of(&sim, &http, preview["id"].as_str().unwrap()).await;
+
+    let modify = json!({"model": "photon-1", "prompt": "A walnut side table", "aspect_ratio": "4:3",
+                        "modify_image_ref": {"url": preview_url, "weight": 0.85}});
+    let final_: Value = create(&sim, &http, modify).await.json().await.unwrap();
+    let (_, final_image) = image_of(&sim, &http, final_["id"].as_str().unwrap()).await;
+    assert_eq!(
+        final_image, preview_image,
+        "the final redoes the preview's picture"
+    );
+
+    let other = json!({"model": "photon-1", "prompt": "A walnut side table", "aspect_ratio": "4:3",
+                       "modify_image_ref": {"url": "https://cdn.example.com/elsewhere.jpg"}});
+    let other: Value = create(&sim, &http, other).await.json().await.unwrap();
+    let (_, other_image) = image_of(&sim, &http, other["id"].as_str().unwrap()).await;
+    assert_ne!(other_image, preview_image);
+}
