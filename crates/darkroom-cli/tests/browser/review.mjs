@@ -43,6 +43,9 @@ try {
   await page.waitForFunction(() =>
     [...document.querySelectorAll(".tile.final.done img")].every((i) => i.complete && i.naturalWidth > 0),
   );
+  // One more chosen, for the picture: selection, cost, and finals beside their previews.
+  await previews.nth(3).click();
+  await page.waitForFunction(() => document.querySelector("#count").textContent.startsWith("1 selected"));
   await page.screenshot({ path: `${shots}/review.png`, fullPage: true });
   // The pass is over (and its report refreshed) when the page says what the finals cost.
   await page.waitForFunction(() => document.querySelector("#message").textContent.startsWith("finals:"), null, {
