@@ -431,3 +431,36 @@ fn a_blocked_preview_cannot_be_promoted_and_the_page_shows_it_blocked() {
         "the page shows why: {jar}"
     );
 }
+
+#[test]
+fn previews_and_finals_each_with_their_own_built_in_simulator_share_a_ledger() {
+    // Each --sim starts a new simulator with the same seed: its generation ids must still never
+    // repeat one an earlier simulator gave, or the ledger would take a new generation for an old one.
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "vases.csv",
+        "id,prompt\ntall,A tall ceramic vase with dried pampas grass\nbowl,A shallow stoneware bowl of lemons\n",
+    );
+    let run = support::darkroom(dir.path())
+        .args(["run", "vases.csv", "--sim"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&run), 0, "{}", text(&run.stderr));
+    let promote = support::darkroom(dir.path())
+        .args(["promote", "vases", "--all", "--sim"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&promote), 0, "{}", text(&promote.stderr));
+    assert!(
+        !text(&promote.stderr).contains("reconciling"),
+        "{}",
+        text(&promote.stderr)
+    );
+    let finals: Vec<_> = results(dir.path())
+        .into_iter()
+        .filter(|r| r["pass"] == "final")
+        .collect();
+    assert_eq!(finals.len(), 2);
+    assert!(finals.iter().all(|f| f["attempts"] == 1), "{finals:?}");
+}

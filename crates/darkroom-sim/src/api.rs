@@ -156,9 +156,7 @@ async fn create_inner(sim: &Arc<Sim>, kill: &Kill, headers: &HeaderMap, body: &B
         } else {
             Outcome::Completed
         };
-        let id = uuid::Builder::from_random_bytes(account.rng.gen())
-            .into_uuid()
-            .to_string();
+        let id = account.new_id();
         // A generation that modifies one of ours redoes its picture (so a final keeps its
         // preview's composition); any other request gets a picture of its own.
         let image_seed = modified_generation(&request, &sim.asset_base())

@@ -136,6 +136,9 @@ pub struct Stats {
 
 pub struct Account {
     pub rng: StdRng,
+    /// Mixed into every generation id: ids never repeat across simulators, even with one seed, as
+    /// Luma's never repeat (a ledger that outlives one simulator must not see an id twice).
+    id_nonce: [u8; 16],
     pub generations: HashMap<String, Generation>,
     pub order: Vec<String>,
     pending: BinaryHeap<Reverse<(Instant, String)>>,
@@ -161,6 +164,7 @@ impl Account {
     pub fn new(config: &SimConfig, rng: StdRng) -> Account {
         Account {
             rng,
+            id_nonce: rand::random(),
             generations: HashMap::new(),
             order: Vec::new(),
             pending: BinaryHeap::new(),
@@ -175,6 +179,16 @@ impl Account {
             window: VecDeque::new(),
             storm_until: None,
         }
+    }
+
+    /// A new generation id: a UUID from the seeded RNG (so a seed replays the same faults), made
+    /// unique to this simulator.
+    pub fn new_id(&mut self) -> String {
+        let mut bytes: [u8; 16] = self.rng.gen();
+        for (byte, nonce) in bytes.iter_mut().zip(self.id_nonce) {
+            *byte ^= nonce;
+        }
+        uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
     }
 
     pub fn count(&mut self, key: String) {
