@@ -83,6 +83,7 @@ fn a_user_selects_two_previews_promotes_them_and_sees_the_finals_and_the_report(
 
     assert_eq!(seen["previews"], 4, "{seen}");
     assert_eq!(seen["count"], "2 selected", "{seen}");
+    assert_eq!(seen["checked"], 2, "one chosen by click, one by keyboard: {seen}");
     assert!(
         seen["cost"]
             .as_str()

@@ -22,7 +22,10 @@ try {
   await previews.first().waitFor({ timeout: 30_000 });
   seen.previews = await previews.count();
   await previews.nth(0).click();
-  await previews.nth(2).click();
+  // The keyboard chooses too: focus a tile and press space.
+  await previews.nth(2).focus();
+  await page.keyboard.press(" ");
+  seen.checked = await page.locator('.tile.preview[aria-checked="true"]').count();
   await page.waitForFunction(() => document.querySelector("#count").textContent.startsWith("2 selected"));
   seen.count = await page.locator("#count").textContent();
   seen.cost = await page.locator("#cost").textContent();
