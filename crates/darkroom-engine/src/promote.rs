@@ -317,6 +317,38 @@ mod tests {
         }
     }
 
+    fn selection_from(text: impl AsRef<[u8]>) -> Result<Vec<String>, SelectionError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("select.csv");
+        std::fs::write(&path, text).unwrap();
+        read_selection(&path)
+    }
+
+    #[test]
+    fn a_select_file_chooses_kept_preview_rows() {
+        // manifest.csv as a spreadsheet saves it: a BOM, final rows, keep in any case.
+        let manifest =
+            "\u{feff}id,pass,model,keep\nsofa,preview,photon-flash-1,YES\nlamp,preview,photon-flash-1,\n\
+                        sofa,final,photon-1,y\nrug,preview,photon-flash-1, x \n";
+        assert_eq!(selection_from(manifest).unwrap(), ["sofa", "rug"]);
+        // The review page's export, and a bare list of ids.
+        assert_eq!(
+            selection_from("id,pass,keep\nsofa,preview,y\n").unwrap(),
+            ["sofa"]
+        );
+        assert_eq!(selection_from("id\nsofa\n\nlamp\n").unwrap(), ["sofa", "lamp"]);
+    }
+
+    #[test]
+    fn a_select_file_without_ids_is_an_error_with_its_place() {
+        assert!(matches!(
+            selection_from("name,keep\nsofa,y\n"),
+            Err(SelectionError::NoIdColumn { .. })
+        ));
+        let bad = selection_from(b"id,keep\nsofa,y\n\xff\xfe,y\n").unwrap_err();
+        assert!(bad.to_string().contains("line 3"), "{bad}");
+    }
+
     #[test]
     fn the_final_request_switches_the_model_and_adds_the_preview() {
         let preview = r#"{"model":"photon-flash-1","prompt":"a vase","aspect_ratio":"1:1","format":"jpg"}"#;
