@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use base64::Engine as _;
 use darkroom_jobs::{Money, Pass};
@@ -392,6 +392,7 @@ impl Report {
         html.push_str(
             "<h2>Contact sheet</h2><p class=\"meta\">each preview beside the final made from it</p>",
         );
+        let thumbs = self.thumbnails(job_dir);
         let mut embedded = 0usize;
         let mut hidden = 0usize;
         for group in &self.groups {
@@ -414,7 +415,8 @@ impl Report {
                 );
                 for (label, tile) in [("preview", &pair.preview), ("final", &pair.final_)] {
                     if let Some(tile) = tile {
-                        html.push_str(&tile_html(label, &pair.id, tile, job_dir));
+                        let thumb = thumbs.get(&(label, pair.id.as_str())).and_then(Option::as_deref);
+                        html.push_str(&tile_html(label, &pair.id, tile, thumb));
                     }
                 }
                 html.push_str("</div></figure>");
@@ -429,6 +431,46 @@ impl Report {
         }
         html.push_str("</body></html>\n");
         html
+    }
+
+    /// The thumbnails of the embedded tiles, made on every core at once (each is a full decode of
+    /// an image the first time; later reports read them from the cache).
+    fn thumbnails(&self, job_dir: &Path) -> HashMap<(&'static str, &str), Option<Vec<u8>>> {
+        let wanted: Vec<(&'static str, &str, &str)> = self
+            .groups
+            .iter()
+            .flat_map(|g| &g.tiles)
+            .take(MAX_EMBEDDED_TILES)
+            .flat_map(|pair| {
+                [("preview", &pair.preview), ("final", &pair.final_)]
+                    .into_iter()
+                    .filter_map(move |(label, tile)| {
+                        let tile = tile.as_ref().filter(|t| t.state == "done")?;
+                        Some((label, pair.id.as_str(), tile.path.as_deref()?))
+                    })
+            })
+            .collect();
+        let workers = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        let chunk = wanted.len().div_ceil(workers).max(1);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = wanted
+                .chunks(chunk)
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|&(label, key, path)| {
+                                let made = thumbnail(Path::new(path), &thumb_path(job_dir, label, key)).ok();
+                                ((label, key), made)
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
+        })
     }
 
     fn chart_svg(&self) -> String {
@@ -480,20 +522,14 @@ fn elapsed(seconds: f64) -> String {
     }
 }
 
-fn tile_html(label: &str, key: &str, tile: &Tile, job_dir: &Path) -> String {
-    let image = match (&tile.path, tile.state.as_str()) {
-        (Some(path), "done") => {
-            let cached = thumb_path(job_dir, label, key);
-            thumbnail(&PathBuf::from(path), &cached).ok().map(|bytes| {
-                format!(
-                    "<img alt=\"{label} {}\" src=\"data:image/jpeg;base64,{}\">",
-                    escape(key),
-                    base64::engine::general_purpose::STANDARD.encode(bytes)
-                )
-            })
-        }
-        _ => None,
-    };
+fn tile_html(label: &str, key: &str, tile: &Tile, thumb: Option<&[u8]>) -> String {
+    let image = thumb.map(|bytes| {
+        format!(
+            "<img alt=\"{label} {}\" src=\"data:image/jpeg;base64,{}\">",
+            escape(key),
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        )
+    });
     let body = image.unwrap_or_else(|| {
         format!(
             "<div class=\"empty\">{}{}</div>",

@@ -151,7 +151,11 @@ pub async fn execute(settings: &Settings, run: PassRun) -> anyhow::Result<Exit> 
     progress.finish();
     let outcome = outcome?;
     let job_dir = out.join(&job);
-    let report = refresh_report(&ledger, job_id, &job, &job_dir).await;
+    // A run stopped by Ctrl-C leaves at once; the next run refreshes the report.
+    let report = match outcome.stop {
+        Some(StopReason::Interrupted) => None,
+        _ => refresh_report(&ledger, job_id, &job, &job_dir).await,
+    };
     ledger.close().await;
     connection.stop().await;
 
