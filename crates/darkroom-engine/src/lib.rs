@@ -6,6 +6,7 @@
 //! loading a job file into the ledger (`load`), the per-job run lock (`lock`) and shutdown. It holds
 //! no SQL (that is `darkroom-ledger`) and parses no command line (that is `darkroom-cli`).
 
+pub mod callbacks;
 pub mod events;
 pub mod images;
 pub mod limits;
@@ -68,6 +69,9 @@ pub struct RunSettings {
     /// Unix milliseconds after which no new create is sent: in-flight work finishes and the rest
     /// is skipped (deadline).
     pub deadline_ms: Option<i64>,
+    /// Callbacks: each create names its own URL on this receiver, and a callback makes the poller
+    /// read that generation at once; polling slows to a safety net.
+    pub callbacks: Option<callbacks::CallbackReceiver>,
 }
 
 impl RunSettings {
@@ -75,6 +79,16 @@ impl RunSettings {
         match model {
             Model::Photon1 => self.latency_photon_1,
             Model::PhotonFlash1 => self.latency_photon_flash_1,
+        }
+    }
+
+    /// When the poller first reads a new generation: soon after its usual latency, or, with
+    /// callbacks on, only as a safety net for a callback that never came.
+    pub fn first_read_after(&self, model: Model) -> Duration {
+        let expected = self.expected_latency(model);
+        match self.callbacks {
+            Some(_) => (expected * 4).max(callbacks::SAFETY_FIRST_READ),
+            None => expected,
         }
     }
 
@@ -99,6 +113,7 @@ impl RunSettings {
             max_image_bytes: 64 * 1024 * 1024,
             max_downloads: 8,
             deadline_ms: None,
+            callbacks: None,
         }
     }
 }
@@ -119,6 +134,12 @@ pub enum EngineError {
         task_key: String,
         #[source]
         source: serde_json::Error,
+    },
+    #[error("the callback receiver on {addr} could not start")]
+    Callbacks {
+        addr: String,
+        #[source]
+        source: std::io::Error,
     },
 }
 

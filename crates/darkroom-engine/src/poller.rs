@@ -39,14 +39,20 @@ pub enum Polled {
 /// A handle to the polling loop.
 #[derive(Debug, Clone)]
 pub struct Poller {
-    tx: mpsc::Sender<Watch>,
+    tx: mpsc::Sender<Message>,
+    /// The longest interval between two reads of one generation.
+    max_interval: Duration,
 }
 
 #[derive(Debug)]
-struct Watch {
-    id: String,
-    first_after: Duration,
-    reply: oneshot::Sender<Polled>,
+enum Message {
+    Watch {
+        id: String,
+        first_after: Duration,
+        reply: oneshot::Sender<Polled>,
+    },
+    /// A callback said this generation changed: read it now.
+    Nudge(String),
 }
 
 #[derive(Debug)]
@@ -56,11 +62,22 @@ struct Entry {
     reply: oneshot::Sender<Polled>,
     /// A sweep is reading it now.
     reading: bool,
+    /// A callback came while it was being read: that read may predate the change, read again.
+    nudged_while_reading: bool,
+    /// A callback asked for it to be read: the next sweep takes it, whenever that sweep is due.
+    nudged: bool,
 }
 
 /// The first retry interval after the expected latency has passed, and the longest.
 const MIN_INTERVAL: Duration = Duration::from_millis(250);
-const MAX_INTERVAL: Duration = Duration::from_secs(5);
+pub const MAX_INTERVAL: Duration = Duration::from_secs(5);
+/// A nudged generation is read this long after its callback, with every other generation nudged
+/// meanwhile: one list call then reports on all of them. Callbacks arrive one by one; reading each
+/// at once would cost a read per generation, as polling does.
+pub const NUDGE_GATHER: Duration = Duration::from_millis(200);
+/// How long a nudge for a generation not watched yet is remembered (its create's answer may still
+/// be on its way when the callback arrives).
+const EARLY_NUDGE: Duration = Duration::from_secs(60);
 /// One list call covers this many of the newest generations.
 const LIST_PAGE: u32 = 100;
 /// Generations one sweep reports on at most.
@@ -71,24 +88,29 @@ const READS_AT_ONCE: usize = 8;
 const MAX_SWEEPS: usize = 4;
 
 impl Poller {
-    /// Starts the polling loop on `tracker`; it stops when `stop` is cancelled.
+    /// Starts the polling loop on `tracker`; it stops when `stop` is cancelled. `max_interval` is
+    /// the longest wait between two reads of a generation ([`MAX_INTERVAL`] when polling is the only
+    /// way to learn of an end; longer when callbacks nudge it).
     pub fn spawn(
         client: Client,
         polls_per_second: u32,
+        max_interval: Duration,
         tracker: &TaskTracker,
         stop: CancellationToken,
     ) -> Poller {
-        let (tx, rx) = mpsc::channel(256);
+        let (tx, rx) = mpsc::channel(1024);
         let rate = NonZeroU32::new(polls_per_second).unwrap_or(NonZeroU32::MIN);
         let limiter = RateLimiter::direct(Quota::per_second(rate));
-        tracker.spawn(poll_loop(client, limiter, rx, stop));
-        Poller { tx }
+        let max_interval = max_interval.max(MIN_INTERVAL);
+        tracker.spawn(poll_loop(client, limiter, max_interval, rx, stop));
+        Poller { tx, max_interval }
     }
 
-    /// Waits until the generation is completed or failed.
+    /// Waits until the generation is completed or failed. The first read is after `first_after`
+    /// (or at once when a callback nudges it).
     pub async fn wait(&self, id: &str, first_after: Duration) -> Polled {
         let (reply, answer) = oneshot::channel();
-        let watch = Watch {
+        let watch = Message::Watch {
             id: id.to_string(),
             first_after,
             reply,
@@ -97,6 +119,17 @@ impl Poller {
             return Polled::Stopped;
         }
         answer.await.unwrap_or(Polled::Stopped)
+    }
+
+    /// Asks for the generation to be read now (a callback said it changed). Never blocks: when the
+    /// loop is busy the hint is dropped, and the generation is read on its schedule.
+    pub fn nudge(&self, id: &str) {
+        let _ = self.tx.try_send(Message::Nudge(id.to_string()));
+    }
+
+    /// The longest interval between two reads of one generation.
+    pub fn max_interval(&self) -> Duration {
+        self.max_interval
     }
 }
 
@@ -110,11 +143,14 @@ enum Read {
 async fn poll_loop(
     client: Client,
     limiter: DefaultDirectRateLimiter,
-    mut rx: mpsc::Receiver<Watch>,
+    max_interval: Duration,
+    mut rx: mpsc::Receiver<Message>,
     stop: CancellationToken,
 ) {
     let limiter = Arc::new(limiter);
     let mut watches: HashMap<String, Entry> = HashMap::new();
+    // Nudges for generations not watched yet, by when they came.
+    let mut early: HashMap<String, Instant> = HashMap::new();
     // Sweeps run beside the loop, so a slow answer never delays the other generations.
     let mut sweeps: JoinSet<Vec<(String, Read)>> = JoinSet::new();
     loop {
@@ -125,12 +161,27 @@ async fn poll_loop(
         };
         tokio::select! {
             () = stop.cancelled() => break,
-            watch = rx.recv() => match watch {
-                Some(Watch { id, first_after, reply }) => {
-                    let interval = (first_after / 4).clamp(MIN_INTERVAL, MAX_INTERVAL);
-                    let due = Instant::now() + first_after;
-                    watches.insert(id, Entry { due, interval, reply, reading: false });
+            message = rx.recv() => match message {
+                Some(Message::Watch { id, first_after, reply }) => {
+                    let interval = (first_after / 4).clamp(MIN_INTERVAL, max_interval);
+                    let now = Instant::now();
+                    let nudged = early.remove(&id).is_some_and(|at| now.duration_since(at) < EARLY_NUDGE);
+                    let due = if nudged { now + NUDGE_GATHER } else { now + first_after };
+                    watches.insert(id, Entry { due, interval, reply, reading: false, nudged_while_reading: false, nudged });
                 }
+                Some(Message::Nudge(id)) => match watches.get_mut(&id) {
+                    Some(entry) if entry.reading => entry.nudged_while_reading = true,
+                    // Read with the next sweep, at the latest shortly; a duplicate changes nothing.
+                    Some(entry) => {
+                        entry.nudged = true;
+                        entry.due = entry.due.min(Instant::now() + NUDGE_GATHER);
+                    }
+                    None => {
+                        let now = Instant::now();
+                        early.retain(|_, at| now.duration_since(*at) < EARLY_NUDGE);
+                        early.insert(id, now);
+                    }
+                },
                 None => break,
             },
             () = sleep_until_opt(next_due) => {
@@ -138,7 +189,7 @@ async fn poll_loop(
             }
             Some(done) = sweeps.join_next(), if !sweeps.is_empty() => {
                 for (id, read) in done.unwrap_or_default() {
-                    apply(&mut watches, &id, read);
+                    apply(&mut watches, &id, read, max_interval);
                 }
             }
         }
@@ -168,10 +219,11 @@ fn start_sweep(
     watches.retain(|_, e| !e.reply.is_closed());
     let due: Vec<String> = watches
         .iter_mut()
-        .filter(|(_, e)| !e.reading && e.due <= now)
+        .filter(|(_, e)| !e.reading && (e.due <= now || e.nudged))
         .take(MAX_PER_SWEEP)
         .map(|(id, e)| {
             e.reading = true;
+            e.nudged = false;
             id.clone()
         })
         .collect();
@@ -225,22 +277,22 @@ async fn sweep(
     reads
 }
 
-fn apply(watches: &mut HashMap<String, Entry>, id: &str, read: Read) {
+fn apply(watches: &mut HashMap<String, Entry>, id: &str, read: Read, max_interval: Duration) {
     if let Some(entry) = watches.get_mut(id) {
         entry.reading = false;
     }
     match read {
-        Read::Found(generation) => settle(watches, &generation),
+        Read::Found(generation) => settle(watches, &generation, max_interval),
         Read::NotFound => {
             if let Some(entry) = watches.remove(id) {
                 let _ = entry.reply.send(Polled::Gone);
             }
         }
-        Read::Failed => reschedule(watches, id),
+        Read::Failed => reschedule(watches, id, max_interval),
     }
 }
 
-fn settle(watches: &mut HashMap<String, Entry>, generation: &Generation) {
+fn settle(watches: &mut HashMap<String, Entry>, generation: &Generation, max_interval: Duration) {
     let outcome = match &generation.state {
         GenerationState::Completed => {
             // Completed without an image yet: read again shortly.
@@ -262,14 +314,19 @@ fn settle(watches: &mut HashMap<String, Entry>, generation: &Generation) {
                 let _ = entry.reply.send(outcome);
             }
         }
-        None => reschedule(watches, &generation.id),
+        None => reschedule(watches, &generation.id, max_interval),
     }
 }
 
-fn reschedule(watches: &mut HashMap<String, Entry>, id: &str) {
+fn reschedule(watches: &mut HashMap<String, Entry>, id: &str, max_interval: Duration) {
     if let Some(entry) = watches.get_mut(id) {
+        if std::mem::take(&mut entry.nudged_while_reading) {
+            entry.nudged = true;
+            entry.due = Instant::now() + NUDGE_GATHER;
+            return;
+        }
         entry.due = Instant::now() + entry.interval;
-        entry.interval = entry.interval.mul_f64(1.5).min(MAX_INTERVAL);
+        entry.interval = entry.interval.mul_f64(1.5).min(max_interval);
     }
 }
 

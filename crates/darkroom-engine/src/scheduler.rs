@@ -186,12 +186,25 @@ pub async fn run_pass(
     // its next await, as a killed process would: nothing keeps running behind the caller's back.
     let kill = CancellationToken::new();
     let _kill_on_drop = KillOnDrop(vec![kill.clone(), poll_stop.clone()]);
+    let max_interval = match settings.callbacks {
+        Some(_) => crate::callbacks::SAFETY_MAX_INTERVAL,
+        None => crate::poller::MAX_INTERVAL,
+    };
     let poller = Poller::spawn(
         client.clone(),
         settings.polls_per_second,
+        max_interval,
         &poll_tracker,
         poll_stop.clone(),
     );
+    if let Some(receiver) = &settings.callbacks {
+        receiver
+            .serve(poller.clone(), &poll_tracker, poll_stop.clone())
+            .map_err(|source| EngineError::Callbacks {
+                addr: receiver.local_addr().to_string(),
+                source,
+            })?;
+    }
     let shared = Arc::new(Shared {
         ledger: ledger.clone(),
         client: client.clone(),

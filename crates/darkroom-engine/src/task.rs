@@ -55,6 +55,8 @@ struct TaskRun {
     attempts: u32,
     holds_reservation: bool,
     backoff: backon::ExponentialBackoff,
+    /// The callback token of the last create sent, when callbacks are on.
+    callback_token: Option<(crate::callbacks::CallbackReceiver, String)>,
 }
 
 /// Drives a task from whatever state the ledger has it in to an end (or to a state the next run
@@ -98,6 +100,7 @@ async fn drive_inner(
         task,
         request,
         backoff,
+        callback_token: None,
     };
     loop {
         first = match first {
@@ -222,8 +225,24 @@ impl TaskRun {
             .await?;
         let intent_at = darkroom_ledger::now_ms();
         self.attempts += 1;
-        let result = self.shared.client.create(&self.request).await;
+        // With callbacks on, each create names its own URL (the stored body never has one).
+        let callback = self.shared.settings.callbacks.as_ref().map(|receiver| {
+            let (token, url) = receiver.new_token();
+            (receiver.clone(), token, url)
+        });
+        let result = match &callback {
+            Some((_, _, url)) => {
+                let mut request = self.request.clone();
+                request.callback_url = Some(url.clone());
+                self.shared.client.create(&request).await
+            }
+            None => self.shared.client.create(&self.request).await,
+        };
+        self.callback_token = callback.map(|(receiver, token, _)| (receiver, token));
         drop(guard);
+        if let (Ok(created), Some((receiver, token))) = (&result, &self.callback_token) {
+            receiver.bind_generation(token, &created.id);
+        }
         match result {
             Ok(created) => {
                 if let Err(error) = self.shared.ledger.record_submitted(generation, &created.id).await {
@@ -313,6 +332,10 @@ impl TaskRun {
             match found {
                 Reconciled::Adopted(found) => {
                     self.shared.ledger.record_submitted(generation, &found.id).await?;
+                    // The adopted generation was created with our last callback URL.
+                    if let Some((receiver, token)) = &self.callback_token {
+                        receiver.bind_generation(token, &found.id);
+                    }
                     self.holds_reservation = false;
                     self.shared
                         .emit(Event::Reconciled {
@@ -369,9 +392,9 @@ impl TaskRun {
             Some(p) => Some(p),
             None => self.shared.in_flight.clone().acquire_owned().await.ok(),
         };
-        let expected = self.shared.settings.expected_latency(self.model);
+        let first_read = self.shared.settings.first_read_after(self.model);
         let polled = tokio::select! {
-            polled = tokio::time::timeout(self.shared.settings.stuck_after, self.shared.poller.wait(&upstream_id, expected)) => polled,
+            polled = tokio::time::timeout(self.shared.settings.stuck_after, self.shared.poller.wait(&upstream_id, first_read)) => polled,
             () = self.shared.abort.cancelled() => return Ok(Step::End),
         };
         let polled = match polled {

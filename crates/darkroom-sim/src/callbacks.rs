@@ -49,6 +49,30 @@ async fn deliver(sim: &Sim, id: &str, url: &str) {
             None => return,
         }
     };
+    let (lost, twice) = {
+        let mut account = sim.lock();
+        let faults = sim.config.faults;
+        let lost = account.chance(faults.callback_lost);
+        let twice = !lost && account.chance(faults.callback_duplicated);
+        if lost {
+            account.fault("callback_lost");
+        }
+        if twice {
+            account.fault("callback_duplicated");
+        }
+        (lost, twice)
+    };
+    if lost {
+        return;
+    }
+    if twice {
+        post(sim, url, &body).await;
+    }
+    post(sim, url, &body).await;
+}
+
+/// One delivery: POSTed, then retried up to 3 times 100 ms apart on anything but 200.
+async fn post(sim: &Sim, url: &str, body: &serde_json::Value) {
     for attempt in 0..4 {
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -57,7 +81,7 @@ async fn deliver(sim: &Sim, id: &str, url: &str) {
             .http
             .post(url)
             .timeout(Duration::from_secs(5))
-            .json(&body)
+            .json(body)
             .send()
             .await;
         let ok = matches!(&sent, Ok(r) if r.status().as_u16() == 200);

@@ -34,6 +34,10 @@ pub struct Faults {
     pub download_failed: f64,
     /// A create that starts a storm of 429s (`storm_length` long).
     pub rate_limit_storm: f64,
+    /// A callback delivery never sent (Luma's are retried only 3 times, 100 ms apart).
+    pub callback_lost: f64,
+    /// A callback delivered twice.
+    pub callback_duplicated: f64,
 }
 
 impl Faults {
@@ -52,6 +56,8 @@ impl Faults {
                 download_truncated: 0.02,
                 download_failed: 0.01,
                 rate_limit_storm: 0.002,
+                callback_lost: 0.02,
+                callback_duplicated: 0.02,
             },
             "hostile" => Faults {
                 create_5xx: 0.10,
@@ -64,6 +70,8 @@ impl Faults {
                 download_truncated: 0.05,
                 download_failed: 0.03,
                 rate_limit_storm: 0.01,
+                callback_lost: 0.10,
+                callback_duplicated: 0.10,
             },
             _ => return None,
         })

@@ -41,6 +41,14 @@ pub struct RunFlags {
     /// DARKROOM_NOTIFY_SECRET, Standard Webhooks style.
     #[arg(long, value_name = "URL")]
     pub notify: Vec<String>,
+    /// Receive the upstream's callbacks on this address (e.g. 0.0.0.0:8787; port 0 picks one): a
+    /// callback makes darkroom read that generation at once, and polling slows to a safety net.
+    #[arg(long, value_name = "ADDR")]
+    pub callbacks_listen: Option<std::net::SocketAddr>,
+    /// The URL the upstream reaches the receiver at (a public host or a tunnel); each create adds
+    /// /TOKEN [default: http://ADDR].
+    #[arg(long, value_name = "URL", requires = "callbacks_listen")]
+    pub callbacks_url: Option<String>,
 }
 
 /// A pass ready to run.
@@ -88,7 +96,7 @@ pub fn run_settings(
 
 /// Runs the pass and ends with the summary; the exit code says how it ended.
 pub async fn execute(settings: &Settings, run: PassRun) -> anyhow::Result<Exit> {
-    let engine_settings = run_settings(
+    let mut engine_settings = run_settings(
         settings,
         &run.job,
         run.pass,
@@ -96,6 +104,23 @@ pub async fn execute(settings: &Settings, run: PassRun) -> anyhow::Result<Exit> 
         &run.flags,
         run.deadline_ms,
     );
+    if let Some(listen) = run.flags.callbacks_listen {
+        let receiver =
+            darkroom_engine::callbacks::CallbackReceiver::bind(listen, run.flags.callbacks_url.as_deref())
+                .map_err(|e| {
+                    Failure::new(
+                        Exit::BadInput,
+                        format!("could not listen for callbacks on {listen}: {e}"),
+                    )
+                    .with_hint("choose another address with --callbacks-listen, or leave it out to poll")
+                })?;
+        eprintln!(
+            "callbacks: listening on {}; the upstream posts to {}/TOKEN",
+            receiver.local_addr(),
+            receiver.url()
+        );
+        engine_settings.callbacks = Some(receiver);
+    }
     let PassRun {
         ledger,
         connection,

@@ -77,6 +77,12 @@ pub struct Args {
     /// Rate of creates that start a storm of 429s.
     #[arg(long, value_name = "P")]
     pub rate_limit_storm: Option<f64>,
+    /// Rate of callback deliveries never sent.
+    #[arg(long, value_name = "P")]
+    pub callback_lost: Option<f64>,
+    /// Rate of callback deliveries sent twice.
+    #[arg(long, value_name = "P")]
+    pub callback_duplicated: Option<f64>,
     /// Seed for every random choice (latencies, faults, ids).
     #[arg(long, default_value_t = 0x5eed)]
     pub seed: u64,
@@ -105,6 +111,8 @@ impl Args {
             (&mut faults.download_truncated, self.download_truncated),
             (&mut faults.download_failed, self.download_failed),
             (&mut faults.rate_limit_storm, self.rate_limit_storm),
+            (&mut faults.callback_lost, self.callback_lost),
+            (&mut faults.callback_duplicated, self.callback_duplicated),
         ];
         for (slot, value) in overrides {
             if let Some(p) = value {
