@@ -89,6 +89,8 @@ impl Ledger {
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
+            // A local file does not go stale between queries: no ping before each one.
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(60))
             .connect_with(options)
             .await
