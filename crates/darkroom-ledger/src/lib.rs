@@ -723,6 +723,17 @@ impl Ledger {
         .await?)
     }
 
+    /// The metadata keys used by any task of the job (both passes): the manifest's extra columns.
+    pub async fn metadata_keys(&self, job_id: i64) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT m.key FROM tasks t, json_each(t.metadata_json) m
+             WHERE t.job_id = ?1 AND t.superseded = 0 ORDER BY m.key",
+        )
+        .bind(job_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Finished or ended tasks of the pass, a page at a time, for the outputs.
     pub async fn results(
         &self,
