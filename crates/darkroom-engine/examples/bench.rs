@@ -77,6 +77,7 @@ fn main() {
                 "scale" => scale(&sims, scale_tasks).await,
                 "naive" => naive(&sims).await,
                 "faults" => faults_one_by_one(&sims).await,
+                "trace" => trace_flaky(&sims).await,
                 // The ledger's part alone, for profiling.
                 "ledger" => {
                     let dir = tempfile::tempdir().unwrap();
@@ -423,21 +424,120 @@ async fn limit(sims: &Handle) -> String {
     out
 }
 
+/// One `flaky` run with its events on a time line: where the time beyond the floor goes.
+async fn trace_flaky(sims: &Handle) -> String {
+    let config = SimConfig {
+        creates_per_minute: Some(3000),
+        max_concurrent: Some(40),
+        faults: Faults::profile("flaky").unwrap(),
+        seed: 3,
+        ..SimConfig::default()
+    };
+    let sim = start_sim(sims, config).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (ledger, job, _) = fresh_job(dir.path(), "trace", 1000).await;
+    let client = client(&sim);
+    let settings = settings("trace", &dir.path().join("out"), Some(3000), 40, 1.0);
+    let (tx, mut rx) = tokio::sync::mpsc::channel(100_000);
+    let started = Instant::now();
+    let log = tokio::spawn(async move {
+        let mut done = 0;
+        let mut lines = String::new();
+        let mut last_second = 0;
+        while let Some(event) = rx.recv().await {
+            let at = started.elapsed().as_secs_f64();
+            match event {
+                Event::TaskFinished { .. } => {
+                    done += 1;
+                    if at as u64 > last_second {
+                        last_second = at as u64;
+                        writeln!(lines, "{at:6.2} s  {done} finished").unwrap();
+                    }
+                }
+                other => writeln!(lines, "{at:6.2} s  {other:?}").unwrap(),
+            }
+        }
+        lines
+    });
+    run_pass(&ledger, &client, &settings, job, tx, Shutdown::default())
+        .await
+        .unwrap();
+    let wall = started.elapsed().as_secs_f64();
+    let lines = log.await.unwrap();
+    let stats = sim.stats();
+    stop_sim(sims, sim).await;
+    format!("{lines}wall {wall:.1} s, faults {:?}\n", stats.faults)
+}
+
 /// Each fault of the `flaky` profile alone, at its `flaky` rate: which one makes the tail.
 async fn faults_one_by_one(sims: &Handle) -> String {
     let tasks = 1000;
     let flaky = Faults::profile("flaky").unwrap();
     let none = Faults::default();
     let cases = [
-        ("create 5xx 2%", Faults { create_5xx: flaky.create_5xx, ..none }),
-        ("accepted then dropped 2%", Faults { create_dropped: flaky.create_dropped, ..none }),
-        ("get 5xx 2%", Faults { get_5xx: flaky.get_5xx, ..none }),
-        ("slow get 1%", Faults { get_slow: flaky.get_slow, ..none }),
-        ("generation failed 2%", Faults { generation_failed: flaky.generation_failed, ..none }),
-        ("moderation 1%", Faults { moderation: flaky.moderation, ..none }),
-        ("download truncated 2%", Faults { download_truncated: flaky.download_truncated, ..none }),
-        ("download failed 1%", Faults { download_failed: flaky.download_failed, ..none }),
-        ("429 storm 0.2%", Faults { rate_limit_storm: flaky.rate_limit_storm, ..none }),
+        (
+            "create 5xx 2%",
+            Faults {
+                create_5xx: flaky.create_5xx,
+                ..none
+            },
+        ),
+        (
+            "accepted then dropped 2%",
+            Faults {
+                create_dropped: flaky.create_dropped,
+                ..none
+            },
+        ),
+        (
+            "get 5xx 2%",
+            Faults {
+                get_5xx: flaky.get_5xx,
+                ..none
+            },
+        ),
+        (
+            "slow get 1%",
+            Faults {
+                get_slow: flaky.get_slow,
+                ..none
+            },
+        ),
+        (
+            "generation failed 2%",
+            Faults {
+                generation_failed: flaky.generation_failed,
+                ..none
+            },
+        ),
+        (
+            "moderation 1%",
+            Faults {
+                moderation: flaky.moderation,
+                ..none
+            },
+        ),
+        (
+            "download truncated 2%",
+            Faults {
+                download_truncated: flaky.download_truncated,
+                ..none
+            },
+        ),
+        (
+            "download failed 1%",
+            Faults {
+                download_failed: flaky.download_failed,
+                ..none
+            },
+        ),
+        (
+            "429 storm 0.2%",
+            Faults {
+                rate_limit_storm: flaky.rate_limit_storm,
+                ..none
+            },
+        ),
     ];
     let mut out = String::from(
         "### Each `flaky` fault alone (1,000 previews, 3,000/min, 40 concurrent)\n\n\
