@@ -7,7 +7,8 @@
 //! cargo run --release -p darkroom-engine --example bench -- [limit] [overhead] [scale] [naive] [--write BENCHMARKS.md]
 //! ```
 //!
-//! With no scenario named, all run. `--write FILE` replaces the text between
+//! Scenarios: `limit`, `faults`, `overhead`, `scale` (`--scale-tasks N`), `naive`; with none named,
+//! all of these run. `trace` and `ledger` are for diagnosis. `--write FILE` replaces the text between
 //! `<!-- bench:begin -->` and `<!-- bench:end -->` in FILE with the tables, the machine and the
 //! command. The simulator runs on a runtime of its own (threads named `sim`), so darkroom's CPU time
 //! is the process's minus the simulator's threads'.
@@ -51,7 +52,9 @@ fn main() {
         }
     }
     if chosen.is_empty() {
-        chosen = ["limit", "overhead", "scale", "naive"].map(String::from).to_vec();
+        chosen = ["limit", "faults", "overhead", "scale", "naive"]
+            .map(String::from)
+            .to_vec();
     }
     // The simulator's own runtime: its threads are named, so their CPU time can be told apart.
     let sim_rt = tokio::runtime::Builder::new_multi_thread()
@@ -86,7 +89,9 @@ fn main() {
                         ledger_steps(dir.path(), 5000).await
                     )
                 }
-                other => panic!("unknown scenario {other:?}: limit, overhead, scale or naive"),
+                other => panic!(
+                    "unknown scenario {other:?}: limit, faults, overhead, scale, naive, trace or ledger"
+                ),
             };
             println!("{section}");
             report.push_str(&section);
