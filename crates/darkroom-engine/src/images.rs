@@ -1,9 +1,9 @@
 //! Verifying a downloaded image and writing it into place atomically.
 //!
-//! An image counts only once it decodes, its format is the one asked for, and its dimensions match
-//! the task's aspect ratio within 1%. It is written to a temporary file beside its final path,
-//! synced, renamed into place, and the directory synced: after a crash the file is either whole or
-//! absent, never half-written.
+//! An image counts only once its header parses, it is whole (it ends as a whole JPEG or PNG does),
+//! its format is the one asked for, and its dimensions match the task's aspect ratio within 1%. It
+//! is written to a temporary file beside its final path, synced, renamed into place, and the
+//! directory synced: after a crash the file is either whole or absent, never half-written.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -25,7 +25,11 @@ pub enum VerifyError {
     },
 }
 
-/// Decodes the bytes fully and checks format and shape. CPU-bound: call it on the blocking pool.
+/// Checks format, shape and wholeness without decoding the pixels: the header is parsed for the
+/// format and dimensions (JPEG segments up to the start of scan, PNG's `IHDR`), and the file must
+/// end the way a whole one does (JPEG's end-of-image marker, PNG's `IEND` chunk), so a download cut
+/// short is refused. Decoding every pixel would cost milliseconds an image and catch nothing more
+/// that a download can get wrong. Cheap enough to call on the async runtime.
 pub fn verify(bytes: &[u8], format: Format, aspect: AspectRatio) -> Result<(u32, u32), VerifyError> {
     let found = image::guess_format(bytes).map_err(|e| VerifyError::Undecodable(e.to_string()))?;
     let expected = match format {
@@ -38,9 +42,19 @@ pub fn verify(bytes: &[u8], format: Format, aspect: AspectRatio) -> Result<(u32,
             found: format!("{found:?}"),
         });
     }
-    let decoded = image::load_from_memory_with_format(bytes, found)
+    let (width, height) = image::ImageReader::with_format(std::io::Cursor::new(bytes), found)
+        .into_dimensions()
         .map_err(|e| VerifyError::Undecodable(e.to_string()))?;
-    let (width, height) = (decoded.width(), decoded.height());
+    if !ends_whole(bytes, format) {
+        return Err(VerifyError::Undecodable(format!(
+            "the {} ends before its {} (cut short)",
+            format.as_str(),
+            match format {
+                Format::Jpg => "end-of-image marker",
+                Format::Png => "IEND chunk",
+            }
+        )));
+    }
     if !shape_matches(width, height, aspect) {
         return Err(VerifyError::WrongShape {
             width,
@@ -49,6 +63,22 @@ pub fn verify(bytes: &[u8], format: Format, aspect: AspectRatio) -> Result<(u32,
         });
     }
     Ok((width, height))
+}
+
+/// Whether the bytes end as a whole file of this format does: JPEG with the end-of-image marker
+/// (`FF D9`, padding bytes after it tolerated), PNG with its `IEND` chunk and that chunk's CRC.
+fn ends_whole(bytes: &[u8], format: Format) -> bool {
+    match format {
+        Format::Jpg => {
+            // Some encoders pad after EOI with zeros or line ends; nothing else may follow it.
+            let end = bytes
+                .iter()
+                .rposition(|b| !matches!(b, 0x00 | b'\r' | b'\n'))
+                .map_or(0, |i| i + 1);
+            end >= 4 && bytes[end - 2..end] == [0xFF, 0xD9]
+        }
+        Format::Png => bytes.ends_with(&[0, 0, 0, 0, b'I', b'E', b'N', b'D', 0xAE, 0x42, 0x60, 0x82]),
+    }
 }
 
 /// Whether width:height is the aspect ratio within 1%, or exactly Luma's published size for it
@@ -117,7 +147,7 @@ pub fn remove_stale_temporaries(dir: &Path) -> std::io::Result<usize> {
     Ok(removed)
 }
 
-fn temporary_path(path: &Path) -> PathBuf {
+pub(crate) fn temporary_path(path: &Path) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -125,7 +155,7 @@ fn temporary_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
 }
 
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
     {
         std::fs::File::open(dir)?.sync_all()?;
@@ -173,6 +203,36 @@ mod tests {
             Err(VerifyError::Undecodable(_))
         ));
         assert!(verify(b"<html>", Format::Jpg, AspectRatio::Square).is_err());
+    }
+
+    fn png(width: u32, height: u32) -> Vec<u8> {
+        let img = image::RgbImage::from_pixel(width, height, image::Rgb([20, 130, 60]));
+        let mut out = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+        out.into_inner()
+    }
+
+    #[test]
+    fn an_image_cut_short_anywhere_after_its_header_is_refused() {
+        for (bytes, format) in [(jpeg(320, 180), Format::Jpg), (png(320, 180), Format::Png)] {
+            assert_eq!(verify(&bytes, format, AspectRatio::Landscape16x9), Ok((320, 180)));
+            for cut in [1, 2, 11, bytes.len() / 3, bytes.len() - 40] {
+                let short = &bytes[..bytes.len() - cut];
+                assert!(
+                    matches!(
+                        verify(short, format, AspectRatio::Landscape16x9),
+                        Err(VerifyError::Undecodable(_))
+                    ),
+                    "{format:?} cut by {cut}"
+                );
+            }
+        }
+        // Padding after the end-of-image marker is tolerated; anything else is not.
+        let mut padded = jpeg(160, 90);
+        padded.extend_from_slice(&[0, 0, b'\n']);
+        assert!(verify(&padded, Format::Jpg, AspectRatio::Landscape16x9).is_ok());
+        padded.push(b'x');
+        assert!(verify(&padded, Format::Jpg, AspectRatio::Landscape16x9).is_err());
     }
 
     #[test]

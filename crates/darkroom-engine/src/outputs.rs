@@ -6,14 +6,15 @@
 //! They are views of the ledger, so a killed run loses nothing: the next run writes them again.
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::Write;
+use std::fs::File;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use darkroom_jobs::{Metadata, Money, Pass};
 use darkroom_ledger::{Ledger, ResultRecord};
 use serde_json::json;
 
-use crate::images::write_atomically;
+use crate::images::{sync_dir, temporary_path};
 use crate::EngineError;
 
 /// The paths of the files written.
@@ -27,11 +28,26 @@ pub struct OutputFiles {
 const PAGE: i64 = 5_000;
 
 /// Rewrites the three output files of a job from the ledger, both passes.
+///
+/// The files are streamed a page of tasks at a time, so memory does not grow with the job: the
+/// manifest's metadata columns are collected first (one query), then every page is written to
+/// temporary files that are synced and renamed into place at the end, as `write_atomically` does.
 pub async fn write_outputs(ledger: &Ledger, job_id: i64, job_dir: &Path) -> Result<OutputFiles, EngineError> {
-    let mut results = Vec::new();
-    let mut errors = Vec::new();
-    let mut records = Vec::new();
-    let mut metadata_columns = BTreeSet::new();
+    let files = OutputFiles {
+        results: job_dir.join("results.jsonl"),
+        errors: job_dir.join("errors.jsonl"),
+        manifest: job_dir.join("manifest.csv"),
+    };
+    let metadata_columns: BTreeSet<String> = ledger.metadata_keys(job_id).await?.into_iter().collect();
+    let keeps = existing_keeps(&files.manifest);
+    let mut results = Staged::create(&files.results)?;
+    let mut errors = Staged::create(&files.errors)?;
+    let mut manifest = csv::Writer::from_writer(Staged::create(&files.manifest)?);
+    write_csv(
+        &mut manifest,
+        &manifest_header(&metadata_columns),
+        &files.manifest,
+    )?;
     for pass in [Pass::Preview, Pass::Final] {
         let mut after = 0;
         loop {
@@ -40,36 +56,114 @@ pub async fn write_outputs(ledger: &Ledger, job_id: i64, job_dir: &Path) -> Resu
             after = last.id;
             for record in page {
                 let metadata: Metadata = serde_json::from_str(&record.metadata_json).unwrap_or_default();
-                metadata_columns.extend(metadata.keys().cloned());
                 match record.state.as_str() {
-                    "done" => writeln!(results, "{}", result_line(&record, &metadata)).ok(),
-                    "failed" | "blocked" | "skipped" => {
-                        writeln!(errors, "{}", error_line(&record, &metadata)).ok()
-                    }
-                    _ => None,
-                };
-                records.push((record, metadata));
+                    "done" => results.line(&result_line(&record, &metadata))?,
+                    "failed" | "blocked" | "skipped" => errors.line(&error_line(&record, &metadata))?,
+                    _ => {}
+                }
+                write_csv(
+                    &mut manifest,
+                    &manifest_row(&record, &metadata, &metadata_columns, &keeps),
+                    &files.manifest,
+                )?;
             }
         }
     }
-    let files = OutputFiles {
-        results: job_dir.join("results.jsonl"),
-        errors: job_dir.join("errors.jsonl"),
-        manifest: job_dir.join("manifest.csv"),
-    };
-    let keeps = existing_keeps(&files.manifest);
-    let manifest = manifest_csv(&records, &metadata_columns, &keeps);
-    for (path, bytes) in [
-        (&files.results, &results),
-        (&files.errors, &errors),
-        (&files.manifest, &manifest),
-    ] {
-        write_atomically(path, bytes).map_err(|source| EngineError::Output {
-            path: path.clone(),
-            source,
-        })?;
+    let manifest = manifest.into_inner().map_err(|e| EngineError::Output {
+        path: files.manifest.clone(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    for staged in [results, errors, manifest] {
+        staged.commit()?;
     }
     Ok(files)
+}
+
+/// An output file being written beside its final path, renamed into place once whole.
+struct Staged {
+    path: PathBuf,
+    tmp: PathBuf,
+    out: Option<BufWriter<File>>,
+}
+
+impl Staged {
+    fn create(path: &Path) -> Result<Staged, EngineError> {
+        let tmp = temporary_path(path);
+        let error = |source| EngineError::Output {
+            path: path.to_path_buf(),
+            source,
+        };
+        std::fs::create_dir_all(path.parent().unwrap_or(Path::new("."))).map_err(error)?;
+        let file = File::create(&tmp).map_err(error)?;
+        Ok(Staged {
+            path: path.to_path_buf(),
+            tmp,
+            out: Some(BufWriter::with_capacity(256 * 1024, file)),
+        })
+    }
+
+    fn write_bytes(&mut self, bytes: &[u8]) -> Result<(), EngineError> {
+        let result = match self.out.as_mut() {
+            Some(out) => out.write_all(bytes),
+            None => Ok(()),
+        };
+        result.map_err(|source| self.error(source))
+    }
+
+    fn line(&mut self, value: &serde_json::Value) -> Result<(), EngineError> {
+        let mut line = value.to_string();
+        line.push('\n');
+        self.write_bytes(line.as_bytes())
+    }
+
+    /// Flushes, syncs and renames the file into place, then syncs its directory.
+    fn commit(mut self) -> Result<(), EngineError> {
+        let result = (|| {
+            if let Some(out) = self.out.take() {
+                let file = out.into_inner().map_err(std::io::IntoInnerError::into_error)?;
+                file.sync_all()?;
+            }
+            std::fs::rename(&self.tmp, &self.path)?;
+            sync_dir(self.path.parent().unwrap_or(Path::new(".")))
+        })();
+        result.map_err(|source| self.error(source))
+    }
+
+    fn error(&self, source: std::io::Error) -> EngineError {
+        EngineError::Output {
+            path: self.path.clone(),
+            source,
+        }
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        // Not committed (an error on the way): leave no temporary file behind.
+        if self.out.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+impl Write for Staged {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self.out.as_mut() {
+            Some(out) => out.write(buf),
+            None => Ok(buf.len()),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.as_mut().map_or(Ok(()), Write::flush)
+    }
+}
+
+fn write_csv(csv: &mut csv::Writer<Staged>, record: &[String], path: &Path) -> Result<(), EngineError> {
+    csv.write_record(record).map_err(|e| EngineError::Output {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    })
 }
 
 fn result_line(r: &ResultRecord, metadata: &Metadata) -> serde_json::Value {
@@ -113,6 +207,25 @@ fn error_line(r: &ResultRecord, metadata: &Metadata) -> serde_json::Value {
     })
 }
 
+fn manifest_header(metadata_columns: &BTreeSet<String>) -> Vec<String> {
+    let mut header: Vec<String> = [
+        "id",
+        "pass",
+        "model",
+        "status",
+        "path",
+        "cost",
+        "prompt",
+        "aspect_ratio",
+        "reason",
+    ]
+    .map(String::from)
+    .to_vec();
+    header.extend(metadata_columns.iter().cloned());
+    header.push("keep".into());
+    header
+}
+
 /// `keep` cells a user filled in the manifest already on disk, by (id, pass): a rewrite keeps them.
 pub fn existing_keeps(manifest: &Path) -> HashMap<(String, String), String> {
     let mut keeps = HashMap::new();
@@ -136,56 +249,37 @@ pub fn existing_keeps(manifest: &Path) -> HashMap<(String, String), String> {
     keeps
 }
 
-fn manifest_csv(
-    records: &[(ResultRecord, Metadata)],
+fn manifest_row(
+    r: &ResultRecord,
+    metadata: &Metadata,
     metadata_columns: &BTreeSet<String>,
     keeps: &HashMap<(String, String), String>,
-) -> Vec<u8> {
-    let mut writer = csv::Writer::from_writer(Vec::new());
-    let mut header: Vec<String> = [
-        "id",
-        "pass",
-        "model",
-        "status",
-        "path",
-        "cost",
-        "prompt",
-        "aspect_ratio",
-        "reason",
-    ]
-    .map(String::from)
-    .to_vec();
-    header.extend(metadata_columns.iter().cloned());
-    header.push("keep".into());
-    let _ = writer.write_record(&header);
-    for (r, metadata) in records {
-        let mut row = vec![
-            r.task_key.clone(),
-            r.pass.clone(),
-            r.model.clone(),
-            if r.state == "done" && r.cached != 0 {
-                "cached".into()
-            } else {
-                r.state.clone()
-            },
-            r.output_path.clone().unwrap_or_default(),
-            Money::from_micros(r.cost_micros).to_decimal_string(),
-            r.prompt.clone(),
-            r.aspect_ratio.clone(),
-            r.reason.clone().unwrap_or_default(),
-        ];
-        row.extend(
-            metadata_columns
-                .iter()
-                .map(|c| metadata.get(c).cloned().unwrap_or_default()),
-        );
-        row.push(
-            keeps
-                .get(&(r.task_key.clone(), r.pass.clone()))
-                .cloned()
-                .unwrap_or_default(),
-        );
-        let _ = writer.write_record(&row);
-    }
-    writer.into_inner().unwrap_or_default()
+) -> Vec<String> {
+    let mut row = vec![
+        r.task_key.clone(),
+        r.pass.clone(),
+        r.model.clone(),
+        if r.state == "done" && r.cached != 0 {
+            "cached".into()
+        } else {
+            r.state.clone()
+        },
+        r.output_path.clone().unwrap_or_default(),
+        Money::from_micros(r.cost_micros).to_decimal_string(),
+        r.prompt.clone(),
+        r.aspect_ratio.clone(),
+        r.reason.clone().unwrap_or_default(),
+    ];
+    row.extend(
+        metadata_columns
+            .iter()
+            .map(|c| metadata.get(c).cloned().unwrap_or_default()),
+    );
+    row.push(
+        keeps
+            .get(&(r.task_key.clone(), r.pass.clone()))
+            .cloned()
+            .unwrap_or_default(),
+    );
+    row
 }

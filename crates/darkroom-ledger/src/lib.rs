@@ -91,6 +91,8 @@ impl Ledger {
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
+            // A local file does not go stale between queries: no ping before each one.
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(60))
             .connect_with(options)
             .await
@@ -793,6 +795,17 @@ impl Ledger {
         .await?)
     }
 
+    /// The metadata keys used by any task of the job (both passes): the manifest's extra columns.
+    pub async fn metadata_keys(&self, job_id: i64) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT m.key FROM tasks t, json_each(t.metadata_json) m
+             WHERE t.job_id = ?1 AND t.superseded = 0 ORDER BY m.key",
+        )
+        .bind(job_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Finished or ended tasks of the pass, a page at a time, for the outputs.
     pub async fn results(
         &self,
@@ -838,47 +851,57 @@ pub struct Loader {
 }
 
 impl Loader {
-    /// Adds a page of tasks with their prices and request bodies.
+    /// Adds a page of tasks with their prices and request bodies, many rows to a statement (one
+    /// statement per row made loading a million tasks take a minute, most of it spent handing
+    /// statements to SQLite's thread).
     pub async fn load_page(&mut self, page: &[NewTask]) -> Result<()> {
-        for NewTask {
-            task,
-            line,
-            price,
-            request_json,
-        } in page
-        {
-            let key = task.file_stem();
-            sqlx::query("INSERT OR IGNORE INTO loaded_keys (task_key, fingerprint) VALUES (?1, ?2)")
-                .bind(&key)
-                .bind(&task.fingerprint)
-                .execute(&mut *self.conn)
-                .await?;
-            let metadata = serde_json::to_string(&task.metadata).unwrap_or_else(|_| "{}".into());
-            let inserted = sqlx::query(
+        for chunk in page.chunks(LOAD_ROWS_PER_STATEMENT) {
+            let keys: Vec<String> = chunk.iter().map(|t| t.task.file_stem()).collect();
+            let mut sql = String::from("INSERT OR IGNORE INTO loaded_keys (task_key, fingerprint) VALUES ");
+            push_placeholders(&mut sql, chunk.len(), 2);
+            let mut query = sqlx::query(&sql);
+            for (key, new) in keys.iter().zip(chunk) {
+                query = query.bind(key).bind(&new.task.fingerprint);
+            }
+            query.execute(&mut *self.conn).await?;
+
+            let mut sql = String::from(
                 "INSERT INTO tasks (job_id, pass, task_key, row_id, line, variant, variants, model, fingerprint,
                                     request_json, prompt, aspect_ratio, format, metadata_json, price_micros)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
-                 ON CONFLICT (job_id, pass, task_key, fingerprint) DO UPDATE SET superseded = 0,
-                    line = ?5, metadata_json = ?14",
-            )
-            .bind(self.job_id)
-            .bind(self.pass.as_str())
-            .bind(&key)
-            .bind(&task.row_id)
-            .bind(i64::try_from(*line).unwrap_or(i64::MAX))
-            .bind(task.variant)
-            .bind(task.variants)
-            .bind(task.model.as_str())
-            .bind(&task.fingerprint)
-            .bind(request_json)
-            .bind(&task.prompt)
-            .bind(task.aspect_ratio.as_str())
-            .bind(task.format.as_str())
-            .bind(metadata)
-            .bind(price.micros())
-            .execute(&mut *self.conn)
-            .await?;
-            self.inserted += inserted.rows_affected();
+                 VALUES ",
+            );
+            push_placeholders(&mut sql, chunk.len(), 15);
+            sql.push_str(
+                " ON CONFLICT (job_id, pass, task_key, fingerprint) DO UPDATE SET superseded = 0,
+                    line = excluded.line, metadata_json = excluded.metadata_json",
+            );
+            let mut query = sqlx::query(&sql);
+            for (key, new) in keys.iter().zip(chunk) {
+                let NewTask {
+                    task,
+                    line,
+                    price,
+                    request_json,
+                } = new;
+                let metadata = serde_json::to_string(&task.metadata).unwrap_or_else(|_| "{}".into());
+                query = query
+                    .bind(self.job_id)
+                    .bind(self.pass.as_str())
+                    .bind(key)
+                    .bind(&task.row_id)
+                    .bind(i64::try_from(*line).unwrap_or(i64::MAX))
+                    .bind(task.variant)
+                    .bind(task.variants)
+                    .bind(task.model.as_str())
+                    .bind(&task.fingerprint)
+                    .bind(request_json)
+                    .bind(&task.prompt)
+                    .bind(task.aspect_ratio.as_str())
+                    .bind(task.format.as_str())
+                    .bind(metadata)
+                    .bind(price.micros());
+            }
+            self.inserted += query.execute(&mut *self.conn).await?.rows_affected();
         }
         Ok(())
     }
@@ -920,6 +943,22 @@ impl Drop for Loader {
         if !self.committed {
             self.conn.close_on_drop();
         }
+    }
+}
+
+/// Task rows per `INSERT` while loading: 15 parameters each, well under SQLite's 32,766.
+const LOAD_ROWS_PER_STATEMENT: usize = 100;
+
+/// Appends `rows` groups of `columns` anonymous placeholders: `(?, ?), (?, ?)`. Not numbered: looking
+/// up a numbered parameter's name is linear in the statement's parameters, so binding thousands of
+/// them was quadratic.
+fn push_placeholders(sql: &mut String, rows: usize, columns: usize) {
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 0..columns {
+            sql.push_str(if column == 0 { "?" } else { ", ?" });
+        }
+        sql.push(')');
     }
 }
 
