@@ -131,6 +131,12 @@ async fn resume_step(shared: &Shared, task: &TaskRecord) -> Result<Step, EngineE
     let generations = shared.ledger.open_generations(task.id).await?;
     // Generations superseded by a later one of the same task are not ours to keep.
     let Some(last) = generations.last() else {
+        // In flight with nothing open upstream: an earlier run ended its generation (abandoned,
+        // failed) and was stopped before it put the task back. Without a reservation the task
+        // must be pending again to reserve one; with it, it may be sent as it is.
+        if task.reserved_micros == 0 {
+            shared.ledger.release(task.id, TaskState::Pending, None).await?;
+        }
         return Ok(Step::Create(None));
     };
     for older in &generations[..generations.len() - 1] {

@@ -396,7 +396,9 @@ async fn a_run_stopped_mid_way_resumes_and_pays_once_per_image() {
     sim.time_scale = 0.2;
     let h = harness(sim).await;
     let file = write_job(h.dir.path(), "stop", 60, 1);
-    let s = settings(&h, "stop");
+    let mut s = settings(&h, "stop");
+    // Few in flight, so the stop (after 10 images) lands long before all 60 are dispatched.
+    s.max_in_flight = 8;
     let job = load_into(&h, &file, &s, Money::parse_usd("1").unwrap()).await;
     let shutdown = Shutdown::default();
     let (tx, mut rx) = mpsc::channel(10_000);
@@ -429,6 +431,42 @@ async fn a_run_stopped_mid_way_resumes_and_pays_once_per_image() {
     let (second, _) = load_and_run(&h, &file, &s, Money::parse_usd("1").unwrap()).await;
     assert_eq!(second.counts.done, 60);
     assert_paid_once_per_image(&h, &second, 4_000).await;
+}
+
+#[tokio::test]
+async fn a_task_left_in_flight_with_its_generation_abandoned_is_made_on_the_next_run() {
+    // A run stopped between abandoning a generation and putting its task back leaves the task
+    // "submitted" with nothing open upstream: the next run must still make it.
+    let h = harness(fast_sim()).await;
+    let file = write_job(h.dir.path(), "gap", 1, 1);
+    let s = settings(&h, "gap");
+    let job = load_into(&h, &file, &s, Money::parse_usd("1").unwrap()).await;
+    let task = h
+        .ledger
+        .pending_tasks(job, Pass::Preview, 0, 1)
+        .await
+        .unwrap()
+        .remove(0);
+    assert!(matches!(
+        h.ledger.reserve(task.id).await.unwrap(),
+        darkroom_ledger::Reservation::Reserved
+    ));
+    let generation = h.ledger.record_intent(task.id, "fp").await.unwrap();
+    let request: darkroom_luma::CreateRequest = serde_json::from_str(&task.request_json).unwrap();
+    let created = h.client.create(&request).await.unwrap();
+    h.ledger.record_submitted(generation, &created.id).await.unwrap();
+    h.ledger.abandon_generation(generation).await.unwrap();
+
+    let (tx, mut rx) = mpsc::channel(100);
+    tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    let outcome = run_pass(&h.ledger, &h.client, &s, job, tx, Shutdown::default())
+        .await
+        .unwrap();
+    assert_eq!(outcome.counts.done, 1, "{:?}", outcome.counts);
+    assert_eq!(outcome.counts.in_flight, 0);
+    // Two generations were paid for (the abandoned one stays paid), and the ledger says so.
+    assert_bill_matches(&h).await;
+    assert_eq!(h.sim.billing().net_micros, 2 * 4_000);
 }
 
 #[tokio::test]
