@@ -3,30 +3,13 @@
 
 #![allow(clippy::unwrap_used)] // In tests a panic is a failure with a backtrace.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 
-fn darkroom(dir: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_darkroom"));
-    command
-        .current_dir(dir)
-        .env_remove("LUMAAI_API_KEY")
-        .env_remove("LUMAAI_BASE_URL")
-        .env("NO_COLOR", "1");
-    for (key, _) in std::env::vars() {
-        if key.starts_with("DARKROOM_") {
-            command.env_remove(key);
-        }
-    }
-    command
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
-}
+use support::{code, darkroom, text, write};
 
 fn small_job(dir: &Path) {
     write(
@@ -36,14 +19,6 @@ fn small_job(dir: &Path) {
          brass,A brass desk lamp on an oak desk,1:1,2,L-1\n\
          glass,A glass pendant lamp over a kitchen island,16:9,1,L-2\n",
     );
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn code(output: &Output) -> i32 {
-    output.status.code().unwrap_or(-1)
 }
 
 #[test]
@@ -218,20 +193,10 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     files
 }
 
-/// `GET /sim/billing` over a plain socket: the simulator's own record of what was charged.
+/// `GET /sim/billing`: the simulator's own record of what was charged.
 fn sim_net_billing(base_url: &str) -> i64 {
-    use std::io::{Read, Write};
-    let authority = base_url.trim_start_matches("http://").split('/').next().unwrap();
-    let mut stream = std::net::TcpStream::connect(authority).unwrap();
-    write!(
-        stream,
-        "GET /sim/billing HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let body = &response[response.find("\r\n\r\n").unwrap() + 4..];
-    let billing: serde_json::Value = serde_json::from_str(body).unwrap();
+    let (_, body) = support::http(base_url, "GET", "/sim/billing", &[], "");
+    let billing: serde_json::Value = serde_json::from_str(&body).unwrap();
     billing["net_micros"].as_i64().unwrap()
 }
 
