@@ -59,6 +59,9 @@ struct TaskRun {
     callback_token: Option<(crate::callbacks::CallbackReceiver, String)>,
 }
 
+/// How long a paid image's download is retried before the task is left for the next run.
+const DOWNLOAD_PATIENCE: Duration = Duration::from_secs(600);
+
 /// Drives a task from whatever state the ledger has it in to an end (or to a state the next run
 /// resumes from, when the run stops first).
 pub(crate) async fn drive(shared: Arc<Shared>, task: TaskRecord, permit: Option<OwnedSemaphorePermit>) {
@@ -533,9 +536,16 @@ impl TaskRun {
         let shared = self.shared.clone();
         let _slot = shared.downloads.acquire().await;
         let mut last_error = String::new();
-        for try_number in 0..4u32 {
+        // The image is paid for: keep trying for a while (a CDN's URL stays valid for hours), with
+        // growing pauses, before leaving it to the next run.
+        let give_up_at = tokio::time::Instant::now() + DOWNLOAD_PATIENCE;
+        for try_number in 0u32.. {
             if try_number > 0 {
-                let delay = Duration::from_millis(300) * 2u32.pow(try_number);
+                if tokio::time::Instant::now() >= give_up_at {
+                    break;
+                }
+                let delay =
+                    (Duration::from_millis(300) * 2u32.pow(try_number.min(7))).min(Duration::from_secs(30));
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
                     () = self.shared.abort.cancelled() => return Ok(Step::End),

@@ -203,6 +203,30 @@ async fn the_cache_reuses_an_identical_task_from_another_job_at_no_cost() {
     assert_eq!((outcome.counts.done, outcome.counts.cached), (3, 0));
 }
 
+/// The tasks a run left in flight, with their open generations: what a failure message needs.
+async fn unfinished(h: &Harness) -> String {
+    let mut lines = Vec::new();
+    for job in h.ledger.jobs().await.unwrap() {
+        for task in h.ledger.unfinished_tasks(job.id, Pass::Preview).await.unwrap() {
+            let generations: Vec<String> = h
+                .ledger
+                .open_generations(task.id)
+                .await
+                .unwrap()
+                .iter()
+                .map(|g| format!("{}:{}:{:?}", g.id, g.state, g.upstream_id))
+                .collect();
+            lines.push(format!(
+                "{} {} [{}]",
+                task.task_key,
+                task.state,
+                generations.join(", ")
+            ));
+        }
+    }
+    lines.join("; ")
+}
+
 /// Net charges equal exactly one image per done task: nothing was paid twice, nothing lost.
 async fn assert_paid_once_per_image(h: &Harness, outcome: &Outcome, price: i64) {
     assert_bill_matches(h).await;
@@ -287,7 +311,13 @@ async fn truncated_and_failed_downloads_are_downloaded_again() {
         ..Default::default()
     };
     let (h, outcome) = run_with_faults(faults, 40).await;
-    assert_eq!(outcome.counts.done, 40, "{:?}", outcome.counts);
+    assert_eq!(
+        outcome.counts.done,
+        40,
+        "{:?}\nleft unfinished: {}",
+        outcome.counts,
+        unfinished(&h).await
+    );
     assert!(
         h.sim
             .stats()
@@ -384,8 +414,9 @@ async fn the_hostile_profile_completes_every_completable_task_and_the_bill_recon
     assert_eq!(
         outcome.counts.done + outcome.counts.blocked,
         80,
-        "{:?}",
-        outcome.counts
+        "{:?}\nleft unfinished: {}",
+        outcome.counts,
+        unfinished(&h).await
     );
     assert_paid_once_per_image(&h, &outcome, 4_000).await;
 }

@@ -455,39 +455,16 @@ impl Ledger {
         next: TaskState,
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        let (task_id, job_id, pass, charge, state): (i64, i64, String, i64, String) = sqlx::query_as(
-            "SELECT t.id, t.job_id, t.pass, g.charge_micros, g.state
-             FROM generations g JOIN tasks t ON t.id = g.task_id WHERE g.id = ?1",
-        )
-        .bind(generation)
-        .fetch_one(&mut *tx)
-        .await?;
+        let (task_id, state): (i64, String) =
+            sqlx::query_as("SELECT task_id, state FROM generations WHERE id = ?1")
+                .bind(generation)
+                .fetch_one(&mut *tx)
+                .await?;
         if state == "failed" {
             return Ok(()); // already settled (a duplicate report)
         }
         let now = now_ms();
-        sqlx::query("UPDATE generations SET state = 'failed', failure_reason = ?2, charge_micros = 0, completed_at = ?3 WHERE id = ?1")
-            .bind(generation)
-            .bind(reason)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        if charge > 0 {
-            sqlx::query(
-                "UPDATE job_passes SET spent_micros = spent_micros - ?3 WHERE job_id = ?1 AND pass = ?2",
-            )
-            .bind(job_id)
-            .bind(&pass)
-            .bind(charge)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query("UPDATE tasks SET cost_micros = cost_micros - ?2 WHERE id = ?1")
-                .bind(task_id)
-                .bind(charge)
-                .execute(&mut *tx)
-                .await?;
-            insert_spend(&mut tx, job_id, &pass, task_id, generation, "refund", charge, now).await?;
-        }
+        fail_and_refund(&mut tx, generation, reason, now).await?;
         let finished = next.is_terminal().then_some(now);
         sqlx::query("UPDATE tasks SET state = ?2, reason = ?3, finished_at = ?4 WHERE id = ?1")
             .bind(task_id)
@@ -686,13 +663,10 @@ impl Ledger {
     /// `None`: it completed; its charge stays, and it is no longer checked (`extra`).
     pub async fn settle_abandoned(&self, generation: i64, failed: Option<&str>) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        let (task_id, job_id, pass, charge, state): (i64, i64, String, i64, String) = sqlx::query_as(
-            "SELECT t.id, t.job_id, t.pass, g.charge_micros, g.state
-             FROM generations g JOIN tasks t ON t.id = g.task_id WHERE g.id = ?1",
-        )
-        .bind(generation)
-        .fetch_one(&mut *tx)
-        .await?;
+        let state: String = sqlx::query_scalar("SELECT state FROM generations WHERE id = ?1")
+            .bind(generation)
+            .fetch_one(&mut *tx)
+            .await?;
         if state != "abandoned" {
             return Ok(());
         }
@@ -706,31 +680,7 @@ impl Ledger {
             tx.commit().await?;
             return Ok(());
         };
-        sqlx::query(
-            "UPDATE generations SET state = 'failed', failure_reason = ?2, charge_micros = 0, completed_at = ?3
-             WHERE id = ?1",
-        )
-        .bind(generation)
-        .bind(reason)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        if charge > 0 {
-            sqlx::query(
-                "UPDATE job_passes SET spent_micros = spent_micros - ?3 WHERE job_id = ?1 AND pass = ?2",
-            )
-            .bind(job_id)
-            .bind(&pass)
-            .bind(charge)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query("UPDATE tasks SET cost_micros = cost_micros - ?2 WHERE id = ?1")
-                .bind(task_id)
-                .bind(charge)
-                .execute(&mut *tx)
-                .await?;
-            insert_spend(&mut tx, job_id, &pass, task_id, generation, "refund", charge, now).await?;
-        }
+        fail_and_refund(&mut tx, generation, reason, now).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -968,6 +918,47 @@ const TASK_COLUMNS: &str = "SELECT id, job_id, pass, task_key, row_id, variant, 
 
 const GENERATION_COLUMNS: &str = "SELECT id, task_id, attempt, upstream_id, intent_at, request_fingerprint,
     state, failure_reason, charge_micros, image_url FROM generations";
+
+/// Marks a generation failed and refunds its charge, if it held one: the pass's spend, the task's
+/// cost and a refund in the money log.
+async fn fail_and_refund(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    generation: i64,
+    reason: &str,
+    now: i64,
+) -> Result<()> {
+    let (task_id, job_id, pass, charge): (i64, i64, String, i64) = sqlx::query_as(
+        "SELECT t.id, t.job_id, t.pass, g.charge_micros FROM generations g JOIN tasks t ON t.id = g.task_id
+         WHERE g.id = ?1",
+    )
+    .bind(generation)
+    .fetch_one(&mut **tx)
+    .await?;
+    sqlx::query(
+        "UPDATE generations SET state = 'failed', failure_reason = ?2, charge_micros = 0, completed_at = ?3
+         WHERE id = ?1",
+    )
+    .bind(generation)
+    .bind(reason)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    if charge > 0 {
+        sqlx::query("UPDATE job_passes SET spent_micros = spent_micros - ?3 WHERE job_id = ?1 AND pass = ?2")
+            .bind(job_id)
+            .bind(&pass)
+            .bind(charge)
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query("UPDATE tasks SET cost_micros = cost_micros - ?2 WHERE id = ?1")
+            .bind(task_id)
+            .bind(charge)
+            .execute(&mut **tx)
+            .await?;
+        insert_spend(tx, job_id, &pass, task_id, generation, "refund", charge, now).await?;
+    }
+    Ok(())
+}
 
 async fn release_in(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, task_id: i64) -> Result<()> {
     let (job_id, pass, reserved): (i64, String, i64) =
