@@ -48,3 +48,50 @@ fn a_run_with_callbacks_receives_them_and_finishes() {
         .unwrap();
     assert_eq!(code(&bad), 2, "{}", text(&bad.stderr));
 }
+
+#[test]
+fn finals_promoted_from_the_review_page_use_callbacks_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = SimProcess::start(dir.path(), &["--time-scale", "0.2"]);
+    assert_eq!(code(&support::previews(dir.path(), &sim)), 0);
+    let mut child = against(dir.path(), &sim)
+        .args([
+            "review",
+            "vases",
+            "--port",
+            "0",
+            "--callbacks-listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = support::first_url(child.stdout.take().unwrap());
+    let _server = support::Killed(child);
+    let url = url.trim_end_matches('/');
+    let (_, page) = http(url, "GET", "/", &[], "");
+    let token = page.split("name=\"darkroom-token\" content=\"").nth(1).unwrap()[..32].to_string();
+    let (status, answer) = http(
+        url,
+        "POST",
+        "/api/promote",
+        &[("Content-Type", "application/json"), ("X-Darkroom-Token", &token)],
+        r#"{"ids":["jar","bowl"]}"#,
+    );
+    assert_eq!(status, 202, "{answer}");
+    let finished = (0..600).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let (_, state) = http(url, "GET", "/api/state", &[], "");
+        let state: serde_json::Value = serde_json::from_str(&state).unwrap();
+        state["running"] == false
+            && state["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("finals: 2 done"))
+    });
+    assert!(finished, "the two finals were made");
+    let (_, stats) = http(&sim.base_url, "GET", "/sim/stats", &[], "");
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    // Previews were made without callbacks; the two finals with them (dreaming, then completed).
+    assert_eq!(stats["requests"]["callback delivered"], 4, "{stats}");
+}

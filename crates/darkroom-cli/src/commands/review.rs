@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use anyhow::Context as _;
 use axum::extract::{Path as UrlPath, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
@@ -414,7 +415,7 @@ async fn make_finals(review: &Review, plan: promote::Plan) -> anyhow::Result<Str
         .pass(review.job_id, Pass::Final)
         .await?
         .and_then(|p| p.deadline_at);
-    let settings = run_settings(
+    let mut settings = run_settings(
         &review.settings,
         &review.job,
         Pass::Final,
@@ -422,6 +423,12 @@ async fn make_finals(review: &Review, plan: promote::Plan) -> anyhow::Result<Str
         &review.flags,
         deadline,
     );
+    if let Some(listen) = review.flags.callbacks_listen {
+        let receiver =
+            darkroom_engine::callbacks::CallbackReceiver::bind(listen, review.flags.callbacks_url.as_deref())
+                .with_context(|| format!("could not listen for callbacks on {listen}"))?;
+        settings.callbacks = Some(receiver);
+    }
     let (tx, mut rx) = mpsc::channel(1024);
     let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
     let outcome = darkroom_engine::run_pass(
