@@ -150,7 +150,7 @@ impl Ledger {
     pub async fn pass(&self, job_id: i64, pass: Pass) -> Result<Option<PassRecord>> {
         Ok(sqlx::query_as::<_, PassRecord>(
             "SELECT job_id, pass, budget_micros, spent_micros, reserved_micros, status, loaded_fingerprint,
-                    started_at, finished_at, deadline_at
+                    started_at, finished_at, deadline_at, unplanned_micros
              FROM job_passes WHERE job_id = ?1 AND pass = ?2",
         )
         .bind(job_id)
@@ -159,19 +159,21 @@ impl Ledger {
         .await?)
     }
 
-    /// Sets the pass's budget (creating the pass). A budget below what is already spent or
-    /// reserved is refused.
+    /// Sets the pass's budget (creating the pass). Lowering a budget below what is already spent
+    /// or reserved is refused.
     pub async fn set_budget(&self, job_id: i64, pass: Pass, budget: Money) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        let committed: Option<i64> = sqlx::query_scalar(
-            "SELECT spent_micros + reserved_micros FROM job_passes WHERE job_id = ?1 AND pass = ?2",
+        let current: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT spent_micros + reserved_micros, budget_micros FROM job_passes WHERE job_id = ?1 AND pass = ?2",
         )
         .bind(job_id)
         .bind(pass.as_str())
         .fetch_optional(&mut *tx)
         .await?;
-        if let Some(committed) = committed {
-            if committed > budget.micros() {
+        if let Some((committed, old_budget)) = current {
+            // Unplanned charges may already have taken spend past the budget: keeping or raising the
+            // budget is always allowed; lowering it below what is spent or reserved is not.
+            if committed > budget.micros() && budget.micros() < old_budget {
                 return Err(LedgerError::BudgetBelowSpend {
                     budget,
                     committed: Money::from_micros(committed),
@@ -1029,5 +1031,74 @@ fn create_private_file(path: &Path) -> std::io::Result<()> {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    async fn pass_with(budget: i64) -> (tempfile::TempDir, Ledger, i64) {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(&dir.path().join("darkroom.db")).await.unwrap();
+        let job = ledger.upsert_job("job", "job.csv", "fp").await.unwrap();
+        ledger
+            .set_budget(job, Pass::Preview, Money::from_micros(budget))
+            .await
+            .unwrap();
+        (dir, ledger, job)
+    }
+
+    #[tokio::test]
+    async fn the_schema_refuses_a_reservation_past_the_budget_but_records_unplanned_charges() {
+        let (_dir, ledger, job) = pass_with(10_000).await;
+        let reserve = |micros: i64| {
+            sqlx::query("UPDATE job_passes SET reserved_micros = reserved_micros + ?2 WHERE job_id = ?1")
+                .bind(job)
+                .bind(micros)
+                .execute(&ledger.pool)
+        };
+        reserve(10_000).await.unwrap();
+        assert!(
+            reserve(1).await.is_err(),
+            "a reservation past the budget must be refused"
+        );
+        // A charge nobody reserved for (found after the fact) is real money: it is recorded even
+        // past the budget, and then nothing more can be reserved.
+        sqlx::query(
+            "UPDATE job_passes SET reserved_micros = 0, spent_micros = 14000, unplanned_micros = 4000
+             WHERE job_id = ?1",
+        )
+        .bind(job)
+        .execute(&ledger.pool)
+        .await
+        .unwrap();
+        assert!(reserve(1).await.is_err());
+        let pass = ledger.pass(job, Pass::Preview).await.unwrap().unwrap();
+        assert_eq!((pass.spent_micros, pass.unplanned_micros), (14_000, 4_000));
+        assert_eq!(pass.remaining(), Money::ZERO);
+        // Keeping the budget is allowed (a resume with the same --budget); lowering it is not.
+        ledger
+            .set_budget(job, Pass::Preview, Money::from_micros(10_000))
+            .await
+            .unwrap();
+        assert!(ledger
+            .set_budget(job, Pass::Preview, Money::from_micros(9_000))
+            .await
+            .is_err());
+        ledger
+            .set_budget(job, Pass::Preview, Money::from_micros(20_000))
+            .await
+            .unwrap();
+        assert_eq!(
+            ledger
+                .pass(job, Pass::Preview)
+                .await
+                .unwrap()
+                .unwrap()
+                .remaining(),
+            Money::from_micros(6_000)
+        );
     }
 }

@@ -86,6 +86,10 @@ pub struct PassRecord {
     pub finished_at: Option<i64>,
     /// Unix milliseconds after which no new create is sent.
     pub deadline_at: Option<i64>,
+    /// The part of `spent_micros` no reservation covered: charges found after the fact (a late
+    /// commit found by an audit) or corrected to the price the account was observed to charge.
+    /// They are real money, so they may take `spent` past the budget; nothing is reserved then.
+    pub unplanned_micros: i64,
 }
 
 impl PassRecord {
@@ -97,6 +101,13 @@ impl PassRecord {
     }
     pub fn reserved(&self) -> Money {
         Money::from_micros(self.reserved_micros)
+    }
+    pub fn unplanned(&self) -> Money {
+        Money::from_micros(self.unplanned_micros)
+    }
+    /// What is left to reserve: the budget less spend and reservations (never below zero).
+    pub fn remaining(&self) -> Money {
+        Money::from_micros((self.budget_micros - self.spent_micros - self.reserved_micros).max(0))
     }
 }
 

@@ -162,7 +162,7 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
         .await?
         .context("the final pass was just created")?;
     let cost = plan.cost(options.price);
-    let left = Money::from_micros(pass.budget_micros - pass.spent_micros - pass.reserved_micros);
+    let left = pass.remaining();
     eprintln!(
         "promoting {} preview(s) to {} for {cost} ({} already promoted); final budget {} with {left} left",
         plan.chosen.len(),
