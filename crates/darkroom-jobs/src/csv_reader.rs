@@ -1,50 +1,27 @@
 //! CSV job files: UTF-8 (a BOM is tolerated), a header row, quoted multi-line fields. Known columns
-//! fill the row; any other column is metadata. A record with the wrong number of fields or bytes that
-//! are not UTF-8 is reported with its line, and reading goes on.
+//! fill the row; any other column is metadata.
+//!
+//! Records are split here, not by a general CSV library, because a job file must never lose a row
+//! without a diagnostic, and that needs to know where every quote opened and which physical lines a
+//! record took in:
+//!
+//! - A line ends at `\n`, `\r\n` or a lone `\r`; lines are numbered the same way for every ending.
+//! - A field that starts with `"` is quoted: `""` inside it is one quote, and it may span lines.
+//!   A quote inside an unquoted field (`12" vinyl`) is an ordinary character.
+//! - A quote that is never closed is an error naming the line it opened on.
+//! - A quoted field that takes in a later physical line shaped like a row of this file (see
+//!   [`RowShape`]) is an error naming the span of lines, so rows are never merged silently.
+//! - Text after a closing quote (`"12" vinyl"`) is an error: the quote was meant to be `""`.
+//! - A record with the wrong number of fields, a line of only separators, or bytes that are not
+//!   UTF-8 are reported with their line, and reading goes on. A record larger than
+//!   [`MAX_RECORD_BYTES`] stops reading.
 
-use std::cell::Cell;
-use std::io::Read;
-use std::rc::Rc;
+use std::io::{BufRead, Read};
 
-use crate::model::{Metadata, References, WeightedUrl};
-use crate::read::{buffered, FileError, HashingReader, RawRow, Sink, MAX_RECORD_BYTES};
-
-/// Bytes read past a record boundary before a record counts as too large: the record limit plus the
-/// buffers between the file and the CSV parser.
-const GUARD_BYTES: usize = MAX_RECORD_BYTES + 512 * 1024;
-
-/// Refuses to read more than `limit` bytes between two resets, so one gigantic field can't make the
-/// CSV parser buffer the whole file.
-struct Guard<R> {
-    inner: R,
-    since_reset: Rc<Cell<usize>>,
-    limit: usize,
-}
-
-impl<R: Read> Read for Guard<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.since_reset.get() > self.limit {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                RecordTooLarge,
-            ));
-        }
-        let n = self.inner.read(buf)?;
-        self.since_reset.set(self.since_reset.get() + n);
-        Ok(n)
-    }
-}
-
-#[derive(Debug)]
-struct RecordTooLarge;
-
-impl std::fmt::Display for RecordTooLarge {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "a record is larger than {MAX_RECORD_BYTES} bytes")
-    }
-}
-
-impl std::error::Error for RecordTooLarge {}
+use crate::model::{AspectRatio, Format, Metadata, Model, References, WeightedUrl};
+use crate::read::{
+    buffered, read_line, valid_id, Ending, FileError, HashingReader, RawRow, Sink, MAX_RECORD_BYTES,
+};
 
 /// The columns darkroom reads; every other column is metadata.
 pub const KNOWN_COLUMNS: [&str; 13] = [
@@ -63,115 +40,104 @@ pub const KNOWN_COLUMNS: [&str; 13] = [
     "modify_image_ref_weight",
 ];
 
+/// Continuation lines quoted in an error message are cut to this many characters.
+const SHOWN_CHARS: usize = 40;
+
 pub(crate) fn read<R: Read, F: FnMut(crate::Row)>(
     source: HashingReader<R>,
     path: &str,
     sink: &mut Sink<F>,
 ) -> Result<HashingReader<R>, FileError> {
-    let since_reset = Rc::new(Cell::new(0));
-    let guarded = Guard {
-        inner: source,
-        since_reset: since_reset.clone(),
-        limit: GUARD_BYTES,
-    };
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(buffered(guarded));
-    let mut record = csv::ByteRecord::new();
-    let io = |e: csv::Error| FileError::Io {
+    let mut records = Records::new(buffered(source));
+    let io = |source: std::io::Error| FileError::Io {
         path: path.to_string(),
-        source: std::io::Error::other(e.to_string()),
+        source,
+    };
+    let bad_header = |message: String| FileError::BadHeader {
+        path: path.to_string(),
+        message,
     };
 
-    if !reader.read_byte_record(&mut record).map_err(io)? {
-        return Err(FileError::BadHeader {
-            path: path.to_string(),
-            message: "the file is empty (expected a header row)".into(),
-        });
+    let header_record = match records.next(None).map_err(io)? {
+        Next::End => return Err(bad_header("the file is empty (expected a header row)".into())),
+        Next::TooLarge { first_line, .. } => {
+            return Err(bad_header(format!(
+                "the header starting on line {first_line} is larger than {MAX_RECORD_BYTES} bytes"
+            )))
+        }
+        Next::Record(record) => record,
+    };
+    if let Some(problem) = header_record.problems.first() {
+        return Err(bad_header(format!("the header row: {problem}")));
     }
-    let mut header = Vec::with_capacity(record.len());
-    for (i, field) in record.iter().enumerate() {
+    let mut header: Vec<String> = Vec::with_capacity(header_record.len());
+    for (i, field) in header_record.fields().enumerate() {
         let name = std::str::from_utf8(field)
-            .map_err(|_| FileError::BadHeader {
-                path: path.to_string(),
-                message: format!("header column {} is not valid UTF-8", i + 1),
-            })?
+            .map_err(|_| bad_header(format!("header column {} is not valid UTF-8", i + 1)))?
             .trim()
             .trim_start_matches('\u{feff}')
             .to_string();
         if name.is_empty() {
-            return Err(FileError::BadHeader {
-                path: path.to_string(),
-                message: format!("header column {} has no name", i + 1),
-            });
+            return Err(bad_header(format!("header column {} has no name", i + 1)));
         }
         if header.contains(&name) {
-            return Err(FileError::BadHeader {
-                path: path.to_string(),
-                message: format!("header names column {name:?} twice"),
-            });
+            return Err(bad_header(format!("header names column {name:?} twice")));
         }
         header.push(name);
     }
     if !header.iter().any(|h| h == "prompt") {
-        return Err(FileError::BadHeader {
-            path: path.to_string(),
-            message: format!(
-                "the header has no \"prompt\" column (it has: {})",
-                header.join(", ")
-            ),
-        });
+        return Err(bad_header(format!(
+            "the header has no \"prompt\" column (it has: {})",
+            header.join(", ")
+        )));
     }
     for name in &header {
         if !KNOWN_COLUMNS.contains(&name.as_str()) {
             sink.metadata_column(name);
         }
     }
+    let shape = RowShape::of(&header);
+    let id_column = header.iter().position(|h| h == "id");
 
-    let mut last_line = 1;
     loop {
-        since_reset.set(0);
-        match reader.read_byte_record(&mut record) {
-            Ok(true) => {}
-            Ok(false) => break,
-            Err(e) => {
-                let line = e.position().map_or(last_line + 1, |p| p.line());
-                let message = match e.kind() {
-                    csv::ErrorKind::Io(io)
-                        if io.get_ref().is_some_and(|inner| inner.is::<RecordTooLarge>()) =>
-                    {
-                        format!("a record starting after line {last_line} is larger than {MAX_RECORD_BYTES} bytes; reading stopped")
-                    }
-                    _ => format!("could not be read as CSV: {e}"),
-                };
-                sink.error(line, None, message);
-                if !matches!(
-                    e.kind(),
-                    csv::ErrorKind::Utf8 { .. } | csv::ErrorKind::UnequalLengths { .. }
-                ) {
-                    break;
-                }
-                continue;
+        let record = match records.next(Some(&shape)).map_err(io)? {
+            Next::End => break,
+            Next::TooLarge {
+                first_line,
+                quote_opened,
+            } => {
+                let hint = quote_opened.map_or(String::new(), |line| {
+                    format!(" (the quote opened on line {line} may never be closed)")
+                });
+                sink.error(
+                    first_line,
+                    None,
+                    format!("a record starting on line {first_line} is larger than {MAX_RECORD_BYTES} bytes{hint}; reading stopped"),
+                );
+                break;
             }
-        }
-        let line = record.position().map_or(0, |p| p.line());
-        last_line = line;
-        if record.len() == 1
-            && record
-                .get(0)
-                .is_some_and(|f| f.iter().all(u8::is_ascii_whitespace))
-        {
-            continue; // a blank line
-        }
-        let mut raw = RawRow {
-            line,
-            ..RawRow::default()
+            Next::Record(record) => record,
         };
+        let line = record.first_line;
+        if record.is_blank() {
+            continue;
+        }
+        sink.record(record.first_line, record.last_line);
+        let id = id_column
+            .and_then(|i| record.field(i))
+            .and_then(|f| std::str::from_utf8(f).ok())
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty());
+        if !record.problems.is_empty() {
+            for problem in record.problems {
+                sink.error(line, id.clone(), problem);
+            }
+            continue;
+        }
         if record.len() != header.len() {
             sink.error(
                 line,
-                None,
+                id,
                 format!(
                     "has {} fields; the header has {} (is a comma or a quote missing?)",
                     record.len(),
@@ -180,9 +146,21 @@ pub(crate) fn read<R: Read, F: FnMut(crate::Row)>(
             );
             continue;
         }
+        if header.len() > 1 && record.fields().all(|f| f.iter().all(u8::is_ascii_whitespace)) {
+            sink.error(
+                line,
+                None,
+                "has only empty fields (a line of separators): delete it, or fill in its prompt".into(),
+            );
+            continue;
+        }
+        let mut raw = RawRow {
+            line,
+            ..RawRow::default()
+        };
         let mut fields: Vec<(&str, String)> = Vec::with_capacity(header.len());
         let mut bad_utf8 = false;
-        for (name, bytes) in header.iter().zip(record.iter()) {
+        for (name, bytes) in header.iter().zip(record.fields()) {
             match std::str::from_utf8(bytes) {
                 Ok(text) => fields.push((name.as_str(), text.to_string())),
                 Err(e) => {
@@ -195,11 +173,6 @@ pub(crate) fn read<R: Read, F: FnMut(crate::Row)>(
             }
         }
         if bad_utf8 {
-            let id = fields
-                .iter()
-                .find(|(n, _)| *n == "id")
-                .map(|(_, v)| v.trim().to_string())
-                .filter(|v| !v.is_empty());
             for message in raw.errors {
                 sink.error(line, id.clone(), message);
             }
@@ -208,7 +181,335 @@ pub(crate) fn read<R: Read, F: FnMut(crate::Row)>(
         fill(&mut raw, fields);
         sink.raw(raw);
     }
-    Ok(reader.into_inner().into_inner().inner)
+    Ok(records.into_inner().into_inner())
+}
+
+/// What a physical line must look like to be taken for a row of this file: the header's number of
+/// fields and, when the header has columns darkroom checks (`id`, `aspect_ratio`, `variants`,
+/// `model`, `format`), at least one of them filled and every filled one holding a value that
+/// column accepts. A file whose header has none of those columns is judged by the count alone;
+/// a file of one column can't be judged at all.
+#[derive(Debug, Clone)]
+pub(crate) struct RowShape {
+    columns: usize,
+    checked: Vec<(usize, Checked)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Checked {
+    Id,
+    AspectRatio,
+    Variants,
+    Model,
+    Format,
+}
+
+impl Checked {
+    fn accepts(self, value: &str) -> bool {
+        match self {
+            Checked::Id => valid_id(value),
+            Checked::AspectRatio => AspectRatio::parse(value).is_some(),
+            Checked::Variants => value.parse::<u32>().is_ok_and(|n| (1..=100).contains(&n)),
+            Checked::Model => Model::parse(value).is_some(),
+            Checked::Format => Format::parse(&value.to_ascii_lowercase()).is_some(),
+        }
+    }
+}
+
+impl RowShape {
+    pub(crate) fn of(header: &[String]) -> RowShape {
+        let checked = header
+            .iter()
+            .enumerate()
+            .filter_map(|(i, name)| {
+                let kind = match name.as_str() {
+                    "id" => Checked::Id,
+                    "aspect_ratio" => Checked::AspectRatio,
+                    "variants" => Checked::Variants,
+                    "model" => Checked::Model,
+                    "format" => Checked::Format,
+                    _ => return None,
+                };
+                Some((i, kind))
+            })
+            .collect();
+        RowShape {
+            columns: header.len(),
+            checked,
+        }
+    }
+
+    /// Whether `line`, read on its own as the start of a record, looks like a row of this file.
+    pub(crate) fn matches(&self, line: &[u8]) -> bool {
+        if self.columns < 2 {
+            return false;
+        }
+        let fields = split_line(line);
+        if fields.len() != self.columns {
+            return false;
+        }
+        if self.checked.is_empty() {
+            return true;
+        }
+        let mut filled = false;
+        for (i, kind) in &self.checked {
+            let Ok(value) = std::str::from_utf8(&fields[*i]) else {
+                return false;
+            };
+            let value = value.trim();
+            if value.is_empty() {
+                continue;
+            }
+            if !kind.accepts(value) {
+                return false;
+            }
+            filled = true;
+        }
+        filled
+    }
+}
+
+/// One line split into fields as if it started a record; a quote left open takes the rest.
+fn split_line(line: &[u8]) -> Vec<Vec<u8>> {
+    let mut record = Record::default();
+    let mut opened = 0;
+    take_line(&mut record, line, State::FieldStart, 0, &mut opened);
+    record.ends.push(record.data.len());
+    record.fields().map(<[u8]>::to_vec).collect()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// At the start of a field.
+    FieldStart,
+    /// Inside a field that did not start with a quote.
+    Unquoted,
+    /// Inside a quoted field.
+    Quoted,
+    /// Just after a quote inside a quoted field: the field's end, or the first half of `""`.
+    AfterQuote,
+}
+
+/// One record: its fields (as bytes, unquoted), the physical lines it took, and what was wrong
+/// with its quoting.
+#[derive(Debug, Default)]
+struct Record {
+    first_line: u64,
+    last_line: u64,
+    data: Vec<u8>,
+    ends: Vec<usize>,
+    problems: Vec<String>,
+}
+
+impl Record {
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn field(&self, i: usize) -> Option<&[u8]> {
+        let end = *self.ends.get(i)?;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        Some(&self.data[start..end])
+    }
+
+    fn fields(&self) -> impl Iterator<Item = &[u8]> {
+        (0..self.len()).filter_map(|i| self.field(i))
+    }
+
+    /// One field of nothing but whitespace: a blank line.
+    fn is_blank(&self) -> bool {
+        self.len() == 1 && self.data.iter().all(u8::is_ascii_whitespace)
+    }
+}
+
+enum Next {
+    Record(Record),
+    End,
+    /// A record outgrew [`MAX_RECORD_BYTES`]; nothing after it can be placed.
+    TooLarge {
+        first_line: u64,
+        quote_opened: Option<u64>,
+    },
+}
+
+/// Splits a byte stream into records, numbering physical lines.
+struct Records<R> {
+    reader: R,
+    /// The number of the last physical line read.
+    line: u64,
+    buffer: Vec<u8>,
+}
+
+impl<R: BufRead> Records<R> {
+    fn new(reader: R) -> Self {
+        Records {
+            reader,
+            line: 0,
+            buffer: Vec::new(),
+        }
+    }
+
+    fn into_inner(self) -> R {
+        self.reader
+    }
+
+    /// The next record. With a `shape`, a quoted field that takes in a line shaped like a row is
+    /// reported in the record's problems.
+    fn next(&mut self, shape: Option<&RowShape>) -> std::io::Result<Next> {
+        let mut record = Record::default();
+        let mut state = State::FieldStart;
+        let mut quote_opened = 0u64;
+        let mut row_like: Vec<u64> = Vec::new();
+        let mut first_row_like = String::new();
+        loop {
+            let Some((ending, overflow)) = read_line(&mut self.reader, &mut self.buffer, MAX_RECORD_BYTES)?
+            else {
+                if record.first_line == 0 {
+                    return Ok(Next::End);
+                }
+                // The file ended inside a quoted field (any other state ends the record with its line).
+                record.problems.insert(
+                    0,
+                    format!(
+                        "a quote opened on line {quote_opened} is never closed, so lines {quote_opened} to {} \
+                         (the end of the file) would be one field; close it, or write \"\" for a quote inside a field",
+                        record.last_line
+                    ),
+                );
+                record.ends.push(record.data.len());
+                return Ok(Next::Record(record));
+            };
+            self.line += 1;
+            let continuation = record.first_line != 0;
+            if !continuation {
+                record.first_line = self.line;
+            }
+            record.last_line = self.line;
+            let quoted_at_start = state == State::Quoted;
+            if overflow.is_some() || record.data.len() + self.buffer.len() > MAX_RECORD_BYTES {
+                return Ok(Next::TooLarge {
+                    first_line: record.first_line,
+                    quote_opened: quoted_at_start.then_some(quote_opened),
+                });
+            }
+            if self.line == 1 && self.buffer.starts_with(b"\xef\xbb\xbf") {
+                self.buffer.drain(..3);
+            }
+            if !continuation && self.buffer.is_empty() {
+                record.first_line = 0;
+                continue; // an empty line between records
+            }
+            if continuation && quoted_at_start && shape.is_some_and(|s| s.matches(&self.buffer)) {
+                if row_like.is_empty() {
+                    first_row_like = shown(&self.buffer);
+                }
+                row_like.push(self.line);
+            }
+            state = take_line(&mut record, &self.buffer, state, self.line, &mut quote_opened);
+            if state == State::Quoted {
+                if ending == Ending::Eof {
+                    continue; // reported above, at the end of the file
+                }
+                record.data.extend_from_slice(ending.bytes());
+                continue;
+            }
+            record.ends.push(record.data.len());
+            if !row_like.is_empty() {
+                let lines = row_like.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
+                let first = row_like[0];
+                record.problems.insert(
+                    0,
+                    format!(
+                        "lines {} to {} are one quoted field, and line{} {lines} inside it look{} like rows \
+                         (line {first}: {first_row_like:?}); close the quote where the field ends, \
+                         or write \"\" for a quote inside a field",
+                        record.first_line,
+                        record.last_line,
+                        if row_like.len() > 1 { "s" } else { "" },
+                        if row_like.len() > 1 { "" } else { "s" },
+                    ),
+                );
+            }
+            return Ok(Next::Record(record));
+        }
+    }
+}
+
+/// Adds one physical line's bytes to `record`, starting in `state`; returns the state at its end.
+/// `quote_opened` is set to `line_number` when a quoted field opens.
+fn take_line(
+    record: &mut Record,
+    line: &[u8],
+    mut state: State,
+    line_number: u64,
+    quote_opened: &mut u64,
+) -> State {
+    let mut i = 0;
+    while i < line.len() {
+        match state {
+            State::FieldStart if line[i] == b'"' => {
+                state = State::Quoted;
+                *quote_opened = line_number;
+                i += 1;
+            }
+            State::FieldStart | State::Unquoted => {
+                let rest = &line[i..];
+                let run = rest.iter().position(|c| *c == b',').unwrap_or(rest.len());
+                record.data.extend_from_slice(&rest[..run]);
+                i += run;
+                if i < line.len() {
+                    record.ends.push(record.data.len());
+                    state = State::FieldStart;
+                    i += 1;
+                } else {
+                    state = State::Unquoted;
+                }
+            }
+            State::Quoted => {
+                let rest = &line[i..];
+                let run = rest.iter().position(|c| *c == b'"').unwrap_or(rest.len());
+                record.data.extend_from_slice(&rest[..run]);
+                i += run;
+                if i < line.len() {
+                    state = State::AfterQuote;
+                    i += 1;
+                }
+            }
+            State::AfterQuote => match line[i] {
+                b'"' => {
+                    record.data.push(b'"');
+                    state = State::Quoted;
+                    i += 1;
+                }
+                b',' => {
+                    record.ends.push(record.data.len());
+                    state = State::FieldStart;
+                    i += 1;
+                }
+                _ => {
+                    if record.problems.is_empty() {
+                        record.problems.push(format!(
+                            "on line {line_number}, text follows the closing quote of a quoted field ({:?}); \
+                             inside a quoted field write \"\" for a quote",
+                            shown(&line[i..])
+                        ));
+                    }
+                    state = State::Unquoted;
+                }
+            },
+        }
+    }
+    state
+}
+
+/// A line's start for a message: at most [`SHOWN_CHARS`] characters, lossy UTF-8.
+fn shown(line: &[u8]) -> String {
+    let text = String::from_utf8_lossy(line);
+    let mut out: String = text.chars().take(SHOWN_CHARS).collect();
+    if text.chars().nth(SHOWN_CHARS).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 fn fill(raw: &mut RawRow, fields: Vec<(&str, String)>) {

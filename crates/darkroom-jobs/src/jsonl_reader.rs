@@ -1,14 +1,16 @@
 //! JSONL job files: one object per line with the CSV's names, references in the API's own shapes
 //! (`image_ref: [{url, weight}]`, `character_ref: {identity0: {images: [...]}}`, ...) and a `metadata`
-//! object. Blank lines are skipped; unknown keys are errors, so a typo can't pass; a line longer than
-//! 1 MiB is refused without being held in memory.
+//! object. A line ends at `\n`, `\r\n` or a lone `\r` (a JSON string can't hold a raw line
+//! break, so no row is split). Blank lines are skipped; unknown keys are errors, so a typo can't
+//! pass; a line cut short or holding two objects is an error with its line; a line longer than 1 MiB
+//! is refused without being held in memory.
 
 use std::io::Read;
 
 use serde::Deserialize;
 
 use crate::model::{Metadata, References, WeightedUrl};
-use crate::read::{buffered, read_bounded_line, FileError, HashingReader, RawRow, Sink, MAX_RECORD_BYTES};
+use crate::read::{buffered, read_line, FileError, HashingReader, RawRow, Sink, MAX_RECORD_BYTES};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -54,14 +56,14 @@ pub(crate) fn read<R: Read, F: FnMut(crate::Row)>(
     let mut bytes = Vec::new();
     let mut line = 0u64;
     loop {
-        let read =
-            read_bounded_line(&mut reader, &mut bytes, MAX_RECORD_BYTES).map_err(|source| FileError::Io {
-                path: path.to_string(),
-                source,
-            })?;
-        let Some(read) = read else { break };
+        let read = read_line(&mut reader, &mut bytes, MAX_RECORD_BYTES).map_err(|source| FileError::Io {
+            path: path.to_string(),
+            source,
+        })?;
+        let Some((_, overflow)) = read else { break };
         line += 1;
-        if let Err(length) = read {
+        if let Some(length) = overflow {
+            sink.record(line, line);
             sink.error(
                 line,
                 None,
@@ -72,6 +74,7 @@ pub(crate) fn read<R: Read, F: FnMut(crate::Row)>(
         let text = match std::str::from_utf8(&bytes) {
             Ok(text) => text,
             Err(e) => {
+                sink.record(line, line);
                 sink.error(
                     line,
                     None,
@@ -88,11 +91,19 @@ pub(crate) fn read<R: Read, F: FnMut(crate::Row)>(
         if text.trim().is_empty() {
             continue;
         }
+        sink.record(line, line);
         let parsed: JsonRow = match serde_json::from_str(text) {
             Ok(row) => row,
             Err(e) => {
                 let id = id_hint(text);
-                let message = if e.is_syntax() || e.is_eof() {
+                let message = if e.is_eof() {
+                    format!("is not valid JSON: the line ends inside its value, as if cut short ({e}); write one whole object per line")
+                } else if e.to_string().starts_with("trailing characters") {
+                    format!(
+                        "is not valid JSON: it holds more than one value (the next starts at column {}); write one object per line",
+                        e.column()
+                    )
+                } else if e.is_syntax() {
                     format!("is not valid JSON: {e}")
                 } else {
                     format!("{e}").replace(" at line 1 column", " at column")

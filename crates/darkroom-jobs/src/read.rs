@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use serde::Serialize;
@@ -72,6 +72,17 @@ pub struct Report {
     pub errors: Vec<RowError>,
     /// Every problem found.
     pub error_count: u64,
+    /// Records read from the file, valid or not: CSV records after the header, JSONL lines holding
+    /// something. Blank lines are not counted.
+    pub records: u64,
+    /// The physical lines those records took. More than `records` when quoted CSV fields span
+    /// lines: `darkroom validate` says so, so a merged row can be seen.
+    pub lines: u64,
+    /// The first rows whose name darkroom derived and had to make unique (see
+    /// `ReadOptions::max_errors_kept`); each message says which name was taken and the new one.
+    pub renamed: Vec<RowError>,
+    /// Every row renamed.
+    pub renamed_count: u64,
     /// blake3 of the file's bytes.
     pub file_fingerprint: String,
 }
@@ -144,29 +155,49 @@ pub fn read_job(path: &Path, options: &ReadOptions, on_row: impl FnMut(Row)) -> 
     read_from(file, &display, format, options, on_row)
 }
 
-/// Reads and validates job-file content from any reader (as [`read_job`] does a file); `name` is
-/// used in messages. The entry point for fuzzing.
-pub fn read_from<R: Read>(
-    source: R,
+/// Reads and validates job-file content from any seekable reader (as [`read_job`] does a file);
+/// `name` is used in messages. The entry point for fuzzing.
+///
+/// The content is read twice: first for the ids the file gives its rows, so that a name darkroom
+/// derives (`row-LINE`, a template alternative's slug, a variant's `-N`) never takes a name the
+/// file gives another row, wherever that row is; then to validate and hand rows on.
+pub fn read_from<R: Read + Seek>(
+    mut source: R,
     name: &str,
     format: FileFormat,
     options: &ReadOptions,
     on_row: impl FnMut(Row),
 ) -> Result<Report, FileError> {
+    let io = |source| FileError::Io {
+        path: name.to_string(),
+        source,
+    };
+    let mut reserve = Sink::new(*options, |_| {}, Mode::Reserve, Names::default());
+    read_pass(&mut source, name, format, &mut reserve)?;
+    source.seek(SeekFrom::Start(0)).map_err(io)?;
+    let mut sink = Sink::new(*options, on_row, Mode::Validate, reserve.names);
+    let file_fingerprint = read_pass(&mut source, name, format, &mut sink)?;
+    Ok(sink.into_report(format, file_fingerprint))
+}
+
+fn read_pass<R: Read, F: FnMut(Row)>(
+    source: R,
+    name: &str,
+    format: FileFormat,
+    sink: &mut Sink<F>,
+) -> Result<String, FileError> {
     let hashing = HashingReader {
         inner: source,
         hasher: blake3::Hasher::new(),
     };
-    let mut sink = Sink::new(*options, on_row);
     let hashing = match format {
-        FileFormat::Csv => crate::csv_reader::read(hashing, name, &mut sink)?,
-        FileFormat::Jsonl => crate::jsonl_reader::read(hashing, name, &mut sink)?,
+        FileFormat::Csv => crate::csv_reader::read(hashing, name, sink)?,
+        FileFormat::Jsonl => crate::jsonl_reader::read(hashing, name, sink)?,
     };
-    let file_fingerprint = hashing.finish().map_err(|source| FileError::Io {
+    hashing.finish().map_err(|source| FileError::Io {
         path: name.to_string(),
         source,
-    })?;
-    Ok(sink.into_report(format, file_fingerprint))
+    })
 }
 
 /// Reads the rest of the file through the hasher so the fingerprint covers every byte.
@@ -194,73 +225,124 @@ pub(crate) fn buffered<R: Read>(reader: R) -> BufReader<R> {
     BufReader::with_capacity(256 * 1024, reader)
 }
 
-/// Reads one line of at most `max` bytes (without its newline). Returns `None` at the end; a
-/// longer line is consumed whole and reported as `Err(length)`.
-pub(crate) fn read_bounded_line<R: BufRead>(
+/// How a physical line ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ending {
+    Lf,
+    CrLf,
+    Cr,
+    /// The file's last line, without a line ending.
+    Eof,
+}
+
+impl Ending {
+    /// The bytes that ended the line.
+    pub(crate) fn bytes(self) -> &'static [u8] {
+        match self {
+            Ending::Lf => b"\n",
+            Ending::CrLf => b"\r\n",
+            Ending::Cr => b"\r",
+            Ending::Eof => b"",
+        }
+    }
+}
+
+/// Reads one physical line of at most `max` bytes (without its ending) into `line`. A line ends at
+/// `\n`, `\r\n` or a lone `\r`. Returns `None` at the end of the input; a longer line is consumed
+/// whole, not kept, and reported with its length.
+pub(crate) fn read_line<R: BufRead>(
     reader: &mut R,
     line: &mut Vec<u8>,
     max: usize,
-) -> std::io::Result<Option<Result<(), usize>>> {
+) -> std::io::Result<Option<(Ending, Option<usize>)>> {
     line.clear();
     let mut total = 0usize;
     let mut any = false;
-    loop {
+    let ending = loop {
         let available = reader.fill_buf()?;
         if available.is_empty() {
-            break;
+            break Ending::Eof;
         }
         any = true;
-        let (chunk, done) = match available.iter().position(|b| *b == b'\n') {
-            Some(i) => (&available[..i], Some(i + 1)),
-            None => (available, None),
-        };
-        total += chunk.len();
-        if total <= max {
-            line.extend_from_slice(chunk);
+        match available.iter().position(|b| matches!(b, b'\n' | b'\r')) {
+            Some(i) => {
+                total += i;
+                if total <= max {
+                    line.extend_from_slice(&available[..i]);
+                }
+                let cr = available[i] == b'\r';
+                reader.consume(i + 1);
+                if !cr {
+                    break Ending::Lf;
+                }
+                if reader.fill_buf()?.first() == Some(&b'\n') {
+                    reader.consume(1);
+                    break Ending::CrLf;
+                }
+                break Ending::Cr;
+            }
+            None => {
+                let n = available.len();
+                total += n;
+                if total <= max {
+                    line.extend_from_slice(available);
+                }
+                reader.consume(n);
+            }
         }
-        let consumed = done.unwrap_or(available.len());
-        reader.consume(consumed);
-        if done.is_some() {
-            break;
-        }
-    }
+    };
     if !any {
         return Ok(None);
     }
-    if line.ends_with(b"\r") {
-        line.pop();
-    }
     if total > max {
         line.clear();
-        return Ok(Some(Err(total)));
+        return Ok(Some((ending, Some(total))));
     }
-    Ok(Some(Ok(())))
+    Ok(Some((ending, None)))
+}
+
+/// What a pass over the file is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Collect the ids the file gives its rows; nothing else.
+    Reserve,
+    /// Validate every row, make derived names unique, hand valid rows on.
+    Validate,
 }
 
 /// Receives raw rows, validates them, keeps the report and hands valid rows on.
 pub(crate) struct Sink<F> {
     options: ReadOptions,
     on_row: F,
+    mode: Mode,
     rows: u64,
     tasks: u64,
+    records: u64,
+    lines: u64,
     errors: Vec<RowError>,
     error_count: u64,
+    renamed: Vec<RowError>,
+    renamed_count: u64,
     metadata_columns: Vec<String>,
-    /// First line of each id seen (by a 128-bit hash, so a million ids stay small).
-    ids: HashMap<u128, u64>,
+    names: Names,
 }
 
 impl<F: FnMut(Row)> Sink<F> {
-    fn new(options: ReadOptions, on_row: F) -> Self {
+    fn new(options: ReadOptions, on_row: F, mode: Mode, names: Names) -> Self {
         Sink {
             options,
             on_row,
+            mode,
             rows: 0,
             tasks: 0,
+            records: 0,
+            lines: 0,
             errors: Vec::new(),
             error_count: 0,
+            renamed: Vec::new(),
+            renamed_count: 0,
             metadata_columns: Vec::new(),
-            ids: HashMap::new(),
+            names,
         }
     }
 
@@ -270,7 +352,16 @@ impl<F: FnMut(Row)> Sink<F> {
         }
     }
 
+    /// Counts one record that took physical lines `first..=last`.
+    pub fn record(&mut self, first: u64, last: u64) {
+        self.records += 1;
+        self.lines += last.saturating_sub(first) + 1;
+    }
+
     pub fn error(&mut self, line: u64, row_id: Option<String>, message: String) {
+        if self.mode == Mode::Reserve {
+            return;
+        }
         self.error_count += 1;
         if self.errors.len() < self.options.max_errors_kept {
             self.errors.push(RowError {
@@ -282,6 +373,10 @@ impl<F: FnMut(Row)> Sink<F> {
     }
 
     pub fn raw(&mut self, raw: RawRow) {
+        if self.mode == Mode::Reserve {
+            self.reserve(&raw);
+            return;
+        }
         let line = raw.line;
         for key in raw.metadata.keys() {
             if !self.metadata_columns.iter().any(|c| c == key) {
@@ -290,15 +385,12 @@ impl<F: FnMut(Row)> Sink<F> {
         }
         let shown_id = raw.id.clone().filter(|id| !id.trim().is_empty());
         match validate(raw, &self.options) {
-            Ok(rows) => {
-                for row in rows {
-                    let key = id_key(&row.id);
-                    if let Some(first) = self.ids.get(&key) {
-                        let message = format!("duplicate id {:?} (first used on line {first})", row.id);
+            Ok((rows, given)) => {
+                for mut row in rows {
+                    if let Err(message) = self.claim(&mut row, given) {
                         self.error(line, Some(row.id.clone()), message);
                         continue;
                     }
-                    self.ids.insert(key, line);
                     self.rows += 1;
                     self.tasks += u64::from(row.variants);
                     if self.error_count == 0 {
@@ -314,6 +406,82 @@ impl<F: FnMut(Row)> Sink<F> {
         }
     }
 
+    /// First pass: the id a row gives itself, when it names exactly one row (no prompt variables).
+    fn reserve(&mut self, raw: &RawRow) {
+        let Some(id) = raw.id.as_deref().map(str::trim).filter(|id| valid_id(id)) else {
+            return;
+        };
+        let prompt = raw.prompt.as_deref().unwrap_or_default().trim();
+        if Template::parse(prompt).is_ok_and(|t| t.has_groups()) {
+            return;
+        }
+        let variants = raw
+            .variants
+            .as_deref()
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            .filter(|n| (1..=MAX_VARIANTS).contains(n))
+            .unwrap_or(1);
+        self.names.reserve(id, raw.line, variants);
+    }
+
+    /// Gives `row` its name for good. An id the file gave (`given`) that another row already has
+    /// is an error naming that row's line; a name darkroom derived, for the row or for one of its
+    /// variants, that another row has is replaced by a unique one, and the change is reported.
+    fn claim(&mut self, row: &mut Row, given: bool) -> Result<(), String> {
+        let line = row.line;
+        if given {
+            if let Some(taken) = self.names.taken_by(&row.id, line) {
+                return Err(taken.duplicate_message(&row.id));
+            }
+        } else if let Some(taken) = self.names.taken_by(&row.id, 0) {
+            self.rename(row, &taken);
+        }
+        if row.variants > 1 {
+            // A given id's own entry carries its variants; a derived name has none yet.
+            let own = if given { line } else { 0 };
+            let first_taken =
+                (1..=row.variants).find_map(|n| self.names.taken_by(&format!("{}-{n}", row.id), own));
+            if let Some(taken) = first_taken {
+                self.rename(row, &taken);
+            }
+        }
+        self.names.claim(&row.id, line, row.variants);
+        Ok(())
+    }
+
+    /// Replaces a derived name that is taken with the row's name, a dash and eight hex digits of a
+    /// hash of the row (its name, line and prompt): the same file always gives the same names.
+    fn rename(&mut self, row: &mut Row, taken: &Taken) {
+        let old = std::mem::take(&mut row.id);
+        let keep = old.len().min(MAX_ID_LEN - 9);
+        let mut attempt = 0u32;
+        let new = loop {
+            let mut hasher = blake3::Hasher::new();
+            hasher.update(old.as_bytes());
+            hasher.update(&row.line.to_le_bytes());
+            hasher.update(row.prompt.as_bytes());
+            hasher.update(&attempt.to_le_bytes());
+            let candidate = format!("{}-{}", &old[..keep], &hasher.finalize().to_hex()[..8]);
+            if self.names.is_free(&candidate, row.variants) {
+                break candidate;
+            }
+            attempt += 1;
+        };
+        self.renamed_count += 1;
+        if self.renamed.len() < self.options.max_errors_kept {
+            self.renamed.push(RowError {
+                line: row.line,
+                row_id: Some(new.clone()),
+                message: format!(
+                    "the name {:?} darkroom derived is also the name of {}, so this row is named {new:?}",
+                    taken.name,
+                    taken.whose()
+                ),
+            });
+        }
+        row.id = new;
+    }
+
     fn into_report(self, format: FileFormat, file_fingerprint: String) -> Report {
         Report {
             format,
@@ -322,16 +490,140 @@ impl<F: FnMut(Row)> Sink<F> {
             metadata_columns: self.metadata_columns,
             errors: self.errors,
             error_count: self.error_count,
+            records: self.records,
+            lines: self.lines,
+            renamed: self.renamed,
+            renamed_count: self.renamed_count,
             file_fingerprint,
         }
     }
 }
 
-fn id_key(id: &str) -> u128 {
-    let hash = blake3::hash(id.as_bytes());
+/// The names rows have, and before that the ids the file gives its rows, keyed by a 128-bit hash
+/// of the name with ASCII letters in lower case: names that differ only in case are one file on
+/// case-insensitive file systems (macOS, Windows). Ids are ASCII (see [`valid_id`]), so Unicode
+/// normalization can't make two names one file, and a file name `ID.EXT` never ends in a dot or a
+/// space. Memory grows with the number of rows, never with their contents or variants: a
+/// variant's name `ID-N` is found through its row's entry.
+#[derive(Debug, Default)]
+struct Names {
+    map: HashMap<u128, Held>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    /// The line of the row holding the name.
+    line: u64,
+    /// A hash of the name as written, to tell a duplicate from a difference in case.
+    exact: u32,
+    variants: u32,
+}
+
+/// A name found taken: the name asked for and who holds it.
+#[derive(Debug)]
+struct Taken {
+    name: String,
+    line: u64,
+    /// `Some(N)` when the name is variant N's file name of the row holding it.
+    variant: Option<u32>,
+    same_case: bool,
+}
+
+impl Taken {
+    fn whose(&self) -> String {
+        match self.variant {
+            Some(n) => format!("variant {n} of the row on line {}", self.line),
+            None if self.same_case => format!("the row on line {}", self.line),
+            None => format!(
+                "the row on line {} in other letter case (one file on macOS and Windows)",
+                self.line
+            ),
+        }
+    }
+
+    fn duplicate_message(&self, id: &str) -> String {
+        match self.variant {
+            None if self.same_case => format!("duplicate id {id:?} (first used on line {})", self.line),
+            None => format!(
+                "id {id:?} and the id on line {} differ only in letter case, so their images would be \
+                 one file on macOS and Windows; make them differ in more than case",
+                self.line
+            ),
+            Some(n) => format!(
+                "id {id:?} is the file name of variant {n} of the row on line {}; rename one of them",
+                self.line
+            ),
+        }
+    }
+}
+
+impl Names {
+    /// Holds `id` for the row on `line` unless an earlier row holds it.
+    fn reserve(&mut self, id: &str, line: u64, variants: u32) {
+        self.map.entry(folded_key(id)).or_insert(Held {
+            line,
+            exact: exact_hash(id),
+            variants,
+        });
+    }
+
+    /// Gives `name` (and its variants' names) to the row on `line`.
+    fn claim(&mut self, name: &str, line: u64, variants: u32) {
+        self.map.insert(
+            folded_key(name),
+            Held {
+                line,
+                exact: exact_hash(name),
+                variants,
+            },
+        );
+    }
+
+    /// Who holds `name`, directly or as a variant's file name, other than the row on `line` (0 for
+    /// any row).
+    fn taken_by(&self, name: &str, line: u64) -> Option<Taken> {
+        let other = |held: &Held| line == 0 || held.line != line;
+        if let Some(held) = self.map.get(&folded_key(name)).filter(|h| other(h)) {
+            return Some(Taken {
+                name: name.to_string(),
+                line: held.line,
+                variant: None,
+                same_case: held.exact == exact_hash(name),
+            });
+        }
+        let (base, number) = name.rsplit_once('-')?;
+        if number.is_empty() || number.starts_with('0') || !number.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let n: u32 = number.parse().ok()?;
+        let held = self.map.get(&folded_key(base)).filter(|h| other(h))?;
+        (held.variants > 1 && n <= held.variants).then(|| Taken {
+            name: name.to_string(),
+            line: held.line,
+            variant: Some(n),
+            same_case: true,
+        })
+    }
+
+    /// Whether `name` and its variants' names are held by no row.
+    fn is_free(&self, name: &str, variants: u32) -> bool {
+        self.taken_by(name, 0).is_none()
+            && (variants < 2 || (1..=variants).all(|n| self.taken_by(&format!("{name}-{n}"), 0).is_none()))
+    }
+}
+
+fn folded_key(name: &str) -> u128 {
+    let hash = blake3::hash(name.to_ascii_lowercase().as_bytes());
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&hash.as_bytes()[..16]);
     u128::from_le_bytes(bytes)
+}
+
+fn exact_hash(name: &str) -> u32 {
+    let hash = blake3::hash(name.as_bytes());
+    let mut bytes = [0u8; 4];
+    bytes.copy_from_slice(&hash.as_bytes()[..4]);
+    u32::from_le_bytes(bytes)
 }
 
 /// Whether `id` is usable as a file name: letters, digits, `-`, `_`, `.`, no leading dot, ≤ 100,
@@ -355,9 +647,11 @@ fn is_device_name(id: &str) -> bool {
 }
 
 /// Validates a raw row: every problem, not the first. A valid row yields one row per prompt
-/// expansion.
-pub(crate) fn validate(raw: RawRow, options: &ReadOptions) -> Result<Vec<Row>, Vec<String>> {
+/// expansion, and whether the row's id is the one the file gives it (an id given and no prompt
+/// variables) rather than one darkroom derived.
+pub(crate) fn validate(raw: RawRow, options: &ReadOptions) -> Result<(Vec<Row>, bool), Vec<String>> {
     let mut errors = raw.errors;
+    let given = raw.id.as_deref().is_some_and(|id| !id.trim().is_empty());
     let id = match raw.id.as_deref().map(str::trim) {
         None | Some("") => format!("row-{}", raw.line),
         Some(id) => {
@@ -489,7 +783,7 @@ pub(crate) fn validate(raw: RawRow, options: &ReadOptions) -> Result<Vec<Row>, V
         }
     }
     if problems.is_empty() {
-        Ok(rows)
+        Ok((rows, given && !template.has_groups()))
     } else {
         Err(problems)
     }
