@@ -187,7 +187,7 @@ pub(crate) fn read<R: Read, F: FnMut(crate::Row)>(
 /// What a physical line must look like to be taken for a row of this file: the header's number of
 /// fields and, when the header has columns darkroom checks (`id`, `aspect_ratio`, `variants`,
 /// `model`, `format`), at least one of them filled and every filled one holding a value that
-/// column accepts. A file whose header has none of those columns is judged by the count alone;
+/// column accepts (an id right at the start of the line, without spaces). A file whose header has none of those columns is judged by the count alone;
 /// a file of one column can't be judged at all.
 #[derive(Debug, Clone)]
 pub(crate) struct RowShape {
@@ -256,7 +256,12 @@ impl RowShape {
             let Ok(value) = std::str::from_utf8(&fields[*i]) else {
                 return false;
             };
-            let value = value.trim();
+            // An id starts its line, as a row's does; prose that wraps starts with a space or a word.
+            let value = if matches!(kind, Checked::Id) {
+                value
+            } else {
+                value.trim()
+            };
             if value.is_empty() {
                 continue;
             }

@@ -430,7 +430,9 @@ impl<F: FnMut(Row)> Sink<F> {
     fn claim(&mut self, row: &mut Row, given: bool) -> Result<(), String> {
         let line = row.line;
         if given {
-            if let Some(taken) = self.names.taken_by(&row.id, line) {
+            // Only another row's own id can refuse a given id: a later row's variants yield to it
+            // (that row is renamed when it is read), and an earlier row's already did.
+            if let Some(taken) = self.names.held_by(&row.id, line) {
                 return Err(taken.duplicate_message(&row.id));
             }
         } else if let Some(taken) = self.names.taken_by(&row.id, 0) {
@@ -442,6 +444,10 @@ impl<F: FnMut(Row)> Sink<F> {
             let first_taken =
                 (1..=row.variants).find_map(|n| self.names.taken_by(&format!("{}-{n}", row.id), own));
             if let Some(taken) = first_taken {
+                if given {
+                    // The id stays the file's own, but no longer names any variant's file.
+                    self.names.claim(&row.id, line, 1);
+                }
                 self.rename(row, &taken);
             }
         }
@@ -541,18 +547,16 @@ impl Taken {
         }
     }
 
+    /// The error for a given id that another row already has.
     fn duplicate_message(&self, id: &str) -> String {
-        match self.variant {
-            None if self.same_case => format!("duplicate id {id:?} (first used on line {})", self.line),
-            None => format!(
+        if self.same_case {
+            format!("duplicate id {id:?} (first used on line {})", self.line)
+        } else {
+            format!(
                 "id {id:?} and the id on line {} differ only in letter case, so their images would be \
                  one file on macOS and Windows; make them differ in more than case",
                 self.line
-            ),
-            Some(n) => format!(
-                "id {id:?} is the file name of variant {n} of the row on line {}; rename one of them",
-                self.line
-            ),
+            )
         }
     }
 }
@@ -582,15 +586,10 @@ impl Names {
     /// Who holds `name`, directly or as a variant's file name, other than the row on `line` (0 for
     /// any row).
     fn taken_by(&self, name: &str, line: u64) -> Option<Taken> {
-        let other = |held: &Held| line == 0 || held.line != line;
-        if let Some(held) = self.map.get(&folded_key(name)).filter(|h| other(h)) {
-            return Some(Taken {
-                name: name.to_string(),
-                line: held.line,
-                variant: None,
-                same_case: held.exact == exact_hash(name),
-            });
+        if let Some(taken) = self.held_by(name, line) {
+            return Some(taken);
         }
+        let other = |held: &Held| line == 0 || held.line != line;
         let (base, number) = name.rsplit_once('-')?;
         if number.is_empty() || number.starts_with('0') || !number.bytes().all(|b| b.is_ascii_digit()) {
             return None;
@@ -602,6 +601,20 @@ impl Names {
             line: held.line,
             variant: Some(n),
             same_case: true,
+        })
+    }
+
+    /// Who holds `name` as its own id, other than the row on `line` (0 for any row).
+    fn held_by(&self, name: &str, line: u64) -> Option<Taken> {
+        let held = self
+            .map
+            .get(&folded_key(name))
+            .filter(|h| line == 0 || h.line != line)?;
+        Some(Taken {
+            name: name.to_string(),
+            line: held.line,
+            variant: None,
+            same_case: held.exact == exact_hash(name),
         })
     }
 
