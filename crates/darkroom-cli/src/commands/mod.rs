@@ -135,6 +135,18 @@ pub fn parse_usd(text: &str) -> Result<darkroom_jobs::Money, String> {
     darkroom_jobs::Money::parse_usd(text).map_err(|e| e.to_string())
 }
 
+/// Prints on stderr the rows whose derived name darkroom made unique: the first 50, then how many
+/// more. Their images are written under the new names.
+pub fn print_renamed(file: &Path, report: &darkroom_jobs::Report) {
+    for notice in report.renamed.iter().take(MAX_ERRORS_SHOWN) {
+        eprintln!("{}: note: {notice}", file.display());
+    }
+    let shown = report.renamed.len().min(MAX_ERRORS_SHOWN) as u64;
+    if report.renamed_count > shown {
+        eprintln!("... and {} more renamed", report.renamed_count - shown);
+    }
+}
+
 /// Prints a job file's row errors on stderr: the first 50, then how many more.
 pub fn print_row_errors(file: &Path, report: &darkroom_jobs::Report) {
     for error in report.errors.iter().take(MAX_ERRORS_SHOWN) {

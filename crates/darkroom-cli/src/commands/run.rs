@@ -8,7 +8,7 @@ use darkroom_jobs::{Money, Pass};
 use darkroom_ledger::Ledger;
 
 use crate::commands::pass::{PassRun, RunFlags};
-use crate::commands::{connect, job_name_for, print_row_errors, PassArg, Upstream};
+use crate::commands::{connect, job_name_for, print_renamed, print_row_errors, PassArg, Upstream};
 use crate::config::{self, Settings};
 use crate::exit::{Exit, Failure};
 
@@ -120,6 +120,7 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
         Ok(loaded) => {
             if let Some(report) = &loaded.report {
                 tracing::info!(rows = report.rows, tasks = report.tasks, "job file loaded");
+                print_renamed(&args.file, report);
             }
         }
         Err(darkroom_engine::load::LoadError::Invalid(report)) => {

@@ -1,9 +1,11 @@
-//! `darkroom validate FILE`: every problem of a job file with its line, on stderr; a one-line summary
-//! on stdout; exit 0 when valid, 2 otherwise. Nothing is sent anywhere.
+//! `darkroom validate FILE`: every problem of a job file with its line, and every row whose derived
+//! name was made unique, on stderr; a one-line summary on stdout (saying how many physical lines
+//! the records took when quoted fields span lines); exit 0 when valid, 2 otherwise. Nothing is sent
+//! anywhere.
 
 use std::path::{Path, PathBuf};
 
-use crate::commands::print_row_errors;
+use crate::commands::{print_renamed, print_row_errors};
 use crate::config;
 use crate::exit::{Exit, Failure};
 
@@ -26,12 +28,14 @@ pub fn run(config_file: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
     let report = darkroom_jobs::read_job(&args.file, &options, |_| {})
         .map_err(|e| Failure::new(Exit::BadInput, e.to_string()))?;
     print_row_errors(&args.file, &report);
+    print_renamed(&args.file, &report);
     if args.json {
         println!(
             "{}",
             serde_json::json!({
                 "valid": report.is_valid(), "rows": report.rows, "tasks": report.tasks,
                 "metadata_columns": report.metadata_columns, "errors": report.error_count,
+                "records": report.records, "lines": report.lines, "renamed": report.renamed_count,
             })
         );
     } else {
@@ -45,8 +49,18 @@ pub fn run(config_file: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
         } else {
             format!("{} error(s)", report.error_count)
         };
+        let mut read = String::new();
+        if report.lines != report.records {
+            read.push_str(&format!(
+                "; {} lines read as {} records (quoted fields span lines)",
+                report.lines, report.records
+            ));
+        }
+        if report.renamed_count > 0 {
+            read.push_str(&format!("; {} derived name(s) made unique", report.renamed_count));
+        }
         println!(
-            "{}: {verdict}; {} rows, {} tasks; metadata columns: {columns}",
+            "{}: {verdict}; {} rows, {} tasks{read}; metadata columns: {columns}",
             args.file.display(),
             report.rows,
             report.tasks
