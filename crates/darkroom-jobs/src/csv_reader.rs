@@ -158,6 +158,18 @@ pub(crate) fn read<R: Read, F: FnMut(crate::Row)>(
             line,
             ..RawRow::default()
         };
+        if sink.reserving() {
+            // Only the id a row gives itself matters in this pass.
+            let text = |name: &str| {
+                let i = header.iter().position(|h| h == name)?;
+                std::str::from_utf8(record.field(i)?).ok().map(str::to_string)
+            };
+            raw.id = text("id");
+            raw.prompt = text("prompt");
+            raw.variants = text("variants");
+            sink.raw(raw);
+            continue;
+        }
         let mut fields: Vec<(&str, String)> = Vec::with_capacity(header.len());
         let mut bad_utf8 = false;
         for (name, bytes) in header.iter().zip(record.fields()) {

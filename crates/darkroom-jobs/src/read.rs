@@ -352,6 +352,12 @@ impl<F: FnMut(Row)> Sink<F> {
         }
     }
 
+    /// Whether this pass only collects the ids the file gives (a reader may then fill only `id`,
+    /// `prompt` and `variants`).
+    pub fn reserving(&self) -> bool {
+        self.mode == Mode::Reserve
+    }
+
     /// Counts one record that took physical lines `first..=last`.
     pub fn record(&mut self, first: u64, last: u64) {
         self.records += 1;
@@ -412,7 +418,7 @@ impl<F: FnMut(Row)> Sink<F> {
             return;
         };
         let prompt = raw.prompt.as_deref().unwrap_or_default().trim();
-        if Template::parse(prompt).is_ok_and(|t| t.has_groups()) {
+        if prompt.contains('{') && Template::parse(prompt).is_ok_and(|t| t.has_groups()) {
             return;
         }
         let variants = raw
@@ -429,6 +435,7 @@ impl<F: FnMut(Row)> Sink<F> {
     /// variants, that another row has is replaced by a unique one, and the change is reported.
     fn claim(&mut self, row: &mut Row, given: bool) -> Result<(), String> {
         let line = row.line;
+        let original = row.id.clone();
         if given {
             // Only another row's own id can refuse a given id: a later row's variants yield to it
             // (that row is renamed when it is read), and an earlier row's already did.
@@ -438,8 +445,10 @@ impl<F: FnMut(Row)> Sink<F> {
         } else if let Some(taken) = self.names.taken_by(&row.id, 0) {
             self.rename(row, &taken);
         }
-        if row.variants > 1 {
-            // A given id's own entry carries its variants; a derived name has none yet.
+        if row.variants > 1 && self.names.numbered > 0 {
+            // A given id's own entry carries its variants; a derived name has none yet. With no
+            // name ending in `-N` held, a variant's name could only be held as a variant of this
+            // very name, which the checks above ruled out.
             let own = if given { line } else { 0 };
             let first_taken =
                 (1..=row.variants).find_map(|n| self.names.taken_by(&format!("{}-{n}", row.id), own));
@@ -451,7 +460,10 @@ impl<F: FnMut(Row)> Sink<F> {
                 self.rename(row, &taken);
             }
         }
-        self.names.claim(&row.id, line, row.variants);
+        if !given || row.id != original {
+            // A given id kept is already held, exactly so, by the first pass.
+            self.names.claim(&row.id, line, row.variants);
+        }
         Ok(())
     }
 
@@ -514,6 +526,8 @@ impl<F: FnMut(Row)> Sink<F> {
 #[derive(Debug, Default)]
 struct Names {
     map: HashMap<u128, Held>,
+    /// How many names held end in `-N` (a number): only those can be a variant's file name.
+    numbered: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -564,23 +578,26 @@ impl Taken {
 impl Names {
     /// Holds `id` for the row on `line` unless an earlier row holds it.
     fn reserve(&mut self, id: &str, line: u64, variants: u32) {
-        self.map.entry(folded_key(id)).or_insert(Held {
-            line,
-            exact: exact_hash(id),
-            variants,
-        });
+        if let std::collections::hash_map::Entry::Vacant(entry) = self.map.entry(folded_key(id)) {
+            entry.insert(Held {
+                line,
+                exact: exact_hash(id),
+                variants,
+            });
+            self.numbered += u64::from(variant_number(id).is_some());
+        }
     }
 
     /// Gives `name` (and its variants' names) to the row on `line`.
     fn claim(&mut self, name: &str, line: u64, variants: u32) {
-        self.map.insert(
-            folded_key(name),
-            Held {
-                line,
-                exact: exact_hash(name),
-                variants,
-            },
-        );
+        let held = Held {
+            line,
+            exact: exact_hash(name),
+            variants,
+        };
+        if self.map.insert(folded_key(name), held).is_none() {
+            self.numbered += u64::from(variant_number(name).is_some());
+        }
     }
 
     /// Who holds `name`, directly or as a variant's file name, other than the row on `line` (0 for
@@ -590,11 +607,7 @@ impl Names {
             return Some(taken);
         }
         let other = |held: &Held| line == 0 || held.line != line;
-        let (base, number) = name.rsplit_once('-')?;
-        if number.is_empty() || number.starts_with('0') || !number.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        let n: u32 = number.parse().ok()?;
+        let (base, n) = variant_number(name)?;
         let held = self.map.get(&folded_key(base)).filter(|h| other(h))?;
         (held.variants > 1 && n <= held.variants).then(|| Taken {
             name: name.to_string(),
@@ -625,8 +638,25 @@ impl Names {
     }
 }
 
+/// `("sofa", 2)` for `"sofa-2"`: a name shaped like a variant's file name (no leading zero).
+fn variant_number(name: &str) -> Option<(&str, u32)> {
+    let (base, number) = name.rsplit_once('-')?;
+    if number.is_empty() || number.starts_with('0') || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((base, number.parse().ok()?))
+}
+
 fn folded_key(name: &str) -> u128 {
-    let hash = blake3::hash(name.to_ascii_lowercase().as_bytes());
+    let mut folded = [0u8; 128];
+    let hash = match folded.get_mut(..name.len()) {
+        Some(buffer) => {
+            buffer.copy_from_slice(name.as_bytes());
+            buffer.make_ascii_lowercase();
+            blake3::hash(buffer)
+        }
+        None => blake3::hash(name.to_ascii_lowercase().as_bytes()),
+    };
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&hash.as_bytes()[..16]);
     u128::from_le_bytes(bytes)
