@@ -26,6 +26,11 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Check a job file: every problem, with its line, and nothing spent.
+    ///
+    /// A quote never closed, or a quoted field that takes in lines shaped like rows, is an error
+    /// naming its lines. Rows whose derived name (row-LINE, a template slug, a variant's -N) was
+    /// taken are listed with the unique name they get; ids that differ only in letter case are an
+    /// error (one file on macOS and Windows).
     Validate(commands::validate::Args),
     /// What a job file will cost and how long it will take, before spending anything.
     Estimate(commands::estimate::Args),
