@@ -435,7 +435,7 @@ impl<F: FnMut(Row)> Sink<F> {
     /// variants, that another row has is replaced by a unique one, and the change is reported.
     fn claim(&mut self, row: &mut Row, given: bool) -> Result<(), String> {
         let line = row.line;
-        let original = row.id.clone();
+        let renamed_before = self.renamed_count;
         if given {
             // Only another row's own id can refuse a given id: a later row's variants yield to it
             // (that row is renamed when it is read), and an earlier row's already did.
@@ -460,7 +460,7 @@ impl<F: FnMut(Row)> Sink<F> {
                 self.rename(row, &taken);
             }
         }
-        if !given || row.id != original {
+        if !given || self.renamed_count != renamed_before {
             // A given id kept is already held, exactly so, by the first pass.
             self.names.claim(&row.id, line, row.variants);
         }
@@ -493,7 +493,11 @@ impl<F: FnMut(Row)> Sink<F> {
                 message: format!(
                     "the name {:?} darkroom derived is also the name of {}, so this row is named {new:?}",
                     taken.name,
-                    taken.whose()
+                    if taken.line == row.line && taken.variant.is_none() {
+                        "another of this row's prompt alternatives".to_string()
+                    } else {
+                        taken.whose()
+                    }
                 ),
             });
         }
