@@ -221,10 +221,7 @@ mod tests {
             (80, 40)
         );
         assert_eq!(settings.defaults.aspect_ratio, AspectRatio::Landscape16x9);
-        assert_eq!(
-            settings.limits.give_up_after,
-            std::time::Duration::from_secs(600)
-        );
+        assert_eq!(settings.limits.give_up_after, std::time::Duration::from_secs(600));
     }
 
     #[test]
@@ -237,7 +234,10 @@ mod tests {
         );
         for bad in ["\"ten minutes\"", "600", "\"0s\""] {
             let mut table: toml::Table = DEFAULT_CONFIG.parse().unwrap();
-            merge(&mut table, format!("[limits]\ngive_up_after = {bad}").parse().unwrap());
+            merge(
+                &mut table,
+                format!("[limits]\ngive_up_after = {bad}").parse().unwrap(),
+            );
             let error = parse(table).unwrap_err().to_string();
             assert!(error.contains("give_up_after"), "{bad}: {error}");
         }

@@ -147,7 +147,9 @@ impl CreateGate {
     /// A gate at `limit` creates per `window` (a minute for a real account; shorter against a
     /// time-scaled simulator), giving up after `DEFAULT_GIVE_UP_AFTER` of unbroken 429s.
     pub fn per_window(limit: Option<u32>, window: Duration) -> CreateGate {
-        let clock = TokioClock { start: Instant::now() };
+        let clock = TokioClock {
+            start: Instant::now(),
+        };
         let (limiter, period) = match limit.and_then(NonZeroU32::new) {
             Some(rate) => {
                 // 1% under the limit, so that timer lateness never adds up to a late schedule, a
@@ -355,7 +357,8 @@ mod tests {
         let pause_end = Arc::new(Mutex::new(None));
         let mut handles = Vec::new();
         for _ in 0..waiters {
-            let (gate, sent, paused, pause_end) = (gate.clone(), sent.clone(), paused.clone(), pause_end.clone());
+            let (gate, sent, paused, pause_end) =
+                (gate.clone(), sent.clone(), paused.clone(), pause_end.clone());
             handles.push(tokio::spawn(async move {
                 loop {
                     gate.ready().await.unwrap();

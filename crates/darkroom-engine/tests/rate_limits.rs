@@ -70,7 +70,9 @@ fn settings(h: &Harness) -> RunSettings {
 async fn load_and_run(h: &Harness, rows: usize, settings: &RunSettings) -> (Outcome, Vec<Event>) {
     let mut text = String::from("id,prompt,aspect_ratio\n");
     for i in 0..rows {
-        text.push_str(&format!("row-{i},A ceramic vase number {i} on a walnut table,1:1\n"));
+        text.push_str(&format!(
+            "row-{i},A ceramic vase number {i} on a walnut table,1:1\n"
+        ));
     }
     let file = h.dir.path().join("pauses.csv");
     std::fs::write(&file, text).unwrap();
@@ -139,7 +141,10 @@ async fn twenty_creates_around_one_ten_second_pause(as_http_date: bool) {
     assert_eq!(stats.rate_limited, 1, "{stats:?}");
     assert_eq!(outcome.counts.done, 20, "{:?}", outcome.counts);
     assert_eq!(outcome.stop, None);
-    assert_eq!(h.ledger.net_charges().await.unwrap().micros(), h.sim.billing().net_micros);
+    assert_eq!(
+        h.ledger.net_charges().await.unwrap().micros(),
+        h.sim.billing().net_micros
+    );
     let paused = events
         .iter()
         .find_map(|e| match e {

@@ -279,7 +279,10 @@ mod tests {
         ] {
             let error = status(429, detail);
             assert!(!error.is_refusal(), "{detail}");
-            assert!(matches!(error.class(), ErrorClass::RateLimited { .. }), "{detail}");
+            assert!(
+                matches!(error.class(), ErrorClass::RateLimited { .. }),
+                "{detail}"
+            );
         }
     }
 
@@ -304,13 +307,19 @@ mod tests {
 
     #[test]
     fn retry_after_reads_seconds_milliseconds_and_dates_and_never_panics_on_absurd_values() {
-        assert_eq!(retry_after(&headers("retry-after", "10")), Some(Duration::from_secs(10)));
+        assert_eq!(
+            retry_after(&headers("retry-after", "10")),
+            Some(Duration::from_secs(10))
+        );
         assert_eq!(
             retry_after(&headers("retry-after-ms", "1500")),
             Some(Duration::from_millis(1500))
         );
         assert_eq!(retry_after(&headers("retry-after", "1e300")), Some(Duration::MAX));
-        assert_eq!(retry_after(&headers("retry-after-ms", "1e300")), Some(Duration::MAX));
+        assert_eq!(
+            retry_after(&headers("retry-after-ms", "1e300")),
+            Some(Duration::MAX)
+        );
         assert_eq!(retry_after(&headers("retry-after", "-5")), None);
         assert_eq!(retry_after(&headers("retry-after", "soon")), None);
         // A date in the past is no wait at all (the gate applies its own floor).
@@ -321,7 +330,10 @@ mod tests {
         // A date names a whole second: the wait is rounded up, never cut short.
         let at = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(10));
         let wait = retry_after(&headers("retry-after", &at)).unwrap();
-        assert!(wait >= Duration::from_secs(9) && wait <= Duration::from_secs(10), "{wait:?}");
+        assert!(
+            wait >= Duration::from_secs(9) && wait <= Duration::from_secs(10),
+            "{wait:?}"
+        );
         assert_eq!(wait.subsec_nanos(), 0);
     }
 }

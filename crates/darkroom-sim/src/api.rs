@@ -112,7 +112,14 @@ async fn create_inner(sim: &Arc<Sim>, kill: &Kill, headers: &HeaderMap, body: &B
         account.settle(now);
         account.note_create_arrived(now);
         if let Some(refuse) = &config.refuse_creates {
-            return Err(rate_limited(sim, &mut account, now, refuse.retry_after, &refuse.detail, false));
+            return Err(rate_limited(
+                sim,
+                &mut account,
+                now,
+                refuse.retry_after,
+                &refuse.detail,
+                false,
+            ));
         }
         if let Some(once) = config.rate_limit_once {
             if account.once_pause_until.is_none() && account.stats.creates_accepted >= once.after_creates {

@@ -498,7 +498,10 @@ async fn one_429_announces_its_pause_refuses_creates_inside_it_and_counts_them()
         if as_http_date {
             let at = httpdate::parse_http_date(&header).unwrap();
             let wait = at.duration_since(std::time::SystemTime::now()).unwrap();
-            assert!(wait > Duration::from_secs(9) && wait <= Duration::from_secs(11), "{header}");
+            assert!(
+                wait > Duration::from_secs(9) && wait <= Duration::from_secs(11),
+                "{header}"
+            );
         } else {
             assert_eq!(header, "10");
         }
@@ -520,11 +523,19 @@ async fn an_account_over_its_monthly_limit_answers_every_create_429_with_the_rea
     })
     .await;
     for _ in 0..3 {
-        let response = create(&sim, &http, json!({"model": "photon-1", "prompt": "A linen sofa"})).await;
+        let response = create(
+            &sim,
+            &http,
+            json!({"model": "photon-1", "prompt": "A linen sofa"}),
+        )
+        .await;
         assert_eq!(response.status(), 429);
         assert_eq!(response.headers()["retry-after"], "1");
         let body: Value = response.json().await.unwrap();
-        assert!(body["detail"].as_str().unwrap().contains("Monthly usage limit exceeded"));
+        assert!(body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Monthly usage limit exceeded"));
     }
     assert_eq!(sim.stats().creates_accepted, 0);
     assert_eq!(sim.billing().charged_micros, 0);

@@ -138,7 +138,10 @@ impl Progress {
         };
         let message = match &state.paused {
             Some((until, text)) if *until > std::time::Instant::now() => {
-                format!("{} of {} · creates paused until {text}", state.spent, state.budget)
+                format!(
+                    "{} of {} · creates paused until {text}",
+                    state.spent, state.budget
+                )
             }
             _ => format!("{} of {}", state.spent, state.budget),
         };

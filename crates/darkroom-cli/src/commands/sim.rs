@@ -144,9 +144,7 @@ impl Args {
         if !(self.time_scale.is_finite() && self.time_scale >= 0.0) {
             return Err(bad(format!("--time-scale must be 0 or more; got {}", self.time_scale)).into());
         }
-        let wait = |flag: &str, text: &str| {
-            retry_after(text).map_err(|m| bad(format!("--{flag}: {m}")))
-        };
+        let wait = |flag: &str, text: &str| retry_after(text).map_err(|m| bad(format!("--{flag}: {m}")));
         let refuse_creates = if self.monthly_limit_exceeded {
             Some(RefuseCreates::monthly_usage_limit())
         } else {
