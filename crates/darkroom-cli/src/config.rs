@@ -72,6 +72,22 @@ pub struct NotifySettings {
 pub struct Limits {
     pub creates_per_minute: u32,
     pub max_in_flight: u32,
+    /// How long an unbroken run of 429s, with no create accepted, may last before the run ends
+    /// refused (exit 5): a duration such as `"10m"`, `"90s"` or `"1h30m"`.
+    #[serde(deserialize_with = "duration")]
+    pub give_up_after: std::time::Duration,
+}
+
+/// A duration written as text (`"90s"`, `"10m"`, `"1h30m"`), as `--max-duration` takes it.
+fn duration<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<std::time::Duration, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    let duration = darkroom_engine::windows::parse_duration(&text).map_err(serde::de::Error::custom)?;
+    if duration.is_zero() {
+        return Err(serde::de::Error::custom(format!(
+            "{text:?} is no time at all: give a duration such as \"10m\""
+        )));
+    }
+    Ok(duration)
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -205,6 +221,26 @@ mod tests {
             (80, 40)
         );
         assert_eq!(settings.defaults.aspect_ratio, AspectRatio::Landscape16x9);
+        assert_eq!(settings.limits.give_up_after, std::time::Duration::from_secs(600));
+    }
+
+    #[test]
+    fn give_up_after_is_a_duration_and_a_bad_one_is_named() {
+        let mut table: toml::Table = DEFAULT_CONFIG.parse().unwrap();
+        merge(&mut table, "[limits]\ngive_up_after = \"1h30m\"".parse().unwrap());
+        assert_eq!(
+            parse(table).unwrap().limits.give_up_after,
+            std::time::Duration::from_secs(5400)
+        );
+        for bad in ["\"ten minutes\"", "600", "\"0s\""] {
+            let mut table: toml::Table = DEFAULT_CONFIG.parse().unwrap();
+            merge(
+                &mut table,
+                format!("[limits]\ngive_up_after = {bad}").parse().unwrap(),
+            );
+            let error = parse(table).unwrap_err().to_string();
+            assert!(error.contains("give_up_after"), "{bad}: {error}");
+        }
     }
 
     #[test]

@@ -34,8 +34,19 @@ pub enum Event {
         reason: String,
         delay_ms: u64,
     },
-    /// The upstream said slow down.
-    RateLimited { retry_after_ms: Option<u64> },
+    /// The upstream answered a create 429: every create not yet sent is paused until
+    /// `paused_until` (RFC 3339, UTC; `paused_for_ms` from now). `answers` 429s have come since the
+    /// last accepted create, the first `rate_limited_for_ms` ago; the run gives up at
+    /// `give_up_after_ms` of that.
+    RateLimited {
+        /// The `Retry-After` the upstream sent, in milliseconds, when it sent one.
+        retry_after_ms: Option<u64>,
+        paused_until: String,
+        paused_for_ms: u64,
+        answers: u32,
+        rate_limited_for_ms: u64,
+        give_up_after_ms: u64,
+    },
     /// Spend reached 80% of the budget.
     BudgetWarning { spent: Money, budget: Money },
     /// The account's credits can't cover the job; the run goes on until they run out.
@@ -44,4 +55,31 @@ pub enum Event {
     Reconciled { task: String, adopted: bool },
     /// No new creates from here on, and why.
     Stopping { reason: String },
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Event {
+    /// The event for a 429 that paused creates as `pause` says.
+    pub(crate) fn rate_limited(
+        retry_after: Option<std::time::Duration>,
+        pause: &crate::limits::Pause,
+    ) -> Event {
+        let paused_for = pause.until.saturating_duration_since(tokio::time::Instant::now());
+        let now = chrono::Utc::now();
+        let paused_until = chrono::Duration::from_std(paused_for)
+            .ok()
+            .and_then(|d| now.checked_add_signed(d))
+            .unwrap_or(now);
+        Event::RateLimited {
+            retry_after_ms: retry_after.map(millis),
+            paused_until: paused_until.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            paused_for_ms: millis(paused_for),
+            answers: pause.answers,
+            rate_limited_for_ms: millis(pause.for_how_long),
+            give_up_after_ms: millis(pause.give_up_after),
+        }
+    }
 }

@@ -60,6 +60,9 @@ pub struct RunSettings {
     pub drain_timeout: Duration,
     /// A generation not terminal after this long is abandoned (its charge kept) and retried.
     pub stuck_after: Duration,
+    /// How long an unbroken run of 429s, with no create accepted, may last before the run stops as
+    /// refused (`StopReason::Refused`).
+    pub give_up_after: Duration,
     /// Consecutive failed creates after which the run stops (the upstream is clearly failing).
     pub breaker_threshold: u32,
     /// The largest image accepted, in bytes.
@@ -109,6 +112,7 @@ impl RunSettings {
             use_cache: true,
             drain_timeout: Duration::from_secs(60),
             stuck_after: Duration::from_secs(600),
+            give_up_after: limits::DEFAULT_GIVE_UP_AFTER,
             breaker_threshold: 20,
             max_image_bytes: 64 * 1024 * 1024,
             max_downloads: 8,

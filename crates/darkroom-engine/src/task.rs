@@ -222,16 +222,30 @@ impl TaskRun {
                 None => return self.release(TaskState::Pending, None).await,
             },
         };
-        tokio::select! {
-            () = self.shared.gate.ready() => {}
-            () = self.shared.stop_dispatch.cancelled() => return self.release(TaskState::Pending, None).await,
-        }
-        let guard = self.shared.create_lock.read().await;
-        let generation = self
-            .shared
-            .ledger
-            .record_intent(self.task.id, &self.request_fingerprint)
-            .await?;
+        let (guard, generation) = loop {
+            tokio::select! {
+                ready = self.shared.gate.ready() => {
+                    if let Err(gave_up) = ready {
+                        self.shared.stop(StopReason::Refused(gave_up.to_string()));
+                        return self.release(TaskState::Pending, None).await;
+                    }
+                }
+                () = self.shared.stop_dispatch.cancelled() => return self.release(TaskState::Pending, None).await,
+            }
+            let guard = self.shared.create_lock.read().await;
+            let generation = self
+                .shared
+                .ledger
+                .record_intent(self.task.id, &self.request_fingerprint)
+                .await?;
+            // The last instant before sending: a 429 to another create while this one waited for
+            // the lock or the ledger pauses this one too.
+            if self.shared.gate.paused_until().is_none() {
+                break (guard, generation);
+            }
+            drop(guard);
+            self.shared.ledger.record_not_created(generation, false).await?;
+        };
         let intent_at = darkroom_ledger::now_ms();
         self.attempts += 1;
         // With callbacks on, each create names its own URL (the stored body never has one).
@@ -291,9 +305,12 @@ impl TaskRun {
             ErrorClass::RateLimited { retry_after } => {
                 self.shared.ledger.record_not_created(generation, false).await?;
                 self.attempts -= 1;
-                self.shared.gate.on_rate_limited(retry_after);
-                let retry_after_ms = retry_after.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-                self.shared.emit(Event::RateLimited { retry_after_ms }).await;
+                let pause = self.shared.gate.on_rate_limited(retry_after);
+                self.shared.emit(Event::rate_limited(retry_after, &pause)).await;
+                if let Some(gave_up) = self.shared.gate.given_up() {
+                    self.shared.stop(StopReason::Refused(gave_up.to_string()));
+                    return self.release(TaskState::Pending, None).await;
+                }
                 Ok(Step::Create(Some(permit)))
             }
             ErrorClass::NeverSent | ErrorClass::Transient => {

@@ -66,6 +66,9 @@ impl Error {
                 ErrorClass::OutcomeUnknown
             }
             Error::NoAnswer { .. } | Error::BadAnswer { .. } => ErrorClass::Transient,
+            // A 429 that names a quota or spend limit is the account refused, not a rate: waiting
+            // won't clear it.
+            Error::Status { status: 429, .. } if self.is_refusal() => ErrorClass::Permanent { status: 429 },
             Error::Status {
                 status: 429,
                 retry_after,
@@ -99,19 +102,20 @@ impl Error {
         }
     }
 
-    /// Whether the upstream refused the account itself (bad key, no credits, forbidden): no other
-    /// request will succeed either, so the run should stop.
+    /// Whether the upstream refused the account itself: no other request will succeed either, so
+    /// the run should stop. That is a rejected key or a forbidden account (401, 403), payment
+    /// required (402), and a 400 or 429 whose detail names credits, a quota, or a usage, spend,
+    /// monthly or billing limit (Luma caps monthly spend; a 429 saying so is not a rate limit).
     pub fn is_refusal(&self) -> bool {
         match self {
             Error::Status {
                 status: 401..=403, ..
             } => true,
             Error::Status {
-                status: 400, detail, ..
-            } => {
-                let detail = detail.to_ascii_lowercase();
-                detail.contains("credit") || detail.contains("balance") || detail.contains("insufficient")
-            }
+                status: 400 | 429,
+                detail,
+                ..
+            } => names_an_account_limit(detail),
             _ => false,
         }
     }
@@ -120,6 +124,29 @@ impl Error {
     pub fn is_not_found(&self) -> bool {
         self.status() == Some(404)
     }
+}
+
+/// Words an error detail uses when the account (not the request rate) is the limit: out of
+/// credits, over a quota, or over a usage, spend, monthly or billing cap.
+const ACCOUNT_LIMIT_WORDS: [&str; 12] = [
+    "credit",
+    "balance",
+    "insufficient",
+    "quota",
+    "usage limit",
+    "usage cap",
+    "spend",
+    "monthly",
+    "billing",
+    "payment",
+    "exceeded your current usage",
+    "plan limit",
+];
+
+/// Whether an error's detail names a limit of the account rather than of the request rate.
+fn names_an_account_limit(detail: &str) -> bool {
+    let detail = detail.to_ascii_lowercase();
+    ACCOUNT_LIMIT_WORDS.iter().any(|word| detail.contains(word))
 }
 
 /// The `detail` of an error body: a string, a pydantic list rendered readably, or the raw text cut short.
@@ -174,24 +201,139 @@ pub(crate) fn shorten(text: &str) -> String {
     }
 }
 
-/// `Retry-After` (seconds or an HTTP date) or `retry-after-ms`.
+/// `Retry-After` (seconds or an HTTP date) or `retry-after-ms`, as a wait from now.
+///
+/// A date in the past is a wait of zero; a value too large for a `Duration` is `Duration::MAX`
+/// (the caller clamps both to what it will honour). An HTTP date names a whole second, so the wait
+/// until it is rounded up to a whole second: never shorter than the upstream meant. A negative or
+/// unreadable value is no value.
 pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     if let Some(ms) = headers
         .get("retry-after-ms")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<f64>().ok())
     {
-        if ms.is_finite() && ms >= 0.0 {
-            return Some(Duration::from_secs_f64(ms / 1000.0));
+        if let Some(wait) = seconds(ms / 1000.0) {
+            return Some(wait);
         }
     }
     let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(seconds) = value.parse::<f64>() {
-        return (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds));
+    if let Ok(value) = value.parse::<f64>() {
+        return seconds(value);
     }
     let at = httpdate::parse_http_date(value).ok()?;
-    Some(
-        at.duration_since(std::time::SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
+    let wait = at
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or(Duration::ZERO);
+    Some(if wait.subsec_nanos() == 0 {
+        wait
+    } else {
+        Duration::from_secs(wait.as_secs().saturating_add(1))
+    })
+}
+
+/// A non-negative number of seconds as a `Duration`, saturating at `Duration::MAX`.
+fn seconds(value: f64) -> Option<Duration> {
+    if value.is_nan() || value < 0.0 {
+        return None;
+    }
+    Some(Duration::try_from_secs_f64(value).unwrap_or(Duration::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(status: u16, detail: &str) -> Error {
+        Error::Status {
+            operation: "create",
+            status,
+            detail: detail.into(),
+            retry_after: Some(Duration::from_secs(1)),
+        }
+    }
+
+    #[test]
+    fn a_429_naming_a_quota_usage_spend_or_billing_limit_is_a_refusal_not_a_rate_limit() {
+        for detail in [
+            "Monthly usage limit exceeded. Upgrade your plan or wait until next month.",
+            "You have exceeded your monthly spend limit",
+            "Quota exceeded for this account",
+            "Usage cap reached",
+            "Billing limit reached; contact sales",
+            "Insufficient credits",
+        ] {
+            let error = status(429, detail);
+            assert!(error.is_refusal(), "{detail}");
+            assert_eq!(error.class(), ErrorClass::Permanent { status: 429 }, "{detail}");
+        }
+    }
+
+    #[test]
+    fn a_429_about_the_request_rate_or_concurrency_is_still_a_rate_limit() {
+        for detail in [
+            "Too many requests",
+            "Rate limit exceeded: 80 requests per minute",
+            "Too many concurrent generations; wait for one to finish",
+            "",
+        ] {
+            let error = status(429, detail);
+            assert!(!error.is_refusal(), "{detail}");
+            assert!(
+                matches!(error.class(), ErrorClass::RateLimited { .. }),
+                "{detail}"
+            );
+        }
+    }
+
+    #[test]
+    fn payment_required_forbidden_and_quota_400s_are_refusals_and_other_400s_are_not() {
+        assert!(status(402, "Payment required").is_refusal());
+        assert!(status(403, "Monthly usage limit exceeded").is_refusal());
+        assert!(status(400, "Monthly usage limit exceeded").is_refusal());
+        assert!(status(400, "Insufficient credits").is_refusal());
+        assert!(!status(400, "Prompt is too short, minimum length is 3 characters").is_refusal());
+        assert!(!status(422, "body.aspect_ratio: Input should be '1:1'").is_refusal());
+    }
+
+    fn headers(name: &str, value: &str) -> reqwest::header::HeaderMap {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            reqwest::header::HeaderValue::from_str(value).unwrap(),
+        );
+        headers
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_milliseconds_and_dates_and_never_panics_on_absurd_values() {
+        assert_eq!(
+            retry_after(&headers("retry-after", "10")),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            retry_after(&headers("retry-after-ms", "1500")),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(retry_after(&headers("retry-after", "1e300")), Some(Duration::MAX));
+        assert_eq!(
+            retry_after(&headers("retry-after-ms", "1e300")),
+            Some(Duration::MAX)
+        );
+        assert_eq!(retry_after(&headers("retry-after", "-5")), None);
+        assert_eq!(retry_after(&headers("retry-after", "soon")), None);
+        // A date in the past is no wait at all (the gate applies its own floor).
+        assert_eq!(
+            retry_after(&headers("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT")),
+            Some(Duration::ZERO)
+        );
+        // A date names a whole second: the wait is rounded up, never cut short.
+        let at = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(10));
+        let wait = retry_after(&headers("retry-after", &at)).unwrap();
+        assert!(
+            wait >= Duration::from_secs(9) && wait <= Duration::from_secs(10),
+            "{wait:?}"
+        );
+        assert_eq!(wait.subsec_nanos(), 0);
+    }
 }

@@ -110,6 +110,32 @@ async fn create_inner(sim: &Arc<Sim>, kill: &Kill, headers: &HeaderMap, body: &B
     let accepted: Result<(Generation, bool), Response> = (|| {
         let mut account = sim.lock();
         account.settle(now);
+        account.note_create_arrived(now);
+        if let Some(refuse) = &config.refuse_creates {
+            return Err(rate_limited(
+                sim,
+                &mut account,
+                now,
+                refuse.retry_after,
+                &refuse.detail,
+                false,
+            ));
+        }
+        if let Some(once) = config.rate_limit_once {
+            if account.once_pause_until.is_none() && account.stats.creates_accepted >= once.after_creates {
+                account.once_pause_until = Some(now + once.retry_after);
+            }
+            if let Some(until) = account.once_pause_until.filter(|until| now < *until) {
+                return Err(rate_limited(
+                    sim,
+                    &mut account,
+                    now,
+                    until - now,
+                    "Too many requests",
+                    once.as_http_date,
+                ));
+            }
+        }
         if account.chance(config.faults.rate_limit_storm) {
             account.fault("rate_limit_storm");
             account.start_storm(now, config.storm_length.mul_f64(config.time_scale.max(0.001)));
@@ -117,7 +143,7 @@ async fn create_inner(sim: &Arc<Sim>, kill: &Kill, headers: &HeaderMap, body: &B
         match account.admit(config, now, price) {
             Ok(()) => {}
             Err(Refusal::RateLimited { retry_after, detail }) => {
-                return Err(rate_limited(sim, retry_after, detail));
+                return Err(rate_limited(sim, &mut account, now, retry_after, detail, false));
             }
             Err(Refusal::NoCredit) => {
                 let status = StatusCode::from_u16(config.insufficient_credit_status)
@@ -202,13 +228,36 @@ async fn create_inner(sim: &Arc<Sim>, kill: &Kill, headers: &HeaderMap, body: &B
     (StatusCode::CREATED, Json(body)).into_response()
 }
 
-fn rate_limited(sim: &Sim, retry_after: Duration, detail: &str) -> Response {
+/// A 429 with `detail` and, unless turned off, a `Retry-After` of `retry_after` (whole seconds,
+/// at least one, or an HTTP date rounded up to the next whole second); the pause it announces is
+/// remembered so creates arriving inside it are counted.
+fn rate_limited(
+    sim: &Sim,
+    account: &mut crate::state::Account,
+    now: Instant,
+    retry_after: Duration,
+    detail: &str,
+    as_http_date: bool,
+) -> Response {
     let mut response = error(StatusCode::TOO_MANY_REQUESTS, detail);
-    if sim.config.retry_after {
+    if !sim.config.retry_after {
+        return response;
+    }
+    let value = if as_http_date {
+        // The date means "not before": round up, so a client reading it waits at least this long.
+        let at = std::time::SystemTime::now() + retry_after;
+        let whole = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() + u64::from(d.subsec_nanos() > 0));
+        account.announce_pause(now + retry_after);
+        httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_secs(whole))
+    } else {
         let seconds = retry_after.as_secs_f64().ceil().max(1.0);
-        if let Ok(value) = header::HeaderValue::from_str(&format!("{seconds:.0}")) {
-            response.headers_mut().insert(header::RETRY_AFTER, value);
-        }
+        account.announce_pause(now + Duration::from_secs_f64(seconds));
+        format!("{seconds:.0}")
+    };
+    if let Ok(value) = header::HeaderValue::from_str(&value) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
     }
     response
 }

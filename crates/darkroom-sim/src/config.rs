@@ -78,6 +78,45 @@ impl Faults {
     }
 }
 
+/// Every create answered 429 with this detail and `Retry-After`: a refusal that never clears.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefuseCreates {
+    pub detail: String,
+    pub retry_after: Duration,
+}
+
+impl RefuseCreates {
+    /// The account's monthly usage limit is spent (Luma caps monthly spend): 429, `Retry-After: 1`.
+    pub fn monthly_usage_limit() -> RefuseCreates {
+        RefuseCreates {
+            detail: "Monthly usage limit exceeded: this account has reached its monthly spend cap. \
+                     Upgrade your plan or wait for the next billing cycle."
+                .into(),
+            retry_after: Duration::from_secs(1),
+        }
+    }
+
+    /// Plain rate limiting that never lets up: `Too many requests` with this `Retry-After`.
+    pub fn rate_limited(retry_after: Duration) -> RefuseCreates {
+        RefuseCreates {
+            detail: "Too many requests".into(),
+            retry_after,
+        }
+    }
+}
+
+/// One 429 with a given `Retry-After` once `after_creates` creates have been accepted; creates that
+/// arrive before the pause it announces is over are answered 429 too (and counted in
+/// `Stats::creates_inside_pause`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitOnce {
+    pub after_creates: u64,
+    /// Not scaled by `time_scale`: a header value is what it is.
+    pub retry_after: Duration,
+    /// Send `Retry-After` as an HTTP date (rounded up to the next whole second) instead of seconds.
+    pub as_http_date: bool,
+}
+
 /// The simulated account and server.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -104,6 +143,10 @@ pub struct SimConfig {
     /// The status for a create the balance can't pay for: 400 or 402.
     pub insufficient_credit_status: u16,
     pub faults: Faults,
+    /// Every create answered 429 (a quota refusal or an endless rate limit).
+    pub refuse_creates: Option<RefuseCreates>,
+    /// A single 429 with a chosen `Retry-After`.
+    pub rate_limit_once: Option<RateLimitOnce>,
     /// How long a slow read takes (before `time_scale`... not scaled: it is a network delay).
     pub slow_delay: Duration,
     /// How long a 429 storm lasts (scaled).
@@ -132,6 +175,8 @@ impl Default for SimConfig {
             price_photon_flash_1_micros: 4_000,
             insufficient_credit_status: 402,
             faults: Faults::default(),
+            refuse_creates: None,
+            rate_limit_once: None,
             slow_delay: Duration::from_secs(2),
             storm_length: Duration::from_secs(5),
             seed: 0x5eed,

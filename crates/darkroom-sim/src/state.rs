@@ -132,6 +132,8 @@ pub struct Stats {
     pub faults: BTreeMap<String, u64>,
     pub creates_accepted: u64,
     pub peak_concurrent: u64,
+    /// Creates that arrived while a `Retry-After` this simulator had sent was still running.
+    pub creates_inside_pause: u64,
 }
 
 pub struct Account {
@@ -149,6 +151,10 @@ pub struct Account {
     bucket: (f64, Instant),
     window: VecDeque<Instant>,
     storm_until: Option<Instant>,
+    /// The end of the longest pause a `Retry-After` has announced.
+    pub announced_pause_until: Option<Instant>,
+    /// The end of the pause of `SimConfig::rate_limit_once`, once it has fired.
+    pub once_pause_until: Option<Instant>,
 }
 
 /// Why a create is refused before it is accepted.
@@ -178,6 +184,8 @@ impl Account {
             bucket: (f64::from(config.creates_per_minute.unwrap_or(0)), Instant::now()),
             window: VecDeque::new(),
             storm_until: None,
+            announced_pause_until: None,
+            once_pause_until: None,
         }
     }
 
@@ -233,6 +241,18 @@ impl Account {
                 });
             }
         }
+    }
+
+    /// Counts a create that arrived inside an announced pause.
+    pub fn note_create_arrived(&mut self, now: Instant) {
+        if self.announced_pause_until.is_some_and(|until| now < until) {
+            self.stats.creates_inside_pause += 1;
+        }
+    }
+
+    /// A `Retry-After` was sent: no create should arrive before `until`.
+    pub fn announce_pause(&mut self, until: Instant) {
+        self.announced_pause_until = Some(self.announced_pause_until.map_or(until, |u| u.max(until)));
     }
 
     /// Checks the limits for a create at `now`; takes a rate slot when it passes.

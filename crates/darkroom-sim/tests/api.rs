@@ -475,3 +475,68 @@ async fn a_generation_that_modifies_one_of_ours_keeps_its_picture() {
     let (_, other_image) = image_of(&sim, &http, other["id"].as_str().unwrap()).await;
     assert_ne!(other_image, preview_image);
 }
+
+#[tokio::test(start_paused = true)]
+async fn one_429_announces_its_pause_refuses_creates_inside_it_and_counts_them() {
+    for as_http_date in [false, true] {
+        let (sim, http) = start(SimConfig {
+            rate_limit_once: Some(darkroom_sim::RateLimitOnce {
+                after_creates: 2,
+                retry_after: Duration::from_secs(10),
+                as_http_date,
+            }),
+            ..quick()
+        })
+        .await;
+        let body = json!({"model": "photon-flash-1", "prompt": "A linen sofa"});
+        for _ in 0..2 {
+            assert_eq!(create(&sim, &http, body.clone()).await.status(), 201);
+        }
+        let refused = create(&sim, &http, body.clone()).await;
+        assert_eq!(refused.status(), 429);
+        let header = refused.headers()["retry-after"].to_str().unwrap().to_string();
+        if as_http_date {
+            let at = httpdate::parse_http_date(&header).unwrap();
+            let wait = at.duration_since(std::time::SystemTime::now()).unwrap();
+            assert!(
+                wait > Duration::from_secs(9) && wait <= Duration::from_secs(11),
+                "{header}"
+            );
+        } else {
+            assert_eq!(header, "10");
+        }
+        assert_eq!(sim.stats().creates_inside_pause, 0);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(create(&sim, &http, body.clone()).await.status(), 429);
+        assert_eq!(sim.stats().creates_inside_pause, 1);
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert_eq!(create(&sim, &http, body.clone()).await.status(), 201);
+        assert_eq!(sim.stats().creates_inside_pause, 1);
+    }
+}
+
+#[tokio::test]
+async fn an_account_over_its_monthly_limit_answers_every_create_429_with_the_reason() {
+    let (sim, http) = start(SimConfig {
+        refuse_creates: Some(darkroom_sim::RefuseCreates::monthly_usage_limit()),
+        ..quick()
+    })
+    .await;
+    for _ in 0..3 {
+        let response = create(
+            &sim,
+            &http,
+            json!({"model": "photon-1", "prompt": "A linen sofa"}),
+        )
+        .await;
+        assert_eq!(response.status(), 429);
+        assert_eq!(response.headers()["retry-after"], "1");
+        let body: Value = response.json().await.unwrap();
+        assert!(body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Monthly usage limit exceeded"));
+    }
+    assert_eq!(sim.stats().creates_accepted, 0);
+    assert_eq!(sim.billing().charged_micros, 0);
+}

@@ -86,6 +86,7 @@ pub fn run_settings(
         .unwrap_or(settings.limits.max_in_flight)
         .max(1);
     s.max_attempts = settings.retry.max_attempts.max(1);
+    s.give_up_after = settings.limits.give_up_after;
     s.latency_photon_1 = Duration::from_secs_f64(settings.latency.photon_1.max(0.0));
     s.latency_photon_flash_1 = Duration::from_secs_f64(settings.latency.photon_flash_1.max(0.0));
     s.use_cache = !flags.no_cache;

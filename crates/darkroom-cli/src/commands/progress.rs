@@ -19,6 +19,20 @@ pub struct Progress {
 struct State {
     spent: Money,
     budget: Money,
+    /// Creates are paused after a 429 until this instant (shown as this text).
+    paused: Option<(std::time::Instant, String)>,
+    /// How long the 429s had lasted when the last line about them was printed.
+    last_pause_line_ms: Option<u64>,
+}
+
+/// How often, at most, a long run of 429s prints a line (besides its first).
+const PAUSE_LINE_EVERY_MS: u64 = 60_000;
+
+/// `12:03:09 UTC` from an RFC 3339 time in UTC.
+fn clock_time(rfc3339: &str) -> String {
+    rfc3339
+        .get(11..19)
+        .map_or_else(|| rfc3339.to_string(), |time| format!("{time} UTC"))
 }
 
 impl Progress {
@@ -82,12 +96,55 @@ impl Progress {
                 "warning: the account has {credits} of credit; this pass needs up to {needed}"
             )),
             Event::Stopping { reason } => Some(format!("stopping: {reason}")),
-            Event::RateLimited { .. } | Event::Retry { .. } | Event::Reconciled { .. } => {
+            Event::RateLimited {
+                retry_after_ms,
+                paused_until,
+                paused_for_ms,
+                answers,
+                rate_limited_for_ms,
+                give_up_after_ms,
+            } => {
+                tracing::info!(?event);
+                let until = clock_time(paused_until);
+                state.paused = Some((
+                    std::time::Instant::now() + std::time::Duration::from_millis(*paused_for_ms),
+                    until.clone(),
+                ));
+                let due = *answers == 1
+                    || state
+                        .last_pause_line_ms
+                        .is_none_or(|last| *rate_limited_for_ms >= last + PAUSE_LINE_EVERY_MS);
+                due.then(|| {
+                    state.last_pause_line_ms = Some(*rate_limited_for_ms);
+                    let after = retry_after_ms.map_or_else(
+                        || "without a Retry-After".to_string(),
+                        |ms| format!("Retry-After {}", seconds(ms)),
+                    );
+                    if *answers == 1 {
+                        format!("rate limited (429, {after}): creates paused until {until}")
+                    } else {
+                        format!(
+                            "rate limited: {answers} 429s in a row over {} with none accepted; creates paused until {until}; giving up after {}",
+                            seconds(*rate_limited_for_ms),
+                            seconds(*give_up_after_ms)
+                        )
+                    }
+                })
+            }
+            Event::Retry { .. } | Event::Reconciled { .. } => {
                 tracing::info!(?event);
                 None
             }
         };
-        let message = format!("{} of {}", state.spent, state.budget);
+        let message = match &state.paused {
+            Some((until, text)) if *until > std::time::Instant::now() => {
+                format!(
+                    "{} of {} · creates paused until {text}",
+                    state.spent, state.budget
+                )
+            }
+            _ => format!("{} of {}", state.spent, state.budget),
+        };
         match &self.bar {
             Some(bar) => {
                 bar.set_message(message);
@@ -108,4 +165,9 @@ impl Progress {
             bar.finish_and_clear();
         }
     }
+}
+
+/// Milliseconds as `12s`, `10m`, `1m30s`, `0.8s`.
+fn seconds(ms: u64) -> String {
+    darkroom_engine::limits::human(std::time::Duration::from_millis(ms))
 }

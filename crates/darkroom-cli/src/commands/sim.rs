@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use darkroom_jobs::Money;
-use darkroom_sim::{Faults, RateWindow, SimConfig};
+use darkroom_sim::{Faults, RateLimitOnce, RateWindow, RefuseCreates, SimConfig};
 
 use crate::exit::{Exit, Failure};
 
@@ -83,6 +83,24 @@ pub struct Args {
     /// Rate of callback deliveries sent twice.
     #[arg(long, value_name = "P")]
     pub callback_duplicated: Option<f64>,
+    /// Answer every create 429 with a monthly-usage-limit body and `Retry-After: 1`, as an account
+    /// over its monthly spend cap (darkroom ends the run with exit 5).
+    #[arg(long, conflicts_with = "rate_limited_forever")]
+    pub monthly_limit_exceeded: bool,
+    /// Answer every create 429 `Too many requests` with this Retry-After (e.g. 1s): rate limiting
+    /// that never lets up.
+    #[arg(long, value_name = "DURATION")]
+    pub rate_limited_forever: Option<String>,
+    /// Answer one create 429 with this Retry-After (e.g. 10s), and every create inside that pause
+    /// too; `/sim/stats` counts creates that arrive inside a pause (`creates_inside_pause`).
+    #[arg(long, value_name = "DURATION")]
+    pub rate_limit_once: Option<String>,
+    /// With --rate-limit-once: after this many creates were accepted.
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "rate_limit_once")]
+    pub rate_limit_once_after: u64,
+    /// With --rate-limit-once: send the Retry-After as an HTTP date instead of seconds.
+    #[arg(long, requires = "rate_limit_once")]
+    pub rate_limit_once_as_date: bool,
     /// Seed for every random choice (latencies, faults, ids).
     #[arg(long, default_value_t = 0x5eed)]
     pub seed: u64,
@@ -126,8 +144,27 @@ impl Args {
         if !(self.time_scale.is_finite() && self.time_scale >= 0.0) {
             return Err(bad(format!("--time-scale must be 0 or more; got {}", self.time_scale)).into());
         }
+        let wait = |flag: &str, text: &str| retry_after(text).map_err(|m| bad(format!("--{flag}: {m}")));
+        let refuse_creates = if self.monthly_limit_exceeded {
+            Some(RefuseCreates::monthly_usage_limit())
+        } else {
+            match &self.rate_limited_forever {
+                Some(text) => Some(RefuseCreates::rate_limited(wait("rate-limited-forever", text)?)),
+                None => None,
+            }
+        };
+        let rate_limit_once = match &self.rate_limit_once {
+            Some(text) => Some(RateLimitOnce {
+                after_creates: self.rate_limit_once_after,
+                retry_after: wait("rate-limit-once", text)?,
+                as_http_date: self.rate_limit_once_as_date,
+            }),
+            None => None,
+        };
         Ok(SimConfig {
             port: self.port,
+            refuse_creates,
+            rate_limit_once,
             api_key: self.api_key.clone(),
             creates_per_minute: (self.rate_per_minute > 0).then_some(self.rate_per_minute),
             rate_window: match self.rate_window {
@@ -153,6 +190,14 @@ impl Args {
             ..SimConfig::default()
         })
     }
+}
+
+/// A `Retry-After` to send: `10` (seconds) or a duration such as `10s` or `2m`.
+fn retry_after(text: &str) -> Result<Duration, String> {
+    if let Ok(seconds) = text.trim().parse::<u64>() {
+        return Ok(Duration::from_secs(seconds));
+    }
+    darkroom_engine::windows::parse_duration(text).map_err(|e| e.to_string())
 }
 
 fn range(text: &str) -> Result<(f64, f64), String> {
