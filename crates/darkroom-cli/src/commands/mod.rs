@@ -44,7 +44,7 @@ impl From<PassArg> for Pass {
 /// Where the ledger is and which upstream to talk to.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Upstream {
-    /// The ledger file.
+    /// The ledger file. Any number of different jobs, in as many processes, may share one.
     #[arg(long, value_name = "PATH", env = crate::config::env::DB, default_value = "darkroom.db")]
     pub db: PathBuf,
     /// The API's base URL [default: Luma's].
