@@ -92,9 +92,8 @@ fn spend_by_job(dir: &Path, db: &str) -> std::collections::BTreeMap<String, u64>
                 .unwrap()
                 .iter()
                 .map(|p| {
-                    darkroom_jobs::Money::parse_usd(p["spent"].as_str().unwrap())
-                        .unwrap()
-                        .micros() as u64
+                    let spent = darkroom_jobs::Money::parse_usd(p["spent"].as_str().unwrap()).unwrap();
+                    u64::try_from(spent.micros()).unwrap()
                 })
                 .sum();
             (job["job"].as_str().unwrap().to_string(), spent)
@@ -250,4 +249,56 @@ fn genuine_bad_input_still_exits_2_with_a_ledger_beside_it() {
         .output()
         .unwrap();
     assert_eq!(code(&output), 2, "{}", text(&output.stderr));
+}
+
+/// The job file the previous release's ledger fixture was made from (see the fixture's README).
+const CHAIRS_CSV: &str = "id,prompt,aspect_ratio\n\
+oak,An oak dining chair in a bright room,1:1\n\
+steel,A steel bar stool against a brick wall,3:4\n\
+wicker,A wicker armchair on a sunny porch,4:3\n";
+
+#[test]
+fn a_ledger_made_by_the_previous_release_is_read_reported_and_resumed_without_paying_again() {
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../darkroom-ledger/tests/fixtures/ledger-0.1.0.db");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(&fixture, dir.path().join("darkroom.db")).unwrap();
+    write(dir.path(), "chairs.csv", CHAIRS_CSV);
+
+    let status = darkroom(dir.path())
+        .args(["status", "chairs", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&status), 0, "{}", text(&status.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let passes = &status["jobs"][0]["passes"];
+    assert_eq!(
+        (passes[0]["pass"].as_str(), passes[0]["counts"]["done"].as_u64()),
+        (Some("preview"), Some(3))
+    );
+    assert_eq!(passes[0]["spent"], "0.012");
+    assert_eq!(
+        (passes[1]["pass"].as_str(), passes[1]["counts"]["done"].as_u64()),
+        (Some("final"), Some(1))
+    );
+    assert_eq!(passes[1]["spent"], "0.015");
+
+    let report = darkroom(dir.path())
+        .args(["report", "chairs", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&report), 0, "{}", text(&report.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    assert_eq!(report["job"], "chairs", "{report:#}");
+
+    let again = darkroom(dir.path())
+        .args(["run", "chairs.csv", "--sim", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&again), 0, "{}", text(&again.stderr));
+    let summary: serde_json::Value =
+        serde_json::from_str(text(&again.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(summary["counts"]["done"], 3);
+    assert_eq!(summary["spent"], "0.012", "the resumed run bought nothing more");
+    assert_eq!(spend_by_job(dir.path(), "darkroom.db")["chairs"], 12_000 + 15_000);
 }

@@ -55,14 +55,19 @@ fn landed_migrations_keep_their_number_name_and_checksum() {
             "landed migration {version:04} ({description}) was renumbered, renamed or removed"
         );
         assert_eq!(
-            found.2, *checksum,
+            found.2,
+            *checksum,
             "landed migration {version:04}_{} was edited: add a new migration instead",
             description.replace(' ', "_")
         );
     }
     // New migrations follow the landed ones, numbered one after another.
     for (i, (version, _, _)) in found.iter().enumerate() {
-        assert_eq!(*version, i as i64 + 1, "migration numbers have a gap or a duplicate: {found:#?}");
+        assert_eq!(
+            *version,
+            i as i64 + 1,
+            "migration numbers have a gap or a duplicate: {found:#?}"
+        );
     }
 }
 
@@ -95,7 +100,10 @@ async fn a_ledger_made_by_the_previous_release_opens_with_its_jobs_tasks_and_spe
     assert_eq!((counts.total, counts.done), (1, 1), "{counts:?}");
     assert_eq!((finals.spent_micros, finals.reserved_micros), (15_000, 0));
 
-    assert_eq!(ledger.net_charges().await.unwrap(), Money::from_micros(3 * 4_000 + 15_000));
+    assert_eq!(
+        ledger.net_charges().await.unwrap(),
+        Money::from_micros(3 * 4_000 + 15_000)
+    );
     let results = ledger.results(job.id, Pass::Preview, 0, 100).await.unwrap();
     assert_eq!(results.len(), 3);
     assert!(results.iter().all(|r| r.output_path.is_some()), "{results:?}");
