@@ -2,7 +2,12 @@
 //!
 //! 0 every task done; 1 some tasks failed or were blocked; 2 bad usage, config or job file;
 //! 3 budget exhausted before the job finished; 4 interrupted (resumable); 5 the upstream refused us;
-//! 6 the deadline passed before the job finished (resumable).
+//! 6 the deadline passed before the job finished (resumable); 7 darkroom could not keep its records
+//! (the ledger or the disk failed; resumable).
+//!
+//! Exit 2 is only for what the user can fix in the command, the config or the job file: every such
+//! error is a [`Failure`] that says so. Anything else (a ledger or disk error, an internal one) is 7,
+//! so a script never takes a failed ledger for a bad job file.
 
 use std::process::ExitCode;
 
@@ -23,6 +28,9 @@ pub enum Exit {
     Refused,
     /// 6: the deadline passed before the job finished; running again (with a new deadline) resumes.
     Deadline,
+    /// 7: darkroom could not keep its records (the ledger or the disk failed, or an internal
+    /// error); nothing is lost, and running the same command again resumes.
+    RecordsFailed,
 }
 
 impl From<Exit> for ExitCode {
@@ -35,11 +43,12 @@ impl From<Exit> for ExitCode {
             Exit::Interrupted => 4,
             Exit::Refused => 5,
             Exit::Deadline => 6,
+            Exit::RecordsFailed => 7,
         })
     }
 }
 
-/// An error that carries its own exit code (bad input, refusal); anything else is bad input.
+/// An error that carries its own exit code (bad input, refusal); anything else is exit 7.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct Failure {
@@ -63,9 +72,16 @@ impl Failure {
     }
 }
 
-/// The exit code for an error that ended a command.
+/// What exit 7 tells the user when the error brings no hint of its own.
+pub const RECORDS_FAILED_HINT: &str = "darkroom could not keep its records (the ledger or the disk failed); \
+nothing is lost: fix the cause above, then run the same command again";
+
+/// The exit code for an error that ended a command: the [`Failure`]'s own, else 7 (an error nobody
+/// classified as bad input is the ledger's, the disk's or darkroom's, never the user's file).
 pub fn code_for(error: &anyhow::Error) -> Exit {
-    error.downcast_ref::<Failure>().map_or(Exit::BadInput, |f| f.exit)
+    error
+        .downcast_ref::<Failure>()
+        .map_or(Exit::RecordsFailed, |f| f.exit)
 }
 
 /// Prints an error once on stderr: the sentence, its causes, then a hint where one helps.
@@ -74,7 +90,11 @@ pub fn print_error(error: &anyhow::Error) {
     for cause in error.chain().skip(1) {
         eprintln!("  caused by: {cause}");
     }
-    if let Some(hint) = error.downcast_ref::<Failure>().and_then(|f| f.hint.as_deref()) {
+    let hint = match error.downcast_ref::<Failure>() {
+        Some(failure) => failure.hint.as_deref(),
+        None => Some(RECORDS_FAILED_HINT),
+    };
+    if let Some(hint) = hint {
         eprintln!("hint: {hint}");
     }
 }

@@ -13,7 +13,7 @@ mod exit;
 
 /// Generate images in bulk from Luma's Photon models under a hard cost budget.
 #[derive(Debug, Parser)]
-#[command(name = "darkroom", version, about, long_about = None)]
+#[command(name = "darkroom", version, about, long_about = None, after_help = EXIT_CODES)]
 struct Cli {
     /// A config file layered over the built-in defaults [env: DARKROOM_CONFIG]
     #[arg(long, global = true, value_name = "FILE")]
@@ -22,6 +22,19 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
 }
+
+/// The exit codes, shown under `darkroom --help` (the contract scripts rely on; `exit.rs`).
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  every task done
+  1  some tasks failed or were blocked (see errors.jsonl)
+  2  bad usage, config or job file (nothing was sent)
+  3  the budget ran out before the job finished
+  4  interrupted; the same command resumes
+  5  the upstream refused us (a rejected key, no credits)
+  6  the deadline passed before the job finished
+  7  darkroom could not keep its records (the ledger or the disk failed); nothing is lost,
+     run the same command again";
 
 #[derive(Debug, Subcommand)]
 enum Command {

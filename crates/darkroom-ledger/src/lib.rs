@@ -5,8 +5,10 @@
 //! machine's transitions (each one a transaction), the money log, and the queries a resumed run needs.
 //! It never speaks HTTP and never touches image files: the engine tells it what happened.
 //!
-//! One connection does all the writing, so transactions never contend inside a process; another
-//! process (`darkroom status` while a run goes on) reads through WAL.
+//! One connection does all the writing, so transactions never contend inside a process. Other
+//! processes share the file safely: opening and migrating are serialised by an OS lock beside the
+//! ledger, every write transaction begins as a writer (`BEGIN IMMEDIATE`) and waits up to
+//! [`BUSY_TIMEOUT`] for another's, and readers (`darkroom status` while a run goes on) read through WAL.
 
 mod records;
 mod review;
@@ -32,8 +34,12 @@ pub enum LedgerError {
         #[source]
         source: sqlx::Error,
     },
-    #[error("the ledger's schema could not be brought up to date")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("the ledger {path}'s schema could not be brought up to date")]
+    Migrate {
+        path: String,
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
     #[error("ledger query failed")]
     Sql(#[from] sqlx::Error),
     #[error("no job named {0:?} in this ledger")]
@@ -62,6 +68,16 @@ pub struct Ledger {
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
 
+/// How long a connection waits for another process's lock before failing with "database is
+/// locked". The longest write transaction a darkroom process holds is a job file's load (about
+/// 15 s for a million tasks on a laptop); two minutes leaves room for larger files and a loaded
+/// machine. Readers (`darkroom status`) never wait: WAL lets them read beside a writer.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long a task waits for the process's one connection: longer than [`BUSY_TIMEOUT`], so the
+/// task holding it can wait out another process's lock first.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// The current time as Unix milliseconds.
 pub fn now_ms() -> i64 {
     let now = std::time::SystemTime::now()
@@ -72,36 +88,56 @@ pub fn now_ms() -> i64 {
 
 impl Ledger {
     /// Opens (creating if needed, with mode 0600) the ledger file and brings its schema up to date.
+    ///
+    /// Safe when several processes open the same file at once, new or existing: opening and
+    /// migrating happen under an exclusive OS lock on `PATH-lock` beside the ledger (see
+    /// [`open_lock_path`]), taken only for the open and released before this returns, because sqlx's
+    /// SQLite migrator takes no lock of its own and two processes would both apply `0001`. Every
+    /// connection then waits up to [`BUSY_TIMEOUT`] for another process's write transaction.
+    ///
+    /// Errors: [`LedgerError::Open`] (naming the file) when the file or its lock can't be created or
+    /// isn't a SQLite database, [`LedgerError::Migrate`] when the schema can't be brought up to date.
     pub async fn open(path: &Path) -> Result<Ledger> {
-        create_private_file(path).map_err(|e| LedgerError::Open {
+        let open_error = |source| LedgerError::Open {
             path: path.display().to_string(),
-            source: sqlx::Error::Io(e),
-        })?;
+            source,
+        };
+        create_private_file(path).map_err(|e| open_error(sqlx::Error::Io(e)))?;
+        let _opening = lock_for_open(path)
+            .await
+            .map_err(|e| open_error(sqlx::Error::Io(e)))?;
         let options = SqliteConnectOptions::from_str("sqlite:")
-            .map_err(|source| LedgerError::Open {
-                path: path.display().to_string(),
-                source,
-            })?
+            .map_err(open_error)?
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10))
+            .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
             // A local file does not go stale between queries: no ping before each one.
             .test_before_acquire(false)
-            .acquire_timeout(Duration::from_secs(60))
+            // Longer than a busy wait: a task queued behind one that waits for another process's
+            // lock must not give up first.
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await
-            .map_err(|source| LedgerError::Open {
-                path: path.display().to_string(),
-                source,
-            })?;
-        MIGRATOR.run(&pool).await?;
+            .map_err(open_error)?;
+        MIGRATOR.run(&pool).await.map_err(|source| LedgerError::Migrate {
+            path: path.display().to_string(),
+            source,
+        })?;
         Ok(Ledger { pool })
+    }
+
+    /// Begins a write transaction as a writer (`BEGIN IMMEDIATE`): it waits for the write lock up
+    /// to [`BUSY_TIMEOUT`] before reading anything. A deferred `BEGIN` would read first, and when
+    /// another process wrote in between, WAL answers its first write with `SQLITE_BUSY_SNAPSHOT`,
+    /// which no busy timeout can wait out. Every transaction that writes starts here.
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 
     pub async fn close(&self) {
@@ -162,7 +198,7 @@ impl Ledger {
     /// Sets the pass's budget (creating the pass). Lowering a budget below what is already spent
     /// or reserved is refused.
     pub async fn set_budget(&self, job_id: i64, pass: Pass, budget: Money) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let current: Option<(i64, i64)> = sqlx::query_as(
             "SELECT spent_micros + reserved_micros, budget_micros FROM job_passes WHERE job_id = ?1 AND pass = ?2",
         )
@@ -228,6 +264,7 @@ impl Ledger {
     /// [`Ledger::begin_load`], then [`Ledger::load_page`] per page, then [`Ledger::finish_load`].
     pub async fn begin_load(&self, job_id: i64, pass: Pass) -> Result<Loader> {
         let mut conn = self.pool.acquire().await?;
+        // A writer from the start, like every write transaction (see `begin_write`).
         sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
         sqlx::query(
             "CREATE TEMP TABLE IF NOT EXISTS loaded_keys (task_key TEXT NOT NULL, fingerprint TEXT NOT NULL,
@@ -291,7 +328,7 @@ impl Ledger {
     /// Reserves the task's price against its pass's budget, in one transaction:
     /// spent + reserved + price ≤ budget, or nothing changes.
     pub async fn reserve(&self, task_id: i64) -> Result<Reservation> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let task: Option<(i64, String, i64, String)> =
             sqlx::query_as("SELECT job_id, pass, price_micros, state FROM tasks WHERE id = ?1")
                 .bind(task_id)
@@ -328,7 +365,7 @@ impl Ledger {
     /// Gives the task's reservation back and returns it to `pending` (or to `state` if given:
     /// failed, blocked, skipped, cancelled, with its reason).
     pub async fn release(&self, task_id: i64, state: TaskState, reason: Option<&str>) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         release_in(&mut tx, task_id).await?;
         let finished = state.is_terminal().then(now_ms);
         sqlx::query(
@@ -347,7 +384,7 @@ impl Ledger {
     /// Records the intent to send a create (before it leaves): returns the generation's row id.
     /// The task must hold its reservation.
     pub async fn record_intent(&self, task_id: i64, request_fingerprint: &str) -> Result<i64> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let attempt: i64 = sqlx::query_scalar(
             "UPDATE tasks SET state = 'submitting', attempts = attempts + 1,
                                 first_sent_at = COALESCE(first_sent_at, ?2) WHERE id = ?1 RETURNING attempts",
@@ -386,7 +423,7 @@ impl Ledger {
     /// found no match): the task keeps its reservation for the next attempt.
     /// `counts` says whether the attempt counts against the task's cap (a 429 does not).
     pub async fn record_not_created(&self, generation: i64, counts: bool) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE generations SET state = 'not_created' WHERE id = ?1")
             .bind(generation)
             .execute(&mut *tx)
@@ -405,7 +442,7 @@ impl Ledger {
 
     /// The upstream accepted the create: the reservation becomes a charge, logged.
     pub async fn record_submitted(&self, generation: i64, upstream_id: &str) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let (task_id, job_id, pass, reserved, price): (i64, i64, String, i64, i64) = sqlx::query_as(
             "SELECT t.id, t.job_id, t.pass, t.reserved_micros, t.price_micros
              FROM generations g JOIN tasks t ON t.id = g.task_id WHERE g.id = ?1",
@@ -456,7 +493,7 @@ impl Ledger {
         reason: &str,
         next: TaskState,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let (task_id, state): (i64, String) =
             sqlx::query_as("SELECT task_id, state FROM generations WHERE id = ?1")
                 .bind(generation)
@@ -481,7 +518,7 @@ impl Ledger {
 
     /// The generation completed upstream: its image is at `image_url`; the task is downloading.
     pub async fn record_completed(&self, generation: i64, image_url: &str) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "UPDATE generations SET state = 'completed', image_url = ?2, completed_at = ?3 WHERE id = ?1",
         )
@@ -503,7 +540,7 @@ impl Ledger {
     /// The task's image is on disk (verified, synced, renamed): the task is done and this
     /// generation is the one it keeps.
     pub async fn record_done(&self, generation: i64, output_path: &str) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let now = now_ms();
         let (task_id, upstream_id): (i64, Option<String>) = sqlx::query_as(
             "UPDATE generations SET state = 'kept' WHERE id = ?1 RETURNING task_id, upstream_id",
@@ -664,7 +701,7 @@ impl Ledger {
     /// refunded it, so the ledger refunds it too (the task is not touched: it went on without it).
     /// `None`: it completed; its charge stays, and it is no longer checked (`extra`).
     pub async fn settle_abandoned(&self, generation: i64, failed: Option<&str>) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let state: String = sqlx::query_scalar("SELECT state FROM generations WHERE id = ?1")
             .bind(generation)
             .fetch_one(&mut *tx)
@@ -1009,6 +1046,37 @@ async fn insert_spend(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// The lock file that serialises opening a ledger: `PATH-lock` beside it (SQLite's own files are
+/// `PATH-wal` and `PATH-shm`; a job's run lock is `PATH.JOB.lock`, so the names can't meet). It is
+/// left in place: removing a lock file another process may be about to lock would break the lock.
+pub fn open_lock_path(ledger: &Path) -> std::path::PathBuf {
+    let mut name = ledger.as_os_str().to_owned();
+    name.push("-lock");
+    std::path::PathBuf::from(name)
+}
+
+/// Takes the exclusive open lock on [`open_lock_path`], waiting (off the async threads) for another
+/// process that is opening or migrating the same ledger. The OS releases it when the returned file
+/// is dropped or the process dies. The ledger file itself is never locked this way: SQLite's own
+/// POSIX locks on it are released when any descriptor of the file in the process is closed.
+async fn lock_for_open(ledger: &Path) -> std::io::Result<std::fs::File> {
+    let path = open_lock_path(ledger);
+    tokio::task::spawn_blocking(move || {
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let file = options.open(&path)?;
+        file.lock()?;
+        Ok(file)
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
 /// Creates the ledger file readable and writable by its owner only: it holds prompts, spend and

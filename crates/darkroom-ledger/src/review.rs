@@ -99,7 +99,7 @@ impl Ledger {
     /// final keeps it (promoting again resumes, it never adds a second one). Returns how many
     /// were added.
     pub async fn add_finals(&self, job_id: i64, finals: &[NewFinal]) -> Result<u64> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let mut added = 0;
         for f in finals {
             let inserted = sqlx::query(

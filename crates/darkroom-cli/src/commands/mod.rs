@@ -44,7 +44,7 @@ impl From<PassArg> for Pass {
 /// Where the ledger is and which upstream to talk to.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Upstream {
-    /// The ledger file.
+    /// The ledger file. Any number of different jobs, in as many processes, may share one.
     #[arg(long, value_name = "PATH", env = crate::config::env::DB, default_value = "darkroom.db")]
     pub db: PathBuf,
     /// The API's base URL [default: Luma's].
@@ -99,6 +99,12 @@ pub async fn connect(upstream: &Upstream) -> anyhow::Result<Connection> {
         request_timeout: Duration::from_secs(60),
         download_timeout: Duration::from_secs(120),
         user_agent: format!("darkroom/{}", env!("CARGO_PKG_VERSION")),
+    })
+    .map_err(|e| match e {
+        darkroom_luma::Error::Setup(_) => Failure::new(Exit::BadInput, e.to_string())
+            .with_hint("--base-url or LUMAAI_BASE_URL is the API's base URL, e.g. http://127.0.0.1:8765/dream-machine/v1")
+            .into(),
+        e => anyhow::Error::new(e),
     })?;
     Ok(Connection { client, sim })
 }
@@ -128,6 +134,45 @@ pub fn job_name_for(flag: Option<&str>, file: &Path) -> anyhow::Result<String> {
         .into());
     }
     Ok(name)
+}
+
+/// Takes the job's run lock beside the ledger: another process running the job is the user's to
+/// resolve (exit 2); a lock file that can't be created is a disk failure (exit 7).
+pub fn lock_job(db: &Path, job: &str) -> anyhow::Result<darkroom_engine::lock::JobLock> {
+    use darkroom_engine::lock::{JobLock, LockError};
+    JobLock::acquire(db, job).map_err(|e| match e {
+        LockError::Busy { .. } => Failure::new(Exit::BadInput, e.to_string())
+            .with_hint("wait for it to finish, or stop it with Ctrl-C")
+            .into(),
+        LockError::Io { .. } => anyhow::Error::new(e),
+    })
+}
+
+/// Opens the ledger, naming it in the error; a ledger that can't be opened exits 7.
+pub async fn open_ledger(db: &Path) -> anyhow::Result<darkroom_ledger::Ledger> {
+    use anyhow::Context as _;
+    darkroom_ledger::Ledger::open(db)
+        .await
+        .with_context(|| format!("could not open the ledger {}", db.display()))
+}
+
+/// Sets a pass's budget from `--budget`: a budget below what is already spent is bad input (exit 2),
+/// any other ledger error is the ledger's (exit 7).
+pub async fn set_budget_flag(
+    ledger: &darkroom_ledger::Ledger,
+    job_id: i64,
+    pass: Pass,
+    budget: darkroom_jobs::Money,
+) -> anyhow::Result<()> {
+    match ledger.set_budget(job_id, pass, budget).await {
+        Ok(()) => Ok(()),
+        Err(e @ darkroom_ledger::LedgerError::BudgetBelowSpend { .. }) => {
+            Err(Failure::new(Exit::BadInput, e.to_string())
+                .with_hint("a budget can be raised, not lowered below spend")
+                .into())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Parses a `--budget`-style amount of USD exactly (clap value parser; a bad value exits 2).

@@ -286,9 +286,10 @@ fn print_summary(
         }
         Some(StopReason::Failed(reason)) => {
             return Err(
-                Failure::new(Exit::SomeFailed, format!("the run stopped: {reason}"))
+                Failure::new(Exit::RecordsFailed, format!("the run stopped: {reason}"))
                     .with_hint(format!(
-                        "fix the cause, then run `{resume}` again: nothing paid is lost"
+                        "darkroom could not keep its records (the ledger or the disk failed); nothing \
+                         paid is lost: fix the cause, then run `{resume}` again"
                     ))
                     .into(),
             );

@@ -66,9 +66,7 @@ pub fn options(settings: &Settings) -> anyhow::Result<PromoteOptions> {
 
 /// Opens the ledger and finds the job, with a clear error when it isn't there.
 pub async fn open_job(db: &Path, job: &str) -> anyhow::Result<(Ledger, i64)> {
-    let ledger = Ledger::open(db)
-        .await
-        .with_context(|| format!("opening the ledger {}", db.display()))?;
+    let ledger = crate::commands::open_ledger(db).await?;
     match ledger.job(job).await {
         Ok(record) => Ok((ledger, record.id)),
         Err(LedgerError::NoSuchJob(_)) => Err(Failure::new(
@@ -99,9 +97,7 @@ pub fn selection_errors(plan: &promote::Plan) -> Vec<String> {
 async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
     let options = options(&settings)?;
     let db = args.upstream.db.clone();
-    let _lock = darkroom_engine::lock::JobLock::acquire(&db, &args.job).map_err(|e| {
-        Failure::new(Exit::BadInput, e.to_string()).with_hint("wait for it to finish, or stop it with Ctrl-C")
-    })?;
+    let _lock = crate::commands::lock_job(&db, &args.job)?;
     let (ledger, job_id) = open_job(&db, &args.job).await?;
 
     let selection = match &args.select {
@@ -143,13 +139,7 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
 
     let existing = ledger.pass(job_id, Pass::Final).await?;
     match (args.budget, &existing) {
-        (Some(budget), _) => ledger
-            .set_budget(job_id, Pass::Final, budget)
-            .await
-            .map_err(|e| {
-                Failure::new(Exit::BadInput, e.to_string())
-                    .with_hint("a budget can be raised, not lowered below spend")
-            })?,
+        (Some(budget), _) => crate::commands::set_budget_flag(&ledger, job_id, Pass::Final, budget).await?,
         (None, None) => {
             ledger
                 .set_budget(job_id, Pass::Final, settings.budget.default)

@@ -93,13 +93,7 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
     let options = options(&settings)?;
     let (ledger, job_id) = open_job(&args.upstream.db, &args.job).await?;
     if let Some(budget) = args.budget {
-        ledger
-            .set_budget(job_id, Pass::Final, budget)
-            .await
-            .map_err(|e| {
-                Failure::new(Exit::BadInput, e.to_string())
-                    .with_hint("a budget can be raised, not lowered below spend")
-            })?;
+        crate::commands::set_budget_flag(&ledger, job_id, Pass::Final, budget).await?;
     }
     let listener = tokio::net::TcpListener::bind((args.bind, args.port))
         .await

@@ -3,12 +3,13 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
 use darkroom_jobs::{Money, Pass};
-use darkroom_ledger::Ledger;
 
 use crate::commands::pass::{PassRun, RunFlags};
-use crate::commands::{connect, job_name_for, print_renamed, print_row_errors, PassArg, Upstream};
+use crate::commands::{
+    connect, job_name_for, lock_job, open_ledger, print_renamed, print_row_errors, set_budget_flag, PassArg,
+    Upstream,
+};
 use crate::config::{self, Settings};
 use crate::exit::{Exit, Failure};
 
@@ -60,20 +61,13 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
     let budget = args.budget;
 
     let db = args.upstream.db.clone();
-    let _lock = darkroom_engine::lock::JobLock::acquire(&db, &job).map_err(|e| {
-        Failure::new(Exit::BadInput, e.to_string()).with_hint("wait for it to finish, or stop it with Ctrl-C")
-    })?;
-    let ledger = Ledger::open(&db)
-        .await
-        .with_context(|| format!("opening the ledger {}", db.display()))?;
+    let _lock = lock_job(&db, &job)?;
+    let ledger = open_ledger(&db).await?;
     let file_path = args.file.display().to_string();
     let job_id = ledger.upsert_job(&job, &file_path, "").await?;
     let existing = ledger.pass(job_id, pass).await?;
     match (budget, &existing) {
-        (Some(budget), _) => ledger.set_budget(job_id, pass, budget).await.map_err(|e| {
-            Failure::new(Exit::BadInput, e.to_string())
-                .with_hint("a budget can be raised, not lowered below spend")
-        })?,
+        (Some(budget), _) => set_budget_flag(&ledger, job_id, pass, budget).await?,
         (None, None) => ledger.set_budget(job_id, pass, settings.budget.default).await?,
         (None, Some(_)) => {}
     }
@@ -137,6 +131,17 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
         }
         Err(darkroom_engine::load::LoadError::File(e)) => {
             return Err(Failure::new(Exit::BadInput, e.to_string()).into())
+        }
+        // The job file itself could not be read (missing, a directory, no permission).
+        Err(e @ darkroom_engine::load::LoadError::Io { .. }) => {
+            return Err(Failure::new(
+                Exit::BadInput,
+                format!(
+                    "{e}: {}",
+                    std::error::Error::source(&e).map_or_else(String::new, ToString::to_string)
+                ),
+            )
+            .into())
         }
         Err(e) => return Err(e.into()),
     }

@@ -220,7 +220,11 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
     let config = args.to_config()?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
-        let handle = darkroom_sim::spawn(config).await?;
+        let handle = darkroom_sim::spawn(config).await.map_err(|e| {
+            let cause = std::error::Error::source(&e).map_or_else(String::new, |s| format!(": {s}"));
+            Failure::new(Exit::BadInput, format!("{e}{cause}"))
+                .with_hint("choose another port with --port N (0 picks a free one)")
+        })?;
         println!("simulator listening: {}", handle.base_url());
         eprintln!("point darkroom or the official SDK at it:");
         eprintln!("  export LUMAAI_BASE_URL={}", handle.base_url());

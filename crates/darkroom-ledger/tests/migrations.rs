@@ -1,0 +1,117 @@
+//! Migrations are history: a landed migration never changes (sqlx checksums every applied file, and
+//! an edited one makes every existing ledger refuse to open), is never renumbered or removed, and a
+//! ledger made by the previous release opens with this code, its jobs, tasks and spend intact.
+
+#![allow(clippy::unwrap_used)] // In tests a panic is a failure with a backtrace.
+use darkroom_jobs::{Money, Pass};
+use darkroom_ledger::Ledger;
+
+/// Every landed migration: version, description, and its sqlx checksum (SHA-384 of the file's
+/// bytes, as `sqlx::migrate::Migrator` reports it). A new migration is appended to this list when it
+/// lands; a line here never changes. If this test fails because a landed file was edited, undo the
+/// edit and put the change in a new migration.
+const LANDED: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "ledger",
+        "b5e2e8e1ada9115053c1325efc0e2dcda0065f85508e02034484d5c5fa78ebe34458a3cef759ad5cd34d9e0d70f55c61",
+    ),
+    (
+        2,
+        "deadlines",
+        "1c939a90aa3088c65ccf9f0af14df5d253625593dd88205d4ab4041bdd9ef7c94fae35120b6874848a49d92c1a425cf6",
+    ),
+    (
+        3,
+        "promotions",
+        "33672e7c07905aef44428930c0fe079234c55ba0e9c66a2901fe7aba0efe1b1caaaaf9dfac218e6cafb1b4ce4a97bc26",
+    ),
+    (
+        4,
+        "unplanned charges",
+        "485ce614a0379bf46e20018752bb45cffa00d5abe4d914997e75d689fbfdd739072b67c24244fa1b39c1b3a7c0395278",
+    ),
+];
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn landed_migrations_keep_their_number_name_and_checksum() {
+    let migrator = sqlx::migrate!("../../migrations");
+    let found: Vec<(i64, String, String)> = migrator
+        .iter()
+        .map(|m| (m.version, m.description.to_string(), hex(&m.checksum)))
+        .collect();
+    assert!(
+        found.len() >= LANDED.len(),
+        "a landed migration was removed: {found:#?}"
+    );
+    for ((version, description, checksum), found) in LANDED.iter().zip(&found) {
+        assert_eq!(
+            (found.0, found.1.as_str()),
+            (*version, *description),
+            "landed migration {version:04} ({description}) was renumbered, renamed or removed"
+        );
+        assert_eq!(
+            found.2,
+            *checksum,
+            "landed migration {version:04}_{} was edited: add a new migration instead",
+            description.replace(' ', "_")
+        );
+    }
+    // New migrations follow the landed ones, numbered one after another.
+    for (i, (version, _, _)) in found.iter().enumerate() {
+        assert_eq!(
+            *version,
+            i as i64 + 1,
+            "migration numbers have a gap or a duplicate: {found:#?}"
+        );
+    }
+}
+
+/// `fixtures/ledger-0.1.0.db`: made by the release at commit 633b42b (see `fixtures/README.md`):
+/// job `chairs`, previews of a 3-row file and one of them promoted to a final.
+fn previous_release_ledger() -> (tempfile::TempDir, std::path::PathBuf) {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ledger-0.1.0.db");
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("darkroom.db");
+    std::fs::copy(&fixture, &db).unwrap();
+    (dir, db)
+}
+
+#[tokio::test]
+async fn a_ledger_made_by_the_previous_release_opens_with_its_jobs_tasks_and_spend() {
+    let (_dir, db) = previous_release_ledger();
+    let ledger = Ledger::open(&db).await.unwrap();
+
+    let jobs = ledger.jobs().await.unwrap();
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    let job = ledger.job("chairs").await.unwrap();
+
+    let preview = ledger.pass(job.id, Pass::Preview).await.unwrap().unwrap();
+    let counts = ledger.counts(job.id, Pass::Preview).await.unwrap();
+    assert_eq!((counts.total, counts.done), (3, 3), "{counts:?}");
+    assert_eq!((preview.spent_micros, preview.reserved_micros), (3 * 4_000, 0));
+
+    let finals = ledger.pass(job.id, Pass::Final).await.unwrap().unwrap();
+    let counts = ledger.counts(job.id, Pass::Final).await.unwrap();
+    assert_eq!((counts.total, counts.done), (1, 1), "{counts:?}");
+    assert_eq!((finals.spent_micros, finals.reserved_micros), (15_000, 0));
+
+    assert_eq!(
+        ledger.net_charges().await.unwrap(),
+        Money::from_micros(3 * 4_000 + 15_000)
+    );
+    let results = ledger.results(job.id, Pass::Preview, 0, 100).await.unwrap();
+    assert_eq!(results.len(), 3);
+    assert!(results.iter().all(|r| r.output_path.is_some()), "{results:?}");
+
+    // The current code writes to it as well: a budget raised on the old pass.
+    ledger
+        .set_budget(job.id, Pass::Preview, Money::from_micros(1_000_000))
+        .await
+        .unwrap();
+    ledger.close().await;
+}
