@@ -40,6 +40,8 @@ pub(crate) struct Observer {
     run_started_at: i64,
     /// The ledger's charges (micro-dollars) at the last reading: the next is due once they grow.
     charged_at_last: i64,
+    /// The finest resolution the balance has shown so far, micro-dollars.
+    resolution: i64,
     /// Models whose differing price was already announced this run.
     announced: HashMap<String, Money>,
 }
@@ -83,6 +85,7 @@ impl Observer {
             baseline: Baseline { reading, watermark },
             run_started_at: reading.at,
             charged_at_last: 0,
+            resolution: reading.resolution_micros,
             announced: HashMap::new(),
         }))
     }
@@ -90,7 +93,7 @@ impl Observer {
     /// Whether enough new charges were recorded since the last reading for another to say more.
     async fn due(&self, shared: &Shared) -> Result<bool, EngineError> {
         let charged = self.charged(shared).await?;
-        Ok(charged - self.charged_at_last >= 2 * self.baseline.reading.resolution_micros)
+        Ok(charged - self.charged_at_last >= 2 * self.resolution)
     }
 
     async fn charged(&self, shared: &Shared) -> Result<i64, EngineError> {
@@ -125,11 +128,14 @@ impl Observer {
         self.charged_at_last = explained;
         // Refunds of charges made before the first reading raised the balance: add them back.
         let dropped = self.baseline.reading.balance_micros - reading.balance_micros + refunds.micros();
+        // The finest step either reading shows is the account's (a whole-cent value may be a
+        // coincidence; a fraction of a cent is not).
         let resolution = self
             .baseline
             .reading
             .resolution_micros
-            .max(reading.resolution_micros);
+            .min(reading.resolution_micros);
+        self.resolution = resolution;
         let unexplained = dropped - explained;
         let differs = unexplained.abs() > resolution;
         if !differs && explained <= resolution {
@@ -169,7 +175,7 @@ impl Observer {
                 .await?;
             if differs && observed > in_force && observed > table {
                 let repriced = shared.ledger.reprice(job_id, pass, model.as_str(), observed).await?;
-                tracing::warn!(model = model.as_str(), %observed, %table, ?repriced, "re-priced to the observed price");
+                tracing::info!(model = model.as_str(), %observed, %table, ?repriced, "re-priced to the observed price");
                 self.announce(shared, model, table, observed, true).await;
             } else if differs && observed < table {
                 self.announce(shared, model, table, observed, false).await;
@@ -230,4 +236,159 @@ pub(crate) async fn watch(
             }
         }
     }
+}
+
+/// How long a probe waits for its generation to end.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// The cheapest request there is: the shortest sensible prompt, the smallest picture.
+const PROBE_PROMPT: &str = "A single grey pebble on white";
+
+/// What one probe (`darkroom prices --check`) found for a model.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Probe {
+    pub model: String,
+    pub table: Money,
+    /// The balance drop across the probe.
+    pub charged: Money,
+    /// The balance's resolution in the readings.
+    pub resolution: Money,
+    /// What the account charges per image, when the drop tells it: it differs from the table by
+    /// more than the resolution, or the resolution is fine enough (a tenth of the price or less).
+    /// `None`: consistent with the table within the resolution.
+    pub observed: Option<Money>,
+    /// The generation's end: `completed` or `failed` (a failed one is refunded: nothing observed).
+    pub state: String,
+}
+
+/// Why probing could not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("a probe of {models} needs up to {needed} (twice the table's price of each, in case the account charges more); the budget is {budget}")]
+    BudgetTooSmall { models: String, needed: Money, budget: Money },
+    #[error("the account's balance could not be read, so no price can be observed on it")]
+    NoBalance(#[source] darkroom_luma::Error),
+    #[error("the probe's create for {model} failed")]
+    Create {
+        model: String,
+        #[source]
+        source: darkroom_luma::Error,
+    },
+    #[error("the probe's generation for {model} did not end within {seconds} s")]
+    Timeout { model: String, seconds: u64 },
+    #[error(transparent)]
+    Ledger(#[from] darkroom_ledger::LedgerError),
+}
+
+/// The headroom a probe needs per model: twice the table's price.
+pub fn probe_cost(prices: &darkroom_jobs::PriceTable, models: &[Model]) -> Money {
+    models
+        .iter()
+        .fold(Money::ZERO, |sum, &m| sum + Money::from_micros(prices.price(m).micros() * 2))
+}
+
+/// Makes one image per model (the cheapest request), reading the balance before and after each,
+/// and records the readings and what they tell. Refuses before anything is sent when `budget`
+/// can't cover every probe at twice the table's price; stops early if real spend leaves too little
+/// for the next one.
+pub async fn probe_prices(
+    client: &darkroom_luma::Client,
+    ledger: &darkroom_ledger::Ledger,
+    prices: &darkroom_jobs::PriceTable,
+    models: &[Model],
+    budget: Money,
+) -> Result<Vec<Probe>, ProbeError> {
+    let needed = probe_cost(prices, models);
+    if needed > budget {
+        let models = models.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(" and ");
+        return Err(ProbeError::BudgetTooSmall { models, needed, budget });
+    }
+    let base_url = client.base_url().to_string();
+    let mut spent = Money::ZERO;
+    let mut probes = Vec::new();
+    for &model in models {
+        let table = prices.price(model);
+        if spent + Money::from_micros(table.micros() * 2) > budget {
+            break;
+        }
+        let before = read(client).await?;
+        ledger.record_balance(&base_url, None, before).await?;
+        let request = darkroom_luma::CreateRequest {
+            model: model.as_str().to_string(),
+            prompt: PROBE_PROMPT.to_string(),
+            aspect_ratio: Some("1:1".to_string()),
+            format: None,
+            image_ref: None,
+            style_ref: None,
+            character_ref: None,
+            modify_image_ref: None,
+            callback_url: None,
+        };
+        let created = client.create(&request).await.map_err(|source| ProbeError::Create {
+            model: model.as_str().to_string(),
+            source,
+        })?;
+        let state = wait_for_end(client, &created.id).await.ok_or(ProbeError::Timeout {
+            model: model.as_str().to_string(),
+            seconds: PROBE_TIMEOUT.as_secs(),
+        })?;
+        let after = read(client).await?;
+        ledger.record_balance(&base_url, None, after).await?;
+        let resolution = before.resolution_micros.min(after.resolution_micros);
+        let charged = (before.balance_micros - after.balance_micros).max(0);
+        spent = spent + Money::from_micros(charged);
+        let telling = (charged - table.micros()).abs() > resolution || resolution * 10 <= table.micros();
+        let observed = (state == "completed" && telling && charged > 0).then(|| Money::from_micros(charged));
+        if let Some(observed) = observed {
+            ledger
+                .record_observation(&PriceObservation {
+                    base_url: base_url.clone(),
+                    job_id: None,
+                    pass: None,
+                    run_started_at: before.at,
+                    model: model.as_str().to_string(),
+                    table_micros: table.micros(),
+                    observed_micros: observed.micros(),
+                    images: 1,
+                    drop_micros: charged,
+                    observed_at: after.at,
+                })
+                .await?;
+        }
+        probes.push(Probe {
+            model: model.as_str().to_string(),
+            table,
+            charged: Money::from_micros(charged),
+            resolution: Money::from_micros(resolution),
+            observed,
+            state,
+        });
+    }
+    Ok(probes)
+}
+
+async fn read(client: &darkroom_luma::Client) -> Result<BalanceReading, ProbeError> {
+    let credits = client.credits().await.map_err(ProbeError::NoBalance)?;
+    let (balance_micros, resolution_micros) = credits.reading();
+    Ok(BalanceReading {
+        at: darkroom_ledger::now_ms(),
+        balance_micros,
+        resolution_micros,
+    })
+}
+
+/// Polls a generation until it ends: `completed` or `failed`; `None` after `PROBE_TIMEOUT`.
+async fn wait_for_end(client: &darkroom_luma::Client, id: &str) -> Option<String> {
+    let deadline = tokio::time::Instant::now() + PROBE_TIMEOUT;
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(generation) = client.get(id).await {
+            match generation.state {
+                darkroom_luma::GenerationState::Completed => return Some("completed".into()),
+                darkroom_luma::GenerationState::Failed => return Some("failed".into()),
+                _ => {}
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    None
 }
