@@ -190,6 +190,20 @@ async fn an_account_charging_double_the_table_is_noticed_and_the_run_stops_withi
         h.ledger.last_observed(&h.sim.base_url()).await.unwrap()[0].observed_micros,
         8_000
     );
+    let report = darkroom_engine::report::build(&h.ledger, job, "vases").await.unwrap();
+    assert!(
+        report
+            .to_text()
+            .contains("photon-flash-1: table $0.004, observed $0.008 over 125 images (higher: counted at the observed price)"),
+        "{}",
+        report.to_text()
+    );
+    assert_eq!(report.passes[0].prices[0].observed_micros, 8_000);
+    // results.jsonl keeps each task's table price; its cost is what was counted.
+    let results = std::fs::read_to_string(h.dir.path().join("out/vases/results.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(results.lines().next().unwrap()).unwrap();
+    assert_eq!(first["price_micros"], 4_000);
+    assert_eq!(first["cost_micros"], 8_000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,6 +230,12 @@ async fn a_lower_observed_price_is_recorded_and_the_table_stays() {
     let observations = h.ledger.observations(job, Pass::Preview).await.unwrap();
     assert_eq!(observations[0].observed_micros, 2_000);
     assert_eq!(observations[0].table_micros, 4_000);
+    let report = darkroom_engine::report::build(&h.ledger, job, "vases").await.unwrap();
+    assert!(
+        report.to_text().contains("observed $0.002 over 60 images (lower: the table's price was kept)"),
+        "{}",
+        report.to_text()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
