@@ -235,7 +235,10 @@ pub fn sim_config() -> anyhow::Result<darkroom_sim::SimConfig> {
     let mut config = darkroom_sim::SimConfig::default();
     for (variable, slot) in [
         (env::SIM_PRICE_PHOTON_1, &mut config.price_photon_1_micros),
-        (env::SIM_PRICE_PHOTON_FLASH_1, &mut config.price_photon_flash_1_micros),
+        (
+            env::SIM_PRICE_PHOTON_FLASH_1,
+            &mut config.price_photon_flash_1_micros,
+        ),
     ] {
         if let Ok(value) = std::env::var(variable) {
             let price = Money::parse_usd(&value)

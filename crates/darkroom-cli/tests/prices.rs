@@ -21,7 +21,14 @@ fn vases(dir: &Path, rows: usize) {
 fn double_price_sim(dir: &Path) -> SimProcess {
     SimProcess::start(
         dir,
-        &["--price-photon-flash-1", "0.008", "--time-scale", "0.02", "--rate-per-minute", "0"],
+        &[
+            "--price-photon-flash-1",
+            "0.008",
+            "--time-scale",
+            "0.02",
+            "--rate-per-minute",
+            "0",
+        ],
     )
 }
 
@@ -36,9 +43,14 @@ fn a_run_on_an_account_charging_double_spends_at_most_its_budget_and_says_why_it
         .unwrap();
     let stderr = text(&output.stderr);
     assert_eq!(code(&output), 3, "{stderr}");
-    assert!(sim.net_billing() <= 1_000_000, "the account paid {} micro-dollars", sim.net_billing());
     assert!(
-        stderr.contains("the account is charging $0.008 per photon-flash-1 image, the price table says $0.004"),
+        sim.net_billing() <= 1_000_000,
+        "the account paid {} micro-dollars",
+        sim.net_billing()
+    );
+    assert!(
+        stderr
+            .contains("the account is charging $0.008 per photon-flash-1 image, the price table says $0.004"),
         "{stderr}"
     );
     assert_eq!(
@@ -46,13 +58,20 @@ fn a_run_on_an_account_charging_double_spends_at_most_its_budget_and_says_why_it
         1,
         "the warning comes once: {stderr}"
     );
-    assert!(stderr.contains(r#"[prices] "photon-flash-1" = "0.008""#), "{stderr}");
-    assert!(stderr.contains("at the observed price of photon-flash-1 $0.008"), "{stderr}");
+    assert!(
+        stderr.contains(r#"[prices] "photon-flash-1" = "0.008""#),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("at the observed price of photon-flash-1 $0.008"),
+        "{stderr}"
+    );
 
     // status shows the difference; prices shows when it was last observed on this account.
     let status = darkroom(dir.path()).args(["status", "vases"]).output().unwrap();
     assert!(
-        text(&status.stdout).contains("photon-flash-1: the account charged $0.008 an image, the table says $0.004"),
+        text(&status.stdout)
+            .contains("photon-flash-1: the account charged $0.008 an image, the table says $0.004"),
         "{}",
         text(&status.stdout)
     );
@@ -63,7 +82,10 @@ fn a_run_on_an_account_charging_double_spends_at_most_its_budget_and_says_why_it
     let listing = text(&prices.stdout);
     assert_eq!(code(&prices), 0, "{}", text(&prices.stderr));
     let flash = listing.lines().find(|l| l.starts_with("photon-flash-1")).unwrap();
-    assert!(flash.contains("$0.004") && flash.contains("built-in default") && flash.contains("observed $0.008"), "{listing}");
+    assert!(
+        flash.contains("$0.004") && flash.contains("built-in default") && flash.contains("observed $0.008"),
+        "{listing}"
+    );
 }
 
 #[test]
@@ -72,7 +94,15 @@ fn with_json_the_price_warning_is_an_event_on_stdout_and_a_line_on_stderr() {
     let sim = double_price_sim(dir.path());
     vases(dir.path(), 40);
     let output = against(dir.path(), &sim)
-        .args(["run", "vases.csv", "--budget", "1", "--rate-per-minute", "0", "--json"])
+        .args([
+            "run",
+            "vases.csv",
+            "--budget",
+            "1",
+            "--rate-per-minute",
+            "0",
+            "--json",
+        ])
         .output()
         .unwrap();
     assert_eq!(code(&output), 0, "{}", text(&output.stderr));
@@ -101,7 +131,10 @@ fn prices_names_where_each_price_came_from() {
     let listing = text(&output.stdout);
     assert_eq!(code(&output), 0, "{}", text(&output.stderr));
     let photon = listing.lines().find(|l| l.starts_with("photon-1")).unwrap();
-    assert!(photon.contains("$0.02") && photon.contains("config file mine.toml"), "{listing}");
+    assert!(
+        photon.contains("$0.02") && photon.contains("config file mine.toml"),
+        "{listing}"
+    );
     let flash = listing.lines().find(|l| l.starts_with("photon-flash-1")).unwrap();
     assert!(
         flash.contains("$0.005") && flash.contains("environment DARKROOM_PRICE_PHOTON_FLASH_1"),
@@ -129,7 +162,11 @@ fn prices_check_observes_each_model_with_one_image_and_records_it() {
     assert_eq!(sim.net_billing(), 15_000 + 8_000);
     // The observation stays in the ledger for the next look.
     let again = against(dir.path(), &sim).args(["prices"]).output().unwrap();
-    assert!(text(&again.stdout).contains("observed $0.008"), "{}", text(&again.stdout));
+    assert!(
+        text(&again.stdout).contains("observed $0.008"),
+        "{}",
+        text(&again.stdout)
+    );
 }
 
 #[test]
@@ -142,6 +179,9 @@ fn prices_check_refuses_a_budget_that_cannot_cover_the_probes_and_spends_nothing
         .unwrap();
     assert_eq!(code(&output), 2);
     let stderr = text(&output.stderr);
-    assert!(stderr.contains("cannot cover the probes") && stderr.contains("$0.038"), "{stderr}");
+    assert!(
+        stderr.contains("cannot cover the probes") && stderr.contains("$0.038"),
+        "{stderr}"
+    );
     assert_eq!(sim.net_billing(), 0);
 }

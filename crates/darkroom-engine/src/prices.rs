@@ -123,7 +123,10 @@ impl Observer {
             (reading, charges, refunds)
         };
         let base_url = shared.client.base_url().to_string();
-        shared.ledger.record_balance(&base_url, Some((job_id, pass)), reading).await?;
+        shared
+            .ledger
+            .record_balance(&base_url, Some((job_id, pass)), reading)
+            .await?;
         let explained: i64 = charges.iter().map(|c| c.micros).sum();
         self.charged_at_last = explained;
         // Refunds of charges made before the first reading raised the balance: add them back.
@@ -174,7 +177,10 @@ impl Observer {
                 })
                 .await?;
             if differs && observed > in_force && observed > table {
-                let repriced = shared.ledger.reprice(job_id, pass, model.as_str(), observed).await?;
+                let repriced = shared
+                    .ledger
+                    .reprice(job_id, pass, model.as_str(), observed)
+                    .await?;
                 tracing::info!(model = model.as_str(), %observed, %table, ?repriced, "re-priced to the observed price");
                 self.announce(shared, model, table, observed, true).await;
             } else if differs && observed < table {
@@ -185,7 +191,14 @@ impl Observer {
     }
 
     /// Emits the observed price once per model and run.
-    async fn announce(&mut self, shared: &Shared, model: Model, table: Money, observed: Money, applied: bool) {
+    async fn announce(
+        &mut self,
+        shared: &Shared,
+        model: Model,
+        table: Money,
+        observed: Money,
+        applied: bool,
+    ) {
         let key = model.as_str().to_string();
         if self.announced.contains_key(&key) {
             return;
@@ -205,7 +218,11 @@ impl Observer {
 
 /// The line of `[prices]` that would make the table say what the account charges.
 pub fn config_line(model: Model, price: Money) -> String {
-    format!("[prices] \"{}\" = \"{}\"", model.as_str(), price.to_decimal_string())
+    format!(
+        "[prices] \"{}\" = \"{}\"",
+        model.as_str(),
+        price.to_decimal_string()
+    )
 }
 
 /// Runs beside the scheduler until `stop`: a reading whenever the ledger's charges since the last
@@ -265,7 +282,11 @@ pub struct Probe {
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
     #[error("a probe of {models} needs up to {needed} (twice the table's price of each, in case the account charges more); the budget is {budget}")]
-    BudgetTooSmall { models: String, needed: Money, budget: Money },
+    BudgetTooSmall {
+        models: String,
+        needed: Money,
+        budget: Money,
+    },
     #[error("the account's balance could not be read, so no price can be observed on it")]
     NoBalance(#[source] darkroom_luma::Error),
     #[error("the probe's create for {model} failed")]
@@ -282,9 +303,9 @@ pub enum ProbeError {
 
 /// The headroom a probe needs per model: twice the table's price.
 pub fn probe_cost(prices: &darkroom_jobs::PriceTable, models: &[Model]) -> Money {
-    models
-        .iter()
-        .fold(Money::ZERO, |sum, &m| sum + Money::from_micros(prices.price(m).micros() * 2))
+    models.iter().fold(Money::ZERO, |sum, &m| {
+        sum + Money::from_micros(prices.price(m).micros() * 2)
+    })
 }
 
 /// Makes one image per model (the cheapest request), reading the balance before and after each,
@@ -300,8 +321,16 @@ pub async fn probe_prices(
 ) -> Result<Vec<Probe>, ProbeError> {
     let needed = probe_cost(prices, models);
     if needed > budget {
-        let models = models.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(" and ");
-        return Err(ProbeError::BudgetTooSmall { models, needed, budget });
+        let models = models
+            .iter()
+            .map(|m| m.as_str())
+            .collect::<Vec<_>>()
+            .join(" and ");
+        return Err(ProbeError::BudgetTooSmall {
+            models,
+            needed,
+            budget,
+        });
     }
     let base_url = client.base_url().to_string();
     let mut spent = Money::ZERO;
@@ -324,14 +353,19 @@ pub async fn probe_prices(
             modify_image_ref: None,
             callback_url: None,
         };
-        let created = client.create(&request).await.map_err(|source| ProbeError::Create {
-            model: model.as_str().to_string(),
-            source,
-        })?;
-        let state = wait_for_end(client, &created.id).await.ok_or(ProbeError::Timeout {
-            model: model.as_str().to_string(),
-            seconds: PROBE_TIMEOUT.as_secs(),
-        })?;
+        let created = client
+            .create(&request)
+            .await
+            .map_err(|source| ProbeError::Create {
+                model: model.as_str().to_string(),
+                source,
+            })?;
+        let state = wait_for_end(client, &created.id)
+            .await
+            .ok_or(ProbeError::Timeout {
+                model: model.as_str().to_string(),
+                seconds: PROBE_TIMEOUT.as_secs(),
+            })?;
         let after = read(client).await?;
         ledger.record_balance(&base_url, None, after).await?;
         let resolution = before.resolution_micros.min(after.resolution_micros);

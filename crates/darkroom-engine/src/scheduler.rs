@@ -419,7 +419,9 @@ async fn dispatch(
                 Reservation::NotPending => continue,
                 Reservation::OverBudget => {
                     shared.stop(StopReason::BudgetExhausted);
-                    let observed = ledger.pass_price(shared.job_id, settings.pass, &task.model).await?;
+                    let observed = ledger
+                        .pass_price(shared.job_id, settings.pass, &task.model)
+                        .await?;
                     let reason = match observed.filter(|&price| price > task.price()) {
                         Some(price) => format!(
                             "the budget cannot cover {} at the observed price of {} {} (the table says {})",

@@ -56,7 +56,9 @@ async fn harness(sim_config: SimConfig) -> Harness {
 fn write_job(dir: &Path, rows: usize) -> std::path::PathBuf {
     let mut text = String::from("id,prompt,aspect_ratio\n");
     for i in 0..rows {
-        text.push_str(&format!("row-{i},A ceramic vase number {i} on a walnut table,1:1\n"));
+        text.push_str(&format!(
+            "row-{i},A ceramic vase number {i} on a walnut table,1:1\n"
+        ));
     }
     let path = dir.join("vases.csv");
     std::fs::write(&path, text).unwrap();
@@ -84,7 +86,11 @@ async fn run(
 ) -> (i64, Outcome, Vec<Event>) {
     let file = write_job(h.dir.path(), rows);
     let settings = settings(h, max_in_flight);
-    let job = h.ledger.upsert_job("vases", &file.display().to_string(), "").await.unwrap();
+    let job = h
+        .ledger
+        .upsert_job("vases", &file.display().to_string(), "")
+        .await
+        .unwrap();
     h.ledger.set_budget(job, Pass::Preview, budget).await.unwrap();
     load::load_job(
         &h.ledger,
@@ -158,7 +164,9 @@ async fn an_account_charging_double_the_table_is_noticed_and_the_run_stops_withi
         })
         .collect();
     assert!(
-        stopping.iter().any(|r| r.contains("observed price") && r.contains("$0.008")),
+        stopping
+            .iter()
+            .any(|r| r.contains("observed price") && r.contains("$0.008")),
         "the run says it stopped for the budget at the observed price: {stopping:?}"
     );
     let warnings = price_events(&events);
@@ -177,9 +185,16 @@ async fn an_account_charging_double_the_table_is_noticed_and_the_run_stops_withi
     assert_eq!(h.ledger.net_charges().await.unwrap().micros(), bill.net_micros);
     assert_eq!(outcome.spent.micros(), bill.net_micros);
     // Nearly the whole budget was used: the run did not stop early out of caution either.
-    assert!(bill.net_micros > budget.micros() - 8_000 * 41, "spent only {}", bill.net_micros);
+    assert!(
+        bill.net_micros > budget.micros() - 8_000 * 41,
+        "spent only {}",
+        bill.net_micros
+    );
     assert_eq!(
-        h.ledger.pass_price(job, Pass::Preview, "photon-flash-1").await.unwrap(),
+        h.ledger
+            .pass_price(job, Pass::Preview, "photon-flash-1")
+            .await
+            .unwrap(),
         Some(Money::from_micros(8_000))
     );
     let observations = h.ledger.observations(job, Pass::Preview).await.unwrap();
@@ -190,7 +205,9 @@ async fn an_account_charging_double_the_table_is_noticed_and_the_run_stops_withi
         h.ledger.last_observed(&h.sim.base_url()).await.unwrap()[0].observed_micros,
         8_000
     );
-    let report = darkroom_engine::report::build(&h.ledger, job, "vases").await.unwrap();
+    let report = darkroom_engine::report::build(&h.ledger, job, "vases")
+        .await
+        .unwrap();
     assert!(
         report
             .to_text()
@@ -224,15 +241,25 @@ async fn a_lower_observed_price_is_recorded_and_the_table_stays() {
         )]
     );
     // Reservations and charges stayed at the table's price: conservative.
-    assert_eq!(h.ledger.pass_price(job, Pass::Preview, "photon-flash-1").await.unwrap(), None);
+    assert_eq!(
+        h.ledger
+            .pass_price(job, Pass::Preview, "photon-flash-1")
+            .await
+            .unwrap(),
+        None
+    );
     assert_eq!(outcome.spent.micros(), 60 * 4_000);
     assert_eq!(h.sim.billing().net_micros, 60 * 2_000);
     let observations = h.ledger.observations(job, Pass::Preview).await.unwrap();
     assert_eq!(observations[0].observed_micros, 2_000);
     assert_eq!(observations[0].table_micros, 4_000);
-    let report = darkroom_engine::report::build(&h.ledger, job, "vases").await.unwrap();
+    let report = darkroom_engine::report::build(&h.ledger, job, "vases")
+        .await
+        .unwrap();
     assert!(
-        report.to_text().contains("observed $0.002 over 60 images (lower: the table's price was kept)"),
+        report
+            .to_text()
+            .contains("observed $0.002 over 60 images (lower: the table's price was kept)"),
         "{}",
         report.to_text()
     );
@@ -271,8 +298,16 @@ async fn spend_by_someone_else_during_the_run_only_raises_the_observed_price() {
     );
     // The pass is now more careful: it reserves and charges above the table, so its spend is at
     // least what the account paid for its own images.
-    let in_force = h.ledger.pass_price(job, Pass::Preview, "photon-flash-1").await.unwrap();
+    let in_force = h
+        .ledger
+        .pass_price(job, Pass::Preview, "photon-flash-1")
+        .await
+        .unwrap();
     assert!(in_force > Some(Money::from_micros(4_000)), "{in_force:?}");
     let ours = h.sim.billing().net_micros - 25 * 4_000;
-    assert!(outcome.spent.micros() >= ours, "{} < {ours}", outcome.spent.micros());
+    assert!(
+        outcome.spent.micros() >= ours,
+        "{} < {ours}",
+        outcome.spent.micros()
+    );
 }

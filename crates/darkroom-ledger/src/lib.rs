@@ -295,11 +295,12 @@ impl Ledger {
     /// or the higher price the account was observed to charge for its model (`reprice`).
     pub async fn reserve(&self, task_id: i64) -> Result<Reservation> {
         let mut tx = self.pool.begin().await?;
-        let task: Option<(i64, String, i64, String)> =
-            sqlx::query_as(&format!("SELECT job_id, pass, {PRICE_IN_FORCE}, state FROM tasks t WHERE id = ?1"))
-                .bind(task_id)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let task: Option<(i64, String, i64, String)> = sqlx::query_as(&format!(
+            "SELECT job_id, pass, {PRICE_IN_FORCE}, state FROM tasks t WHERE id = ?1"
+        ))
+        .bind(task_id)
+        .fetch_optional(&mut *tx)
+        .await?;
         let Some((job_id, pass, price, state)) = task else {
             return Ok(Reservation::NotPending);
         };
@@ -411,13 +412,14 @@ impl Ledger {
     /// did not cover (reserved before the price was raised) is unplanned spend.
     pub async fn record_submitted(&self, generation: i64, upstream_id: &str) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        let (task_id, job_id, pass, reserved, price): (i64, i64, String, i64, i64) = sqlx::query_as(&format!(
-            "SELECT t.id, t.job_id, t.pass, t.reserved_micros, {PRICE_IN_FORCE}
+        let (task_id, job_id, pass, reserved, price): (i64, i64, String, i64, i64) =
+            sqlx::query_as(&format!(
+                "SELECT t.id, t.job_id, t.pass, t.reserved_micros, {PRICE_IN_FORCE}
              FROM generations g JOIN tasks t ON t.id = g.task_id WHERE g.id = ?1"
-        ))
-        .bind(generation)
-        .fetch_one(&mut *tx)
-        .await?;
+            ))
+            .bind(generation)
+            .fetch_one(&mut *tx)
+            .await?;
         let now = now_ms();
         sqlx::query(
             "UPDATE generations SET upstream_id = ?2, state = 'submitted', charge_micros = ?3, submitted_at = ?4
@@ -431,7 +433,11 @@ impl Ledger {
         .await?;
         // The charge takes the reservation's place; if the task held none (adopted after a crash
         // that lost it), the charge is still recorded: the upstream took the money.
-        let unplanned = if reserved > 0 { (price - reserved).max(0) } else { 0 };
+        let unplanned = if reserved > 0 {
+            (price - reserved).max(0)
+        } else {
+            0
+        };
         sqlx::query(
             "UPDATE job_passes SET reserved_micros = reserved_micros - ?3, spent_micros = spent_micros + ?4,
                                    unplanned_micros = unplanned_micros + ?5

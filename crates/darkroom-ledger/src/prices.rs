@@ -112,7 +112,12 @@ impl Ledger {
     }
 
     /// The pass's generations after `after_generation` that still hold a charge, per model.
-    pub async fn charges_since(&self, job_id: i64, pass: Pass, after_generation: i64) -> Result<Vec<ModelCharges>> {
+    pub async fn charges_since(
+        &self,
+        job_id: i64,
+        pass: Pass,
+        after_generation: i64,
+    ) -> Result<Vec<ModelCharges>> {
         Ok(sqlx::query_as(
             "SELECT t.model AS model, COUNT(*) AS images, SUM(g.charge_micros) AS micros
              FROM generations g JOIN tasks t ON t.id = g.task_id
@@ -128,7 +133,13 @@ impl Ledger {
 
     /// Refunds logged since `since_ms` for the pass's generations up to `up_to_generation`: money
     /// the account gave back for charges made before a watermark (they raise the balance).
-    pub async fn refunds_before(&self, job_id: i64, pass: Pass, up_to_generation: i64, since_ms: i64) -> Result<Money> {
+    pub async fn refunds_before(
+        &self,
+        job_id: i64,
+        pass: Pass,
+        up_to_generation: i64,
+        since_ms: i64,
+    ) -> Result<Money> {
         let sum: Option<i64> = sqlx::query_scalar(
             "SELECT SUM(micros) FROM spend WHERE job_id = ?1 AND pass = ?2 AND kind = 'refund'
                AND generation_id <= ?3 AND at >= ?4",
@@ -193,13 +204,14 @@ impl Ledger {
     /// The price the pass reserves and charges per image of `model` when the account was observed
     /// to charge more than the table; `None` while the table's price holds.
     pub async fn pass_price(&self, job_id: i64, pass: Pass, model: &str) -> Result<Option<Money>> {
-        let price: Option<i64> =
-            sqlx::query_scalar("SELECT price_micros FROM pass_prices WHERE job_id = ?1 AND pass = ?2 AND model = ?3")
-                .bind(job_id)
-                .bind(pass.as_str())
-                .bind(model)
-                .fetch_optional(&self.pool)
-                .await?;
+        let price: Option<i64> = sqlx::query_scalar(
+            "SELECT price_micros FROM pass_prices WHERE job_id = ?1 AND pass = ?2 AND model = ?3",
+        )
+        .bind(job_id)
+        .bind(pass.as_str())
+        .bind(model)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(price.map(Money::from_micros))
     }
 
@@ -254,7 +266,17 @@ impl Ledger {
                 .bind(extra)
                 .execute(&mut *tx)
                 .await?;
-            insert_spend(&mut tx, job_id, pass.as_str(), task_id, generation, "charge", extra, now).await?;
+            insert_spend(
+                &mut tx,
+                job_id,
+                pass.as_str(),
+                task_id,
+                generation,
+                "charge",
+                extra,
+                now,
+            )
+            .await?;
             repriced.corrected_images += 1;
             repriced.corrected = repriced.corrected + Money::from_micros(extra);
         }

@@ -30,7 +30,10 @@ async fn ledger_with(tasks: usize, budget: i64) -> (tempfile::TempDir, Ledger, i
     let dir = tempfile::tempdir().unwrap();
     let ledger = Ledger::open(&dir.path().join("darkroom.db")).await.unwrap();
     let job = ledger.upsert_job("job", "job.csv", "file-fp").await.unwrap();
-    ledger.set_budget(job, Pass::Preview, Money::from_micros(budget)).await.unwrap();
+    ledger
+        .set_budget(job, Pass::Preview, Money::from_micros(budget))
+        .await
+        .unwrap();
     let mut loader = ledger.begin_load(job, Pass::Preview).await.unwrap();
     let new: Vec<_> = (0..tasks).map(|i| new_task(&format!("t{i}"))).collect();
     loader.load_page(&new).await.unwrap();
@@ -67,10 +70,17 @@ async fn repricing_corrects_earlier_charges_as_unplanned_and_later_ones_reserve_
     assert_eq!(repriced.corrected, Money::from_micros(8_000));
     assert_eq!(repriced.topped_up, 1);
     let pass = ledger.pass(job, Pass::Preview).await.unwrap().unwrap();
-    assert_eq!(pass.spent_micros, 16_000, "the earlier charges count at the observed price");
+    assert_eq!(
+        pass.spent_micros, 16_000,
+        "the earlier charges count at the observed price"
+    );
     assert_eq!(pass.unplanned_micros, 8_000);
     assert_eq!(pass.reserved_micros, 8_000, "the waiting reservation was raised");
-    assert_eq!(ledger.net_charges().await.unwrap().micros(), 16_000, "corrections are in the money log");
+    assert_eq!(
+        ledger.net_charges().await.unwrap().micros(),
+        16_000,
+        "corrections are in the money log"
+    );
 
     // 16,000 spent + 8,000 reserved + 8,000 a task: two more fit in 40,000, a third does not.
     let outcomes = [
@@ -80,16 +90,25 @@ async fn repricing_corrects_earlier_charges_as_unplanned_and_later_ones_reserve_
     ];
     assert_eq!(
         outcomes,
-        [Reservation::Reserved, Reservation::Reserved, Reservation::OverBudget]
+        [
+            Reservation::Reserved,
+            Reservation::Reserved,
+            Reservation::OverBudget
+        ]
     );
     let generation = ledger.record_intent(tasks[3], "fp").await.unwrap();
     ledger.record_submitted(generation, "g3").await.unwrap();
     assert_eq!(ledger.task(tasks[3]).await.unwrap().cost_micros, 8_000);
-    assert_eq!(ledger.task(tasks[3]).await.unwrap().price_micros, 4_000, "the table price stays");
+    assert_eq!(
+        ledger.task(tasks[3]).await.unwrap().price_micros,
+        4_000,
+        "the table price stays"
+    );
 }
 
 #[tokio::test]
-async fn a_charge_reserved_before_repricing_that_no_longer_fits_is_recorded_at_the_observed_price_as_unplanned() {
+async fn a_charge_reserved_before_repricing_that_no_longer_fits_is_recorded_at_the_observed_price_as_unplanned(
+) {
     let (_dir, ledger, job, tasks) = ledger_with(3, 8_000).await;
     assert_eq!(ledger.reserve(tasks[0]).await.unwrap(), Reservation::Reserved);
     assert_eq!(ledger.reserve(tasks[1]).await.unwrap(), Reservation::Reserved);
@@ -97,7 +116,10 @@ async fn a_charge_reserved_before_repricing_that_no_longer_fits_is_recorded_at_t
         .reprice(job, Pass::Preview, "photon-flash-1", Money::from_micros(8_000))
         .await
         .unwrap();
-    assert_eq!(repriced.topped_up, 0, "the budget has no room to raise either reservation");
+    assert_eq!(
+        repriced.topped_up, 0,
+        "the budget has no room to raise either reservation"
+    );
     let generation = ledger.record_intent(tasks[0], "fp").await.unwrap();
     ledger.record_submitted(generation, "g0").await.unwrap();
     let pass = ledger.pass(job, Pass::Preview).await.unwrap().unwrap();
@@ -118,7 +140,10 @@ async fn an_observed_price_is_never_lowered_within_a_pass() {
         .await
         .unwrap();
     assert_eq!(
-        ledger.pass_price(job, Pass::Preview, "photon-flash-1").await.unwrap(),
+        ledger
+            .pass_price(job, Pass::Preview, "photon-flash-1")
+            .await
+            .unwrap(),
         Some(Money::from_micros(9_000))
     );
 }

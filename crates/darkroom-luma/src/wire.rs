@@ -225,10 +225,16 @@ impl Credits {
             return (0, 10_000);
         }
         let micros = (cents * 10_000.0).round();
-        let micros = if micros >= i64::MAX as f64 { i64::MAX } else { micros as i64 };
+        let micros = if micros >= i64::MAX as f64 {
+            i64::MAX
+        } else {
+            micros as i64
+        };
         // Decimal places shown (Rust prints the shortest text that reads back as the same float).
         let text = format!("{cents}");
-        let places = text.split_once('.').map_or(0, |(_, frac)| frac.trim_end_matches('0').len());
+        let places = text
+            .split_once('.')
+            .map_or(0, |(_, frac)| frac.trim_end_matches('0').len());
         let resolution = match places {
             0 => 10_000,
             1 => 1_000,
@@ -269,13 +275,37 @@ mod tests {
 
     #[test]
     fn a_balance_in_whole_cents_reads_with_a_cent_of_resolution() {
-        assert_eq!(Credits { credit_balance: 10345.0 }.reading(), (103_450_000, 10_000));
+        assert_eq!(
+            Credits {
+                credit_balance: 10345.0
+            }
+            .reading(),
+            (103_450_000, 10_000)
+        );
     }
 
     #[test]
     fn a_balance_showing_fractions_of_a_cent_reads_exactly_with_that_resolution() {
-        assert_eq!(Credits { credit_balance: 9999.6 }.reading(), (99_996_000, 1_000));
-        assert_eq!(Credits { credit_balance: 10345.5 }.reading(), (103_455_000, 1_000));
-        assert_eq!(Credits { credit_balance: 0.0004 }.reading(), (4, 1));
+        assert_eq!(
+            Credits {
+                credit_balance: 9999.6
+            }
+            .reading(),
+            (99_996_000, 1_000)
+        );
+        assert_eq!(
+            Credits {
+                credit_balance: 10345.5
+            }
+            .reading(),
+            (103_455_000, 1_000)
+        );
+        assert_eq!(
+            Credits {
+                credit_balance: 0.0004
+            }
+            .reading(),
+            (4, 1)
+        );
     }
 }

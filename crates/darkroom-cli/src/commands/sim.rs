@@ -130,8 +130,8 @@ impl Args {
             }
         }
         let credits = Money::parse_usd(&self.credits).map_err(|e| bad(format!("--credits: {e}")))?;
-        let price_photon_1 = Money::parse_usd(&self.price_photon_1)
-            .map_err(|e| bad(format!("--price-photon-1: {e}")))?;
+        let price_photon_1 =
+            Money::parse_usd(&self.price_photon_1).map_err(|e| bad(format!("--price-photon-1: {e}")))?;
         let price_photon_flash_1 = Money::parse_usd(&self.price_photon_flash_1)
             .map_err(|e| bad(format!("--price-photon-flash-1: {e}")))?;
         if !(self.time_scale.is_finite() && self.time_scale >= 0.0) {

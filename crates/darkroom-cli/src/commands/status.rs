@@ -113,7 +113,9 @@ pub fn run(_config: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
 }
 
 /// The newest run's observation of each model (observations come newest run first).
-pub fn latest_per_model(observations: Vec<darkroom_ledger::PriceObservation>) -> Vec<darkroom_ledger::PriceObservation> {
+pub fn latest_per_model(
+    observations: Vec<darkroom_ledger::PriceObservation>,
+) -> Vec<darkroom_ledger::PriceObservation> {
     let mut latest: Vec<darkroom_ledger::PriceObservation> = Vec::new();
     for o in observations {
         if !latest.iter().any(|l| l.model == o.model) {
