@@ -370,7 +370,7 @@ pub async fn probe_prices(
         ledger.record_balance(&base_url, None, after).await?;
         let resolution = before.resolution_micros.min(after.resolution_micros);
         let charged = (before.balance_micros - after.balance_micros).max(0);
-        spent = spent + Money::from_micros(charged);
+        spent += Money::from_micros(charged);
         let telling = (charged - table.micros()).abs() > resolution || resolution * 10 <= table.micros();
         let observed = (state == "completed" && telling && charged > 0).then(|| Money::from_micros(charged));
         if let Some(observed) = observed {

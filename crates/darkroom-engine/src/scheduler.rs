@@ -247,15 +247,14 @@ pub async fn run_pass(
     check_credits(&shared).await?;
     // The balance before the first create (and before resumed work goes on), then as charges settle.
     let observer_stop = CancellationToken::new();
-    let observer = match crate::prices::Observer::start(&shared).await? {
-        Some(observer) => Some(tokio::spawn(crate::prices::watch(
+    let observer = crate::prices::Observer::start(&shared).await?.map(|observer| {
+        tokio::spawn(crate::prices::watch(
             shared.clone(),
             observer,
             settings.balance_every,
             observer_stop.clone(),
-        ))),
-        None => None,
-    };
+        ))
+    });
     let mut deadline_timer = None;
     if let Some(deadline) = settings.deadline_ms {
         let remaining = deadline - darkroom_ledger::now_ms();

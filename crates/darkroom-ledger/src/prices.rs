@@ -278,7 +278,7 @@ impl Ledger {
             )
             .await?;
             repriced.corrected_images += 1;
-            repriced.corrected = repriced.corrected + Money::from_micros(extra);
+            repriced.corrected += Money::from_micros(extra);
         }
         if repriced.corrected > Money::ZERO {
             sqlx::query(
