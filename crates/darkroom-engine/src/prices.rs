@@ -99,7 +99,12 @@ impl Observer {
     async fn charged(&self, shared: &Shared) -> Result<i64, EngineError> {
         let charges = shared
             .ledger
-            .charges_since(shared.job_id, shared.settings.pass, self.baseline.watermark)
+            .charges_since(
+                shared.job_id,
+                shared.settings.pass,
+                self.baseline.watermark,
+                self.baseline.reading.at,
+            )
             .await?;
         Ok(charges.iter().map(|c| c.micros).sum())
     }
@@ -109,12 +114,17 @@ impl Observer {
         let (job_id, pass) = (shared.job_id, shared.settings.pass);
         let (reading, charges, refunds) = {
             let _alone = shared.create_lock.write().await;
+            // A create whose outcome is unknown may be charged upstream and not yet here: wait
+            // until reconciliation settles it rather than read its charge as a higher price.
+            if shared.ledger.unsettled_creates(job_id, pass).await? > 0 {
+                return Ok(());
+            }
             let Some(reading) = read_balance(shared).await else {
                 return Ok(());
             };
             let charges = shared
                 .ledger
-                .charges_since(job_id, pass, self.baseline.watermark)
+                .charges_since(job_id, pass, self.baseline.watermark, self.baseline.reading.at)
                 .await?;
             let refunds = shared
                 .ledger

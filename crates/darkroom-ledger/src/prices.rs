@@ -111,23 +111,41 @@ impl Ledger {
         Ok(id.unwrap_or(0))
     }
 
-    /// The pass's generations after `after_generation` that still hold a charge, per model.
+    /// The pass's generations that still hold a charge, per model, made after `after_generation`
+    /// or recorded as charged since `since_ms` (a create of an earlier run adopted in this one).
     pub async fn charges_since(
         &self,
         job_id: i64,
         pass: Pass,
         after_generation: i64,
+        since_ms: i64,
     ) -> Result<Vec<ModelCharges>> {
         Ok(sqlx::query_as(
             "SELECT t.model AS model, COUNT(*) AS images, SUM(g.charge_micros) AS micros
              FROM generations g JOIN tasks t ON t.id = g.task_id
-             WHERE t.job_id = ?1 AND t.pass = ?2 AND g.id > ?3 AND g.charge_micros > 0
+             WHERE t.job_id = ?1 AND t.pass = ?2 AND (g.id > ?3 OR g.submitted_at >= ?4)
+               AND g.charge_micros > 0
              GROUP BY t.model ORDER BY t.model",
         )
         .bind(job_id)
         .bind(pass.as_str())
         .bind(after_generation)
+        .bind(since_ms)
         .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Creates of the pass whose outcome is not yet known (`intent` or `unknown`): the upstream may
+    /// have charged them while the ledger has no charge yet, so a balance reading can't be
+    /// attributed until they are settled.
+    pub async fn unsettled_creates(&self, job_id: i64, pass: Pass) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM generations g JOIN tasks t ON t.id = g.task_id
+             WHERE t.job_id = ?1 AND t.pass = ?2 AND g.state IN ('intent', 'unknown')",
+        )
+        .bind(job_id)
+        .bind(pass.as_str())
+        .fetch_one(&self.pool)
         .await?)
     }
 
