@@ -36,6 +36,54 @@ pub mod env {
     pub const BASE_URL: &str = "LUMAAI_BASE_URL";
     /// The secret notifications are signed with.
     pub const NOTIFY_SECRET: &str = "DARKROOM_NOTIFY_SECRET";
+    /// The price table's photon-1 price, USD (`[prices] "photon-1"`).
+    pub const PRICE_PHOTON_1: &str = "DARKROOM_PRICE_PHOTON_1";
+    /// The price table's photon-flash-1 price, USD (`[prices] "photon-flash-1"`).
+    pub const PRICE_PHOTON_FLASH_1: &str = "DARKROOM_PRICE_PHOTON_FLASH_1";
+    /// What the built-in simulator of `--sim` bills per photon-1 image, USD [default: the published
+    /// price]: to see a run on an account charging other than the table.
+    pub const SIM_PRICE_PHOTON_1: &str = "DARKROOM_SIM_PRICE_PHOTON_1";
+    /// What the built-in simulator of `--sim` bills per photon-flash-1 image, USD.
+    pub const SIM_PRICE_PHOTON_FLASH_1: &str = "DARKROOM_SIM_PRICE_PHOTON_FLASH_1";
+}
+
+/// Where a price of the table in force came from.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "from")]
+pub enum PriceSource {
+    /// `config/default.toml`, built into the binary.
+    #[default]
+    BuiltIn,
+    /// The user's config file (its path).
+    ConfigFile(String),
+    /// A `DARKROOM_PRICE_*` variable (its name).
+    Environment(String),
+}
+
+impl std::fmt::Display for PriceSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PriceSource::BuiltIn => f.write_str("built-in default"),
+            PriceSource::ConfigFile(path) => write!(f, "config file {path}"),
+            PriceSource::Environment(name) => write!(f, "environment {name}"),
+        }
+    }
+}
+
+/// Where each price of `[prices]` came from.
+#[derive(Debug, Clone, Default)]
+pub struct PriceSources {
+    pub photon_1: PriceSource,
+    pub photon_flash_1: PriceSource,
+}
+
+impl PriceSources {
+    pub fn of(&self, model: darkroom_jobs::Model) -> &PriceSource {
+        match model {
+            darkroom_jobs::Model::Photon1 => &self.photon_1,
+            darkroom_jobs::Model::PhotonFlash1 => &self.photon_flash_1,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -50,6 +98,9 @@ pub struct Settings {
     pub retry: Retry,
     pub notify: NotifySettings,
     pub promote: PromoteSettings,
+    /// Where each price came from (for `darkroom prices`).
+    #[serde(skip)]
+    pub price_sources: PriceSources,
 }
 
 /// How a final uses its chosen preview.
@@ -126,6 +177,7 @@ pub fn resolve(config_file: Option<&Path>) -> anyhow::Result<Settings> {
     let user_file = config_file
         .map(Path::to_path_buf)
         .or_else(|| std::env::var_os(env::CONFIG).map(PathBuf::from));
+    let mut sources = PriceSources::default();
     if let Some(path) = user_file {
         let text = std::fs::read_to_string(&path).map_err(|e| {
             Failure::new(
@@ -136,6 +188,15 @@ pub fn resolve(config_file: Option<&Path>) -> anyhow::Result<Settings> {
         let user: toml::Table = text
             .parse()
             .map_err(|e| Failure::new(Exit::BadInput, format!("{}: {e}", path.display())))?;
+        if let Some(toml::Value::Table(prices)) = user.get("prices") {
+            let from = PriceSource::ConfigFile(path.display().to_string());
+            if prices.contains_key("photon-1") {
+                sources.photon_1 = from.clone();
+            }
+            if prices.contains_key("photon-flash-1") {
+                sources.photon_flash_1 = from;
+            }
+        }
         merge(&mut merged, user);
         // Checked here so a mistake is reported against the file that made it.
         parse(merged.clone())
@@ -151,11 +212,20 @@ pub fn resolve(config_file: Option<&Path>) -> anyhow::Result<Settings> {
         ),
         (env::MAX_IN_FLIGHT, "limits", "max_in_flight", Kind::Integer),
         (env::DEFAULT_ASPECT_RATIO, "defaults", "aspect_ratio", Kind::Text),
+        (env::PRICE_PHOTON_1, "prices", "photon-1", Kind::Text),
+        (env::PRICE_PHOTON_FLASH_1, "prices", "photon-flash-1", Kind::Text),
     ];
     for (variable, table, key, kind) in overrides {
         let Ok(value) = std::env::var(variable) else {
             continue;
         };
+        match variable {
+            env::PRICE_PHOTON_1 => sources.photon_1 = PriceSource::Environment(variable.to_string()),
+            env::PRICE_PHOTON_FLASH_1 => {
+                sources.photon_flash_1 = PriceSource::Environment(variable.to_string());
+            }
+            _ => {}
+        }
         let value = match kind {
             Kind::Text => toml::Value::String(value),
             Kind::Integer => toml::Value::Integer(value.trim().parse().map_err(|_| {
@@ -169,8 +239,30 @@ pub fn resolve(config_file: Option<&Path>) -> anyhow::Result<Settings> {
             section.insert(key.to_string(), value);
         }
     }
-    parse(merged)
-        .map_err(|e| Failure::new(Exit::BadInput, format!("config from the environment: {e}")).into())
+    let mut settings = parse(merged)
+        .map_err(|e| Failure::new(Exit::BadInput, format!("config from the environment: {e}")))?;
+    settings.price_sources = sources;
+    Ok(settings)
+}
+
+/// The built-in simulator's account for `--sim`: the published prices unless
+/// `DARKROOM_SIM_PRICE_PHOTON_1` / `DARKROOM_SIM_PRICE_PHOTON_FLASH_1` say otherwise (USD).
+pub fn sim_config() -> anyhow::Result<darkroom_sim::SimConfig> {
+    let mut config = darkroom_sim::SimConfig::default();
+    for (variable, slot) in [
+        (env::SIM_PRICE_PHOTON_1, &mut config.price_photon_1_micros),
+        (
+            env::SIM_PRICE_PHOTON_FLASH_1,
+            &mut config.price_photon_flash_1_micros,
+        ),
+    ] {
+        if let Ok(value) = std::env::var(variable) {
+            let price = Money::parse_usd(&value)
+                .map_err(|e| Failure::new(Exit::BadInput, format!("{variable}: {e}")))?;
+            *slot = price.micros();
+        }
+    }
+    Ok(config)
 }
 
 enum Kind {

@@ -57,6 +57,9 @@ enum Command {
     Promote(commands::promote::Args),
     /// A job's spend, counts, latencies and contact sheet, as text, JSON or one HTML file.
     Report(commands::report::Args),
+    /// The price table in force, where each price came from, and what the account was observed to
+    /// charge; --check observes it with a one-image probe per model.
+    Prices(commands::prices::Args),
     /// Run a Luma-compatible simulator on loopback (tests, demos, dry runs at zero cost).
     Sim(commands::sim::Args),
 }
@@ -72,6 +75,7 @@ fn main() -> ExitCode {
         Command::Review(args) => commands::review::run(cli.config.as_deref(), args),
         Command::Promote(args) => commands::promote::run(cli.config.as_deref(), args),
         Command::Report(args) => commands::report::run(cli.config.as_deref(), args),
+        Command::Prices(args) => commands::prices::run(cli.config.as_deref(), args),
         Command::Sim(args) => commands::sim::run(args),
     };
     match outcome {

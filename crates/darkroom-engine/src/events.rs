@@ -53,6 +53,17 @@ pub enum Event {
     CreditsLow { credits: Money, needed: Money },
     /// A create's outcome was unknown and the upstream's list settled it.
     Reconciled { task: String, adopted: bool },
+    /// The account was observed to charge a different price per image than the table says (once
+    /// per model and run). `applied`: it is higher, so reservations and charges use it from now on
+    /// and earlier charges were corrected up to it; otherwise it is lower and the table stays.
+    /// `config_line` is the `[prices]` line that would make the table match.
+    PriceObserved {
+        model: String,
+        table: Money,
+        observed: Money,
+        applied: bool,
+        config_line: String,
+    },
     /// No new creates from here on, and why.
     Stopping { reason: String },
 }

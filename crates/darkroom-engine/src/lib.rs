@@ -15,6 +15,7 @@ pub mod lock;
 pub mod notify;
 pub mod outputs;
 pub mod poller;
+pub mod prices;
 pub mod promote;
 pub mod reconcile;
 pub mod report;
@@ -75,6 +76,10 @@ pub struct RunSettings {
     /// Callbacks: each create names its own URL on this receiver, and a callback makes the poller
     /// read that generation at once; polling slows to a safety net.
     pub callbacks: Option<callbacks::CallbackReceiver>,
+    /// The longest wait between two readings of the account's balance while charges are being
+    /// recorded (a reading is also taken as soon as enough charges accumulate to tell a price
+    /// apart): see `prices`.
+    pub balance_every: Duration,
 }
 
 impl RunSettings {
@@ -118,6 +123,7 @@ impl RunSettings {
             max_downloads: 8,
             deadline_ms: None,
             callbacks: None,
+            balance_every: Duration::from_secs(2),
         }
     }
 }

@@ -177,6 +177,8 @@ fn result_line(r: &ResultRecord, metadata: &Metadata) -> serde_json::Value {
         "path": r.output_path,
         "cost": Money::from_micros(r.cost_micros),
         "cost_micros": r.cost_micros,
+        // The table's price at load time; `cost` is what was counted (the observed price if higher).
+        "price_micros": r.price_micros,
         "generation_id": r.generation_id,
         "attempts": r.attempts,
         "latency_ms": r.latency_ms,

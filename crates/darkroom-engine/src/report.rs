@@ -46,6 +46,13 @@ pub struct PassReport {
     /// Attempts beyond the first, over every task.
     pub retries: u64,
     pub latency: Vec<Latency>,
+    /// What the account was observed to charge per image, per run and model (newest run first),
+    /// beside the table's price. A higher one was counted (reservations and charges re-priced);
+    /// a lower one only noted. Empty when the provider exposes no balance.
+    pub prices: Vec<darkroom_ledger::PriceObservation>,
+    /// The part of `spent_micros` no reservation covered (charges corrected up to an observed
+    /// price, late commits found by an audit).
+    pub unplanned_micros: i64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -129,6 +136,8 @@ pub async fn build(ledger: &Ledger, job_id: i64, job: &str) -> Result<Report, En
                 .map(|t| u64::try_from(t.attempts - 1).unwrap_or(0))
                 .sum(),
             latency: latencies(tiles),
+            prices: ledger.observations(job_id, pass).await?,
+            unplanned_micros: record.unplanned_micros,
         });
     }
     let mut running = 0i64;
@@ -280,6 +289,21 @@ impl Report {
                 c.pending + c.in_flight
             );
             let _ = writeln!(out, "  {} attempts, {} retries", c.attempts, p.retries);
+            for o in &p.prices {
+                let verdict = match o.observed_micros.cmp(&o.table_micros) {
+                    std::cmp::Ordering::Greater => "higher: counted at the observed price",
+                    std::cmp::Ordering::Less => "lower: the table's price was kept",
+                    std::cmp::Ordering::Equal => "as the table says",
+                };
+                let _ = writeln!(
+                    out,
+                    "  {}: table {}, observed {} over {} images ({verdict})",
+                    o.model,
+                    usd(o.table_micros),
+                    usd(o.observed_micros),
+                    o.images
+                );
+            }
             for l in &p.latency {
                 let _ = writeln!(
                     out,
@@ -362,7 +386,25 @@ impl Report {
                 p.retries
             );
         }
-        html.push_str("</table><h2>Spend by model</h2><table class=\"models\"><tr><th>pass</th><th>model</th><th>charged</th><th>refunded</th><th>net</th><th>p50</th><th>p95</th></tr>");
+        html.push_str("</table>");
+        for p in &self.passes {
+            for o in p.prices.iter().filter(|o| o.observed_micros != o.table_micros) {
+                let _ = write!(
+                    html,
+                    "<p class=\"meta\">{} pass, {}: the account charged {} an image, the table says {} ({})</p>",
+                    escape(&p.pass),
+                    escape(&o.model),
+                    usd(o.observed_micros),
+                    usd(o.table_micros),
+                    if o.observed_micros > o.table_micros {
+                        "counted at the observed price"
+                    } else {
+                        "the table's price was kept"
+                    }
+                );
+            }
+        }
+        html.push_str("<h2>Spend by model</h2><table class=\"models\"><tr><th>pass</th><th>model</th><th>charged</th><th>refunded</th><th>net</th><th>p50</th><th>p95</th></tr>");
         for s in &self.spend_by_model {
             let latency = self
                 .passes

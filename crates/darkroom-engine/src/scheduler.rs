@@ -73,6 +73,8 @@ pub(crate) struct Shared {
     pub stop_dispatch: CancellationToken,
     /// Drop what is in flight now (its state stays in the ledger for the next run).
     pub abort: CancellationToken,
+    /// Signalled each time a charge is recorded: the balance observer may read again (`prices`).
+    pub charged: tokio::sync::Notify,
     stop_reason: Mutex<Option<StopReason>>,
     consecutive_failures: AtomicU32,
     budget_warned: AtomicBool,
@@ -220,6 +222,7 @@ pub async fn run_pass(
         events,
         stop_dispatch: shutdown.stop.child_token(),
         abort: shutdown.abort.clone(),
+        charged: tokio::sync::Notify::new(),
         stop_reason: Mutex::new(None),
         consecutive_failures: AtomicU32::new(0),
         budget_warned: AtomicBool::new(false),
@@ -243,6 +246,16 @@ pub async fn run_pass(
     }
 
     check_credits(&shared).await?;
+    // The balance before the first create (and before resumed work goes on), then as charges settle.
+    let observer_stop = CancellationToken::new();
+    let observer = crate::prices::Observer::start(&shared).await?.map(|observer| {
+        tokio::spawn(crate::prices::watch(
+            shared.clone(),
+            observer,
+            settings.balance_every,
+            observer_stop.clone(),
+        ))
+    });
     let mut deadline_timer = None;
     if let Some(deadline) = settings.deadline_ms {
         let remaining = deadline - darkroom_ledger::now_ms();
@@ -312,6 +325,16 @@ pub async fn run_pass(
     if aborted {
         // Give the tasks a moment to observe the abort; their ledger state is already consistent.
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), tracker.wait()).await;
+    }
+
+    // A last reading once everything in flight has settled: the run's charges at the observed price.
+    observer_stop.cancel();
+    if let Some(observer) = observer {
+        if let Ok(mut observer) = observer.await {
+            if !shutdown.abort.is_cancelled() {
+                observer.observe(&shared).await?;
+            }
+        }
     }
 
     let mut stop = shared.stop_reason();
@@ -396,11 +419,20 @@ async fn dispatch(
                 Reservation::NotPending => continue,
                 Reservation::OverBudget => {
                     shared.stop(StopReason::BudgetExhausted);
-                    shared
-                        .emit(Event::Stopping {
-                            reason: format!("the budget cannot cover {}", task.task_key),
-                        })
-                        .await;
+                    let observed = ledger
+                        .pass_price(shared.job_id, settings.pass, &task.model)
+                        .await?;
+                    let reason = match observed.filter(|&price| price > task.price()) {
+                        Some(price) => format!(
+                            "the budget cannot cover {} at the observed price of {} {} (the table says {})",
+                            task.task_key,
+                            task.model,
+                            price,
+                            task.price()
+                        ),
+                        None => format!("the budget cannot cover {}", task.task_key),
+                    };
+                    shared.emit(Event::Stopping { reason }).await;
                     return Ok(());
                 }
             }

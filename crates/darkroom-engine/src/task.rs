@@ -262,13 +262,19 @@ impl TaskRun {
             None => self.shared.client.create(&self.request).await,
         };
         self.callback_token = callback.map(|(receiver, token, _)| (receiver, token));
-        drop(guard);
+        // The charge is recorded before the create lock is let go, so a balance reading (taken
+        // holding it alone) never sees a charge the ledger does not have yet.
         if let (Ok(created), Some((receiver, token))) = (&result, &self.callback_token) {
             receiver.bind_generation(token, &created.id);
         }
+        let recorded = match &result {
+            Ok(created) => Some(self.shared.ledger.record_submitted(generation, &created.id).await),
+            Err(_) => None,
+        };
+        drop(guard);
         match result {
             Ok(created) => {
-                if let Err(error) = self.shared.ledger.record_submitted(generation, &created.id).await {
+                if let Some(Err(error)) = recorded {
                     // Another task adopted this id while our answer was on its way: settle ours by
                     // reconciliation like any other unknown outcome.
                     tracing::warn!(task = self.key(), %error, "recording the create failed; reconciling");
@@ -280,6 +286,7 @@ impl TaskRun {
                     });
                 }
                 self.holds_reservation = false;
+                self.shared.charged.notify_one();
                 self.shared.gate.on_accepted();
                 self.shared.create_succeeded();
                 self.shared.check_budget_warning().await?;

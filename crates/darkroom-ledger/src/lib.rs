@@ -10,6 +10,7 @@
 //! ledger, every write transaction begins as a writer (`BEGIN IMMEDIATE`) and waits up to
 //! [`BUSY_TIMEOUT`] for another's, and readers (`darkroom status` while a run goes on) read through WAL.
 
+mod prices;
 mod records;
 mod review;
 
@@ -21,6 +22,7 @@ use darkroom_jobs::{Money, Pass, Task};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row as _, SqlitePool};
 
+pub use prices::{BalanceReading, ModelCharges, PriceObservation, Repriced};
 pub use records::{Counts, GenerationRecord, JobRecord, PassRecord, ResultRecord, TaskRecord, TaskState};
 pub use review::{ModelSpend, NewFinal, SpendPoint, TileRecord};
 
@@ -326,14 +328,16 @@ impl Ledger {
     }
 
     /// Reserves the task's price against its pass's budget, in one transaction:
-    /// spent + reserved + price ≤ budget, or nothing changes.
+    /// spent + reserved + price ≤ budget, or nothing changes. The price is the task's table price,
+    /// or the higher price the account was observed to charge for its model (`reprice`).
     pub async fn reserve(&self, task_id: i64) -> Result<Reservation> {
         let mut tx = self.begin_write().await?;
-        let task: Option<(i64, String, i64, String)> =
-            sqlx::query_as("SELECT job_id, pass, price_micros, state FROM tasks WHERE id = ?1")
-                .bind(task_id)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let task: Option<(i64, String, i64, String)> = sqlx::query_as(&format!(
+            "SELECT job_id, pass, {PRICE_IN_FORCE}, state FROM tasks t WHERE id = ?1"
+        ))
+        .bind(task_id)
+        .fetch_optional(&mut *tx)
+        .await?;
         let Some((job_id, pass, price, state)) = task else {
             return Ok(Reservation::NotPending);
         };
@@ -440,16 +444,19 @@ impl Ledger {
         Ok(())
     }
 
-    /// The upstream accepted the create: the reservation becomes a charge, logged.
+    /// The upstream accepted the create: the reservation becomes a charge, logged. The charge is
+    /// the price in force (the table's, or the higher observed one); any part of it the reservation
+    /// did not cover (reserved before the price was raised) is unplanned spend.
     pub async fn record_submitted(&self, generation: i64, upstream_id: &str) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        let (task_id, job_id, pass, reserved, price): (i64, i64, String, i64, i64) = sqlx::query_as(
-            "SELECT t.id, t.job_id, t.pass, t.reserved_micros, t.price_micros
-             FROM generations g JOIN tasks t ON t.id = g.task_id WHERE g.id = ?1",
-        )
-        .bind(generation)
-        .fetch_one(&mut *tx)
-        .await?;
+        let (task_id, job_id, pass, reserved, price): (i64, i64, String, i64, i64) =
+            sqlx::query_as(&format!(
+                "SELECT t.id, t.job_id, t.pass, t.reserved_micros, {PRICE_IN_FORCE}
+             FROM generations g JOIN tasks t ON t.id = g.task_id WHERE g.id = ?1"
+            ))
+            .bind(generation)
+            .fetch_one(&mut *tx)
+            .await?;
         let now = now_ms();
         sqlx::query(
             "UPDATE generations SET upstream_id = ?2, state = 'submitted', charge_micros = ?3, submitted_at = ?4
@@ -463,14 +470,21 @@ impl Ledger {
         .await?;
         // The charge takes the reservation's place; if the task held none (adopted after a crash
         // that lost it), the charge is still recorded: the upstream took the money.
+        let unplanned = if reserved > 0 {
+            (price - reserved).max(0)
+        } else {
+            0
+        };
         sqlx::query(
-            "UPDATE job_passes SET reserved_micros = reserved_micros - ?3, spent_micros = spent_micros + ?4
+            "UPDATE job_passes SET reserved_micros = reserved_micros - ?3, spent_micros = spent_micros + ?4,
+                                   unplanned_micros = unplanned_micros + ?5
              WHERE job_id = ?1 AND pass = ?2",
         )
         .bind(job_id)
         .bind(&pass)
         .bind(reserved)
         .bind(price)
+        .bind(unplanned)
         .execute(&mut *tx)
         .await?;
         sqlx::query(
@@ -804,7 +818,7 @@ impl Ledger {
         limit: i64,
     ) -> Result<Vec<ResultRecord>> {
         Ok(sqlx::query_as::<_, ResultRecord>(
-            "SELECT id, task_key, row_id, pass, model, state, reason, output_path, cost_micros, generation_id,
+            "SELECT id, task_key, row_id, pass, model, state, reason, output_path, price_micros, cost_micros, generation_id,
                     attempts, cached, latency_ms, prompt, aspect_ratio, metadata_json, variant, reference_note,
                     (SELECT p.task_key FROM tasks p WHERE p.id = tasks.preview_task_id) AS preview_key
              FROM tasks WHERE job_id = ?1 AND pass = ?2 AND superseded = 0 AND id > ?3 ORDER BY id LIMIT ?4",
@@ -950,6 +964,11 @@ fn push_placeholders(sql: &mut String, rows: usize, columns: usize) {
         sql.push(')');
     }
 }
+
+/// A task's price per image as an expression over `tasks t`: its table price, or the higher price
+/// its pass was re-priced to for its model once the account was observed to charge more.
+const PRICE_IN_FORCE: &str = "MAX(t.price_micros, COALESCE((SELECT p.price_micros FROM pass_prices p
+    WHERE p.job_id = t.job_id AND p.pass = t.pass AND p.model = t.model), 0))";
 
 const TASK_COLUMNS: &str = "SELECT id, job_id, pass, task_key, row_id, variant, variants, model, fingerprint,
     request_json, prompt, aspect_ratio, format, metadata_json, state, reason, price_micros, reserved_micros,

@@ -171,6 +171,10 @@ pub struct ResultRecord {
     pub state: String,
     pub reason: Option<String>,
     pub output_path: Option<String>,
+    /// The price table's price when the task was loaded, micro-dollars (never re-priced).
+    pub price_micros: i64,
+    /// What the ledger counted for it, micro-dollars: the observed price when the account was seen
+    /// to charge more than the table.
     pub cost_micros: i64,
     pub generation_id: Option<String>,
     pub attempts: i64,

@@ -213,6 +213,39 @@ impl Credits {
     }
 }
 
+impl Credits {
+    /// The balance as a reading to compare with a later one: `(micro-dollars, resolution in
+    /// micro-dollars)`. The value is rounded to the nearest micro-dollar (the float carries cents, so
+    /// a balance like 9999.6 cents is exactly 99,996,000 micro-dollars, not one less). The resolution
+    /// is a cent (10,000) unless the value shows finer: 9999.6 shows tenths of a cent (1,000).
+    #[allow(clippy::cast_possible_truncation)]
+    pub fn reading(&self) -> (i64, i64) {
+        let cents = self.credit_balance;
+        if !cents.is_finite() || cents <= 0.0 {
+            return (0, 10_000);
+        }
+        let micros = (cents * 10_000.0).round();
+        let micros = if micros >= i64::MAX as f64 {
+            i64::MAX
+        } else {
+            micros as i64
+        };
+        // Decimal places shown (Rust prints the shortest text that reads back as the same float).
+        let text = format!("{cents}");
+        let places = text
+            .split_once('.')
+            .map_or(0, |(_, frac)| frac.trim_end_matches('0').len());
+        let resolution = match places {
+            0 => 10_000,
+            1 => 1_000,
+            2 => 100,
+            3 => 10,
+            _ => 1,
+        };
+        (micros, resolution)
+    }
+}
+
 /// How a `failed` generation's reason should be treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureKind {
@@ -233,5 +266,46 @@ impl FailureKind {
         } else {
             FailureKind::Retryable
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Credits;
+
+    #[test]
+    fn a_balance_in_whole_cents_reads_with_a_cent_of_resolution() {
+        assert_eq!(
+            Credits {
+                credit_balance: 10345.0
+            }
+            .reading(),
+            (103_450_000, 10_000)
+        );
+    }
+
+    #[test]
+    fn a_balance_showing_fractions_of_a_cent_reads_exactly_with_that_resolution() {
+        assert_eq!(
+            Credits {
+                credit_balance: 9999.6
+            }
+            .reading(),
+            (99_996_000, 1_000)
+        );
+        assert_eq!(
+            Credits {
+                credit_balance: 10345.5
+            }
+            .reading(),
+            (103_455_000, 1_000)
+        );
+        assert_eq!(
+            Credits {
+                credit_balance: 0.0004
+            }
+            .reading(),
+            (4, 1)
+        );
     }
 }

@@ -53,6 +53,10 @@ impl Progress {
 
     pub fn show(&self, event: &Event) {
         if self.json {
+            // The price warning goes to stderr as well: a script reading stdout may not look for it.
+            if let Some(warning) = price_warning(event) {
+                eprintln!("{warning}");
+            }
             if let Ok(line) = serde_json::to_string(event) {
                 println!("{line}");
             }
@@ -96,6 +100,7 @@ impl Progress {
                 "warning: the account has {credits} of credit; this pass needs up to {needed}"
             )),
             Event::Stopping { reason } => Some(format!("stopping: {reason}")),
+            Event::PriceObserved { .. } => price_warning(event),
             Event::RateLimited {
                 retry_after_ms,
                 paused_until,
@@ -170,4 +175,31 @@ impl Progress {
 /// Milliseconds as `12s`, `10m`, `1m30s`, `0.8s`.
 fn seconds(ms: u64) -> String {
     darkroom_engine::limits::human(std::time::Duration::from_millis(ms))
+}
+
+/// The plain words for an observed price: a warning when it is higher (the run re-priced), a note
+/// when it is lower (the table stays).
+fn price_warning(event: &Event) -> Option<String> {
+    let Event::PriceObserved {
+        model,
+        table,
+        observed,
+        applied,
+        config_line,
+    } = event
+    else {
+        return None;
+    };
+    Some(if *applied {
+        format!(
+            "warning: the account is charging {observed} per {model} image, the price table says {table}; \
+             reserving and counting {observed} from now on (earlier images corrected). \
+             Set `{config_line}` in your config file."
+        )
+    } else {
+        format!(
+            "note: the account is charging {observed} per {model} image, less than the table's {table}; \
+             the budget keeps counting {table} (to count less, set `{config_line}`)"
+        )
+    })
 }

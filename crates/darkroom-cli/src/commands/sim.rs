@@ -41,6 +41,13 @@ pub struct Args {
     /// The account's starting credit in USD.
     #[arg(long, value_name = "USD", default_value = "100")]
     pub credits: String,
+    /// What the account is billed per photon-1 image, USD (to run against prices other than
+    /// darkroom's table).
+    #[arg(long, value_name = "USD", default_value = "0.015")]
+    pub price_photon_1: String,
+    /// What the account is billed per photon-flash-1 image, USD.
+    #[arg(long, value_name = "USD", default_value = "0.004")]
+    pub price_photon_flash_1: String,
     /// The status for a create the credit can't pay for.
     #[arg(long, value_parser = ["400", "402"], default_value = "402")]
     pub insufficient_credit_status: String,
@@ -141,6 +148,10 @@ impl Args {
             }
         }
         let credits = Money::parse_usd(&self.credits).map_err(|e| bad(format!("--credits: {e}")))?;
+        let price_photon_1 =
+            Money::parse_usd(&self.price_photon_1).map_err(|e| bad(format!("--price-photon-1: {e}")))?;
+        let price_photon_flash_1 = Money::parse_usd(&self.price_photon_flash_1)
+            .map_err(|e| bad(format!("--price-photon-flash-1: {e}")))?;
         if !(self.time_scale.is_finite() && self.time_scale >= 0.0) {
             return Err(bad(format!("--time-scale must be 0 or more; got {}", self.time_scale)).into());
         }
@@ -179,6 +190,8 @@ impl Args {
                 .map_err(|m| bad(format!("--flash-latency: {m}")))?,
             time_scale: self.time_scale,
             credits_micros: credits.micros(),
+            price_photon_1_micros: price_photon_1.micros(),
+            price_photon_flash_1_micros: price_photon_flash_1.micros(),
             insufficient_credit_status: if self.insufficient_credit_status == "400" {
                 400
             } else {

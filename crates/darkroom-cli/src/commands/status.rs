@@ -59,10 +59,19 @@ pub fn run(_config: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
                     _ => 0.0,
                 };
                 let per_minute = if elapsed_min > 0.0 { counts.done as f64 / elapsed_min } else { 0.0 };
+                // The latest run's observation of each model, where the account's price differs.
+                let observed: Vec<_> = latest_per_model(ledger.observations(job.id, pass).await?)
+                    .into_iter()
+                    .filter(|o| o.observed_micros != o.table_micros)
+                    .collect();
                 passes.push(json!({
                     "pass": pass.as_str(), "status": record.status, "counts": counts,
                     "budget": record.budget(), "spent": record.spent(), "reserved": record.reserved(),
                     "images_per_minute": (per_minute * 10.0).round() / 10.0,
+                    "prices": observed.iter().map(|o| json!({
+                        "model": o.model, "table": o.table(), "observed": o.observed(),
+                        "applied": o.observed_micros > o.table_micros,
+                    })).collect::<Vec<_>>(),
                 }));
                 if !args.json {
                     println!(
@@ -86,6 +95,19 @@ pub fn run(_config: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
                         record.budget(),
                         per_minute
                     );
+                    for o in &observed {
+                        let counted = if o.observed_micros > o.table_micros {
+                            "counted at the observed price"
+                        } else {
+                            "the table's price is kept"
+                        };
+                        println!(
+                            "  {}: the account charged {} an image, the table says {} ({counted})",
+                            o.model,
+                            o.observed(),
+                            o.table()
+                        );
+                    }
                 }
             }
             report.push(json!({ "job": job.name, "file": job.file_path, "passes": passes }));
@@ -96,4 +118,17 @@ pub fn run(_config: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
         ledger.close().await;
         Ok(Exit::Done)
     })
+}
+
+/// The newest run's observation of each model (observations come newest run first).
+pub fn latest_per_model(
+    observations: Vec<darkroom_ledger::PriceObservation>,
+) -> Vec<darkroom_ledger::PriceObservation> {
+    let mut latest: Vec<darkroom_ledger::PriceObservation> = Vec::new();
+    for o in observations {
+        if !latest.iter().any(|l| l.model == o.model) {
+            latest.push(o);
+        }
+    }
+    latest
 }

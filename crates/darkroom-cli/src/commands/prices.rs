@@ -1,0 +1,142 @@
+//! `darkroom prices`: the price table in force, where each price came from, and what the account
+//! was last observed to charge; `--check` observes it with a one-image probe per model.
+
+use std::path::Path;
+
+use darkroom_jobs::{Model, Money};
+use darkroom_ledger::Ledger;
+use serde_json::json;
+
+use crate::commands::{connect, Upstream, LUMA_BASE_URL};
+use crate::config;
+use crate::exit::{Exit, Failure};
+
+/// Show the price table in force and what the account was observed to charge; `--check` makes one
+/// image per model to observe it before a big run.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub upstream: Upstream,
+    /// Make one image per model (the cheapest request) and read the account's balance before and
+    /// after each, to observe what it really charges. Needs --budget.
+    #[arg(long, requires = "budget")]
+    pub check: bool,
+    /// The most the probes of --check may spend, USD; each needs twice the table's price as headroom.
+    #[arg(long, value_name = "USD", value_parser = crate::commands::parse_usd)]
+    pub budget: Option<Money>,
+    /// Probe only this model (repeatable) [default: both].
+    #[arg(long, value_name = "MODEL", value_parser = ["photon-1", "photon-flash-1"])]
+    pub model: Vec<String>,
+    /// One JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(config_file: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
+    let settings = config::resolve(config_file)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let mut probes = Vec::new();
+        let base_url;
+        if args.check {
+            let budget = args.budget.unwrap_or(Money::ZERO);
+            let models: Vec<Model> = if args.model.is_empty() {
+                Model::ALL.to_vec()
+            } else {
+                args.model.iter().filter_map(|m| Model::parse(m)).collect()
+            };
+            // Refused before anything is sent (no key or simulator needed to say so).
+            let needed = darkroom_engine::prices::probe_cost(&settings.prices, &models);
+            if needed > budget {
+                return Err(Failure::new(
+                    Exit::BadInput,
+                    format!(
+                        "--budget {budget} cannot cover the probes: they need up to {needed} (twice the table's \
+                         price of each model, in case the account charges more); nothing was spent"
+                    ),
+                )
+                .with_hint(format!("darkroom prices --check --budget {}", needed.to_decimal_string()))
+                .into());
+            }
+            let connection = connect(&args.upstream).await?;
+            base_url = connection.client.base_url().to_string();
+            let ledger = Ledger::open(&args.upstream.db).await?;
+            let result =
+                darkroom_engine::prices::probe_prices(&connection.client, &ledger, &settings.prices, &models, budget)
+                    .await;
+            connection.stop().await;
+            ledger.close().await;
+            probes = result.map_err(|e| Failure::new(Exit::Refused, e.to_string()))?;
+        } else {
+            base_url = args
+                .upstream
+                .base_url
+                .clone()
+                .unwrap_or_else(|| LUMA_BASE_URL.to_string())
+                .trim_end_matches('/')
+                .to_string();
+        }
+        let observed = if args.upstream.db.exists() {
+            let ledger = Ledger::open(&args.upstream.db).await?;
+            let observed = ledger.last_observed(&base_url).await?;
+            ledger.close().await;
+            observed
+        } else {
+            Vec::new()
+        };
+
+        let mut rows = Vec::new();
+        for model in Model::ALL {
+            let table = settings.prices.price(model);
+            let source = settings.price_sources.of(model);
+            let last = observed.iter().find(|o| o.model == model.as_str());
+            let probe = probes.iter().find(|p| p.model == model.as_str());
+            rows.push(json!({
+                "model": model.as_str(), "table": table, "source": source,
+                "last_observed": last.map(|o| json!({
+                    "price": o.observed(), "at": timestamp(o.observed_at), "images": o.images,
+                    "job_id": o.job_id, "pass": o.pass,
+                })),
+                "probe": probe,
+            }));
+            if args.json {
+                continue;
+            }
+            let seen = match last {
+                Some(o) => format!("observed {} on {} ({} image(s))", o.observed(), timestamp(o.observed_at), o.images),
+                None => "not observed on this account".to_string(),
+            };
+            println!("{:<15} {:>8}  {:<30} {seen}", model.as_str(), table.to_string(), source.to_string());
+            if let Some(p) = probe {
+                match p.observed {
+                    Some(o) => println!(
+                        "  probe: the account charged {o} for one image (table {}, balance resolution {})",
+                        p.table, p.resolution
+                    ),
+                    None => println!(
+                        "  probe: the balance dropped {} ({}); within its resolution of {}, consistent with the table",
+                        p.charged, p.state, p.resolution
+                    ),
+                }
+            }
+            if let Some(o) = last.filter(|o| o.observed_micros > table.micros()) {
+                println!(
+                    "  hint: the account charges more than the table; a run re-prices once it observes this; to reserve it from the first image, set {}",
+                    darkroom_engine::prices::config_line(model, o.observed())
+                );
+            }
+        }
+        if args.json {
+            println!("{}", json!({ "account": base_url, "prices": rows }));
+        } else {
+            println!("(observations on {base_url})");
+        }
+        Ok(Exit::Done)
+    })
+}
+
+fn timestamp(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_default()
+}

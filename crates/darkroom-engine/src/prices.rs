@@ -1,0 +1,438 @@
+//! The balance observer: learns what the account really charges per image, beside the scheduler.
+//!
+//! It reads the account's balance before the first create and again as charges are recorded, and
+//! compares the drop with the ledger's own charges since then. Once the difference is outside the
+//! balance's resolution, the observed price per model is the drop attributable to our charges ÷
+//! their number. A higher price is applied at once (`Ledger::reprice`: later reservations and
+//! charges use it, earlier ones are corrected up to it) and announced once; a lower one only
+//! recorded (the table stays: conservative).
+//!
+//! Readings are taken holding the create lock alone, so no create is between "accepted upstream" and
+//! "recorded in the ledger" while the balance is read. Spend by anyone else on the account in the
+//! meantime is part of the drop and can only raise the observed price. With two models charged
+//! since the first reading, the whole unexplained drop is attributed to each model in turn (the most
+//! careful reading for each). A provider without a balance (the read fails) has no observed price.
+//! The provider-specific part (Luma's `/credits` in float cents and its resolution) is in
+//! `darkroom-luma`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use darkroom_jobs::{Model, Money};
+use darkroom_ledger::{BalanceReading, PriceObservation};
+
+use crate::events::Event;
+use crate::scheduler::Shared;
+use crate::EngineError;
+
+/// The first reading of a run: what later drops are measured from.
+#[derive(Debug, Clone, Copy)]
+struct Baseline {
+    reading: BalanceReading,
+    /// Generations up to this row id were made before the reading.
+    watermark: i64,
+}
+
+/// The observer's state for one run.
+#[derive(Debug)]
+pub(crate) struct Observer {
+    baseline: Baseline,
+    run_started_at: i64,
+    /// The ledger's charges (micro-dollars) at the last reading: the next is due once they grow.
+    charged_at_last: i64,
+    /// The finest resolution the balance has shown so far, micro-dollars.
+    resolution: i64,
+    /// Models whose differing price was already announced this run.
+    announced: HashMap<String, Money>,
+}
+
+/// Reads the balance through the provider's client: `None` if it has none (or it can't be read).
+async fn read_balance(shared: &Shared) -> Option<BalanceReading> {
+    match shared.client.credits().await {
+        Ok(credits) => {
+            let (balance_micros, resolution_micros) = credits.reading();
+            Some(BalanceReading {
+                at: darkroom_ledger::now_ms(),
+                balance_micros,
+                resolution_micros,
+            })
+        }
+        Err(error) => {
+            tracing::info!(%error, "the account's balance could not be read; no observed price");
+            None
+        }
+    }
+}
+
+impl Observer {
+    /// Takes the first reading (before the run's first create). `None` when the provider exposes
+    /// no balance: the run then goes on the table's prices alone.
+    pub(crate) async fn start(shared: &Shared) -> Result<Option<Observer>, EngineError> {
+        let _alone = shared.create_lock.write().await;
+        let Some(reading) = read_balance(shared).await else {
+            return Ok(None);
+        };
+        let watermark = shared.ledger.generation_watermark().await?;
+        shared
+            .ledger
+            .record_balance(
+                shared.client.base_url(),
+                Some((shared.job_id, shared.settings.pass)),
+                reading,
+            )
+            .await?;
+        Ok(Some(Observer {
+            baseline: Baseline { reading, watermark },
+            run_started_at: reading.at,
+            charged_at_last: 0,
+            resolution: reading.resolution_micros,
+            announced: HashMap::new(),
+        }))
+    }
+
+    /// Whether enough new charges were recorded since the last reading for another to say more.
+    async fn due(&self, shared: &Shared) -> Result<bool, EngineError> {
+        let charged = self.charged(shared).await?;
+        Ok(charged - self.charged_at_last >= 2 * self.resolution)
+    }
+
+    async fn charged(&self, shared: &Shared) -> Result<i64, EngineError> {
+        let charges = shared
+            .ledger
+            .charges_since(
+                shared.job_id,
+                shared.settings.pass,
+                self.baseline.watermark,
+                self.baseline.reading.at,
+            )
+            .await?;
+        Ok(charges.iter().map(|c| c.micros).sum())
+    }
+
+    /// Reads the balance again and compares: records the observation, applies a higher price.
+    pub(crate) async fn observe(&mut self, shared: &Shared) -> Result<(), EngineError> {
+        let (job_id, pass) = (shared.job_id, shared.settings.pass);
+        let (reading, charges, refunds) = {
+            let _alone = shared.create_lock.write().await;
+            // A create whose outcome is unknown may be charged upstream and not yet here: wait
+            // until reconciliation settles it rather than read its charge as a higher price.
+            if shared.ledger.unsettled_creates(job_id, pass).await? > 0 {
+                return Ok(());
+            }
+            let Some(reading) = read_balance(shared).await else {
+                return Ok(());
+            };
+            let charges = shared
+                .ledger
+                .charges_since(job_id, pass, self.baseline.watermark, self.baseline.reading.at)
+                .await?;
+            let refunds = shared
+                .ledger
+                .refunds_before(job_id, pass, self.baseline.watermark, self.baseline.reading.at)
+                .await?;
+            (reading, charges, refunds)
+        };
+        let base_url = shared.client.base_url().to_string();
+        shared
+            .ledger
+            .record_balance(&base_url, Some((job_id, pass)), reading)
+            .await?;
+        let explained: i64 = charges.iter().map(|c| c.micros).sum();
+        self.charged_at_last = explained;
+        // Refunds of charges made before the first reading raised the balance: add them back.
+        let dropped = self.baseline.reading.balance_micros - reading.balance_micros + refunds.micros();
+        // The finest step either reading shows is the account's (a whole-cent value may be a
+        // coincidence; a fraction of a cent is not).
+        let resolution = self
+            .baseline
+            .reading
+            .resolution_micros
+            .min(reading.resolution_micros);
+        self.resolution = resolution;
+        let unexplained = dropped - explained;
+        let differs = unexplained.abs() > resolution;
+        if !differs && explained <= resolution {
+            return Ok(()); // too little spent yet to tell anything
+        }
+        for model_charges in &charges {
+            let Some(model) = Model::parse(&model_charges.model) else {
+                continue;
+            };
+            let images = model_charges.images;
+            if images <= 0 {
+                continue;
+            }
+            let table = shared.settings.prices.price(model);
+            let in_force = Money::from_micros(model_charges.micros / images);
+            let observed = if differs {
+                // The whole unexplained drop is this model's: the most careful reading.
+                let attributed = (dropped - (explained - model_charges.micros)).max(0);
+                Money::from_micros((attributed + images - 1) / images)
+            } else {
+                in_force
+            };
+            shared
+                .ledger
+                .record_observation(&PriceObservation {
+                    base_url: base_url.clone(),
+                    job_id: Some(job_id),
+                    pass: Some(pass.as_str().to_string()),
+                    run_started_at: self.run_started_at,
+                    model: model.as_str().to_string(),
+                    table_micros: table.micros(),
+                    observed_micros: observed.micros(),
+                    images,
+                    drop_micros: model_charges.micros + unexplained,
+                    observed_at: reading.at,
+                })
+                .await?;
+            if differs && observed > in_force && observed > table {
+                let repriced = shared
+                    .ledger
+                    .reprice(job_id, pass, model.as_str(), observed)
+                    .await?;
+                tracing::info!(model = model.as_str(), %observed, %table, ?repriced, "re-priced to the observed price");
+                self.announce(shared, model, table, observed, true).await;
+            } else if differs && observed < table {
+                self.announce(shared, model, table, observed, false).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Emits the observed price once per model and run.
+    async fn announce(
+        &mut self,
+        shared: &Shared,
+        model: Model,
+        table: Money,
+        observed: Money,
+        applied: bool,
+    ) {
+        let key = model.as_str().to_string();
+        if self.announced.contains_key(&key) {
+            return;
+        }
+        self.announced.insert(key, observed);
+        shared
+            .emit(Event::PriceObserved {
+                model: model.as_str().to_string(),
+                table,
+                observed,
+                applied,
+                config_line: config_line(model, observed),
+            })
+            .await;
+    }
+}
+
+/// The line of `[prices]` that would make the table say what the account charges.
+pub fn config_line(model: Model, price: Money) -> String {
+    format!(
+        "[prices] \"{}\" = \"{}\"",
+        model.as_str(),
+        price.to_decimal_string()
+    )
+}
+
+/// Runs beside the scheduler until `stop`: a reading whenever the ledger's charges since the last
+/// one are worth more than the balance's resolution twice over, checked on each recorded charge and
+/// at least every `every`.
+pub(crate) async fn watch(
+    shared: std::sync::Arc<Shared>,
+    mut observer: Observer,
+    every: Duration,
+    stop: tokio_util::sync::CancellationToken,
+) -> Observer {
+    loop {
+        tokio::select! {
+            () = shared.charged.notified() => {}
+            () = tokio::time::sleep(every) => {}
+            () = stop.cancelled() => return observer,
+        }
+        let due = match observer.due(&shared).await {
+            Ok(due) => due,
+            Err(error) => {
+                tracing::warn!(%error, "the ledger could not be read for a price observation");
+                continue;
+            }
+        };
+        if due {
+            if let Err(error) = observer.observe(&shared).await {
+                tracing::warn!(%error, "recording a price observation failed");
+            }
+        }
+    }
+}
+
+/// How long a probe waits for its generation to end.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// The cheapest request there is: the shortest sensible prompt, the smallest picture.
+const PROBE_PROMPT: &str = "A single grey pebble on white";
+
+/// What one probe (`darkroom prices --check`) found for a model.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Probe {
+    pub model: String,
+    pub table: Money,
+    /// The balance drop across the probe.
+    pub charged: Money,
+    /// The balance's resolution in the readings.
+    pub resolution: Money,
+    /// What the account charges per image, when the drop tells it: it differs from the table by
+    /// more than the resolution, or the resolution is fine enough (a tenth of the price or less).
+    /// `None`: consistent with the table within the resolution.
+    pub observed: Option<Money>,
+    /// The generation's end: `completed` or `failed` (a failed one is refunded: nothing observed).
+    pub state: String,
+}
+
+/// Why probing could not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("a probe of {models} needs up to {needed} (twice the table's price of each, in case the account charges more); the budget is {budget}")]
+    BudgetTooSmall {
+        models: String,
+        needed: Money,
+        budget: Money,
+    },
+    #[error("the account's balance could not be read, so no price can be observed on it")]
+    NoBalance(#[source] darkroom_luma::Error),
+    #[error("the probe's create for {model} failed")]
+    Create {
+        model: String,
+        #[source]
+        source: darkroom_luma::Error,
+    },
+    #[error("the probe's generation for {model} did not end within {seconds} s")]
+    Timeout { model: String, seconds: u64 },
+    #[error(transparent)]
+    Ledger(#[from] darkroom_ledger::LedgerError),
+}
+
+/// The headroom a probe needs per model: twice the table's price.
+pub fn probe_cost(prices: &darkroom_jobs::PriceTable, models: &[Model]) -> Money {
+    models.iter().fold(Money::ZERO, |sum, &m| {
+        sum + Money::from_micros(prices.price(m).micros() * 2)
+    })
+}
+
+/// Makes one image per model (the cheapest request), reading the balance before and after each,
+/// and records the readings and what they tell. Refuses before anything is sent when `budget`
+/// can't cover every probe at twice the table's price; stops early if real spend leaves too little
+/// for the next one.
+pub async fn probe_prices(
+    client: &darkroom_luma::Client,
+    ledger: &darkroom_ledger::Ledger,
+    prices: &darkroom_jobs::PriceTable,
+    models: &[Model],
+    budget: Money,
+) -> Result<Vec<Probe>, ProbeError> {
+    let needed = probe_cost(prices, models);
+    if needed > budget {
+        let models = models
+            .iter()
+            .map(|m| m.as_str())
+            .collect::<Vec<_>>()
+            .join(" and ");
+        return Err(ProbeError::BudgetTooSmall {
+            models,
+            needed,
+            budget,
+        });
+    }
+    let base_url = client.base_url().to_string();
+    let mut spent = Money::ZERO;
+    let mut probes = Vec::new();
+    for &model in models {
+        let table = prices.price(model);
+        if spent + Money::from_micros(table.micros() * 2) > budget {
+            break;
+        }
+        let before = read(client).await?;
+        ledger.record_balance(&base_url, None, before).await?;
+        let request = darkroom_luma::CreateRequest {
+            model: model.as_str().to_string(),
+            prompt: PROBE_PROMPT.to_string(),
+            aspect_ratio: Some("1:1".to_string()),
+            format: None,
+            image_ref: None,
+            style_ref: None,
+            character_ref: None,
+            modify_image_ref: None,
+            callback_url: None,
+        };
+        let created = client
+            .create(&request)
+            .await
+            .map_err(|source| ProbeError::Create {
+                model: model.as_str().to_string(),
+                source,
+            })?;
+        let state = wait_for_end(client, &created.id)
+            .await
+            .ok_or(ProbeError::Timeout {
+                model: model.as_str().to_string(),
+                seconds: PROBE_TIMEOUT.as_secs(),
+            })?;
+        let after = read(client).await?;
+        ledger.record_balance(&base_url, None, after).await?;
+        let resolution = before.resolution_micros.min(after.resolution_micros);
+        let charged = (before.balance_micros - after.balance_micros).max(0);
+        spent += Money::from_micros(charged);
+        let telling = (charged - table.micros()).abs() > resolution || resolution * 10 <= table.micros();
+        let observed = (state == "completed" && telling && charged > 0).then(|| Money::from_micros(charged));
+        if let Some(observed) = observed {
+            ledger
+                .record_observation(&PriceObservation {
+                    base_url: base_url.clone(),
+                    job_id: None,
+                    pass: None,
+                    run_started_at: before.at,
+                    model: model.as_str().to_string(),
+                    table_micros: table.micros(),
+                    observed_micros: observed.micros(),
+                    images: 1,
+                    drop_micros: charged,
+                    observed_at: after.at,
+                })
+                .await?;
+        }
+        probes.push(Probe {
+            model: model.as_str().to_string(),
+            table,
+            charged: Money::from_micros(charged),
+            resolution: Money::from_micros(resolution),
+            observed,
+            state,
+        });
+    }
+    Ok(probes)
+}
+
+async fn read(client: &darkroom_luma::Client) -> Result<BalanceReading, ProbeError> {
+    let credits = client.credits().await.map_err(ProbeError::NoBalance)?;
+    let (balance_micros, resolution_micros) = credits.reading();
+    Ok(BalanceReading {
+        at: darkroom_ledger::now_ms(),
+        balance_micros,
+        resolution_micros,
+    })
+}
+
+/// Polls a generation until it ends: `completed` or `failed`; `None` after `PROBE_TIMEOUT`.
+async fn wait_for_end(client: &darkroom_luma::Client, id: &str) -> Option<String> {
+    let deadline = tokio::time::Instant::now() + PROBE_TIMEOUT;
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(generation) = client.get(id).await {
+            match generation.state {
+                darkroom_luma::GenerationState::Completed => return Some("completed".into()),
+                darkroom_luma::GenerationState::Failed => return Some("failed".into()),
+                _ => {}
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    None
+}
