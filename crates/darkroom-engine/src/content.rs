@@ -10,7 +10,8 @@
 //! - [`take_from_cache`]: a cache hit copies only bytes that hash to the source's recorded hash;
 //!   a missing or changed source is marked damaged (never offered again) and is not a hit.
 //! - [`check_kept_images`]: at the start of each run, a done task whose file is missing or has the
-//!   wrong size is marked damaged (a `stat` per file, no hashing), so the run restores it.
+//!   wrong size is marked damaged (a `stat` per file, no hashing), so the run restores it; a task
+//!   revived by the job file whose image was kept aside gets it back at its own path.
 //! - [`verify_job`]: every done task's file hashed and compared with the ledger.
 //!
 //! Hashing and file checks are here and in `images`; what is recorded is the ledger's.
@@ -144,8 +145,15 @@ pub(crate) async fn take_from_cache(
 
 /// The start-of-run check of one pass: each done task's file must exist with its recorded size
 /// (a `stat`, no hashing); those that don't are marked damaged and reopened, so this run downloads
-/// them again (or makes them again when the upstream no longer has them). Returns how many.
-pub async fn check_kept_images(ledger: &Ledger, job_id: i64, pass: Pass) -> Result<u64, EngineError> {
+/// them again (or makes them again when the upstream no longer has them). A task back in the job
+/// file after being superseded, whose image was kept aside meanwhile, gets it back at its own path
+/// in `pass_dir` (after its hash is checked). Returns how many tasks were reopened.
+pub async fn check_kept_images(
+    ledger: &Ledger,
+    job_id: i64,
+    pass: Pass,
+    pass_dir: &Path,
+) -> Result<u64, EngineError> {
     let mut after = 0;
     loop {
         let page = ledger.kept_images(job_id, Some(pass), after, PAGE).await?;
@@ -165,17 +173,60 @@ pub async fn check_kept_images(ledger: &Ledger, job_id: i64, pass: Pass) -> Resu
                         // Unreadable metadata: not known to be damaged; `verify` reports it.
                         Err(_) => None,
                     };
-                    damage.map(|damage| (image.task_id, damage))
+                    match damage {
+                        Some(damage) => Some((image, Some(damage))),
+                        None if is_kept_aside(Path::new(&image.output_path)) => Some((image, None)),
+                        None => None,
+                    }
                 })
                 .collect::<Vec<_>>()
         })
         .await
         .unwrap_or_default();
-        for (task_id, damage) in checked {
-            ledger.mark_damaged(task_id, damage).await?;
+        for (image, damage) in checked {
+            match damage {
+                Some(damage) => {
+                    ledger.mark_damaged(image.task_id, damage).await?;
+                }
+                None => put_back(ledger, &image, pass_dir).await?,
+            }
         }
     }
     Ok(ledger.reopen_damaged(job_id, pass).await?)
+}
+
+/// Whether an image's path is one `put_image` kept it aside at.
+fn is_kept_aside(path: &Path) -> bool {
+    path.parent()
+        .and_then(Path::file_name)
+        .is_some_and(|name| name == images::SUPERSEDED_DIR)
+}
+
+/// Copies a revived task's kept-aside image back to its own path (moving aside whatever another
+/// task keeps there) and records it there; a file that no longer hashes to its record is marked
+/// changed instead, to be restored.
+async fn put_back(ledger: &Ledger, image: &KeptImage, pass_dir: &Path) -> Result<(), EngineError> {
+    let recorded = PathBuf::from(&image.output_path);
+    let name = match recorded.extension() {
+        Some(ext) => format!("{}.{}", image.task_key, ext.to_string_lossy()),
+        None => image.task_key.clone(),
+    };
+    let target = pass_dir.join(name);
+    let bytes = {
+        let recorded = recorded.clone();
+        blocking(move || std::fs::read(recorded)).await
+    }
+    .map_err(|source| output_error(&recorded, source))?;
+    let content = images::content_of(&bytes);
+    if image.content().is_some_and(|expected| expected != content) {
+        ledger.mark_damaged(image.task_id, Damage::Changed).await?;
+        return Ok(());
+    }
+    put_image(ledger, image.task_id, &target, bytes).await?;
+    ledger
+        .move_image(image.task_id, &image.output_path, &target.display().to_string())
+        .await?;
+    Ok(())
 }
 
 /// What is wrong with a kept image's file.

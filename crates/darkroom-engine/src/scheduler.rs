@@ -175,7 +175,7 @@ pub async fn run_pass(
     })?;
     // Done tasks whose file is missing or has the wrong size (or was found damaged since) are
     // reopened: this run downloads them again, or makes them again when the upstream lost them.
-    let restoring = crate::content::check_kept_images(ledger, job_id, pass).await?;
+    let restoring = crate::content::check_kept_images(ledger, job_id, pass, &pass_dir).await?;
     if restoring > 0 {
         tracing::warn!(
             count = restoring,
