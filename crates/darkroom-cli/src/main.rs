@@ -39,6 +39,9 @@ enum Command {
     Promote(commands::promote::Args),
     /// A job's spend, counts, latencies and contact sheet, as text, JSON or one HTML file.
     Report(commands::report::Args),
+    /// Check every done image's file against the hash the ledger recorded (exit 1 if any is
+    /// missing or changed; the next run restores those).
+    Verify(commands::verify::Args),
     /// Run a Luma-compatible simulator on loopback (tests, demos, dry runs at zero cost).
     Sim(commands::sim::Args),
 }
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
         Command::Review(args) => commands::review::run(cli.config.as_deref(), args),
         Command::Promote(args) => commands::promote::run(cli.config.as_deref(), args),
         Command::Report(args) => commands::report::run(cli.config.as_deref(), args),
+        Command::Verify(args) => commands::verify::run(cli.config.as_deref(), args),
         Command::Sim(args) => commands::sim::run(args),
     };
     match outcome {
