@@ -218,6 +218,11 @@ pub fn keep_aside(path: &Path, aside: &Path) -> std::io::Result<()> {
             file.sync_all()?;
         }
         std::fs::rename(&tmp, aside)?;
+        // Renaming a link over another link to the same file does nothing (POSIX): the bytes
+        // were already kept there, and the temporary name must go.
+        if tmp.exists() {
+            std::fs::remove_file(&tmp)?;
+        }
         sync_dir(dir)
     })();
     if result.is_err() {
@@ -371,6 +376,50 @@ mod tests {
             .collect();
         assert_eq!(names, ["x.jpg"]);
         assert_eq!(remove_stale_temporaries(&dir.path().join("missing")).unwrap(), 0);
+    }
+
+    #[test]
+    fn bytes_kept_aside_survive_a_new_image_renamed_over_their_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sku-a.jpg");
+        write_atomically(&path, b"the bicycle").unwrap();
+        let old = file_content(&path).unwrap();
+        assert_eq!(old, content_of(b"the bicycle"));
+        assert_eq!(old.bytes, 11);
+        let aside = superseded_path(&path, &old.hash);
+        assert_eq!(
+            aside,
+            dir.path()
+                .join(".superseded")
+                .join(format!("sku-a-{}.jpg", &old.hash[..8]))
+        );
+        keep_aside(&path, &aside).unwrap();
+        // Kept aside twice (a retry after a crash): the same file, still whole.
+        keep_aside(&path, &aside).unwrap();
+        write_atomically(&path, b"the kayak").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"the kayak");
+        assert_eq!(std::fs::read(&aside).unwrap(), b"the bicycle");
+        let names: Vec<_> = std::fs::read_dir(aside.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "no temporary file is left: {names:?}");
+    }
+
+    #[test]
+    fn a_staged_image_is_not_in_place_until_committed_and_leaves_nothing_when_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.jpg");
+        let staged = stage(&path, b"bytes").unwrap();
+        assert!(!path.exists());
+        drop(staged);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        stage(&path, b"bytes").unwrap().commit().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"bytes");
+        // A killed run's temporary file in .superseded/ is swept too.
+        std::fs::create_dir_all(dir.path().join(SUPERSEDED_DIR)).unwrap();
+        std::fs::write(dir.path().join(SUPERSEDED_DIR).join(".y.jpg.42.tmp"), b"half").unwrap();
+        assert_eq!(remove_stale_temporaries(dir.path()).unwrap(), 1);
     }
 
     #[test]
