@@ -28,6 +28,9 @@ use crate::EngineError;
 /// Done tasks read from the ledger at a time by the checks.
 const PAGE: i64 = 500;
 
+/// Cache sources tried for one task before it is generated instead.
+const CACHE_TRIES: usize = 16;
+
 /// Writes an image's bytes to `path` for task `task_id` and returns their hash and size: staged
 /// beside the path, then whatever another task still records at `path` is moved aside, then the
 /// staged file is renamed into place. The caller records the task done with the returned content.
@@ -114,7 +117,11 @@ pub(crate) async fn take_from_cache(
     fingerprint: &str,
     target: &Path,
 ) -> Result<Option<(CachedImage, ImageContent)>, EngineError> {
-    while let Some(source) = ledger.cached_image(fingerprint).await? {
+    // Each turn marks a source damaged or finds it moved: bounded, in case sources keep moving.
+    for _ in 0..CACHE_TRIES {
+        let Some(source) = ledger.cached_image(fingerprint).await? else {
+            break;
+        };
         let read = {
             let from = PathBuf::from(&source.output_path);
             blocking(move || std::fs::read(from)).await
@@ -122,8 +129,10 @@ pub(crate) async fn take_from_cache(
         let bytes = match read {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                tracing::warn!(path = %source.output_path, "a cached image is missing; not reusing it");
-                ledger.mark_damaged(source.task_id, Damage::Missing).await?;
+                if !moved_since(ledger, &source).await? {
+                    tracing::warn!(path = %source.output_path, "a cached image is missing; not reusing it");
+                    ledger.mark_damaged(source.task_id, Damage::Missing).await?;
+                }
                 continue;
             }
             Err(error) => {
@@ -133,14 +142,24 @@ pub(crate) async fn take_from_cache(
             }
         };
         if images::content_of(&bytes) != source.content {
-            tracing::warn!(path = %source.output_path, "a cached image's bytes changed; not reusing it");
-            ledger.mark_damaged(source.task_id, Damage::Changed).await?;
+            if !moved_since(ledger, &source).await? {
+                tracing::warn!(path = %source.output_path, "a cached image's bytes changed; not reusing it");
+                ledger.mark_damaged(source.task_id, Damage::Changed).await?;
+            }
             continue;
         }
         let content = put_image(ledger, task_id, target, bytes).await?;
         return Ok(Some((source, content)));
     }
     Ok(None)
+}
+
+/// Whether the source's image was kept aside (by a download landing at its path) after it was
+/// looked up: then its old path holds another task's bytes, and the source is tried again where
+/// it is now rather than marked damaged.
+async fn moved_since(ledger: &Ledger, source: &CachedImage) -> Result<bool, EngineError> {
+    let now = ledger.task(source.task_id).await?.output_path;
+    Ok(now.as_deref() != Some(source.output_path.as_str()))
 }
 
 /// The start-of-run check of one pass: each done task's file must exist with its recorded size
