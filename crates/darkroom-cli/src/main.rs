@@ -60,6 +60,9 @@ enum Command {
     /// The price table in force, where each price came from, and what the account was observed to
     /// charge; --check observes it with a one-image probe per model.
     Prices(commands::prices::Args),
+    /// Check every done image's file against the hash the ledger recorded (exit 1 if any is
+    /// missing or changed; the next run restores those).
+    Verify(commands::verify::Args),
     /// Run a Luma-compatible simulator on loopback (tests, demos, dry runs at zero cost).
     Sim(commands::sim::Args),
 }
@@ -76,6 +79,7 @@ fn main() -> ExitCode {
         Command::Promote(args) => commands::promote::run(cli.config.as_deref(), args),
         Command::Report(args) => commands::report::run(cli.config.as_deref(), args),
         Command::Prices(args) => commands::prices::run(cli.config.as_deref(), args),
+        Command::Verify(args) => commands::verify::run(cli.config.as_deref(), args),
         Command::Sim(args) => commands::sim::run(args),
     };
     match outcome {

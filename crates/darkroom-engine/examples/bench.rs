@@ -693,7 +693,11 @@ async fn ledger_steps(dir: &Path, tasks: usize) -> f64 {
             .record_completed(generation, "http://x/y.jpg")
             .await
             .unwrap();
-        ledger.record_done(generation, "/tmp/x.jpg").await.unwrap();
+        let content = darkroom_engine::images::content_of(b"an image");
+        ledger
+            .record_done(generation, "/tmp/x.jpg", &content)
+            .await
+            .unwrap();
     }
     started.elapsed().as_secs_f64() * 1e6 / pending.len() as f64
 }

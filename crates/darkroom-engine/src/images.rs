@@ -1,14 +1,20 @@
-//! Verifying a downloaded image and writing it into place atomically.
+//! Verifying a downloaded image, hashing it, and writing it into place atomically.
 //!
 //! An image counts only once its header parses, it is whole (it ends as a whole JPEG or PNG does),
 //! its format is the one asked for, and its dimensions match the task's aspect ratio within 1%. It
 //! is written to a temporary file beside its final path, synced, renamed into place, and the
 //! directory synced: after a crash the file is either whole or absent, never half-written.
+//!
+//! An image is identified by its content: [`content_of`] and [`file_content`] give its BLAKE3 hash
+//! and size, and [`keep_aside`] preserves bytes the ledger still points at (under
+//! `DIR/.superseded/`) before their path is written for another task. Deciding what to move and
+//! recording it is `crate::content`'s.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use darkroom_jobs::{AspectRatio, Format};
+use darkroom_ledger::ImageContent;
 
 /// Why downloaded bytes are not an acceptable image.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -98,17 +104,125 @@ pub fn shape_matches(width: u32, height: u32, aspect: AspectRatio) -> bool {
 
 /// Writes `bytes` to `path` atomically: temporary file, sync, rename, sync the directory.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    stage(path, bytes)?.commit()
+}
+
+/// An image written and synced to a temporary file beside its final path, not yet in place:
+/// [`StagedImage::commit`] renames it there. Dropped uncommitted, the temporary file is removed.
+#[derive(Debug)]
+pub struct StagedImage {
+    tmp: PathBuf,
+    path: PathBuf,
+    committed: bool,
+}
+
+/// Writes `bytes` to a temporary file beside `path` (creating the directory) and syncs it.
+pub fn stage(path: &Path, bytes: &[u8]) -> std::io::Result<StagedImage> {
+    std::fs::create_dir_all(parent_of(path))?;
+    let staged = StagedImage {
+        tmp: temporary_path(path),
+        path: path.to_path_buf(),
+        committed: false,
+    };
+    let mut file = std::fs::File::create(&staged.tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    Ok(staged)
+}
+
+impl StagedImage {
+    /// The final path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Renames the temporary file into place and syncs the directory.
+    pub fn commit(mut self) -> std::io::Result<()> {
+        std::fs::rename(&self.tmp, &self.path)?;
+        self.committed = true;
+        sync_dir(parent_of(&self.path))
+    }
+}
+
+impl Drop for StagedImage {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// The BLAKE3 hash (lowercase hex) and size of an image's bytes.
+pub fn content_of(bytes: &[u8]) -> ImageContent {
+    ImageContent {
+        hash: blake3::hash(bytes).to_hex().to_string(),
+        bytes: i64::try_from(bytes.len()).unwrap_or(i64::MAX),
+    }
+}
+
+/// The hash and size of the file at `path`, read in 64 KiB pieces (never whole in memory).
+pub fn file_content(path: &Path) -> std::io::Result<ImageContent> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut total: u64 = 0;
+    loop {
+        let read = match file.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buffer[..read]);
+        total += read as u64;
+    }
+    Ok(ImageContent {
+        hash: hasher.finalize().to_hex().to_string(),
+        bytes: i64::try_from(total).unwrap_or(i64::MAX),
+    })
+}
+
+/// The directory, beside a pass's images, where bytes a superseded (or other) task still points
+/// at are kept when their path is written for another task.
+pub const SUPERSEDED_DIR: &str = ".superseded";
+
+/// Where the bytes at `path` with this hash are kept aside: `DIR/.superseded/STEM-HASH8.EXT`.
+/// Named by content, so keeping the same bytes aside twice lands on the same file.
+pub fn superseded_path(path: &Path, hash: &str) -> PathBuf {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let short = hash.get(..8).unwrap_or(hash);
+    let name = match path.extension() {
+        Some(ext) => format!("{stem}-{short}.{}", ext.to_string_lossy()),
+        None => format!("{stem}-{short}"),
+    };
+    parent_of(path).join(SUPERSEDED_DIR).join(name)
+}
+
+/// Keeps the bytes now at `path` also at `aside`, durably, without touching `path`: a hard link
+/// (no copy; the next write to `path` renames a new file over it and leaves the link alone), or a
+/// copy where the file system has no links. Made under a temporary name and renamed into place, so
+/// `aside` is whole or absent.
+pub fn keep_aside(path: &Path, aside: &Path) -> std::io::Result<()> {
+    let dir = parent_of(aside);
     std::fs::create_dir_all(dir)?;
-    let tmp = temporary_path(path);
+    let tmp = temporary_path(aside);
+    let _ = std::fs::remove_file(&tmp);
     let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)?;
+        if std::fs::hard_link(path, &tmp).is_err() {
+            let bytes = std::fs::read(path)?;
+            let mut file = std::fs::File::create(&tmp)?;
+            file.write_all(&bytes)?;
+            file.sync_all()?;
+        }
+        std::fs::rename(&tmp, aside)?;
+        // Renaming a link over another link to the same file does nothing (POSIX): the bytes
+        // were already kept there, and the temporary name must go.
+        if tmp.exists() {
+            std::fs::remove_file(&tmp)?;
+        }
         sync_dir(dir)
     })();
     if result.is_err() {
@@ -117,18 +231,20 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     result
 }
 
-/// Copies an existing image into place atomically (a cache hit).
-pub fn copy_atomically(from: &Path, to: &Path) -> std::io::Result<()> {
-    if from == to {
-        return Ok(());
-    }
-    let bytes = std::fs::read(from)?;
-    write_atomically(to, &bytes)
+fn parent_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
 }
 
-/// Removes temporary files a killed run left in `dir` (`.NAME.PID.tmp`). Call it only while holding
-/// the job's lock: then no other process can be writing there. Returns how many were removed.
+/// Removes temporary files a killed run left in `dir` and in its `.superseded/` (`.NAME.PID.tmp`).
+/// Call it only while holding the job's lock: then no other process can be writing there. Returns
+/// how many were removed.
 pub fn remove_stale_temporaries(dir: &Path) -> std::io::Result<usize> {
+    Ok(remove_temporaries_in(dir)? + remove_temporaries_in(&dir.join(SUPERSEDED_DIR))?)
+}
+
+fn remove_temporaries_in(dir: &Path) -> std::io::Result<usize> {
     let mut removed = 0;
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -260,6 +376,50 @@ mod tests {
             .collect();
         assert_eq!(names, ["x.jpg"]);
         assert_eq!(remove_stale_temporaries(&dir.path().join("missing")).unwrap(), 0);
+    }
+
+    #[test]
+    fn bytes_kept_aside_survive_a_new_image_renamed_over_their_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sku-a.jpg");
+        write_atomically(&path, b"the bicycle").unwrap();
+        let old = file_content(&path).unwrap();
+        assert_eq!(old, content_of(b"the bicycle"));
+        assert_eq!(old.bytes, 11);
+        let aside = superseded_path(&path, &old.hash);
+        assert_eq!(
+            aside,
+            dir.path()
+                .join(".superseded")
+                .join(format!("sku-a-{}.jpg", &old.hash[..8]))
+        );
+        keep_aside(&path, &aside).unwrap();
+        // Kept aside twice (a retry after a crash): the same file, still whole.
+        keep_aside(&path, &aside).unwrap();
+        write_atomically(&path, b"the kayak").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"the kayak");
+        assert_eq!(std::fs::read(&aside).unwrap(), b"the bicycle");
+        let names: Vec<_> = std::fs::read_dir(aside.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "no temporary file is left: {names:?}");
+    }
+
+    #[test]
+    fn a_staged_image_is_not_in_place_until_committed_and_leaves_nothing_when_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.jpg");
+        let staged = stage(&path, b"bytes").unwrap();
+        assert!(!path.exists());
+        drop(staged);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        stage(&path, b"bytes").unwrap().commit().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"bytes");
+        // A killed run's temporary file in .superseded/ is swept too.
+        std::fs::create_dir_all(dir.path().join(SUPERSEDED_DIR)).unwrap();
+        std::fs::write(dir.path().join(SUPERSEDED_DIR).join(".y.jpg.42.tmp"), b"half").unwrap();
+        assert_eq!(remove_stale_temporaries(dir.path()).unwrap(), 1);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! no SQL (that is `darkroom-ledger`) and parses no command line (that is `darkroom-cli`).
 
 pub mod callbacks;
+pub mod content;
 pub mod events;
 pub mod images;
 pub mod limits;

@@ -1,7 +1,8 @@
 //! The job's output files in `OUT/JOB/`, rewritten from the ledger at the end of every run:
-//! `results.jsonl` (one line per done task), `errors.jsonl` (failed, blocked and skipped tasks with
-//! their reasons) and `manifest.csv` (one row per task, with a `keep` column for review: blank, or
-//! what the user wrote in it, which a rewrite keeps).
+//! `results.jsonl` (one line per done task, with its image's `content_hash` and `bytes`),
+//! `errors.jsonl` (failed, blocked and skipped tasks with their reasons) and `manifest.csv` (one row
+//! per task, with its image's `content_hash` and a `keep` column for review: blank, or what the user
+//! wrote in it, which a rewrite keeps).
 //!
 //! They are views of the ledger, so a killed run loses nothing: the next run writes them again.
 
@@ -182,6 +183,8 @@ fn result_line(r: &ResultRecord, metadata: &Metadata) -> serde_json::Value {
         "generation_id": r.generation_id,
         "attempts": r.attempts,
         "latency_ms": r.latency_ms,
+        "content_hash": r.content_hash,
+        "bytes": r.content_bytes,
         "prompt": r.prompt,
         "aspect_ratio": r.aspect_ratio,
         "metadata": metadata,
@@ -220,6 +223,7 @@ fn manifest_header(metadata_columns: &BTreeSet<String>) -> Vec<String> {
         "prompt",
         "aspect_ratio",
         "reason",
+        "content_hash",
     ]
     .map(String::from)
     .to_vec();
@@ -271,6 +275,11 @@ fn manifest_row(
         r.prompt.clone(),
         r.aspect_ratio.clone(),
         r.reason.clone().unwrap_or_default(),
+        if r.state == "done" {
+            r.content_hash.clone().unwrap_or_default()
+        } else {
+            String::new()
+        },
     ];
     row.extend(
         metadata_columns

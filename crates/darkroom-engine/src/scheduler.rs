@@ -175,6 +175,15 @@ pub async fn run_pass(
         path: pass_dir.clone(),
         source,
     })?;
+    // Done tasks whose file is missing or has the wrong size (or was found damaged since) are
+    // reopened: this run downloads them again, or makes them again when the upstream lost them.
+    let restoring = crate::content::check_kept_images(ledger, job_id, pass, &pass_dir).await?;
+    if restoring > 0 {
+        tracing::warn!(
+            count = restoring,
+            "images missing or changed on disk; restoring them"
+        );
+    }
     // Whatever the last run skipped for budget gets another chance (the budget may have been raised).
     ledger.reopen_skipped(job_id, pass).await?;
     ledger.reopen_failed(job_id, pass).await?;
@@ -452,30 +461,22 @@ async fn dispatch(
     }
 }
 
-/// A verified image with the same fingerprint already on disk: reuse it at no cost.
+/// A verified image with the same fingerprint already on disk whose bytes still hash to what the
+/// ledger recorded: reuse it at no cost (`content::take_from_cache`).
 async fn take_from_cache(shared: &Shared, task: &TaskRecord) -> Result<bool, EngineError> {
-    let Some((source, generation)) = shared.ledger.cached_image(&task.fingerprint).await? else {
-        return Ok(false);
-    };
-    let source = PathBuf::from(source);
     let format = darkroom_jobs::Format::parse(&task.format).unwrap_or_default();
     let target = shared
         .pass_dir
         .join(format!("{}.{}", task.task_key, format.extension()));
-    let copy = {
-        let (source, target) = (source.clone(), target.clone());
-        tokio::task::spawn_blocking(move || images::copy_atomically(&source, &target))
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
-    };
-    if copy.is_err() {
-        // The cached file is gone or unreadable: generate instead.
+    let Some((source, content)) =
+        crate::content::take_from_cache(&shared.ledger, task.id, &task.fingerprint, &target).await?
+    else {
         return Ok(false);
-    }
+    };
     let path = target.display().to_string();
     shared
         .ledger
-        .record_cached(task.id, &path, generation.as_deref())
+        .record_cached(task.id, &path, source.generation_id.as_deref(), &content)
         .await?;
     shared
         .emit(Event::TaskFinished {

@@ -586,10 +586,22 @@ impl TaskRun {
                     last_error = error.to_string();
                     if error.is_not_found() {
                         // The URL may have expired: ask the upstream for a fresh one.
-                        if let Ok(fresh) = self.shared.client.get(&upstream_id).await {
-                            if let Some(fresh_url) = fresh.image_url() {
-                                url = fresh_url.to_string();
+                        match self.shared.client.get(&upstream_id).await {
+                            Ok(fresh) => {
+                                if let Some(fresh_url) = fresh.image_url() {
+                                    url = fresh_url.to_string();
+                                }
                             }
+                            // Restoring a lost file whose generation the upstream no longer has:
+                            // make it again, under the budget.
+                            Err(gone)
+                                if gone.is_not_found()
+                                    && self.shared.ledger.is_restoring(self.task.id).await? =>
+                            {
+                                self.shared.ledger.remake_lost(generation).await?;
+                                return Ok(Step::Create(None));
+                            }
+                            Err(_) => {}
                         }
                     }
                     continue;
@@ -614,29 +626,30 @@ impl TaskRun {
                 }
             };
             let path = self.output_path();
-            let write = {
-                let path = path.clone();
-                tokio::task::spawn_blocking(move || images::write_atomically(&path, &bytes))
+            // Bytes another task still records at this path are moved aside first.
+            let content =
+                match crate::content::put_image(&self.shared.ledger, self.task.id, &path, Vec::from(bytes))
                     .await
-                    .unwrap_or_else(|e| Err(std::io::Error::other(e)))
-            };
-            if let Err(source) = write {
-                // Disk trouble is systemic: stop the run; the task stays downloading and the next run
-                // downloads it again while its URL is valid. Nothing paid is lost.
-                let error = EngineError::Output {
-                    path: path.clone(),
-                    source,
+                {
+                    Ok(content) => content,
+                    Err(error @ EngineError::Output { .. }) => {
+                        // Disk trouble is systemic: stop the run; the task stays downloading and the next run
+                        // downloads it again while its URL is valid. Nothing paid is lost.
+                        self.shared.stop(StopReason::Failed(format!(
+                            "{error}: {}",
+                            std::error::Error::source(&error)
+                                .map(ToString::to_string)
+                                .unwrap_or_default()
+                        )));
+                        return Ok(Step::End);
+                    }
+                    Err(other) => return Err(other),
                 };
-                self.shared.stop(StopReason::Failed(format!(
-                    "{error}: {}",
-                    std::error::Error::source(&error)
-                        .map(ToString::to_string)
-                        .unwrap_or_default()
-                )));
-                return Ok(Step::End);
-            }
             let path_text = path.display().to_string();
-            self.shared.ledger.record_done(generation, &path_text).await?;
+            self.shared
+                .ledger
+                .record_done(generation, &path_text, &content)
+                .await?;
             self.finished("done", Some(path_text), None).await;
             return Ok(Step::End);
         }

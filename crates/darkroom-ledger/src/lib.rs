@@ -10,6 +10,7 @@
 //! ledger, every write transaction begins as a writer (`BEGIN IMMEDIATE`) and waits up to
 //! [`BUSY_TIMEOUT`] for another's, and readers (`darkroom status` while a run goes on) read through WAL.
 
+mod content;
 mod prices;
 mod records;
 mod review;
@@ -22,6 +23,7 @@ use darkroom_jobs::{Money, Pass, Task};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row as _, SqlitePool};
 
+pub use content::{CachedImage, Damage, ImageContent, KeptImage};
 pub use prices::{BalanceReading, ModelCharges, PriceObservation, Repriced};
 pub use records::{Counts, GenerationRecord, JobRecord, PassRecord, ResultRecord, TaskRecord, TaskState};
 pub use review::{ModelSpend, NewFinal, SpendPoint, TileRecord};
@@ -552,8 +554,14 @@ impl Ledger {
     }
 
     /// The task's image is on disk (verified, synced, renamed): the task is done and this
-    /// generation is the one it keeps.
-    pub async fn record_done(&self, generation: i64, output_path: &str) -> Result<()> {
+    /// generation is the one it keeps. `content` is what was written (its hash and size); any
+    /// damage recorded against the task's earlier file is cleared.
+    pub async fn record_done(
+        &self,
+        generation: i64,
+        output_path: &str,
+        content: &ImageContent,
+    ) -> Result<()> {
         let mut tx = self.begin_write().await?;
         let now = now_ms();
         let (task_id, upstream_id): (i64, Option<String>) = sqlx::query_as(
@@ -564,33 +572,41 @@ impl Ledger {
         .await?;
         sqlx::query(
             "UPDATE tasks SET state = 'done', reason = NULL, output_path = ?2, generation_id = ?3, finished_at = ?4,
-                    latency_ms = ?4 - first_sent_at WHERE id = ?1",
+                    latency_ms = ?4 - first_sent_at, content_hash = ?5, content_bytes = ?6, damage = NULL
+             WHERE id = ?1",
         )
         .bind(task_id)
         .bind(output_path)
         .bind(upstream_id)
         .bind(now)
+        .bind(&content.hash)
+        .bind(content.bytes)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
         Ok(())
     }
 
-    /// A task whose image came from the cache: done at no cost.
+    /// A task whose image came from the cache: done at no cost. `content` is what was copied (it
+    /// hashed to the source's recorded hash).
     pub async fn record_cached(
         &self,
         task_id: i64,
         output_path: &str,
         from_generation: Option<&str>,
+        content: &ImageContent,
     ) -> Result<()> {
         sqlx::query(
             "UPDATE tasks SET state = 'done', cached = 1, reason = NULL, output_path = ?2, generation_id = ?3,
-                    finished_at = ?4, latency_ms = 0 WHERE id = ?1",
+                    finished_at = ?4, latency_ms = 0, content_hash = ?5, content_bytes = ?6, damage = NULL
+             WHERE id = ?1",
         )
         .bind(task_id)
         .bind(output_path)
         .bind(from_generation)
         .bind(now_ms())
+        .bind(&content.hash)
+        .bind(content.bytes)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -606,17 +622,6 @@ impl Ledger {
         .fetch_one(&self.pool)
         .await?;
         Ok(Money::from_micros(sum.unwrap_or(0)))
-    }
-
-    /// A done task of any job with this fingerprint, and its image path: the cache.
-    pub async fn cached_image(&self, fingerprint: &str) -> Result<Option<(String, Option<String>)>> {
-        Ok(sqlx::query_as(
-            "SELECT output_path, generation_id FROM tasks WHERE fingerprint = ?1 AND state = 'done'
-             AND output_path IS NOT NULL ORDER BY cached, id LIMIT 1",
-        )
-        .bind(fingerprint)
-        .fetch_optional(&self.pool)
-        .await?)
     }
 
     /// Every pending task of the pass ends as `state` (skipped for budget or deadline, cancelled).
@@ -820,6 +825,7 @@ impl Ledger {
         Ok(sqlx::query_as::<_, ResultRecord>(
             "SELECT id, task_key, row_id, pass, model, state, reason, output_path, price_micros, cost_micros, generation_id,
                     attempts, cached, latency_ms, prompt, aspect_ratio, metadata_json, variant, reference_note,
+                    content_hash, content_bytes,
                     (SELECT p.task_key FROM tasks p WHERE p.id = tasks.preview_task_id) AS preview_key
              FROM tasks WHERE job_id = ?1 AND pass = ?2 AND superseded = 0 AND id > ?3 ORDER BY id LIMIT ?4",
         )

@@ -188,6 +188,10 @@ pub struct ResultRecord {
     pub reference_note: Option<String>,
     /// For a final made by promotion: the task key of its preview.
     pub preview_key: Option<String>,
+    /// The kept image's BLAKE3 hash (hex), when recorded (not by releases before hashes were kept).
+    pub content_hash: Option<String>,
+    /// The kept image's size in bytes, beside its hash.
+    pub content_bytes: Option<i64>,
 }
 
 /// Tasks of a pass by state.

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // In tests a panic is a failure with a backtrace.
 use darkroom_jobs::{AspectRatio, Format, Metadata, Model, Money, Pass, References, Task};
-use darkroom_ledger::{Ledger, NewTask, Reservation, TaskState};
+use darkroom_ledger::{Damage, ImageContent, Ledger, NewTask, Reservation, TaskState};
 
 fn task(key: &str, prompt: &str) -> Task {
     Task {
@@ -122,14 +122,132 @@ async fn a_done_task_is_found_by_fingerprint_for_the_cache() {
     let g = ledger.record_intent(t.id, "req").await.unwrap();
     ledger.record_submitted(g, "up-1").await.unwrap();
     ledger.record_completed(g, "http://cdn/x.jpg").await.unwrap();
-    ledger.record_done(g, "out/job/preview/a.jpg").await.unwrap();
-    let cached = ledger.cached_image(&t.fingerprint).await.unwrap();
+    ledger
+        .record_done(g, "out/job/preview/a.jpg", &content("aa11", 10))
+        .await
+        .unwrap();
+    let cached = ledger.cached_image(&t.fingerprint).await.unwrap().unwrap();
     assert_eq!(
-        cached,
-        Some(("out/job/preview/a.jpg".to_string(), Some("up-1".to_string())))
+        (
+            cached.task_id,
+            cached.output_path.as_str(),
+            cached.generation_id.as_deref()
+        ),
+        (t.id, "out/job/preview/a.jpg", Some("up-1"))
     );
+    assert_eq!(cached.content, content("aa11", 10));
     let counts = ledger.counts(job, Pass::Preview).await.unwrap();
     assert_eq!((counts.done, counts.total, counts.attempts), (1, 1, 1));
+}
+
+fn content(hash: &str, bytes: i64) -> ImageContent {
+    ImageContent {
+        hash: hash.to_string(),
+        bytes,
+    }
+}
+
+/// Takes the first pending task through a paid create to done with `hash`: (task, generation).
+async fn make_done(ledger: &Ledger, job: i64, hash: &str) -> (i64, i64) {
+    let t = ledger
+        .pending_tasks(job, Pass::Preview, 0, 1)
+        .await
+        .unwrap()
+        .remove(0);
+    ledger.reserve(t.id).await.unwrap();
+    let g = ledger.record_intent(t.id, "req").await.unwrap();
+    ledger.record_submitted(g, &format!("up-{}", t.id)).await.unwrap();
+    ledger.record_completed(g, "http://cdn/x.jpg").await.unwrap();
+    ledger
+        .record_done(
+            g,
+            &format!("out/job/preview/{}.jpg", t.task_key),
+            &content(hash, 10),
+        )
+        .await
+        .unwrap();
+    (t.id, g)
+}
+
+#[tokio::test]
+async fn a_damaged_image_is_not_offered_by_the_cache_and_is_reopened_for_download_at_no_cost() {
+    let (_dir, ledger, job) = ledger_with(&[new_task("a", "a prompt", 4_000)], 10_000).await;
+    let (task, generation) = make_done(&ledger, job, "aa11").await;
+    let fingerprint = ledger.task(task).await.unwrap().fingerprint;
+    assert!(ledger.mark_damaged(task, Damage::Changed).await.unwrap());
+    assert!(ledger.cached_image(&fingerprint).await.unwrap().is_none());
+
+    assert_eq!(ledger.reopen_damaged(job, Pass::Preview).await.unwrap(), 1);
+    let reopened = ledger.task(task).await.unwrap();
+    assert_eq!(reopened.state, "downloading");
+    let open = ledger.open_generations(task).await.unwrap();
+    assert_eq!(
+        (open.len(), open[0].id, open[0].state.as_str()),
+        (1, generation, "completed")
+    );
+    assert!(ledger.is_restoring(task).await.unwrap());
+    // Downloading it again charges nothing and clears the damage.
+    ledger
+        .record_done(generation, "out/job/preview/a.jpg", &content("aa11", 10))
+        .await
+        .unwrap();
+    assert!(!ledger.is_restoring(task).await.unwrap());
+    assert_eq!(ledger.net_charges().await.unwrap(), Money::from_micros(4_000));
+    assert!(ledger.cached_image(&fingerprint).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn a_lost_generation_leaves_its_charge_and_the_task_pending_to_be_made_again() {
+    let (_dir, ledger, job) = ledger_with(&[new_task("a", "a prompt", 4_000)], 10_000).await;
+    let (task, generation) = make_done(&ledger, job, "aa11").await;
+    ledger.mark_damaged(task, Damage::Missing).await.unwrap();
+    ledger.reopen_damaged(job, Pass::Preview).await.unwrap();
+    ledger.remake_lost(generation).await.unwrap();
+    assert_eq!(ledger.task(task).await.unwrap().state, "pending");
+    assert!(ledger.open_generations(task).await.unwrap().is_empty());
+    assert_eq!(ledger.net_charges().await.unwrap(), Money::from_micros(4_000));
+}
+
+#[tokio::test]
+async fn a_damaged_cache_copy_is_reopened_as_pending_and_no_longer_counts_as_cached() {
+    let (_dir, ledger, job) = ledger_with(&[new_task("a", "a prompt", 4_000)], 10_000).await;
+    let t = ledger
+        .pending_tasks(job, Pass::Preview, 0, 1)
+        .await
+        .unwrap()
+        .remove(0);
+    ledger
+        .record_cached(t.id, "out/job/preview/a.jpg", Some("up-9"), &content("bb22", 10))
+        .await
+        .unwrap();
+    ledger.mark_damaged(t.id, Damage::Missing).await.unwrap();
+    assert_eq!(ledger.reopen_damaged(job, Pass::Preview).await.unwrap(), 1);
+    let counts = ledger.counts(job, Pass::Preview).await.unwrap();
+    assert_eq!((counts.pending, counts.cached, counts.done), (1, 0, 0));
+}
+
+#[tokio::test]
+async fn the_tasks_recording_a_path_are_found_and_moved_with_their_image() {
+    let (_dir, ledger, job) = ledger_with(
+        &[new_task("a", "first", 4_000), new_task("b", "second", 4_000)],
+        10_000,
+    )
+    .await;
+    let (a, _) = make_done(&ledger, job, "aa11").await;
+    let path = ledger.task(a).await.unwrap().output_path.unwrap();
+    let others = ledger.images_at(&path, -1).await.unwrap();
+    assert_eq!(others.len(), 1);
+    assert_eq!(others[0].content_hash.as_deref(), Some("aa11"));
+    assert!(ledger.images_at(&path, a).await.unwrap().is_empty());
+    assert!(ledger
+        .move_image(a, &path, "out/job/preview/.superseded/a-aa11.jpg")
+        .await
+        .unwrap());
+    assert!(
+        !ledger.move_image(a, &path, "elsewhere").await.unwrap(),
+        "only from where it was"
+    );
+    assert!(ledger.images_at(&path, -1).await.unwrap().is_empty());
 }
 
 #[tokio::test]

@@ -12,6 +12,7 @@ pub mod run;
 pub mod sim;
 pub mod status;
 pub mod validate;
+pub mod verify;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
