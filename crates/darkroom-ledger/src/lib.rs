@@ -8,6 +8,7 @@
 //! One connection does all the writing, so transactions never contend inside a process; another
 //! process (`darkroom status` while a run goes on) reads through WAL.
 
+mod audit;
 mod records;
 mod review;
 
@@ -19,6 +20,7 @@ use darkroom_jobs::{Money, Pass, Task};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row as _, SqlitePool};
 
+pub use audit::{AuditRecord, FoundState};
 pub use records::{Counts, GenerationRecord, JobRecord, PassRecord, ResultRecord, TaskRecord, TaskState};
 pub use review::{ModelSpend, NewFinal, SpendPoint, TileRecord};
 
