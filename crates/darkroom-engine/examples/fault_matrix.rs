@@ -40,6 +40,7 @@ async fn main() {
         // The matrix polls; callbacks are measured in the benchmark program.
         callback_lost: 0.0,
         callback_duplicated: 0.0,
+        ..Faults::default()
     };
     let rows: Vec<(&str, Faults)> = vec![
         ("none", Faults::default()),
