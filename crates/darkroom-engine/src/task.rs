@@ -75,6 +75,42 @@ fn settle_max_interval(window: Duration) -> Duration {
     (window / 4).max(Duration::from_millis(10))
 }
 
+/// What is left of a settlement window at `now_ms` for a create intended at `intent_at_ms` (both
+/// Unix milliseconds): the window counts from the intent, so a run resuming a task an earlier run
+/// left `unknown` goes on with that window rather than starting a new one.
+fn settle_time_left(intent_at_ms: i64, now_ms: i64, window: Duration) -> Duration {
+    let closes_ms = intent_at_ms.saturating_add(i64::try_from(window.as_millis()).unwrap_or(i64::MAX));
+    Duration::from_millis(u64::try_from(closes_ms.saturating_sub(now_ms)).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resumed_window_counts_from_the_intent_not_from_the_resume() {
+        let window = Duration::from_secs(240);
+        let intent = 1_000_000;
+        assert_eq!(settle_time_left(intent, intent, window), window);
+        assert_eq!(settle_time_left(intent, intent + 180_000, window), Duration::from_secs(60));
+        assert_eq!(settle_time_left(intent, intent + 300_000, window), Duration::ZERO);
+    }
+
+    #[test]
+    fn the_default_window_is_searched_about_six_times_at_growing_intervals() {
+        let window = crate::DEFAULT_SETTLE_WINDOW;
+        let (mut at, mut interval, mut reads) = (Duration::ZERO, settle_first_interval(window), 1);
+        while at < window {
+            at += interval.min(window - at);
+            interval = (interval * 2).min(settle_max_interval(window));
+            reads += 1;
+        }
+        assert_eq!(settle_first_interval(window), Duration::from_secs(15));
+        assert_eq!(settle_max_interval(window), Duration::from_secs(60));
+        assert!((5..=8).contains(&reads), "{reads} reads");
+    }
+}
+
 /// Drives a task from whatever state the ledger has it in to an end (or to a state the next run
 /// resumes from, when the run stops first).
 pub(crate) async fn drive(shared: Arc<Shared>, task: TaskRecord, permit: Option<OwnedSemaphorePermit>) {
@@ -352,10 +388,8 @@ impl TaskRun {
         permit: Option<OwnedSemaphorePermit>,
     ) -> Result<Step, EngineError> {
         let window = self.shared.settings.settle_window;
-        let left_ms = (intent_at + i64::try_from(window.as_millis()).unwrap_or(i64::MAX))
-            .saturating_sub(darkroom_ledger::now_ms())
-            .max(0);
-        let closes_at = tokio::time::Instant::now() + Duration::from_millis(u64::try_from(left_ms).unwrap_or(0));
+        let closes_at =
+            tokio::time::Instant::now() + settle_time_left(intent_at, darkroom_ledger::now_ms(), window);
         let mut interval = settle_first_interval(window);
         let mut unreadable = 0;
         loop {

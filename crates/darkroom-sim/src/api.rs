@@ -196,7 +196,9 @@ async fn create_inner(sim: &Arc<Sim>, kill: &Kill, headers: &HeaderMap, body: &B
             unknown_state,
             image_seed,
         };
-        if account.chance(faults.create_late) {
+        let late_so_far = account.stats.faults.get("create_late").copied().unwrap_or(0);
+        let late_allowed = config.late_commit_limit.is_none_or(|limit| late_so_far < limit);
+        if late_allowed && account.chance(faults.create_late) {
             account.fault("create_late");
             return Ok(Admitted::Late(generation));
         }

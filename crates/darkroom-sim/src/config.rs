@@ -130,6 +130,9 @@ pub struct SimConfig {
     /// How long a late create (`Faults::create_late`) is held before it commits. Not scaled: it
     /// races the client's request timeout, which is not scaled either.
     pub late_commit_delay: Duration,
+    /// At most this many creates are committed late (`None`: as many as `Faults::create_late`
+    /// picks), so a test can make exactly the first create late.
+    pub late_commit_limit: Option<u64>,
     pub seed: u64,
     /// Images kept in memory once rendered.
     pub image_cache: usize,
@@ -157,6 +160,7 @@ impl Default for SimConfig {
             slow_delay: Duration::from_secs(2),
             storm_length: Duration::from_secs(5),
             late_commit_delay: Duration::from_secs(65),
+            late_commit_limit: None,
             seed: 0x5eed,
             image_cache: 512,
         }
