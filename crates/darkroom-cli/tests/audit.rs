@@ -56,6 +56,9 @@ fn darkroom_audit_records_a_generation_committed_behind_the_ledgers_back_and_exi
     assert!(text(&output.stderr).contains("recorded as extra charges"), "{}", text(&output.stderr));
     // The ledger now equals the bill, less the foreign generation nobody here asked for.
     assert_eq!(ledger_spent(dir.path(), &sim), sim.net_billing() - 4_000);
+    // The report says what the audit found.
+    let output = against(dir.path(), &sim).args(["report", "vases"]).output().unwrap();
+    assert!(text(&output.stdout).contains("1 extra charges ($0.004)"), "{}", text(&output.stdout));
 
     // A second audit finds the extra already recorded: nothing new, exit 0.
     let output = against(dir.path(), &sim).args(["audit", "vases"]).output().unwrap();
