@@ -139,7 +139,12 @@ pub fn resolve(config_file: Option<&Path>) -> anyhow::Result<Settings> {
             Kind::Integer,
         ),
         (env::MAX_IN_FLIGHT, "limits", "max_in_flight", Kind::Integer),
-        (env::SETTLE_WINDOW, "retry", "settle_window_seconds", Kind::Integer),
+        (
+            env::SETTLE_WINDOW,
+            "retry",
+            "settle_window_seconds",
+            Kind::Integer,
+        ),
         (env::DEFAULT_ASPECT_RATIO, "defaults", "aspect_ratio", Kind::Text),
     ];
     for (variable, table, key, kind) in overrides {

@@ -177,7 +177,10 @@ async fn settle_found(
         GenerationState::Completed => FoundState::Completed,
         _ => FoundState::Unfinished,
     };
-    if let Some(net) = ledger.record_extra(first.id, &generation.id, &fingerprint, &state).await? {
+    if let Some(net) = ledger
+        .record_extra(first.id, &generation.id, &fingerprint, &state)
+        .await?
+    {
         tracing::warn!(task = %first.task_key, generation = %generation.id, charge = %net, "the audit found a generation the ledger did not know; recorded as an extra charge");
         found.record.extra += 1;
         found.record.extra_micros += net.micros();

@@ -295,7 +295,11 @@ impl Report {
                 );
             }
         }
-        let found: Vec<_> = self.audits.iter().filter(|a| a.recorded_anything() || a.foreign_count > 0).collect();
+        let found: Vec<_> = self
+            .audits
+            .iter()
+            .filter(|a| a.recorded_anything() || a.foreign_count > 0)
+            .collect();
         if !found.is_empty() {
             let _ = writeln!(out, "\naccount audits that found something:");
             for a in found {

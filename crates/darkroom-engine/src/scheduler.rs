@@ -372,7 +372,11 @@ pub async fn run_pass(
 
 /// Polls and downloads the tasks that adopted a generation the audit found (they need no create),
 /// until they end or the run is aborted; what is left is resumed by the next run.
-async fn finish_adopted(shared: &Arc<Shared>, tasks: &[i64], kill: &CancellationToken) -> Result<(), EngineError> {
+async fn finish_adopted(
+    shared: &Arc<Shared>,
+    tasks: &[i64],
+    kill: &CancellationToken,
+) -> Result<(), EngineError> {
     let tracker = TaskTracker::new();
     for task_id in tasks {
         let task = shared.ledger.task(*task_id).await?;

@@ -92,7 +92,10 @@ mod tests {
         let window = Duration::from_secs(240);
         let intent = 1_000_000;
         assert_eq!(settle_time_left(intent, intent, window), window);
-        assert_eq!(settle_time_left(intent, intent + 180_000, window), Duration::from_secs(60));
+        assert_eq!(
+            settle_time_left(intent, intent + 180_000, window),
+            Duration::from_secs(60)
+        );
         assert_eq!(settle_time_left(intent, intent + 300_000, window), Duration::ZERO);
     }
 
@@ -477,7 +480,10 @@ impl TaskRun {
             TaskState::Pending
         };
         tracing::warn!(task = self.key(), %reason, "a generation's answer cannot be used");
-        self.shared.ledger.record_unusable(generation, &reason, next).await?;
+        self.shared
+            .ledger
+            .record_unusable(generation, &reason, next)
+            .await?;
         if next == TaskState::Failed {
             self.finished("failed", None, Some(&reason)).await;
             return Ok(Step::End);

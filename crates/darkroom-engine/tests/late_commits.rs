@@ -68,7 +68,9 @@ fn settings(h: &Harness, job: &str) -> RunSettings {
 fn write_job(dir: &Path, name: &str, rows: usize) -> PathBuf {
     let mut text = String::from("id,prompt,aspect_ratio\n");
     for i in 0..rows {
-        text.push_str(&format!("row-{i},A glass teapot number {i} on a linen cloth,1:1\n"));
+        text.push_str(&format!(
+            "row-{i},A glass teapot number {i} on a linen cloth,1:1\n"
+        ));
     }
     let path = dir.join(format!("{name}.csv"));
     std::fs::write(&path, text).unwrap();
@@ -116,7 +118,10 @@ async fn run(h: &Harness, job: i64, s: &RunSettings) -> Outcome {
 
 fn images_in(dir: &Path) -> usize {
     std::fs::read_dir(dir)
-        .map(|d| d.filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "jpg")).count())
+        .map(|d| {
+            d.filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "jpg"))
+                .count()
+        })
         .unwrap_or(0)
 }
 
@@ -136,12 +141,21 @@ async fn assert_ledger_equals_bill(h: &Harness) {
         .map(|(id, _, _)| id)
         .collect();
     for entry in h.sim.billing().entries {
-        assert!(known.contains(&entry.generation_id), "billed generation {} is in the ledger", entry.generation_id);
+        assert!(
+            known.contains(&entry.generation_id),
+            "billed generation {} is in the ledger",
+            entry.generation_id
+        );
     }
 }
 
 fn charges(h: &Harness) -> usize {
-    h.sim.billing().entries.iter().filter(|e| e.kind == "charge").count()
+    h.sim
+        .billing()
+        .entries
+        .iter()
+        .filter(|e| e.kind == "charge")
+        .count()
 }
 
 #[tokio::test]
@@ -163,7 +177,11 @@ async fn a_create_the_upstream_commits_after_the_client_timed_out_is_adopted_and
     assert_eq!(images_in(&h.dir.path().join("out/late/preview")), 1);
     assert_ledger_equals_bill(&h).await;
     let audit = outcome.audit.unwrap();
-    assert_eq!((audit.record.adopted, audit.record.extra), (0, 0), "the window found it; the audit had nothing to add");
+    assert_eq!(
+        (audit.record.adopted, audit.record.extra),
+        (0, 0),
+        "the window found it; the audit had nothing to add"
+    );
 }
 
 #[tokio::test]
@@ -210,16 +228,33 @@ async fn a_late_commit_that_lands_after_the_window_closed_is_recorded_by_the_aud
     let extra: i64 = audits.iter().map(|a| a.record.extra).sum();
     let extra_micros: i64 = audits.iter().map(|a| a.record.extra_micros).sum();
     assert_eq!(charges(&h), 2, "the upstream billed both creates");
-    assert_eq!((extra, extra_micros), (1, 4_000), "the late one is an extra charge on its task");
-    assert_eq!(images_in(&h.dir.path().join("out/later/preview")), 1, "one kept image");
+    assert_eq!(
+        (extra, extra_micros),
+        (1, 4_000),
+        "the late one is an extra charge on its task"
+    );
+    assert_eq!(
+        images_in(&h.dir.path().join("out/later/preview")),
+        1,
+        "one kept image"
+    );
     assert_ledger_equals_bill(&h).await;
     let pass = h.ledger.pass(job, Pass::Preview).await.unwrap().unwrap();
-    assert_eq!(pass.spent(), Money::from_micros(8_000), "the pass's spend holds both charges");
+    assert_eq!(
+        pass.spent(),
+        Money::from_micros(8_000),
+        "the pass's spend holds both charges"
+    );
 }
 
 #[tokio::test]
 async fn the_end_of_run_audit_adopts_a_late_generation_for_a_task_that_still_needs_an_image() {
-    let mut h = harness(Faults::default(), Duration::from_secs(65), Duration::from_millis(200)).await;
+    let mut h = harness(
+        Faults::default(),
+        Duration::from_secs(65),
+        Duration::from_millis(200),
+    )
+    .await;
     h.sim.shutdown().await;
     // Real-time latencies of a second, and only the first create late (committed at 0.7 s).
     h.sim = darkroom_sim::spawn(SimConfig {
@@ -256,7 +291,10 @@ async fn the_end_of_run_audit_adopts_a_late_generation_for_a_task_that_still_nee
     let outcome = run(&h, job, &s).await;
     let audit = outcome.audit.clone().unwrap();
     assert_eq!((audit.record.adopted, audit.record.extra), (1, 0), "{audit:?}");
-    assert_eq!(outcome.counts.done, 2, "the adopted generation became the failed task's image: {outcome:?}");
+    assert_eq!(
+        outcome.counts.done, 2,
+        "the adopted generation became the failed task's image: {outcome:?}"
+    );
     assert_eq!(charges(&h), 2, "nothing was bought again");
     assert_eq!(images_in(&h.dir.path().join("out/adopt/preview")), 2);
     assert_ledger_equals_bill(&h).await;
@@ -308,12 +346,18 @@ async fn a_generation_completed_without_an_image_is_a_failed_attempt_at_once_ret
     assert_eq!(outcome.counts.failed, 2, "{outcome:?}");
     assert_eq!(outcome.counts.attempts, 6, "three attempts each, no more");
     assert_eq!(charges(&h), 6);
-    assert_eq!(h.sim.billing().refunded_micros, 0, "the upstream keeps a completed generation's charge");
+    assert_eq!(
+        h.sim.billing().refunded_micros,
+        0,
+        "the upstream keeps a completed generation's charge"
+    );
     assert_ledger_equals_bill(&h).await;
     let errors = std::fs::read_to_string(h.dir.path().join("out/noimage/errors.jsonl")).unwrap();
     assert_eq!(errors.lines().count(), 2);
     assert!(errors.contains("completed without an image"), "{errors}");
-    let report = darkroom_engine::report::build(&h.ledger, job, "noimage").await.unwrap();
+    let report = darkroom_engine::report::build(&h.ledger, job, "noimage")
+        .await
+        .unwrap();
     let report = serde_json::to_string(&report).unwrap();
     assert!(report.contains("completed without an image"), "{report}");
 }
@@ -330,7 +374,13 @@ async fn some_generations_completed_without_an_image_are_retried_and_every_task_
     s.max_attempts = 8;
     let job = load_job(&h, &file, &s).await;
     let outcome = run(&h, job, &s).await;
-    let injected = h.sim.stats().faults.get("completed_without_image").copied().unwrap_or(0);
+    let injected = h
+        .sim
+        .stats()
+        .faults
+        .get("completed_without_image")
+        .copied()
+        .unwrap_or(0);
     assert!(injected > 0);
     assert_eq!(outcome.counts.done, 12, "{outcome:?}");
     assert_eq!(outcome.counts.attempts, 12 + injected);
@@ -340,7 +390,10 @@ async fn some_generations_completed_without_an_image_are_retried_and_every_task_
 
 #[tokio::test]
 async fn an_image_url_that_404s_forever_or_serves_no_image_is_a_failed_attempt_not_a_ten_minute_wait() {
-    for (fault, reason) in [("image_missing", "not at its URL"), ("not_an_image", "does not serve an image")] {
+    for (fault, reason) in [
+        ("image_missing", "not at its URL"),
+        ("not_an_image", "does not serve an image"),
+    ] {
         let mut faults = Faults::default();
         match fault {
             "image_missing" => faults.image_missing = 1.0,
@@ -352,7 +405,11 @@ async fn an_image_url_that_404s_forever_or_serves_no_image_is_a_failed_attempt_n
         s.max_attempts = 2;
         let job = load_job(&h, &file, &s).await;
         let outcome = run(&h, job, &s).await;
-        assert_eq!((outcome.counts.failed, outcome.counts.attempts), (1, 2), "{fault}: {outcome:?}");
+        assert_eq!(
+            (outcome.counts.failed, outcome.counts.attempts),
+            (1, 2),
+            "{fault}: {outcome:?}"
+        );
         let errors = std::fs::read_to_string(h.dir.path().join(format!("out/{fault}/errors.jsonl"))).unwrap();
         assert!(errors.contains(reason), "{fault}: {errors}");
         assert_ledger_equals_bill(&h).await;
@@ -371,7 +428,11 @@ async fn a_generation_failed_without_a_reason_is_refunded_and_retried() {
     s.max_attempts = 2;
     let job = load_job(&h, &file, &s).await;
     let outcome = run(&h, job, &s).await;
-    assert_eq!((outcome.counts.failed, outcome.counts.attempts), (1, 2), "{outcome:?}");
+    assert_eq!(
+        (outcome.counts.failed, outcome.counts.attempts),
+        (1, 2),
+        "{outcome:?}"
+    );
     assert_eq!(h.sim.billing().net_micros, 0, "failures are refunded");
     assert_ledger_equals_bill(&h).await;
     let errors = std::fs::read_to_string(h.dir.path().join("out/noreason/errors.jsonl")).unwrap();
@@ -389,13 +450,22 @@ async fn a_generation_in_an_undocumented_state_is_waited_on_until_it_completes()
     let s = settings(&h, "odd");
     let job = load_job(&h, &file, &s).await;
     let outcome = run(&h, job, &s).await;
-    assert_eq!((outcome.counts.done, outcome.counts.attempts), (3, 3), "{outcome:?}");
+    assert_eq!(
+        (outcome.counts.done, outcome.counts.attempts),
+        (3, 3),
+        "{outcome:?}"
+    );
     assert_ledger_equals_bill(&h).await;
 }
 
 #[tokio::test]
 async fn a_task_waiting_out_its_settlement_window_does_not_stall_the_other_creates() {
-    let mut h = harness(Faults::default(), Duration::from_secs(65), Duration::from_millis(200)).await;
+    let mut h = harness(
+        Faults::default(),
+        Duration::from_secs(65),
+        Duration::from_millis(200),
+    )
+    .await;
     h.sim.shutdown().await;
     h.sim = darkroom_sim::spawn(SimConfig {
         time_scale: 0.02,
@@ -449,7 +519,10 @@ async fn a_task_waiting_out_its_settlement_window_does_not_stall_the_other_creat
         .iter()
         .filter(|e| matches!(e, darkroom_engine::Event::TaskFinished { state, .. } if state == "done"))
         .count();
-    assert_eq!(done_before, 7, "every other task finished while the late one was being settled");
+    assert_eq!(
+        done_before, 7,
+        "every other task finished while the late one was being settled"
+    );
     assert_eq!(charges(&h), 8);
     assert_ledger_equals_bill(&h).await;
 }

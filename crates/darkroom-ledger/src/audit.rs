@@ -118,7 +118,12 @@ impl Ledger {
     /// so it is recorded even past the budget), the task `submitted`, so it is polled and downloaded
     /// like any other. Returns false (and changes nothing) if the task no longer qualifies or the
     /// id is already claimed.
-    pub async fn adopt_found(&self, task_id: i64, upstream_id: &str, request_fingerprint: &str) -> Result<bool> {
+    pub async fn adopt_found(
+        &self,
+        task_id: i64,
+        upstream_id: &str,
+        request_fingerprint: &str,
+    ) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         let claimed: Option<i64> = sqlx::query_scalar("SELECT 1 FROM generations WHERE upstream_id = ?1")
             .bind(upstream_id)

@@ -48,9 +48,7 @@ fn parse_since(text: &str) -> Result<i64, String> {
         return Ok(at.timestamp_millis());
     }
     match darkroom_engine::windows::parse_duration(text) {
-        Ok(ago) => {
-            Ok(darkroom_ledger::now_ms() - i64::try_from(ago.as_millis()).unwrap_or(i64::MAX / 2))
-        }
+        Ok(ago) => Ok(darkroom_ledger::now_ms() - i64::try_from(ago.as_millis()).unwrap_or(i64::MAX / 2)),
         Err(_) => Err(format!(
             "--since {text:?} is neither an RFC 3339 time (2026-11-30T09:00:00Z) nor a duration ago (90m, 2h)"
         )),
@@ -66,9 +64,12 @@ async fn audit_async(args: Args, since: Option<i64>) -> anyhow::Result<Exit> {
         Some(name) => match ledger.job(name).await {
             Ok(job) => vec![job],
             Err(LedgerError::NoSuchJob(_)) => {
-                return Err(Failure::new(Exit::BadInput, format!("no job named {name:?} in {}", db.display()))
-                    .with_hint("`darkroom status` lists the jobs of a ledger")
-                    .into())
+                return Err(Failure::new(
+                    Exit::BadInput,
+                    format!("no job named {name:?} in {}", db.display()),
+                )
+                .with_hint("`darkroom status` lists the jobs of a ledger")
+                .into())
             }
             Err(error) => return Err(error.into()),
         },
@@ -93,7 +94,8 @@ async fn audit_async(args: Args, since: Option<i64>) -> anyhow::Result<Exit> {
             }) else {
                 continue; // this pass never sent anything
             };
-            let audit = darkroom_engine::audit::audit(&ledger, &connection.client, job.id, *pass, from).await?;
+            let audit =
+                darkroom_engine::audit::audit(&ledger, &connection.client, job.id, *pass, from).await?;
             recorded |= audit.record.recorded_anything();
             if args.json {
                 let mut line = audit_json(&audit);
@@ -130,7 +132,10 @@ pub fn audit_json(audit: &Audit) -> serde_json::Value {
 pub fn describe(audit: &Audit) -> String {
     let r = &audit.record;
     let mut text = if r.adopted == 0 && r.extra == 0 {
-        format!("audit read {} generations; the ledger knew every one of ours", r.read_count)
+        format!(
+            "audit read {} generations; the ledger knew every one of ours",
+            r.read_count
+        )
     } else {
         format!(
             "audit read {} generations; {} adopted, {} recorded as extra charges ({}) that the upstream committed after we stopped waiting",
@@ -148,7 +153,10 @@ pub fn describe(audit: &Audit) -> String {
         ));
     }
     if r.left_count > 0 {
-        text.push_str(&format!("; {} left to the creates still open for them", r.left_count));
+        text.push_str(&format!(
+            "; {} left to the creates still open for them",
+            r.left_count
+        ));
     }
     if let Some(why) = &audit.stopped_early {
         text.push_str(&format!("; stopped early: {why}"));
