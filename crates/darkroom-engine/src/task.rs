@@ -83,37 +83,6 @@ fn settle_time_left(intent_at_ms: i64, now_ms: i64, window: Duration) -> Duratio
     Duration::from_millis(u64::try_from(closes_ms.saturating_sub(now_ms)).unwrap_or(0))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_resumed_window_counts_from_the_intent_not_from_the_resume() {
-        let window = Duration::from_secs(240);
-        let intent = 1_000_000;
-        assert_eq!(settle_time_left(intent, intent, window), window);
-        assert_eq!(
-            settle_time_left(intent, intent + 180_000, window),
-            Duration::from_secs(60)
-        );
-        assert_eq!(settle_time_left(intent, intent + 300_000, window), Duration::ZERO);
-    }
-
-    #[test]
-    fn the_default_window_is_searched_about_six_times_at_growing_intervals() {
-        let window = crate::DEFAULT_SETTLE_WINDOW;
-        let (mut at, mut interval, mut reads) = (Duration::ZERO, settle_first_interval(window), 1);
-        while at < window {
-            at += interval.min(window - at);
-            interval = (interval * 2).min(settle_max_interval(window));
-            reads += 1;
-        }
-        assert_eq!(settle_first_interval(window), Duration::from_secs(15));
-        assert_eq!(settle_max_interval(window), Duration::from_secs(60));
-        assert!((5..=8).contains(&reads), "{reads} reads");
-    }
-}
-
 /// Drives a task from whatever state the ledger has it in to an end (or to a state the next run
 /// resumes from, when the run stops first).
 pub(crate) async fn drive(shared: Arc<Shared>, task: TaskRecord, permit: Option<OwnedSemaphorePermit>) {
@@ -752,5 +721,36 @@ impl TaskRun {
         self.shared
             .pass_dir
             .join(format!("{}.{}", self.task.task_key, self.format.extension()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resumed_window_counts_from_the_intent_not_from_the_resume() {
+        let window = Duration::from_secs(240);
+        let intent = 1_000_000;
+        assert_eq!(settle_time_left(intent, intent, window), window);
+        assert_eq!(
+            settle_time_left(intent, intent + 180_000, window),
+            Duration::from_secs(60)
+        );
+        assert_eq!(settle_time_left(intent, intent + 300_000, window), Duration::ZERO);
+    }
+
+    #[test]
+    fn the_default_window_is_searched_about_six_times_at_growing_intervals() {
+        let window = crate::DEFAULT_SETTLE_WINDOW;
+        let (mut at, mut interval, mut reads) = (Duration::ZERO, settle_first_interval(window), 1);
+        while at < window {
+            at += interval.min(window - at);
+            interval = (interval * 2).min(settle_max_interval(window));
+            reads += 1;
+        }
+        assert_eq!(settle_first_interval(window), Duration::from_secs(15));
+        assert_eq!(settle_max_interval(window), Duration::from_secs(60));
+        assert!((5..=8).contains(&reads), "{reads} reads");
     }
 }
