@@ -24,6 +24,9 @@ pub mod env {
     pub const RATE_PER_MINUTE: &str = "DARKROOM_RATE_PER_MINUTE";
     /// Generations in flight at once (`[limits] max_in_flight`).
     pub const MAX_IN_FLIGHT: &str = "DARKROOM_MAX_IN_FLIGHT";
+    /// Seconds a create whose outcome is unknown is searched for before it is re-sent
+    /// (`[retry] settle_window_seconds`).
+    pub const SETTLE_WINDOW: &str = "DARKROOM_SETTLE_WINDOW_SECONDS";
     /// The aspect ratio of rows that leave it empty (`[defaults] aspect_ratio`).
     pub const DEFAULT_ASPECT_RATIO: &str = "DARKROOM_DEFAULT_ASPECT_RATIO";
     /// The ledger file (also `--db`), read by clap.
@@ -167,6 +170,8 @@ pub struct Latency {
 #[serde(deny_unknown_fields)]
 pub struct Retry {
     pub max_attempts: u32,
+    /// Seconds a create whose outcome is unknown is searched for before anything is re-sent.
+    pub settle_window_seconds: u64,
 }
 
 /// Resolves the settings: defaults → user file → `DARKROOM_*` variables.
@@ -211,6 +216,12 @@ pub fn resolve(config_file: Option<&Path>) -> anyhow::Result<Settings> {
             Kind::Integer,
         ),
         (env::MAX_IN_FLIGHT, "limits", "max_in_flight", Kind::Integer),
+        (
+            env::SETTLE_WINDOW,
+            "retry",
+            "settle_window_seconds",
+            Kind::Integer,
+        ),
         (env::DEFAULT_ASPECT_RATIO, "defaults", "aspect_ratio", Kind::Text),
         (env::PRICE_PHOTON_1, "prices", "photon-1", Kind::Text),
         (env::PRICE_PHOTON_FLASH_1, "prices", "photon-flash-1", Kind::Text),

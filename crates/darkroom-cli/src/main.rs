@@ -63,6 +63,8 @@ enum Command {
     /// Check every done image's file against the hash the ledger recorded (exit 1 if any is
     /// missing or changed; the next run restores those).
     Verify(commands::verify::Args),
+    /// Match the account's generations against the ledger: record what the upstream committed late.
+    Audit(commands::audit::Args),
     /// Run a Luma-compatible simulator on loopback (tests, demos, dry runs at zero cost).
     Sim(commands::sim::Args),
 }
@@ -80,6 +82,7 @@ fn main() -> ExitCode {
         Command::Report(args) => commands::report::run(cli.config.as_deref(), args),
         Command::Prices(args) => commands::prices::run(cli.config.as_deref(), args),
         Command::Verify(args) => commands::verify::run(cli.config.as_deref(), args),
+        Command::Audit(args) => commands::audit::run(cli.config.as_deref(), args),
         Command::Sim(args) => commands::sim::run(args),
     };
     match outcome {

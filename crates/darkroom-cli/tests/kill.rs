@@ -118,6 +118,8 @@ fn killed_at_random_moments_the_job_still_ends_with_one_image_per_task_and_the_b
                 &rate,
             ])
             .env("LUMAAI_API_KEY", "k")
+            // The simulator runs at 1/20 of real time: so does the settlement window (240 s).
+            .env("DARKROOM_SETTLE_WINDOW_SECONDS", "12")
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         command

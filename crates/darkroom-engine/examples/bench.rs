@@ -250,6 +250,8 @@ fn settings(
     settings.max_in_flight = concurrent;
     settings.latency_photon_flash_1 = Duration::from_secs_f64(FLASH_MEAN_LATENCY * time_scale);
     settings.polls_per_second = 200;
+    // The settlement window scales with the simulator's time, as every other wait does.
+    settings.settle_window = darkroom_engine::DEFAULT_SETTLE_WINDOW.mul_f64(time_scale.max(1e-3));
     settings
 }
 

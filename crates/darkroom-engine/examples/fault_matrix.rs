@@ -40,6 +40,7 @@ async fn main() {
         // The matrix polls; callbacks are measured in the benchmark program.
         callback_lost: 0.0,
         callback_duplicated: 0.0,
+        ..Faults::default()
     };
     let rows: Vec<(&str, Faults)> = vec![
         ("none", Faults::default()),
@@ -117,6 +118,7 @@ async fn main() {
         settings.latency_photon_flash_1 = Duration::from_millis(10);
         settings.polls_per_second = 200;
         settings.stuck_after = Duration::from_secs(3);
+        settings.settle_window = Duration::from_secs(2);
         settings.max_attempts = 6;
         settings.breaker_threshold = 1_000;
         let tx = support::discard_events();

@@ -6,6 +6,7 @@
 //! loading a job file into the ledger (`load`), the per-job run lock (`lock`) and shutdown. It holds
 //! no SQL (that is `darkroom-ledger`) and parses no command line (that is `darkroom-cli`).
 
+pub mod audit;
 pub mod callbacks;
 pub mod content;
 pub mod events;
@@ -65,6 +66,10 @@ pub struct RunSettings {
     /// How long an unbroken run of 429s, with no create accepted, may last before the run stops as
     /// refused (`StopReason::Refused`).
     pub give_up_after: Duration,
+    /// How long after its intent a create whose outcome is unknown is searched for in the
+    /// upstream's list (at growing intervals) before the task may be sent again: long enough to
+    /// cover an upstream that commits a create well after the client stopped waiting.
+    pub settle_window: Duration,
     /// Consecutive failed creates after which the run stops (the upstream is clearly failing).
     pub breaker_threshold: u32,
     /// The largest image accepted, in bytes.
@@ -119,6 +124,7 @@ impl RunSettings {
             drain_timeout: Duration::from_secs(60),
             stuck_after: Duration::from_secs(600),
             give_up_after: limits::DEFAULT_GIVE_UP_AFTER,
+            settle_window: DEFAULT_SETTLE_WINDOW,
             breaker_threshold: 20,
             max_image_bytes: 64 * 1024 * 1024,
             max_downloads: 8,
@@ -128,6 +134,12 @@ impl RunSettings {
         }
     }
 }
+
+/// The default settlement window: 4 minutes from the intent. The client gives up on a create
+/// after 60 s; a create the upstream commits up to three minutes after that (the slowest commits
+/// seen took 65 s) is still found before anything is sent again. Later commits are caught by the
+/// end-of-run audit as extra charges.
+pub const DEFAULT_SETTLE_WINDOW: Duration = Duration::from_secs(240);
 
 /// A failure that stops the whole run (not a failed task, which is data).
 #[derive(Debug, thiserror::Error)]

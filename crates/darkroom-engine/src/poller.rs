@@ -32,6 +32,10 @@ pub enum Polled {
     },
     /// The upstream no longer knows the generation (deleted, or 404).
     Gone,
+    /// A terminal answer that cannot be used (completed without an image): a failed attempt.
+    Unusable {
+        reason: String,
+    },
     /// The poller is shutting down.
     Stopped,
 }
@@ -67,6 +71,9 @@ struct Entry {
     /// A callback asked for it to be read: the next sweep takes it, whenever that sweep is due.
     nudged: bool,
 }
+
+/// The reason recorded for a generation that ended `completed` with no image URL.
+pub const COMPLETED_WITHOUT_IMAGE: &str = "completed without an image";
 
 /// The first retry interval after the expected latency has passed, and the longest.
 const MIN_INTERVAL: Duration = Duration::from_millis(250);
@@ -294,19 +301,25 @@ fn apply(watches: &mut HashMap<String, Entry>, id: &str, read: Read, max_interva
 
 fn settle(watches: &mut HashMap<String, Entry>, generation: &Generation, max_interval: Duration) {
     let outcome = match &generation.state {
-        GenerationState::Completed => {
-            // Completed without an image yet: read again shortly.
-            generation.image_url().map(|url| Polled::Completed {
+        // Completed is an end: with no image it is a failed attempt, not something to wait out.
+        GenerationState::Completed => Some(match generation.image_url() {
+            Some(url) => Polled::Completed {
                 image_url: url.to_string(),
-            })
-        }
+            },
+            None => Polled::Unusable {
+                reason: COMPLETED_WITHOUT_IMAGE.into(),
+            },
+        }),
         GenerationState::Failed => Some(Polled::Failed {
             reason: generation
                 .failure_reason
                 .clone()
                 .unwrap_or_else(|| "failed without a reason".into()),
         }),
-        _ => None,
+        // Queued, dreaming, or a state this version does not know: not an end. An unknown state is
+        // more likely a new step on the way than a new end, and giving up on a generation that is
+        // still working would pay for it twice; `stuck_after` bounds the wait.
+        GenerationState::Queued | GenerationState::Dreaming | GenerationState::Unknown(_) => None,
     };
     match outcome {
         Some(outcome) => {

@@ -33,6 +33,9 @@ pub struct Report {
     pub spend_over_time: Vec<(i64, i64)>,
     /// Previews and their finals, by group (the `group` metadata, else the row).
     pub groups: Vec<Group>,
+    /// The latest account audits of the job (newest first, at most 10): generations the upstream
+    /// committed that the ledger did not know, adopted or charged as extras.
+    pub audits: Vec<darkroom_ledger::AuditRecord>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -159,6 +162,7 @@ pub async fn build(ledger: &Ledger, job_id: i64, job: &str) -> Result<Report, En
         spend_by_model: ledger.spend_by_model(job_id).await?,
         spend_over_time: downsample(series),
         groups: pair_up(&previews, &finals),
+        audits: ledger.audits(job_id, 10).await?,
     })
 }
 
@@ -312,6 +316,28 @@ impl Report {
                     l.images,
                     l.p50_ms as f64 / 1000.0,
                     l.p95_ms as f64 / 1000.0
+                );
+            }
+        }
+        let found: Vec<_> = self
+            .audits
+            .iter()
+            .filter(|a| a.recorded_anything() || a.foreign_count > 0)
+            .collect();
+        if !found.is_empty() {
+            let _ = writeln!(out, "\naccount audits that found something:");
+            for a in found {
+                let _ = writeln!(
+                    out,
+                    "  {} {}: {} adopted, {} extra charges ({}), {} not this job's",
+                    a.pass,
+                    chrono::DateTime::from_timestamp_millis(a.at)
+                        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                        .unwrap_or_default(),
+                    a.adopted,
+                    a.extra,
+                    usd(a.extra_micros),
+                    a.foreign_count
                 );
             }
         }

@@ -46,6 +46,8 @@ pub struct Outcome {
     pub spent: Money,
     pub budget: Money,
     pub outputs: Option<OutputFiles>,
+    /// What the end-of-run audit found (`None` when the run was aborted before it).
+    pub audit: Option<crate::audit::Audit>,
 }
 
 /// The two signals a caller controls: stop taking work (first Ctrl-C), and abort (second Ctrl-C).
@@ -164,6 +166,8 @@ pub async fn run_pass(
     shutdown: Shutdown,
 ) -> Result<Outcome, EngineError> {
     let pass = settings.pass;
+    // The end-of-run audit reads the account's generations created since this moment.
+    let run_started_ms = darkroom_ledger::now_ms();
     let job_dir = settings.out_dir.join(&settings.job_name);
     let pass_dir = job_dir.join(pass.as_str());
     std::fs::create_dir_all(&pass_dir).map_err(|source| EngineError::Output {
@@ -328,6 +332,18 @@ pub async fn run_pass(
     if let Some(timer) = deadline_timer {
         timer.abort();
     }
+    // The upstream may have committed creates after we stopped waiting for them: match the
+    // account's generations since the run began against the ledger (not after an abort: work may
+    // still be in flight, and the next run audits again).
+    let audit = if shutdown.abort.is_cancelled() {
+        None
+    } else {
+        let audit = crate::audit::audit(ledger, client, job_id, pass, run_started_ms).await?;
+        if !audit.adopted_tasks.is_empty() && !shutdown.stop.is_cancelled() {
+            finish_adopted(&shared, &audit.adopted_tasks, &kill).await?;
+        }
+        Some(audit)
+    };
     poll_stop.cancel();
     poll_tracker.close();
     poll_tracker.wait().await;
@@ -383,7 +399,34 @@ pub async fn run_pass(
         spent: pass_record.as_ref().map_or(Money::ZERO, |p| p.spent()),
         budget: pass_record.as_ref().map_or(Money::ZERO, |p| p.budget()),
         outputs: Some(outputs),
+        audit,
     })
+}
+
+/// Polls and downloads the tasks that adopted a generation the audit found (they need no create),
+/// until they end or the run is aborted; what is left is resumed by the next run.
+async fn finish_adopted(
+    shared: &Arc<Shared>,
+    tasks: &[i64],
+    kill: &CancellationToken,
+) -> Result<(), EngineError> {
+    let tracker = TaskTracker::new();
+    for task_id in tasks {
+        let task = shared.ledger.task(*task_id).await?;
+        let (shared, kill) = (shared.clone(), kill.clone());
+        tracker.spawn(async move {
+            tokio::select! {
+                () = drive(shared, task, None) => {}
+                () = kill.cancelled() => {}
+            }
+        });
+    }
+    tracker.close();
+    tokio::select! {
+        () = tracker.wait() => {}
+        () = shared.abort.cancelled() => {}
+    }
+    Ok(())
 }
 
 /// Tasks alive at once: those in flight upstream, plus those downloading, with room to spare.

@@ -61,6 +61,27 @@ struct TaskRun {
 
 /// How long a paid image's download is retried before the task is left for the next run.
 const DOWNLOAD_PATIENCE: Duration = Duration::from_secs(600);
+/// Whole answers in a row that cannot become an image (a 404 even at a fresh URL, a body that is not
+/// an image) after which a completed generation counts as unusable.
+const UNUSABLE_AFTER: u32 = 4;
+
+/// The first pause between two searches of a settlement window, and the longest: a sixteenth and a
+/// quarter of the window (15 s and 60 s of the default 4 minutes), so a window is about six reads.
+fn settle_first_interval(window: Duration) -> Duration {
+    (window / 16).max(Duration::from_millis(10))
+}
+
+fn settle_max_interval(window: Duration) -> Duration {
+    (window / 4).max(Duration::from_millis(10))
+}
+
+/// What is left of a settlement window at `now_ms` for a create intended at `intent_at_ms` (both
+/// Unix milliseconds): the window counts from the intent, so a run resuming a task an earlier run
+/// left `unknown` goes on with that window rather than starting a new one.
+fn settle_time_left(intent_at_ms: i64, now_ms: i64, window: Duration) -> Duration {
+    let closes_ms = intent_at_ms.saturating_add(i64::try_from(window.as_millis()).unwrap_or(i64::MAX));
+    Duration::from_millis(u64::try_from(closes_ms.saturating_sub(now_ms)).unwrap_or(0))
+}
 
 /// Drives a task from whatever state the ledger has it in to an end (or to a state the next run
 /// resumes from, when the run stops first).
@@ -350,21 +371,38 @@ impl TaskRun {
         }
     }
 
+    /// Settles a create whose outcome is unknown over the settlement window
+    /// (`RunSettings::settle_window`, counted from the intent, so a resumed run goes on with the
+    /// window an earlier run began): the list is searched at once, then again at growing intervals,
+    /// and only when the window has closed with nothing found may the task be sent again. Creates
+    /// stop only while a search and its claim run (the create lock), never while the task waits
+    /// between searches.
     async fn reconcile(
         &mut self,
         generation: i64,
         intent_at: i64,
         permit: Option<OwnedSemaphorePermit>,
     ) -> Result<Step, EngineError> {
+        let window = self.shared.settings.settle_window;
+        let closes_at =
+            tokio::time::Instant::now() + settle_time_left(intent_at, darkroom_ledger::now_ms(), window);
+        let mut interval = settle_first_interval(window);
         let mut unreadable = 0;
         loop {
             let found = {
                 let _alone = self.shared.create_lock.write().await;
-                reconcile(&self.shared.client, &self.shared.ledger, &self.request, intent_at).await
+                match reconcile(&self.shared.client, &self.shared.ledger, &self.request, intent_at).await {
+                    // Claimed before any other search or create may run, so no two tasks with
+                    // identical requests can both take it.
+                    Reconciled::Adopted(found) => {
+                        self.shared.ledger.record_submitted(generation, &found.id).await?;
+                        Reconciled::Adopted(found)
+                    }
+                    other => other,
+                }
             };
             match found {
                 Reconciled::Adopted(found) => {
-                    self.shared.ledger.record_submitted(generation, &found.id).await?;
                     // The adopted generation was created with our last callback URL.
                     if let Some((receiver, token)) = &self.callback_token {
                         receiver.bind_generation(token, &found.id);
@@ -382,7 +420,7 @@ impl TaskRun {
                         permit,
                     });
                 }
-                Reconciled::NotFound => {
+                Reconciled::NotFound if tokio::time::Instant::now() >= closes_at => {
                     self.shared.ledger.record_not_created(generation, true).await?;
                     self.holds_reservation = true;
                     self.shared
@@ -394,6 +432,18 @@ impl TaskRun {
                     return Ok(Step::Retry {
                         reason: "the create's outcome was unknown and no generation was made".into(),
                     });
+                }
+                // The upstream may still commit it: look again later, sending nothing meanwhile.
+                Reconciled::NotFound => {
+                    let now = tokio::time::Instant::now();
+                    let delay = interval.min(closes_at.saturating_duration_since(now));
+                    interval = (interval * 2).min(settle_max_interval(window));
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        // Stopped: the task stays `unknown`; the next run resumes its window.
+                        () = self.shared.stop_dispatch.cancelled() => return Ok(Step::End),
+                        () = self.shared.abort.cancelled() => return Ok(Step::End),
+                    }
                 }
                 // Not knowing whether a match is ours must never turn into a re-send.
                 Reconciled::LedgerFailed(error) => return Err(error.into()),
@@ -412,6 +462,26 @@ impl TaskRun {
                 }
             }
         }
+    }
+
+    /// A generation ended with an answer that cannot be used: a failed attempt at once, its charge
+    /// kept as the upstream keeps it, retried within the attempt cap.
+    async fn unusable(&mut self, generation: i64, reason: String) -> Result<Step, EngineError> {
+        let next = if self.attempts >= self.shared.settings.max_attempts {
+            TaskState::Failed
+        } else {
+            TaskState::Pending
+        };
+        tracing::warn!(task = self.key(), %reason, "a generation's answer cannot be used");
+        self.shared
+            .ledger
+            .record_unusable(generation, &reason, next)
+            .await?;
+        if next == TaskState::Failed {
+            self.finished("failed", None, Some(&reason)).await;
+            return Ok(Step::End);
+        }
+        Ok(Step::Retry { reason })
     }
 
     async fn poll(
@@ -437,8 +507,13 @@ impl TaskRun {
             // would pay for the task twice.
             Err(elapsed) => match self.shared.client.get(&upstream_id).await {
                 Ok(generation) => match generation.state {
-                    GenerationState::Completed if generation.image_url().is_some() => Ok(Polled::Completed {
-                        image_url: generation.image_url().unwrap_or_default().to_string(),
+                    GenerationState::Completed => Ok(match generation.image_url() {
+                        Some(url) => Polled::Completed {
+                            image_url: url.to_string(),
+                        },
+                        None => Polled::Unusable {
+                            reason: crate::poller::COMPLETED_WITHOUT_IMAGE.into(),
+                        },
                     }),
                     GenerationState::Failed => Ok(Polled::Failed {
                         reason: generation
@@ -508,6 +583,7 @@ impl TaskRun {
                     reason: "the generation disappeared upstream".into(),
                 })
             }
+            Ok(Polled::Unusable { reason }) => self.unusable(generation, reason).await,
             Ok(Polled::Stopped) => Ok(Step::End),
             Err(_elapsed) => {
                 // Stuck: the upstream keeps the charge; we stop waiting and try again.
@@ -560,6 +636,9 @@ impl TaskRun {
         let shared = self.shared.clone();
         let _slot = shared.downloads.acquire().await;
         let mut last_error = String::new();
+        // Whole answers that cannot become an image, in a row: after a few, the generation is
+        // unusable (a failed attempt), not something to wait out.
+        let (mut missing, mut undecodable) = (0u32, 0u32);
         // The image is paid for: keep trying for a while (a CDN's URL stays valid for hours), with
         // growing pauses, before leaving it to the next run.
         let give_up_at = tokio::time::Instant::now() + DOWNLOAD_PATIENCE;
@@ -584,25 +663,36 @@ impl TaskRun {
                 Ok(bytes) => bytes,
                 Err(error) => {
                     last_error = error.to_string();
-                    if error.is_not_found() {
-                        // The URL may have expired: ask the upstream for a fresh one.
-                        match self.shared.client.get(&upstream_id).await {
-                            Ok(fresh) => {
-                                if let Some(fresh_url) = fresh.image_url() {
-                                    url = fresh_url.to_string();
-                                }
+                    if !error.is_not_found() {
+                        missing = 0;
+                        continue;
+                    }
+                    missing += 1;
+                    // The URL may have expired: ask the upstream for a fresh one.
+                    match self.shared.client.get(&upstream_id).await {
+                        Ok(fresh) => match fresh.image_url() {
+                            Some(fresh_url) => url = fresh_url.to_string(),
+                            None if fresh.state == GenerationState::Completed => {
+                                return self
+                                    .unusable(generation, crate::poller::COMPLETED_WITHOUT_IMAGE.into())
+                                    .await;
                             }
-                            // Restoring a lost file whose generation the upstream no longer has:
-                            // make it again, under the budget.
-                            Err(gone)
-                                if gone.is_not_found()
-                                    && self.shared.ledger.is_restoring(self.task.id).await? =>
-                            {
-                                self.shared.ledger.remake_lost(generation).await?;
-                                return Ok(Step::Create(None));
-                            }
-                            Err(_) => {}
+                            None => {}
+                        },
+                        // Restoring a lost file whose generation the upstream no longer has:
+                        // make it again, under the budget.
+                        Err(gone)
+                            if gone.is_not_found()
+                                && self.shared.ledger.is_restoring(self.task.id).await? =>
+                        {
+                            self.shared.ledger.remake_lost(generation).await?;
+                            return Ok(Step::Create(None));
                         }
+                        Err(_) => {}
+                    }
+                    if missing >= UNUSABLE_AFTER {
+                        let reason = format!("completed, but its image is not at its URL ({last_error})");
+                        return self.unusable(generation, reason).await;
                     }
                     continue;
                 }
@@ -615,14 +705,19 @@ impl TaskRun {
             let bytes = match verified {
                 Ok(bytes) => bytes,
                 Err(error @ images::VerifyError::Undecodable(_)) => {
+                    missing = 0;
+                    undecodable += 1;
                     last_error = error.to_string();
+                    if undecodable >= UNUSABLE_AFTER {
+                        let reason = format!("completed, but its URL does not serve an image ({last_error})");
+                        return self.unusable(generation, reason).await;
+                    }
                     continue;
                 }
                 Err(error) => {
-                    // A whole image of the wrong kind: downloading again won't change it.
-                    let reason = error.to_string();
-                    self.shared.ledger.abandon_generation(generation).await?;
-                    return self.release(TaskState::Failed, Some(&reason)).await;
+                    // A whole image of the wrong kind: downloading again won't change it; a new
+                    // create may (within the attempt cap).
+                    return self.unusable(generation, error.to_string()).await;
                 }
             };
             let path = self.output_path();
@@ -661,5 +756,36 @@ impl TaskRun {
         self.shared
             .pass_dir
             .join(format!("{}.{}", self.task.task_key, self.format.extension()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resumed_window_counts_from_the_intent_not_from_the_resume() {
+        let window = Duration::from_secs(240);
+        let intent = 1_000_000;
+        assert_eq!(settle_time_left(intent, intent, window), window);
+        assert_eq!(
+            settle_time_left(intent, intent + 180_000, window),
+            Duration::from_secs(60)
+        );
+        assert_eq!(settle_time_left(intent, intent + 300_000, window), Duration::ZERO);
+    }
+
+    #[test]
+    fn the_default_window_is_searched_about_six_times_at_growing_intervals() {
+        let window = crate::DEFAULT_SETTLE_WINDOW;
+        let (mut at, mut interval, mut reads) = (Duration::ZERO, settle_first_interval(window), 1);
+        while at < window {
+            at += interval.min(window - at);
+            interval = (interval * 2).min(settle_max_interval(window));
+            reads += 1;
+        }
+        assert_eq!(settle_first_interval(window), Duration::from_secs(15));
+        assert_eq!(settle_max_interval(window), Duration::from_secs(60));
+        assert!((5..=8).contains(&reads), "{reads} reads");
     }
 }

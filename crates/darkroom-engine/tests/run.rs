@@ -71,6 +71,8 @@ fn settings(h: &Harness, job: &str) -> RunSettings {
     s.latency_photon_1 = Duration::from_millis(60);
     s.polls_per_second = 200;
     s.stuck_after = Duration::from_secs(5);
+    // The simulator runs 50 times faster than the real API: so does the settlement window.
+    s.settle_window = Duration::from_secs(2);
     s.drain_timeout = Duration::from_secs(10);
     s
 }

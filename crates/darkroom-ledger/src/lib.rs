@@ -10,6 +10,7 @@
 //! ledger, every write transaction begins as a writer (`BEGIN IMMEDIATE`) and waits up to
 //! [`BUSY_TIMEOUT`] for another's, and readers (`darkroom status` while a run goes on) read through WAL.
 
+mod audit;
 mod content;
 mod prices;
 mod records;
@@ -23,6 +24,7 @@ use darkroom_jobs::{Money, Pass, Task};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row as _, SqlitePool};
 
+pub use audit::{AuditRecord, FoundState};
 pub use content::{CachedImage, Damage, ImageContent, KeptImage};
 pub use prices::{BalanceReading, ModelCharges, PriceObservation, Repriced};
 pub use records::{Counts, GenerationRecord, JobRecord, PassRecord, ResultRecord, TaskRecord, TaskState};

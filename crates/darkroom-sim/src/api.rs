@@ -107,7 +107,7 @@ async fn create_inner(sim: &Arc<Sim>, kill: &Kill, headers: &HeaderMap, body: &B
         config.price_photon_flash_1_micros
     };
     let now = Instant::now();
-    let accepted: Result<(Generation, bool), Response> = (|| {
+    let accepted: Result<Admitted, Response> = (|| {
         let mut account = sim.lock();
         account.settle(now);
         account.note_create_arrived(now);
@@ -179,9 +179,25 @@ async fn create_inner(sim: &Arc<Sim>, kill: &Kill, headers: &HeaderMap, body: &B
         } else if account.chance(faults.stuck) {
             account.fault("stuck");
             Outcome::Stuck
+        } else if account.chance(faults.completed_without_image) {
+            account.fault("completed_without_image");
+            Outcome::CompletedWithoutImage
+        } else if account.chance(faults.image_missing) {
+            account.fault("image_missing");
+            Outcome::ImageMissing
+        } else if account.chance(faults.not_an_image) {
+            account.fault("not_an_image");
+            Outcome::NotAnImage
+        } else if account.chance(faults.failed_without_reason) {
+            account.fault("failed_without_reason");
+            Outcome::FailedWithoutReason
         } else {
             Outcome::Completed
         };
+        let unknown_state = account.chance(faults.unknown_state);
+        if unknown_state {
+            account.fault("unknown_state");
+        }
         let id = account.new_id();
         // A generation that modifies one of ours redoes its picture (so a final keeps its
         // preview's composition); any other request gets a picture of its own.
@@ -203,22 +219,33 @@ async fn create_inner(sim: &Arc<Sim>, kill: &Kill, headers: &HeaderMap, body: &B
             outcome,
             settled: false,
             deleted: false,
+            unknown_state,
             image_seed,
         };
-        account.accept(generation.clone());
-        let dropped = account.chance(faults.create_dropped);
-        if dropped {
-            account.fault("create_dropped");
+        let late_so_far = account.stats.faults.get("create_late").copied().unwrap_or(0);
+        let late_allowed = config.late_commit_limit.is_none_or(|limit| late_so_far < limit);
+        if late_allowed && account.chance(faults.create_late) {
+            account.fault("create_late");
+            return Ok(Admitted::Late(generation));
         }
-        Ok((generation, dropped))
+        account.accept(generation.clone());
+        if account.chance(faults.create_dropped) {
+            account.fault("create_dropped");
+            return Ok(Admitted::Dropped);
+        }
+        Ok(Admitted::Now(generation))
     })();
     let generation = match accepted {
-        Ok((_, true)) => {
+        Ok(Admitted::Dropped) => {
             // Accepted and charged; the client never hears of it.
             kill.0.notify_one();
             std::future::pending::<Generation>().await
         }
-        Ok((generation, false)) => generation,
+        Ok(Admitted::Late(generation)) => match commit_late(sim, generation).await {
+            Some(generation) => generation,
+            None => return error(StatusCode::SERVICE_UNAVAILABLE, "Server shutting down"),
+        },
+        Ok(Admitted::Now(generation)) => generation,
         Err(response) => return response,
     };
     if let Some(url) = request.get("callback_url").and_then(Value::as_str) {
@@ -226,6 +253,38 @@ async fn create_inner(sim: &Arc<Sim>, kill: &Kill, headers: &HeaderMap, body: &B
     }
     let body = generation.to_json(Instant::now(), &sim.asset_base());
     (StatusCode::CREATED, Json(body)).into_response()
+}
+
+/// What a create that passed validation and the limits turned into.
+enum Admitted {
+    /// Accepted and charged; answer now.
+    Now(Generation),
+    /// Accepted and charged; the connection is dropped without an answer.
+    Dropped,
+    /// Held: committed (listed, charged) only after `late_commit_delay`.
+    Late(Generation),
+}
+
+/// Commits a late create after `late_commit_delay`, whether or not its client is still waiting
+/// (the commit runs on the simulator's own tracker, so a client that gave up does not cancel it).
+/// Returns the committed generation for the answer, or `None` if the simulator stopped first.
+async fn commit_late(sim: &Arc<Sim>, mut generation: Generation) -> Option<Generation> {
+    let delay = sim.config.late_commit_delay;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let committer = sim.clone();
+    sim.tracker.spawn(async move {
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = committer.stop.cancelled() => return,
+        }
+        // Its life (queued, dreaming, done) starts at the commit.
+        generation.created_at = OffsetDateTime::now_utc();
+        generation.dreaming_at += delay;
+        generation.done_at += delay;
+        committer.lock().accept(generation.clone());
+        let _ = tx.send(generation);
+    });
+    rx.await.ok()
 }
 
 /// A 429 with `detail` and, unless turned off, a `Retry-After` of `retry_after` (whole seconds,
@@ -510,7 +569,7 @@ async fn asset(State(sim): State<Arc<Sim>>, Path(file): Path<String>) -> Respons
 
 async fn asset_inner(sim: &Arc<Sim>, file: &str) -> Response {
     let id = file.split('.').next().unwrap_or_default();
-    let (seed, aspect, format, truncate, fail) = {
+    let (seed, aspect, format, truncate, fail, outcome) = {
         let now = Instant::now();
         let mut account = sim.lock();
         account.settle(now);
@@ -525,6 +584,7 @@ async fn asset_inner(sim: &Arc<Sim>, file: &str) -> Response {
             generation.image_seed,
             generation.aspect_ratio.clone(),
             generation.format.clone(),
+            generation.outcome.clone(),
         );
         let fail = account.chance(sim.config.faults.download_failed);
         let truncate = !fail && account.chance(sim.config.faults.download_truncated);
@@ -534,8 +594,21 @@ async fn asset_inner(sim: &Arc<Sim>, file: &str) -> Response {
         if truncate {
             account.fault("download_truncated");
         }
-        (found.0, found.1, found.2, truncate, fail)
+        (found.0, found.1, found.2, truncate, fail, found.3)
     };
+    match outcome {
+        Outcome::ImageMissing | Outcome::CompletedWithoutImage => {
+            return error(StatusCode::NOT_FOUND, "Not found");
+        }
+        Outcome::NotAnImage => {
+            return (
+                [(header::CONTENT_TYPE, "text/html")],
+                "<html><body><h1>Service temporarily unavailable</h1></body></html>",
+            )
+                .into_response();
+        }
+        _ => {}
+    }
     if fail {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error");
     }

@@ -38,6 +38,23 @@ pub struct Faults {
     pub callback_lost: f64,
     /// A callback delivered twice.
     pub callback_duplicated: f64,
+    /// A create the upstream commits late: the request is accepted and held unanswered for
+    /// `late_commit_delay` (past a client's timeout), and only then does the generation appear in
+    /// the list and get billed. The answer is sent if the client is still listening.
+    pub create_late: f64,
+    /// A generation that ends `completed` with `assets.image: null`. Billed like any completed
+    /// generation (the charge is kept).
+    pub completed_without_image: f64,
+    /// A generation that ends `completed` whose image URL answers 404 forever (charge kept).
+    pub image_missing: f64,
+    /// A generation that ends `completed` whose image URL serves bytes that are not an image
+    /// (an HTML error page; charge kept).
+    pub not_an_image: f64,
+    /// A generation that ends `failed` with `failure_reason: null` (refunded, as failures are).
+    pub failed_without_reason: f64,
+    /// A generation that reports an undocumented state (`"rendering"`) instead of `queued` and
+    /// `dreaming` until it completes normally.
+    pub unknown_state: f64,
 }
 
 impl Faults {
@@ -58,6 +75,7 @@ impl Faults {
                 rate_limit_storm: 0.002,
                 callback_lost: 0.02,
                 callback_duplicated: 0.02,
+                ..Faults::default()
             },
             "hostile" => Faults {
                 create_5xx: 0.10,
@@ -72,6 +90,7 @@ impl Faults {
                 rate_limit_storm: 0.01,
                 callback_lost: 0.10,
                 callback_duplicated: 0.10,
+                ..Faults::default()
             },
             _ => return None,
         })
@@ -151,6 +170,12 @@ pub struct SimConfig {
     pub slow_delay: Duration,
     /// How long a 429 storm lasts (scaled).
     pub storm_length: Duration,
+    /// How long a late create (`Faults::create_late`) is held before it commits. Not scaled: it
+    /// races the client's request timeout, which is not scaled either.
+    pub late_commit_delay: Duration,
+    /// At most this many creates are committed late (`None`: as many as `Faults::create_late`
+    /// picks), so a test can make exactly the first create late.
+    pub late_commit_limit: Option<u64>,
     pub seed: u64,
     /// Images kept in memory once rendered.
     pub image_cache: usize,
@@ -179,6 +204,8 @@ impl Default for SimConfig {
             rate_limit_once: None,
             slow_delay: Duration::from_secs(2),
             storm_length: Duration::from_secs(5),
+            late_commit_delay: Duration::from_secs(65),
+            late_commit_limit: None,
             seed: 0x5eed,
             image_cache: 512,
         }

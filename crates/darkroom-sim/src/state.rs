@@ -27,11 +27,27 @@ pub const MODERATION_REASONS: [&str; 4] = [
     "400: failed to moderate image",
 ];
 
+/// How a generation ends (decided when it is accepted).
 #[derive(Debug, Clone)]
 pub enum Outcome {
     Completed,
     Failed(&'static str),
     Stuck,
+    /// `completed` with `assets.image: null`; the charge is kept.
+    CompletedWithoutImage,
+    /// `completed`, but its image URL answers 404; the charge is kept.
+    ImageMissing,
+    /// `completed`, but its image URL serves an HTML page; the charge is kept.
+    NotAnImage,
+    /// `failed` with `failure_reason: null`; refunded.
+    FailedWithoutReason,
+}
+
+impl Outcome {
+    /// Whether the generation ends `failed` (and is refunded).
+    pub fn is_failure(&self) -> bool {
+        matches!(self, Outcome::Failed(_) | Outcome::FailedWithoutReason)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -48,28 +64,33 @@ pub struct Generation {
     pub outcome: Outcome,
     pub settled: bool,
     pub deleted: bool,
+    /// Reports the undocumented state `"rendering"` until it ends.
+    pub unknown_state: bool,
     /// Seeds the picture: a hash of the request.
     pub image_seed: [u8; 32],
 }
 
 impl Generation {
     pub fn state(&self, now: Instant) -> &'static str {
-        if now < self.dreaming_at {
+        let unfinished = matches!(self.outcome, Outcome::Stuck) || now < self.done_at;
+        if unfinished && self.unknown_state {
+            "rendering"
+        } else if now < self.dreaming_at {
             "queued"
-        } else if matches!(self.outcome, Outcome::Stuck) || now < self.done_at {
+        } else if unfinished {
             "dreaming"
+        } else if self.outcome.is_failure() {
+            "failed"
         } else {
-            match self.outcome {
-                Outcome::Completed => "completed",
-                _ => "failed",
-            }
+            "completed"
         }
     }
 
     /// The generation object exactly as the API documents it.
     pub fn to_json(&self, now: Instant, asset_base: &str) -> Value {
         let state = self.state(now);
-        let image = (state == "completed").then(|| format!("{asset_base}/{}.{}", self.id, self.format));
+        let image = (state == "completed" && !matches!(self.outcome, Outcome::CompletedWithoutImage))
+            .then(|| format!("{asset_base}/{}.{}", self.id, self.format));
         let failure = match (&self.outcome, state) {
             (Outcome::Failed(reason), "failed") => Some(*reason),
             _ => None,
@@ -226,7 +247,7 @@ impl Account {
                 continue;
             };
             generation.settled = true;
-            if let Outcome::Failed(_) = generation.outcome {
+            if generation.outcome.is_failure() {
                 let (price, model) = (generation.price, generation.model.clone());
                 self.balance += price;
                 self.billing.refunded_micros += price;

@@ -1,6 +1,7 @@
 //! One module per command: argument structs (clap) and the glue that runs them, plus the pieces
 //! several commands share (the pass flag, the upstream connection, job names, row errors).
 
+pub mod audit;
 pub mod estimate;
 pub mod pass;
 pub mod prices;

@@ -87,6 +87,7 @@ pub fn run_settings(
         .max(1);
     s.max_attempts = settings.retry.max_attempts.max(1);
     s.give_up_after = settings.limits.give_up_after;
+    s.settle_window = Duration::from_secs(settings.retry.settle_window_seconds);
     s.latency_photon_1 = Duration::from_secs_f64(settings.latency.photon_1.max(0.0));
     s.latency_photon_flash_1 = Duration::from_secs_f64(settings.latency.photon_flash_1.max(0.0));
     s.use_cache = !flags.no_cache;
@@ -193,6 +194,7 @@ pub async fn execute(settings: &Settings, run: PassRun) -> anyhow::Result<Exit> 
         "duration_ms": u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         "results": job_dir.join("results.jsonl").display().to_string(),
         "report": report.as_ref().map(|p| p.display().to_string()),
+        "audit": outcome.audit.as_ref().map(crate::commands::audit::audit_json),
     });
     let kind = match outcome.stop {
         Some(StopReason::BudgetExhausted) => NotificationKind::BudgetExhausted,
@@ -262,6 +264,9 @@ fn print_summary(
         outcome.spent,
         outcome.budget
     );
+    if let Some(audit) = &outcome.audit {
+        eprintln!("{}", crate::commands::audit::describe(audit));
+    }
     eprintln!("outputs: {}", job_dir.display());
     if let Some(report) = report {
         eprintln!("report:  {}", report.display());

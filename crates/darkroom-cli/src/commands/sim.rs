@@ -108,6 +108,28 @@ pub struct Args {
     /// With --rate-limit-once: send the Retry-After as an HTTP date instead of seconds.
     #[arg(long, requires = "rate_limit_once")]
     pub rate_limit_once_as_date: bool,
+    /// Rate of creates committed late: held unanswered for --late-commit-delay, then listed and
+    /// billed (whether or not the client is still waiting).
+    #[arg(long, value_name = "P")]
+    pub create_late: Option<f64>,
+    /// How long a late create is held before it commits, in seconds (not scaled by --time-scale).
+    #[arg(long, value_name = "SECONDS", default_value_t = 65.0)]
+    pub late_commit_delay: f64,
+    /// Rate of generations completed with no image (`assets.image: null`; the charge is kept).
+    #[arg(long, value_name = "P")]
+    pub completed_without_image: Option<f64>,
+    /// Rate of completed generations whose image URL answers 404 forever (the charge is kept).
+    #[arg(long, value_name = "P")]
+    pub image_missing: Option<f64>,
+    /// Rate of completed generations whose image URL serves an HTML page (the charge is kept).
+    #[arg(long, value_name = "P")]
+    pub not_an_image: Option<f64>,
+    /// Rate of generations failed with `failure_reason: null` (refunded).
+    #[arg(long, value_name = "P")]
+    pub failed_without_reason: Option<f64>,
+    /// Rate of generations reporting an undocumented state ("rendering") until they complete.
+    #[arg(long, value_name = "P")]
+    pub unknown_state: Option<f64>,
     /// Seed for every random choice (latencies, faults, ids).
     #[arg(long, default_value_t = 0x5eed)]
     pub seed: u64,
@@ -138,6 +160,12 @@ impl Args {
             (&mut faults.rate_limit_storm, self.rate_limit_storm),
             (&mut faults.callback_lost, self.callback_lost),
             (&mut faults.callback_duplicated, self.callback_duplicated),
+            (&mut faults.create_late, self.create_late),
+            (&mut faults.completed_without_image, self.completed_without_image),
+            (&mut faults.image_missing, self.image_missing),
+            (&mut faults.not_an_image, self.not_an_image),
+            (&mut faults.failed_without_reason, self.failed_without_reason),
+            (&mut faults.unknown_state, self.unknown_state),
         ];
         for (slot, value) in overrides {
             if let Some(p) = value {
@@ -154,6 +182,13 @@ impl Args {
             .map_err(|e| bad(format!("--price-photon-flash-1: {e}")))?;
         if !(self.time_scale.is_finite() && self.time_scale >= 0.0) {
             return Err(bad(format!("--time-scale must be 0 or more; got {}", self.time_scale)).into());
+        }
+        if !(self.late_commit_delay.is_finite() && self.late_commit_delay >= 0.0) {
+            return Err(bad(format!(
+                "--late-commit-delay must be 0 or more seconds; got {}",
+                self.late_commit_delay
+            ))
+            .into());
         }
         let wait = |flag: &str, text: &str| retry_after(text).map_err(|m| bad(format!("--{flag}: {m}")));
         let refuse_creates = if self.monthly_limit_exceeded {
@@ -200,6 +235,7 @@ impl Args {
             faults,
             seed: self.seed,
             slow_delay: Duration::from_secs(2),
+            late_commit_delay: Duration::from_secs_f64(self.late_commit_delay),
             ..SimConfig::default()
         })
     }

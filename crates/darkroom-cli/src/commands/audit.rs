@@ -1,0 +1,165 @@
+//! `darkroom audit`: the account's generations matched against the ledger on demand, the same
+//! check every run ends with. Also the summary lines and JSON of an audit, which `run` and `promote`
+//! print too.
+
+use std::path::Path;
+
+use anyhow::Context;
+use darkroom_engine::audit::Audit;
+use darkroom_jobs::Pass;
+use darkroom_ledger::{Ledger, LedgerError};
+
+use crate::commands::{connect, PassArg, Upstream};
+use crate::exit::{Exit, Failure};
+
+/// Match the account's generations against the ledger: a generation the ledger does not know is
+/// adopted by its task if that still needs an image, else recorded on it as an extra charge, so the
+/// ledger equals the bill. Exits 0 when nothing was missing, 1 when something was recorded.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The job to audit [default: every job of the ledger].
+    pub job: Option<String>,
+    /// Only this pass [default: every pass that has sent anything].
+    #[arg(long, value_enum)]
+    pub pass: Option<PassArg>,
+    /// Read generations created since this time: RFC 3339 (2026-11-30T09:00:00Z) or a duration ago
+    /// (90m, 2h) [default: the pass's first create].
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Print the findings as JSON lines (one per job and pass) on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub upstream: Upstream,
+}
+
+pub fn run(_config_file: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
+    let since = match &args.since {
+        None => None,
+        Some(text) => Some(parse_since(text).map_err(|message| Failure::new(Exit::BadInput, message))?),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(audit_async(args, since))
+}
+
+/// `--since` as Unix milliseconds: an RFC 3339 time, or a duration before now.
+fn parse_since(text: &str) -> Result<i64, String> {
+    if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text.trim()) {
+        return Ok(at.timestamp_millis());
+    }
+    match darkroom_engine::windows::parse_duration(text) {
+        Ok(ago) => Ok(darkroom_ledger::now_ms() - i64::try_from(ago.as_millis()).unwrap_or(i64::MAX / 2)),
+        Err(_) => Err(format!(
+            "--since {text:?} is neither an RFC 3339 time (2026-11-30T09:00:00Z) nor a duration ago (90m, 2h)"
+        )),
+    }
+}
+
+async fn audit_async(args: Args, since: Option<i64>) -> anyhow::Result<Exit> {
+    let db = &args.upstream.db;
+    let ledger = Ledger::open(db)
+        .await
+        .with_context(|| format!("opening the ledger {}", db.display()))?;
+    let jobs = match &args.job {
+        Some(name) => match ledger.job(name).await {
+            Ok(job) => vec![job],
+            Err(LedgerError::NoSuchJob(_)) => {
+                return Err(Failure::new(
+                    Exit::BadInput,
+                    format!("no job named {name:?} in {}", db.display()),
+                )
+                .with_hint("`darkroom status` lists the jobs of a ledger")
+                .into())
+            }
+            Err(error) => return Err(error.into()),
+        },
+        None => ledger.jobs().await?,
+    };
+    let connection = connect(&args.upstream).await?;
+    let passes: Vec<Pass> = match args.pass {
+        Some(pass) => vec![pass.into()],
+        None => vec![Pass::Preview, Pass::Final],
+    };
+    let mut recorded = false;
+    for job in &jobs {
+        // A run of this job settles its own creates; auditing beside it could take one in flight.
+        let _lock = darkroom_engine::lock::JobLock::acquire(db, &job.name).map_err(|e| {
+            Failure::new(Exit::BadInput, e.to_string())
+                .with_hint("a run audits the account itself when it ends; audit after it finishes")
+        })?;
+        for pass in &passes {
+            let Some(from) = (match since {
+                Some(since) => Some(since),
+                None => ledger.first_intent_at(job.id, *pass).await?,
+            }) else {
+                continue; // this pass never sent anything
+            };
+            let audit =
+                darkroom_engine::audit::audit(&ledger, &connection.client, job.id, *pass, from).await?;
+            recorded |= audit.record.recorded_anything();
+            if args.json {
+                let mut line = audit_json(&audit);
+                line["job"] = job.name.clone().into();
+                println!("{line}");
+            }
+            eprintln!("{} {}: {}", job.name, pass.as_str(), describe(&audit));
+        }
+    }
+    ledger.close().await;
+    connection.stop().await;
+    Ok(if recorded { Exit::SomeFailed } else { Exit::Done })
+}
+
+/// An audit's findings as JSON (stable field names: fields are only added).
+pub fn audit_json(audit: &Audit) -> serde_json::Value {
+    let r = &audit.record;
+    serde_json::json!({
+        "pass": r.pass,
+        "since_ms": r.since_ms,
+        "read": r.read_count,
+        "adopted": r.adopted,
+        "extra": r.extra,
+        "extra_charged": audit.extra_charged(),
+        "foreign": r.foreign_count,
+        "foreign_ids": audit.foreign_ids,
+        "left_to_open_creates": r.left_count,
+        "complete": r.complete,
+        "stopped_early": audit.stopped_early,
+    })
+}
+
+/// One line saying what an audit found.
+pub fn describe(audit: &Audit) -> String {
+    let r = &audit.record;
+    let mut text = if r.adopted == 0 && r.extra == 0 {
+        format!(
+            "audit read {} generations; the ledger knew every one of ours",
+            r.read_count
+        )
+    } else {
+        format!(
+            "audit read {} generations; {} adopted, {} recorded as extra charges ({}) that the upstream committed after we stopped waiting",
+            r.read_count,
+            r.adopted,
+            r.extra,
+            audit.extra_charged()
+        )
+    };
+    if r.foreign_count > 0 {
+        text.push_str(&format!(
+            "; {} match no task of this job (not charged to it): {}",
+            r.foreign_count,
+            audit.foreign_ids.join(", ")
+        ));
+    }
+    if r.left_count > 0 {
+        text.push_str(&format!(
+            "; {} left to the creates still open for them",
+            r.left_count
+        ));
+    }
+    if let Some(why) = &audit.stopped_early {
+        text.push_str(&format!("; stopped early: {why}"));
+    }
+    text
+}

@@ -1,0 +1,189 @@
+//! The account audit: the account's generations created since a moment, matched against the ledger,
+//! so the ledger equals the bill even when the upstream commits a create after darkroom stopped
+//! waiting for it. Every run ends with one (from the moment it began); `darkroom audit` runs one on
+//! demand.
+//!
+//! A generation the ledger does not know, whose request matches a task of this job and pass, is
+//! adopted if that task still needs an image and has nothing in flight (it is then polled and
+//! downloaded like any other), else recorded on that task as an extra charge. One matching a create
+//! still open in the ledger (another run's, or a killed run's `unknown` create) is left to that
+//! create's reconciliation. One matching no task of this job is reported, charged to no one (it may
+//! be another job's, another tool's, or a person's). The list is read newest first, a bounded
+//! number of pages; the SQL is the ledger's.
+
+use darkroom_jobs::{Money, Pass};
+use darkroom_ledger::{AuditRecord, FoundState, Ledger, TaskRecord, TaskState};
+use darkroom_luma::{Client, CreateRequest, Generation, GenerationState};
+
+use crate::requests::body_fingerprint;
+use crate::EngineError;
+
+/// How far the upstream's clock may be behind ours when comparing `created_at` to a moment.
+const CLOCK_SKEW_MS: i64 = 120_000;
+/// The most list pages read (100 generations each): 200,000 generations.
+const MAX_PAGES: u32 = 2_000;
+/// Reads of one page before the audit gives up (the rest is left to the next audit).
+const READS_PER_PAGE: u32 = 4;
+/// Ids of foreign generations kept in the findings.
+const FOREIGN_IDS_KEPT: usize = 20;
+
+/// What an audit found and did.
+#[derive(Debug, Clone, Default)]
+pub struct Audit {
+    /// The findings, as stored in the ledger (and shown by the report).
+    pub record: AuditRecord,
+    /// Tasks that adopted a found generation: they are `submitted` and need polling.
+    pub adopted_tasks: Vec<i64>,
+    /// The ids of generations matching no task of this job (the first few).
+    pub foreign_ids: Vec<String>,
+    /// Why the read stopped early, when it did.
+    pub stopped_early: Option<String>,
+}
+
+impl Audit {
+    /// The extra charges recorded, as money.
+    pub fn extra_charged(&self) -> Money {
+        Money::from_micros(self.record.extra_micros)
+    }
+}
+
+/// Reads the account's generations created at or after `since_ms` (Unix milliseconds; less a
+/// margin for clock skew) and settles each one the ledger does not know, then stores the findings.
+/// Errors are the ledger's only: a list that cannot be read ends the audit early
+/// (`record.complete` false), as the next audit reads the same generations again.
+pub async fn audit(
+    ledger: &Ledger,
+    client: &Client,
+    job_id: i64,
+    pass: Pass,
+    since_ms: i64,
+) -> Result<Audit, EngineError> {
+    let earliest = since_ms - CLOCK_SKEW_MS;
+    let mut found = Audit {
+        record: AuditRecord {
+            pass: pass.as_str().to_string(),
+            since_ms,
+            complete: true,
+            ..AuditRecord::default()
+        },
+        ..Audit::default()
+    };
+    'pages: for page in 0..MAX_PAGES {
+        let mut tries = 0;
+        let list = loop {
+            match client.list(100, page * 100).await {
+                Ok(list) => break list,
+                Err(error) => {
+                    tries += 1;
+                    if tries >= READS_PER_PAGE || error.is_refusal() {
+                        found.stopped_early = Some(format!("the account's list could not be read: {error}"));
+                        found.record.complete = false;
+                        break 'pages;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(500 * u64::from(tries))).await;
+                }
+            }
+        };
+        let count = list.generations.len();
+        let mut older_seen = false;
+        for generation in list.generations {
+            if generation.created_at_ms().is_some_and(|c| c < earliest) {
+                older_seen = true;
+                continue;
+            }
+            found.record.read_count += 1;
+            if ledger.is_claimed(&generation.id).await? {
+                continue;
+            }
+            settle_found(ledger, job_id, pass, generation, &mut found).await?;
+        }
+        if older_seen || !list.has_more || count == 0 {
+            break;
+        }
+        if page + 1 == MAX_PAGES {
+            found.stopped_early = Some(format!("read the newest {} generations only", MAX_PAGES * 100));
+            found.record.complete = false;
+        }
+    }
+    found.record.foreign_ids = serde_json::to_string(&found.foreign_ids).unwrap_or_else(|_| "[]".into());
+    found.record.at = darkroom_ledger::now_ms();
+    ledger.record_audit(job_id, &found.record).await?;
+    Ok(found)
+}
+
+/// Settles one generation the ledger does not know.
+async fn settle_found(
+    ledger: &Ledger,
+    job_id: i64,
+    pass: Pass,
+    generation: Generation,
+    found: &mut Audit,
+) -> Result<(), EngineError> {
+    let prompt = generation.request.as_ref().and_then(|r| r.prompt.clone());
+    let candidates: Vec<TaskRecord> = match &prompt {
+        Some(prompt) => ledger
+            .tasks_with_prompt(job_id, pass, prompt)
+            .await?
+            .into_iter()
+            .filter(|task| {
+                serde_json::from_str::<CreateRequest>(&task.request_json)
+                    .is_ok_and(|request| generation.matches_request(&request))
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    let Some(first) = candidates.first() else {
+        found.record.foreign_count += 1;
+        if found.foreign_ids.len() < FOREIGN_IDS_KEPT {
+            found.foreign_ids.push(generation.id);
+        }
+        return Ok(());
+    };
+    let fingerprint = body_fingerprint(&first.request_json);
+    // An open create with this request may be this generation's: its reconciliation settles it.
+    if ledger.has_open_create(&fingerprint).await? {
+        found.record.left_count += 1;
+        return Ok(());
+    }
+    let usable = match &generation.state {
+        GenerationState::Failed => false,
+        GenerationState::Completed => generation.image_url().is_some(),
+        _ => true,
+    };
+    if usable {
+        let needing = candidates.iter().filter(|task| {
+            task.reserved_micros == 0
+                && matches!(
+                    task.state(),
+                    Some(TaskState::Pending | TaskState::Skipped | TaskState::Failed)
+                )
+        });
+        for task in needing {
+            if ledger.adopt_found(task.id, &generation.id, &fingerprint).await? {
+                tracing::info!(task = %task.task_key, generation = %generation.id, "adopted a generation found by the audit");
+                found.record.adopted += 1;
+                found.adopted_tasks.push(task.id);
+                return Ok(());
+            }
+        }
+    }
+    let state = match &generation.state {
+        GenerationState::Failed => FoundState::Failed(
+            generation
+                .failure_reason
+                .clone()
+                .unwrap_or_else(|| "failed without a reason".into()),
+        ),
+        GenerationState::Completed => FoundState::Completed,
+        _ => FoundState::Unfinished,
+    };
+    if let Some(net) = ledger
+        .record_extra(first.id, &generation.id, &fingerprint, &state)
+        .await?
+    {
+        tracing::warn!(task = %first.task_key, generation = %generation.id, charge = %net, "the audit found a generation the ledger did not know; recorded as an extra charge");
+        found.record.extra += 1;
+        found.record.extra_micros += net.micros();
+    }
+    Ok(())
+}
