@@ -66,7 +66,7 @@ enum Command {
     /// Match the account's generations against the ledger: record what the upstream committed late.
     Audit(commands::audit::Args),
     /// Run a Luma-compatible simulator on loopback (tests, demos, dry runs at zero cost).
-    Sim(commands::sim::Args),
+    Sim(Box<commands::sim::Args>),
 }
 
 fn main() -> ExitCode {
@@ -83,7 +83,7 @@ fn main() -> ExitCode {
         Command::Prices(args) => commands::prices::run(cli.config.as_deref(), args),
         Command::Verify(args) => commands::verify::run(cli.config.as_deref(), args),
         Command::Audit(args) => commands::audit::run(cli.config.as_deref(), args),
-        Command::Sim(args) => commands::sim::run(args),
+        Command::Sim(args) => commands::sim::run(*args),
     };
     match outcome {
         Ok(exit) => exit.into(),

@@ -76,7 +76,14 @@ async fn run_job(db: &Path, job: &str) {
             .await
             .unwrap_or_else(|e| fail(job, "completed", e));
         ledger
-            .record_done(generation, &format!("out/{job}/{}.jpg", task.id))
+            .record_done(
+                generation,
+                &format!("out/{job}/{}.jpg", task.id),
+                &darkroom_ledger::ImageContent {
+                    hash: format!("hash-{job}-{}", task.id),
+                    bytes: 1_000,
+                },
+            )
             .await
             .unwrap_or_else(|e| fail(job, "done", e));
     }
