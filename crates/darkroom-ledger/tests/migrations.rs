@@ -31,6 +31,21 @@ const LANDED: &[(i64, &str, &str)] = &[
         "unplanned charges",
         "485ce614a0379bf46e20018752bb45cffa00d5abe4d914997e75d689fbfdd739072b67c24244fa1b39c1b3a7c0395278",
     ),
+    (
+        5,
+        "content hashes",
+        "b94a4068aab32a6c466a3f3a5179ff0c474902235979626b513057b3c56c2c14cae72f7ea5934c83e50a598efbc3fda8",
+    ),
+    (
+        6,
+        "audit",
+        "e48b85432380ed7106066a456b70dfa1faa8c69305fd0b683ccbf544bbbce3c66b2a8c6251275430893138955c94db33",
+    ),
+    (
+        7,
+        "observed prices",
+        "aaf2e0b160eedaccb51b05b2bffd0a6175dff20cc6b0fecded8d37ed905da4cd14de5f87151e172e6fd0c79cdce15036",
+    ),
 ];
 
 fn hex(bytes: &[u8]) -> String {
