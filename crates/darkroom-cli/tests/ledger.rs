@@ -291,6 +291,19 @@ fn a_ledger_made_by_the_previous_release_is_read_reported_and_resumed_without_pa
     let report: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
     assert_eq!(report["job"], "chairs", "{report:#}");
 
+    // Upgrading keeps the images the previous release wrote: they are where its ledger says. (Their
+    // hashes were never recorded, so only their presence is checked; a missing one would be
+    // downloaded or made again.)
+    for path in [
+        "out/chairs/preview/oak.jpg",
+        "out/chairs/preview/steel.jpg",
+        "out/chairs/preview/wicker.jpg",
+        "out/chairs/final/oak.jpg",
+    ] {
+        let path = dir.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, b"an image the previous release wrote").unwrap();
+    }
     let again = darkroom(dir.path())
         .args(["run", "chairs.csv", "--sim", "--json"])
         .output()
@@ -301,4 +314,36 @@ fn a_ledger_made_by_the_previous_release_is_read_reported_and_resumed_without_pa
     assert_eq!(summary["counts"]["done"], 3);
     assert_eq!(summary["spent"], "0.012", "the resumed run bought nothing more");
     assert_eq!(spend_by_job(dir.path(), "darkroom.db")["chairs"], 12_000 + 15_000);
+}
+
+#[test]
+fn a_previous_release_ledger_whose_images_are_gone_makes_them_again_instead_of_waiting_on_dead_urls() {
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../darkroom-ledger/tests/fixtures/ledger-0.1.0.db");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(&fixture, dir.path().join("darkroom.db")).unwrap();
+    write(dir.path(), "chairs.csv", CHAIRS_CSV);
+    // The images are gone and so is the simulator that made them (its URLs lead nowhere, and the new
+    // one never heard of their generations): each is made again, under the budget, at once.
+    // (Were the dead URLs waited on, the downloads would give up after their patience and leave
+    // the images to a later run: fewer than three done.)
+    let again = darkroom(dir.path())
+        .args(["run", "chairs.csv", "--sim", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&again), 0, "{}", text(&again.stderr));
+    let summary: serde_json::Value =
+        serde_json::from_str(text(&again.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(summary["counts"]["done"], 3, "{summary:#}");
+    assert_eq!(
+        summary["spent"], "0.024",
+        "three previews made again: {summary:#}"
+    );
+    for key in ["oak", "steel", "wicker"] {
+        let path = dir.path().join(format!("out/chairs/preview/{key}.jpg"));
+        assert!(
+            std::fs::metadata(&path).is_ok_and(|m| m.len() > 0),
+            "{key} is back"
+        );
+    }
 }

@@ -663,12 +663,20 @@ impl TaskRun {
                 Ok(bytes) => bytes,
                 Err(error) => {
                     last_error = error.to_string();
-                    if !error.is_not_found() {
+                    // A URL answering 404 (or another 4xx, as an expired signed URL does) may only
+                    // have expired; one that can't be reached at all is asked about now and then too
+                    // (a file restored long after its generation: its old URL's host may be gone).
+                    let refused = error.is_not_found()
+                        || matches!(error.class(), darkroom_luma::ErrorClass::Permanent { .. });
+                    if refused {
+                        missing += 1;
+                    } else {
                         missing = 0;
-                        continue;
+                        if try_number % 4 != 3 {
+                            continue;
+                        }
                     }
-                    missing += 1;
-                    // The URL may have expired: ask the upstream for a fresh one.
+                    // Ask the upstream for a fresh URL.
                     match self.shared.client.get(&upstream_id).await {
                         Ok(fresh) => match fresh.image_url() {
                             Some(fresh_url) => url = fresh_url.to_string(),

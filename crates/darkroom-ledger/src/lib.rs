@@ -125,6 +125,13 @@ impl Ledger {
             .min_connections(1)
             // A local file does not go stale between queries: no ping before each one.
             .test_before_acquire(false)
+            // Nor does it age: no idle timeout and no maximum lifetime, which also keeps sqlx from
+            // starting its reaper. sqlx 0.8.6's reaper loops `num_idle()` times without yielding,
+            // and that count is briefly below zero (a huge usize) while a connection is being
+            // returned as another is taken: once seen, the loop held the runtime's worker for good
+            // and the run hung at 100% CPU.
+            .idle_timeout(None)
+            .max_lifetime(None)
             // Longer than a busy wait: a task queued behind one that waits for another process's
             // lock must not give up first.
             .acquire_timeout(ACQUIRE_TIMEOUT)
