@@ -64,7 +64,7 @@ impl Ledger {
     /// upstream keeps it), and the task goes to `next` (`Pending` to retry, `Failed` to end) with
     /// the reason.
     pub async fn record_unusable(&self, generation: i64, reason: &str, next: TaskState) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let now = now_ms();
         let task_id: i64 = sqlx::query_scalar(
             "UPDATE generations SET state = 'unusable', failure_reason = ?2, completed_at = ?3 WHERE id = ?1
@@ -124,7 +124,7 @@ impl Ledger {
         upstream_id: &str,
         request_fingerprint: &str,
     ) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let claimed: Option<i64> = sqlx::query_scalar("SELECT 1 FROM generations WHERE upstream_id = ?1")
             .bind(upstream_id)
             .fetch_optional(&mut *tx)
@@ -181,7 +181,7 @@ impl Ledger {
         request_fingerprint: &str,
         found: &FoundState,
     ) -> Result<Option<Money>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let claimed: Option<i64> = sqlx::query_scalar("SELECT 1 FROM generations WHERE upstream_id = ?1")
             .bind(upstream_id)
             .fetch_optional(&mut *tx)

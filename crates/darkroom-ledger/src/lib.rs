@@ -149,8 +149,24 @@ impl Ledger {
     /// to [`BUSY_TIMEOUT`] before reading anything. A deferred `BEGIN` would read first, and when
     /// another process wrote in between, WAL answers its first write with `SQLITE_BUSY_SNAPSHOT`,
     /// which no busy timeout can wait out. Every transaction that writes starts here.
+    ///
+    /// A connection that comes back from the pool still inside a transaction (a future dropped
+    /// mid-transaction whose queued rollback could not run, as when a statement of it was still
+    /// active) is closed and a fresh one taken: its writes were never committed, and a new
+    /// transaction on it would only be a savepoint inside that stale one.
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+        use sqlx::Connection as _;
+        let mut conn = self.pool.acquire().await?;
+        for _ in 0..3 {
+            if !conn.is_in_transaction() {
+                break;
+            }
+            tracing::warn!("a ledger connection was left inside a transaction; opening a fresh one");
+            conn.close_on_drop();
+            drop(conn);
+            conn = self.pool.acquire().await?;
+        }
+        Ok(sqlx::Transaction::begin(conn, Some("BEGIN IMMEDIATE".into())).await?)
     }
 
     pub async fn close(&self) {
