@@ -10,6 +10,10 @@ use serde::de::DeserializeOwned;
 use crate::error::{detail_of, retry_after, shorten, Error};
 use crate::wire::{CreateRequest, Credits, Generation, GenerationList};
 
+/// Keys shorter than this are not taken out of error messages (see `check_status`): no real key
+/// is that short, and taking out one or two letters would turn the upstream's words to mush.
+const MIN_REDACTED_KEY: usize = 8;
+
 /// The API key. It never prints: Debug and Display redact it, and it has no Serialize.
 #[derive(Clone)]
 pub struct ApiKey(String);
@@ -273,7 +277,9 @@ async fn check_status(
     } else {
         detail_of(&text)
     };
-    let detail = if key.0.is_empty() {
+    // A key too short to be a real one would turn the upstream's words to mush ("e<redacted>ceeded"
+    // for the key "x"); real keys are long, and those are always taken out.
+    let detail = if key.0.len() < MIN_REDACTED_KEY {
         detail
     } else {
         detail.replace(&key.0, "<redacted>")

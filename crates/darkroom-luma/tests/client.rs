@@ -331,3 +331,29 @@ async fn a_server_echoing_the_key_back_does_not_put_it_into_the_error() {
     assert!(shown.contains("<redacted>"), "{shown}");
     assert!(!shown.contains(KEY), "{shown}");
 }
+
+#[tokio::test]
+async fn a_key_too_short_to_be_real_does_not_mangle_the_upstreams_words() {
+    let (base, _) = server(|_| {
+        http(
+            "429 Too Many Requests",
+            "",
+            r#"{"detail": "Monthly usage limit exceeded"}"#,
+        )
+    })
+    .await;
+    let client = Client::new(ClientConfig {
+        base_url: base,
+        api_key: ApiKey::new("x".to_string()),
+        connect_timeout: Duration::from_millis(500),
+        request_timeout: Duration::from_millis(800),
+        download_timeout: Duration::from_secs(2),
+        user_agent: "darkroom-tests".into(),
+    })
+    .unwrap();
+    let error = client.create(&request()).await.unwrap_err();
+    assert!(
+        error.to_string().contains("Monthly usage limit exceeded"),
+        "{error}"
+    );
+}

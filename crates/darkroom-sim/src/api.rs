@@ -235,23 +235,25 @@ async fn create_inner(sim: &Arc<Sim>, kill: &Kill, headers: &HeaderMap, body: &B
         }
         Ok(Admitted::Now(generation))
     })();
-    let generation = match accepted {
+    // The answer shows the generation as it was when accepted (`queued`, as Luma's creates answer),
+    // not as it is by the time a loaded machine gets round to writing the answer.
+    let (generation, accepted_at) = match accepted {
         Ok(Admitted::Dropped) => {
             // Accepted and charged; the client never hears of it.
             kill.0.notify_one();
-            std::future::pending::<Generation>().await
+            std::future::pending::<(Generation, Instant)>().await
         }
         Ok(Admitted::Late(generation)) => match commit_late(sim, generation).await {
-            Some(generation) => generation,
+            Some(generation) => (generation, Instant::now()),
             None => return error(StatusCode::SERVICE_UNAVAILABLE, "Server shutting down"),
         },
-        Ok(Admitted::Now(generation)) => generation,
+        Ok(Admitted::Now(generation)) => (generation, now),
         Err(response) => return response,
     };
     if let Some(url) = request.get("callback_url").and_then(Value::as_str) {
         crate::callbacks::schedule(sim.clone(), generation.id.clone(), url.to_string());
     }
-    let body = generation.to_json(Instant::now(), &sim.asset_base());
+    let body = generation.to_json(accepted_at, &sim.asset_base());
     (StatusCode::CREATED, Json(body)).into_response()
 }
 
