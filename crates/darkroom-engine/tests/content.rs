@@ -6,52 +6,26 @@
 
 #![allow(clippy::unwrap_used)] // In tests a panic is a failure with a backtrace.
 
+mod support;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use darkroom_engine::content::{verify_job, Problem, Unverified};
-use darkroom_engine::scheduler::Shutdown;
-use darkroom_engine::{load, run_pass, Outcome, RunSettings};
-use darkroom_jobs::{Money, Pass, PriceTable, ReadOptions, Routing};
-use darkroom_ledger::Ledger;
-use darkroom_luma::{ApiKey, Client, ClientConfig};
-use darkroom_sim::{SimConfig, SimHandle};
-use tokio::sync::mpsc;
-
-struct Harness {
-    dir: tempfile::TempDir,
-    ledger: Ledger,
-    sim: SimHandle,
-    client: Client,
-}
+use darkroom_engine::{Outcome, RunSettings};
+use darkroom_jobs::{Money, Pass};
+use darkroom_sim::SimConfig;
+use support::Harness;
 
 async fn harness() -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    let ledger = Ledger::open(&dir.path().join("darkroom.db")).await.unwrap();
-    let sim = darkroom_sim::spawn(SimConfig {
+    Harness::start(SimConfig {
         time_scale: 0.02,
         creates_per_minute: None,
         max_concurrent: Some(40),
         ..SimConfig::default()
     })
     .await
-    .unwrap();
-    let client = Client::new(ClientConfig {
-        base_url: sim.base_url(),
-        api_key: ApiKey::new("test-key".to_string()),
-        connect_timeout: Duration::from_secs(5),
-        request_timeout: Duration::from_secs(10),
-        download_timeout: Duration::from_secs(30),
-        user_agent: "darkroom-tests".into(),
-    })
-    .unwrap();
-    Harness {
-        dir,
-        ledger,
-        sim,
-        client,
-    }
 }
 
 fn settings(h: &Harness, job: &str) -> RunSettings {
@@ -67,31 +41,8 @@ fn settings(h: &Harness, job: &str) -> RunSettings {
 async fn run_job(h: &Harness, name: &str, text: &str, settings: &RunSettings) -> Outcome {
     let file = h.dir.path().join(format!("{name}.csv"));
     std::fs::write(&file, text).unwrap();
-    let job = h
-        .ledger
-        .upsert_job(&settings.job_name, &file.display().to_string(), "")
-        .await
-        .unwrap();
-    h.ledger
-        .set_budget(job, settings.pass, Money::parse_usd("1").unwrap())
-        .await
-        .unwrap();
-    load::load_job(
-        &h.ledger,
-        job,
-        &file,
-        settings.pass,
-        Routing::default(),
-        PriceTable::default(),
-        ReadOptions::default(),
-    )
-    .await
-    .unwrap();
-    let (tx, mut rx) = mpsc::channel(10_000);
-    tokio::spawn(async move { while rx.recv().await.is_some() {} });
-    run_pass(&h.ledger, &h.client, settings, job, tx, Shutdown::default())
-        .await
-        .unwrap()
+    let job = h.load(&file, settings, Money::parse_usd("1").unwrap()).await;
+    h.run_collecting(job, settings).await.0
 }
 
 fn hash_of(path: &Path) -> String {

@@ -5,53 +5,30 @@
 
 #![allow(clippy::unwrap_used)] // In tests a panic is a failure with a backtrace.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use darkroom_engine::scheduler::Shutdown;
-use darkroom_engine::{load, run_pass, Outcome, RunSettings};
-use darkroom_jobs::{Money, Pass, PriceTable, ReadOptions, Routing};
-use darkroom_ledger::Ledger;
+use darkroom_engine::{run_pass, Outcome, RunSettings};
+use darkroom_jobs::{Money, Pass};
 use darkroom_luma::{ApiKey, Client, ClientConfig};
-use darkroom_sim::{Faults, SimConfig, SimHandle};
+use darkroom_sim::{Faults, SimConfig};
+use support::{images_in, Harness};
 use tokio::sync::mpsc;
-
-struct Harness {
-    dir: tempfile::TempDir,
-    ledger: Ledger,
-    sim: SimHandle,
-    client: Client,
-}
 
 /// A simulator 50 times faster than the real API, with `faults`, and a client that gives up on a
 /// request after `timeout`.
 async fn harness(faults: Faults, late_commit_delay: Duration, timeout: Duration) -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    let ledger = Ledger::open(&dir.path().join("darkroom.db")).await.unwrap();
-    let sim = darkroom_sim::spawn(SimConfig {
+    let sim = SimConfig {
         time_scale: 0.02,
         creates_per_minute: None,
         faults,
         late_commit_delay,
         ..SimConfig::default()
-    })
-    .await
-    .unwrap();
-    let client = Client::new(ClientConfig {
-        base_url: sim.base_url(),
-        api_key: ApiKey::new("test-key".to_string()),
-        connect_timeout: Duration::from_secs(5),
-        request_timeout: timeout,
-        download_timeout: Duration::from_secs(30),
-        user_agent: "darkroom-tests".into(),
-    })
-    .unwrap();
-    Harness {
-        dir,
-        ledger,
-        sim,
-        client,
-    }
+    };
+    Harness::start_with_timeout(sim, timeout).await
 }
 
 fn settings(h: &Harness, job: &str) -> RunSettings {
@@ -78,27 +55,7 @@ fn write_job(dir: &Path, name: &str, rows: usize) -> PathBuf {
 }
 
 async fn load_job(h: &Harness, file: &Path, s: &RunSettings) -> i64 {
-    let job = h
-        .ledger
-        .upsert_job(&s.job_name, &file.display().to_string(), "")
-        .await
-        .unwrap();
-    h.ledger
-        .set_budget(job, s.pass, Money::parse_usd("5").unwrap())
-        .await
-        .unwrap();
-    load::load_job(
-        &h.ledger,
-        job,
-        file,
-        s.pass,
-        Routing::default(),
-        PriceTable::default(),
-        ReadOptions::default(),
-    )
-    .await
-    .unwrap();
-    job
+    h.load(file, s, Money::parse_usd("5").unwrap()).await
 }
 
 /// Runs the pass to its end; a run that does not end within a minute is a failure, not a hang.
@@ -114,15 +71,6 @@ async fn run(h: &Harness, job: i64, s: &RunSettings) -> Outcome {
     .unwrap();
     drain.await.unwrap();
     outcome
-}
-
-fn images_in(dir: &Path) -> usize {
-    std::fs::read_dir(dir)
-        .map(|d| {
-            d.filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "jpg"))
-                .count()
-        })
-        .unwrap_or(0)
 }
 
 async fn assert_ledger_equals_bill(h: &Harness) {

@@ -3,23 +3,18 @@
 
 #![allow(clippy::unwrap_used)] // In tests a panic is a failure with a backtrace.
 
+mod support;
+
 use std::path::Path;
 use std::time::Duration;
 
 use darkroom_engine::scheduler::Shutdown;
-use darkroom_engine::{load, run_pass, Event, Outcome, RunSettings, StopReason};
-use darkroom_jobs::{Money, Pass, PriceTable, ReadOptions, Routing};
-use darkroom_ledger::Ledger;
-use darkroom_luma::{ApiKey, Client, ClientConfig, CreateRequest};
-use darkroom_sim::{SimConfig, SimHandle};
+use darkroom_engine::{run_pass, Event, Outcome, RunSettings, StopReason};
+use darkroom_jobs::{Money, Pass};
+use darkroom_luma::CreateRequest;
+use darkroom_sim::SimConfig;
+use support::Harness;
 use tokio::sync::mpsc;
-
-struct Harness {
-    dir: tempfile::TempDir,
-    ledger: Ledger,
-    sim: SimHandle,
-    client: Client,
-}
 
 /// A fast simulator billing Flash at `flash_micros` an image.
 fn sim_billing_flash_at(flash_micros: i64) -> SimConfig {
@@ -33,24 +28,7 @@ fn sim_billing_flash_at(flash_micros: i64) -> SimConfig {
 }
 
 async fn harness(sim_config: SimConfig) -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    let ledger = Ledger::open(&dir.path().join("darkroom.db")).await.unwrap();
-    let sim = darkroom_sim::spawn(sim_config).await.unwrap();
-    let client = Client::new(ClientConfig {
-        base_url: sim.base_url(),
-        api_key: ApiKey::new("test-key".to_string()),
-        connect_timeout: Duration::from_secs(5),
-        request_timeout: Duration::from_secs(10),
-        download_timeout: Duration::from_secs(30),
-        user_agent: "darkroom-tests".into(),
-    })
-    .unwrap();
-    Harness {
-        dir,
-        ledger,
-        sim,
-        client,
-    }
+    Harness::start(sim_config).await
 }
 
 fn write_job(dir: &Path, rows: usize) -> std::path::PathBuf {
@@ -86,23 +64,7 @@ async fn run(
 ) -> (i64, Outcome, Vec<Event>) {
     let file = write_job(h.dir.path(), rows);
     let settings = settings(h, max_in_flight);
-    let job = h
-        .ledger
-        .upsert_job("vases", &file.display().to_string(), "")
-        .await
-        .unwrap();
-    h.ledger.set_budget(job, Pass::Preview, budget).await.unwrap();
-    load::load_job(
-        &h.ledger,
-        job,
-        &file,
-        Pass::Preview,
-        Routing::default(),
-        PriceTable::default(),
-        ReadOptions::default(),
-    )
-    .await
-    .unwrap();
+    let job = h.load(&file, &settings, budget).await;
     let (tx, mut rx) = mpsc::channel(100_000);
     let collector = tokio::spawn(async move {
         let mut events = Vec::new();

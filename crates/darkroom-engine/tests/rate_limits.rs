@@ -9,42 +9,17 @@
 
 #![allow(clippy::unwrap_used)] // In tests a panic is a failure with a backtrace.
 
+mod support;
+
 use std::time::Duration;
 
-use darkroom_engine::scheduler::Shutdown;
-use darkroom_engine::{load, run_pass, Event, Outcome, RunSettings, StopReason};
-use darkroom_jobs::{Money, Pass, PriceTable, ReadOptions, Routing};
-use darkroom_ledger::Ledger;
-use darkroom_luma::{ApiKey, Client, ClientConfig};
-use darkroom_sim::{RateLimitOnce, RefuseCreates, SimConfig, SimHandle};
-use tokio::sync::mpsc;
-
-struct Harness {
-    dir: tempfile::TempDir,
-    ledger: Ledger,
-    sim: SimHandle,
-    client: Client,
-}
+use darkroom_engine::{Event, Outcome, RunSettings, StopReason};
+use darkroom_jobs::{Money, Pass};
+use darkroom_sim::{RateLimitOnce, RefuseCreates, SimConfig};
+use support::Harness;
 
 async fn harness(sim_config: SimConfig) -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    let ledger = Ledger::open(&dir.path().join("darkroom.db")).await.unwrap();
-    let sim = darkroom_sim::spawn(sim_config).await.unwrap();
-    let client = Client::new(ClientConfig {
-        base_url: sim.base_url(),
-        api_key: ApiKey::new("test-key".to_string()),
-        connect_timeout: Duration::from_secs(5),
-        request_timeout: Duration::from_secs(30),
-        download_timeout: Duration::from_secs(30),
-        user_agent: "darkroom-tests".into(),
-    })
-    .unwrap();
-    Harness {
-        dir,
-        ledger,
-        sim,
-        client,
-    }
+    Harness::start_with_timeout(sim_config, Duration::from_secs(30)).await
 }
 
 /// The simulator at the account's real rate (80 a minute), fast generations.
@@ -76,38 +51,8 @@ async fn load_and_run(h: &Harness, rows: usize, settings: &RunSettings) -> (Outc
     }
     let file = h.dir.path().join("pauses.csv");
     std::fs::write(&file, text).unwrap();
-    let job = h
-        .ledger
-        .upsert_job(&settings.job_name, &file.display().to_string(), "")
-        .await
-        .unwrap();
-    h.ledger
-        .set_budget(job, settings.pass, Money::from_micros(10_000_000))
-        .await
-        .unwrap();
-    load::load_job(
-        &h.ledger,
-        job,
-        &file,
-        settings.pass,
-        Routing::default(),
-        PriceTable::default(),
-        ReadOptions::default(),
-    )
-    .await
-    .unwrap();
-    let (tx, mut rx) = mpsc::channel(100_000);
-    let collector = tokio::spawn(async move {
-        let mut events = Vec::new();
-        while let Some(e) = rx.recv().await {
-            events.push(e);
-        }
-        events
-    });
-    let outcome = run_pass(&h.ledger, &h.client, settings, job, tx, Shutdown::default())
-        .await
-        .unwrap();
-    (outcome, collector.await.unwrap())
+    let job = h.load(&file, settings, Money::from_micros(10_000_000)).await;
+    h.run_collecting(job, settings).await
 }
 
 fn creates_sent(h: &Harness) -> u64 {

@@ -3,23 +3,17 @@
 
 #![allow(clippy::unwrap_used)] // In tests a panic is a failure with a backtrace.
 
+mod support;
+
 use std::path::Path;
 use std::time::Duration;
 
 use darkroom_engine::scheduler::Shutdown;
-use darkroom_engine::{load, run_pass, Event, Outcome, RunSettings, StopReason};
-use darkroom_jobs::{Money, Pass, PriceTable, ReadOptions, Routing};
-use darkroom_ledger::Ledger;
-use darkroom_luma::{ApiKey, Client, ClientConfig};
-use darkroom_sim::{SimConfig, SimHandle};
+use darkroom_engine::{run_pass, Event, Outcome, RunSettings, StopReason};
+use darkroom_jobs::{Money, Pass};
+use darkroom_sim::SimConfig;
+use support::{images_in, Harness};
 use tokio::sync::mpsc;
-
-struct Harness {
-    dir: tempfile::TempDir,
-    ledger: Ledger,
-    sim: SimHandle,
-    client: Client,
-}
 
 /// A fast simulator: real limits off unless a test sets them, latency scaled down.
 fn fast_sim() -> SimConfig {
@@ -32,24 +26,7 @@ fn fast_sim() -> SimConfig {
 }
 
 async fn harness(sim_config: SimConfig) -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    let ledger = Ledger::open(&dir.path().join("darkroom.db")).await.unwrap();
-    let sim = darkroom_sim::spawn(sim_config).await.unwrap();
-    let client = Client::new(ClientConfig {
-        base_url: sim.base_url(),
-        api_key: ApiKey::new("test-key-do-not-leak".to_string()),
-        connect_timeout: Duration::from_secs(5),
-        request_timeout: Duration::from_secs(10),
-        download_timeout: Duration::from_secs(30),
-        user_agent: "darkroom-tests".into(),
-    })
-    .unwrap();
-    Harness {
-        dir,
-        ledger,
-        sim,
-        client,
-    }
+    Harness::start(sim_config).await
 }
 
 fn write_job(dir: &Path, name: &str, rows: usize, variants: u32) -> std::path::PathBuf {
@@ -79,24 +56,7 @@ fn settings(h: &Harness, job: &str) -> RunSettings {
 
 /// Creates the job, sets its budget and loads the file: what `darkroom run` does before running.
 async fn load_into(h: &Harness, file: &Path, settings: &RunSettings, budget: Money) -> i64 {
-    let job = h
-        .ledger
-        .upsert_job(&settings.job_name, &file.display().to_string(), "")
-        .await
-        .unwrap();
-    h.ledger.set_budget(job, settings.pass, budget).await.unwrap();
-    load::load_job(
-        &h.ledger,
-        job,
-        file,
-        settings.pass,
-        Routing::default(),
-        PriceTable::default(),
-        ReadOptions::default(),
-    )
-    .await
-    .unwrap();
-    job
+    h.load(file, settings, budget).await
 }
 
 async fn load_and_run(
@@ -105,28 +65,8 @@ async fn load_and_run(
     settings: &RunSettings,
     budget: Money,
 ) -> (Outcome, Vec<Event>) {
-    let job = load_into(h, file, settings, budget).await;
-    let (tx, mut rx) = mpsc::channel(100_000);
-    let collector = tokio::spawn(async move {
-        let mut events = Vec::new();
-        while let Some(e) = rx.recv().await {
-            events.push(e);
-        }
-        events
-    });
-    let outcome = run_pass(&h.ledger, &h.client, settings, job, tx, Shutdown::default())
-        .await
-        .unwrap();
-    (outcome, collector.await.unwrap())
-}
-
-fn images_in(dir: &Path) -> usize {
-    std::fs::read_dir(dir)
-        .map(|d| {
-            d.filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "jpg"))
-                .count()
-        })
-        .unwrap_or(0)
+    let job = h.load(file, settings, budget).await;
+    h.run_collecting(job, settings).await
 }
 
 async fn assert_bill_matches(h: &Harness) {
