@@ -131,11 +131,6 @@ pub fn stage(path: &Path, bytes: &[u8]) -> std::io::Result<StagedImage> {
 }
 
 impl StagedImage {
-    /// The final path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Renames the temporary file into place and syncs the directory.
     pub fn commit(mut self) -> std::io::Result<()> {
         std::fs::rename(&self.tmp, &self.path)?;

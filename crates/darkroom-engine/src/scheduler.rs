@@ -38,6 +38,38 @@ pub enum StopReason {
     Failed(String),
 }
 
+impl StopReason {
+    /// The stop's name, stable for scripts (`--json`): `BudgetExhausted`, `Interrupted`,
+    /// `Deadline`, `Refused` or `Failed`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StopReason::BudgetExhausted => "BudgetExhausted",
+            StopReason::Interrupted => "Interrupted",
+            StopReason::Deadline => "Deadline",
+            StopReason::Refused(_) => "Refused",
+            StopReason::Failed(_) => "Failed",
+        }
+    }
+
+    /// The upstream's or the system's words, for the stops that carry them.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            StopReason::Refused(reason) | StopReason::Failed(reason) => Some(reason),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for StopReason {
+    /// `Refused: the upstream's words`, or the bare name.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.reason() {
+            Some(reason) => write!(f, "{}: {reason}", self.kind()),
+            None => f.write_str(self.kind()),
+        }
+    }
+}
+
 /// How a pass ended.
 #[derive(Debug, Clone)]
 pub struct Outcome {

@@ -254,13 +254,18 @@ impl TaskRun {
                 () = self.shared.stop_dispatch.cancelled() => return self.release(TaskState::Pending, None).await,
             }
             let guard = self.shared.create_lock.read().await;
+            // A 429 to another create while this one waited for the lock pauses this one too:
+            // wait again, writing nothing.
+            if self.shared.gate.paused_until().is_some() {
+                drop(guard);
+                continue;
+            }
             let generation = self
                 .shared
                 .ledger
                 .record_intent(self.task.id, &self.request_fingerprint)
                 .await?;
-            // The last instant before sending: a 429 to another create while this one waited for
-            // the lock or the ledger pauses this one too.
+            // The last instant before sending: a 429 that came while the intent was written.
             if self.shared.gate.paused_until().is_none() {
                 break (guard, generation);
             }

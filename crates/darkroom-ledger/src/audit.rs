@@ -8,7 +8,10 @@
 use darkroom_jobs::{Money, Pass};
 use serde::Serialize;
 
-use crate::{fail_and_refund, insert_spend, now_ms, Ledger, Result, TaskRecord, TaskState, TASK_COLUMNS};
+use crate::{
+    fail_and_refund, insert_spend, now_ms, Ledger, Result, TaskRecord, TaskState, PRICE_IN_FORCE,
+    TASK_COLUMNS,
+};
 
 /// How a generation the ledger did not know stood upstream when it was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,7 +136,7 @@ impl Ledger {
             return Ok(false);
         }
         let task: Option<(i64, String, i64, i64)> = sqlx::query_as(&format!(
-            "SELECT job_id, pass, price_micros, attempts FROM tasks
+            "SELECT job_id, pass, {PRICE_IN_FORCE}, attempts FROM tasks t
              WHERE id = ?1 AND superseded = 0 AND reserved_micros = 0 AND state IN {NEEDS_IMAGE}"
         ))
         .bind(task_id)
@@ -189,11 +192,12 @@ impl Ledger {
         if claimed.is_some() {
             return Ok(None);
         }
-        let (job_id, pass, price, attempts): (i64, String, i64, i64) =
-            sqlx::query_as("SELECT job_id, pass, price_micros, attempts FROM tasks WHERE id = ?1")
-                .bind(task_id)
-                .fetch_one(&mut *tx)
-                .await?;
+        let (job_id, pass, price, attempts): (i64, String, i64, i64) = sqlx::query_as(&format!(
+            "SELECT job_id, pass, {PRICE_IN_FORCE}, attempts FROM tasks t WHERE id = ?1"
+        ))
+        .bind(task_id)
+        .fetch_one(&mut *tx)
+        .await?;
         let now = now_ms();
         let state = match found {
             FoundState::Unfinished => "abandoned",

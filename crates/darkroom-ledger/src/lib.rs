@@ -78,7 +78,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
 /// locked". The longest write transaction a darkroom process holds is a job file's load (about
 /// 15 s for a million tasks on a laptop); two minutes leaves room for larger files and a loaded
 /// machine. Readers (`darkroom status`) never wait: WAL lets them read beside a writer.
-pub const BUSY_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// How long a task waits for the process's one connection: longer than [`BUSY_TIMEOUT`], so the
 /// task holding it can wait out another process's lock first.
@@ -1101,7 +1101,7 @@ async fn insert_spend(
 /// The lock file that serialises opening a ledger: `PATH-lock` beside it (SQLite's own files are
 /// `PATH-wal` and `PATH-shm`; a job's run lock is `PATH.JOB.lock`, so the names can't meet). It is
 /// left in place: removing a lock file another process may be about to lock would break the lock.
-pub fn open_lock_path(ledger: &Path) -> std::path::PathBuf {
+pub(crate) fn open_lock_path(ledger: &Path) -> std::path::PathBuf {
     let mut name = ledger.as_os_str().to_owned();
     name.push("-lock");
     std::path::PathBuf::from(name)

@@ -102,9 +102,6 @@ impl PassRecord {
     pub fn reserved(&self) -> Money {
         Money::from_micros(self.reserved_micros)
     }
-    pub fn unplanned(&self) -> Money {
-        Money::from_micros(self.unplanned_micros)
-    }
     /// What is left to reserve: the budget less spend and reservations (never below zero).
     pub fn remaining(&self) -> Money {
         Money::from_micros((self.budget_micros - self.spent_micros - self.reserved_micros).max(0))

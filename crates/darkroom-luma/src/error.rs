@@ -112,10 +112,10 @@ impl Error {
                 status: 401..=403, ..
             } => true,
             Error::Status {
-                status: 400 | 429,
+                status: status @ (400 | 429),
                 detail,
                 ..
-            } => names_an_account_limit(detail),
+            } => names_an_account_limit(*status, detail),
             _ => false,
         }
     }
@@ -126,27 +126,35 @@ impl Error {
     }
 }
 
-/// Words an error detail uses when the account (not the request rate) is the limit: out of
-/// credits, over a quota, or over a usage, spend, monthly or billing cap.
-const ACCOUNT_LIMIT_WORDS: [&str; 12] = [
+/// Phrases an error detail uses when the account (not the request) is the limit: out of credits,
+/// over a quota, or over a usage, spend or plan cap. Specific enough to read in any 4xx.
+const ACCOUNT_LIMIT_PHRASES: [&str; 11] = [
     "credit",
     "balance",
     "insufficient",
     "quota",
     "usage limit",
     "usage cap",
-    "spend",
-    "monthly",
-    "billing",
-    "payment",
+    "spend limit",
+    "spending limit",
     "exceeded your current usage",
     "plan limit",
+    "billing limit",
 ];
 
-/// Whether an error's detail names a limit of the account rather than of the request rate.
-fn names_an_account_limit(detail: &str) -> bool {
+/// Looser words that, on a 429 only, say the limit is the account's (a monthly cap, billing,
+/// payment). A 400 about the request itself may use them ("a monthly planner", "billing page").
+const ACCOUNT_LIMIT_WORDS_ON_429: [&str; 4] = ["spend", "monthly", "billing", "payment"];
+
+/// Whether an error's detail names a limit of the account rather than of the request (or, for a
+/// 429, of the request rate).
+fn names_an_account_limit(status: u16, detail: &str) -> bool {
     let detail = detail.to_ascii_lowercase();
-    ACCOUNT_LIMIT_WORDS.iter().any(|word| detail.contains(word))
+    ACCOUNT_LIMIT_PHRASES.iter().any(|phrase| detail.contains(phrase))
+        || (status == 429
+            && ACCOUNT_LIMIT_WORDS_ON_429
+                .iter()
+                .any(|word| detail.contains(word)))
 }
 
 /// The `detail` of an error body: a string, a pydantic list rendered readably, or the raw text cut short.
@@ -293,6 +301,9 @@ mod tests {
         assert!(status(400, "Monthly usage limit exceeded").is_refusal());
         assert!(status(400, "Insufficient credits").is_refusal());
         assert!(!status(400, "Prompt is too short, minimum length is 3 characters").is_refusal());
+        // A 400 about the request may use the looser words; only a 429 reads them as the account's.
+        assert!(!status(400, "Unsupported option for model: monthly billing layout").is_refusal());
+        assert!(status(429, "Monthly spend cap reached").is_refusal());
         assert!(!status(422, "body.aspect_ratio: Input should be '1:1'").is_refusal());
     }
 

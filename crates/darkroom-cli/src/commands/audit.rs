@@ -4,10 +4,8 @@
 
 use std::path::Path;
 
-use anyhow::Context;
 use darkroom_engine::audit::Audit;
 use darkroom_jobs::Pass;
-use darkroom_ledger::{Ledger, LedgerError};
 
 use crate::commands::{connect, PassArg, Upstream};
 use crate::exit::{Exit, Failure};
@@ -57,24 +55,7 @@ fn parse_since(text: &str) -> Result<i64, String> {
 
 async fn audit_async(args: Args, since: Option<i64>) -> anyhow::Result<Exit> {
     let db = &args.upstream.db;
-    let ledger = Ledger::open(db)
-        .await
-        .with_context(|| format!("opening the ledger {}", db.display()))?;
-    let jobs = match &args.job {
-        Some(name) => match ledger.job(name).await {
-            Ok(job) => vec![job],
-            Err(LedgerError::NoSuchJob(_)) => {
-                return Err(Failure::new(
-                    Exit::BadInput,
-                    format!("no job named {name:?} in {}", db.display()),
-                )
-                .with_hint("`darkroom status` lists the jobs of a ledger")
-                .into())
-            }
-            Err(error) => return Err(error.into()),
-        },
-        None => ledger.jobs().await?,
-    };
+    let (ledger, jobs) = crate::commands::find_jobs(db, args.job.as_deref()).await?;
     let connection = connect(&args.upstream).await?;
     let passes: Vec<Pass> = match args.pass {
         Some(pass) => vec![pass.into()],
@@ -83,10 +64,7 @@ async fn audit_async(args: Args, since: Option<i64>) -> anyhow::Result<Exit> {
     let mut recorded = false;
     for job in &jobs {
         // A run of this job settles its own creates; auditing beside it could take one in flight.
-        let _lock = darkroom_engine::lock::JobLock::acquire(db, &job.name).map_err(|e| {
-            Failure::new(Exit::BadInput, e.to_string())
-                .with_hint("a run audits the account itself when it ends; audit after it finishes")
-        })?;
+        let _lock = crate::commands::lock_job(db, &job.name)?;
         for pass in &passes {
             let Some(from) = (match since {
                 Some(since) => Some(since),

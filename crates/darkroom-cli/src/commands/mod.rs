@@ -159,6 +159,31 @@ pub async fn open_ledger(db: &Path) -> anyhow::Result<darkroom_ledger::Ledger> {
         .with_context(|| format!("could not open the ledger {}", db.display()))
 }
 
+/// Opens the ledger and finds the named job, or every job when none is named: an unknown job is bad
+/// input (exit 2), a ledger that fails is the ledger's (exit 7).
+pub async fn find_jobs(
+    db: &Path,
+    job: Option<&str>,
+) -> anyhow::Result<(darkroom_ledger::Ledger, Vec<darkroom_ledger::JobRecord>)> {
+    let ledger = open_ledger(db).await?;
+    let jobs = match job {
+        Some(name) => match ledger.job(name).await {
+            Ok(record) => vec![record],
+            Err(darkroom_ledger::LedgerError::NoSuchJob(_)) => {
+                return Err(Failure::new(
+                    Exit::BadInput,
+                    format!("no job named {name:?} in {}", db.display()),
+                )
+                .with_hint("`darkroom status` lists the jobs of a ledger")
+                .into())
+            }
+            Err(e) => return Err(e.into()),
+        },
+        None => ledger.jobs().await?,
+    };
+    Ok((ledger, jobs))
+}
+
 /// Sets a pass's budget from `--budget`: a budget below what is already spent is bad input (exit 2),
 /// any other ledger error is the ledger's (exit 7).
 pub async fn set_budget_flag(

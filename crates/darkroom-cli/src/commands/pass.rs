@@ -189,17 +189,8 @@ pub async fn execute(settings: &Settings, run: PassRun) -> anyhow::Result<Exit> 
     let summary = serde_json::json!({
         "event": "summary", "job": job, "pass": pass.as_str(), "counts": outcome.counts,
         "spent": outcome.spent, "budget": outcome.budget,
-        // `stopped` names the stop as the engine does (`BudgetExhausted`, `Refused`, ...);
-        // `stop_reason` is the upstream's or the system's words, where there are any.
-        "stopped": outcome.stop.as_ref().map(|s| match s {
-            StopReason::Refused(_) => "Refused".to_string(),
-            StopReason::Failed(_) => "Failed".to_string(),
-            other => format!("{other:?}"),
-        }),
-        "stop_reason": outcome.stop.as_ref().and_then(|s| match s {
-            StopReason::Refused(reason) | StopReason::Failed(reason) => Some(reason.clone()),
-            _ => None,
-        }),
+        "stopped": outcome.stop.as_ref().map(StopReason::kind),
+        "stop_reason": outcome.stop.as_ref().and_then(StopReason::reason),
         "out": job_dir.display().to_string(),
         "duration_ms": u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         "results": job_dir.join("results.jsonl").display().to_string(),

@@ -4,7 +4,6 @@
 use std::path::Path;
 
 use darkroom_jobs::{Model, Money};
-use darkroom_ledger::Ledger;
 use serde_json::json;
 
 use crate::commands::{connect, Upstream, LUMA_BASE_URL};
@@ -60,13 +59,20 @@ pub fn run(config_file: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
             }
             let connection = connect(&args.upstream).await?;
             base_url = connection.client.base_url().to_string();
-            let ledger = Ledger::open(&args.upstream.db).await?;
+            let ledger = crate::commands::open_ledger(&args.upstream.db).await?;
             let result =
                 darkroom_engine::prices::probe_prices(&connection.client, &ledger, &settings.prices, &models, budget)
                     .await;
             connection.stop().await;
             ledger.close().await;
-            probes = result.map_err(|e| Failure::new(Exit::Refused, e.to_string()))?;
+            // The upstream's refusals exit 5; the ledger's failure is the ledger's (exit 7).
+            probes = result.map_err(|e| match e {
+                darkroom_engine::prices::ProbeError::Ledger(_) => anyhow::Error::new(e),
+                other => {
+                    let words = std::error::Error::source(&other).map(|s| format!(": {s}")).unwrap_or_default();
+                    Failure::new(Exit::Refused, format!("{other}{words}")).into()
+                }
+            })?;
         } else {
             base_url = args
                 .upstream
@@ -77,7 +83,7 @@ pub fn run(config_file: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
                 .to_string();
         }
         let observed = if args.upstream.db.exists() {
-            let ledger = Ledger::open(&args.upstream.db).await?;
+            let ledger = crate::commands::open_ledger(&args.upstream.db).await?;
             let observed = ledger.last_observed(&base_url).await?;
             ledger.close().await;
             observed

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use darkroom_engine::promote::{self, PromoteOptions, Selection};
 use darkroom_jobs::{Money, Pass};
-use darkroom_ledger::{Ledger, LedgerError};
+use darkroom_ledger::Ledger;
 
 use crate::commands::pass::{PassRun, RunFlags};
 use crate::commands::{connect, Upstream, MAX_ERRORS_SHOWN};
@@ -66,17 +66,12 @@ pub fn options(settings: &Settings) -> anyhow::Result<PromoteOptions> {
 
 /// Opens the ledger and finds the job, with a clear error when it isn't there.
 pub async fn open_job(db: &Path, job: &str) -> anyhow::Result<(Ledger, i64)> {
-    let ledger = crate::commands::open_ledger(db).await?;
-    match ledger.job(job).await {
-        Ok(record) => Ok((ledger, record.id)),
-        Err(LedgerError::NoSuchJob(_)) => Err(Failure::new(
-            Exit::BadInput,
-            format!("no job named {job:?} in {}", db.display()),
-        )
-        .with_hint("`darkroom status` lists the jobs of a ledger")
-        .into()),
-        Err(e) => Err(e.into()),
-    }
+    let (ledger, jobs) = crate::commands::find_jobs(db, Some(job)).await?;
+    let id = jobs
+        .first()
+        .map(|record| record.id)
+        .context("the job was just found")?;
+    Ok((ledger, id))
 }
 
 /// Prints why a selection can't be promoted. Returns the error to exit with.

@@ -454,7 +454,7 @@ async fn make_finals(review: &Review, plan: promote::Plan) -> anyhow::Result<Str
         ));
     }
     if let Some(stop) = outcome.stop {
-        message.push_str(&format!("; stopped: {stop:?}"));
+        message.push_str(&format!("; stopped: {stop}"));
     }
     Ok(message)
 }

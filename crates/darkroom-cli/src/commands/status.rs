@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 
 use darkroom_jobs::Pass;
-use darkroom_ledger::LedgerError;
 use serde_json::json;
 
 use crate::exit::{Exit, Failure};
@@ -34,19 +33,7 @@ pub fn run(_config: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let ledger = crate::commands::open_ledger(&args.db).await?;
-        let jobs = match &args.job {
-            Some(name) => match ledger.job(name).await {
-                Ok(job) => vec![job],
-                Err(e @ LedgerError::NoSuchJob(_)) => {
-                    return Err(Failure::new(Exit::BadInput, e.to_string())
-                        .with_hint("`darkroom status` without a job lists the ledger's jobs")
-                        .into())
-                }
-                Err(e) => return Err(e.into()),
-            },
-            None => ledger.jobs().await?,
-        };
+        let (ledger, jobs) = crate::commands::find_jobs(&args.db, args.job.as_deref()).await?;
         let mut report = Vec::new();
         for job in jobs {
             let mut passes = Vec::new();

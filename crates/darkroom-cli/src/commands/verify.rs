@@ -6,7 +6,6 @@
 use std::path::{Path, PathBuf};
 
 use darkroom_engine::content::{verify_job, Finding, Problem, Unverified, VerifyReport};
-use darkroom_ledger::Ledger;
 use serde_json::json;
 
 use crate::exit::{Exit, Failure};
@@ -48,14 +47,7 @@ pub fn run(_config: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let ledger = Ledger::open(&args.db).await?;
-        let jobs = match &args.job {
-            Some(name) => vec![ledger
-                .job(name)
-                .await
-                .map_err(|e| Failure::new(Exit::BadInput, e.to_string()))?],
-            None => ledger.jobs().await?,
-        };
+        let (ledger, jobs) = crate::commands::find_jobs(&args.db, args.job.as_deref()).await?;
         let unverified = if args.record_unverified {
             Unverified::Record
         } else {
