@@ -101,6 +101,8 @@ pub struct Settings {
     pub retry: Retry,
     pub notify: NotifySettings,
     pub promote: PromoteSettings,
+    /// How the provider is reached (timeouts).
+    pub luma: LumaSettings,
     /// Where each price came from (for `darkroom prices`).
     #[serde(skip)]
     pub price_sources: PriceSources,
@@ -112,6 +114,23 @@ pub struct Settings {
 pub struct PromoteSettings {
     pub reference: darkroom_engine::promote::PreviewReference,
     pub weight: f64,
+}
+
+/// How Luma's API is reached: a timeout for each kind of call. The key and base URL come from the
+/// environment and flags only (`LUMAAI_API_KEY`, `--base-url` / `LUMAAI_BASE_URL`).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LumaSettings {
+    /// Time to open a connection, to the API or to an image's host.
+    #[serde(deserialize_with = "duration")]
+    pub connect_timeout: std::time::Duration,
+    /// Time an API call may take, its answer included. A create that times out is an unknown
+    /// outcome, reconciled before it is sent again.
+    #[serde(deserialize_with = "duration")]
+    pub request_timeout: std::time::Duration,
+    /// Time an image download may take.
+    #[serde(deserialize_with = "duration")]
+    pub download_timeout: std::time::Duration,
 }
 
 /// Where run notifications go (with any `--notify` URLs).
@@ -325,6 +344,40 @@ mod tests {
         );
         assert_eq!(settings.defaults.aspect_ratio, AspectRatio::Landscape16x9);
         assert_eq!(settings.limits.give_up_after, std::time::Duration::from_secs(600));
+    }
+
+    #[test]
+    fn the_luma_timeouts_default_to_the_clients_and_a_bad_or_zero_one_is_named() {
+        let settings = parse(DEFAULT_CONFIG.parse().unwrap()).unwrap();
+        let defaults = darkroom_luma::ClientConfig::new("http://127.0.0.1:1", ApiKey::new("k".into()));
+        assert_eq!(settings.luma.connect_timeout, defaults.connect_timeout);
+        assert_eq!(settings.luma.request_timeout, defaults.request_timeout);
+        assert_eq!(settings.luma.download_timeout, defaults.download_timeout);
+        let mut table: toml::Table = DEFAULT_CONFIG.parse().unwrap();
+        merge(
+            &mut table,
+            "[luma]
+request_timeout = \"2m\""
+                .parse()
+                .unwrap(),
+        );
+        let settings = parse(table).unwrap();
+        assert_eq!(settings.luma.request_timeout, std::time::Duration::from_secs(120));
+        assert_eq!(
+            settings.luma.connect_timeout,
+            std::time::Duration::from_secs(10),
+            "the rest keep their defaults"
+        );
+        for (key, bad) in [
+            ("connect_timeout", "\"0s\""),
+            ("download_timeout", "120"),
+            ("request_timeout", "\"soon\""),
+        ] {
+            let mut table: toml::Table = DEFAULT_CONFIG.parse().unwrap();
+            merge(&mut table, format!("[luma]\n{key} = {bad}").parse().unwrap());
+            let error = parse(table).unwrap_err().to_string();
+            assert!(error.contains(key), "{key} = {bad}: {error}");
+        }
     }
 
     #[test]

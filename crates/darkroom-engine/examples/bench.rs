@@ -31,7 +31,7 @@ use darkroom_engine::scheduler::Shutdown;
 use darkroom_engine::{run_pass, Event, RunSettings};
 use darkroom_jobs::{Money, Pass, PriceTable, ReadOptions, Routing};
 use darkroom_ledger::Ledger;
-use darkroom_luma::Client;
+use darkroom_provider::Provider;
 use darkroom_sim::{Faults, RateWindow, SimConfig, SimHandle};
 use futures::StreamExt;
 use tokio::runtime::Handle;
@@ -327,16 +327,17 @@ async fn run_darkroom(
     ran
 }
 
-fn client(sim: &SimHandle) -> Client {
-    Client::new(darkroom_luma::ClientConfig {
-        base_url: sim.base_url(),
-        api_key: darkroom_luma::ApiKey::new("bench".into()),
-        connect_timeout: Duration::from_secs(5),
-        request_timeout: Duration::from_secs(10),
-        download_timeout: Duration::from_secs(30),
-        user_agent: "darkroom-bench".into(),
-    })
-    .unwrap()
+fn client(sim: &SimHandle) -> Arc<dyn Provider> {
+    Arc::new(
+        darkroom_luma::LumaProvider::new(darkroom_luma::ClientConfig {
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+            download_timeout: Duration::from_secs(30),
+            user_agent: "darkroom-bench".into(),
+            ..darkroom_luma::ClientConfig::new(sim.base_url(), darkroom_luma::ApiKey::new("bench".into()))
+        })
+        .unwrap(),
+    )
 }
 
 fn floor_seconds(tasks: usize, per_minute: u32, concurrent: u32, time_scale: f64) -> f64 {

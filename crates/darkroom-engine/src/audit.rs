@@ -13,14 +13,14 @@
 
 use darkroom_jobs::{Money, Pass};
 use darkroom_ledger::{AuditRecord, FoundState, Ledger, TaskRecord, TaskState};
-use darkroom_luma::{Client, CreateRequest, Generation, GenerationState};
+use darkroom_provider::{CreateRequest, Generation, GenerationState, Provider};
 
 use crate::requests::body_fingerprint;
 use crate::EngineError;
 
 /// How far the upstream's clock may be behind ours when comparing `created_at` to a moment.
 const CLOCK_SKEW_MS: i64 = 120_000;
-/// The most list pages read (100 generations each): 200,000 generations.
+/// The most list pages read (100 generations each with Luma: 200,000 generations).
 const MAX_PAGES: u32 = 2_000;
 /// Reads of one page before the audit gives up (the rest is left to the next audit).
 const READS_PER_PAGE: u32 = 4;
@@ -53,7 +53,7 @@ impl Audit {
 /// (`record.complete` false), as the next audit reads the same generations again.
 pub async fn audit(
     ledger: &Ledger,
-    client: &Client,
+    client: &dyn Provider,
     job_id: i64,
     pass: Pass,
     since_ms: i64,
@@ -68,10 +68,11 @@ pub async fn audit(
         },
         ..Audit::default()
     };
+    let mut cursor = None;
     'pages: for page in 0..MAX_PAGES {
         let mut tries = 0;
         let list = loop {
-            match client.list(100, page * 100).await {
+            match client.list_since(earliest, cursor.as_ref()).await {
                 Ok(list) => break list,
                 Err(error) => {
                     tries += 1;
@@ -84,11 +85,8 @@ pub async fn audit(
                 }
             }
         };
-        let count = list.generations.len();
-        let mut older_seen = false;
         for generation in list.generations {
             if generation.created_at_ms().is_some_and(|c| c < earliest) {
-                older_seen = true;
                 continue;
             }
             found.record.read_count += 1;
@@ -97,7 +95,8 @@ pub async fn audit(
             }
             settle_found(ledger, job_id, pass, generation, &mut found).await?;
         }
-        if older_seen || !list.has_more || count == 0 {
+        cursor = list.next;
+        if cursor.is_none() {
             break;
         }
         if page + 1 == MAX_PAGES {

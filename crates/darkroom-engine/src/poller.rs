@@ -12,7 +12,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use darkroom_luma::{Client, Generation, GenerationState};
+use darkroom_provider::{Generation, GenerationState, Provider};
 use futures::StreamExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::{mpsc, oneshot};
@@ -85,8 +85,6 @@ pub const NUDGE_GATHER: Duration = Duration::from_millis(200);
 /// How long a nudge for a generation not watched yet is remembered (its create's answer may still
 /// be on its way when the callback arrives).
 const EARLY_NUDGE: Duration = Duration::from_secs(60);
-/// One list call covers this many of the newest generations.
-const LIST_PAGE: u32 = 100;
 /// Generations one sweep reports on at most.
 const MAX_PER_SWEEP: usize = 64;
 /// Single reads a sweep has open at once.
@@ -99,7 +97,7 @@ impl Poller {
     /// the longest wait between two reads of a generation ([`MAX_INTERVAL`] when polling is the only
     /// way to learn of an end; longer when callbacks nudge it).
     pub fn spawn(
-        client: Client,
+        client: Arc<dyn Provider>,
         polls_per_second: u32,
         max_interval: Duration,
         tracker: &TaskTracker,
@@ -148,7 +146,7 @@ enum Read {
 }
 
 async fn poll_loop(
-    client: Client,
+    client: Arc<dyn Provider>,
     limiter: DefaultDirectRateLimiter,
     max_interval: Duration,
     mut rx: mpsc::Receiver<Message>,
@@ -216,7 +214,7 @@ async fn sleep_until_opt(when: Option<Instant>) {
 
 /// Marks the due generations as being read and starts one sweep over them.
 fn start_sweep(
-    client: &Client,
+    client: &Arc<dyn Provider>,
     limiter: &Arc<DefaultDirectRateLimiter>,
     watches: &mut HashMap<String, Entry>,
     sweeps: &mut JoinSet<Vec<(String, Read)>>,
@@ -243,14 +241,15 @@ fn start_sweep(
 /// One list call for the newest generations when several are due, then single reads, side by
 /// side, for those the list did not cover.
 async fn sweep(
-    client: Client,
+    client: Arc<dyn Provider>,
     limiter: Arc<DefaultDirectRateLimiter>,
     mut due: Vec<String>,
 ) -> Vec<(String, Read)> {
     let mut reads = Vec::with_capacity(due.len());
     if due.len() >= 2 {
         wait_for(&limiter).await;
-        match client.list(LIST_PAGE, 0).await {
+        // One list call covers the provider's first page of the newest generations.
+        match client.list_since(i64::MIN, None).await {
             Ok(list) => {
                 for generation in list.generations {
                     if let Some(pos) = due.iter().position(|id| *id == generation.id) {

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use darkroom_jobs::{Model, Money};
 use darkroom_ledger::{BalanceReading, PriceObservation};
+use darkroom_provider::{CreateRequest, GenerationState, Provider};
 
 use crate::events::Event;
 use crate::scheduler::Shared;
@@ -48,15 +49,13 @@ pub(crate) struct Observer {
 
 /// Reads the balance through the provider's client: `None` if it has none (or it can't be read).
 async fn read_balance(shared: &Shared) -> Option<BalanceReading> {
-    match shared.client.credits().await {
-        Ok(credits) => {
-            let (balance_micros, resolution_micros) = credits.reading();
-            Some(BalanceReading {
-                at: darkroom_ledger::now_ms(),
-                balance_micros,
-                resolution_micros,
-            })
-        }
+    match shared.client.balance().await {
+        Ok(Some(balance)) => Some(BalanceReading {
+            at: darkroom_ledger::now_ms(),
+            balance_micros: balance.reading_micros,
+            resolution_micros: balance.resolution_micros,
+        }),
+        Ok(None) => None,
         Err(error) => {
             tracing::info!(%error, "the account's balance could not be read; no observed price");
             None
@@ -298,12 +297,14 @@ pub enum ProbeError {
         budget: Money,
     },
     #[error("the account's balance could not be read, so no price can be observed on it")]
-    NoBalance(#[source] darkroom_luma::Error),
+    NoBalance(#[source] darkroom_provider::ProviderError),
+    #[error("the provider exposes no balance, so no price can be observed on it")]
+    NoBalanceApi,
     #[error("the probe's create for {model} failed")]
     Create {
         model: String,
         #[source]
-        source: darkroom_luma::Error,
+        source: darkroom_provider::ProviderError,
     },
     #[error("the probe's generation for {model} did not end within {seconds} s")]
     Timeout { model: String, seconds: u64 },
@@ -323,7 +324,7 @@ pub fn probe_cost(prices: &darkroom_jobs::PriceTable, models: &[Model]) -> Money
 /// can't cover every probe at twice the table's price; stops early if real spend leaves too little
 /// for the next one.
 pub async fn probe_prices(
-    client: &darkroom_luma::Client,
+    client: &dyn Provider,
     ledger: &darkroom_ledger::Ledger,
     prices: &darkroom_jobs::PriceTable,
     models: &[Model],
@@ -352,7 +353,7 @@ pub async fn probe_prices(
         }
         let before = read(client).await?;
         ledger.record_balance(&base_url, None, before).await?;
-        let request = darkroom_luma::CreateRequest {
+        let request = CreateRequest {
             model: model.as_str().to_string(),
             prompt: PROBE_PROMPT.to_string(),
             aspect_ratio: Some("1:1".to_string()),
@@ -411,24 +412,24 @@ pub async fn probe_prices(
     Ok(probes)
 }
 
-async fn read(client: &darkroom_luma::Client) -> Result<BalanceReading, ProbeError> {
-    let credits = client.credits().await.map_err(ProbeError::NoBalance)?;
-    let (balance_micros, resolution_micros) = credits.reading();
+async fn read(client: &dyn Provider) -> Result<BalanceReading, ProbeError> {
+    let balance = client.balance().await.map_err(ProbeError::NoBalance)?;
+    let balance = balance.ok_or(ProbeError::NoBalanceApi)?;
     Ok(BalanceReading {
         at: darkroom_ledger::now_ms(),
-        balance_micros,
-        resolution_micros,
+        balance_micros: balance.reading_micros,
+        resolution_micros: balance.resolution_micros,
     })
 }
 
 /// Polls a generation until it ends: `completed` or `failed`; `None` after `PROBE_TIMEOUT`.
-async fn wait_for_end(client: &darkroom_luma::Client, id: &str) -> Option<String> {
+async fn wait_for_end(client: &dyn Provider, id: &str) -> Option<String> {
     let deadline = tokio::time::Instant::now() + PROBE_TIMEOUT;
     while tokio::time::Instant::now() < deadline {
         if let Ok(generation) = client.get(id).await {
             match generation.state {
-                darkroom_luma::GenerationState::Completed => return Some("completed".into()),
-                darkroom_luma::GenerationState::Failed => return Some("failed".into()),
+                GenerationState::Completed => return Some("completed".into()),
+                GenerationState::Failed => return Some("failed".into()),
                 _ => {}
             }
         }

@@ -9,10 +9,11 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 
 use darkroom_jobs::{Model, Money, Pass};
 use darkroom_ledger::{Ledger, NewFinal, TileRecord};
-use darkroom_luma::Client;
+use darkroom_provider::Provider;
 use futures::StreamExt;
 use serde_json::{json, Value};
 
@@ -187,7 +188,7 @@ pub async fn plan(ledger: &Ledger, job_id: i64, selection: &Selection) -> Result
 /// (its URL no longer resolved), by task id. Run the final pass afterwards to make them.
 pub async fn add_finals(
     ledger: &Ledger,
-    client: &Client,
+    client: &Arc<dyn Provider>,
     job_id: i64,
     plan: &Plan,
     options: &PromoteOptions,

@@ -8,7 +8,9 @@
 //! (variants) can never adopt the same generation.
 
 use darkroom_ledger::Ledger;
-use darkroom_luma::{Client, CreateRequest, Generation};
+use std::sync::Arc;
+
+use darkroom_provider::{CreateRequest, Generation, GenerationState, Provider};
 use tokio::sync::RwLock;
 
 /// Creates hold it shared; a reconciliation holds it alone.
@@ -16,7 +18,7 @@ pub type CreateLock = RwLock<()>;
 
 /// How far the upstream's clock may be behind ours when comparing `created_at` to an intent.
 const CLOCK_SKEW_MS: i64 = 120_000;
-/// The most list pages searched (100 generations each).
+/// The most list pages searched (100 generations each with Luma).
 const MAX_PAGES: u32 = 20;
 
 /// What the search found.
@@ -27,30 +29,28 @@ pub enum Reconciled {
     /// Nothing upstream matches: the create was not accepted and may be sent again.
     NotFound,
     /// The list could not be read: try again later; send nothing.
-    Unreadable(darkroom_luma::Error),
+    Unreadable(darkroom_provider::ProviderError),
     /// The ledger could not say whether a match is already claimed: a systemic failure; send nothing.
     LedgerFailed(darkroom_ledger::LedgerError),
 }
 
 /// Searches the upstream's list for the generation an unknown create may have made.
 pub async fn reconcile(
-    client: &Client,
+    client: &dyn Provider,
     ledger: &Ledger,
     request: &CreateRequest,
     intent_at_ms: i64,
 ) -> Reconciled {
     let earliest = intent_at_ms - CLOCK_SKEW_MS;
-    for page in 0..MAX_PAGES {
-        let list = match client.list(100, page * 100).await {
+    let mut cursor = None;
+    for _ in 0..MAX_PAGES {
+        let list = match client.list_since(earliest, cursor.as_ref()).await {
             Ok(list) => list,
             Err(error) => return Reconciled::Unreadable(error),
         };
-        let mut older_seen = false;
-        let count = list.generations.len();
         for generation in list.generations {
             let created_ms = generation.created_at_ms();
             if created_ms.is_some_and(|c| c < earliest) {
-                older_seen = true;
                 continue;
             }
             if !generation.matches_request(request) {
@@ -62,7 +62,8 @@ pub async fn reconcile(
                 Err(error) => return Reconciled::LedgerFailed(error),
             }
         }
-        if older_seen || !list.has_more || count == 0 {
+        cursor = list.next;
+        if cursor.is_none() {
             break;
         }
     }
@@ -79,7 +80,7 @@ const ABANDONED_AT_ONCE: usize = 8;
 /// refunded. Best effort: a read that fails is simply tried again next time.
 pub async fn settle_abandoned(
     ledger: &Ledger,
-    client: &Client,
+    client: &Arc<dyn Provider>,
     job_id: i64,
     pass: darkroom_jobs::Pass,
 ) -> Result<u64, darkroom_ledger::LedgerError> {
@@ -100,7 +101,7 @@ pub async fn settle_abandoned(
     for (generation, answer) in answers {
         let Ok(found) = answer else { continue };
         match found.state {
-            darkroom_luma::GenerationState::Failed => {
+            GenerationState::Failed => {
                 let reason = found
                     .failure_reason
                     .as_deref()
@@ -108,7 +109,7 @@ pub async fn settle_abandoned(
                 ledger.settle_abandoned(generation, Some(reason)).await?;
                 refunded += 1;
             }
-            darkroom_luma::GenerationState::Completed => ledger.settle_abandoned(generation, None).await?,
+            GenerationState::Completed => ledger.settle_abandoned(generation, None).await?,
             _ => {}
         }
     }

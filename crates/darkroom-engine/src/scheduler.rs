@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use darkroom_jobs::Money;
 use darkroom_ledger::{Counts, Ledger, Reservation, TaskRecord, TaskState};
-use darkroom_luma::Client;
+use darkroom_provider::Provider;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -93,7 +93,7 @@ pub struct Shutdown {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub ledger: Ledger,
-    pub client: Client,
+    pub client: Arc<dyn Provider>,
     pub settings: RunSettings,
     pub job_id: i64,
     pub pass_dir: PathBuf,
@@ -191,7 +191,7 @@ const PAGE: i64 = 500;
 /// The job's tasks must already be loaded and its budget set.
 pub async fn run_pass(
     ledger: &Ledger,
-    client: &Client,
+    client: &Arc<dyn Provider>,
     settings: &RunSettings,
     job_id: i64,
     events: mpsc::Sender<Event>,
@@ -570,8 +570,9 @@ async fn take_from_cache(shared: &Shared, task: &TaskRecord) -> Result<bool, Eng
 /// Refuses to start when the account's credits can't cover even the first task; warns when they
 /// can't cover the whole pass.
 async fn check_credits(shared: &Shared) -> Result<(), EngineError> {
-    let credits = match shared.client.credits().await {
-        Ok(credits) => credits.micro_dollars(),
+    let credits = match shared.client.balance().await {
+        Ok(Some(balance)) => balance.available_micros,
+        Ok(None) => return Ok(()),
         Err(error) if error.is_refusal() => {
             shared.stop(StopReason::Refused(error.to_string()));
             return Ok(());

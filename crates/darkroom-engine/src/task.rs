@@ -9,7 +9,7 @@ use std::time::Duration;
 use backon::BackoffBuilder;
 use darkroom_jobs::{AspectRatio, Format, Model};
 use darkroom_ledger::{Reservation, TaskRecord, TaskState};
-use darkroom_luma::{CreateRequest, FailureKind, GenerationState};
+use darkroom_provider::{CreateRequest, FailureKind, GenerationState};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::events::Event;
@@ -330,10 +330,10 @@ impl TaskRun {
         &mut self,
         generation: i64,
         intent_at: i64,
-        error: darkroom_luma::Error,
+        error: darkroom_provider::ProviderError,
         permit: OwnedSemaphorePermit,
     ) -> Result<Step, EngineError> {
-        use darkroom_luma::ErrorClass;
+        use darkroom_provider::ErrorClass;
         match error.class() {
             ErrorClass::RateLimited { retry_after } => {
                 self.shared.ledger.record_not_created(generation, false).await?;
@@ -672,7 +672,7 @@ impl TaskRun {
                     // have expired; one that can't be reached at all is asked about now and then too
                     // (a file restored long after its generation: its old URL's host may be gone).
                     let refused = error.is_not_found()
-                        || matches!(error.class(), darkroom_luma::ErrorClass::Permanent { .. });
+                        || matches!(error.class(), darkroom_provider::ErrorClass::Permanent { .. });
                     if refused {
                         missing += 1;
                     } else {

@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)] // In tests a panic is a failure with a backtrace.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -13,7 +15,6 @@ use darkroom_engine::scheduler::Shutdown;
 use darkroom_engine::{load, run_pass, Outcome, RunSettings};
 use darkroom_jobs::{Money, Pass, PriceTable, ReadOptions, Routing};
 use darkroom_ledger::Ledger;
-use darkroom_luma::{ApiKey, Client, ClientConfig};
 use darkroom_sim::{Faults, SimConfig, SimHandle};
 use tokio::sync::mpsc;
 
@@ -58,15 +59,7 @@ async fn run(rows: usize, faults: Faults, callbacks: bool) -> (Run, Option<Callb
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let ledger = Ledger::open(&dir.path().join("darkroom.db")).await.unwrap();
-    let client = Client::new(ClientConfig {
-        base_url: sim.base_url(),
-        api_key: ApiKey::new("k".to_string()),
-        connect_timeout: Duration::from_secs(5),
-        request_timeout: Duration::from_secs(10),
-        download_timeout: Duration::from_secs(30),
-        user_agent: "darkroom-tests".into(),
-    })
-    .unwrap();
+    let client = support::provider(&sim.base_url(), Duration::from_secs(10));
     let mut s = RunSettings::new("chairs", Pass::Preview, dir.path().join("out"));
     s.creates_per_minute = None;
     s.latency_photon_flash_1 = Duration::from_millis(30);
@@ -173,15 +166,7 @@ async fn a_callback_with_an_unknown_token_is_refused() {
     let receiver = CallbackReceiver::bind(SocketAddr::from(([127, 0, 0, 1], 0)), None).unwrap();
     let tracker = tokio_util::task::TaskTracker::new();
     let stop = tokio_util::sync::CancellationToken::new();
-    let client = Client::new(ClientConfig {
-        base_url: "http://127.0.0.1:9".into(),
-        api_key: ApiKey::new("k".to_string()),
-        connect_timeout: Duration::from_secs(1),
-        request_timeout: Duration::from_secs(1),
-        download_timeout: Duration::from_secs(1),
-        user_agent: "darkroom-tests".into(),
-    })
-    .unwrap();
+    let client = support::provider("http://127.0.0.1:9", Duration::from_secs(1));
     let poller =
         darkroom_engine::poller::Poller::spawn(client, 10, Duration::from_secs(5), &tracker, stop.clone());
     receiver.serve(poller, &tracker, stop.clone()).unwrap();

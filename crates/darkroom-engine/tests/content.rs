@@ -392,7 +392,7 @@ async fn a_lost_file_whose_generation_the_upstream_deleted_is_made_again_under_t
     let job = h.ledger.job("gone").await.unwrap();
     let task = &h.ledger.kept_images(job.id, None, 0, 10).await.unwrap()[0];
     let upstream = h.ledger.task(task.task_id).await.unwrap().generation_id.unwrap();
-    h.client.delete(&upstream).await.unwrap();
+    h.delete_generation(&upstream).await;
     std::fs::remove_file(image(&h, "gone", "bike")).unwrap();
     let billed = h.sim.billing().net_micros;
 

@@ -13,7 +13,6 @@ use std::time::Duration;
 use darkroom_engine::scheduler::Shutdown;
 use darkroom_engine::{run_pass, Outcome, RunSettings};
 use darkroom_jobs::{Money, Pass};
-use darkroom_luma::{ApiKey, Client, ClientConfig};
 use darkroom_sim::{Faults, SimConfig};
 use support::{images_in, Harness};
 use tokio::sync::mpsc;
@@ -151,15 +150,7 @@ async fn a_late_commit_that_lands_after_the_window_closed_is_recorded_by_the_aud
     })
     .await
     .unwrap();
-    h.client = Client::new(ClientConfig {
-        base_url: h.sim.base_url(),
-        api_key: ApiKey::new("test-key".to_string()),
-        connect_timeout: Duration::from_secs(5),
-        request_timeout: Duration::from_millis(200),
-        download_timeout: Duration::from_secs(30),
-        user_agent: "darkroom-tests".into(),
-    })
-    .unwrap();
+    h.client = support::provider(&h.sim.base_url(), Duration::from_millis(200));
     let file = write_job(h.dir.path(), "later", 1);
     let mut s = settings(&h, "later");
     // The window closes before the commit lands, so the task is sent again.
@@ -219,15 +210,7 @@ async fn the_end_of_run_audit_adopts_a_late_generation_for_a_task_that_still_nee
     })
     .await
     .unwrap();
-    h.client = Client::new(ClientConfig {
-        base_url: h.sim.base_url(),
-        api_key: ApiKey::new("test-key".to_string()),
-        connect_timeout: Duration::from_secs(5),
-        request_timeout: Duration::from_millis(200),
-        download_timeout: Duration::from_secs(30),
-        user_agent: "darkroom-tests".into(),
-    })
-    .unwrap();
+    h.client = support::provider(&h.sim.base_url(), Duration::from_millis(200));
     let file = write_job(h.dir.path(), "adopt", 2);
     let mut s = settings(&h, "adopt");
     s.latency_photon_flash_1 = Duration::from_millis(1000);
@@ -428,15 +411,7 @@ async fn a_task_waiting_out_its_settlement_window_does_not_stall_the_other_creat
     })
     .await
     .unwrap();
-    h.client = Client::new(ClientConfig {
-        base_url: h.sim.base_url(),
-        api_key: ApiKey::new("test-key".to_string()),
-        connect_timeout: Duration::from_secs(5),
-        request_timeout: Duration::from_millis(200),
-        download_timeout: Duration::from_secs(30),
-        user_agent: "darkroom-tests".into(),
-    })
-    .unwrap();
+    h.client = support::provider(&h.sim.base_url(), Duration::from_millis(200));
     let file = write_job(h.dir.path(), "beside", 8);
     let mut s = settings(&h, "beside");
     s.max_in_flight = 2; // the waiting task holds one slot; the other seven share the second

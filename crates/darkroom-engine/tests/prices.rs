@@ -11,7 +11,7 @@ use std::time::Duration;
 use darkroom_engine::scheduler::Shutdown;
 use darkroom_engine::{run_pass, Event, Outcome, RunSettings, StopReason};
 use darkroom_jobs::{Money, Pass};
-use darkroom_luma::CreateRequest;
+use darkroom_provider::CreateRequest;
 use darkroom_sim::SimConfig;
 use support::Harness;
 use tokio::sync::mpsc;

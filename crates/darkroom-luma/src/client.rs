@@ -7,7 +7,7 @@ use bytes::Bytes;
 use reqwest::{header, Method, StatusCode};
 use serde::de::DeserializeOwned;
 
-use crate::error::{detail_of, retry_after, shorten, Error};
+use crate::error::{detail_of, retry_after, shorten, Error, SetupError};
 use crate::wire::{CreateRequest, Credits, Generation, GenerationList};
 
 /// Keys shorter than this are not taken out of error messages (see `check_status`): no real key
@@ -19,6 +19,7 @@ const MIN_REDACTED_KEY: usize = 8;
 pub struct ApiKey(String);
 
 impl ApiKey {
+    /// The key as read from `LUMAAI_API_KEY` (trimmed by the caller).
     pub fn new(key: String) -> ApiKey {
         ApiKey(key)
     }
@@ -40,23 +41,49 @@ impl fmt::Display for ApiKey {
     }
 }
 
-/// How to reach the API.
+/// How to reach the API. [`ClientConfig::new`] fills in the default timeouts and user agent;
+/// change the fields afterwards where a caller needs others.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     /// e.g. `https://api.lumalabs.ai/dream-machine/v1`; a trailing slash is fine.
     pub base_url: String,
+    /// Sent as `Authorization: Bearer` to the API's origin only.
     pub api_key: ApiKey,
+    /// Time to open a connection (both to the API and to an asset's host).
     pub connect_timeout: Duration,
     /// Whole-request timeout for API calls.
     pub request_timeout: Duration,
     /// Whole-request timeout for an asset download.
     pub download_timeout: Duration,
+    /// The `User-Agent` header of every request.
     pub user_agent: String,
+}
+
+impl ClientConfig {
+    /// The default connect timeout: 10 s.
+    pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+    /// The default timeout of an API call: 60 s (a create may take a while to be answered).
+    pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+    /// The default timeout of an asset download: 120 s.
+    pub const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(120);
+
+    /// The API at `base_url` with `api_key`, the default timeouts and `darkroom/VERSION` as the
+    /// user agent.
+    pub fn new(base_url: impl Into<String>, api_key: ApiKey) -> ClientConfig {
+        ClientConfig {
+            base_url: base_url.into(),
+            api_key,
+            connect_timeout: Self::CONNECT_TIMEOUT,
+            request_timeout: Self::REQUEST_TIMEOUT,
+            download_timeout: Self::DOWNLOAD_TIMEOUT,
+            user_agent: format!("darkroom/{}", env!("CARGO_PKG_VERSION")),
+        }
+    }
 }
 
 /// A client for one account. Cheap to clone (the connection pool is shared).
 #[derive(Debug, Clone)]
-pub struct Client {
+pub(crate) struct Client {
     api: reqwest::Client,
     assets: reqwest::Client,
     base_url: String,
@@ -66,14 +93,12 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(config: ClientConfig) -> Result<Client, Error> {
+    pub(crate) fn new(config: ClientConfig) -> Result<Client, SetupError> {
         let base_url = config.base_url.trim_end_matches('/').to_string();
-        let parsed = reqwest::Url::parse(&base_url)
-            .map_err(|e| Error::Setup(format!("base URL {base_url:?}: {e}")))?;
+        let parsed =
+            reqwest::Url::parse(&base_url).map_err(|e| SetupError(format!("base URL {base_url:?}: {e}")))?;
         if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-            return Err(Error::Setup(format!(
-                "base URL {base_url:?} is not an http(s) URL"
-            )));
+            return Err(SetupError(format!("base URL {base_url:?} is not an http(s) URL")));
         }
         let origin = parsed.origin().ascii_serialization();
         let build = |timeout: Duration| {
@@ -83,7 +108,7 @@ impl Client {
                 .pool_max_idle_per_host(64)
                 .user_agent(config.user_agent.clone())
                 .build()
-                .map_err(|e| Error::Setup(e.to_string()))
+                .map_err(|e| SetupError(e.to_string()))
         };
         // Two pools: API calls carry the key; asset downloads (a CDN host) never do.
         let api = build(config.request_timeout)?;
@@ -98,24 +123,24 @@ impl Client {
         })
     }
 
-    pub fn base_url(&self) -> &str {
+    pub(crate) fn base_url(&self) -> &str {
         &self.base_url
     }
 
     /// `POST /generations/image` (201).
-    pub async fn create(&self, request: &CreateRequest) -> Result<Generation, Error> {
+    pub(crate) async fn create(&self, request: &CreateRequest) -> Result<Generation, Error> {
         self.call("create", Method::POST, "/generations/image", Some(request))
             .await
     }
 
     /// `GET /generations/{id}`.
-    pub async fn get(&self, id: &str) -> Result<Generation, Error> {
+    pub(crate) async fn get(&self, id: &str) -> Result<Generation, Error> {
         self.call::<Generation, ()>("get", Method::GET, &format!("/generations/{id}"), None)
             .await
     }
 
     /// `GET /generations?limit=&offset=` (newest first).
-    pub async fn list(&self, limit: u32, offset: u32) -> Result<GenerationList, Error> {
+    pub(crate) async fn list(&self, limit: u32, offset: u32) -> Result<GenerationList, Error> {
         self.call::<GenerationList, ()>(
             "list",
             Method::GET,
@@ -125,37 +150,15 @@ impl Client {
         .await
     }
 
-    /// `DELETE /generations/{id}` (204).
-    pub async fn delete(&self, id: &str) -> Result<(), Error> {
-        let response = self
-            .send(
-                "delete",
-                Method::DELETE,
-                &format!("/generations/{id}"),
-                None::<&()>,
-                false,
-            )
-            .await?;
-        check_status("delete", response, &self.key).await.map(|_| ())
-    }
-
     /// `GET /credits`.
-    pub async fn credits(&self) -> Result<Credits, Error> {
+    pub(crate) async fn credits(&self) -> Result<Credits, Error> {
         self.call::<Credits, ()>("credits", Method::GET, "/credits", None)
             .await
     }
 
-    /// `GET /ping`.
-    pub async fn ping(&self) -> Result<(), Error> {
-        let response = self
-            .send("ping", Method::GET, "/ping", None::<&()>, false)
-            .await?;
-        check_status("ping", response, &self.key).await.map(|_| ())
-    }
-
     /// Downloads an asset, without the API key, checking the length received against the length
     /// announced and refusing more than `max_bytes`.
-    pub async fn download(&self, url: &str, max_bytes: u64) -> Result<Bytes, Error> {
+    pub(crate) async fn download(&self, url: &str, max_bytes: u64) -> Result<Bytes, Error> {
         let fail = |message: String, status: Option<u16>| Error::Download { message, status };
         let parsed = reqwest::Url::parse(url).map_err(|e| fail(format!("bad URL: {e}"), None))?;
         if !matches!(parsed.scheme(), "http" | "https") {

@@ -7,25 +7,17 @@
 
 use std::time::Duration;
 
-/// What the caller may do after an error.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ErrorClass {
-    /// The request never reached the upstream (connection refused, DNS, connect timeout).
-    NeverSent,
-    /// A create may or may not have been accepted (timeout after sending, reset, 5xx, a 2xx we
-    /// could not read): reconcile before sending it again.
-    OutcomeUnknown,
-    /// 429: slow down; `retry_after` when the upstream said how long.
-    RateLimited { retry_after: Option<Duration> },
-    /// A read (get, list, download) failed in a way that may pass: read again.
-    Transient,
-    /// 4xx other than 429: the same request will fail the same way.
-    Permanent { status: u16 },
-}
+use darkroom_provider::{ErrorClass, ProviderError, Refusal};
+
+/// Why a provider could not be built from its configuration (a base URL that is no `http(s)` URL,
+/// a TLS set-up that failed). Nothing was sent.
+#[derive(Debug, thiserror::Error)]
+#[error("the client could not be built: {0}")]
+pub struct SetupError(pub(crate) String);
 
 /// An error from the upstream or the way to it.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     #[error("{operation}: could not reach {origin}: {message}")]
     NeverSent {
         operation: &'static str,
@@ -53,15 +45,13 @@ pub enum Error {
     },
     #[error("download: {message}")]
     Download { message: String, status: Option<u16> },
-    #[error("the client could not be built: {0}")]
-    Setup(String),
 }
 
 impl Error {
     /// What the caller may safely do next.
-    pub fn class(&self) -> ErrorClass {
+    pub(crate) fn class(&self) -> ErrorClass {
         match self {
-            Error::NeverSent { .. } | Error::Setup(_) => ErrorClass::NeverSent,
+            Error::NeverSent { .. } => ErrorClass::NeverSent,
             Error::NoAnswer { is_create: true, .. } | Error::BadAnswer { is_create: true, .. } => {
                 ErrorClass::OutcomeUnknown
             }
@@ -94,7 +84,7 @@ impl Error {
     }
 
     /// The HTTP status, when the upstream answered with one.
-    pub fn status(&self) -> Option<u16> {
+    pub(crate) fn status(&self) -> Option<u16> {
         match self {
             Error::Status { status, .. } => Some(*status),
             Error::Download { status, .. } => *status,
@@ -106,7 +96,7 @@ impl Error {
     /// the run should stop. That is a rejected key or a forbidden account (401, 403), payment
     /// required (402), and a 400 or 429 whose detail names credits, a quota, or a usage, spend,
     /// monthly or billing limit (Luma caps monthly spend; a 429 saying so is not a rate limit).
-    pub fn is_refusal(&self) -> bool {
+    pub(crate) fn is_refusal(&self) -> bool {
         match self {
             Error::Status {
                 status: 401..=403, ..
@@ -120,9 +110,48 @@ impl Error {
         }
     }
 
-    /// 404: the generation (or asset) does not exist (any more).
-    pub fn is_not_found(&self) -> bool {
-        self.status() == Some(404)
+    /// Which refusal of the account this is, when it is one: a rejected key or forbidden account
+    /// (401, 403) or an account that can't pay (402, or a quota or spend limit named by a 400/429).
+    pub(crate) fn refusal(&self) -> Option<Refusal> {
+        match self {
+            Error::Status {
+                status: 401 | 403, ..
+            } => Some(Refusal::Credentials),
+            _ if self.is_refusal() => Some(Refusal::Quota),
+            _ => None,
+        }
+    }
+
+    /// The operation that failed.
+    fn operation(&self) -> &'static str {
+        match self {
+            Error::NeverSent { operation, .. }
+            | Error::NoAnswer { operation, .. }
+            | Error::Status { operation, .. }
+            | Error::BadAnswer { operation, .. } => operation,
+            Error::Download { .. } => "download",
+        }
+    }
+
+    /// The provider-neutral error: the same class, status, refusal and message.
+    pub(crate) fn into_provider(self) -> ProviderError {
+        let mut neutral = ProviderError::new(self.operation(), self.class(), self.to_string());
+        if let Some(status) = self.status() {
+            neutral = neutral.with_status(status);
+        }
+        if let Some(refusal) = self.refusal() {
+            neutral = neutral.with_refusal(refusal);
+        }
+        if let Error::Status { detail, .. } = self {
+            neutral = neutral.with_detail(detail);
+        }
+        neutral
+    }
+}
+
+impl From<Error> for ProviderError {
+    fn from(error: Error) -> ProviderError {
+        error.into_provider()
     }
 }
 

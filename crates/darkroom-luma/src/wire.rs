@@ -9,58 +9,52 @@ use time::OffsetDateTime;
 
 /// `{url, weight}`: an image reference.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ImageRef {
-    pub url: String,
+pub(crate) struct ImageRef {
+    pub(crate) url: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub weight: Option<f64>,
+    pub(crate) weight: Option<f64>,
 }
 
 /// `{"identity0": {"images": [...]}}`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CharacterRef {
-    pub identity0: Identity,
+pub(crate) struct CharacterRef {
+    pub(crate) identity0: Identity,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Identity {
-    pub images: Vec<String>,
+pub(crate) struct Identity {
+    pub(crate) images: Vec<String>,
 }
 
 /// The body of `POST /generations/image`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CreateRequest {
-    pub model: String,
-    pub prompt: String,
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct CreateRequest {
+    pub(crate) model: String,
+    pub(crate) prompt: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aspect_ratio: Option<String>,
+    pub(crate) aspect_ratio: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub format: Option<String>,
+    pub(crate) format: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image_ref: Option<Vec<ImageRef>>,
+    pub(crate) image_ref: Option<Vec<ImageRef>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub style_ref: Option<Vec<ImageRef>>,
+    pub(crate) style_ref: Option<Vec<ImageRef>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub character_ref: Option<CharacterRef>,
+    pub(crate) character_ref: Option<CharacterRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub modify_image_ref: Option<ImageRef>,
+    pub(crate) modify_image_ref: Option<ImageRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub callback_url: Option<String>,
+    pub(crate) callback_url: Option<String>,
 }
 
 /// A generation's state; an unknown state is kept as text rather than failing the parse.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GenerationState {
+pub(crate) enum GenerationState {
     Queued,
     Dreaming,
     Completed,
     Failed,
     Unknown(String),
-}
-
-impl GenerationState {
-    pub fn is_terminal(&self) -> bool {
-        matches!(self, GenerationState::Completed | GenerationState::Failed)
-    }
 }
 
 impl<'de> Deserialize<'de> for GenerationState {
@@ -78,52 +72,54 @@ impl<'de> Deserialize<'de> for GenerationState {
 
 /// `assets`: the image URL once completed.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-pub struct Assets {
+pub(crate) struct Assets {
     #[serde(default)]
-    pub image: Option<String>,
+    pub(crate) image: Option<String>,
 }
 
 /// The request echo inside a generation: whatever of it came back.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-pub struct RequestEcho {
+pub(crate) struct RequestEcho {
     #[serde(default)]
-    pub model: Option<String>,
+    pub(crate) model: Option<String>,
     #[serde(default)]
-    pub prompt: Option<String>,
+    pub(crate) prompt: Option<String>,
     #[serde(default)]
-    pub aspect_ratio: Option<String>,
+    pub(crate) aspect_ratio: Option<String>,
     #[serde(default)]
-    pub format: Option<String>,
+    pub(crate) format: Option<String>,
     #[serde(default)]
-    pub image_ref: Option<Vec<ImageRef>>,
+    pub(crate) image_ref: Option<Vec<ImageRef>>,
     #[serde(default)]
-    pub style_ref: Option<Vec<ImageRef>>,
+    pub(crate) style_ref: Option<Vec<ImageRef>>,
     #[serde(default)]
-    pub character_ref: Option<CharacterRef>,
+    pub(crate) character_ref: Option<CharacterRef>,
     #[serde(default)]
-    pub modify_image_ref: Option<ImageRef>,
+    pub(crate) modify_image_ref: Option<ImageRef>,
 }
 
 /// A generation, as create, get, list and callbacks return it.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Generation {
-    pub id: String,
+pub(crate) struct Generation {
+    pub(crate) id: String,
+    /// Not used by darkroom; kept so the tests show both spellings parse.
+    #[allow(dead_code)]
     #[serde(default, alias = "type")]
-    pub generation_type: Option<String>,
+    pub(crate) generation_type: Option<String>,
     #[serde(default = "unknown_state")]
-    pub state: GenerationState,
+    pub(crate) state: GenerationState,
     #[serde(default)]
-    pub failure_reason: Option<String>,
+    pub(crate) failure_reason: Option<String>,
     /// As sent by the upstream; see [`Generation::created_at`].
     #[serde(default, rename = "created_at")]
-    pub created_at_text: Option<String>,
+    pub(crate) created_at_text: Option<String>,
     #[serde(default)]
-    pub assets: Option<Assets>,
+    pub(crate) assets: Option<Assets>,
     /// Possibly an internal label ("photon-v1.0"): use the model that was sent, not this.
     #[serde(default)]
-    pub model: Option<String>,
+    pub(crate) model: Option<String>,
     #[serde(default)]
-    pub request: Option<RequestEcho>,
+    pub(crate) request: Option<RequestEcho>,
 }
 
 fn unknown_state() -> GenerationState {
@@ -132,7 +128,7 @@ fn unknown_state() -> GenerationState {
 
 impl Generation {
     /// The image URL, once completed.
-    pub fn image_url(&self) -> Option<&str> {
+    pub(crate) fn image_url(&self) -> Option<&str> {
         self.assets
             .as_ref()
             .and_then(|a| a.image.as_deref())
@@ -141,7 +137,7 @@ impl Generation {
 
     /// `created_at` parsed (RFC 3339, with or without fractional seconds, `Z` or an offset, or with
     /// no zone at all, taken as UTC).
-    pub fn created_at(&self) -> Option<OffsetDateTime> {
+    pub(crate) fn created_at(&self) -> Option<OffsetDateTime> {
         let text = self.created_at_text.as_deref()?;
         let rfc = time::format_description::well_known::Rfc3339;
         OffsetDateTime::parse(text, &rfc).ok().or_else(|| {
@@ -151,57 +147,31 @@ impl Generation {
     }
 
     /// `created_at` as Unix milliseconds.
-    pub fn created_at_ms(&self) -> Option<i64> {
+    pub(crate) fn created_at_ms(&self) -> Option<i64> {
         self.created_at()
             .map(|t| i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX))
-    }
-
-    /// Whether the request echo is the request we sent: same model, prompt and aspect ratio, same
-    /// format and references where echoed. Used to adopt a create whose answer was lost.
-    pub fn matches_request(&self, sent: &CreateRequest) -> bool {
-        let Some(echo) = &self.request else { return false };
-        let same = |echoed: &Option<String>, sent: &Option<String>, default: &str| match echoed {
-            None => true, // not echoed: can't tell, don't disqualify
-            Some(e) => e == sent.as_deref().unwrap_or(default),
-        };
-        echo.model.as_deref() == Some(sent.model.as_str())
-            && echo.prompt.as_deref() == Some(sent.prompt.as_str())
-            && same(&echo.aspect_ratio, &sent.aspect_ratio, "16:9")
-            && same(&echo.format, &sent.format, "jpg")
-            && echo.image_ref.as_ref().filter(|v| !v.is_empty())
-                == sent.image_ref.as_ref().filter(|v| !v.is_empty())
-            && echo.style_ref.as_ref().filter(|v| !v.is_empty())
-                == sent.style_ref.as_ref().filter(|v| !v.is_empty())
-            && echo.character_ref == sent.character_ref
-            && echo.modify_image_ref == sent.modify_image_ref
     }
 }
 
 /// `GET /generations`: newest first (assumed), with paging fields.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-pub struct GenerationList {
+pub(crate) struct GenerationList {
     #[serde(default)]
-    pub generations: Vec<Generation>,
+    pub(crate) generations: Vec<Generation>,
     #[serde(default)]
-    pub has_more: bool,
-    #[serde(default)]
-    pub count: Option<u64>,
-    #[serde(default)]
-    pub limit: Option<u64>,
-    #[serde(default)]
-    pub offset: Option<u64>,
+    pub(crate) has_more: bool,
 }
 
 /// `GET /credits`: the balance in US cents, as a float.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-pub struct Credits {
-    pub credit_balance: f64,
+pub(crate) struct Credits {
+    pub(crate) credit_balance: f64,
 }
 
 impl Credits {
     /// The balance in integer micro-dollars, rounded down (a balance is never overstated).
     #[allow(clippy::cast_possible_truncation)]
-    pub fn micro_dollars(&self) -> i64 {
+    pub(crate) fn micro_dollars(&self) -> i64 {
         let micros = (self.credit_balance * 10_000.0).floor();
         if micros.is_nan() || micros <= 0.0 {
             0
@@ -219,7 +189,7 @@ impl Credits {
     /// a balance like 9999.6 cents is exactly 99,996,000 micro-dollars, not one less). The resolution
     /// is a cent (10,000) unless the value shows finer: 9999.6 shows tenths of a cent (1,000).
     #[allow(clippy::cast_possible_truncation)]
-    pub fn reading(&self) -> (i64, i64) {
+    pub(crate) fn reading(&self) -> (i64, i64) {
         let cents = self.credit_balance;
         if !cents.is_finite() || cents <= 0.0 {
             return (0, 10_000);
@@ -243,29 +213,6 @@ impl Credits {
             _ => 1,
         };
         (micros, resolution)
-    }
-}
-
-/// How a `failed` generation's reason should be treated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
-    /// Moderation: trying again would fail again. The task is blocked.
-    Blocked,
-    /// Anything else: worth a bounded retry.
-    Retryable,
-}
-
-impl FailureKind {
-    /// Classifies a `failure_reason`. Moderation-like reasons (the documented ones and those seen in
-    /// the wild: "moderation", "blacklisted", "not allowed") block; the rest may be retried.
-    pub fn classify(failure_reason: &str) -> FailureKind {
-        let reason = failure_reason.to_ascii_lowercase();
-        let blocked = ["moderat", "blacklist", "not allowed", "nsfw", "safety"];
-        if blocked.iter().any(|word| reason.contains(word)) {
-            FailureKind::Blocked
-        } else {
-            FailureKind::Retryable
-        }
     }
 }
 

@@ -1,28 +1,33 @@
-//! The client against the wire examples and against small real servers on loopback that misbehave
-//! on purpose: every error class is produced for real, and the key never leaks.
+//! The Luma provider, used as the engine uses it (`Arc<dyn Provider>`), against small real servers
+//! on loopback that misbehave on purpose: every error class is produced for real, and the key never
+//! leaks.
 
 #![allow(clippy::unwrap_used)] // In tests a panic is a failure with a backtrace.
 
 use std::time::Duration;
 
-use darkroom_luma::{
-    ApiKey, Client, ClientConfig, CreateRequest, ErrorClass, FailureKind, Generation, GenerationState,
-};
+use std::sync::Arc;
+
+use darkroom_luma::{ApiKey, ClientConfig, LumaProvider};
+use darkroom_provider::{CreateRequest, ErrorClass, Provider, Refusal};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 const KEY: &str = "luma-secret-test-key-123";
 
-fn client(base: &str) -> Client {
-    Client::new(ClientConfig {
-        base_url: base.to_string(),
-        api_key: ApiKey::new(KEY.to_string()),
+/// The provider for `base` with short timeouts (the servers here answer at once or never).
+fn config(base: &str, key: &str) -> ClientConfig {
+    ClientConfig {
         connect_timeout: Duration::from_millis(500),
         request_timeout: Duration::from_millis(800),
         download_timeout: Duration::from_secs(2),
         user_agent: "darkroom-tests".into(),
-    })
-    .unwrap()
+        ..ClientConfig::new(base, ApiKey::new(key.to_string()))
+    }
+}
+
+fn client(base: &str) -> Arc<dyn Provider> {
+    Arc::new(LumaProvider::new(config(base, KEY)).unwrap())
 }
 
 fn request() -> CreateRequest {
@@ -91,55 +96,6 @@ fn http(status: &str, headers: &str, body: &str) -> Option<String> {
         "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n{headers}\r\n{body}",
         body.len()
     ))
-}
-
-#[test]
-fn every_documented_response_shape_parses() {
-    let bodies = [
-        r#"{"id":"4a7c8f4e-6a0b-4b7e-9d8e-1f2a3b4c5d6e","generation_type":"image","state":"queued","failure_reason":null,
-            "created_at":"2026-11-24T09:30:19.123456Z","assets":{"image":null,"video":null,"progress_video":null},
-            "model":"photon-flash-1","request":{"generation_type":"image","model":"photon-flash-1","prompt":"A linen sofa",
-            "aspect_ratio":"16:9","callback_url":null,"image_ref":null,"style_ref":null,"character_ref":null,"modify_image_ref":null}}"#,
-        r#"{"id":"x","type":"image","state":"completed","created_at":"2026-11-24T09:30:19Z","assets":{"image":"https://cdn/x.jpg"},
-            "model":"photon-v1.0","request":{"type":"image","model":"photon-1","prompt":"p"},"extra":{"a":1}}"#,
-        r#"{"id":"y","state":"failed","failure_reason":"Advanced prompt moderation failed","assets":null}"#,
-        r#"{"id":"z","state":"some-new-state","created_at":"2026-11-24T09:30:19.5"}"#,
-    ];
-    let parsed: Vec<Generation> = bodies.iter().map(|b| serde_json::from_str(b).unwrap()).collect();
-    assert_eq!(parsed[0].state, GenerationState::Queued);
-    assert!(parsed[0].matches_request(&request()));
-    assert_eq!(parsed[1].image_url(), Some("https://cdn/x.jpg"));
-    assert_eq!(parsed[1].generation_type.as_deref(), Some("image"));
-    assert!(parsed[1].created_at().is_some());
-    assert_eq!(parsed[2].image_url(), None);
-    assert_eq!(
-        FailureKind::classify(parsed[2].failure_reason.as_deref().unwrap()),
-        FailureKind::Blocked
-    );
-    assert_eq!(parsed[3].state, GenerationState::Unknown("some-new-state".into()));
-    assert!(parsed[3].created_at().is_some(), "no zone is read as UTC");
-    let credits: darkroom_luma::Credits = serde_json::from_str(r#"{"credit_balance": 10345.5}"#).unwrap();
-    assert_eq!(credits.micro_dollars(), 103_455_000);
-}
-
-#[test]
-fn moderation_reasons_block_and_the_rest_retry() {
-    for reason in [
-        "Contains blacklisted words",
-        "Frame moderation failed",
-        "400: failed to moderate image",
-        "prompt not allowed because advanced moderation failed",
-    ] {
-        assert_eq!(FailureKind::classify(reason), FailureKind::Blocked, "{reason}");
-    }
-    for reason in [
-        "Job failed",
-        "Error dispatching job",
-        "Prompt processing failed",
-        "Failed to read user input frames",
-    ] {
-        assert_eq!(FailureKind::classify(reason), FailureKind::Retryable, "{reason}");
-    }
 }
 
 #[tokio::test]
@@ -241,9 +197,11 @@ async fn permanent_errors_carry_their_detail_and_refusals_are_recognised() {
         )
     })
     .await;
-    let error = client(&base).credits().await.unwrap_err();
+    let error = client(&base).balance().await.unwrap_err();
     assert_eq!(error.class(), ErrorClass::Permanent { status: 401 });
     assert!(error.is_refusal());
+    assert_eq!(error.refusal(), Some(Refusal::Credentials));
+    assert_eq!(error.detail(), Some("Invalid API key is provided"));
     assert!(error.to_string().contains("Invalid API key is provided"));
 
     let (base, _) = server(|_| {
@@ -342,18 +300,176 @@ async fn a_key_too_short_to_be_real_does_not_mangle_the_upstreams_words() {
         )
     })
     .await;
-    let client = Client::new(ClientConfig {
-        base_url: base,
-        api_key: ApiKey::new("x".to_string()),
-        connect_timeout: Duration::from_millis(500),
-        request_timeout: Duration::from_millis(800),
-        download_timeout: Duration::from_secs(2),
-        user_agent: "darkroom-tests".into(),
-    })
-    .unwrap();
+    let client = LumaProvider::new(config(&base, "x")).unwrap();
     let error = client.create(&request()).await.unwrap_err();
     assert!(
         error.to_string().contains("Monthly usage limit exceeded"),
         "{error}"
     );
+}
+
+#[tokio::test]
+async fn a_429_naming_a_monthly_limit_is_a_quota_refusal_through_the_provider() {
+    let (base, _) = server(|_| {
+        http(
+            "429 Too Many Requests",
+            "retry-after: 7\r\n",
+            r#"{"detail": "Monthly usage limit exceeded"}"#,
+        )
+    })
+    .await;
+    let error = client(&base).create(&request()).await.unwrap_err();
+    assert_eq!(error.class(), ErrorClass::Permanent { status: 429 }, "{error}");
+    assert_eq!(error.refusal(), Some(Refusal::Quota));
+    assert_eq!(error.status(), Some(429));
+    assert_eq!(error.operation(), "create");
+}
+
+#[tokio::test]
+async fn a_create_sends_the_neutral_request_as_lumas_body_leaving_unset_fields_out() {
+    let (base, mut seen) = server(|_| {
+        http(
+            "201 Created",
+            "content-type: application/json\r\n",
+            r#"{"id":"g1","state":"queued","created_at":"2026-11-24T09:30:19Z",
+                "request":{"model":"photon-flash-1","prompt":"A linen sofa","aspect_ratio":"16:9","image_ref":null}}"#,
+        )
+    })
+    .await;
+    let mut sent = request();
+    sent.image_ref = Some(vec![darkroom_provider::ImageRef {
+        url: "https://cdn.example.com/a.jpg".into(),
+        weight: Some(0.5),
+    }]);
+    let created = client(&base).create(&sent).await.unwrap();
+    let text = seen.recv().await.unwrap();
+    let body: serde_json::Value = serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"model": "photon-flash-1", "prompt": "A linen sofa", "aspect_ratio": "16:9",
+            "image_ref": [{"url": "https://cdn.example.com/a.jpg", "weight": 0.5}]})
+    );
+    assert_eq!(created.id, "g1");
+    assert_eq!(created.created_at_ms(), Some(1_795_512_619_000));
+    assert!(
+        created.matches_request(&request()),
+        "the echo is the request without the reference"
+    );
+    assert!(
+        !created.matches_request(&sent),
+        "the echo names no reference: not this request"
+    );
+}
+
+#[tokio::test]
+async fn the_list_goes_on_by_offset_until_it_reaches_generations_older_than_asked() {
+    let (base, mut seen) = server(|request| {
+        let old = request.contains("offset=100");
+        let created = if old { "2026-11-24T09:00:00Z" } else { "2026-11-24T10:00:00Z" };
+        http(
+            "200 OK",
+            "content-type: application/json\r\n",
+            &format!(r#"{{"generations":[{{"id":"a","state":"completed","created_at":"{created}"}}],"has_more":true}}"#),
+        )
+    })
+    .await;
+    let provider = client(&base);
+    // 2026-11-24T09:30:00Z
+    let since = 1_795_512_600_000;
+    let first = provider.list_since(since, None).await.unwrap();
+    assert!(seen
+        .recv()
+        .await
+        .unwrap()
+        .starts_with("GET /dream-machine/v1/generations?limit=100&offset=0 "));
+    assert_eq!(first.generations.len(), 1);
+    let next = first.next.expect("a newer page with more behind it goes on");
+    let second = provider.list_since(since, Some(&next)).await.unwrap();
+    assert!(seen
+        .recv()
+        .await
+        .unwrap()
+        .starts_with("GET /dream-machine/v1/generations?limit=100&offset=100 "));
+    assert_eq!(
+        second.generations.len(),
+        1,
+        "older generations are returned; the caller filters"
+    );
+    assert_eq!(second.next, None, "a page reaching older generations is the last");
+}
+
+#[tokio::test]
+async fn the_balance_reads_lumas_cents_as_micro_dollars_with_its_resolution() {
+    let (base, _) = server(|_| {
+        http(
+            "200 OK",
+            "content-type: application/json\r\n",
+            r#"{"credit_balance": 12.34567}"#,
+        )
+    })
+    .await;
+    let balance = client(&base)
+        .balance()
+        .await
+        .unwrap()
+        .expect("Luma has a balance");
+    assert_eq!(
+        balance.available_micros, 123_456,
+        "rounded down, never overstated"
+    );
+    assert_eq!(balance.reading_micros, 123_457, "rounded to the nearest");
+    assert_eq!(
+        balance.resolution_micros, 1,
+        "the reading shows single micro-dollars"
+    );
+}
+
+#[test]
+fn a_base_url_that_is_not_http_is_a_setup_error() {
+    for base in ["ftp://example.com/v1", "not a url", "http://"] {
+        let error = LumaProvider::new(config(base, KEY)).unwrap_err();
+        assert!(
+            error.to_string().contains("the client could not be built"),
+            "{error}"
+        );
+        assert!(!error.to_string().contains(KEY));
+    }
+}
+
+#[test]
+fn the_default_config_has_todays_timeouts_and_a_darkroom_user_agent() {
+    let config = ClientConfig::new(
+        "https://api.lumalabs.ai/dream-machine/v1",
+        ApiKey::new(KEY.into()),
+    );
+    assert_eq!(config.connect_timeout, Duration::from_secs(10));
+    assert_eq!(config.request_timeout, Duration::from_secs(60));
+    assert_eq!(config.download_timeout, Duration::from_secs(120));
+    assert!(
+        config.user_agent.starts_with("darkroom/"),
+        "{}",
+        config.user_agent
+    );
+    assert!(!format!("{config:?}").contains(KEY));
+}
+
+#[test]
+fn luma_declares_its_references_formats_ratios_and_prices() {
+    let provider = LumaProvider::new(config("http://127.0.0.1:9/dream-machine/v1", KEY)).unwrap();
+    let capabilities = provider.capabilities();
+    assert_eq!(capabilities.max_image_refs, 4);
+    assert_eq!(capabilities.max_style_refs, 1);
+    assert_eq!(capabilities.max_character_images, 4);
+    assert!(capabilities.modify && capabilities.balance && capabilities.callbacks);
+    assert_eq!(capabilities.aspect_ratios.len(), 7);
+    assert_eq!(capabilities.formats.len(), 2);
+    assert_eq!(
+        provider.table_price(&request()),
+        Some(darkroom_jobs::Money::from_micros(4_000))
+    );
+    let mut unknown = request();
+    unknown.model = "photon-9".into();
+    assert_eq!(provider.table_price(&unknown), None);
+    assert_eq!(provider.name(), "luma");
+    assert_eq!(provider.base_url(), "http://127.0.0.1:9/dream-machine/v1");
 }

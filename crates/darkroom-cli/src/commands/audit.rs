@@ -31,13 +31,15 @@ pub struct Args {
     pub upstream: Upstream,
 }
 
-pub fn run(_config_file: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
+pub fn run(config_file: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
     let since = match &args.since {
         None => None,
         Some(text) => Some(parse_since(text).map_err(|message| Failure::new(Exit::BadInput, message))?),
     };
+    // The config says how the upstream is reached (`[luma]` timeouts).
+    let settings = crate::config::resolve(config_file)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(audit_async(args, since))
+    runtime.block_on(audit_async(args, since, settings))
 }
 
 /// `--since` as Unix milliseconds: an RFC 3339 time, or a duration before now.
@@ -53,10 +55,14 @@ fn parse_since(text: &str) -> Result<i64, String> {
     }
 }
 
-async fn audit_async(args: Args, since: Option<i64>) -> anyhow::Result<Exit> {
+async fn audit_async(
+    args: Args,
+    since: Option<i64>,
+    settings: crate::config::Settings,
+) -> anyhow::Result<Exit> {
     let db = &args.upstream.db;
     let (ledger, jobs) = crate::commands::find_jobs(db, args.job.as_deref()).await?;
-    let connection = connect(&args.upstream).await?;
+    let connection = connect(&args.upstream, &settings).await?;
     let passes: Vec<Pass> = match args.pass {
         Some(pass) => vec![pass.into()],
         None => vec![Pass::Preview, Pass::Final],

@@ -16,10 +16,11 @@ pub mod validate;
 pub mod verify;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::Arc;
 
 use darkroom_jobs::Pass;
-use darkroom_luma::{ApiKey, Client, ClientConfig};
+use darkroom_luma::{ApiKey, ClientConfig, LumaProvider};
+use darkroom_provider::Provider;
 
 use crate::exit::{Exit, Failure};
 
@@ -58,10 +59,10 @@ pub struct Upstream {
     pub sim: bool,
 }
 
-/// A client, and the in-process simulator when `--sim` started one.
+/// The provider, and the in-process simulator when `--sim` started one.
 #[derive(Debug)]
 pub struct Connection {
-    pub client: Client,
+    pub client: Arc<dyn Provider>,
     sim: Option<darkroom_sim::SimHandle>,
 }
 
@@ -74,8 +75,9 @@ impl Connection {
 }
 
 /// Connects to the upstream the flags name: the simulator with `--sim`, else the base URL with the
-/// key from `LUMAAI_API_KEY`. darkroom never falls back to the simulator silently.
-pub async fn connect(upstream: &Upstream) -> anyhow::Result<Connection> {
+/// key from `LUMAAI_API_KEY`, with the timeouts of `[luma]`. darkroom never falls back to the
+/// simulator silently.
+pub async fn connect(upstream: &Upstream, settings: &crate::config::Settings) -> anyhow::Result<Connection> {
     let (base_url, api_key, sim) = if upstream.sim {
         let sim = darkroom_sim::spawn(crate::config::sim_config()?).await?;
         eprintln!("simulator: {}", sim.base_url());
@@ -95,21 +97,29 @@ pub async fn connect(upstream: &Upstream) -> anyhow::Result<Connection> {
             None,
         )
     };
-    let client = Client::new(ClientConfig {
-        base_url,
-        api_key,
-        connect_timeout: Duration::from_secs(10),
-        request_timeout: Duration::from_secs(60),
-        download_timeout: Duration::from_secs(120),
-        user_agent: format!("darkroom/{}", env!("CARGO_PKG_VERSION")),
-    })
-    .map_err(|e| match e {
-        darkroom_luma::Error::Setup(_) => Failure::new(Exit::BadInput, e.to_string())
-            .with_hint("--base-url or LUMAAI_BASE_URL is the API's base URL, e.g. http://127.0.0.1:8765/dream-machine/v1")
-            .into(),
-        e => anyhow::Error::new(e),
-    })?;
+    let client = provider(base_url, api_key, settings)?;
     Ok(Connection { client, sim })
+}
+
+/// The provider for `base_url` and `api_key`, with the resolved settings' timeouts (`[luma]`) and
+/// price table. A base URL that is no `http(s)` URL is bad input (exit 2).
+pub fn provider(
+    base_url: String,
+    api_key: ApiKey,
+    settings: &crate::config::Settings,
+) -> anyhow::Result<Arc<dyn Provider>> {
+    let timeouts = &settings.luma;
+    let config = ClientConfig {
+        connect_timeout: timeouts.connect_timeout,
+        request_timeout: timeouts.request_timeout,
+        download_timeout: timeouts.download_timeout,
+        ..ClientConfig::new(base_url, api_key)
+    };
+    let provider = LumaProvider::new(config).map_err(|e| {
+        Failure::new(Exit::BadInput, e.to_string())
+            .with_hint("--base-url or LUMAAI_BASE_URL is the API's base URL, e.g. http://127.0.0.1:8765/dream-machine/v1")
+    })?;
+    Ok(Arc::new(provider.with_prices(settings.prices)))
 }
 
 /// The job's name: `--job`, else the file's stem. Names become directory names, so they are held

@@ -57,7 +57,7 @@ pub fn run(config_file: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
                 .with_hint(format!("darkroom prices --check --budget {}", needed.to_decimal_string()))
                 .into());
             }
-            let connection = connect(&args.upstream).await?;
+            let connection = connect(&args.upstream, &settings).await?;
             base_url = connection.client.base_url().to_string();
             let ledger = crate::commands::open_ledger(&args.upstream.db).await?;
             let result =

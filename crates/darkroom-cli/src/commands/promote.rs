@@ -159,7 +159,7 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
         eprintln!("the selection costs more than the budget has left: the run stops when it runs out");
     }
 
-    let connection = connect(&args.upstream).await?;
+    let connection = connect(&args.upstream, &settings).await?;
     let without = promote::add_finals(&ledger, &connection.client, job_id, &plan, &options).await?;
     for key in &without {
         eprintln!("{key}: the preview's URL no longer resolves; its final is made from the prompt alone");

@@ -105,7 +105,7 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
             .with_hint("choose another port with --port N (0 picks a free one)")
         })?;
     let addr: SocketAddr = listener.local_addr()?;
-    let connection = connect(&args.upstream).await?;
+    let connection = connect(&args.upstream, &settings).await?;
     let token = new_token();
     let mut hosts = vec![format!("{addr}"), format!("localhost:{}", addr.port())];
     if addr.ip().is_loopback() {

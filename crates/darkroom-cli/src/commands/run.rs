@@ -146,7 +146,7 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
         Err(e) => return Err(e.into()),
     }
 
-    let connection = connect(&args.upstream).await?;
+    let connection = connect(&args.upstream, &settings).await?;
     crate::commands::pass::execute(
         &settings,
         PassRun {

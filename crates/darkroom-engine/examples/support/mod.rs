@@ -1,17 +1,33 @@
 //! What the benchmark programs share: a simulator, a client for it, a fresh ledger in a temporary
 //! directory, and a job of `tasks` rows loaded into it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use darkroom_jobs::{Money, Pass, PriceTable, ReadOptions, Routing};
 use darkroom_ledger::Ledger;
-use darkroom_luma::{ApiKey, Client, ClientConfig};
+use darkroom_luma::{ApiKey, ClientConfig, LumaProvider};
+use darkroom_provider::Provider;
 use darkroom_sim::{SimConfig, SimHandle};
+
+/// The Luma provider pointed at the simulator at `base_url`, sending `user_agent`.
+pub fn provider(base_url: &str, user_agent: &str) -> Arc<dyn Provider> {
+    Arc::new(
+        LumaProvider::new(ClientConfig {
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+            download_timeout: Duration::from_secs(30),
+            user_agent: user_agent.to_string(),
+            ..ClientConfig::new(base_url, ApiKey::new("bench".into()))
+        })
+        .unwrap(),
+    )
+}
 
 pub struct Bench {
     pub dir: tempfile::TempDir,
     pub sim: SimHandle,
-    pub client: Client,
+    pub client: Arc<dyn Provider>,
     pub ledger: Ledger,
     pub job: i64,
 }
@@ -25,15 +41,7 @@ pub async fn setup(name: &str, sim: SimConfig, tasks: usize, aspect_ratio: &str)
     })
     .await
     .unwrap();
-    let client = Client::new(ClientConfig {
-        base_url: sim.base_url(),
-        api_key: ApiKey::new("bench".into()),
-        connect_timeout: Duration::from_secs(5),
-        request_timeout: Duration::from_secs(10),
-        download_timeout: Duration::from_secs(30),
-        user_agent: format!("darkroom-{name}"),
-    })
-    .unwrap();
+    let client = provider(&sim.base_url(), &format!("darkroom-{name}"));
     let ledger = Ledger::open(&dir.path().join("darkroom.db")).await.unwrap();
     let file = dir.path().join(format!("{name}.csv"));
     let mut text = String::from("id,prompt,aspect_ratio\n");

@@ -5,21 +5,41 @@
 #![allow(dead_code)] // Each test file uses its own part of this.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use darkroom_engine::scheduler::Shutdown;
 use darkroom_engine::{load, run_pass, Event, Outcome, RunSettings};
 use darkroom_jobs::{Money, PriceTable, ReadOptions, Routing};
 use darkroom_ledger::Ledger;
-use darkroom_luma::{ApiKey, Client, ClientConfig};
+use darkroom_luma::{ApiKey, ClientConfig, LumaProvider};
+use darkroom_provider::Provider;
 use darkroom_sim::{SimConfig, SimHandle};
 use tokio::sync::mpsc;
+
+/// The key the tests' provider sends; no test output may contain it.
+pub const TEST_KEY: &str = "test-key-do-not-leak";
+
+/// The Luma provider pointed at `base_url` (the simulator), as the engine holds it, giving up on a
+/// request after `request_timeout`.
+pub fn provider(base_url: &str, request_timeout: Duration) -> Arc<dyn Provider> {
+    Arc::new(
+        LumaProvider::new(ClientConfig {
+            connect_timeout: Duration::from_secs(5),
+            request_timeout,
+            download_timeout: Duration::from_secs(30),
+            user_agent: "darkroom-tests".into(),
+            ..ClientConfig::new(base_url, ApiKey::new(TEST_KEY.to_string()))
+        })
+        .unwrap(),
+    )
+}
 
 pub struct Harness {
     pub dir: tempfile::TempDir,
     pub ledger: Ledger,
     pub sim: SimHandle,
-    pub client: Client,
+    pub client: Arc<dyn Provider>,
 }
 
 impl Harness {
@@ -34,21 +54,26 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let ledger = Ledger::open(&dir.path().join("darkroom.db")).await.unwrap();
         let sim = darkroom_sim::spawn(sim_config).await.unwrap();
-        let client = Client::new(ClientConfig {
-            base_url: sim.base_url(),
-            api_key: ApiKey::new("test-key-do-not-leak".to_string()),
-            connect_timeout: Duration::from_secs(5),
-            request_timeout,
-            download_timeout: Duration::from_secs(30),
-            user_agent: "darkroom-tests".into(),
-        })
-        .unwrap();
+        let client = provider(&sim.base_url(), request_timeout);
         Harness {
             dir,
             ledger,
             sim,
             client,
         }
+    }
+
+    /// Deletes a generation upstream, as a person might in the web app: the simulator then no
+    /// longer serves it.
+    pub async fn delete_generation(&self, id: &str) {
+        reqwest::Client::new()
+            .delete(format!("{}/generations/{id}", self.sim.base_url()))
+            .bearer_auth(TEST_KEY)
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap();
     }
 
     /// Creates the job, sets its budget and loads the file: what `darkroom run` does before running.
