@@ -7,9 +7,11 @@
 //! no SQL (that is `darkroom-ledger`) and parses no command line (that is `darkroom-cli`).
 
 pub mod audit;
+pub mod budget;
 pub mod callbacks;
 pub mod content;
 pub mod events;
+pub mod files;
 pub mod images;
 pub mod limits;
 pub mod load;
@@ -17,14 +19,13 @@ pub mod lock;
 pub mod notify;
 pub mod outputs;
 pub mod poller;
+pub mod prepare;
 pub mod prices;
 pub mod promote;
 pub mod reconcile;
-pub mod report;
 pub mod requests;
 pub mod scheduler;
 mod task;
-pub mod thumbs;
 pub mod windows;
 
 use std::path::PathBuf;

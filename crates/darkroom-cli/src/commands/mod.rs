@@ -112,8 +112,8 @@ pub async fn connect(upstream: &Upstream) -> anyhow::Result<Connection> {
     Ok(Connection { client, sim })
 }
 
-/// The job's name: `--job`, else the file's stem. Names become directory names, so they are held
-/// to the same characters as row ids.
+/// The job's name: `--job`, else the file's stem. Names become directory names, so they follow
+/// the rule of row ids (`darkroom_jobs::valid_id`, device names such as `CON` included).
 pub fn job_name_for(flag: Option<&str>, file: &Path) -> anyhow::Result<String> {
     let name = match flag {
         Some(name) => name.to_string(),
@@ -122,18 +122,14 @@ pub fn job_name_for(flag: Option<&str>, file: &Path) -> anyhow::Result<String> {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default(),
     };
-    let valid = !name.is_empty()
-        && name.len() <= 100
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if !valid {
+    if !darkroom_jobs::valid_id(&name) {
         return Err(Failure::new(
             Exit::BadInput,
             format!("job name {name:?} is not usable as a directory name"),
         )
-        .with_hint("use --job NAME with letters, digits, '-', '_' and '.' (no leading dot)")
+        .with_hint(
+            "use --job NAME with letters, digits, '-', '_' and '.' (no leading dot, not a device name such as CON)",
+        )
         .into());
     }
     Ok(name)
@@ -184,22 +180,16 @@ pub async fn find_jobs(
     Ok((ledger, jobs))
 }
 
-/// Sets a pass's budget from `--budget`: a budget below what is already spent is bad input (exit 2),
-/// any other ledger error is the ledger's (exit 7).
-pub async fn set_budget_flag(
-    ledger: &darkroom_ledger::Ledger,
-    job_id: i64,
-    pass: Pass,
-    budget: darkroom_jobs::Money,
-) -> anyhow::Result<()> {
-    match ledger.set_budget(job_id, pass, budget).await {
-        Ok(()) => Ok(()),
-        Err(e @ darkroom_ledger::LedgerError::BudgetBelowSpend { .. }) => {
-            Err(Failure::new(Exit::BadInput, e.to_string())
+/// The exit a failed budget policy (`darkroom_engine::budget`) takes: a budget below what is
+/// already spent is bad input (exit 2), any other ledger error is the ledger's (exit 7).
+pub fn budget_error(error: darkroom_ledger::LedgerError) -> anyhow::Error {
+    match error {
+        e @ darkroom_ledger::LedgerError::BudgetBelowSpend { .. } => {
+            Failure::new(Exit::BadInput, e.to_string())
                 .with_hint("a budget can be raised, not lowered below spend")
-                .into())
+                .into()
         }
-        Err(e) => Err(e.into()),
+        e => e.into(),
     }
 }
 

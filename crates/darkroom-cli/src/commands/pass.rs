@@ -181,7 +181,7 @@ pub async fn execute(settings: &Settings, run: PassRun) -> anyhow::Result<Exit> 
     // A run stopped by Ctrl-C leaves at once; the next run refreshes the report.
     let report = match outcome.stop {
         Some(StopReason::Interrupted) => None,
-        _ => refresh_report(&ledger, job_id, &job, &job_dir).await,
+        _ => darkroom_review::report::refresh(&ledger, job_id, &job, &job_dir).await,
     };
     ledger.close().await;
     connection.stop().await;
@@ -208,40 +208,6 @@ pub async fn execute(settings: &Settings, run: PassRun) -> anyhow::Result<Exit> 
         println!("{summary}");
     }
     print_summary(&job, pass, &outcome, &job_dir, report.as_deref(), &resume)
-}
-
-/// Rewrites `OUT/JOB/report.html`; a report that can't be written is a warning, not a failure.
-pub async fn refresh_report(
-    ledger: &Ledger,
-    job_id: i64,
-    job: &str,
-    job_dir: &std::path::Path,
-) -> Option<PathBuf> {
-    let path = job_dir.join("report.html");
-    let report = match darkroom_engine::report::build(ledger, job_id, job).await {
-        Ok(report) => report,
-        Err(error) => {
-            tracing::warn!(%error, "could not build the report");
-            return None;
-        }
-    };
-    let (dir, target) = (job_dir.to_path_buf(), path.clone());
-    let written = tokio::task::spawn_blocking(move || {
-        let html = report.to_html(&dir);
-        darkroom_engine::images::write_atomically(&target, html.as_bytes())
-    })
-    .await;
-    match written {
-        Ok(Ok(())) => Some(path),
-        Ok(Err(error)) => {
-            tracing::warn!(%error, path = %path.display(), "could not write the report");
-            None
-        }
-        Err(error) => {
-            tracing::warn!(%error, "could not write the report");
-            None
-        }
-    }
 }
 
 /// The run's last words: what happened, what it cost, and what to do next.

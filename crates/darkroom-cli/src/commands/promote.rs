@@ -6,11 +6,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use darkroom_engine::promote::{self, PromoteOptions, Selection};
+use darkroom_engine::EngineError;
 use darkroom_jobs::{Money, Pass};
 use darkroom_ledger::Ledger;
 
 use crate::commands::pass::{PassRun, RunFlags};
-use crate::commands::{connect, Upstream, MAX_ERRORS_SHOWN};
+use crate::commands::{budget_error, connect, Upstream, MAX_ERRORS_SHOWN};
 use crate::config::{self, Settings};
 use crate::exit::{Exit, Failure};
 
@@ -74,21 +75,6 @@ pub async fn open_job(db: &Path, job: &str) -> anyhow::Result<(Ledger, i64)> {
     Ok((ledger, id))
 }
 
-/// Prints why a selection can't be promoted. Returns the error to exit with.
-pub fn selection_errors(plan: &promote::Plan) -> Vec<String> {
-    let mut lines: Vec<String> = plan
-        .unknown
-        .iter()
-        .map(|id| format!("{id}: no preview with this id in the job"))
-        .collect();
-    lines.extend(
-        plan.not_done
-            .iter()
-            .map(|(id, state)| format!("{id}: the preview is {state}, so there is no image to promote")),
-    );
-    lines
-}
-
 async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
     let options = options(&settings)?;
     let db = args.upstream.db.clone();
@@ -111,7 +97,7 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
     }
     let plan = promote::plan(&ledger, job_id, &selection).await?;
     if plan.has_errors() {
-        let errors = selection_errors(&plan);
+        let errors = plan.problems();
         for line in errors.iter().take(MAX_ERRORS_SHOWN) {
             eprintln!("{line}");
         }
@@ -132,20 +118,21 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
         return Err(Failure::new(Exit::BadInput, "no done preview to promote; nothing was spent").into());
     }
 
-    let existing = ledger.pass(job_id, Pass::Final).await?;
-    match (args.budget, &existing) {
-        (Some(budget), _) => crate::commands::set_budget_flag(&ledger, job_id, Pass::Final, budget).await?,
-        (None, None) => {
-            ledger
-                .set_budget(job_id, Pass::Final, settings.budget.default)
-                .await?
-        }
-        (None, Some(_)) => {}
-    }
-    let pass = ledger
-        .pass(job_id, Pass::Final)
-        .await?
-        .context("the final pass was just created")?;
+    let connection = connect(&args.upstream).await?;
+    let added = promote::prepare_finals(
+        &ledger,
+        &connection.client,
+        job_id,
+        &plan,
+        &options,
+        (args.budget, settings.budget.default),
+    )
+    .await
+    .map_err(|e| match e {
+        EngineError::Ledger(e) => budget_error(e),
+        e => e.into(),
+    })?;
+    let pass = added.pass;
     let cost = plan.cost(options.price);
     let left = pass.remaining();
     eprintln!(
@@ -158,10 +145,7 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
     if cost > left {
         eprintln!("the selection costs more than the budget has left: the run stops when it runs out");
     }
-
-    let connection = connect(&args.upstream).await?;
-    let without = promote::add_finals(&ledger, &connection.client, job_id, &plan, &options).await?;
-    for key in &without {
+    for key in &added.without_reference {
         eprintln!("{key}: the preview's URL no longer resolves; its final is made from the prompt alone");
     }
     let resume = match &args.select {
