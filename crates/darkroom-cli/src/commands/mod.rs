@@ -220,3 +220,34 @@ pub fn print_row_errors(file: &Path, report: &darkroom_jobs::Report) {
         eprintln!("... and {} more", report.error_count - shown);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_name_follows_the_row_id_rule_device_names_included() {
+        let file = Path::new("jobs/vases.csv");
+        assert_eq!(job_name_for(None, file).unwrap(), "vases");
+        assert_eq!(
+            job_name_for(Some("spring-2026.v2"), file).unwrap(),
+            "spring-2026.v2"
+        );
+        for bad in [
+            "CON",
+            "nul",
+            "com1.txt",
+            "LPT9",
+            ".hidden",
+            "a/b",
+            "",
+            &"x".repeat(101),
+        ] {
+            let error = job_name_for(Some(bad), file).unwrap_err();
+            let failure = error.downcast_ref::<Failure>().expect("bad input");
+            assert_eq!(failure.exit, Exit::BadInput, "{bad:?}");
+        }
+        // A file named like a device gives no usable name either.
+        assert!(job_name_for(None, Path::new("jobs/aux.csv")).is_err());
+    }
+}
