@@ -96,6 +96,26 @@ pub fn run_settings(
     s
 }
 
+/// Starts the callback receiver: an address that can't be bound is bad input (exit 2).
+fn bind_callbacks(
+    listen: std::net::SocketAddr,
+    url: Option<&str>,
+) -> anyhow::Result<darkroom_engine::callbacks::CallbackReceiver> {
+    let receiver = darkroom_engine::callbacks::CallbackReceiver::bind(listen, url).map_err(|e| {
+        Failure::new(
+            Exit::BadInput,
+            format!("could not listen for callbacks on {listen}: {e}"),
+        )
+        .with_hint("choose another address with --callbacks-listen, or leave it out to poll")
+    })?;
+    eprintln!(
+        "callbacks: listening on {}; the upstream posts to {}/TOKEN",
+        receiver.local_addr(),
+        receiver.url()
+    );
+    Ok(receiver)
+}
+
 /// Runs the pass and ends with the summary; the exit code says how it ended.
 pub async fn execute(settings: &Settings, run: PassRun) -> anyhow::Result<Exit> {
     let mut engine_settings = run_settings(
@@ -107,21 +127,7 @@ pub async fn execute(settings: &Settings, run: PassRun) -> anyhow::Result<Exit> 
         run.deadline_ms,
     );
     if let Some(listen) = run.flags.callbacks_listen {
-        let receiver =
-            darkroom_engine::callbacks::CallbackReceiver::bind(listen, run.flags.callbacks_url.as_deref())
-                .map_err(|e| {
-                    Failure::new(
-                        Exit::BadInput,
-                        format!("could not listen for callbacks on {listen}: {e}"),
-                    )
-                    .with_hint("choose another address with --callbacks-listen, or leave it out to poll")
-                })?;
-        eprintln!(
-            "callbacks: listening on {}; the upstream posts to {}/TOKEN",
-            receiver.local_addr(),
-            receiver.url()
-        );
-        engine_settings.callbacks = Some(receiver);
+        engine_settings.callbacks = Some(bind_callbacks(listen, run.flags.callbacks_url.as_deref())?);
     }
     let PassRun {
         ledger,
@@ -141,12 +147,7 @@ pub async fn execute(settings: &Settings, run: PassRun) -> anyhow::Result<Exit> 
     let (events_tx, events_rx) = mpsc::channel(1024);
     let total = ledger.counts(job_id, pass).await?.total;
     let progress = Arc::new(Progress::new(flags.json, total));
-    let mut notify_urls = settings.notify.urls.clone();
-    notify_urls.extend(flags.notify.iter().cloned());
-    let notifier = Notifier::new(
-        notify_urls,
-        config::notify_secret().as_deref().map(SigningSecret::parse),
-    );
+    let notifier = notifier(settings, &flags);
     let printer = tokio::spawn(print_events(
         events_rx,
         progress.clone(),
@@ -186,17 +187,7 @@ pub async fn execute(settings: &Settings, run: PassRun) -> anyhow::Result<Exit> 
     ledger.close().await;
     connection.stop().await;
 
-    let summary = serde_json::json!({
-        "event": "summary", "job": job, "pass": pass.as_str(), "counts": outcome.counts,
-        "spent": outcome.spent, "budget": outcome.budget,
-        "stopped": outcome.stop.as_ref().map(StopReason::kind),
-        "stop_reason": outcome.stop.as_ref().and_then(StopReason::reason),
-        "out": job_dir.display().to_string(),
-        "duration_ms": u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-        "results": job_dir.join("results.jsonl").display().to_string(),
-        "report": report.as_ref().map(|p| p.display().to_string()),
-        "audit": outcome.audit.as_ref().map(crate::commands::audit::audit_json),
-    });
+    let summary = summary_json(&job, pass, &outcome, &job_dir, started, report.as_deref());
     let kind = match outcome.stop {
         Some(StopReason::BudgetExhausted) => NotificationKind::BudgetExhausted,
         Some(StopReason::Refused(_)) => NotificationKind::BreakerTripped,
@@ -208,6 +199,35 @@ pub async fn execute(settings: &Settings, run: PassRun) -> anyhow::Result<Exit> 
         println!("{summary}");
     }
     print_summary(&job, pass, &outcome, &job_dir, report.as_deref(), &resume)
+}
+
+/// The notifier for `[notify] urls` and `--notify`, signing with `DARKROOM_NOTIFY_SECRET`.
+fn notifier(settings: &Settings, flags: &RunFlags) -> Notifier {
+    let mut urls = settings.notify.urls.clone();
+    urls.extend(flags.notify.iter().cloned());
+    Notifier::new(urls, config::notify_secret().as_deref().map(SigningSecret::parse))
+}
+
+/// The closing summary as one JSON object: printed with `--json` and sent as the notification.
+fn summary_json(
+    job: &str,
+    pass: Pass,
+    outcome: &Outcome,
+    job_dir: &std::path::Path,
+    started: std::time::Instant,
+    report: Option<&std::path::Path>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "event": "summary", "job": job, "pass": pass.as_str(), "counts": outcome.counts,
+        "spent": outcome.spent, "budget": outcome.budget,
+        "stopped": outcome.stop.as_ref().map(StopReason::kind),
+        "stop_reason": outcome.stop.as_ref().and_then(StopReason::reason),
+        "out": job_dir.display().to_string(),
+        "duration_ms": u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        "results": job_dir.join("results.jsonl").display().to_string(),
+        "report": report.map(|p| p.display().to_string()),
+        "audit": outcome.audit.as_ref().map(crate::commands::audit::audit_json),
+    })
 }
 
 /// The run's last words: what happened, what it cost, and what to do next.

@@ -81,42 +81,7 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
     let _lock = crate::commands::lock_job(&db, &args.job)?;
     let (ledger, job_id) = open_job(&db, &args.job).await?;
 
-    let selection = match &args.select {
-        Some(path) => Selection::Ids(
-            promote::read_selection(path).map_err(|e| Failure::new(Exit::BadInput, e.to_string()))?,
-        ),
-        None => Selection::All,
-    };
-    if matches!(&selection, Selection::Ids(ids) if ids.is_empty()) {
-        return Err(Failure::new(
-            Exit::BadInput,
-            "the select file chooses no preview; nothing was spent",
-        )
-        .with_hint("mark previews with y in the keep column, or export a selection from `darkroom review`")
-        .into());
-    }
-    let plan = promote::plan(&ledger, job_id, &selection).await?;
-    if plan.has_errors() {
-        let errors = plan.problems();
-        for line in errors.iter().take(MAX_ERRORS_SHOWN) {
-            eprintln!("{line}");
-        }
-        if errors.len() > MAX_ERRORS_SHOWN {
-            eprintln!("... and {} more", errors.len() - MAX_ERRORS_SHOWN);
-        }
-        return Err(Failure::new(
-            Exit::BadInput,
-            format!(
-                "{} chosen id(s) can't be promoted; nothing was spent",
-                errors.len()
-            ),
-        )
-        .with_hint("`darkroom status` and manifest.csv list the job's previews")
-        .into());
-    }
-    if plan.chosen.is_empty() && plan.already.is_empty() {
-        return Err(Failure::new(Exit::BadInput, "no done preview to promote; nothing was spent").into());
-    }
+    let plan = checked_plan(&ledger, job_id, args.select.as_deref()).await?;
 
     let connection = connect(&args.upstream).await?;
     let added = promote::prepare_finals(
@@ -168,4 +133,47 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
         },
     )
     .await
+}
+
+/// Reads the selection (`--select FILE`, else every done preview) and checks it against the
+/// ledger: an empty selection or ids that can't be promoted are bad input, listed, and nothing is
+/// spent.
+async fn checked_plan(ledger: &Ledger, job_id: i64, select: Option<&Path>) -> anyhow::Result<promote::Plan> {
+    let selection = match select {
+        Some(path) => Selection::Ids(
+            promote::read_selection(path).map_err(|e| Failure::new(Exit::BadInput, e.to_string()))?,
+        ),
+        None => Selection::All,
+    };
+    if matches!(&selection, Selection::Ids(ids) if ids.is_empty()) {
+        return Err(Failure::new(
+            Exit::BadInput,
+            "the select file chooses no preview; nothing was spent",
+        )
+        .with_hint("mark previews with y in the keep column, or export a selection from `darkroom review`")
+        .into());
+    }
+    let plan = promote::plan(ledger, job_id, &selection).await?;
+    if plan.has_errors() {
+        let errors = plan.problems();
+        for line in errors.iter().take(MAX_ERRORS_SHOWN) {
+            eprintln!("{line}");
+        }
+        if errors.len() > MAX_ERRORS_SHOWN {
+            eprintln!("... and {} more", errors.len() - MAX_ERRORS_SHOWN);
+        }
+        return Err(Failure::new(
+            Exit::BadInput,
+            format!(
+                "{} chosen id(s) can't be promoted; nothing was spent",
+                errors.len()
+            ),
+        )
+        .with_hint("`darkroom status` and manifest.csv list the job's previews")
+        .into());
+    }
+    if plan.chosen.is_empty() && plan.already.is_empty() {
+        return Err(Failure::new(Exit::BadInput, "no done preview to promote; nothing was spent").into());
+    }
+    Ok(plan)
 }
