@@ -2,6 +2,8 @@
 //! ledger file: a given budget is set, never below what is committed; without one a new pass gets
 //! the default and an existing pass keeps its own; an invalid job file loads nothing.
 
+#![allow(clippy::unwrap_used)] // In tests a panic is a failure with a backtrace.
+
 use darkroom_engine::budget::apply_budget;
 use darkroom_engine::load::LoadError;
 use darkroom_engine::prepare::{prepare_job, JobFile};

@@ -3,6 +3,8 @@
 //! sheet's JSON, the token and host guard, thumbnails found only among the job's own tasks, and a
 //! promotion that makes finals through the engine as `darkroom promote` does.
 
+#![allow(clippy::unwrap_used)] // In tests a panic is a failure with a backtrace.
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
