@@ -629,7 +629,7 @@ async fn overhead(sims: &Handle) -> String {
     let verify_us = t.elapsed().as_secs_f64() * 1e6 / f64::from(reps);
     let t = Instant::now();
     for i in 0..reps {
-        darkroom_engine::images::write_atomically(&dir.path().join(format!("w/{i}.jpg")), &bytes).unwrap();
+        darkroom_engine::files::write_atomically(&dir.path().join(format!("w/{i}.jpg")), &bytes).unwrap();
     }
     let write_ms = t.elapsed().as_secs_f64() * 1e3 / f64::from(reps);
     let ledger_us = ledger_steps(dir.path(), 2000).await;

@@ -102,11 +102,6 @@ pub fn shape_matches(width: u32, height: u32, aspect: AspectRatio) -> bool {
     ((actual - wanted) / wanted).abs() <= 0.01
 }
 
-/// Writes `bytes` to `path` atomically: temporary file, sync, rename, sync the directory.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    stage(path, bytes)?.commit()
-}
-
 /// An image written and synced to a temporary file beside its final path, not yet in place:
 /// [`StagedImage::commit`] renames it there. Dropped uncommitted, the temporary file is removed.
 #[derive(Debug)]
@@ -377,7 +372,7 @@ mod tests {
     fn bytes_kept_aside_survive_a_new_image_renamed_over_their_path() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sku-a.jpg");
-        write_atomically(&path, b"the bicycle").unwrap();
+        crate::files::write_atomically(&path, b"the bicycle").unwrap();
         let old = file_content(&path).unwrap();
         assert_eq!(old, content_of(b"the bicycle"));
         assert_eq!(old.bytes, 11);
@@ -391,7 +386,7 @@ mod tests {
         keep_aside(&path, &aside).unwrap();
         // Kept aside twice (a retry after a crash): the same file, still whole.
         keep_aside(&path, &aside).unwrap();
-        write_atomically(&path, b"the kayak").unwrap();
+        crate::files::write_atomically(&path, b"the kayak").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"the kayak");
         assert_eq!(std::fs::read(&aside).unwrap(), b"the bicycle");
         let names: Vec<_> = std::fs::read_dir(aside.parent().unwrap())
@@ -421,7 +416,7 @@ mod tests {
     fn an_atomic_write_leaves_no_temporary_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a").join("x.jpg");
-        write_atomically(&path, b"bytes").unwrap();
+        crate::files::write_atomically(&path, b"bytes").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"bytes");
         let names: Vec<_> = std::fs::read_dir(path.parent().unwrap())
             .unwrap()

@@ -3,13 +3,17 @@
 //! It owns the scheduler (`scheduler`), the two limits every create passes (`limits`: a create-rate
 //! gate and an in-flight cap), batched polling (`poller`), reconciliation of creates whose outcome
 //! is unknown (`reconcile`), downloads and verification (`images`), the output files (`outputs`),
-//! loading a job file into the ledger (`load`), the per-job run lock (`lock`) and shutdown. It holds
+//! loading a job file into the ledger (`load`), the per-job run lock (`lock`) and shutdown, and
+//! what the CLI and the review server share: the budget policy (`budget`), preparing a job
+//! (`prepare`), promotion (`promote`) and atomic writes (`files`). It holds
 //! no SQL (that is `darkroom-ledger`) and parses no command line (that is `darkroom-cli`).
 
 pub mod audit;
+pub mod budget;
 pub mod callbacks;
 pub mod content;
 pub mod events;
+pub mod files;
 pub mod images;
 pub mod limits;
 pub mod load;
@@ -17,14 +21,13 @@ pub mod lock;
 pub mod notify;
 pub mod outputs;
 pub mod poller;
+pub mod prepare;
 pub mod prices;
 pub mod promote;
 pub mod reconcile;
-pub mod report;
 pub mod requests;
 pub mod scheduler;
 mod task;
-pub mod thumbs;
 pub mod windows;
 
 use std::path::PathBuf;

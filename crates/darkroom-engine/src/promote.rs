@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use darkroom_jobs::{Model, Money, Pass};
-use darkroom_ledger::{Ledger, NewFinal, TileRecord};
+use darkroom_ledger::{Ledger, NewFinal, PassRecord, TileRecord};
 use darkroom_provider::Provider;
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -69,6 +69,22 @@ impl Plan {
                 .micros()
                 .saturating_mul(i64::try_from(self.chosen.len()).unwrap_or(i64::MAX)),
         )
+    }
+
+    /// Why each chosen id that can't be promoted can't, one line each naming the id: unknown ids
+    /// first, then previews with no image.
+    pub fn problems(&self) -> Vec<String> {
+        let mut lines: Vec<String> = self
+            .unknown
+            .iter()
+            .map(|id| format!("{id}: no preview with this id in the job"))
+            .collect();
+        lines.extend(
+            self.not_done
+                .iter()
+                .map(|(id, state)| format!("{id}: the preview is {state}, so there is no image to promote")),
+        );
+        lines
     }
 }
 
@@ -182,6 +198,40 @@ pub async fn plan(ledger: &Ledger, job_id: i64, selection: &Selection) -> Result
         }
     }
     Ok(plan)
+}
+
+/// Finals added to the ledger by [`prepare_finals`], ready for the final pass.
+#[derive(Debug)]
+pub struct FinalsAdded {
+    /// The final pass after the budget policy (its budget, spend and deadline).
+    pub pass: PassRecord,
+    /// Task ids of the finals made from the prompt alone: their preview's URL no longer resolved.
+    pub without_reference: Vec<String>,
+}
+
+/// Promoting, as `darkroom promote` and the review page both do it: applies the budget policy to
+/// the final pass (`given` USD if given, else `default` for a pass that has no budget yet), then
+/// adds a pending final for each chosen preview. The caller holds the job's lock
+/// (`crate::lock::JobLock`) and runs the final pass afterwards (`crate::run_pass`).
+///
+/// # Errors
+/// A ledger failure (a `given` budget below spend is `LedgerError::BudgetBelowSpend`), or the
+/// errors of [`add_finals`].
+pub async fn prepare_finals(
+    ledger: &Ledger,
+    client: &Arc<dyn Provider>,
+    job_id: i64,
+    plan: &Plan,
+    options: &PromoteOptions,
+    budget: (Option<Money>, Money),
+) -> Result<FinalsAdded, EngineError> {
+    let (given, default) = budget;
+    let pass = crate::budget::apply_budget(ledger, job_id, Pass::Final, given, default).await?;
+    let without_reference = add_finals(ledger, client, job_id, plan, options).await?;
+    Ok(FinalsAdded {
+        pass,
+        without_reference,
+    })
 }
 
 /// Adds a pending final for each chosen preview; returns the finals made without their preview

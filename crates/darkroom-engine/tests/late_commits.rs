@@ -286,7 +286,7 @@ async fn a_generation_completed_without_an_image_is_a_failed_attempt_at_once_ret
     let errors = std::fs::read_to_string(h.dir.path().join("out/noimage/errors.jsonl")).unwrap();
     assert_eq!(errors.lines().count(), 2);
     assert!(errors.contains("completed without an image"), "{errors}");
-    let report = darkroom_engine::report::build(&h.ledger, job, "noimage")
+    let report = darkroom_review::report::build(&h.ledger, job, "noimage")
         .await
         .unwrap();
     let report = serde_json::to_string(&report).unwrap();

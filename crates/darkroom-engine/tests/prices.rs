@@ -167,7 +167,7 @@ async fn an_account_charging_double_the_table_is_noticed_and_the_run_stops_withi
         h.ledger.last_observed(&h.sim.base_url()).await.unwrap()[0].observed_micros,
         8_000
     );
-    let report = darkroom_engine::report::build(&h.ledger, job, "vases")
+    let report = darkroom_review::report::build(&h.ledger, job, "vases")
         .await
         .unwrap();
     assert!(
@@ -215,7 +215,7 @@ async fn a_lower_observed_price_is_recorded_and_the_table_stays() {
     let observations = h.ledger.observations(job, Pass::Preview).await.unwrap();
     assert_eq!(observations[0].observed_micros, 2_000);
     assert_eq!(observations[0].table_micros, 4_000);
-    let report = darkroom_engine::report::build(&h.ledger, job, "vases")
+    let report = darkroom_review::report::build(&h.ledger, job, "vases")
         .await
         .unwrap();
     assert!(

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use darkroom_jobs::{Assumptions, EstimateBuilder, Money, Pass};
+use darkroom_jobs::{Assumptions, Estimate, EstimateBuilder, Money, Pass};
 
 use crate::commands::{print_row_errors, PassArg};
 use crate::config;
@@ -73,9 +73,15 @@ pub fn run(config_file: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
         println!("{}", serde_json::to_string_pretty(&estimate)?);
         return Ok(Exit::Done);
     }
+    print_estimate(&args.file, pass, &estimate, &assumptions);
+    Ok(Exit::Done)
+}
+
+/// The estimate as text on stdout.
+fn print_estimate(file: &Path, pass: Pass, estimate: &Estimate, assumptions: &Assumptions) {
     println!(
         "{}: {} rows, {} tasks ({} pass)",
-        args.file.display(),
+        file.display(),
         estimate.rows,
         estimate.tasks,
         pass
@@ -125,7 +131,6 @@ pub fn run(config_file: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
             );
         }
     }
-    Ok(Exit::Done)
 }
 
 fn human_duration(seconds: f64) -> String {

@@ -122,8 +122,8 @@ pub fn provider(
     Ok(Arc::new(provider.with_prices(settings.prices)))
 }
 
-/// The job's name: `--job`, else the file's stem. Names become directory names, so they are held
-/// to the same characters as row ids.
+/// The job's name: `--job`, else the file's stem. Names become directory names, so they follow
+/// the rule of row ids (`darkroom_jobs::valid_id`, device names such as `CON` included).
 pub fn job_name_for(flag: Option<&str>, file: &Path) -> anyhow::Result<String> {
     let name = match flag {
         Some(name) => name.to_string(),
@@ -132,18 +132,14 @@ pub fn job_name_for(flag: Option<&str>, file: &Path) -> anyhow::Result<String> {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default(),
     };
-    let valid = !name.is_empty()
-        && name.len() <= 100
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if !valid {
+    if !darkroom_jobs::valid_id(&name) {
         return Err(Failure::new(
             Exit::BadInput,
             format!("job name {name:?} is not usable as a directory name"),
         )
-        .with_hint("use --job NAME with letters, digits, '-', '_' and '.' (no leading dot)")
+        .with_hint(
+            "use --job NAME with letters, digits, '-', '_' and '.' (no leading dot, not a device name such as CON)",
+        )
         .into());
     }
     Ok(name)
@@ -194,22 +190,16 @@ pub async fn find_jobs(
     Ok((ledger, jobs))
 }
 
-/// Sets a pass's budget from `--budget`: a budget below what is already spent is bad input (exit 2),
-/// any other ledger error is the ledger's (exit 7).
-pub async fn set_budget_flag(
-    ledger: &darkroom_ledger::Ledger,
-    job_id: i64,
-    pass: Pass,
-    budget: darkroom_jobs::Money,
-) -> anyhow::Result<()> {
-    match ledger.set_budget(job_id, pass, budget).await {
-        Ok(()) => Ok(()),
-        Err(e @ darkroom_ledger::LedgerError::BudgetBelowSpend { .. }) => {
-            Err(Failure::new(Exit::BadInput, e.to_string())
+/// The exit a failed budget policy (`darkroom_engine::budget`) takes: a budget below what is
+/// already spent is bad input (exit 2), any other ledger error is the ledger's (exit 7).
+pub fn budget_error(error: darkroom_ledger::LedgerError) -> anyhow::Error {
+    match error {
+        e @ darkroom_ledger::LedgerError::BudgetBelowSpend { .. } => {
+            Failure::new(Exit::BadInput, e.to_string())
                 .with_hint("a budget can be raised, not lowered below spend")
-                .into())
+                .into()
         }
-        Err(e) => Err(e.into()),
+        e => e.into(),
     }
 }
 
@@ -238,5 +228,36 @@ pub fn print_row_errors(file: &Path, report: &darkroom_jobs::Report) {
     let shown = report.errors.len().min(MAX_ERRORS_SHOWN) as u64;
     if report.error_count > shown {
         eprintln!("... and {} more", report.error_count - shown);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_name_follows_the_row_id_rule_device_names_included() {
+        let file = Path::new("jobs/vases.csv");
+        assert_eq!(job_name_for(None, file).unwrap(), "vases");
+        assert_eq!(
+            job_name_for(Some("spring-2026.v2"), file).unwrap(),
+            "spring-2026.v2"
+        );
+        for bad in [
+            "CON",
+            "nul",
+            "com1.txt",
+            "LPT9",
+            ".hidden",
+            "a/b",
+            "",
+            &"x".repeat(101),
+        ] {
+            let error = job_name_for(Some(bad), file).unwrap_err();
+            let failure = error.downcast_ref::<Failure>().expect("bad input");
+            assert_eq!(failure.exit, Exit::BadInput, "{bad:?}");
+        }
+        // A file named like a device gives no usable name either.
+        assert!(job_name_for(None, Path::new("jobs/aux.csv")).is_err());
     }
 }

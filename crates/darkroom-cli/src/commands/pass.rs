@@ -96,6 +96,26 @@ pub fn run_settings(
     s
 }
 
+/// Starts the callback receiver: an address that can't be bound is bad input (exit 2).
+fn bind_callbacks(
+    listen: std::net::SocketAddr,
+    url: Option<&str>,
+) -> anyhow::Result<darkroom_engine::callbacks::CallbackReceiver> {
+    let receiver = darkroom_engine::callbacks::CallbackReceiver::bind(listen, url).map_err(|e| {
+        Failure::new(
+            Exit::BadInput,
+            format!("could not listen for callbacks on {listen}: {e}"),
+        )
+        .with_hint("choose another address with --callbacks-listen, or leave it out to poll")
+    })?;
+    eprintln!(
+        "callbacks: listening on {}; the upstream posts to {}/TOKEN",
+        receiver.local_addr(),
+        receiver.url()
+    );
+    Ok(receiver)
+}
+
 /// Runs the pass and ends with the summary; the exit code says how it ended.
 pub async fn execute(settings: &Settings, run: PassRun) -> anyhow::Result<Exit> {
     let mut engine_settings = run_settings(
@@ -107,21 +127,7 @@ pub async fn execute(settings: &Settings, run: PassRun) -> anyhow::Result<Exit> 
         run.deadline_ms,
     );
     if let Some(listen) = run.flags.callbacks_listen {
-        let receiver =
-            darkroom_engine::callbacks::CallbackReceiver::bind(listen, run.flags.callbacks_url.as_deref())
-                .map_err(|e| {
-                    Failure::new(
-                        Exit::BadInput,
-                        format!("could not listen for callbacks on {listen}: {e}"),
-                    )
-                    .with_hint("choose another address with --callbacks-listen, or leave it out to poll")
-                })?;
-        eprintln!(
-            "callbacks: listening on {}; the upstream posts to {}/TOKEN",
-            receiver.local_addr(),
-            receiver.url()
-        );
-        engine_settings.callbacks = Some(receiver);
+        engine_settings.callbacks = Some(bind_callbacks(listen, run.flags.callbacks_url.as_deref())?);
     }
     let PassRun {
         ledger,
@@ -141,12 +147,7 @@ pub async fn execute(settings: &Settings, run: PassRun) -> anyhow::Result<Exit> 
     let (events_tx, events_rx) = mpsc::channel(1024);
     let total = ledger.counts(job_id, pass).await?.total;
     let progress = Arc::new(Progress::new(flags.json, total));
-    let mut notify_urls = settings.notify.urls.clone();
-    notify_urls.extend(flags.notify.iter().cloned());
-    let notifier = Notifier::new(
-        notify_urls,
-        config::notify_secret().as_deref().map(SigningSecret::parse),
-    );
+    let notifier = notifier(settings, &flags);
     let printer = tokio::spawn(print_events(
         events_rx,
         progress.clone(),
@@ -181,22 +182,12 @@ pub async fn execute(settings: &Settings, run: PassRun) -> anyhow::Result<Exit> 
     // A run stopped by Ctrl-C leaves at once; the next run refreshes the report.
     let report = match outcome.stop {
         Some(StopReason::Interrupted) => None,
-        _ => refresh_report(&ledger, job_id, &job, &job_dir).await,
+        _ => darkroom_review::report::refresh(&ledger, job_id, &job, &job_dir).await,
     };
     ledger.close().await;
     connection.stop().await;
 
-    let summary = serde_json::json!({
-        "event": "summary", "job": job, "pass": pass.as_str(), "counts": outcome.counts,
-        "spent": outcome.spent, "budget": outcome.budget,
-        "stopped": outcome.stop.as_ref().map(StopReason::kind),
-        "stop_reason": outcome.stop.as_ref().and_then(StopReason::reason),
-        "out": job_dir.display().to_string(),
-        "duration_ms": u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-        "results": job_dir.join("results.jsonl").display().to_string(),
-        "report": report.as_ref().map(|p| p.display().to_string()),
-        "audit": outcome.audit.as_ref().map(crate::commands::audit::audit_json),
-    });
+    let summary = summary_json(&job, pass, &outcome, &job_dir, started, report.as_deref());
     let kind = match outcome.stop {
         Some(StopReason::BudgetExhausted) => NotificationKind::BudgetExhausted,
         Some(StopReason::Refused(_)) => NotificationKind::BreakerTripped,
@@ -210,38 +201,33 @@ pub async fn execute(settings: &Settings, run: PassRun) -> anyhow::Result<Exit> 
     print_summary(&job, pass, &outcome, &job_dir, report.as_deref(), &resume)
 }
 
-/// Rewrites `OUT/JOB/report.html`; a report that can't be written is a warning, not a failure.
-pub async fn refresh_report(
-    ledger: &Ledger,
-    job_id: i64,
+/// The notifier for `[notify] urls` and `--notify`, signing with `DARKROOM_NOTIFY_SECRET`.
+fn notifier(settings: &Settings, flags: &RunFlags) -> Notifier {
+    let mut urls = settings.notify.urls.clone();
+    urls.extend(flags.notify.iter().cloned());
+    Notifier::new(urls, config::notify_secret().as_deref().map(SigningSecret::parse))
+}
+
+/// The closing summary as one JSON object: printed with `--json` and sent as the notification.
+fn summary_json(
     job: &str,
+    pass: Pass,
+    outcome: &Outcome,
     job_dir: &std::path::Path,
-) -> Option<PathBuf> {
-    let path = job_dir.join("report.html");
-    let report = match darkroom_engine::report::build(ledger, job_id, job).await {
-        Ok(report) => report,
-        Err(error) => {
-            tracing::warn!(%error, "could not build the report");
-            return None;
-        }
-    };
-    let (dir, target) = (job_dir.to_path_buf(), path.clone());
-    let written = tokio::task::spawn_blocking(move || {
-        let html = report.to_html(&dir);
-        darkroom_engine::images::write_atomically(&target, html.as_bytes())
+    started: std::time::Instant,
+    report: Option<&std::path::Path>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "event": "summary", "job": job, "pass": pass.as_str(), "counts": outcome.counts,
+        "spent": outcome.spent, "budget": outcome.budget,
+        "stopped": outcome.stop.as_ref().map(StopReason::kind),
+        "stop_reason": outcome.stop.as_ref().and_then(StopReason::reason),
+        "out": job_dir.display().to_string(),
+        "duration_ms": u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        "results": job_dir.join("results.jsonl").display().to_string(),
+        "report": report.map(|p| p.display().to_string()),
+        "audit": outcome.audit.as_ref().map(crate::commands::audit::audit_json),
     })
-    .await;
-    match written {
-        Ok(Ok(())) => Some(path),
-        Ok(Err(error)) => {
-            tracing::warn!(%error, path = %path.display(), "could not write the report");
-            None
-        }
-        Err(error) => {
-            tracing::warn!(%error, "could not write the report");
-            None
-        }
-    }
 }
 
 /// The run's last words: what happened, what it cost, and what to do next.

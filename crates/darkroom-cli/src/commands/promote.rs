@@ -6,11 +6,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use darkroom_engine::promote::{self, PromoteOptions, Selection};
+use darkroom_engine::EngineError;
 use darkroom_jobs::{Money, Pass};
 use darkroom_ledger::Ledger;
 
 use crate::commands::pass::{PassRun, RunFlags};
-use crate::commands::{connect, Upstream, MAX_ERRORS_SHOWN};
+use crate::commands::{budget_error, connect, Upstream, MAX_ERRORS_SHOWN};
 use crate::config::{self, Settings};
 use crate::exit::{Exit, Failure};
 
@@ -74,78 +75,29 @@ pub async fn open_job(db: &Path, job: &str) -> anyhow::Result<(Ledger, i64)> {
     Ok((ledger, id))
 }
 
-/// Prints why a selection can't be promoted. Returns the error to exit with.
-pub fn selection_errors(plan: &promote::Plan) -> Vec<String> {
-    let mut lines: Vec<String> = plan
-        .unknown
-        .iter()
-        .map(|id| format!("{id}: no preview with this id in the job"))
-        .collect();
-    lines.extend(
-        plan.not_done
-            .iter()
-            .map(|(id, state)| format!("{id}: the preview is {state}, so there is no image to promote")),
-    );
-    lines
-}
-
 async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
     let options = options(&settings)?;
     let db = args.upstream.db.clone();
     let _lock = crate::commands::lock_job(&db, &args.job)?;
     let (ledger, job_id) = open_job(&db, &args.job).await?;
 
-    let selection = match &args.select {
-        Some(path) => Selection::Ids(
-            promote::read_selection(path).map_err(|e| Failure::new(Exit::BadInput, e.to_string()))?,
-        ),
-        None => Selection::All,
-    };
-    if matches!(&selection, Selection::Ids(ids) if ids.is_empty()) {
-        return Err(Failure::new(
-            Exit::BadInput,
-            "the select file chooses no preview; nothing was spent",
-        )
-        .with_hint("mark previews with y in the keep column, or export a selection from `darkroom review`")
-        .into());
-    }
-    let plan = promote::plan(&ledger, job_id, &selection).await?;
-    if plan.has_errors() {
-        let errors = selection_errors(&plan);
-        for line in errors.iter().take(MAX_ERRORS_SHOWN) {
-            eprintln!("{line}");
-        }
-        if errors.len() > MAX_ERRORS_SHOWN {
-            eprintln!("... and {} more", errors.len() - MAX_ERRORS_SHOWN);
-        }
-        return Err(Failure::new(
-            Exit::BadInput,
-            format!(
-                "{} chosen id(s) can't be promoted; nothing was spent",
-                errors.len()
-            ),
-        )
-        .with_hint("`darkroom status` and manifest.csv list the job's previews")
-        .into());
-    }
-    if plan.chosen.is_empty() && plan.already.is_empty() {
-        return Err(Failure::new(Exit::BadInput, "no done preview to promote; nothing was spent").into());
-    }
+    let plan = checked_plan(&ledger, job_id, args.select.as_deref()).await?;
 
-    let existing = ledger.pass(job_id, Pass::Final).await?;
-    match (args.budget, &existing) {
-        (Some(budget), _) => crate::commands::set_budget_flag(&ledger, job_id, Pass::Final, budget).await?,
-        (None, None) => {
-            ledger
-                .set_budget(job_id, Pass::Final, settings.budget.default)
-                .await?
-        }
-        (None, Some(_)) => {}
-    }
-    let pass = ledger
-        .pass(job_id, Pass::Final)
-        .await?
-        .context("the final pass was just created")?;
+    let connection = connect(&args.upstream, &settings).await?;
+    let added = promote::prepare_finals(
+        &ledger,
+        &connection.client,
+        job_id,
+        &plan,
+        &options,
+        (args.budget, settings.budget.default),
+    )
+    .await
+    .map_err(|e| match e {
+        EngineError::Ledger(e) => budget_error(e),
+        e => e.into(),
+    })?;
+    let pass = added.pass;
     let cost = plan.cost(options.price);
     let left = pass.remaining();
     eprintln!(
@@ -158,10 +110,7 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
     if cost > left {
         eprintln!("the selection costs more than the budget has left: the run stops when it runs out");
     }
-
-    let connection = connect(&args.upstream, &settings).await?;
-    let without = promote::add_finals(&ledger, &connection.client, job_id, &plan, &options).await?;
-    for key in &without {
+    for key in &added.without_reference {
         eprintln!("{key}: the preview's URL no longer resolves; its final is made from the prompt alone");
     }
     let resume = match &args.select {
@@ -184,4 +133,47 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
         },
     )
     .await
+}
+
+/// Reads the selection (`--select FILE`, else every done preview) and checks it against the
+/// ledger: an empty selection or ids that can't be promoted are bad input, listed, and nothing is
+/// spent.
+async fn checked_plan(ledger: &Ledger, job_id: i64, select: Option<&Path>) -> anyhow::Result<promote::Plan> {
+    let selection = match select {
+        Some(path) => Selection::Ids(
+            promote::read_selection(path).map_err(|e| Failure::new(Exit::BadInput, e.to_string()))?,
+        ),
+        None => Selection::All,
+    };
+    if matches!(&selection, Selection::Ids(ids) if ids.is_empty()) {
+        return Err(Failure::new(
+            Exit::BadInput,
+            "the select file chooses no preview; nothing was spent",
+        )
+        .with_hint("mark previews with y in the keep column, or export a selection from `darkroom review`")
+        .into());
+    }
+    let plan = promote::plan(ledger, job_id, &selection).await?;
+    if plan.has_errors() {
+        let errors = plan.problems();
+        for line in errors.iter().take(MAX_ERRORS_SHOWN) {
+            eprintln!("{line}");
+        }
+        if errors.len() > MAX_ERRORS_SHOWN {
+            eprintln!("... and {} more", errors.len() - MAX_ERRORS_SHOWN);
+        }
+        return Err(Failure::new(
+            Exit::BadInput,
+            format!(
+                "{} chosen id(s) can't be promoted; nothing was spent",
+                errors.len()
+            ),
+        )
+        .with_hint("`darkroom status` and manifest.csv list the job's previews")
+        .into());
+    }
+    if plan.chosen.is_empty() && plan.already.is_empty() {
+        return Err(Failure::new(Exit::BadInput, "no done preview to promote; nothing was spent").into());
+    }
+    Ok(plan)
 }

@@ -31,14 +31,14 @@ pub fn run(_config_file: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
         .build()?;
     runtime.block_on(async {
         let (ledger, job_id) = open_job(&args.upstream.db, &args.job).await?;
-        let report = darkroom_engine::report::build(&ledger, job_id, &args.job).await?;
+        let report = darkroom_review::report::build(&ledger, job_id, &args.job).await?;
         ledger.close().await;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else if let Some(path) = &args.html {
             let job_dir = args.out.join(&args.job);
             let html = tokio::task::spawn_blocking(move || report.to_html(&job_dir)).await?;
-            darkroom_engine::images::write_atomically(path, html.as_bytes()).map_err(|e| {
+            darkroom_engine::files::write_atomically(path, html.as_bytes()).map_err(|e| {
                 Failure::new(Exit::BadInput, format!("could not write {}: {e}", path.display()))
             })?;
             eprintln!("report: {}", path.display());

@@ -6,8 +6,12 @@ use std::path::{Path, PathBuf};
 use darkroom_jobs::{Money, Pass};
 
 use crate::commands::pass::{PassRun, RunFlags};
+use darkroom_engine::load::LoadError;
+use darkroom_engine::prepare::{prepare_job, JobFile};
+use darkroom_engine::windows;
+
 use crate::commands::{
-    connect, job_name_for, lock_job, open_ledger, print_renamed, print_row_errors, set_budget_flag, PassArg,
+    budget_error, connect, job_name_for, lock_job, open_ledger, print_renamed, print_row_errors, PassArg,
     Upstream,
 };
 use crate::config::{self, Settings};
@@ -58,35 +62,34 @@ pub fn run(config_file: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
 async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
     let pass: Pass = args.pass.into();
     let job = job_name_for(args.job.as_deref(), &args.file)?;
-    let budget = args.budget;
+    let (start_at, new_deadline) = times(&args)?;
 
     let db = args.upstream.db.clone();
     let _lock = lock_job(&db, &job)?;
     let ledger = open_ledger(&db).await?;
-    let file_path = args.file.display().to_string();
-    let job_id = ledger.upsert_job(&job, &file_path, "").await?;
-    let existing = ledger.pass(job_id, pass).await?;
-    match (budget, &existing) {
-        (Some(budget), _) => set_budget_flag(&ledger, job_id, pass, budget).await?,
-        (None, None) => ledger.set_budget(job_id, pass, settings.budget.default).await?,
-        (None, Some(_)) => {}
+    let prepared = prepare_job(
+        &ledger,
+        JobFile {
+            name: &job,
+            file: &args.file,
+            pass,
+            budget: args.budget,
+            default_budget: settings.budget.default,
+            routing: settings.routing,
+            prices: settings.prices,
+            read: darkroom_jobs::ReadOptions {
+                default_aspect_ratio: settings.defaults.aspect_ratio,
+                ..Default::default()
+            },
+        },
+    )
+    .await
+    .map_err(|e| load_error(&args.file, e))?;
+    if let Some(report) = &prepared.loaded.report {
+        tracing::info!(rows = report.rows, tasks = report.tasks, "job file loaded");
+        print_renamed(&args.file, report);
     }
-
-    let now = chrono::Local::now();
-    let window_error = |e: darkroom_engine::windows::WindowError| Failure::new(Exit::BadInput, e.to_string());
-    let start_at = args
-        .start_at
-        .as_deref()
-        .map(|t| darkroom_engine::windows::parse_time(t, now).map_err(window_error))
-        .transpose()?;
-    let new_deadline = match (&args.deadline, &args.max_duration) {
-        (Some(text), _) => Some(darkroom_engine::windows::parse_time(text, now).map_err(window_error)?),
-        (None, Some(text)) => {
-            let duration = darkroom_engine::windows::parse_duration(text).map_err(window_error)?;
-            Some(start_at.unwrap_or_else(chrono::Utc::now) + duration)
-        }
-        (None, None) => None,
-    };
+    let job_id = prepared.job_id;
     if let Some(deadline) = new_deadline {
         ledger
             .set_deadline(job_id, pass, Some(deadline.timestamp_millis()))
@@ -95,56 +98,6 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
         ledger.set_deadline(job_id, pass, None).await?;
     }
     let deadline_ms = ledger.pass(job_id, pass).await?.and_then(|p| p.deadline_at);
-
-    let options = darkroom_jobs::ReadOptions {
-        default_aspect_ratio: settings.defaults.aspect_ratio,
-        ..Default::default()
-    };
-    match darkroom_engine::load::load_job(
-        &ledger,
-        job_id,
-        &args.file,
-        pass,
-        settings.routing,
-        settings.prices,
-        options,
-    )
-    .await
-    {
-        Ok(loaded) => {
-            if let Some(report) = &loaded.report {
-                tracing::info!(rows = report.rows, tasks = report.tasks, "job file loaded");
-                print_renamed(&args.file, report);
-            }
-        }
-        Err(darkroom_engine::load::LoadError::Invalid(report)) => {
-            print_row_errors(&args.file, &report);
-            return Err(Failure::new(
-                Exit::BadInput,
-                format!(
-                    "{} has {} invalid row(s); nothing was sent",
-                    args.file.display(),
-                    report.error_count
-                ),
-            )
-            .into());
-        }
-        Err(darkroom_engine::load::LoadError::File(e)) => {
-            return Err(Failure::new(Exit::BadInput, e.to_string()).into())
-        }
-        // The job file itself could not be read (missing, a directory, no permission).
-        Err(e @ darkroom_engine::load::LoadError::Io { .. }) => {
-            return Err(Failure::new(
-                Exit::BadInput,
-                format!(
-                    "{e}: {}",
-                    std::error::Error::source(&e).map_or_else(String::new, ToString::to_string)
-                ),
-            )
-            .into())
-        }
-        Err(e) => return Err(e.into()),
-    }
 
     let connection = connect(&args.upstream, &settings).await?;
     crate::commands::pass::execute(
@@ -163,4 +116,57 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
         },
     )
     .await
+}
+
+type Time = chrono::DateTime<chrono::Utc>;
+
+/// `--start-at` and the new deadline (`--deadline` or `--max-duration` from the start), read
+/// before anything is recorded: a time that doesn't parse is bad input (exit 2).
+fn times(args: &Args) -> anyhow::Result<(Option<Time>, Option<Time>)> {
+    let now = chrono::Local::now();
+    let window_error = |e: windows::WindowError| Failure::new(Exit::BadInput, e.to_string());
+    let start_at = args
+        .start_at
+        .as_deref()
+        .map(|t| windows::parse_time(t, now).map_err(window_error))
+        .transpose()?;
+    let new_deadline = match (&args.deadline, &args.max_duration) {
+        (Some(text), _) => Some(windows::parse_time(text, now).map_err(window_error)?),
+        (None, Some(text)) => {
+            let duration = windows::parse_duration(text).map_err(window_error)?;
+            Some(start_at.unwrap_or_else(chrono::Utc::now) + duration)
+        }
+        (None, None) => None,
+    };
+    Ok((start_at, new_deadline))
+}
+
+/// The exit a job that could not be prepared takes: an invalid file, one that can't be read, or a
+/// budget below spend is bad input (exit 2, row errors printed); a ledger failure is exit 7.
+fn load_error(file: &Path, error: LoadError) -> anyhow::Error {
+    match error {
+        LoadError::Invalid(report) => {
+            print_row_errors(file, &report);
+            Failure::new(
+                Exit::BadInput,
+                format!(
+                    "{} has {} invalid row(s); nothing was sent",
+                    file.display(),
+                    report.error_count
+                ),
+            )
+            .into()
+        }
+        LoadError::File(e) => Failure::new(Exit::BadInput, e.to_string()).into(),
+        // The job file itself could not be read (missing, a directory, no permission).
+        e @ LoadError::Io { .. } => Failure::new(
+            Exit::BadInput,
+            format!(
+                "{e}: {}",
+                std::error::Error::source(&e).map_or_else(String::new, ToString::to_string)
+            ),
+        )
+        .into(),
+        LoadError::Ledger(e) => budget_error(e),
+    }
 }

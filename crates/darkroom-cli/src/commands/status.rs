@@ -38,63 +38,8 @@ pub fn run(_config: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
         for job in jobs {
             let mut passes = Vec::new();
             for pass in [Pass::Preview, Pass::Final] {
-                let Some(record) = ledger.pass(job.id, pass).await? else { continue };
-                let counts = ledger.counts(job.id, pass).await?;
-                let elapsed_min = match (record.started_at, record.finished_at) {
-                    (Some(start), Some(end)) => (end - start) as f64 / 60_000.0,
-                    (Some(start), None) => (darkroom_ledger::now_ms() - start) as f64 / 60_000.0,
-                    _ => 0.0,
-                };
-                let per_minute = if elapsed_min > 0.0 { counts.done as f64 / elapsed_min } else { 0.0 };
-                // The latest run's observation of each model, where the account's price differs.
-                let observed: Vec<_> = latest_per_model(ledger.observations(job.id, pass).await?)
-                    .into_iter()
-                    .filter(|o| o.observed_micros != o.table_micros)
-                    .collect();
-                passes.push(json!({
-                    "pass": pass.as_str(), "status": record.status, "counts": counts,
-                    "budget": record.budget(), "spent": record.spent(), "reserved": record.reserved(),
-                    "images_per_minute": (per_minute * 10.0).round() / 10.0,
-                    "prices": observed.iter().map(|o| json!({
-                        "model": o.model, "table": o.table(), "observed": o.observed(),
-                        "applied": o.observed_micros > o.table_micros,
-                    })).collect::<Vec<_>>(),
-                }));
-                if !args.json {
-                    println!(
-                        "{} {}: {} ({} of {} done, {} cached, {} in flight, {} pending, {} failed, {} blocked, {} skipped)",
-                        job.name,
-                        pass,
-                        record.status,
-                        counts.done,
-                        counts.total,
-                        counts.cached,
-                        counts.in_flight,
-                        counts.pending,
-                        counts.failed,
-                        counts.blocked,
-                        counts.skipped
-                    );
-                    println!(
-                        "  spent {} + reserved {} of {} budget; {:.1} images/min",
-                        record.spent(),
-                        record.reserved(),
-                        record.budget(),
-                        per_minute
-                    );
-                    for o in &observed {
-                        let counted = if o.observed_micros > o.table_micros {
-                            "counted at the observed price"
-                        } else {
-                            "the table's price is kept"
-                        };
-                        println!(
-                            "  {}: the account charged {} an image, the table says {} ({counted})",
-                            o.model,
-                            o.observed(),
-                            o.table()
-                        );
-                    }
+                if let Some(status) = pass_status(&ledger, &job, pass, args.json).await? {
+                    passes.push(status);
                 }
             }
             report.push(json!({ "job": job.name, "file": job.file_path, "passes": passes }));
@@ -105,6 +50,81 @@ pub fn run(_config: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
         ledger.close().await;
         Ok(Exit::Done)
     })
+}
+
+/// One pass's status as JSON, printed as text too unless `json_only`; `None` when the job has no
+/// such pass.
+async fn pass_status(
+    ledger: &darkroom_ledger::Ledger,
+    job: &darkroom_ledger::JobRecord,
+    pass: Pass,
+    json_only: bool,
+) -> anyhow::Result<Option<serde_json::Value>> {
+    let Some(record) = ledger.pass(job.id, pass).await? else {
+        return Ok(None);
+    };
+    let counts = ledger.counts(job.id, pass).await?;
+    let elapsed_min = match (record.started_at, record.finished_at) {
+        (Some(start), Some(end)) => (end - start) as f64 / 60_000.0,
+        (Some(start), None) => (darkroom_ledger::now_ms() - start) as f64 / 60_000.0,
+        _ => 0.0,
+    };
+    let per_minute = if elapsed_min > 0.0 {
+        counts.done as f64 / elapsed_min
+    } else {
+        0.0
+    };
+    // The latest run's observation of each model, where the account's price differs.
+    let observed: Vec<_> = latest_per_model(ledger.observations(job.id, pass).await?)
+        .into_iter()
+        .filter(|o| o.observed_micros != o.table_micros)
+        .collect();
+    let status = json!({
+        "pass": pass.as_str(), "status": record.status, "counts": counts,
+        "budget": record.budget(), "spent": record.spent(), "reserved": record.reserved(),
+        "images_per_minute": (per_minute * 10.0).round() / 10.0,
+        "prices": observed.iter().map(|o| json!({
+            "model": o.model, "table": o.table(), "observed": o.observed(),
+            "applied": o.observed_micros > o.table_micros,
+        })).collect::<Vec<_>>(),
+    });
+    if !json_only {
+        println!(
+            "{} {}: {} ({} of {} done, {} cached, {} in flight, {} pending, {} failed, {} blocked, {} skipped)",
+            job.name,
+            pass,
+            record.status,
+            counts.done,
+            counts.total,
+            counts.cached,
+            counts.in_flight,
+            counts.pending,
+            counts.failed,
+            counts.blocked,
+            counts.skipped
+        );
+        println!(
+            "  spent {} + reserved {} of {} budget; {:.1} images/min",
+            record.spent(),
+            record.reserved(),
+            record.budget(),
+            per_minute
+        );
+        for o in &observed {
+            let counted = if o.observed_micros > o.table_micros {
+                "counted at the observed price"
+            } else {
+                "the table's price is kept"
+            };
+            println!(
+                "  {}: the account charged {} an image, the table says {} ({counted})",
+                o.model,
+                o.observed(),
+                o.table()
+            );
+        }
+    }
+    Ok(Some(status))
 }
 
 /// The newest run's observation of each model (observations come newest run first).

@@ -1,15 +1,20 @@
 //! Thumbnails for the contact sheet: small JPEGs made from the images on disk, kept beside them in
 //! `OUT/JOB/.thumbs/PASS/` and made again only when the image is newer than its thumbnail.
 
+use std::collections::HashMap;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
-use crate::images::write_atomically;
+use darkroom_engine::files::write_atomically;
+
+/// Thumbnails made for a report, keyed by (pass, task key): `None` where the image could not be
+/// read.
+pub type Thumbnails<'a> = HashMap<(&'static str, &'a str), Option<Vec<u8>>>;
 
 /// The longest side of a thumbnail, in pixels.
 pub const THUMB_SIZE: u32 = 256;
 
-/// Where the thumbnail of `image` lives.
+/// Where the thumbnail of the task `key` of `pass` lives under the job's directory.
 pub fn thumb_path(job_dir: &Path, pass: &str, key: &str) -> PathBuf {
     job_dir.join(".thumbs").join(pass).join(format!("{key}.jpg"))
 }
@@ -34,6 +39,32 @@ pub fn thumbnail(image: &Path, cached: &Path) -> std::io::Result<Vec<u8>> {
     // The cache is a convenience: a thumbnail that can't be stored is simply made again.
     let _ = write_atomically(cached, &bytes);
     Ok(bytes)
+}
+
+/// The thumbnails of `(pass, task key, image path)` triples, made on every core at once (each is a
+/// full decode of an image the first time; later calls read them from the cache). Blocking.
+pub fn make_many<'a>(job_dir: &Path, wanted: &[(&'static str, &'a str, &str)]) -> Thumbnails<'a> {
+    let workers = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let chunk = wanted.len().div_ceil(workers).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = wanted
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|&(label, key, path)| {
+                            let made = thumbnail(Path::new(path), &thumb_path(job_dir, label, key)).ok();
+                            ((label, key), made)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
 }
 
 #[cfg(test)]

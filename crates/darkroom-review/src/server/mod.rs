@@ -1,0 +1,317 @@
+//! The review server: a local contact sheet of a job's previews. Click to choose, see what
+//! promoting the choice costs, export the select file, or promote: the final pass runs in the
+//! background and the finals appear beside their previews as they complete.
+//!
+//! Anything that writes or spends needs the token the page was served with (in an
+//! `X-Darkroom-Token` header, which no other site can set without a CORS preflight we never
+//! answer), and every request must name this server in its `Host` header (no DNS rebinding).
+//! Thumbnails are made from the images on disk, looked up by task in the job's ledger rows, never
+//! by a path from the request. The writes (export, promotion) are in `promotion`.
+
+mod promotion;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path as UrlPath, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use darkroom_engine::promote::PromoteOptions;
+use darkroom_engine::scheduler::Shutdown;
+use darkroom_engine::RunSettings;
+use darkroom_jobs::{Money, Pass};
+use darkroom_ledger::Ledger;
+use darkroom_provider::Provider;
+use serde_json::json;
+
+use crate::report::escape;
+
+const PAGE: &str = include_str!("review.html");
+
+/// Where the final pass receives the upstream's callbacks, bound anew for each promotion.
+#[derive(Debug, Clone)]
+pub struct Callbacks {
+    /// The address to listen on (port 0 picks one).
+    pub listen: SocketAddr,
+    /// The URL the upstream reaches the receiver at; `None`: `http://ADDR`.
+    pub url: Option<String>,
+}
+
+/// What a review server serves, resolved by the caller from config and flags.
+#[derive(Debug)]
+pub struct ReviewConfig {
+    /// The job's name.
+    pub job: String,
+    /// The job's id in the ledger.
+    pub job_id: i64,
+    /// The ledger file: the job's run lock lives beside it (`darkroom_engine::lock`).
+    pub ledger_path: PathBuf,
+    /// `OUT`: the job's images are under `OUT/JOB/`, the export goes to `OUT/JOB/select.csv`.
+    pub out: PathBuf,
+    /// The page's token: writes must carry it in `X-Darkroom-Token` (see [`new_token`]).
+    pub token: String,
+    /// The `Host` header values this server answers to (see [`hosts_for`]).
+    pub hosts: Vec<String>,
+    /// How finals are made (model, price, reference, weight).
+    pub promote: PromoteOptions,
+    /// The final pass's budget when it has none yet.
+    pub default_budget: Money,
+    /// The final pass's run settings; its deadline is read from the ledger when a promotion starts.
+    pub run: RunSettings,
+    /// Callbacks for the final pass, if the caller wants them.
+    pub callbacks: Option<Callbacks>,
+}
+
+/// The final pass the page started, if any.
+#[derive(Debug, Default)]
+struct FinalPass {
+    running: bool,
+    message: Option<String>,
+}
+
+/// The server's state: its config, the ledger, the upstream client, and the final pass under way.
+#[derive(Debug)]
+pub struct ReviewState {
+    config: ReviewConfig,
+    ledger: Ledger,
+    client: Arc<dyn Provider>,
+    finals: Mutex<FinalPass>,
+    shutdown: Shutdown,
+}
+
+impl ReviewState {
+    /// The state of a server for `config`. `shutdown` stops a final pass under way (resumable),
+    /// as Ctrl-C stops `darkroom run`.
+    pub fn new(
+        config: ReviewConfig,
+        ledger: Ledger,
+        client: Arc<dyn Provider>,
+        shutdown: Shutdown,
+    ) -> Arc<ReviewState> {
+        Arc::new(ReviewState {
+            config,
+            ledger,
+            client,
+            finals: Mutex::new(FinalPass::default()),
+            shutdown,
+        })
+    }
+
+    /// Whether a final pass the page started is still running.
+    pub fn finals_running(&self) -> bool {
+        self.finals.lock().map(|f| f.running).unwrap_or(false)
+    }
+
+    /// Waits until no final pass is running (it drains its in-flight generations after a stop).
+    pub async fn finals_finished(&self) {
+        while self.finals_running() {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The ledger the server reads and writes.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+}
+
+/// A fresh random token for a server's page: 16 bytes from the OS, as 32 hex digits.
+pub fn new_token() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The `Host` values a server bound to `addr` answers to: `ADDR`, `localhost:PORT`, and
+/// `127.0.0.1:PORT` when bound to loopback.
+pub fn hosts_for(addr: SocketAddr) -> Vec<String> {
+    let mut hosts = vec![format!("{addr}"), format!("localhost:{}", addr.port())];
+    if addr.ip().is_loopback() {
+        hosts.push(format!("127.0.0.1:{}", addr.port()));
+    }
+    hosts
+}
+
+/// The review server's routes: `GET /` (the page), `GET /api/state` (the contact sheet as JSON),
+/// `GET /thumb/{pass}/{task key}`, `POST /api/export` and `POST /api/promote` (both need the
+/// token), all behind the host and token guard.
+pub fn router(state: Arc<ReviewState>) -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route("/api/state", get(contact_sheet))
+        .route("/api/export", post(promotion::export))
+        .route("/api/promote", post(promotion::start))
+        .route("/thumb/{pass}/{key}", get(thumb))
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .with_state(state)
+}
+
+/// Serves [`router`] on `listener` until `stop` completes, then stops taking requests and tells a
+/// final pass under way to stop (it drains; wait with [`ReviewState::finals_finished`]).
+///
+/// # Errors
+/// An I/O error of the listener.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<ReviewState>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let shutdown = state.shutdown.clone();
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move {
+            stop.await;
+            shutdown.stop.cancel();
+        })
+        .await
+}
+
+/// Every request must name this server as its host; writes must carry the page's token.
+async fn guard(State(review): State<Arc<ReviewState>>, request: Request, next: Next) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    if !review.config.hosts.iter().any(|h| h == host) {
+        tracing::warn!(host, "review: refused a request for another host");
+        return (StatusCode::FORBIDDEN, "unknown host").into_response();
+    }
+    if request.method() != axum::http::Method::GET && !has_token(request.headers(), &review.config.token) {
+        tracing::warn!(path = %request.uri().path(), "review: refused a write without the page's token");
+        return (
+            StatusCode::FORBIDDEN,
+            Json(json!({"error": "this action needs the token of the page darkroom served"})),
+        )
+            .into_response();
+    }
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+fn has_token(headers: &HeaderMap, token: &str) -> bool {
+    let given = headers
+        .get("x-darkroom-token")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    // Compared without an early exit, so timing says nothing about the token.
+    given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+async fn page(State(review): State<Arc<ReviewState>>) -> Response {
+    let html = PAGE
+        .replace("{{JOB}}", &escape(&review.config.job))
+        .replace("{{TOKEN}}", &review.config.token)
+        .replace("{{MODEL}}", review.config.promote.model.as_str());
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'",
+            ),
+        ],
+        html,
+    )
+        .into_response()
+}
+
+fn internal(error: impl std::fmt::Display) -> Response {
+    tracing::warn!(%error, "review: request failed");
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        Json(json!({"error": error.to_string()})),
+    )
+        .into_response()
+}
+
+/// The page's data: the contact sheet, the passes, and what the final pass has left.
+async fn contact_sheet(State(review): State<Arc<ReviewState>>) -> Response {
+    let config = &review.config;
+    let report = match crate::report::build(&review.ledger, config.job_id, &config.job).await {
+        Ok(r) => r,
+        Err(e) => return internal(e),
+    };
+    let final_pass = match review.ledger.pass(config.job_id, Pass::Final).await {
+        Ok(p) => p,
+        Err(e) => return internal(e),
+    };
+    let (running, message) = review
+        .finals
+        .lock()
+        .map(|f| (f.running, f.message.clone()))
+        .unwrap_or((false, None));
+    let budget = final_pass
+        .as_ref()
+        .map_or(config.default_budget.micros(), |p| p.budget_micros);
+    let committed = final_pass
+        .as_ref()
+        .map_or(0, |p| p.spent_micros + p.reserved_micros);
+    Json(json!({
+        "job": config.job,
+        "final_model": config.promote.model.as_str(),
+        "final_price_micros": config.promote.price.micros(),
+        "final_budget_micros": budget,
+        "final_left_micros": budget - committed,
+        "running": running,
+        "message": message,
+        "groups": report.groups,
+        "passes": report.passes,
+    }))
+    .into_response()
+}
+
+/// A done task's thumbnail, found among this job's tasks of the pass by its key; anything else is
+/// 404. The image's path comes from the ledger, never from the request.
+async fn thumb(
+    State(review): State<Arc<ReviewState>>,
+    UrlPath((pass, key)): UrlPath<(String, String)>,
+) -> Response {
+    let pass = match pass.as_str() {
+        "preview" => Pass::Preview,
+        "final" => Pass::Final,
+        _ => return StatusCode::NOT_FOUND.into_response(),
+    };
+    let tiles = match review.ledger.tiles(review.config.job_id, pass).await {
+        Ok(t) => t,
+        Err(e) => return internal(e),
+    };
+    let Some(path) = tiles
+        .into_iter()
+        .find(|t| t.task_key == key && t.state == "done")
+        .and_then(|t| t.output_path)
+    else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let cached = crate::thumbs::thumb_path(&review.config.out.join(&review.config.job), pass.as_str(), &key);
+    let made = tokio::task::spawn_blocking(move || crate::thumbs::thumbnail(Path::new(&path), &cached)).await;
+    match made {
+        Ok(Ok(bytes)) => (
+            [
+                (header::CONTENT_TYPE, "image/jpeg"),
+                (header::CACHE_CONTROL, "private, max-age=3600"),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Ok(Err(e)) => internal(e),
+        Err(e) => internal(e),
+    }
+}
