@@ -22,6 +22,7 @@ pub mod promote;
 pub mod reconcile;
 pub mod report;
 pub mod requests;
+mod run_context;
 pub mod scheduler;
 mod task;
 pub mod thumbs;
@@ -33,7 +34,8 @@ use std::time::Duration;
 use darkroom_jobs::{Model, Money, Pass, PriceTable};
 
 pub use events::Event;
-pub use scheduler::{run_pass, Outcome, StopReason};
+pub use run_context::StopReason;
+pub use scheduler::{run_pass, Outcome};
 
 /// Everything a pass needs to know, resolved by the caller from config and flags.
 #[derive(Debug, Clone)]

@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use darkroom_jobs::{Metadata, Money, Pass};
+use darkroom_jobs::{Format, Metadata, Money, Pass};
 use darkroom_ledger::{Ledger, ResultRecord};
 use serde_json::json;
 
@@ -27,6 +27,12 @@ pub struct OutputFiles {
 }
 
 const PAGE: i64 = 5_000;
+
+/// Where a task's image goes: `PASS_DIR/TASK_KEY.EXT`, the extension its format's (`jpg`, `png`).
+/// A download and a cache copy both write here; nowhere else builds the name.
+pub fn image_path(pass_dir: &Path, task_key: &str, format: Format) -> PathBuf {
+    pass_dir.join(format!("{task_key}.{}", format.extension()))
+}
 
 /// Rewrites the three output files of a job from the ledger, both passes.
 ///

@@ -22,7 +22,7 @@ use darkroom_jobs::{Model, Money};
 use darkroom_ledger::{BalanceReading, PriceObservation};
 
 use crate::events::Event;
-use crate::scheduler::Shared;
+use crate::run_context::RunContext;
 use crate::EngineError;
 
 /// The first reading of a run: what later drops are measured from.
@@ -47,7 +47,7 @@ pub(crate) struct Observer {
 }
 
 /// Reads the balance through the provider's client: `None` if it has none (or it can't be read).
-async fn read_balance(shared: &Shared) -> Option<BalanceReading> {
+async fn read_balance(shared: &RunContext) -> Option<BalanceReading> {
     match shared.client.credits().await {
         Ok(credits) => {
             let (balance_micros, resolution_micros) = credits.reading();
@@ -67,7 +67,7 @@ async fn read_balance(shared: &Shared) -> Option<BalanceReading> {
 impl Observer {
     /// Takes the first reading (before the run's first create). `None` when the provider exposes
     /// no balance: the run then goes on the table's prices alone.
-    pub(crate) async fn start(shared: &Shared) -> Result<Option<Observer>, EngineError> {
+    pub(crate) async fn start(shared: &RunContext) -> Result<Option<Observer>, EngineError> {
         let _alone = shared.create_lock.write().await;
         let Some(reading) = read_balance(shared).await else {
             return Ok(None);
@@ -91,12 +91,12 @@ impl Observer {
     }
 
     /// Whether enough new charges were recorded since the last reading for another to say more.
-    async fn due(&self, shared: &Shared) -> Result<bool, EngineError> {
+    async fn due(&self, shared: &RunContext) -> Result<bool, EngineError> {
         let charged = self.charged(shared).await?;
         Ok(charged - self.charged_at_last >= 2 * self.resolution)
     }
 
-    async fn charged(&self, shared: &Shared) -> Result<i64, EngineError> {
+    async fn charged(&self, shared: &RunContext) -> Result<i64, EngineError> {
         let charges = shared
             .ledger
             .charges_since(
@@ -110,7 +110,7 @@ impl Observer {
     }
 
     /// Reads the balance again and compares: records the observation, applies a higher price.
-    pub(crate) async fn observe(&mut self, shared: &Shared) -> Result<(), EngineError> {
+    pub(crate) async fn observe(&mut self, shared: &RunContext) -> Result<(), EngineError> {
         let (job_id, pass) = (shared.job_id, shared.settings.pass);
         let (reading, charges, refunds) = {
             let _alone = shared.create_lock.write().await;
@@ -203,7 +203,7 @@ impl Observer {
     /// Emits the observed price once per model and run.
     async fn announce(
         &mut self,
-        shared: &Shared,
+        shared: &RunContext,
         model: Model,
         table: Money,
         observed: Money,
@@ -239,7 +239,7 @@ pub fn config_line(model: Model, price: Money) -> String {
 /// one are worth more than the balance's resolution twice over, checked on each recorded charge and
 /// at least every `every`.
 pub(crate) async fn watch(
-    shared: std::sync::Arc<Shared>,
+    shared: std::sync::Arc<RunContext>,
     mut observer: Observer,
     every: Duration,
     stop: tokio_util::sync::CancellationToken,
