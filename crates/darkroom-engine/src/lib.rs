@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod callbacks;
+mod clock;
 pub mod content;
 pub mod events;
 pub mod images;
@@ -22,6 +23,7 @@ pub mod promote;
 pub mod reconcile;
 pub mod report;
 pub mod requests;
+pub mod retry;
 mod run_context;
 pub mod scheduler;
 mod task;
@@ -88,6 +90,9 @@ pub struct RunSettings {
     /// recorded (a reading is also taken as soon as enough charges accumulate to tell a price
     /// apart): see `prices`.
     pub balance_every: Duration,
+    /// The waits between tries of the same thing (a create, a download, a reconciliation's
+    /// reads): see `retry`.
+    pub retry: retry::RetryPolicy,
 }
 
 impl RunSettings {
@@ -133,6 +138,7 @@ impl RunSettings {
             deadline_ms: None,
             callbacks: None,
             balance_every: Duration::from_secs(2),
+            retry: retry::RetryPolicy::default(),
         }
     }
 }

@@ -14,12 +14,21 @@ use std::time::Duration;
 
 use darkroom_luma::{Client, Generation, GenerationState};
 use futures::StreamExt;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::Quota;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use crate::clock::{TokioClock, TokioLimiter};
+use crate::retry::{poll_schedule, Backoff};
+
+/// The poller's read rate, on tokio's clock.
+struct Limiter {
+    limiter: TokioLimiter,
+    clock: TokioClock,
+}
 
 /// How a watched generation ended.
 #[derive(Debug, Clone)]
@@ -62,7 +71,8 @@ enum Message {
 #[derive(Debug)]
 struct Entry {
     due: Instant,
-    interval: Duration,
+    /// The waits between reads while it is not finished (`retry::poll_schedule`).
+    backoff: Backoff,
     reply: oneshot::Sender<Polled>,
     /// A sweep is reading it now.
     reading: bool,
@@ -107,7 +117,11 @@ impl Poller {
     ) -> Poller {
         let (tx, rx) = mpsc::channel(1024);
         let rate = NonZeroU32::new(polls_per_second).unwrap_or(NonZeroU32::MIN);
-        let limiter = RateLimiter::direct(Quota::per_second(rate));
+        let clock = TokioClock::new();
+        let limiter = Limiter {
+            limiter: crate::clock::limiter(Quota::per_second(rate), clock.clone()),
+            clock,
+        };
         let max_interval = max_interval.max(MIN_INTERVAL);
         tracker.spawn(poll_loop(client, limiter, max_interval, rx, stop));
         Poller { tx, max_interval }
@@ -149,7 +163,7 @@ enum Read {
 
 async fn poll_loop(
     client: Client,
-    limiter: DefaultDirectRateLimiter,
+    limiter: Limiter,
     max_interval: Duration,
     mut rx: mpsc::Receiver<Message>,
     stop: CancellationToken,
@@ -170,11 +184,11 @@ async fn poll_loop(
             () = stop.cancelled() => break,
             message = rx.recv() => match message {
                 Some(Message::Watch { id, first_after, reply }) => {
-                    let interval = (first_after / 4).clamp(MIN_INTERVAL, max_interval);
+                    let backoff = poll_schedule(first_after, MIN_INTERVAL, max_interval).start();
                     let now = Instant::now();
                     let nudged = early.remove(&id).is_some_and(|at| now.duration_since(at) < EARLY_NUDGE);
                     let due = if nudged { now + NUDGE_GATHER } else { now + first_after };
-                    watches.insert(id, Entry { due, interval, reply, reading: false, nudged_while_reading: false, nudged });
+                    watches.insert(id, Entry { due, backoff, reply, reading: false, nudged_while_reading: false, nudged });
                 }
                 Some(Message::Nudge(id)) => match watches.get_mut(&id) {
                     Some(entry) if entry.reading => entry.nudged_while_reading = true,
@@ -217,7 +231,7 @@ async fn sleep_until_opt(when: Option<Instant>) {
 /// Marks the due generations as being read and starts one sweep over them.
 fn start_sweep(
     client: &Client,
-    limiter: &Arc<DefaultDirectRateLimiter>,
+    limiter: &Arc<Limiter>,
     watches: &mut HashMap<String, Entry>,
     sweeps: &mut JoinSet<Vec<(String, Read)>>,
 ) {
@@ -242,11 +256,7 @@ fn start_sweep(
 
 /// One list call for the newest generations when several are due, then single reads, side by
 /// side, for those the list did not cover.
-async fn sweep(
-    client: Client,
-    limiter: Arc<DefaultDirectRateLimiter>,
-    mut due: Vec<String>,
-) -> Vec<(String, Read)> {
+async fn sweep(client: Client, limiter: Arc<Limiter>, mut due: Vec<String>) -> Vec<(String, Read)> {
     let mut reads = Vec::with_capacity(due.len());
     if due.len() >= 2 {
         wait_for(&limiter).await;
@@ -338,15 +348,10 @@ fn reschedule(watches: &mut HashMap<String, Entry>, id: &str, max_interval: Dura
             entry.due = Instant::now() + NUDGE_GATHER;
             return;
         }
-        entry.due = Instant::now() + entry.interval;
-        entry.interval = entry.interval.mul_f64(1.5).min(max_interval);
+        entry.due = Instant::now() + entry.backoff.next_delay().unwrap_or(max_interval);
     }
 }
 
-async fn wait_for(limiter: &DefaultDirectRateLimiter) {
-    use governor::clock::{Clock, DefaultClock};
-    let clock = DefaultClock::default();
-    while let Err(not_until) = limiter.check() {
-        tokio::time::sleep(not_until.wait_time_from(clock.now())).await;
-    }
+async fn wait_for(limiter: &Limiter) {
+    crate::clock::until_ready(&limiter.limiter, &limiter.clock).await;
 }

@@ -12,9 +12,7 @@ mod poll;
 mod reconcile;
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use backon::BackoffBuilder;
 use darkroom_jobs::{AspectRatio, Format, Model};
 use darkroom_ledger::{TaskRecord, TaskState};
 use darkroom_luma::CreateRequest;
@@ -59,7 +57,8 @@ struct TaskRun {
     format: Format,
     attempts: u32,
     holds_reservation: bool,
-    backoff: backon::ExponentialBackoff,
+    /// The waits between this task's attempts (`RetryPolicy::create`).
+    backoff: crate::retry::Backoff,
     /// The callback token of the last create sent, when callbacks are on.
     callback_token: Option<(crate::callbacks::CallbackReceiver, String)>,
 }
@@ -88,12 +87,7 @@ async fn drive_inner(
         "reserved" | "pending" => Step::Create(permit),
         _ => resume_step(&shared, &task).await?,
     };
-    let backoff = backon::ExponentialBuilder::default()
-        .with_jitter()
-        .with_min_delay(Duration::from_millis(500))
-        .with_max_delay(Duration::from_secs(30))
-        .without_max_times()
-        .build();
+    let backoff = shared.settings.retry.create.start();
     let mut run = TaskRun {
         request_fingerprint: body_fingerprint(&task.request_json),
         model: Model::parse(&task.model).unwrap_or(Model::Photon1),
@@ -234,7 +228,10 @@ impl TaskRun {
         if self.shared.stop_dispatch.is_cancelled() {
             return self.release(TaskState::Pending, None).await;
         }
-        let delay = self.backoff.next().unwrap_or(Duration::from_secs(30));
+        let delay = self
+            .backoff
+            .next_delay()
+            .unwrap_or(self.shared.settings.retry.create.max);
         self.shared
             .emit(Event::Retry {
                 task: self.key().to_string(),

@@ -8,6 +8,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::{Step, TaskRun};
 use crate::events::Event;
+use crate::retry::{classify, Decision};
 use crate::run_context::StopReason;
 use crate::EngineError;
 
@@ -120,9 +121,8 @@ impl TaskRun {
         error: darkroom_luma::Error,
         permit: OwnedSemaphorePermit,
     ) -> Result<Step, EngineError> {
-        use darkroom_luma::ErrorClass;
-        match error.class() {
-            ErrorClass::RateLimited { retry_after } => {
+        match classify(&error) {
+            Decision::RetryNow { retry_after } => {
                 self.shared.ledger.record_not_created(generation, false).await?;
                 self.attempts -= 1;
                 let pause = self.shared.gate.on_rate_limited(retry_after);
@@ -133,7 +133,7 @@ impl TaskRun {
                 }
                 Ok(Step::Create(Some(permit)))
             }
-            ErrorClass::NeverSent | ErrorClass::Transient => {
+            Decision::RetryAfterBackoff => {
                 self.shared.ledger.record_not_created(generation, true).await?;
                 self.shared.create_failed(&error.to_string());
                 drop(permit);
@@ -141,7 +141,7 @@ impl TaskRun {
                     reason: error.to_string(),
                 })
             }
-            ErrorClass::OutcomeUnknown => {
+            Decision::Reconcile => {
                 self.shared.ledger.record_outcome_unknown(generation).await?;
                 self.shared.create_failed(&error.to_string());
                 Ok(Step::Reconcile {
@@ -150,10 +150,10 @@ impl TaskRun {
                     permit: Some(permit),
                 })
             }
-            ErrorClass::Permanent { .. } => {
+            Decision::GiveUp { refusal } => {
                 self.shared.ledger.record_not_created(generation, true).await?;
                 let reason = error.to_string();
-                if error.is_refusal() {
+                if refusal {
                     self.shared.stop(StopReason::Refused(reason));
                     self.release(TaskState::Pending, None).await
                 } else {

@@ -10,16 +10,6 @@ use crate::events::Event;
 use crate::reconcile::{reconcile, Reconciled};
 use crate::EngineError;
 
-/// The first pause between two searches of a settlement window, and the longest: a sixteenth and a
-/// quarter of the window (15 s and 60 s of the default 4 minutes), so a window is about six reads.
-fn settle_first_interval(window: Duration) -> Duration {
-    (window / 16).max(Duration::from_millis(10))
-}
-
-fn settle_max_interval(window: Duration) -> Duration {
-    (window / 4).max(Duration::from_millis(10))
-}
-
 /// What is left of a settlement window at `now_ms` for a create intended at `intent_at_ms` (both
 /// Unix milliseconds): the window counts from the intent, so a run resuming a task an earlier run
 /// left `unknown` goes on with that window rather than starting a new one.
@@ -44,8 +34,8 @@ impl TaskRun {
         let window = self.shared.settings.settle_window;
         let closes_at =
             tokio::time::Instant::now() + settle_time_left(intent_at, darkroom_ledger::now_ms(), window);
-        let mut interval = settle_first_interval(window);
-        let mut unreadable = 0;
+        let mut reads = crate::retry::settle_schedule(window).start();
+        let mut unreadable = self.shared.settings.retry.unreadable_list.start();
         loop {
             let found = {
                 let _alone = self.shared.create_lock.write().await;
@@ -94,8 +84,8 @@ impl TaskRun {
                 // The upstream may still commit it: look again later, sending nothing meanwhile.
                 Reconciled::NotFound => {
                     let now = tokio::time::Instant::now();
+                    let interval = reads.next_delay().unwrap_or(window);
                     let delay = interval.min(closes_at.saturating_duration_since(now));
-                    interval = (interval * 2).min(settle_max_interval(window));
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
                         // Stopped: the task stays `unknown`; the next run resumes its window.
@@ -106,13 +96,12 @@ impl TaskRun {
                 // Not knowing whether a match is ours must never turn into a re-send.
                 Reconciled::LedgerFailed(error) => return Err(error.into()),
                 Reconciled::Unreadable(error) => {
-                    unreadable += 1;
-                    if unreadable >= 8 || self.shared.abort.is_cancelled() {
+                    let delay = unreadable.next_delay();
+                    let Some(delay) = delay.filter(|_| !self.shared.abort.is_cancelled()) else {
                         // Leave it for the next run to reconcile; nothing is re-sent blindly.
                         tracing::warn!(task = self.key(), %error, "could not reconcile; leaving it to the next run");
                         return Ok(Step::End);
-                    }
-                    let delay = self.backoff.next().unwrap_or(Duration::from_secs(5));
+                    };
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
                         () = self.shared.abort.cancelled() => return Ok(Step::End),
@@ -142,14 +131,14 @@ mod tests {
     #[test]
     fn the_default_window_is_searched_about_six_times_at_growing_intervals() {
         let window = crate::DEFAULT_SETTLE_WINDOW;
-        let (mut at, mut interval, mut reads) = (Duration::ZERO, settle_first_interval(window), 1);
+        let schedule = crate::retry::settle_schedule(window);
+        let (mut at, mut intervals, mut reads) = (Duration::ZERO, schedule.start(), 1);
         while at < window {
-            at += interval.min(window - at);
-            interval = (interval * 2).min(settle_max_interval(window));
+            at += intervals.next_delay().unwrap().min(window - at);
             reads += 1;
         }
-        assert_eq!(settle_first_interval(window), Duration::from_secs(15));
-        assert_eq!(settle_max_interval(window), Duration::from_secs(60));
+        assert_eq!(schedule.first, Duration::from_secs(15));
+        assert_eq!(schedule.max, Duration::from_secs(60));
         assert!((5..=8).contains(&reads), "{reads} reads");
     }
 }
