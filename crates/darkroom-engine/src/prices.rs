@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use darkroom_jobs::{Model, Money};
-use darkroom_ledger::{BalanceReading, PriceObservation};
+use darkroom_ledger::{BalanceReading, ModelCharges, PriceObservation};
 
 use crate::events::Event;
 use crate::run_context::RunContext;
@@ -109,28 +109,40 @@ impl Observer {
         Ok(charges.iter().map(|c| c.micros).sum())
     }
 
+    /// The balance, and the ledger's charges and refunds since the first reading, read holding the
+    /// create lock alone so no create is between "accepted upstream" and "recorded". `None` when
+    /// there is nothing to compare: a create's outcome is still unknown, or the balance can't be
+    /// read.
+    async fn read_under_lock(
+        &self,
+        shared: &RunContext,
+    ) -> Result<Option<(BalanceReading, Vec<ModelCharges>, Money)>, EngineError> {
+        let (job_id, pass) = (shared.job_id, shared.settings.pass);
+        let _alone = shared.create_lock.write().await;
+        // A create whose outcome is unknown may be charged upstream and not yet here: wait
+        // until reconciliation settles it rather than read its charge as a higher price.
+        if shared.ledger.unsettled_creates(job_id, pass).await? > 0 {
+            return Ok(None);
+        }
+        let Some(reading) = read_balance(shared).await else {
+            return Ok(None);
+        };
+        let charges = shared
+            .ledger
+            .charges_since(job_id, pass, self.baseline.watermark, self.baseline.reading.at)
+            .await?;
+        let refunds = shared
+            .ledger
+            .refunds_before(job_id, pass, self.baseline.watermark, self.baseline.reading.at)
+            .await?;
+        Ok(Some((reading, charges, refunds)))
+    }
+
     /// Reads the balance again and compares: records the observation, applies a higher price.
     pub(crate) async fn observe(&mut self, shared: &RunContext) -> Result<(), EngineError> {
         let (job_id, pass) = (shared.job_id, shared.settings.pass);
-        let (reading, charges, refunds) = {
-            let _alone = shared.create_lock.write().await;
-            // A create whose outcome is unknown may be charged upstream and not yet here: wait
-            // until reconciliation settles it rather than read its charge as a higher price.
-            if shared.ledger.unsettled_creates(job_id, pass).await? > 0 {
-                return Ok(());
-            }
-            let Some(reading) = read_balance(shared).await else {
-                return Ok(());
-            };
-            let charges = shared
-                .ledger
-                .charges_since(job_id, pass, self.baseline.watermark, self.baseline.reading.at)
-                .await?;
-            let refunds = shared
-                .ledger
-                .refunds_before(job_id, pass, self.baseline.watermark, self.baseline.reading.at)
-                .await?;
-            (reading, charges, refunds)
+        let Some((reading, charges, refunds)) = self.read_under_lock(shared).await? else {
+            return Ok(());
         };
         let base_url = shared.client.base_url().to_string();
         shared
@@ -318,6 +330,21 @@ pub fn probe_cost(prices: &darkroom_jobs::PriceTable, models: &[Model]) -> Money
     })
 }
 
+/// The cheapest request for `model`: one square image of `PROBE_PROMPT`.
+fn probe_request(model: Model) -> darkroom_luma::CreateRequest {
+    darkroom_luma::CreateRequest {
+        model: model.as_str().to_string(),
+        prompt: PROBE_PROMPT.to_string(),
+        aspect_ratio: Some("1:1".to_string()),
+        format: None,
+        image_ref: None,
+        style_ref: None,
+        character_ref: None,
+        modify_image_ref: None,
+        callback_url: None,
+    }
+}
+
 /// Makes one image per model (the cheapest request), reading the balance before and after each,
 /// and records the readings and what they tell. Refuses before anything is sent when `budget`
 /// can't cover every probe at twice the table's price; stops early if real spend leaves too little
@@ -352,17 +379,7 @@ pub async fn probe_prices(
         }
         let before = read(client).await?;
         ledger.record_balance(&base_url, None, before).await?;
-        let request = darkroom_luma::CreateRequest {
-            model: model.as_str().to_string(),
-            prompt: PROBE_PROMPT.to_string(),
-            aspect_ratio: Some("1:1".to_string()),
-            format: None,
-            image_ref: None,
-            style_ref: None,
-            character_ref: None,
-            modify_image_ref: None,
-            callback_url: None,
-        };
+        let request = probe_request(model);
         let created = client
             .create(&request)
             .await

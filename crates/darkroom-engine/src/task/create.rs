@@ -9,10 +9,16 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::{Step, TaskRun};
 use crate::events::Event;
 use crate::retry::{classify, Decision};
-use crate::run_context::StopReason;
+use crate::run_context::{RunContext, StopReason};
+
 use crate::EngineError;
 
+/// The create lock held for a send: no reconciliation search runs meanwhile.
+type CreateGuard<'a> = tokio::sync::RwLockReadGuard<'a, ()>;
+
 impl TaskRun {
+    /// Sends the task's create under its reservation, an in-flight permit and the create gate,
+    /// and goes on by the answer: poll what was made, or handle the failure (`create_failed`).
     pub(super) async fn create(&mut self, permit: Option<OwnedSemaphorePermit>) -> Result<Step, EngineError> {
         if !self.holds_reservation {
             match self.shared.ledger.reserve(self.task.id).await? {
@@ -31,51 +37,14 @@ impl TaskRun {
                 None => return self.release(TaskState::Pending, None).await,
             },
         };
-        let (guard, generation) = loop {
-            tokio::select! {
-                ready = self.shared.gate.ready() => {
-                    if let Err(gave_up) = ready {
-                        self.shared.stop(StopReason::Refused(gave_up.to_string()));
-                        return self.release(TaskState::Pending, None).await;
-                    }
-                }
-                () = self.shared.stop_dispatch.cancelled() => return self.release(TaskState::Pending, None).await,
-            }
-            let guard = self.shared.create_lock.read().await;
-            // A 429 to another create while this one waited for the lock pauses this one too:
-            // wait again, writing nothing.
-            if self.shared.gate.paused_until().is_some() {
-                drop(guard);
-                continue;
-            }
-            let generation = self
-                .shared
-                .ledger
-                .record_intent(self.task.id, &self.request_fingerprint)
-                .await?;
-            // The last instant before sending: a 429 that came while the intent was written.
-            if self.shared.gate.paused_until().is_none() {
-                break (guard, generation);
-            }
-            drop(guard);
-            self.shared.ledger.record_not_created(generation, false).await?;
+        let shared = self.shared.clone();
+        let (guard, generation) = match self.clear_to_send(&shared).await? {
+            Ok(cleared) => cleared,
+            Err(step) => return Ok(step),
         };
         let intent_at = darkroom_ledger::now_ms();
         self.attempts += 1;
-        // With callbacks on, each create names its own URL (the stored body never has one).
-        let callback = self.shared.settings.callbacks.as_ref().map(|receiver| {
-            let (token, url) = receiver.new_token();
-            (receiver.clone(), token, url)
-        });
-        let result = match &callback {
-            Some((_, _, url)) => {
-                let mut request = self.request.clone();
-                request.callback_url = Some(url.clone());
-                self.shared.client.create(&request).await
-            }
-            None => self.shared.client.create(&self.request).await,
-        };
-        self.callback_token = callback.map(|(receiver, token, _)| (receiver, token));
+        let result = self.send().await;
         // The charge is recorded before the create lock is let go, so a balance reading (taken
         // holding it alone) never sees a charge the ledger does not have yet.
         if let (Ok(created), Some((receiver, token))) = (&result, &self.callback_token) {
@@ -112,6 +81,65 @@ impl TaskRun {
             }
             Err(error) => self.create_failed(generation, intent_at, error, permit).await,
         }
+    }
+
+    /// Waits until a create may be sent (the gate, no pause) and records the intent holding the
+    /// create lock; returns the lock's guard and the generation row. A 429 to another create while
+    /// this one waited for the lock, or while it wrote its intent, pauses this one too: it waits
+    /// again. `Err(step)`: the run stopped or gave up first and the task was put back.
+    async fn clear_to_send<'a>(
+        &mut self,
+        shared: &'a RunContext,
+    ) -> Result<Result<(CreateGuard<'a>, i64), Step>, EngineError> {
+        loop {
+            tokio::select! {
+                ready = self.shared.gate.ready() => {
+                    if let Err(gave_up) = ready {
+                        self.shared.stop(StopReason::Refused(gave_up.to_string()));
+                        return self.release(TaskState::Pending, None).await.map(Err);
+                    }
+                }
+                () = self.shared.stop_dispatch.cancelled() => return self.release(TaskState::Pending, None).await.map(Err),
+            }
+            let guard = shared.create_lock.read().await;
+            // A 429 to another create while this one waited for the lock pauses this one too:
+            // wait again, writing nothing.
+            if self.shared.gate.paused_until().is_some() {
+                drop(guard);
+                continue;
+            }
+            let generation = self
+                .shared
+                .ledger
+                .record_intent(self.task.id, &self.request_fingerprint)
+                .await?;
+            // The last instant before sending: a 429 that came while the intent was written.
+            if self.shared.gate.paused_until().is_none() {
+                return Ok(Ok((guard, generation)));
+            }
+            drop(guard);
+            self.shared.ledger.record_not_created(generation, false).await?;
+        }
+    }
+
+    /// Sends the create; with callbacks on, it names its own URL (the stored body never has one),
+    /// and the token is kept for the generation it makes.
+    async fn send(&mut self) -> Result<darkroom_luma::Generation, darkroom_luma::Error> {
+        // With callbacks on, each create names its own URL (the stored body never has one).
+        let callback = self.shared.settings.callbacks.as_ref().map(|receiver| {
+            let (token, url) = receiver.new_token();
+            (receiver.clone(), token, url)
+        });
+        let result = match &callback {
+            Some((_, _, url)) => {
+                let mut request = self.request.clone();
+                request.callback_url = Some(url.clone());
+                self.shared.client.create(&request).await
+            }
+            None => self.shared.client.create(&self.request).await,
+        };
+        self.callback_token = callback.map(|(receiver, token, _)| (receiver, token));
+        result
     }
 
     async fn create_failed(
