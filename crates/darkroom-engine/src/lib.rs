@@ -25,10 +25,10 @@ pub mod report;
 pub mod requests;
 pub mod retry;
 mod run_context;
+pub mod schedule_times;
 pub mod scheduler;
 mod task;
 pub mod thumbs;
-pub mod windows;
 
 use std::path::PathBuf;
 use std::time::Duration;

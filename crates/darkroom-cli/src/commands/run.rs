@@ -73,16 +73,19 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
     }
 
     let now = chrono::Local::now();
-    let window_error = |e: darkroom_engine::windows::WindowError| Failure::new(Exit::BadInput, e.to_string());
+    let window_error =
+        |e: darkroom_engine::schedule_times::TimeError| Failure::new(Exit::BadInput, e.to_string());
     let start_at = args
         .start_at
         .as_deref()
-        .map(|t| darkroom_engine::windows::parse_time(t, now).map_err(window_error))
+        .map(|t| darkroom_engine::schedule_times::parse_time(t, now).map_err(window_error))
         .transpose()?;
     let new_deadline = match (&args.deadline, &args.max_duration) {
-        (Some(text), _) => Some(darkroom_engine::windows::parse_time(text, now).map_err(window_error)?),
+        (Some(text), _) => {
+            Some(darkroom_engine::schedule_times::parse_time(text, now).map_err(window_error)?)
+        }
         (None, Some(text)) => {
-            let duration = darkroom_engine::windows::parse_duration(text).map_err(window_error)?;
+            let duration = darkroom_engine::schedule_times::parse_duration(text).map_err(window_error)?;
             Some(start_at.unwrap_or_else(chrono::Utc::now) + duration)
         }
         (None, None) => None,
