@@ -91,6 +91,7 @@ pub struct GaveUp {
     pub answers: u32,
     /// The last `Retry-After` heard, if any.
     pub last_retry_after: Option<Duration>,
+    /// The limit that was reached (`RunSettings::give_up_after`).
     pub give_up_after: Duration,
 }
 

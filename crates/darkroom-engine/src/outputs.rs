@@ -21,8 +21,11 @@ use crate::EngineError;
 /// The paths of the files written.
 #[derive(Debug, Clone)]
 pub struct OutputFiles {
+    /// `OUT/JOB/results.jsonl`: one line per done task.
     pub results: PathBuf,
+    /// `OUT/JOB/errors.jsonl`: failed, blocked and skipped tasks with their reasons.
     pub errors: PathBuf,
+    /// `OUT/JOB/manifest.csv`: one row per task, with the `keep` column for review.
     pub manifest: PathBuf,
 }
 

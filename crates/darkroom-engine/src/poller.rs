@@ -33,16 +33,21 @@ struct Limiter {
 /// How a watched generation ended.
 #[derive(Debug, Clone)]
 pub enum Polled {
+    /// Completed with an image.
     Completed {
+        /// Where the image can be downloaded (a signed URL that expires).
         image_url: String,
     },
+    /// The upstream failed it (moderation or otherwise; the charge is refunded).
     Failed {
+        /// The upstream's `failure_reason`, or "failed without a reason".
         reason: String,
     },
     /// The upstream no longer knows the generation (deleted, or 404).
     Gone,
     /// A terminal answer that cannot be used (completed without an image): a failed attempt.
     Unusable {
+        /// Why the answer can't be used.
         reason: String,
     },
     /// The poller is shutting down.
@@ -87,6 +92,8 @@ pub const COMPLETED_WITHOUT_IMAGE: &str = "completed without an image";
 
 /// The first retry interval after the expected latency has passed, and the longest.
 const MIN_INTERVAL: Duration = Duration::from_millis(250);
+/// The longest wait between two reads of one generation when polling is the only way to learn of
+/// its end.
 pub const MAX_INTERVAL: Duration = Duration::from_secs(5);
 /// A nudged generation is read this long after its callback, with every other generation nudged
 /// meanwhile: one list call then reports on all of them. Callbacks arrive one by one; reading each

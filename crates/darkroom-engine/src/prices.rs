@@ -286,7 +286,9 @@ const PROBE_PROMPT: &str = "A single grey pebble on white";
 /// What one probe (`darkroom prices --check`) found for a model.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Probe {
+    /// The model, as the API names it.
     pub model: String,
+    /// The price table's price per image.
     pub table: Money,
     /// The balance drop across the probe.
     pub charged: Money,
@@ -303,22 +305,37 @@ pub struct Probe {
 /// Why probing could not go on.
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
+    /// The budget can't cover every probe at twice the table's price; nothing was sent.
     #[error("a probe of {models} needs up to {needed} (twice the table's price of each, in case the account charges more); the budget is {budget}")]
     BudgetTooSmall {
+        /// The models to probe, joined with "and".
         models: String,
+        /// Twice the table's price of each.
         needed: Money,
+        /// The budget given.
         budget: Money,
     },
+    /// The balance could not be read (the upstream's error).
     #[error("the account's balance could not be read, so no price can be observed on it")]
     NoBalance(#[source] darkroom_luma::Error),
+    /// The probe's create failed.
     #[error("the probe's create for {model} failed")]
     Create {
+        /// The model probed.
         model: String,
+        /// The upstream's error.
         #[source]
         source: darkroom_luma::Error,
     },
+    /// The probe's generation did not end in time (its charge may still come).
     #[error("the probe's generation for {model} did not end within {seconds} s")]
-    Timeout { model: String, seconds: u64 },
+    Timeout {
+        /// The model probed.
+        model: String,
+        /// The wait, in seconds.
+        seconds: u64,
+    },
+    /// The ledger failed.
     #[error(transparent)]
     Ledger(#[from] darkroom_ledger::LedgerError),
 }

@@ -10,8 +10,10 @@ use chrono::{DateTime, Local, NaiveTime, TimeZone, Utc};
 /// Why a time or duration was not understood.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TimeError {
+    /// Neither `HH:MM` nor RFC 3339 (the text given).
     #[error("{0:?} is not a time: use HH:MM (local, next occurrence) or RFC 3339 (2026-11-25T06:00:00Z)")]
     BadTime(String),
+    /// Not a duration such as `90s` or `1h30m` (the text given).
     #[error("{0:?} is not a duration: use e.g. 90s, 45m, 8h or 1h30m")]
     BadDuration(String),
 }
