@@ -109,7 +109,7 @@ impl Run {
         &self,
         task: TaskRecord,
         permit: Option<OwnedSemaphorePermit>,
-        worker: Option<tokio::sync::OwnedSemaphorePermit>,
+        worker: OwnedSemaphorePermit,
     ) {
         let (ctx, kill) = (self.ctx.clone(), self.kill.clone());
         self.tracker.spawn(async move {

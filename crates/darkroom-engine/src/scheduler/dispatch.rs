@@ -50,7 +50,7 @@ pub(super) async fn dispatch(run: &Run) -> Result<(), EngineError> {
             let mut task = task;
             task.state = "reserved".into();
             task.reserved_micros = task.price_micros;
-            run.spawn_task(task, Some(permit), Some(worker));
+            run.spawn_task(task, Some(permit), worker);
         }
     }
 }

@@ -12,7 +12,7 @@ pub(super) async fn resume(run: &Run) -> Result<(), EngineError> {
         let Ok(worker) = run.workers.clone().acquire_owned().await else {
             break;
         };
-        run.spawn_task(task, None, Some(worker));
+        run.spawn_task(task, None, worker);
     }
     Ok(())
 }
