@@ -458,6 +458,7 @@ async fn read(client: &darkroom_luma::Client) -> Result<BalanceReading, ProbeErr
 /// Polls a generation until it ends: `completed` or `failed`; `None` after `PROBE_TIMEOUT`.
 async fn wait_for_end(client: &darkroom_luma::Client, id: &str) -> Option<String> {
     let deadline = tokio::time::Instant::now() + PROBE_TIMEOUT;
+    let mut waits = crate::retry::PROBE_POLL.start();
     while tokio::time::Instant::now() < deadline {
         if let Ok(generation) = client.get(id).await {
             match generation.state {
@@ -466,7 +467,7 @@ async fn wait_for_end(client: &darkroom_luma::Client, id: &str) -> Option<String
                 _ => {}
             }
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(waits.next_delay().unwrap_or(crate::retry::PROBE_POLL.max)).await;
     }
     None
 }

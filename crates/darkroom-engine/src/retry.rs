@@ -4,8 +4,8 @@
 //!
 //! Every wait between two tries of the same thing is a `Schedule` from `RetryPolicy` (part of
 //! `RunSettings`): a create tried again, a download tried again, the reads of a settlement window,
-//! a reconciliation whose list can't be read, and the poller's reads of a generation not finished
-//! yet. The pause a 429 imposes on every create is the create gate's (`limits`), not a schedule:
+//! a reconciliation whose list can't be read, the poller's reads of a generation not finished yet,
+//! the audit's reads of the account's list (`AUDIT_LIST`) and a price probe's reads (`PROBE_POLL`). The pause a 429 imposes on every create is the create gate's (`limits`), not a schedule:
 //! the upstream said how long.
 
 use std::time::Duration;
@@ -168,6 +168,14 @@ impl Default for RetryPolicy {
         }
     }
 }
+
+/// Between two reads of one page of the account's list in the end-of-run audit: 0.5 s, 1 s, 2 s;
+/// a page read 4 times without an answer ends the audit incomplete (the next run audits again).
+pub const AUDIT_LIST: Schedule =
+    Schedule::doubling(Duration::from_millis(500), Duration::from_secs(2)).with_max_tries(3);
+
+/// Between two reads of a probe's generation (`darkroom prices --check`): every 250 ms.
+pub const PROBE_POLL: Schedule = Schedule::doubling(Duration::from_millis(250), Duration::from_millis(250));
 
 /// The reads of a settlement window of `window`: a sixteenth of it first, doubling to a quarter
 /// (15 s to 60 s of the default 4 minutes), so a window is searched about six times.

@@ -45,6 +45,12 @@ fn a_schedule_with_a_cap_on_tries_is_spent_after_that_many_delays() {
 }
 
 #[test]
+fn the_audit_reads_a_page_four_times_at_most_and_a_probe_every_quarter_second() {
+    assert_eq!(delays(AUDIT_LIST, 10), [0.5, 1.0, 2.0].map(secs));
+    assert_eq!(delays(PROBE_POLL, 3), [0.25, 0.25, 0.25].map(secs));
+}
+
+#[test]
 fn a_download_is_tried_again_at_doubling_delays_up_to_thirty_seconds() {
     let policy = RetryPolicy::default();
     assert_eq!(
