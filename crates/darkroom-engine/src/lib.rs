@@ -1,10 +1,12 @@
 //! darkroom-engine: runs a pass of a job to completion against the upstream.
 //!
-//! It owns the scheduler (`scheduler`), the two limits every create passes (`limits`: a create-rate
-//! gate and an in-flight cap), batched polling (`poller`), reconciliation of creates whose outcome
-//! is unknown (`reconcile`), downloads and verification (`images`), the output files (`outputs`),
-//! loading a job file into the ledger (`load`), the per-job run lock (`lock`) and shutdown. It holds
-//! no SQL (that is `darkroom-ledger`) and parses no command line (that is `darkroom-cli`).
+//! It owns the scheduler (`scheduler`: a run in phases, prepare, resume, dispatch, drain and
+//! finish, over one run context), one task's steps (create, reconcile, poll, download), the one
+//! retry policy (`retry`), the two limits every create passes (`limits`: a create-rate gate and an
+//! in-flight cap), batched polling (`poller`), reconciliation of creates whose outcome is unknown
+//! (`reconcile`), downloads and verification (`images`), the output files (`outputs`), loading a
+//! job file into the ledger (`load`), the per-job run lock (`lock`) and shutdown. It holds no SQL
+//! (that is `darkroom-ledger`) and parses no command line (that is `darkroom-cli`).
 
 #![warn(missing_docs, unreachable_pub, clippy::too_many_lines)]
 
