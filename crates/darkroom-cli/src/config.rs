@@ -154,7 +154,8 @@ pub struct Limits {
 /// A duration written as text (`"90s"`, `"10m"`, `"1h30m"`), as `--max-duration` takes it.
 fn duration<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<std::time::Duration, D::Error> {
     let text = String::deserialize(deserializer)?;
-    let duration = darkroom_engine::windows::parse_duration(&text).map_err(serde::de::Error::custom)?;
+    let duration =
+        darkroom_engine::schedule_times::parse_duration(&text).map_err(serde::de::Error::custom)?;
     if duration.is_zero() {
         return Err(serde::de::Error::custom(format!(
             "{text:?} is no time at all: give a duration such as \"10m\""

@@ -22,8 +22,6 @@ use crate::EngineError;
 const CLOCK_SKEW_MS: i64 = 120_000;
 /// The most list pages read (100 generations each with Luma: 200,000 generations).
 const MAX_PAGES: u32 = 2_000;
-/// Reads of one page before the audit gives up (the rest is left to the next audit).
-const READS_PER_PAGE: u32 = 4;
 /// Ids of foreign generations kept in the findings.
 const FOREIGN_IDS_KEPT: usize = 20;
 
@@ -70,18 +68,18 @@ pub async fn audit(
     };
     let mut cursor = None;
     'pages: for page in 0..MAX_PAGES {
-        let mut tries = 0;
+        let mut waits = crate::retry::AUDIT_LIST.start();
         let list = loop {
             match client.list_since(earliest, cursor.as_ref()).await {
                 Ok(list) => break list,
                 Err(error) => {
-                    tries += 1;
-                    if tries >= READS_PER_PAGE || error.is_refusal() {
+                    let wait = waits.next_delay().filter(|_| !error.is_refusal());
+                    let Some(wait) = wait else {
                         found.stopped_early = Some(format!("the account's list could not be read: {error}"));
                         found.record.complete = false;
                         break 'pages;
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(500 * u64::from(tries))).await;
+                    };
+                    tokio::time::sleep(wait).await;
                 }
             }
         };

@@ -106,6 +106,7 @@ impl CallbackReceiver {
         &self.inner.url
     }
 
+    /// What the receiver has seen so far: callbacks received and refused, reads asked for.
     pub fn counts(&self) -> CallbackCounts {
         let c = &self.inner.counts;
         CallbackCounts {

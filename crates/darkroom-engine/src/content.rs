@@ -263,6 +263,7 @@ pub enum Problem {
 }
 
 impl Problem {
+    /// The problem's name, stable for scripts: `missing`, `changed`, `unreadable`, `unverified`.
     pub fn as_str(self) -> &'static str {
         match self {
             Problem::Missing => "missing",
@@ -276,13 +277,17 @@ impl Problem {
 /// One kept image whose file is not what the ledger recorded.
 #[derive(Debug, Clone, Serialize)]
 pub struct Finding {
+    /// The job's name.
     pub job: String,
+    /// The pass: `preview` or `final`.
     pub pass: String,
+    /// The row's id in the job file.
     pub row_id: String,
     /// The file stem: the row id, with `-VARIANT` for variants.
     pub id: String,
     /// The path checked (the recorded one, moved under `--out` when given).
     pub path: String,
+    /// What is wrong with it.
     pub problem: Problem,
     /// What the ledger recorded (none for an unverified image).
     pub expected: Option<ImageContent>,

@@ -11,27 +11,43 @@ use darkroom_ledger::Counts;
 pub enum Event {
     /// The pass starts (or resumes) with these counts.
     Started {
+        /// The job's name.
         job: String,
+        /// The pass: `preview` or `final`.
         pass: String,
+        /// The pass's tasks by state before anything runs.
         counts: Counts,
+        /// The pass's budget.
         budget: Money,
+        /// What the pass has spent so far, all runs together.
         spent: Money,
     },
     /// A task ended: done (maybe from cache), failed, blocked or skipped.
     TaskFinished {
+        /// The task's key (its file stem).
         task: String,
+        /// How it ended: `done`, `failed`, `blocked` or `skipped`.
         state: String,
+        /// What it cost: its price when done by a create, zero from cache or when it failed.
         cost: Money,
+        /// The image was copied from an earlier task with the same fingerprint.
         cached: bool,
+        /// The image's path, when done.
         path: Option<String>,
+        /// Why it failed, was blocked or skipped.
         reason: Option<String>,
+        /// Creates sent for it in this run.
         attempts: u32,
     },
     /// A task will be tried again.
     Retry {
+        /// The task's key.
         task: String,
+        /// The attempt about to be made (the first create is attempt 1).
         attempt: u32,
+        /// Why the last attempt failed.
         reason: String,
+        /// The wait before it, in milliseconds (`RetryPolicy::create`).
         delay_ms: u64,
     },
     /// The upstream answered a create 429: every create not yet sent is paused until
@@ -41,31 +57,60 @@ pub enum Event {
     RateLimited {
         /// The `Retry-After` the upstream sent, in milliseconds, when it sent one.
         retry_after_ms: Option<u64>,
+        /// When creates may go again: RFC 3339, UTC, with milliseconds.
         paused_until: String,
+        /// The pause from now, in milliseconds (the `Retry-After` clamped to one period..2 min).
         paused_for_ms: u64,
+        /// 429s since the last accepted create, this one included.
         answers: u32,
+        /// Milliseconds since the first of those 429s.
         rate_limited_for_ms: u64,
+        /// Milliseconds of unbroken 429s after which the run stops as refused.
         give_up_after_ms: u64,
     },
     /// Spend reached 80% of the budget.
-    BudgetWarning { spent: Money, budget: Money },
+    BudgetWarning {
+        /// What the pass has spent.
+        spent: Money,
+        /// The pass's budget.
+        budget: Money,
+    },
     /// The account's credits can't cover the job; the run goes on until they run out.
-    CreditsLow { credits: Money, needed: Money },
+    CreditsLow {
+        /// The account's credits when the run started.
+        credits: Money,
+        /// What the pass's pending tasks cost at the table's prices.
+        needed: Money,
+    },
     /// A create's outcome was unknown and the upstream's list settled it.
-    Reconciled { task: String, adopted: bool },
+    Reconciled {
+        /// The task's key.
+        task: String,
+        /// A generation matching the create was found and taken; `false`: none was made, and
+        /// the task is sent again.
+        adopted: bool,
+    },
     /// The account was observed to charge a different price per image than the table says (once
     /// per model and run). `applied`: it is higher, so reservations and charges use it from now on
     /// and earlier charges were corrected up to it; otherwise it is lower and the table stays.
     /// `config_line` is the `[prices]` line that would make the table match.
     PriceObserved {
+        /// The model, as the API names it.
         model: String,
+        /// The price table's price per image.
         table: Money,
+        /// The price per image the balance showed.
         observed: Money,
+        /// The observed price is higher and is used from now on.
         applied: bool,
+        /// The `[prices]` line that would make the table match.
         config_line: String,
     },
     /// No new creates from here on, and why.
-    Stopping { reason: String },
+    Stopping {
+        /// Why, in words for a person.
+        reason: String,
+    },
 }
 
 fn millis(d: std::time::Duration) -> u64 {

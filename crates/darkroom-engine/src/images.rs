@@ -19,14 +19,25 @@ use darkroom_ledger::ImageContent;
 /// Why downloaded bytes are not an acceptable image.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyError {
+    /// Not an image we can read, or not whole (the decoder's or the check's words).
     #[error("the image does not decode: {0}")]
     Undecodable(String),
+    /// A whole image of another format than the task asked for.
     #[error("the image is {found}, not the {expected} asked for")]
-    WrongFormat { expected: &'static str, found: String },
+    WrongFormat {
+        /// The format asked for (`jpg`, `png`).
+        expected: &'static str,
+        /// The format found in the header.
+        found: String,
+    },
+    /// A whole image whose width ÷ height is more than 1% off the aspect ratio asked for.
     #[error("the image is {width}x{height}, which is not {expected} within 1%")]
     WrongShape {
+        /// Width in pixels.
         width: u32,
+        /// Height in pixels.
         height: u32,
+        /// The aspect ratio asked for.
         expected: AspectRatio,
     },
 }

@@ -1,34 +1,45 @@
 //! darkroom-engine: runs a pass of a job to completion against the upstream.
 //!
-//! It owns the scheduler (`scheduler`), the two limits every create passes (`limits`: a create-rate
-//! gate and an in-flight cap), batched polling (`poller`), reconciliation of creates whose outcome
-//! is unknown (`reconcile`), downloads and verification (`images`), the output files (`outputs`),
-//! loading a job file into the ledger (`load`), the per-job run lock (`lock`) and shutdown, and
-//! what the CLI and the review server share: the budget policy (`budget`), preparing a job
-//! (`prepare`), promotion (`promote`) and atomic writes (`files`). It holds
-//! no SQL (that is `darkroom-ledger`) and parses no command line (that is `darkroom-cli`).
+//! It owns the scheduler (`scheduler`: a run in phases, prepare, resume, dispatch, drain and
+//! finish, over one run context), one task's steps (create, reconcile, poll, download), the one
+//! retry policy (`retry`), the two limits every create passes (`limits`: a create-rate gate and an
+//! in-flight cap), batched polling (`poller`), reconciliation of creates whose outcome is unknown
+//! (`reconcile`), downloads and verification (`images`), the output files (`outputs`), loading a
+//! job file into the ledger (`load`), the per-job run lock (`lock`) and shutdown, and what the CLI
+//! and the review server share: the budget policy (`budget`), preparing a job (`prepare`),
+//! promotion (`promote`) and atomic writes (`files`). It holds no SQL (that is `darkroom-ledger`)
+//! and parses no command line (that is `darkroom-cli`).
+
+#![warn(missing_docs, unreachable_pub, clippy::too_many_lines)]
 
 pub mod audit;
 pub mod budget;
 pub mod callbacks;
+mod clock;
 pub mod content;
 pub mod events;
 pub mod files;
 pub mod images;
 pub mod limits;
+#[allow(missing_docs, unreachable_pub, clippy::too_many_lines)] // documented by its owner
 pub mod load;
 pub mod lock;
+#[allow(missing_docs, unreachable_pub, clippy::too_many_lines)] // documented by its owner
 pub mod notify;
 pub mod outputs;
 pub mod poller;
 pub mod prepare;
 pub mod prices;
+#[allow(missing_docs, unreachable_pub, clippy::too_many_lines)] // documented by its owner
 pub mod promote;
 pub mod reconcile;
+#[allow(missing_docs, unreachable_pub, clippy::too_many_lines)] // documented by its owner
 pub mod requests;
+pub mod retry;
+mod run_context;
+pub mod schedule_times;
 pub mod scheduler;
 mod task;
-pub mod windows;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -36,15 +47,19 @@ use std::time::Duration;
 use darkroom_jobs::{Model, Money, Pass, PriceTable};
 
 pub use events::Event;
-pub use scheduler::{run_pass, Outcome, StopReason};
+pub use run_context::StopReason;
+pub use scheduler::{run_pass, Outcome};
 
 /// Everything a pass needs to know, resolved by the caller from config and flags.
 #[derive(Debug, Clone)]
 pub struct RunSettings {
+    /// The job's name: its directory under `out_dir`.
     pub job_name: String,
+    /// The pass to run: previews or finals.
     pub pass: Pass,
     /// `OUT`: images go to `OUT/JOB/PASS/`, the output files to `OUT/JOB/`.
     pub out_dir: PathBuf,
+    /// Prices per image by model (integer micro-dollars), for reservations and charges.
     pub prices: PriceTable,
     /// Creates per `rate_window`; `None` turns the create-rate limit off.
     pub creates_per_minute: Option<u32>,
@@ -57,6 +72,7 @@ pub struct RunSettings {
     pub max_attempts: u32,
     /// Typical create-to-completed time per model: the first poll comes soon after it.
     pub latency_photon_1: Duration,
+    /// The same for photon-flash-1.
     pub latency_photon_flash_1: Duration,
     /// Status reads (GET or list) per second.
     pub polls_per_second: u32,
@@ -89,9 +105,14 @@ pub struct RunSettings {
     /// recorded (a reading is also taken as soon as enough charges accumulate to tell a price
     /// apart): see `prices`.
     pub balance_every: Duration,
+    /// The waits between tries of the same thing (a create, a download, a reconciliation's
+    /// reads): see `retry`.
+    pub retry: retry::RetryPolicy,
 }
 
 impl RunSettings {
+    /// The usual create-to-completed time of `model` (`latency_photon_1` or
+    /// `latency_photon_flash_1`).
     pub fn expected_latency(&self, model: Model) -> Duration {
         match model {
             Model::Photon1 => self.latency_photon_1,
@@ -134,6 +155,7 @@ impl RunSettings {
             deadline_ms: None,
             callbacks: None,
             balance_every: Duration::from_secs(2),
+            retry: retry::RetryPolicy::default(),
         }
     }
 }
@@ -147,23 +169,34 @@ pub const DEFAULT_SETTLE_WINDOW: Duration = Duration::from_secs(240);
 /// A failure that stops the whole run (not a failed task, which is data).
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
+    /// The ledger failed (its own error says how).
     #[error(transparent)]
     Ledger(#[from] darkroom_ledger::LedgerError),
+    /// An output file or directory could not be written.
     #[error("could not write {path}")]
     Output {
+        /// The file or directory.
         path: PathBuf,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
+    /// A task's request as stored in the ledger is not a request: the ledger was edited by hand
+    /// or by another version.
     #[error("the task's stored request could not be read (task {task_key})")]
     CorruptRequest {
+        /// The task's key.
         task_key: String,
+        /// What the JSON parser said.
         #[source]
         source: serde_json::Error,
     },
+    /// `--callbacks-listen` could not be served.
     #[error("the callback receiver on {addr} could not start")]
     Callbacks {
+        /// The address it was to listen on.
         addr: String,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },

@@ -12,35 +12,16 @@ use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use governor::clock::Clock;
-use governor::middleware::NoOpMiddleware;
-use governor::nanos::Nanos;
-use governor::state::{InMemoryState, NotKeyed};
-use governor::{Quota, RateLimiter};
+use governor::Quota;
 use tokio::time::Instant;
 
-/// Tokio's clock for the limiter, so that the spacing and a pause are measured on one clock and a
-/// test on paused time controls both.
-#[derive(Debug, Clone)]
-struct TokioClock {
-    start: Instant,
-}
-
-impl Clock for TokioClock {
-    type Instant = Nanos;
-
-    fn now(&self) -> Nanos {
-        Nanos::from(self.start.elapsed())
-    }
-}
-
-type Limiter = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Nanos>>;
+use crate::clock::{TokioClock, TokioLimiter};
 
 /// Spaces creates under the account's rate, pauses them after a 429, and gives up when 429s
 /// never clear.
 #[derive(Debug)]
 pub struct CreateGate {
-    limiter: Option<Limiter>,
+    limiter: Option<TokioLimiter>,
     clock: TokioClock,
     period: Duration,
     give_up_after: Duration,
@@ -110,6 +91,7 @@ pub struct GaveUp {
     pub answers: u32,
     /// The last `Retry-After` heard, if any.
     pub last_retry_after: Option<Duration>,
+    /// The limit that was reached (`RunSettings::give_up_after`).
     pub give_up_after: Duration,
 }
 
@@ -147,9 +129,7 @@ impl CreateGate {
     /// A gate at `limit` creates per `window` (a minute for a real account; shorter against a
     /// time-scaled simulator), giving up after `DEFAULT_GIVE_UP_AFTER` of unbroken 429s.
     pub fn per_window(limit: Option<u32>, window: Duration) -> CreateGate {
-        let clock = TokioClock {
-            start: Instant::now(),
-        };
+        let clock = TokioClock::new();
         let (limiter, period) = match limit.and_then(NonZeroU32::new) {
             Some(rate) => {
                 // 1% under the limit, so that timer lateness never adds up to a late schedule, a
@@ -159,7 +139,7 @@ impl CreateGate {
                 let period = window.mul_f64(1.01) / rate.get();
                 let quota = Quota::with_period(period).unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN));
                 (
-                    Some(RateLimiter::direct_with_clock(
+                    Some(crate::clock::limiter(
                         quota.allow_burst(burst_for(rate.get())),
                         clock.clone(),
                     )),
@@ -221,7 +201,7 @@ impl CreateGate {
                     match limiter.check() {
                         Ok(()) => break,
                         Err(not_until) => {
-                            tokio::time::sleep(not_until.wait_time_from(self.clock.now())).await;
+                            tokio::time::sleep(crate::clock::wait_time(&not_until, &self.clock)).await;
                             if self.paused_until().is_some() {
                                 continue 'wait;
                             }
@@ -329,10 +309,10 @@ mod tests {
         }
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn creates_beyond_the_burst_are_spaced_at_the_rate() {
         let gate = CreateGate::new(Some(6000)); // one every 10.1 ms, a burst of 59
-        let start = std::time::Instant::now();
+        let start = Instant::now();
         for _ in 0..69 {
             gate.ready().await.unwrap();
         }

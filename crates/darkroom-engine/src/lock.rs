@@ -16,11 +16,20 @@ pub struct JobLock {
 /// Why the job could not be locked.
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
+    /// Another process holds the job's lock.
     #[error("job {job:?} is already running in another darkroom process (lock {path})")]
-    Busy { job: String, path: PathBuf },
+    Busy {
+        /// The job's name.
+        job: String,
+        /// The lock file.
+        path: PathBuf,
+    },
+    /// The lock file could not be created or locked.
     #[error("could not create the lock file {path}")]
     Io {
+        /// The lock file.
         path: PathBuf,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
@@ -54,6 +63,7 @@ impl JobLock {
         }
     }
 
+    /// The lock file's path.
     pub fn path(&self) -> &Path {
         &self.path
     }

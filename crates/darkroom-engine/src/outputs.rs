@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use darkroom_jobs::{Metadata, Money, Pass};
+use darkroom_jobs::{Format, Metadata, Money, Pass};
 use darkroom_ledger::{Ledger, ResultRecord};
 use serde_json::json;
 
@@ -21,12 +21,21 @@ use crate::EngineError;
 /// The paths of the files written.
 #[derive(Debug, Clone)]
 pub struct OutputFiles {
+    /// `OUT/JOB/results.jsonl`: one line per done task.
     pub results: PathBuf,
+    /// `OUT/JOB/errors.jsonl`: failed, blocked and skipped tasks with their reasons.
     pub errors: PathBuf,
+    /// `OUT/JOB/manifest.csv`: one row per task, with the `keep` column for review.
     pub manifest: PathBuf,
 }
 
 const PAGE: i64 = 5_000;
+
+/// Where a task's image goes: `PASS_DIR/TASK_KEY.EXT`, the extension its format's (`jpg`, `png`).
+/// A download and a cache copy both write here; nowhere else builds the name.
+pub fn image_path(pass_dir: &Path, task_key: &str, format: Format) -> PathBuf {
+    pass_dir.join(format!("{task_key}.{}", format.extension()))
+}
 
 /// Rewrites the three output files of a job from the ledger, both passes.
 ///

@@ -14,26 +14,40 @@ use std::time::Duration;
 
 use darkroom_provider::{Generation, GenerationState, Provider};
 use futures::StreamExt;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::Quota;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::clock::{TokioClock, TokioLimiter};
+use crate::retry::{poll_schedule, Backoff};
+
+/// The poller's read rate, on tokio's clock.
+struct Limiter {
+    limiter: TokioLimiter,
+    clock: TokioClock,
+}
+
 /// How a watched generation ended.
 #[derive(Debug, Clone)]
 pub enum Polled {
+    /// Completed with an image.
     Completed {
+        /// Where the image can be downloaded (a signed URL that expires).
         image_url: String,
     },
+    /// The upstream failed it (moderation or otherwise; the charge is refunded).
     Failed {
+        /// The upstream's `failure_reason`, or "failed without a reason".
         reason: String,
     },
     /// The upstream no longer knows the generation (deleted, or 404).
     Gone,
     /// A terminal answer that cannot be used (completed without an image): a failed attempt.
     Unusable {
+        /// Why the answer can't be used.
         reason: String,
     },
     /// The poller is shutting down.
@@ -62,7 +76,8 @@ enum Message {
 #[derive(Debug)]
 struct Entry {
     due: Instant,
-    interval: Duration,
+    /// The waits between reads while it is not finished (`retry::poll_schedule`).
+    backoff: Backoff,
     reply: oneshot::Sender<Polled>,
     /// A sweep is reading it now.
     reading: bool,
@@ -77,6 +92,8 @@ pub const COMPLETED_WITHOUT_IMAGE: &str = "completed without an image";
 
 /// The first retry interval after the expected latency has passed, and the longest.
 const MIN_INTERVAL: Duration = Duration::from_millis(250);
+/// The longest wait between two reads of one generation when polling is the only way to learn of
+/// its end.
 pub const MAX_INTERVAL: Duration = Duration::from_secs(5);
 /// A nudged generation is read this long after its callback, with every other generation nudged
 /// meanwhile: one list call then reports on all of them. Callbacks arrive one by one; reading each
@@ -105,7 +122,11 @@ impl Poller {
     ) -> Poller {
         let (tx, rx) = mpsc::channel(1024);
         let rate = NonZeroU32::new(polls_per_second).unwrap_or(NonZeroU32::MIN);
-        let limiter = RateLimiter::direct(Quota::per_second(rate));
+        let clock = TokioClock::new();
+        let limiter = Limiter {
+            limiter: crate::clock::limiter(Quota::per_second(rate), clock.clone()),
+            clock,
+        };
         let max_interval = max_interval.max(MIN_INTERVAL);
         tracker.spawn(poll_loop(client, limiter, max_interval, rx, stop));
         Poller { tx, max_interval }
@@ -147,7 +168,7 @@ enum Read {
 
 async fn poll_loop(
     client: Arc<dyn Provider>,
-    limiter: DefaultDirectRateLimiter,
+    limiter: Limiter,
     max_interval: Duration,
     mut rx: mpsc::Receiver<Message>,
     stop: CancellationToken,
@@ -168,11 +189,11 @@ async fn poll_loop(
             () = stop.cancelled() => break,
             message = rx.recv() => match message {
                 Some(Message::Watch { id, first_after, reply }) => {
-                    let interval = (first_after / 4).clamp(MIN_INTERVAL, max_interval);
+                    let backoff = poll_schedule(first_after, MIN_INTERVAL, max_interval).start();
                     let now = Instant::now();
                     let nudged = early.remove(&id).is_some_and(|at| now.duration_since(at) < EARLY_NUDGE);
                     let due = if nudged { now + NUDGE_GATHER } else { now + first_after };
-                    watches.insert(id, Entry { due, interval, reply, reading: false, nudged_while_reading: false, nudged });
+                    watches.insert(id, Entry { due, backoff, reply, reading: false, nudged_while_reading: false, nudged });
                 }
                 Some(Message::Nudge(id)) => match watches.get_mut(&id) {
                     Some(entry) if entry.reading => entry.nudged_while_reading = true,
@@ -215,7 +236,7 @@ async fn sleep_until_opt(when: Option<Instant>) {
 /// Marks the due generations as being read and starts one sweep over them.
 fn start_sweep(
     client: &Arc<dyn Provider>,
-    limiter: &Arc<DefaultDirectRateLimiter>,
+    limiter: &Arc<Limiter>,
     watches: &mut HashMap<String, Entry>,
     sweeps: &mut JoinSet<Vec<(String, Read)>>,
 ) {
@@ -242,7 +263,7 @@ fn start_sweep(
 /// side, for those the list did not cover.
 async fn sweep(
     client: Arc<dyn Provider>,
-    limiter: Arc<DefaultDirectRateLimiter>,
+    limiter: Arc<Limiter>,
     mut due: Vec<String>,
 ) -> Vec<(String, Read)> {
     let mut reads = Vec::with_capacity(due.len());
@@ -337,15 +358,10 @@ fn reschedule(watches: &mut HashMap<String, Entry>, id: &str, max_interval: Dura
             entry.due = Instant::now() + NUDGE_GATHER;
             return;
         }
-        entry.due = Instant::now() + entry.interval;
-        entry.interval = entry.interval.mul_f64(1.5).min(max_interval);
+        entry.due = Instant::now() + entry.backoff.next_delay().unwrap_or(max_interval);
     }
 }
 
-async fn wait_for(limiter: &DefaultDirectRateLimiter) {
-    use governor::clock::{Clock, DefaultClock};
-    let clock = DefaultClock::default();
-    while let Err(not_until) = limiter.check() {
-        tokio::time::sleep(not_until.wait_time_from(clock.now())).await;
-    }
+async fn wait_for(limiter: &Limiter) {
+    crate::clock::until_ready(&limiter.limiter, &limiter.clock).await;
 }

@@ -16,14 +16,14 @@
 //! `darkroom-luma`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use darkroom_jobs::{Model, Money};
-use darkroom_ledger::{BalanceReading, PriceObservation};
-use darkroom_provider::{CreateRequest, GenerationState, Provider};
+use darkroom_ledger::{BalanceReading, ModelCharges, PriceObservation};
 
 use crate::events::Event;
-use crate::scheduler::Shared;
+use crate::run_context::RunContext;
 use crate::EngineError;
 
 /// The first reading of a run: what later drops are measured from.
@@ -48,7 +48,7 @@ pub(crate) struct Observer {
 }
 
 /// Reads the balance through the provider's client: `None` if it has none (or it can't be read).
-async fn read_balance(shared: &Shared) -> Option<BalanceReading> {
+async fn read_balance(shared: &RunContext) -> Option<BalanceReading> {
     match shared.client.balance().await {
         Ok(Some(balance)) => Some(BalanceReading {
             at: darkroom_ledger::now_ms(),
@@ -66,7 +66,7 @@ async fn read_balance(shared: &Shared) -> Option<BalanceReading> {
 impl Observer {
     /// Takes the first reading (before the run's first create). `None` when the provider exposes
     /// no balance: the run then goes on the table's prices alone.
-    pub(crate) async fn start(shared: &Shared) -> Result<Option<Observer>, EngineError> {
+    pub(crate) async fn start(shared: &RunContext) -> Result<Option<Observer>, EngineError> {
         let _alone = shared.create_lock.write().await;
         let Some(reading) = read_balance(shared).await else {
             return Ok(None);
@@ -90,12 +90,12 @@ impl Observer {
     }
 
     /// Whether enough new charges were recorded since the last reading for another to say more.
-    async fn due(&self, shared: &Shared) -> Result<bool, EngineError> {
+    async fn due(&self, shared: &RunContext) -> Result<bool, EngineError> {
         let charged = self.charged(shared).await?;
         Ok(charged - self.charged_at_last >= 2 * self.resolution)
     }
 
-    async fn charged(&self, shared: &Shared) -> Result<i64, EngineError> {
+    async fn charged(&self, shared: &RunContext) -> Result<i64, EngineError> {
         let charges = shared
             .ledger
             .charges_since(
@@ -108,28 +108,40 @@ impl Observer {
         Ok(charges.iter().map(|c| c.micros).sum())
     }
 
-    /// Reads the balance again and compares: records the observation, applies a higher price.
-    pub(crate) async fn observe(&mut self, shared: &Shared) -> Result<(), EngineError> {
+    /// The balance, and the ledger's charges and refunds since the first reading, read holding the
+    /// create lock alone so no create is between "accepted upstream" and "recorded". `None` when
+    /// there is nothing to compare: a create's outcome is still unknown, or the balance can't be
+    /// read.
+    async fn read_under_lock(
+        &self,
+        shared: &RunContext,
+    ) -> Result<Option<(BalanceReading, Vec<ModelCharges>, Money)>, EngineError> {
         let (job_id, pass) = (shared.job_id, shared.settings.pass);
-        let (reading, charges, refunds) = {
-            let _alone = shared.create_lock.write().await;
-            // A create whose outcome is unknown may be charged upstream and not yet here: wait
-            // until reconciliation settles it rather than read its charge as a higher price.
-            if shared.ledger.unsettled_creates(job_id, pass).await? > 0 {
-                return Ok(());
-            }
-            let Some(reading) = read_balance(shared).await else {
-                return Ok(());
-            };
-            let charges = shared
-                .ledger
-                .charges_since(job_id, pass, self.baseline.watermark, self.baseline.reading.at)
-                .await?;
-            let refunds = shared
-                .ledger
-                .refunds_before(job_id, pass, self.baseline.watermark, self.baseline.reading.at)
-                .await?;
-            (reading, charges, refunds)
+        let _alone = shared.create_lock.write().await;
+        // A create whose outcome is unknown may be charged upstream and not yet here: wait
+        // until reconciliation settles it rather than read its charge as a higher price.
+        if shared.ledger.unsettled_creates(job_id, pass).await? > 0 {
+            return Ok(None);
+        }
+        let Some(reading) = read_balance(shared).await else {
+            return Ok(None);
+        };
+        let charges = shared
+            .ledger
+            .charges_since(job_id, pass, self.baseline.watermark, self.baseline.reading.at)
+            .await?;
+        let refunds = shared
+            .ledger
+            .refunds_before(job_id, pass, self.baseline.watermark, self.baseline.reading.at)
+            .await?;
+        Ok(Some((reading, charges, refunds)))
+    }
+
+    /// Reads the balance again and compares: records the observation, applies a higher price.
+    pub(crate) async fn observe(&mut self, shared: &RunContext) -> Result<(), EngineError> {
+        let (job_id, pass) = (shared.job_id, shared.settings.pass);
+        let Some((reading, charges, refunds)) = self.read_under_lock(shared).await? else {
+            return Ok(());
         };
         let base_url = shared.client.base_url().to_string();
         shared
@@ -202,7 +214,7 @@ impl Observer {
     /// Emits the observed price once per model and run.
     async fn announce(
         &mut self,
-        shared: &Shared,
+        shared: &RunContext,
         model: Model,
         table: Money,
         observed: Money,
@@ -238,7 +250,7 @@ pub fn config_line(model: Model, price: Money) -> String {
 /// one are worth more than the balance's resolution twice over, checked on each recorded charge and
 /// at least every `every`.
 pub(crate) async fn watch(
-    shared: std::sync::Arc<Shared>,
+    shared: std::sync::Arc<RunContext>,
     mut observer: Observer,
     every: Duration,
     stop: tokio_util::sync::CancellationToken,
@@ -273,7 +285,9 @@ const PROBE_PROMPT: &str = "A single grey pebble on white";
 /// What one probe (`darkroom prices --check`) found for a model.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Probe {
+    /// The model, as the API names it.
     pub model: String,
+    /// The price table's price per image.
     pub table: Money,
     /// The balance drop across the probe.
     pub charged: Money,
@@ -290,24 +304,40 @@ pub struct Probe {
 /// Why probing could not go on.
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
+    /// The budget can't cover every probe at twice the table's price; nothing was sent.
     #[error("a probe of {models} needs up to {needed} (twice the table's price of each, in case the account charges more); the budget is {budget}")]
     BudgetTooSmall {
+        /// The models to probe, joined with "and".
         models: String,
+        /// Twice the table's price of each.
         needed: Money,
+        /// The budget given.
         budget: Money,
     },
+    /// The balance could not be read (the upstream's error).
     #[error("the account's balance could not be read, so no price can be observed on it")]
     NoBalance(#[source] darkroom_provider::ProviderError),
+    /// The provider has no balance API, so no price can be observed on it.
     #[error("the provider exposes no balance, so no price can be observed on it")]
     NoBalanceApi,
+    /// The probe's create failed.
     #[error("the probe's create for {model} failed")]
     Create {
+        /// The model probed.
         model: String,
+        /// The upstream's error.
         #[source]
         source: darkroom_provider::ProviderError,
     },
+    /// The probe's generation did not end in time (its charge may still come).
     #[error("the probe's generation for {model} did not end within {seconds} s")]
-    Timeout { model: String, seconds: u64 },
+    Timeout {
+        /// The model probed.
+        model: String,
+        /// The wait, in seconds.
+        seconds: u64,
+    },
+    /// The ledger failed.
     #[error(transparent)]
     Ledger(#[from] darkroom_ledger::LedgerError),
 }
@@ -319,12 +349,27 @@ pub fn probe_cost(prices: &darkroom_jobs::PriceTable, models: &[Model]) -> Money
     })
 }
 
+/// The cheapest request for `model`: one square image of `PROBE_PROMPT`.
+fn probe_request(model: Model) -> darkroom_provider::CreateRequest {
+    darkroom_provider::CreateRequest {
+        model: model.as_str().to_string(),
+        prompt: PROBE_PROMPT.to_string(),
+        aspect_ratio: Some("1:1".to_string()),
+        format: None,
+        image_ref: None,
+        style_ref: None,
+        character_ref: None,
+        modify_image_ref: None,
+        callback_url: None,
+    }
+}
+
 /// Makes one image per model (the cheapest request), reading the balance before and after each,
 /// and records the readings and what they tell. Refuses before anything is sent when `budget`
 /// can't cover every probe at twice the table's price; stops early if real spend leaves too little
 /// for the next one.
 pub async fn probe_prices(
-    client: &dyn Provider,
+    client: &Arc<dyn darkroom_provider::Provider>,
     ledger: &darkroom_ledger::Ledger,
     prices: &darkroom_jobs::PriceTable,
     models: &[Model],
@@ -353,17 +398,7 @@ pub async fn probe_prices(
         }
         let before = read(client).await?;
         ledger.record_balance(&base_url, None, before).await?;
-        let request = CreateRequest {
-            model: model.as_str().to_string(),
-            prompt: PROBE_PROMPT.to_string(),
-            aspect_ratio: Some("1:1".to_string()),
-            format: None,
-            image_ref: None,
-            style_ref: None,
-            character_ref: None,
-            modify_image_ref: None,
-            callback_url: None,
-        };
+        let request = probe_request(model);
         let created = client
             .create(&request)
             .await
@@ -412,7 +447,7 @@ pub async fn probe_prices(
     Ok(probes)
 }
 
-async fn read(client: &dyn Provider) -> Result<BalanceReading, ProbeError> {
+async fn read(client: &Arc<dyn darkroom_provider::Provider>) -> Result<BalanceReading, ProbeError> {
     let balance = client.balance().await.map_err(ProbeError::NoBalance)?;
     let balance = balance.ok_or(ProbeError::NoBalanceApi)?;
     Ok(BalanceReading {
@@ -423,17 +458,18 @@ async fn read(client: &dyn Provider) -> Result<BalanceReading, ProbeError> {
 }
 
 /// Polls a generation until it ends: `completed` or `failed`; `None` after `PROBE_TIMEOUT`.
-async fn wait_for_end(client: &dyn Provider, id: &str) -> Option<String> {
+async fn wait_for_end(client: &Arc<dyn darkroom_provider::Provider>, id: &str) -> Option<String> {
     let deadline = tokio::time::Instant::now() + PROBE_TIMEOUT;
+    let mut waits = crate::retry::PROBE_POLL.start();
     while tokio::time::Instant::now() < deadline {
         if let Ok(generation) = client.get(id).await {
             match generation.state {
-                GenerationState::Completed => return Some("completed".into()),
-                GenerationState::Failed => return Some("failed".into()),
+                darkroom_provider::GenerationState::Completed => return Some("completed".into()),
+                darkroom_provider::GenerationState::Failed => return Some("failed".into()),
                 _ => {}
             }
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(waits.next_delay().unwrap_or(crate::retry::PROBE_POLL.max)).await;
     }
     None
 }

@@ -47,7 +47,7 @@ fn parse_since(text: &str) -> Result<i64, String> {
     if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text.trim()) {
         return Ok(at.timestamp_millis());
     }
-    match darkroom_engine::windows::parse_duration(text) {
+    match darkroom_engine::schedule_times::parse_duration(text) {
         Ok(ago) => Ok(darkroom_ledger::now_ms() - i64::try_from(ago.as_millis()).unwrap_or(i64::MAX / 2)),
         Err(_) => Err(format!(
             "--since {text:?} is neither an RFC 3339 time (2026-11-30T09:00:00Z) nor a duration ago (90m, 2h)"

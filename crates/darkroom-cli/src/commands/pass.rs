@@ -338,7 +338,7 @@ async fn print_events(
 /// Waits until `at`, showing a countdown on stderr; false if Ctrl-C came first.
 async fn wait_until(at: chrono::DateTime<chrono::Utc>, shutdown: &Shutdown) -> bool {
     loop {
-        let left = darkroom_engine::windows::until(at, chrono::Utc::now());
+        let left = darkroom_engine::schedule_times::until(at, chrono::Utc::now());
         if left.is_zero() {
             return true;
         }

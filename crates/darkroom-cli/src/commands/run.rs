@@ -8,7 +8,7 @@ use darkroom_jobs::{Money, Pass};
 use crate::commands::pass::{PassRun, RunFlags};
 use darkroom_engine::load::LoadError;
 use darkroom_engine::prepare::{prepare_job, JobFile};
-use darkroom_engine::windows;
+use darkroom_engine::schedule_times;
 
 use crate::commands::{
     budget_error, connect, job_name_for, lock_job, open_ledger, print_renamed, print_row_errors, PassArg,
@@ -124,16 +124,16 @@ type Time = chrono::DateTime<chrono::Utc>;
 /// before anything is recorded: a time that doesn't parse is bad input (exit 2).
 fn times(args: &Args) -> anyhow::Result<(Option<Time>, Option<Time>)> {
     let now = chrono::Local::now();
-    let window_error = |e: windows::WindowError| Failure::new(Exit::BadInput, e.to_string());
+    let time_error = |e: schedule_times::TimeError| Failure::new(Exit::BadInput, e.to_string());
     let start_at = args
         .start_at
         .as_deref()
-        .map(|t| windows::parse_time(t, now).map_err(window_error))
+        .map(|t| schedule_times::parse_time(t, now).map_err(time_error))
         .transpose()?;
     let new_deadline = match (&args.deadline, &args.max_duration) {
-        (Some(text), _) => Some(windows::parse_time(text, now).map_err(window_error)?),
+        (Some(text), _) => Some(schedule_times::parse_time(text, now).map_err(time_error)?),
         (None, Some(text)) => {
-            let duration = windows::parse_duration(text).map_err(window_error)?;
+            let duration = schedule_times::parse_duration(text).map_err(time_error)?;
             Some(start_at.unwrap_or_else(chrono::Utc::now) + duration)
         }
         (None, None) => None,

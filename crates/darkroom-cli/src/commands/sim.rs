@@ -246,7 +246,7 @@ fn retry_after(text: &str) -> Result<Duration, String> {
     if let Ok(seconds) = text.trim().parse::<u64>() {
         return Ok(Duration::from_secs(seconds));
     }
-    darkroom_engine::windows::parse_duration(text).map_err(|e| e.to_string())
+    darkroom_engine::schedule_times::parse_duration(text).map_err(|e| e.to_string())
 }
 
 fn range(text: &str) -> Result<(f64, f64), String> {

@@ -9,22 +9,23 @@ use chrono::{DateTime, Local, NaiveTime, TimeZone, Utc};
 
 /// Why a time or duration was not understood.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum WindowError {
+pub enum TimeError {
+    /// Neither `HH:MM` nor RFC 3339 (the text given).
     #[error("{0:?} is not a time: use HH:MM (local, next occurrence) or RFC 3339 (2026-11-25T06:00:00Z)")]
     BadTime(String),
+    /// Not a duration such as `90s` or `1h30m` (the text given).
     #[error("{0:?} is not a duration: use e.g. 90s, 45m, 8h or 1h30m")]
     BadDuration(String),
 }
 
 /// Parses a time as of `now`: `HH:MM` is the next time the local clock shows it (today if still
 /// ahead, else tomorrow); RFC 3339 is taken as written.
-pub fn parse_time(text: &str, now: DateTime<Local>) -> Result<DateTime<Utc>, WindowError> {
+pub fn parse_time(text: &str, now: DateTime<Local>) -> Result<DateTime<Utc>, TimeError> {
     let text = text.trim();
     if let Ok(at) = DateTime::parse_from_rfc3339(text) {
         return Ok(at.with_timezone(&Utc));
     }
-    let time =
-        NaiveTime::parse_from_str(text, "%H:%M").map_err(|_| WindowError::BadTime(text.to_string()))?;
+    let time = NaiveTime::parse_from_str(text, "%H:%M").map_err(|_| TimeError::BadTime(text.to_string()))?;
     let mut date = now.date_naive();
     for _ in 0..3 {
         // A local time that falls in a DST gap doesn't exist that day; take the next day's.
@@ -35,14 +36,14 @@ pub fn parse_time(text: &str, now: DateTime<Local>) -> Result<DateTime<Utc>, Win
         }
         date = date
             .succ_opt()
-            .ok_or_else(|| WindowError::BadTime(text.to_string()))?;
+            .ok_or_else(|| TimeError::BadTime(text.to_string()))?;
     }
-    Err(WindowError::BadTime(text.to_string()))
+    Err(TimeError::BadTime(text.to_string()))
 }
 
 /// Parses `90s`, `45m`, `8h`, `1h30m`, `2h15m10s`.
-pub fn parse_duration(text: &str) -> Result<Duration, WindowError> {
-    let bad = || WindowError::BadDuration(text.to_string());
+pub fn parse_duration(text: &str) -> Result<Duration, TimeError> {
+    let bad = || TimeError::BadDuration(text.to_string());
     let mut total = 0u64;
     let mut number = String::new();
     let mut any = false;

@@ -1,0 +1,109 @@
+//! The `dispatch` phase: pending tasks in file order, a page at a time. Each is taken from the
+//! cache when a verified image with its fingerprint exists; otherwise it waits for a worker slot
+//! and an in-flight permit, reserves its price against the pass budget and starts. Dispatch stops
+//! when the run stops (Ctrl-C, deadline, refusal, systemic failure) or the next price does not fit.
+
+use darkroom_jobs::Money;
+use darkroom_ledger::{Reservation, TaskRecord};
+
+use super::Run;
+use crate::events::Event;
+use crate::run_context::{RunContext, StopReason};
+use crate::EngineError;
+
+/// Pending tasks read from the ledger at a time.
+const PAGE: i64 = 500;
+
+/// Takes pending tasks in file order: cache, then reservation, then the in-flight permit.
+pub(super) async fn dispatch(run: &Run) -> Result<(), EngineError> {
+    let shared = &run.ctx;
+    let (ledger, settings) = (&shared.ledger, &shared.settings);
+    let mut after = 0;
+    loop {
+        let page = ledger
+            .pending_tasks(shared.job_id, settings.pass, after, PAGE)
+            .await?;
+        let Some(last) = page.last() else { return Ok(()) };
+        after = last.id;
+        for task in page {
+            if shared.dispatch_stopped() {
+                return Ok(());
+            }
+            if settings.use_cache && take_from_cache(shared, &task).await? {
+                continue;
+            }
+            let worker = tokio::select! {
+                w = run.workers.clone().acquire_owned() => w.ok(),
+                () = shared.stop_dispatch.cancelled() => None,
+            };
+            let Some(worker) = worker else { return Ok(()) };
+            let permit = tokio::select! {
+                p = shared.in_flight.clone().acquire_owned() => p.ok(),
+                () = shared.stop_dispatch.cancelled() => None,
+            };
+            let Some(permit) = permit else { return Ok(()) };
+            match ledger.reserve(task.id).await? {
+                Reservation::Reserved => {}
+                Reservation::NotPending => continue,
+                Reservation::OverBudget => return over_budget(shared, &task).await,
+            }
+            let mut task = task;
+            task.state = "reserved".into();
+            task.reserved_micros = task.price_micros;
+            run.spawn_task(task, Some(permit), worker);
+        }
+    }
+}
+
+/// The next task's price does not fit in the budget: dispatch stops (tasks already holding a
+/// reservation still go out), and the stop says why, naming the observed price when it is the
+/// reason.
+async fn over_budget(shared: &RunContext, task: &TaskRecord) -> Result<(), EngineError> {
+    let settings = &shared.settings;
+    shared.stop(StopReason::BudgetExhausted);
+    let observed = shared
+        .ledger
+        .pass_price(shared.job_id, settings.pass, &task.model)
+        .await?;
+    let reason = match observed.filter(|&price| price > task.price()) {
+        Some(price) => format!(
+            "the budget cannot cover {} at the observed price of {} {} (the table says {})",
+            task.task_key,
+            task.model,
+            price,
+            task.price()
+        ),
+        None => format!("the budget cannot cover {}", task.task_key),
+    };
+    shared.emit(Event::Stopping { reason }).await;
+    Ok(())
+}
+
+/// A verified image with the same fingerprint already on disk whose bytes still hash to what the
+/// ledger recorded: reuse it at no cost (`content::take_from_cache`).
+async fn take_from_cache(shared: &RunContext, task: &TaskRecord) -> Result<bool, EngineError> {
+    let format = darkroom_jobs::Format::parse(&task.format).unwrap_or_default();
+    let target = crate::outputs::image_path(&shared.pass_dir, &task.task_key, format);
+    let Some((source, content)) =
+        crate::content::take_from_cache(&shared.ledger, task.id, &task.fingerprint, &target).await?
+    else {
+        return Ok(false);
+    };
+    let path = target.display().to_string();
+    shared
+        .ledger
+        .record_cached(task.id, &path, source.generation_id.as_deref(), &content)
+        .await?;
+    shared
+        .emit(Event::TaskFinished {
+            task: task.task_key.clone(),
+            state: "done".into(),
+            cost: Money::ZERO,
+            cached: true,
+            path: Some(path),
+            reason: None,
+            attempts: 0,
+        })
+        .await;
+    Ok(true)
+}

@@ -1,0 +1,63 @@
+//! The `finish` phase: the run's stop becomes the pass's status; pending tasks a budget or a
+//! deadline kept from dispatch end `skipped` with that reason; abandoned generations that ended
+//! meanwhile are settled; the output files are rewritten from the ledger; the `Outcome` is read.
+
+use darkroom_jobs::Money;
+use darkroom_ledger::TaskState;
+
+use super::{Outcome, Run};
+use crate::audit::Audit;
+use crate::outputs::write_outputs;
+use crate::run_context::StopReason;
+use crate::EngineError;
+
+/// Ends the run and says how it ended.
+pub(super) async fn finish(run: &Run, audit: Option<Audit>) -> Result<Outcome, EngineError> {
+    let ctx = &run.ctx;
+    let (ledger, job_id, pass) = (&ctx.ledger, ctx.job_id, ctx.settings.pass);
+    let mut stop = ctx.stop_reason();
+    if run.shutdown.stop.is_cancelled() {
+        stop = Some(StopReason::Interrupted);
+    }
+    match stop {
+        Some(StopReason::BudgetExhausted) => {
+            ledger
+                .end_pending(job_id, pass, TaskState::Skipped, "budget")
+                .await?;
+        }
+        Some(StopReason::Deadline) => {
+            ledger
+                .end_pending(job_id, pass, TaskState::Skipped, "deadline")
+                .await?;
+        }
+        _ => {}
+    }
+    ledger
+        .set_pass_status(job_id, pass, pass_status(stop.as_ref()))
+        .await?;
+    if !run.shutdown.abort.is_cancelled() {
+        crate::reconcile::settle_abandoned(ledger, &ctx.client, job_id, pass).await?;
+    }
+    let outputs = write_outputs(ledger, job_id, &run.job_dir).await?;
+    let pass_record = ledger.pass(job_id, pass).await?;
+    Ok(Outcome {
+        counts: ledger.counts(job_id, pass).await?,
+        stop,
+        spent: pass_record.as_ref().map_or(Money::ZERO, |p| p.spent()),
+        budget: pass_record.as_ref().map_or(Money::ZERO, |p| p.budget()),
+        outputs: Some(outputs),
+        audit,
+    })
+}
+
+/// The pass's status in the ledger for how the run stopped.
+fn pass_status(stop: Option<&StopReason>) -> &'static str {
+    match stop {
+        None => "finished",
+        Some(StopReason::BudgetExhausted) => "budget_exhausted",
+        Some(StopReason::Interrupted) => "interrupted",
+        Some(StopReason::Deadline) => "deadline",
+        Some(StopReason::Refused(_)) => "refused",
+        Some(StopReason::Failed(_)) => "failed",
+    }
+}

@@ -1,0 +1,193 @@
+//! The create step: a reservation, an in-flight permit, the create gate, the intent recorded
+//! under the create lock, the POST, and its charge recorded before the lock is let go. A failed
+//! create is classified: a 429 pauses every create and sends this one again, a failure before
+//! sending is retried, an unknown outcome is reconciled, a refusal stops the run.
+
+use darkroom_ledger::{Reservation, TaskState};
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::{Step, TaskRun};
+use crate::events::Event;
+use crate::retry::{classify, Decision};
+use crate::run_context::{RunContext, StopReason};
+
+use crate::EngineError;
+
+/// The create lock held for a send: no reconciliation search runs meanwhile.
+type CreateGuard<'a> = tokio::sync::RwLockReadGuard<'a, ()>;
+
+impl TaskRun {
+    /// Sends the task's create under its reservation, an in-flight permit and the create gate,
+    /// and goes on by the answer: poll what was made, or handle the failure (`create_failed`).
+    pub(super) async fn create(&mut self, permit: Option<OwnedSemaphorePermit>) -> Result<Step, EngineError> {
+        if !self.holds_reservation {
+            match self.shared.ledger.reserve(self.task.id).await? {
+                Reservation::Reserved => self.holds_reservation = true,
+                Reservation::OverBudget => {
+                    self.shared.stop(StopReason::BudgetExhausted);
+                    return Ok(Step::End);
+                }
+                Reservation::NotPending => return Ok(Step::End),
+            }
+        }
+        let permit = match permit {
+            Some(p) => p,
+            None => match self.permit().await {
+                Some(p) => p,
+                None => return self.release(TaskState::Pending, None).await,
+            },
+        };
+        let shared = self.shared.clone();
+        let (guard, generation) = match self.clear_to_send(&shared).await? {
+            Ok(cleared) => cleared,
+            Err(step) => return Ok(step),
+        };
+        let intent_at = darkroom_ledger::now_ms();
+        self.attempts += 1;
+        let result = self.send().await;
+        // The charge is recorded before the create lock is let go, so a balance reading (taken
+        // holding it alone) never sees a charge the ledger does not have yet.
+        if let (Ok(created), Some((receiver, token))) = (&result, &self.callback_token) {
+            receiver.bind_generation(token, &created.id);
+        }
+        let recorded = match &result {
+            Ok(created) => Some(self.shared.ledger.record_submitted(generation, &created.id).await),
+            Err(_) => None,
+        };
+        drop(guard);
+        match result {
+            Ok(created) => {
+                if let Some(Err(error)) = recorded {
+                    // Another task adopted this id while our answer was on its way: settle ours by
+                    // reconciliation like any other unknown outcome.
+                    tracing::warn!(task = self.key(), %error, "recording the create failed; reconciling");
+                    self.shared.ledger.record_outcome_unknown(generation).await?;
+                    return Ok(Step::Reconcile {
+                        generation,
+                        intent_at,
+                        permit: Some(permit),
+                    });
+                }
+                self.holds_reservation = false;
+                self.shared.charged.notify_one();
+                self.shared.gate.on_accepted();
+                self.shared.create_succeeded();
+                self.shared.check_budget_warning().await?;
+                Ok(Step::Poll {
+                    generation,
+                    upstream_id: created.id,
+                    permit: Some(permit),
+                })
+            }
+            Err(error) => self.create_failed(generation, intent_at, error, permit).await,
+        }
+    }
+
+    /// Waits until a create may be sent (the gate, no pause) and records the intent holding the
+    /// create lock; returns the lock's guard and the generation row. A 429 to another create while
+    /// this one waited for the lock, or while it wrote its intent, pauses this one too: it waits
+    /// again. `Err(step)`: the run stopped or gave up first and the task was put back.
+    async fn clear_to_send<'a>(
+        &mut self,
+        shared: &'a RunContext,
+    ) -> Result<Result<(CreateGuard<'a>, i64), Step>, EngineError> {
+        loop {
+            tokio::select! {
+                ready = self.shared.gate.ready() => {
+                    if let Err(gave_up) = ready {
+                        self.shared.stop(StopReason::Refused(gave_up.to_string()));
+                        return self.release(TaskState::Pending, None).await.map(Err);
+                    }
+                }
+                () = self.shared.stop_dispatch.cancelled() => return self.release(TaskState::Pending, None).await.map(Err),
+            }
+            let guard = shared.create_lock.read().await;
+            // A 429 to another create while this one waited for the lock pauses this one too:
+            // wait again, writing nothing.
+            if self.shared.gate.paused_until().is_some() {
+                drop(guard);
+                continue;
+            }
+            let generation = self
+                .shared
+                .ledger
+                .record_intent(self.task.id, &self.request_fingerprint)
+                .await?;
+            // The last instant before sending: a 429 that came while the intent was written.
+            if self.shared.gate.paused_until().is_none() {
+                return Ok(Ok((guard, generation)));
+            }
+            drop(guard);
+            self.shared.ledger.record_not_created(generation, false).await?;
+        }
+    }
+
+    /// Sends the create; with callbacks on, it names its own URL (the stored body never has one),
+    /// and the token is kept for the generation it makes.
+    async fn send(&mut self) -> Result<darkroom_provider::Generation, darkroom_provider::ProviderError> {
+        // With callbacks on, each create names its own URL (the stored body never has one).
+        let callback = self.shared.settings.callbacks.as_ref().map(|receiver| {
+            let (token, url) = receiver.new_token();
+            (receiver.clone(), token, url)
+        });
+        let result = match &callback {
+            Some((_, _, url)) => {
+                let mut request = self.request.clone();
+                request.callback_url = Some(url.clone());
+                self.shared.client.create(&request).await
+            }
+            None => self.shared.client.create(&self.request).await,
+        };
+        self.callback_token = callback.map(|(receiver, token, _)| (receiver, token));
+        result
+    }
+
+    async fn create_failed(
+        &mut self,
+        generation: i64,
+        intent_at: i64,
+        error: darkroom_provider::ProviderError,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<Step, EngineError> {
+        match classify(&error) {
+            Decision::RetryNow { retry_after } => {
+                self.shared.ledger.record_not_created(generation, false).await?;
+                self.attempts -= 1;
+                let pause = self.shared.gate.on_rate_limited(retry_after);
+                self.shared.emit(Event::rate_limited(retry_after, &pause)).await;
+                if let Some(gave_up) = self.shared.gate.given_up() {
+                    self.shared.stop(StopReason::Refused(gave_up.to_string()));
+                    return self.release(TaskState::Pending, None).await;
+                }
+                Ok(Step::Create(Some(permit)))
+            }
+            Decision::RetryAfterBackoff => {
+                self.shared.ledger.record_not_created(generation, true).await?;
+                self.shared.create_failed(&error.to_string());
+                drop(permit);
+                Ok(Step::Retry {
+                    reason: error.to_string(),
+                })
+            }
+            Decision::Reconcile => {
+                self.shared.ledger.record_outcome_unknown(generation).await?;
+                self.shared.create_failed(&error.to_string());
+                Ok(Step::Reconcile {
+                    generation,
+                    intent_at,
+                    permit: Some(permit),
+                })
+            }
+            Decision::GiveUp { refusal } => {
+                self.shared.ledger.record_not_created(generation, true).await?;
+                let reason = error.to_string();
+                if refusal {
+                    self.shared.stop(StopReason::Refused(reason));
+                    self.release(TaskState::Pending, None).await
+                } else {
+                    self.release(TaskState::Failed, Some(&reason)).await
+                }
+            }
+        }
+    }
+}
