@@ -8,10 +8,9 @@
 use darkroom_jobs::{Money, Pass};
 use serde::Serialize;
 
-use crate::{
-    fail_and_refund, insert_spend, now_ms, Ledger, Result, TaskRecord, TaskState, PRICE_IN_FORCE,
-    TASK_COLUMNS,
-};
+use crate::money::{fail_and_refund, insert_spend, PRICE_IN_FORCE};
+use crate::tasks::TASK_COLUMNS;
+use crate::{now_ms, Ledger, Result, TaskRecord, TaskState};
 
 /// How a generation the ledger did not know stood upstream when it was found.
 #[derive(Debug, Clone, PartialEq, Eq)]

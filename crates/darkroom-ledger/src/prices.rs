@@ -9,7 +9,8 @@
 
 use darkroom_jobs::{Money, Pass};
 
-use crate::{insert_spend, now_ms, Ledger, Result};
+use crate::money::insert_spend;
+use crate::{now_ms, Ledger, Result};
 
 /// One reading of the account's balance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
