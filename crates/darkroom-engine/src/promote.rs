@@ -11,7 +11,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
 use darkroom_jobs::{Model, Money, Pass};
-use darkroom_ledger::{Ledger, NewFinal, TileRecord};
+use darkroom_ledger::{Ledger, NewFinal, TaskState, TileRecord};
 use darkroom_luma::Client;
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -156,7 +156,7 @@ pub async fn plan(ledger: &Ledger, job_id: i64, selection: &Selection) -> Result
 
     let mut plan = Plan::default();
     let wanted: Vec<&TileRecord> = match selection {
-        Selection::All => previews.iter().filter(|p| p.state == "done").collect(),
+        Selection::All => previews.iter().filter(|p| p.state == TaskState::Done).collect(),
         Selection::Ids(ids) => {
             let mut seen = BTreeSet::new();
             let mut wanted = Vec::new();
@@ -166,7 +166,9 @@ pub async fn plan(ledger: &Ledger, job_id: i64, selection: &Selection) -> Result
                 }
                 match by_key.get(id.as_str()) {
                     None => plan.unknown.push(id.clone()),
-                    Some(p) if p.state != "done" => plan.not_done.push((id.clone(), p.state.clone())),
+                    Some(p) if p.state != TaskState::Done => {
+                        plan.not_done.push((id.clone(), p.state.to_string()))
+                    }
                     Some(p) => wanted.push(*p),
                 }
             }

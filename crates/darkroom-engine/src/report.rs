@@ -9,7 +9,7 @@ use std::path::Path;
 
 use base64::Engine as _;
 use darkroom_jobs::{Money, Pass};
-use darkroom_ledger::{Counts, Ledger, ModelSpend, TileRecord};
+use darkroom_ledger::{Counts, Ledger, ModelSpend, TaskState, TileRecord};
 use serde::Serialize;
 
 use crate::thumbs::{thumb_path, thumbnail};
@@ -99,7 +99,7 @@ impl Tile {
     fn of(t: &TileRecord) -> Tile {
         Tile {
             task: t.id,
-            state: t.state.clone(),
+            state: t.state.to_string(),
             cached: t.cached != 0,
             model: t.model.clone(),
             cost_micros: t.cost_micros,
@@ -168,7 +168,10 @@ pub async fn build(ledger: &Ledger, job_id: i64, job: &str) -> Result<Report, En
 
 fn latencies(tiles: &[TileRecord]) -> Vec<Latency> {
     let mut by_model: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
-    for t in tiles.iter().filter(|t| t.state == "done" && t.cached == 0) {
+    for t in tiles
+        .iter()
+        .filter(|t| t.state == TaskState::Done && t.cached == 0)
+    {
         if let Some(ms) = t.latency_ms {
             by_model.entry(t.model.as_str()).or_default().push(ms);
         }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use darkroom_jobs::Money;
-use darkroom_ledger::{Counts, Ledger, Reservation, TaskRecord, TaskState};
+use darkroom_ledger::{Counts, Ledger, PassStatus, Reservation, TaskRecord, TaskState};
 use darkroom_luma::Client;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -412,12 +412,12 @@ pub async fn run_pass(
         _ => {}
     }
     let status = match &stop {
-        None => "finished",
-        Some(StopReason::BudgetExhausted) => "budget_exhausted",
-        Some(StopReason::Interrupted) => "interrupted",
-        Some(StopReason::Deadline) => "deadline",
-        Some(StopReason::Refused(_)) => "refused",
-        Some(StopReason::Failed(_)) => "failed",
+        None => PassStatus::Finished,
+        Some(StopReason::BudgetExhausted) => PassStatus::BudgetExhausted,
+        Some(StopReason::Interrupted) => PassStatus::Interrupted,
+        Some(StopReason::Deadline) => PassStatus::Deadline,
+        Some(StopReason::Refused(_)) => PassStatus::Refused,
+        Some(StopReason::Failed(_)) => PassStatus::Failed,
     };
     ledger.set_pass_status(job_id, pass, status).await?;
     if !shutdown.abort.is_cancelled() {
@@ -521,7 +521,7 @@ async fn dispatch(
                 }
             }
             let mut task = task;
-            task.state = "reserved".into();
+            task.state = TaskState::Reserved;
             task.reserved_micros = task.price_micros;
             let shared = shared.clone();
             let kill = kill.clone();

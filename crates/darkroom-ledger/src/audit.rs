@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::money::{fail_and_refund, insert_spend, PRICE_IN_FORCE};
 use crate::tasks::TASK_COLUMNS;
-use crate::{now_ms, Ledger, Result, TaskRecord, TaskState};
+use crate::{now_ms, Ledger, Result, SpendKind, TaskRecord, TaskState};
 
 /// How a generation the ledger did not know stood upstream when it was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,7 +167,17 @@ impl Ledger {
         .bind(price)
         .execute(&mut *tx)
         .await?;
-        insert_spend(&mut tx, job_id, &pass, task_id, generation, "charge", price, now).await?;
+        insert_spend(
+            &mut tx,
+            job_id,
+            &pass,
+            task_id,
+            generation,
+            SpendKind::Charge,
+            price,
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -222,7 +232,17 @@ impl Ledger {
             .bind(price)
             .execute(&mut *tx)
             .await?;
-        insert_spend(&mut tx, job_id, &pass, task_id, generation, "charge", price, now).await?;
+        insert_spend(
+            &mut tx,
+            job_id,
+            &pass,
+            task_id,
+            generation,
+            SpendKind::Charge,
+            price,
+            now,
+        )
+        .await?;
         let mut net = price;
         if let FoundState::Failed(reason) = found {
             fail_and_refund(&mut tx, generation, reason, now).await?;

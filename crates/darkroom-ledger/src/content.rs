@@ -8,7 +8,7 @@
 
 use darkroom_jobs::Pass;
 
-use crate::{now_ms, Ledger, Result};
+use crate::{now_ms, Damage, Ledger, Result};
 
 /// What a kept image is: its BLAKE3 hash (64 lowercase hex digits) and its size in bytes.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -42,7 +42,7 @@ pub struct KeptImage {
     pub content_hash: Option<String>,
     pub content_bytes: Option<i64>,
     /// Damage already recorded ('missing', 'changed'), if any.
-    pub damage: Option<String>,
+    pub damage: Option<Damage>,
 }
 
 impl KeptImage {
@@ -52,25 +52,6 @@ impl KeptImage {
             hash: self.content_hash.clone()?,
             bytes: self.content_bytes?,
         })
-    }
-}
-
-/// What is wrong with a done task's file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Damage {
-    /// No file at the recorded path.
-    Missing,
-    /// A file whose size or hash is not the recorded one.
-    Changed,
-}
-
-impl Damage {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Damage::Missing => "missing",
-            Damage::Changed => "changed",
-        }
     }
 }
 

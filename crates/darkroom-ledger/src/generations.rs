@@ -4,7 +4,7 @@
 use darkroom_jobs::Pass;
 
 use crate::money::fail_and_refund;
-use crate::{now_ms, GenerationRecord, Ledger, Result};
+use crate::{now_ms, GenerationRecord, GenerationState, Ledger, Result};
 
 impl Ledger {
     /// The task's generations that may still hold money or an image: the last intent and
@@ -59,11 +59,11 @@ impl Ledger {
     /// `None`: it completed; its charge stays, and it is no longer checked (`extra`).
     pub async fn settle_abandoned(&self, generation: i64, failed: Option<&str>) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        let state: String = sqlx::query_scalar("SELECT state FROM generations WHERE id = ?1")
+        let state: GenerationState = sqlx::query_scalar("SELECT state FROM generations WHERE id = ?1")
             .bind(generation)
             .fetch_one(&mut *tx)
             .await?;
-        if state != "abandoned" {
+        if state != GenerationState::Abandoned {
             return Ok(());
         }
         let now = now_ms();
@@ -83,7 +83,7 @@ impl Ledger {
 
     /// Every upstream generation in the ledger: (upstream id, state, net charge in micro-dollars).
     /// For audits: a charge the upstream kept must belong to a kept (or abandoned) generation here.
-    pub async fn upstream_generations(&self) -> Result<Vec<(String, String, i64)>> {
+    pub async fn upstream_generations(&self) -> Result<Vec<(String, GenerationState, i64)>> {
         Ok(sqlx::query_as(
             "SELECT upstream_id, state, charge_micros FROM generations WHERE upstream_id IS NOT NULL ORDER BY id",
         )

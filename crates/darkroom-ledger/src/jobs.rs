@@ -3,7 +3,7 @@
 use darkroom_jobs::{Money, Pass};
 use sqlx::Row as _;
 
-use crate::{now_ms, JobRecord, Ledger, LedgerError, PassRecord, Result};
+use crate::{now_ms, JobRecord, Ledger, LedgerError, PassRecord, PassStatus, Result};
 
 impl Ledger {
     pub async fn upsert_job(&self, name: &str, file_path: &str, file_fingerprint: &str) -> Result<i64> {
@@ -100,12 +100,12 @@ impl Ledger {
         Ok(())
     }
 
-    pub async fn set_pass_status(&self, job_id: i64, pass: Pass, status: &str) -> Result<()> {
-        let finished = matches!(status, "finished" | "budget_exhausted" | "refused").then(now_ms);
+    pub async fn set_pass_status(&self, job_id: i64, pass: Pass, status: PassStatus) -> Result<()> {
+        let finished = status.is_finished().then(now_ms);
         sqlx::query("UPDATE job_passes SET status = ?3, finished_at = ?4 WHERE job_id = ?1 AND pass = ?2")
             .bind(job_id)
             .bind(pass.as_str())
-            .bind(status)
+            .bind(status.as_str())
             .bind(finished)
             .execute(&self.pool)
             .await?;

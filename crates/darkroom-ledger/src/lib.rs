@@ -21,6 +21,7 @@ mod open;
 mod prices;
 mod records;
 mod review;
+mod states;
 mod tasks;
 mod views;
 
@@ -28,14 +29,15 @@ mod views;
 mod tests;
 
 pub use audit::{AuditRecord, FoundState};
-pub use content::{CachedImage, Damage, ImageContent, KeptImage};
-pub use error::{LedgerError, Result};
+pub use content::{CachedImage, ImageContent, KeptImage};
+pub use error::{BackendError, LedgerError, Result};
 pub use load::{Loader, NewTask};
 pub use money::Reservation;
 pub use open::Ledger;
 pub use prices::{BalanceReading, ModelCharges, PriceObservation, Repriced};
-pub use records::{Counts, GenerationRecord, JobRecord, PassRecord, ResultRecord, TaskRecord, TaskState};
+pub use records::{Counts, GenerationRecord, JobRecord, PassRecord, ResultRecord, TaskRecord};
 pub use review::{ModelSpend, NewFinal, SpendPoint, TileRecord};
+pub use states::{Damage, GenerationState, PassStatus, SpendKind, TaskState};
 
 /// The current time as Unix milliseconds.
 pub fn now_ms() -> i64 {

@@ -4,7 +4,7 @@
 
 use darkroom_jobs::{Money, Pass};
 
-use crate::{now_ms, Ledger, Result, TaskState};
+use crate::{now_ms, GenerationState, Ledger, Result, SpendKind, TaskState};
 
 /// Whether a reservation was made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,7 +22,7 @@ impl Ledger {
     /// or the higher price the account was observed to charge for its model (`reprice`).
     pub async fn reserve(&self, task_id: i64) -> Result<Reservation> {
         let mut tx = self.begin_write().await?;
-        let task: Option<(i64, String, i64, String)> = sqlx::query_as(&format!(
+        let task: Option<(i64, String, i64, TaskState)> = sqlx::query_as(&format!(
             "SELECT job_id, pass, {PRICE_IN_FORCE}, state FROM tasks t WHERE id = ?1"
         ))
         .bind(task_id)
@@ -31,7 +31,7 @@ impl Ledger {
         let Some((job_id, pass, price, state)) = task else {
             return Ok(Reservation::NotPending);
         };
-        if state != "pending" {
+        if state != TaskState::Pending {
             return Ok(Reservation::NotPending);
         }
         let updated = sqlx::query(
@@ -125,7 +125,17 @@ impl Ledger {
         .bind(price)
         .execute(&mut *tx)
         .await?;
-        insert_spend(&mut tx, job_id, &pass, task_id, generation, "charge", price, now).await?;
+        insert_spend(
+            &mut tx,
+            job_id,
+            &pass,
+            task_id,
+            generation,
+            SpendKind::Charge,
+            price,
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -139,12 +149,12 @@ impl Ledger {
         next: TaskState,
     ) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        let (task_id, state): (i64, String) =
+        let (task_id, state): (i64, GenerationState) =
             sqlx::query_as("SELECT task_id, state FROM generations WHERE id = ?1")
                 .bind(generation)
                 .fetch_one(&mut *tx)
                 .await?;
-        if state == "failed" {
+        if state == GenerationState::Failed {
             return Ok(()); // already settled (a duplicate report)
         }
         let now = now_ms();
@@ -226,7 +236,17 @@ pub(crate) async fn fail_and_refund(
             .bind(charge)
             .execute(&mut **tx)
             .await?;
-        insert_spend(tx, job_id, &pass, task_id, generation, "refund", charge, now).await?;
+        insert_spend(
+            tx,
+            job_id,
+            &pass,
+            task_id,
+            generation,
+            SpendKind::Refund,
+            charge,
+            now,
+        )
+        .await?;
     }
     Ok(())
 }
@@ -261,7 +281,7 @@ pub(crate) async fn insert_spend(
     pass: &str,
     task_id: i64,
     generation: i64,
-    kind: &str,
+    kind: SpendKind,
     micros: i64,
     at: i64,
 ) -> Result<()> {
@@ -272,7 +292,7 @@ pub(crate) async fn insert_spend(
     .bind(pass)
     .bind(task_id)
     .bind(generation)
-    .bind(kind)
+    .bind(kind.as_str())
     .bind(micros)
     .bind(at)
     .execute(&mut **tx)

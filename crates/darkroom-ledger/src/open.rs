@@ -8,6 +8,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
+use crate::error::BackendError;
 use crate::{LedgerError, Result};
 
 /// The ledger: a handle on one SQLite file.
@@ -40,9 +41,9 @@ impl Ledger {
     /// Errors: [`LedgerError::Open`] (naming the file) when the file or its lock can't be created or
     /// isn't a SQLite database, [`LedgerError::Migrate`] when the schema can't be brought up to date.
     pub async fn open(path: &Path) -> Result<Ledger> {
-        let open_error = |source| LedgerError::Open {
+        let open_error = |source: sqlx::Error| LedgerError::Open {
             path: path.display().to_string(),
-            source,
+            source: BackendError::new(source),
         };
         create_private_file(path).map_err(|e| open_error(sqlx::Error::Io(e)))?;
         let _opening = lock_for_open(path)
@@ -76,7 +77,7 @@ impl Ledger {
             .map_err(open_error)?;
         MIGRATOR.run(&pool).await.map_err(|source| LedgerError::Migrate {
             path: path.display().to_string(),
-            source,
+            source: BackendError::new(source),
         })?;
         Ok(Ledger { pool })
     }

@@ -10,6 +10,7 @@
 use darkroom_jobs::{Money, Pass};
 
 use crate::money::insert_spend;
+use crate::SpendKind;
 use crate::{now_ms, Ledger, Result};
 
 /// One reading of the account's balance.
@@ -291,7 +292,7 @@ impl Ledger {
                 pass.as_str(),
                 task_id,
                 generation,
-                "charge",
+                SpendKind::Charge,
                 extra,
                 now,
             )

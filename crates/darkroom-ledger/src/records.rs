@@ -3,67 +3,7 @@
 use darkroom_jobs::Money;
 use serde::Serialize;
 
-/// A task's place in its life: `pending → reserved → submitting → submitted → downloading → done`,
-/// or one of the ends `failed`, `blocked`, `skipped`, `cancelled`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TaskState {
-    Pending,
-    Reserved,
-    Submitting,
-    Submitted,
-    Downloading,
-    Done,
-    Failed,
-    Blocked,
-    Skipped,
-    Cancelled,
-}
-
-impl TaskState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TaskState::Pending => "pending",
-            TaskState::Reserved => "reserved",
-            TaskState::Submitting => "submitting",
-            TaskState::Submitted => "submitted",
-            TaskState::Downloading => "downloading",
-            TaskState::Done => "done",
-            TaskState::Failed => "failed",
-            TaskState::Blocked => "blocked",
-            TaskState::Skipped => "skipped",
-            TaskState::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<TaskState> {
-        Some(match text {
-            "pending" => TaskState::Pending,
-            "reserved" => TaskState::Reserved,
-            "submitting" => TaskState::Submitting,
-            "submitted" => TaskState::Submitted,
-            "downloading" => TaskState::Downloading,
-            "done" => TaskState::Done,
-            "failed" => TaskState::Failed,
-            "blocked" => TaskState::Blocked,
-            "skipped" => TaskState::Skipped,
-            "cancelled" => TaskState::Cancelled,
-            _ => return None,
-        })
-    }
-
-    /// Whether the task has ended (done or one of the ends).
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            TaskState::Done
-                | TaskState::Failed
-                | TaskState::Blocked
-                | TaskState::Skipped
-                | TaskState::Cancelled
-        )
-    }
-}
+use crate::{GenerationState, PassStatus, TaskState};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct JobRecord {
@@ -80,7 +20,7 @@ pub struct PassRecord {
     pub budget_micros: i64,
     pub spent_micros: i64,
     pub reserved_micros: i64,
-    pub status: String,
+    pub status: PassStatus,
     pub loaded_fingerprint: Option<String>,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
@@ -124,7 +64,7 @@ pub struct TaskRecord {
     pub aspect_ratio: String,
     pub format: String,
     pub metadata_json: String,
-    pub state: String,
+    pub state: TaskState,
     pub reason: Option<String>,
     pub price_micros: i64,
     pub reserved_micros: i64,
@@ -135,9 +75,6 @@ pub struct TaskRecord {
 }
 
 impl TaskRecord {
-    pub fn state(&self) -> Option<TaskState> {
-        TaskState::parse(&self.state)
-    }
     pub fn price(&self) -> Money {
         Money::from_micros(self.price_micros)
     }
@@ -151,7 +88,7 @@ pub struct GenerationRecord {
     pub upstream_id: Option<String>,
     pub intent_at: i64,
     pub request_fingerprint: String,
-    pub state: String,
+    pub state: GenerationState,
     pub failure_reason: Option<String>,
     pub charge_micros: i64,
     pub image_url: Option<String>,
@@ -165,7 +102,7 @@ pub struct ResultRecord {
     pub row_id: String,
     pub pass: String,
     pub model: String,
-    pub state: String,
+    pub state: TaskState,
     pub reason: Option<String>,
     pub output_path: Option<String>,
     /// The price table's price when the task was loaded, micro-dollars (never re-priced).

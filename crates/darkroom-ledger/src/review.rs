@@ -4,7 +4,7 @@
 use darkroom_jobs::{Money, Pass};
 use serde::Serialize;
 
-use crate::{Ledger, Result};
+use crate::{Ledger, Result, TaskState};
 
 /// One task as a tile of the contact sheet, with the upstream URL of its kept image.
 #[derive(Debug, Clone, sqlx::FromRow, Serialize)]
@@ -17,7 +17,7 @@ pub struct TileRecord {
     pub variant: i64,
     pub variants: i64,
     pub model: String,
-    pub state: String,
+    pub state: TaskState,
     pub reason: Option<String>,
     pub prompt: String,
     pub aspect_ratio: String,

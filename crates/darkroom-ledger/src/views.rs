@@ -2,12 +2,12 @@
 
 use darkroom_jobs::Pass;
 
-use crate::{Counts, Ledger, Result, ResultRecord};
+use crate::{Counts, Ledger, Result, ResultRecord, TaskState};
 
 impl Ledger {
     /// Counts per state, spend and reservations of the pass.
     pub async fn counts(&self, job_id: i64, pass: Pass) -> Result<Counts> {
-        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        let rows: Vec<(TaskState, i64, i64)> = sqlx::query_as(
             "SELECT state, COUNT(*), SUM(cached) FROM tasks WHERE job_id = ?1 AND pass = ?2 AND superseded = 0
              GROUP BY state",
         )
@@ -19,17 +19,20 @@ impl Ledger {
         for (state, n, cached) in rows {
             let n = u64::try_from(n).unwrap_or(0);
             counts.total += n;
-            match state.as_str() {
-                "done" => {
+            match state {
+                TaskState::Done => {
                     counts.done += n;
                     counts.cached += u64::try_from(cached).unwrap_or(0);
                 }
-                "failed" => counts.failed += n,
-                "blocked" => counts.blocked += n,
-                "skipped" => counts.skipped += n,
-                "cancelled" => counts.cancelled += n,
-                "pending" => counts.pending += n,
-                _ => counts.in_flight += n,
+                TaskState::Failed => counts.failed += n,
+                TaskState::Blocked => counts.blocked += n,
+                TaskState::Skipped => counts.skipped += n,
+                TaskState::Cancelled => counts.cancelled += n,
+                TaskState::Pending => counts.pending += n,
+                TaskState::Reserved
+                | TaskState::Submitting
+                | TaskState::Submitted
+                | TaskState::Downloading => counts.in_flight += n,
             }
         }
         let attempts: Option<i64> = sqlx::query_scalar(

@@ -111,7 +111,7 @@ async fn a_charge_replaces_the_reservation_and_a_failure_refunds_it() {
     let pass = ledger.pass(job, Pass::Preview).await.unwrap().unwrap();
     assert_eq!((pass.spent_micros, pass.reserved_micros), (0, 0));
     assert_eq!(ledger.net_charges().await.unwrap(), Money::ZERO);
-    assert_eq!(ledger.task(t.id).await.unwrap().state, "pending");
+    assert_eq!(ledger.task(t.id).await.unwrap().state, TaskState::Pending);
 }
 
 #[tokio::test]
@@ -179,7 +179,7 @@ async fn a_damaged_image_is_not_offered_by_the_cache_and_is_reopened_for_downloa
 
     assert_eq!(ledger.reopen_damaged(job, Pass::Preview).await.unwrap(), 1);
     let reopened = ledger.task(task).await.unwrap();
-    assert_eq!(reopened.state, "downloading");
+    assert_eq!(reopened.state, TaskState::Downloading);
     let open = ledger.open_generations(task).await.unwrap();
     assert_eq!(
         (open.len(), open[0].id, open[0].state.as_str()),
@@ -203,7 +203,7 @@ async fn a_lost_generation_leaves_its_charge_and_the_task_pending_to_be_made_aga
     ledger.mark_damaged(task, Damage::Missing).await.unwrap();
     ledger.reopen_damaged(job, Pass::Preview).await.unwrap();
     ledger.remake_lost(generation).await.unwrap();
-    assert_eq!(ledger.task(task).await.unwrap().state, "pending");
+    assert_eq!(ledger.task(task).await.unwrap().state, TaskState::Pending);
     assert!(ledger.open_generations(task).await.unwrap().is_empty());
     assert_eq!(ledger.net_charges().await.unwrap(), Money::from_micros(4_000));
 }
