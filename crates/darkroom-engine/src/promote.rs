@@ -222,6 +222,7 @@ pub async fn add_finals(
     let mut finals = Vec::with_capacity(checks.len());
     let mut without = Vec::new();
     for (preview, resolves) in checks {
+        let resolves_note = resolves.clone();
         let (url, note) = match resolves {
             None => (
                 None,
@@ -264,6 +265,7 @@ pub async fn add_finals(
             format: preview.format.clone(),
             metadata_json: preview.metadata_json.clone(),
             price: options.price,
+            reference_lost: matches!(resolves_note, Some(Err(_))),
             reference_note: note,
         });
     }

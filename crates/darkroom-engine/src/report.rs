@@ -93,6 +93,9 @@ pub struct Tile {
     pub path: Option<String>,
     /// For a promoted final: how its preview was used.
     pub reference: Option<String>,
+    /// For a promoted final: made from the prompt alone, its preview's URL having expired.
+    #[serde(skip)]
+    pub reference_lost: bool,
 }
 
 impl Tile {
@@ -106,6 +109,7 @@ impl Tile {
             reason: t.reason.clone(),
             path: t.output_path.clone(),
             reference: t.reference_note.clone(),
+            reference_lost: t.reference_lost,
         }
     }
 }
@@ -361,12 +365,7 @@ impl Report {
             .groups
             .iter()
             .flat_map(|g| &g.tiles)
-            .filter(|t| {
-                t.final_
-                    .as_ref()
-                    .and_then(|f| f.reference.as_deref())
-                    .is_some_and(|r| r.contains("no longer resolves"))
-            })
+            .filter(|t| t.final_.as_ref().is_some_and(|f| f.reference_lost))
             .map(|t| t.id.as_str())
             .collect();
         if !unreferenced.is_empty() {
@@ -611,12 +610,11 @@ fn tile_html(label: &str, key: &str, tile: &Tile, thumb: Option<&[u8]>) -> Strin
                 .unwrap_or_default()
         )
     });
-    let note = tile
-        .reference
-        .as_deref()
-        .filter(|r| r.contains("no longer resolves"))
-        .map(|_| " <em>(from the prompt alone)</em>")
-        .unwrap_or("");
+    let note = if tile.reference_lost {
+        " <em>(from the prompt alone)</em>"
+    } else {
+        ""
+    };
     format!(
         "<div class=\"tile {label} {state}\">{body}<span>{label} &middot; {model} &middot; {cost}{note}</span></div>",
         state = escape(&tile.state),

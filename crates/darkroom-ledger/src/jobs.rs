@@ -6,12 +6,18 @@ use sqlx::Row as _;
 use crate::{now_ms, JobRecord, Ledger, LedgerError, PassRecord, PassStatus, Result};
 
 impl Ledger {
+    /// Creates the job, or updates its file path; returns its id.
+    ///
+    /// `file_fingerprint` is the job file's BLAKE3 hash (hex) when the caller has it; an empty one
+    /// keeps what is recorded. Loading records the hash of the file it read
+    /// ([`Ledger::record_file_fingerprint`]), so callers that load pass `""` here.
     pub async fn upsert_job(&self, name: &str, file_path: &str, file_fingerprint: &str) -> Result<i64> {
         let now = now_ms();
         let row = sqlx::query(
             "INSERT INTO jobs (name, file_path, file_fingerprint, created_at, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?4)
-             ON CONFLICT (name) DO UPDATE SET file_path = ?2, file_fingerprint = ?3, updated_at = ?4
+             ON CONFLICT (name) DO UPDATE SET file_path = ?2, updated_at = ?4,
+                file_fingerprint = CASE WHEN ?3 = '' THEN file_fingerprint ELSE ?3 END
              RETURNING id",
         )
         .bind(name)
@@ -21,6 +27,16 @@ impl Ledger {
         .fetch_one(&self.pool)
         .await?;
         Ok(row.get(0))
+    }
+
+    /// Records the BLAKE3 hash (hex) of the job file last read for the job.
+    pub async fn record_file_fingerprint(&self, job_id: i64, file_fingerprint: &str) -> Result<()> {
+        sqlx::query("UPDATE jobs SET file_fingerprint = ?2 WHERE id = ?1")
+            .bind(job_id)
+            .bind(file_fingerprint)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     pub async fn job(&self, name: &str) -> Result<JobRecord> {

@@ -120,6 +120,9 @@ pub struct ResultRecord {
     pub variant: i64,
     /// For a final made by promotion: how its preview was used as its reference.
     pub reference_note: Option<String>,
+    /// For a final made by promotion: its preview's URL no longer resolved, so it was made from the
+    /// prompt alone (the note says so in words; this is the flag to branch on).
+    pub reference_lost: bool,
     /// For a final made by promotion: the task key of its preview.
     pub preview_key: Option<String>,
     /// The kept image's BLAKE3 hash (hex), when recorded (not by releases before hashes were kept).

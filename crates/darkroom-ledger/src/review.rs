@@ -32,6 +32,8 @@ pub struct TileRecord {
     pub output_path: Option<String>,
     pub preview_task_id: Option<i64>,
     pub reference_note: Option<String>,
+    /// For a final made by promotion: made from the prompt alone, its preview's URL having expired.
+    pub reference_lost: bool,
     /// The upstream URL of the image the task kept (its last completed generation).
     pub image_url: Option<String>,
 }
@@ -53,7 +55,10 @@ pub struct NewFinal {
     pub format: String,
     pub metadata_json: String,
     pub price: Money,
+    /// How the preview was used as the final's reference, in words, for people.
     pub reference_note: String,
+    /// The preview's URL no longer resolved: the final is made from the prompt alone.
+    pub reference_lost: bool,
 }
 
 /// Net spend of one model in one pass.
@@ -78,6 +83,7 @@ const TILE_COLUMNS: &str =
     "SELECT t.id, t.pass, t.task_key, t.row_id, t.line, t.variant, t.variants, t.model,
     t.state, t.reason, t.prompt, t.aspect_ratio, t.format, t.metadata_json, t.request_json, t.price_micros,
     t.cost_micros, t.cached, t.attempts, t.latency_ms, t.output_path, t.preview_task_id, t.reference_note,
+    t.reference_lost,
     (SELECT g.image_url FROM generations g WHERE g.task_id = t.id AND g.image_url IS NOT NULL
        AND g.state IN ('kept', 'completed') ORDER BY g.id DESC LIMIT 1) AS image_url
     FROM tasks t";
@@ -105,8 +111,8 @@ impl Ledger {
             let inserted = sqlx::query(
                 "INSERT INTO tasks (job_id, pass, task_key, row_id, line, variant, variants, model, fingerprint,
                                     request_json, prompt, aspect_ratio, format, metadata_json, price_micros,
-                                    preview_task_id, reference_note)
-                 SELECT ?1, 'final', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16
+                                    preview_task_id, reference_note, reference_lost)
+                 SELECT ?1, 'final', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17
                  WHERE NOT EXISTS (SELECT 1 FROM tasks WHERE job_id = ?1 AND pass = 'final' AND superseded = 0
                                    AND (preview_task_id = ?15 OR task_key = ?2))",
             )
@@ -126,6 +132,7 @@ impl Ledger {
             .bind(f.price.micros())
             .bind(f.preview_task_id)
             .bind(&f.reference_note)
+            .bind(f.reference_lost)
             .execute(&mut *tx)
             .await?;
             added += inserted.rows_affected();

@@ -106,9 +106,6 @@ impl Ledger {
         Ok(())
     }
 
-    /// The upstream accepted the create: the reservation becomes a charge, logged. The charge is
-    /// the price in force (the table's, or the higher observed one); any part of it the reservation
-
     /// The generation completed upstream: its image is at `image_url`; the task is downloading.
     pub async fn record_completed(&self, generation: i64, image_url: &str) -> Result<()> {
         let mut tx = self.begin_write().await?;
