@@ -29,6 +29,7 @@ pub enum FoundState {
 pub struct AuditRecord {
     /// Unix milliseconds.
     pub at: i64,
+    /// The pass audited (`preview` or `final`).
     pub pass: String,
     /// Generations created at or after this instant (Unix milliseconds) were read.
     pub since_ms: i64,

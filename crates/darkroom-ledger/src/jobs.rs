@@ -39,6 +39,9 @@ impl Ledger {
         Ok(())
     }
 
+    /// The job named `name`.
+    ///
+    /// Errors: [`LedgerError::NoSuchJob`] when the ledger never recorded it.
     pub async fn job(&self, name: &str) -> Result<JobRecord> {
         sqlx::query_as::<_, JobRecord>(
             "SELECT id, name, file_path, file_fingerprint FROM jobs WHERE name = ?1",
@@ -49,6 +52,7 @@ impl Ledger {
         .ok_or_else(|| LedgerError::NoSuchJob(name.to_string()))
     }
 
+    /// Every job of the ledger, the most recently updated first.
     pub async fn jobs(&self) -> Result<Vec<JobRecord>> {
         Ok(sqlx::query_as::<_, JobRecord>(
             "SELECT id, name, file_path, file_fingerprint FROM jobs ORDER BY updated_at DESC",
@@ -116,6 +120,8 @@ impl Ledger {
         Ok(())
     }
 
+    /// Records how the pass's last run ended; a status that finishes the pass
+    /// ([`PassStatus::is_finished`]) also stamps its `finished_at`.
     pub async fn set_pass_status(&self, job_id: i64, pass: Pass, status: PassStatus) -> Result<()> {
         let finished = status.is_finished().then(now_ms);
         sqlx::query("UPDATE job_passes SET status = ?3, finished_at = ?4 WHERE job_id = ?1 AND pass = ?2")

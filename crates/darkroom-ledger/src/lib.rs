@@ -10,6 +10,8 @@
 //! ledger, every write transaction begins as a writer (`BEGIN IMMEDIATE`) and waits up to
 //! two minutes for another's, and readers (`darkroom status` while a run goes on) read through WAL.
 
+#![warn(missing_docs, unreachable_pub, clippy::too_many_lines)]
+
 mod audit;
 mod content;
 mod error;

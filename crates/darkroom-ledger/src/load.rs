@@ -36,9 +36,11 @@ impl Ledger {
 /// A task to load, with what the ledger keeps beside it.
 #[derive(Debug, Clone)]
 pub struct NewTask {
+    /// The task, as read from the job file.
     pub task: Task,
     /// The line of the job file its row starts on.
     pub line: u64,
+    /// Its price per image from the price table, reserved before each create.
     pub price: Money,
     /// The create request body (without `callback_url`).
     pub request_json: String,

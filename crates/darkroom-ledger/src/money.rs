@@ -9,6 +9,7 @@ use crate::{now_ms, GenerationState, Ledger, Result, SpendKind, TaskState};
 /// Whether a reservation was made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reservation {
+    /// The price is held against the pass's budget.
     Reserved,
     /// spent + reserved + price would exceed the budget: nothing was reserved.
     OverBudget,

@@ -106,6 +106,7 @@ impl Ledger {
         Ok(sqlx::Transaction::begin(conn, Some("BEGIN IMMEDIATE".into())).await?)
     }
 
+    /// Closes the ledger's connections, waiting for the one in use.
     pub async fn close(&self) {
         self.pool.close().await;
     }

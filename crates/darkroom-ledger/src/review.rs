@@ -9,30 +9,55 @@ use crate::{Ledger, Result, TaskState};
 /// One task as a tile of the contact sheet, with the upstream URL of its kept image.
 #[derive(Debug, Clone, sqlx::FromRow, Serialize)]
 pub struct TileRecord {
+    /// The task's row id.
     pub id: i64,
+    /// Its pass (`preview` or `final`).
     pub pass: String,
+    /// Its key (its image's file stem).
     pub task_key: String,
+    /// The row id from the job file.
     pub row_id: String,
+    /// The job file line its row starts on.
     pub line: i64,
+    /// Which variant of its row, from 1.
     pub variant: i64,
+    /// How many variants its row asks for.
     pub variants: i64,
+    /// The model's API name.
     pub model: String,
+    /// Where it stands.
     pub state: TaskState,
+    /// Why it ended, in words, for people.
     pub reason: Option<String>,
+    /// The prompt.
     pub prompt: String,
+    /// The aspect ratio, as the API spells it.
     pub aspect_ratio: String,
+    /// The image format (`jpg`, `png`).
     pub format: String,
+    /// The row's metadata columns, a JSON object.
     pub metadata_json: String,
+    /// The create request body, JSON.
     pub request_json: String,
+    /// The price table's price when loaded, micro-dollars.
     pub price_micros: i64,
+    /// What it was charged, net of refunds, micro-dollars.
     pub cost_micros: i64,
+    /// 1 when its image was copied from the cache, else 0.
     pub cached: i64,
+    /// Creates sent for it that count against its cap.
     pub attempts: i64,
+    /// Milliseconds from its first create to its image kept.
     pub latency_ms: Option<i64>,
+    /// Where its image is kept, once done.
     pub output_path: Option<String>,
+    /// For a final made by promotion: its preview's row id.
     pub preview_task_id: Option<i64>,
+    /// For a final made by promotion: how its preview was used, in words, for people.
     pub reference_note: Option<String>,
     /// For a final made by promotion: made from the prompt alone, its preview's URL having expired.
+    /// Not serialised, so the review server's answers keep their shape.
+    #[serde(skip)]
     pub reference_lost: bool,
     /// The upstream URL of the image the task kept (its last completed generation).
     pub image_url: Option<String>,
@@ -41,19 +66,33 @@ pub struct TileRecord {
 /// A final to add for a chosen preview.
 #[derive(Debug, Clone)]
 pub struct NewFinal {
+    /// The chosen preview's row id: a preview gets at most one final.
     pub preview_task_id: i64,
+    /// The final's key (the preview's).
     pub task_key: String,
+    /// The row id from the job file.
     pub row_id: String,
+    /// The job file line its row starts on.
     pub line: i64,
+    /// Which variant of its row, from 1.
     pub variant: i64,
+    /// How many variants its row asks for.
     pub variants: i64,
+    /// The final model's API name.
     pub model: String,
+    /// The final's fingerprint (its request body and variant).
     pub fingerprint: String,
+    /// The create request body, JSON (without `callback_url`).
     pub request_json: String,
+    /// The prompt.
     pub prompt: String,
+    /// The aspect ratio, as the API spells it.
     pub aspect_ratio: String,
+    /// The image format.
     pub format: String,
+    /// The row's metadata columns, a JSON object.
     pub metadata_json: String,
+    /// The final model's price per image.
     pub price: Money,
     /// How the preview was used as the final's reference, in words, for people.
     pub reference_note: String,
@@ -64,9 +103,13 @@ pub struct NewFinal {
 /// Net spend of one model in one pass.
 #[derive(Debug, Clone, sqlx::FromRow, Serialize)]
 pub struct ModelSpend {
+    /// The pass (`preview` or `final`).
     pub pass: String,
+    /// The model's API name.
     pub model: String,
+    /// Charges, micro-dollars.
     pub charged_micros: i64,
+    /// Refunds, micro-dollars.
     pub refunded_micros: i64,
     /// Generations charged.
     pub charges: i64,
@@ -75,7 +118,9 @@ pub struct ModelSpend {
 /// One entry of the money log, signed: charges positive, refunds negative.
 #[derive(Debug, Clone, Copy, sqlx::FromRow)]
 pub struct SpendPoint {
+    /// Unix milliseconds.
     pub at: i64,
+    /// Micro-dollars: positive for a charge, negative for a refund.
     pub micros: i64,
 }
 

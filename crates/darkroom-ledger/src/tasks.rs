@@ -38,6 +38,9 @@ impl Ledger {
         .await?)
     }
 
+    /// The task with this row id.
+    ///
+    /// Errors: [`LedgerError::Query`] when there is none.
     pub async fn task(&self, task_id: i64) -> Result<TaskRecord> {
         Ok(
             sqlx::query_as::<_, TaskRecord>(&format!("{TASK_COLUMNS} WHERE id = ?1"))
