@@ -9,7 +9,7 @@ use darkroom_jobs::{Money, Pass};
 use serde::Serialize;
 
 use crate::money::{fail_and_refund, insert_spend, PRICE_IN_FORCE};
-use crate::tasks::TASK_COLUMNS;
+use crate::tasks::SELECT_TASKS;
 use crate::{now_ms, Ledger, Result, SpendKind, TaskRecord, TaskState};
 
 /// How a generation the ledger did not know stood upstream when it was found.
@@ -94,7 +94,7 @@ impl Ledger {
     /// found upstream (the caller compares the whole request).
     pub async fn tasks_with_prompt(&self, job_id: i64, pass: Pass, prompt: &str) -> Result<Vec<TaskRecord>> {
         Ok(sqlx::query_as::<_, TaskRecord>(&format!(
-            "{TASK_COLUMNS} WHERE job_id = ?1 AND pass = ?2 AND prompt = ?3 AND superseded = 0 ORDER BY id"
+            "{SELECT_TASKS} WHERE job_id = ?1 AND pass = ?2 AND prompt = ?3 AND superseded = 0 ORDER BY id"
         ))
         .bind(job_id)
         .bind(pass.as_str())

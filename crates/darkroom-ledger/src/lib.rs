@@ -12,6 +12,18 @@
 
 #![warn(missing_docs, unreachable_pub, clippy::too_many_lines)]
 
+/// Every column of `tasks` as [`TaskRow`] reads it, over the alias `t`: the one place the task
+/// row's columns are listed for reading.
+macro_rules! task_columns {
+    () => {
+        "t.id, t.job_id, t.pass, t.task_key, t.row_id, t.line, t.variant, t.variants, t.model,
+        t.fingerprint, t.request_json, t.prompt, t.aspect_ratio, t.format, t.metadata_json, t.state,
+        t.reason, t.price_micros, t.reserved_micros, t.cost_micros, t.attempts, t.cached, t.latency_ms,
+        t.output_path, t.generation_id, t.preview_task_id, t.reference_note, t.reference_lost,
+        t.content_hash, t.content_bytes"
+    };
+}
+
 mod audit;
 mod content;
 mod error;
@@ -37,8 +49,10 @@ pub use load::{Loader, NewTask};
 pub use money::Reservation;
 pub use open::Ledger;
 pub use prices::{BalanceReading, ModelCharges, PriceObservation, Repriced};
-pub use records::{Counts, GenerationRecord, JobRecord, PassRecord, ResultRecord, TaskRecord};
-pub use review::{ModelSpend, NewFinal, SpendPoint, TileRecord};
+pub use records::{
+    Counts, GenerationRecord, JobRecord, PassRecord, ResultRecord, TaskRecord, TaskRow, TileRecord,
+};
+pub use review::{ModelSpend, NewFinal, SpendPoint};
 pub use states::{Damage, GenerationState, PassStatus, SpendKind, TaskState};
 
 /// The current time as Unix milliseconds.

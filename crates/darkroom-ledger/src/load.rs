@@ -71,12 +71,8 @@ impl Loader {
             }
             query.execute(&mut *self.conn).await?;
 
-            let mut sql = String::from(
-                "INSERT INTO tasks (job_id, pass, task_key, row_id, line, variant, variants, model, fingerprint,
-                                    request_json, prompt, aspect_ratio, format, metadata_json, price_micros)
-                 VALUES ",
-            );
-            push_placeholders(&mut sql, chunk.len(), 15);
+            let mut sql = format!("{INSERT_TASKS} VALUES ");
+            push_placeholders(&mut sql, chunk.len(), NEW_ROW_COLUMNS);
             sql.push_str(
                 " ON CONFLICT (job_id, pass, task_key, fingerprint) DO UPDATE SET superseded = 0,
                     line = excluded.line, metadata_json = excluded.metadata_json",
@@ -90,22 +86,27 @@ impl Loader {
                     request_json,
                 } = new;
                 let metadata = serde_json::to_string(&task.metadata).unwrap_or_else(|_| "{}".into());
-                query = query
-                    .bind(self.job_id)
-                    .bind(self.pass.as_str())
-                    .bind(key)
-                    .bind(&task.row_id)
-                    .bind(i64::try_from(*line).unwrap_or(i64::MAX))
-                    .bind(task.variant)
-                    .bind(task.variants)
-                    .bind(task.model.as_str())
-                    .bind(&task.fingerprint)
-                    .bind(request_json)
-                    .bind(&task.prompt)
-                    .bind(task.aspect_ratio.as_str())
-                    .bind(task.format.as_str())
-                    .bind(metadata)
-                    .bind(price.micros());
+                query = NewRow {
+                    job_id: self.job_id,
+                    pass: self.pass,
+                    task_key: key,
+                    row_id: &task.row_id,
+                    line: i64::try_from(*line).unwrap_or(i64::MAX),
+                    variant: task.variant.into(),
+                    variants: task.variants.into(),
+                    model: task.model.as_str(),
+                    fingerprint: &task.fingerprint,
+                    request_json,
+                    prompt: &task.prompt,
+                    aspect_ratio: task.aspect_ratio.as_str(),
+                    format: task.format.as_str(),
+                    metadata_json: metadata,
+                    price: *price,
+                    preview_task_id: None,
+                    reference_note: None,
+                    reference_lost: false,
+                }
+                .bind_to(query);
             }
             self.inserted += query.execute(&mut *self.conn).await?.rows_affected();
         }
@@ -165,5 +166,66 @@ fn push_placeholders(sql: &mut String, rows: usize, columns: usize) {
             sql.push_str(if column == 0 { "?" } else { ", ?" });
         }
         sql.push(')');
+    }
+}
+
+/// The one `INSERT` of task rows: loading appends `VALUES` groups (see [`push_placeholders`]),
+/// promotion a guarded `SELECT`. [`NewRow::bind_to`] binds its columns in this order.
+pub(crate) const INSERT_TASKS: &str = "INSERT INTO tasks (job_id, pass, task_key, row_id, line, variant, variants,
+    model, fingerprint, request_json, prompt, aspect_ratio, format, metadata_json, price_micros, preview_task_id,
+    reference_note, reference_lost)";
+
+/// How many columns [`INSERT_TASKS`] names.
+pub(crate) const NEW_ROW_COLUMNS: usize = 18;
+
+/// A task row to insert, as plain values: what a loaded task and a promoted final both become.
+pub(crate) struct NewRow<'a> {
+    pub(crate) job_id: i64,
+    pub(crate) pass: Pass,
+    pub(crate) task_key: &'a str,
+    pub(crate) row_id: &'a str,
+    pub(crate) line: i64,
+    pub(crate) variant: i64,
+    pub(crate) variants: i64,
+    pub(crate) model: &'a str,
+    pub(crate) fingerprint: &'a str,
+    pub(crate) request_json: &'a str,
+    pub(crate) prompt: &'a str,
+    pub(crate) aspect_ratio: &'a str,
+    pub(crate) format: &'a str,
+    pub(crate) metadata_json: String,
+    pub(crate) price: Money,
+    pub(crate) preview_task_id: Option<i64>,
+    pub(crate) reference_note: Option<&'a str>,
+    pub(crate) reference_lost: bool,
+}
+
+type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
+
+impl<'a> NewRow<'a> {
+    /// Binds the row's [`NEW_ROW_COLUMNS`] values, in [`INSERT_TASKS`]'s order.
+    pub(crate) fn bind_to<'q>(self, query: SqliteQuery<'q>) -> SqliteQuery<'q>
+    where
+        'a: 'q,
+    {
+        query
+            .bind(self.job_id)
+            .bind(self.pass.as_str())
+            .bind(self.task_key)
+            .bind(self.row_id)
+            .bind(self.line)
+            .bind(self.variant)
+            .bind(self.variants)
+            .bind(self.model)
+            .bind(self.fingerprint)
+            .bind(self.request_json)
+            .bind(self.prompt)
+            .bind(self.aspect_ratio)
+            .bind(self.format)
+            .bind(self.metadata_json)
+            .bind(self.price.micros())
+            .bind(self.preview_task_id)
+            .bind(self.reference_note)
+            .bind(self.reference_lost)
     }
 }

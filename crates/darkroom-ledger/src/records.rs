@@ -67,9 +67,11 @@ impl PassRecord {
     }
 }
 
-/// A task as the scheduler works it: what to send and where it stands.
+/// One task: the one row type every task query hands out (the scheduler's work lists, the outputs'
+/// result pages, the contact sheet's tiles). Queries select every column of `tasks` (see
+/// `SELECT_TASKS`); the two joined fields are filled only by the queries that join them.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub struct TaskRecord {
+pub struct TaskRow {
     /// The task's row id.
     pub id: i64,
     /// Its job's row id.
@@ -80,6 +82,8 @@ pub struct TaskRecord {
     pub task_key: String,
     /// The row id from the job file.
     pub row_id: String,
+    /// The job file line its row starts on.
+    pub line: i64,
     /// Which variant of its row, from 1.
     pub variant: i64,
     /// How many variants its row asks for.
@@ -103,26 +107,61 @@ pub struct TaskRecord {
     pub state: TaskState,
     /// Why it ended or was last sent back, in words, for people.
     pub reason: Option<String>,
-    /// The price table's price per image when it was loaded, micro-dollars.
+    /// The price table's price when the task was loaded, micro-dollars (never re-priced).
     pub price_micros: i64,
     /// What it holds against the budget now, micro-dollars.
     pub reserved_micros: i64,
-    /// What it was charged, net of refunds, micro-dollars.
+    /// What the ledger counted for it, net of refunds, micro-dollars: the observed price when the
+    /// account was seen to charge more than the table.
     pub cost_micros: i64,
     /// Creates sent for it that count against its cap.
     pub attempts: i64,
+    /// 1 when its image was copied from the cache (no create), else 0.
+    pub cached: i64,
+    /// Milliseconds from its first create to its image kept.
+    pub latency_ms: Option<i64>,
     /// Where its image is kept, once done.
     pub output_path: Option<String>,
     /// The upstream id of the generation it kept, once done.
     pub generation_id: Option<String>,
+    /// For a final made by promotion: its preview's row id.
+    pub preview_task_id: Option<i64>,
+    /// For a final made by promotion: how its preview was used as its reference, in words, for
+    /// people.
+    pub reference_note: Option<String>,
+    /// For a final made by promotion: its preview's URL no longer resolved, so it was made from the
+    /// prompt alone (the note says so in words; this is the flag to branch on).
+    pub reference_lost: bool,
+    /// The kept image's BLAKE3 hash (hex), when recorded (not by releases before hashes were kept).
+    pub content_hash: Option<String>,
+    /// The kept image's size in bytes, beside its hash.
+    pub content_bytes: Option<i64>,
+    /// For a final made by promotion: the task key of its preview. Filled by
+    /// [`crate::Ledger::results`] only.
+    #[sqlx(default)]
+    pub preview_key: Option<String>,
+    /// The upstream URL of the image the task kept (its last completed generation). Filled by
+    /// [`crate::Ledger::tiles`] only.
+    #[sqlx(default)]
+    pub image_url: Option<String>,
 }
 
-impl TaskRecord {
+impl TaskRow {
     /// The table's price per image when the task was loaded.
     pub fn price(&self) -> Money {
         Money::from_micros(self.price_micros)
     }
 }
+
+/// A task as the scheduler works it: the one task row.
+pub type TaskRecord = TaskRow;
+
+/// A task as the outputs (results.jsonl, errors.jsonl, manifest.csv) show it: the one task row,
+/// with `preview_key`.
+pub type ResultRecord = TaskRow;
+
+/// A task as a tile of the contact sheet: the one task row, with `image_url`.
+pub type TileRecord = TaskRow;
 
 /// One create sent (or about to be sent) for a task.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -148,59 +187,6 @@ pub struct GenerationRecord {
     pub charge_micros: i64,
     /// The upstream URL of its image, once completed.
     pub image_url: Option<String>,
-}
-
-/// One task as the outputs (results.jsonl, errors.jsonl, manifest.csv) show it.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct ResultRecord {
-    /// The task's row id.
-    pub id: i64,
-    /// Its key (its image's file stem).
-    pub task_key: String,
-    /// The row id from the job file.
-    pub row_id: String,
-    /// Its pass (`preview` or `final`).
-    pub pass: String,
-    /// The model's API name.
-    pub model: String,
-    /// Where it stands.
-    pub state: TaskState,
-    /// Why it ended, in words, for people.
-    pub reason: Option<String>,
-    /// Where its image is kept, once done.
-    pub output_path: Option<String>,
-    /// The price table's price when the task was loaded, micro-dollars (never re-priced).
-    pub price_micros: i64,
-    /// What the ledger counted for it, micro-dollars: the observed price when the account was seen
-    /// to charge more than the table.
-    pub cost_micros: i64,
-    /// The upstream id of the generation it kept.
-    pub generation_id: Option<String>,
-    /// Creates sent for it that count against its cap.
-    pub attempts: i64,
-    /// 1 when its image was copied from the cache (no create), else 0.
-    pub cached: i64,
-    /// Milliseconds from its first create to its image kept.
-    pub latency_ms: Option<i64>,
-    /// The prompt.
-    pub prompt: String,
-    /// The aspect ratio, as the API spells it.
-    pub aspect_ratio: String,
-    /// The row's metadata columns, a JSON object.
-    pub metadata_json: String,
-    /// Which variant of its row, from 1.
-    pub variant: i64,
-    /// For a final made by promotion: how its preview was used as its reference.
-    pub reference_note: Option<String>,
-    /// For a final made by promotion: its preview's URL no longer resolved, so it was made from the
-    /// prompt alone (the note says so in words; this is the flag to branch on).
-    pub reference_lost: bool,
-    /// For a final made by promotion: the task key of its preview.
-    pub preview_key: Option<String>,
-    /// The kept image's BLAKE3 hash (hex), when recorded (not by releases before hashes were kept).
-    pub content_hash: Option<String>,
-    /// The kept image's size in bytes, beside its hash.
-    pub content_bytes: Option<i64>,
 }
 
 /// Tasks of a pass by state (superseded tasks are not counted).

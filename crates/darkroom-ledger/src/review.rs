@@ -4,64 +4,8 @@
 use darkroom_jobs::{Money, Pass};
 use serde::Serialize;
 
-use crate::{Ledger, Result, TaskState};
-
-/// One task as a tile of the contact sheet, with the upstream URL of its kept image.
-#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
-pub struct TileRecord {
-    /// The task's row id.
-    pub id: i64,
-    /// Its pass (`preview` or `final`).
-    pub pass: String,
-    /// Its key (its image's file stem).
-    pub task_key: String,
-    /// The row id from the job file.
-    pub row_id: String,
-    /// The job file line its row starts on.
-    pub line: i64,
-    /// Which variant of its row, from 1.
-    pub variant: i64,
-    /// How many variants its row asks for.
-    pub variants: i64,
-    /// The model's API name.
-    pub model: String,
-    /// Where it stands.
-    pub state: TaskState,
-    /// Why it ended, in words, for people.
-    pub reason: Option<String>,
-    /// The prompt.
-    pub prompt: String,
-    /// The aspect ratio, as the API spells it.
-    pub aspect_ratio: String,
-    /// The image format (`jpg`, `png`).
-    pub format: String,
-    /// The row's metadata columns, a JSON object.
-    pub metadata_json: String,
-    /// The create request body, JSON.
-    pub request_json: String,
-    /// The price table's price when loaded, micro-dollars.
-    pub price_micros: i64,
-    /// What it was charged, net of refunds, micro-dollars.
-    pub cost_micros: i64,
-    /// 1 when its image was copied from the cache, else 0.
-    pub cached: i64,
-    /// Creates sent for it that count against its cap.
-    pub attempts: i64,
-    /// Milliseconds from its first create to its image kept.
-    pub latency_ms: Option<i64>,
-    /// Where its image is kept, once done.
-    pub output_path: Option<String>,
-    /// For a final made by promotion: its preview's row id.
-    pub preview_task_id: Option<i64>,
-    /// For a final made by promotion: how its preview was used, in words, for people.
-    pub reference_note: Option<String>,
-    /// For a final made by promotion: made from the prompt alone, its preview's URL having expired.
-    /// Not serialised, so the review server's answers keep their shape.
-    #[serde(skip)]
-    pub reference_lost: bool,
-    /// The upstream URL of the image the task kept (its last completed generation).
-    pub image_url: Option<String>,
-}
+use crate::load::{NewRow, INSERT_TASKS, NEW_ROW_COLUMNS};
+use crate::{Ledger, Result, TileRecord};
 
 /// A final to add for a chosen preview.
 #[derive(Debug, Clone)]
@@ -124,20 +68,19 @@ pub struct SpendPoint {
     pub micros: i64,
 }
 
-const TILE_COLUMNS: &str =
-    "SELECT t.id, t.pass, t.task_key, t.row_id, t.line, t.variant, t.variants, t.model,
-    t.state, t.reason, t.prompt, t.aspect_ratio, t.format, t.metadata_json, t.request_json, t.price_micros,
-    t.cost_micros, t.cached, t.attempts, t.latency_ms, t.output_path, t.preview_task_id, t.reference_note,
-    t.reference_lost,
-    (SELECT g.image_url FROM generations g WHERE g.task_id = t.id AND g.image_url IS NOT NULL
+const SELECT_TILES: &str = concat!(
+    "SELECT ",
+    task_columns!(),
+    ", (SELECT g.image_url FROM generations g WHERE g.task_id = t.id AND g.image_url IS NOT NULL
        AND g.state IN ('kept', 'completed') ORDER BY g.id DESC LIMIT 1) AS image_url
-    FROM tasks t";
+    FROM tasks t"
+);
 
 impl Ledger {
     /// The tasks of a pass that are not superseded or cancelled, in file order, as tiles.
     pub async fn tiles(&self, job_id: i64, pass: Pass) -> Result<Vec<TileRecord>> {
         Ok(sqlx::query_as::<_, TileRecord>(&format!(
-            "{TILE_COLUMNS} WHERE t.job_id = ?1 AND t.pass = ?2 AND t.superseded = 0 AND t.state != 'cancelled'
+            "{SELECT_TILES} WHERE t.job_id = ?1 AND t.pass = ?2 AND t.superseded = 0 AND t.state != 'cancelled'
              ORDER BY t.line, t.row_id, t.variant, t.id"
         ))
         .bind(job_id)
@@ -150,36 +93,43 @@ impl Ledger {
     /// final keeps it (promoting again resumes, it never adds a second one). Returns how many
     /// were added.
     pub async fn add_finals(&self, job_id: i64, finals: &[NewFinal]) -> Result<u64> {
+        // Guarded: a preview that already has a final (or a final of the same key) keeps it.
+        let values = vec!["?"; NEW_ROW_COLUMNS].join(", ");
+        let insert = format!(
+            "{INSERT_TASKS} SELECT {values}
+             WHERE NOT EXISTS (SELECT 1 FROM tasks WHERE job_id = ? AND pass = 'final' AND superseded = 0
+                               AND (preview_task_id = ? OR task_key = ?))"
+        );
         let mut tx = self.begin_write().await?;
         let mut added = 0;
         for f in finals {
-            let inserted = sqlx::query(
-                "INSERT INTO tasks (job_id, pass, task_key, row_id, line, variant, variants, model, fingerprint,
-                                    request_json, prompt, aspect_ratio, format, metadata_json, price_micros,
-                                    preview_task_id, reference_note, reference_lost)
-                 SELECT ?1, 'final', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17
-                 WHERE NOT EXISTS (SELECT 1 FROM tasks WHERE job_id = ?1 AND pass = 'final' AND superseded = 0
-                                   AND (preview_task_id = ?15 OR task_key = ?2))",
-            )
-            .bind(job_id)
-            .bind(&f.task_key)
-            .bind(&f.row_id)
-            .bind(f.line)
-            .bind(f.variant)
-            .bind(f.variants)
-            .bind(&f.model)
-            .bind(&f.fingerprint)
-            .bind(&f.request_json)
-            .bind(&f.prompt)
-            .bind(&f.aspect_ratio)
-            .bind(&f.format)
-            .bind(&f.metadata_json)
-            .bind(f.price.micros())
-            .bind(f.preview_task_id)
-            .bind(&f.reference_note)
-            .bind(f.reference_lost)
-            .execute(&mut *tx)
-            .await?;
+            let row = NewRow {
+                job_id,
+                pass: Pass::Final,
+                task_key: &f.task_key,
+                row_id: &f.row_id,
+                line: f.line,
+                variant: f.variant,
+                variants: f.variants,
+                model: &f.model,
+                fingerprint: &f.fingerprint,
+                request_json: &f.request_json,
+                prompt: &f.prompt,
+                aspect_ratio: &f.aspect_ratio,
+                format: &f.format,
+                metadata_json: f.metadata_json.clone(),
+                price: f.price,
+                preview_task_id: Some(f.preview_task_id),
+                reference_note: Some(&f.reference_note),
+                reference_lost: f.reference_lost,
+            };
+            let inserted = row
+                .bind_to(sqlx::query(&insert))
+                .bind(job_id)
+                .bind(f.preview_task_id)
+                .bind(&f.task_key)
+                .execute(&mut *tx)
+                .await?;
             added += inserted.rows_affected();
         }
         tx.commit().await?;

@@ -15,7 +15,7 @@ impl Ledger {
         limit: i64,
     ) -> Result<Vec<TaskRecord>> {
         Ok(sqlx::query_as::<_, TaskRecord>(&format!(
-            "{TASK_COLUMNS} WHERE job_id = ?1 AND pass = ?2 AND state = 'pending' AND superseded = 0 AND id > ?3
+            "{SELECT_TASKS} WHERE job_id = ?1 AND pass = ?2 AND state = 'pending' AND superseded = 0 AND id > ?3
              ORDER BY id LIMIT ?4"
         ))
         .bind(job_id)
@@ -29,7 +29,7 @@ impl Ledger {
     /// Tasks a previous run left between reserving and finishing: the resume work list.
     pub async fn unfinished_tasks(&self, job_id: i64, pass: Pass) -> Result<Vec<TaskRecord>> {
         Ok(sqlx::query_as::<_, TaskRecord>(&format!(
-            "{TASK_COLUMNS} WHERE job_id = ?1 AND pass = ?2 AND superseded = 0
+            "{SELECT_TASKS} WHERE job_id = ?1 AND pass = ?2 AND superseded = 0
              AND state IN ('reserved', 'submitting', 'submitted', 'downloading') ORDER BY id"
         ))
         .bind(job_id)
@@ -43,7 +43,7 @@ impl Ledger {
     /// Errors: [`LedgerError::Query`] when there is none.
     pub async fn task(&self, task_id: i64) -> Result<TaskRecord> {
         Ok(
-            sqlx::query_as::<_, TaskRecord>(&format!("{TASK_COLUMNS} WHERE id = ?1"))
+            sqlx::query_as::<_, TaskRecord>(&format!("{SELECT_TASKS} WHERE id = ?1"))
                 .bind(task_id)
                 .fetch_one(&self.pool)
                 .await?,
@@ -233,7 +233,5 @@ impl Ledger {
     }
 }
 
-pub(crate) const TASK_COLUMNS: &str =
-    "SELECT id, job_id, pass, task_key, row_id, variant, variants, model, fingerprint,
-    request_json, prompt, aspect_ratio, format, metadata_json, state, reason, price_micros, reserved_micros,
-    cost_micros, attempts, output_path, generation_id FROM tasks";
+/// Every task column, over `tasks t`: what [`crate::TaskRow`] reads.
+pub(crate) const SELECT_TASKS: &str = concat!("SELECT ", task_columns!(), " FROM tasks t");

@@ -65,14 +65,10 @@ impl Ledger {
         after: i64,
         limit: i64,
     ) -> Result<Vec<ResultRecord>> {
-        Ok(sqlx::query_as::<_, ResultRecord>(
-            "SELECT id, task_key, row_id, pass, model, state, reason, output_path, price_micros, cost_micros, generation_id,
-                    attempts, cached, latency_ms, prompt, aspect_ratio, metadata_json, variant, reference_note,
-                    reference_lost,
-                    content_hash, content_bytes,
-                    (SELECT p.task_key FROM tasks p WHERE p.id = tasks.preview_task_id) AS preview_key
-             FROM tasks WHERE job_id = ?1 AND pass = ?2 AND superseded = 0 AND id > ?3 ORDER BY id LIMIT ?4",
-        )
+        Ok(sqlx::query_as::<_, ResultRecord>(&format!(
+            "{SELECT_RESULTS} WHERE job_id = ?1 AND pass = ?2 AND superseded = 0 AND id > ?3
+                 ORDER BY id LIMIT ?4"
+        ))
         .bind(job_id)
         .bind(pass.as_str())
         .bind(after)
@@ -81,3 +77,9 @@ impl Ledger {
         .await?)
     }
 }
+
+const SELECT_RESULTS: &str = concat!(
+    "SELECT ",
+    task_columns!(),
+    ", (SELECT p.task_key FROM tasks p WHERE p.id = t.preview_task_id) AS preview_key FROM tasks t"
+);

@@ -335,6 +335,8 @@ async fn a_final_keeps_its_reference_lost_flag_apart_from_its_note() {
         })
         .collect();
     assert_eq!(ledger.add_finals(job, &finals).await.unwrap(), 2);
+    // Promoting again resumes: a preview keeps the final it has.
+    assert_eq!(ledger.add_finals(job, &finals).await.unwrap(), 0);
     let lost: Vec<(String, bool)> = ledger
         .results(job, Pass::Final, 0, 10)
         .await
