@@ -195,7 +195,7 @@ fn killed_at_random_moments_the_job_still_ends_with_one_image_per_task_and_the_b
             .entry(entry["generation_id"].as_str().unwrap().to_string())
             .or_default() += sign * entry["micros"].as_i64().unwrap();
     }
-    let ours: HashMap<String, (String, i64)> = runtime
+    let ours: HashMap<String, (darkroom_ledger::GenerationState, i64)> = runtime
         .block_on(ledger.upstream_generations())
         .unwrap()
         .into_iter()
@@ -209,7 +209,8 @@ fn killed_at_random_moments_the_job_still_ends_with_one_image_per_task_and_the_b
         assert_eq!(charge, net, "generation {id}");
         if *net > 0 {
             assert_eq!(
-                state, "kept",
+                *state,
+                darkroom_ledger::GenerationState::Kept,
                 "generation {id} was paid for but its image was not kept"
             );
             kept.insert(id.clone());

@@ -151,8 +151,8 @@ async fn settle_found(
         let needing = candidates.iter().filter(|task| {
             task.reserved_micros == 0
                 && matches!(
-                    task.state(),
-                    Some(TaskState::Pending | TaskState::Skipped | TaskState::Failed)
+                    task.state,
+                    TaskState::Pending | TaskState::Skipped | TaskState::Failed
                 )
         });
         for task in needing {

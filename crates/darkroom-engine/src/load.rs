@@ -82,6 +82,7 @@ pub async fn load_job(
             })?
     };
     let key = load_key(&fingerprint, pass, &routing, &prices);
+    ledger.record_file_fingerprint(job_id, &fingerprint).await?;
     let already = ledger
         .pass(job_id, pass)
         .await?

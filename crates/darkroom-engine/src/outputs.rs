@@ -12,7 +12,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use darkroom_jobs::{Format, Metadata, Money, Pass};
-use darkroom_ledger::{Ledger, ResultRecord};
+use darkroom_ledger::{Ledger, ResultRecord, TaskState};
 use serde_json::json;
 
 use crate::images::{sync_dir, temporary_path};
@@ -66,9 +66,11 @@ pub async fn write_outputs(ledger: &Ledger, job_id: i64, job_dir: &Path) -> Resu
             after = last.id;
             for record in page {
                 let metadata: Metadata = serde_json::from_str(&record.metadata_json).unwrap_or_default();
-                match record.state.as_str() {
-                    "done" => results.line(&result_line(&record, &metadata))?,
-                    "failed" | "blocked" | "skipped" => errors.line(&error_line(&record, &metadata))?,
+                match record.state {
+                    TaskState::Done => results.line(&result_line(&record, &metadata))?,
+                    TaskState::Failed | TaskState::Blocked | TaskState::Skipped => {
+                        errors.line(&error_line(&record, &metadata))?
+                    }
                     _ => {}
                 }
                 write_csv(
@@ -274,17 +276,17 @@ fn manifest_row(
         r.task_key.clone(),
         r.pass.clone(),
         r.model.clone(),
-        if r.state == "done" && r.cached != 0 {
+        if r.state == TaskState::Done && r.cached != 0 {
             "cached".into()
         } else {
-            r.state.clone()
+            r.state.to_string()
         },
         r.output_path.clone().unwrap_or_default(),
         Money::from_micros(r.cost_micros).to_decimal_string(),
         r.prompt.clone(),
         r.aspect_ratio.clone(),
         r.reason.clone().unwrap_or_default(),
-        if r.state == "done" {
+        if r.state == TaskState::Done {
             r.content_hash.clone().unwrap_or_default()
         } else {
             String::new()

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use darkroom_jobs::{Model, Money, Pass};
-use darkroom_ledger::{Ledger, NewFinal, PassRecord, TileRecord};
+use darkroom_ledger::{Ledger, NewFinal, PassRecord, TaskState, TileRecord};
 use darkroom_provider::Provider;
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -173,7 +173,7 @@ pub async fn plan(ledger: &Ledger, job_id: i64, selection: &Selection) -> Result
 
     let mut plan = Plan::default();
     let wanted: Vec<&TileRecord> = match selection {
-        Selection::All => previews.iter().filter(|p| p.state == "done").collect(),
+        Selection::All => previews.iter().filter(|p| p.state == TaskState::Done).collect(),
         Selection::Ids(ids) => {
             let mut seen = BTreeSet::new();
             let mut wanted = Vec::new();
@@ -183,7 +183,9 @@ pub async fn plan(ledger: &Ledger, job_id: i64, selection: &Selection) -> Result
                 }
                 match by_key.get(id.as_str()) {
                     None => plan.unknown.push(id.clone()),
-                    Some(p) if p.state != "done" => plan.not_done.push((id.clone(), p.state.clone())),
+                    Some(p) if p.state != TaskState::Done => {
+                        plan.not_done.push((id.clone(), p.state.to_string()))
+                    }
                     Some(p) => wanted.push(*p),
                 }
             }
@@ -271,6 +273,7 @@ pub async fn add_finals(
     let mut finals = Vec::with_capacity(checks.len());
     let mut without = Vec::new();
     for (preview, resolves) in checks {
+        let resolves_note = resolves.clone();
         let (url, note) = match resolves {
             None => (
                 None,
@@ -313,6 +316,7 @@ pub async fn add_finals(
             format: preview.format.clone(),
             metadata_json: preview.metadata_json.clone(),
             price: options.price,
+            reference_lost: matches!(resolves_note, Some(Err(_))),
             reference_note: note,
         });
     }

@@ -83,8 +83,8 @@ async fn drive_inner(
             task_key: task.task_key.clone(),
             source,
         })?;
-    let mut first = match task.state.as_str() {
-        "reserved" | "pending" => Step::Create(permit),
+    let mut first = match task.state {
+        TaskState::Reserved | TaskState::Pending => Step::Create(permit),
         _ => resume_step(&shared, &task).await?,
     };
     let backoff = shared.settings.retry.create.start();
@@ -141,13 +141,14 @@ async fn resume_step(shared: &RunContext, task: &TaskRecord) -> Result<Step, Eng
     for older in &generations[..generations.len() - 1] {
         shared.ledger.abandon_generation(older.id).await?;
     }
-    Ok(match (last.state.as_str(), &last.upstream_id, &last.image_url) {
-        ("completed", Some(id), Some(url)) => Step::Download {
+    use darkroom_ledger::GenerationState as Stored;
+    Ok(match (last.state, &last.upstream_id, &last.image_url) {
+        (Stored::Completed, Some(id), Some(url)) => Step::Download {
             generation: last.id,
             upstream_id: id.clone(),
             url: url.clone(),
         },
-        ("submitted" | "completed", Some(id), _) => Step::Poll {
+        (Stored::Submitted | Stored::Completed, Some(id), _) => Step::Poll {
             generation: last.id,
             upstream_id: id.clone(),
             permit: None,

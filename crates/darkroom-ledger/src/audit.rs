@@ -8,10 +8,9 @@
 use darkroom_jobs::{Money, Pass};
 use serde::Serialize;
 
-use crate::{
-    fail_and_refund, insert_spend, now_ms, Ledger, Result, TaskRecord, TaskState, PRICE_IN_FORCE,
-    TASK_COLUMNS,
-};
+use crate::money::{fail_and_refund, insert_spend, PRICE_IN_FORCE};
+use crate::tasks::SELECT_TASKS;
+use crate::{now_ms, Ledger, Result, SpendKind, TaskRecord, TaskState};
 
 /// How a generation the ledger did not know stood upstream when it was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +29,7 @@ pub enum FoundState {
 pub struct AuditRecord {
     /// Unix milliseconds.
     pub at: i64,
+    /// The pass audited (`preview` or `final`).
     pub pass: String,
     /// Generations created at or after this instant (Unix milliseconds) were read.
     pub since_ms: i64,
@@ -94,7 +94,7 @@ impl Ledger {
     /// found upstream (the caller compares the whole request).
     pub async fn tasks_with_prompt(&self, job_id: i64, pass: Pass, prompt: &str) -> Result<Vec<TaskRecord>> {
         Ok(sqlx::query_as::<_, TaskRecord>(&format!(
-            "{TASK_COLUMNS} WHERE job_id = ?1 AND pass = ?2 AND prompt = ?3 AND superseded = 0 ORDER BY id"
+            "{SELECT_TASKS} WHERE job_id = ?1 AND pass = ?2 AND prompt = ?3 AND superseded = 0 ORDER BY id"
         ))
         .bind(job_id)
         .bind(pass.as_str())
@@ -168,7 +168,17 @@ impl Ledger {
         .bind(price)
         .execute(&mut *tx)
         .await?;
-        insert_spend(&mut tx, job_id, &pass, task_id, generation, "charge", price, now).await?;
+        insert_spend(
+            &mut tx,
+            job_id,
+            &pass,
+            task_id,
+            generation,
+            SpendKind::Charge,
+            price,
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -223,7 +233,17 @@ impl Ledger {
             .bind(price)
             .execute(&mut *tx)
             .await?;
-        insert_spend(&mut tx, job_id, &pass, task_id, generation, "charge", price, now).await?;
+        insert_spend(
+            &mut tx,
+            job_id,
+            &pass,
+            task_id,
+            generation,
+            SpendKind::Charge,
+            price,
+            now,
+        )
+        .await?;
         let mut net = price;
         if let FoundState::Failed(reason) = found {
             fail_and_refund(&mut tx, generation, reason, now).await?;

@@ -8,12 +8,14 @@
 
 use darkroom_jobs::Pass;
 
-use crate::{now_ms, Ledger, Result};
+use crate::{now_ms, Damage, Ledger, Result};
 
 /// What a kept image is: its BLAKE3 hash (64 lowercase hex digits) and its size in bytes.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ImageContent {
+    /// The image's BLAKE3 hash, hex.
     pub hash: String,
+    /// The image's size in bytes.
     pub bytes: i64,
 }
 
@@ -22,9 +24,11 @@ pub struct ImageContent {
 pub struct CachedImage {
     /// The source task's id (to mark it damaged when its file no longer holds its bytes).
     pub task_id: i64,
+    /// Where the source image is kept, as recorded.
     pub output_path: String,
     /// The upstream generation that made the image (the cache hit records it too).
     pub generation_id: Option<String>,
+    /// The source image's recorded hash and size.
     pub content: ImageContent,
 }
 
@@ -32,17 +36,24 @@ pub struct CachedImage {
 /// the file against, and what is moved aside before its path is written for another task.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct KeptImage {
+    /// The task's row id in the ledger.
     pub task_id: i64,
+    /// The name of its job.
     pub job_name: String,
+    /// Its pass (`preview` or `final`).
     pub pass: String,
+    /// The task's key: its row id and variant, as its file name has it.
     pub task_key: String,
+    /// The row id from the job file.
     pub row_id: String,
+    /// Where its image is kept, as recorded.
     pub output_path: String,
     /// `None` for an image kept by a release before hashes were recorded: unverified.
     pub content_hash: Option<String>,
+    /// Its size in bytes, beside the hash.
     pub content_bytes: Option<i64>,
     /// Damage already recorded ('missing', 'changed'), if any.
-    pub damage: Option<String>,
+    pub damage: Option<Damage>,
 }
 
 impl KeptImage {
@@ -52,25 +63,6 @@ impl KeptImage {
             hash: self.content_hash.clone()?,
             bytes: self.content_bytes?,
         })
-    }
-}
-
-/// What is wrong with a done task's file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Damage {
-    /// No file at the recorded path.
-    Missing,
-    /// A file whose size or hash is not the recorded one.
-    Changed,
-}
-
-impl Damage {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Damage::Missing => "missing",
-            Damage::Changed => "changed",
-        }
     }
 }
 

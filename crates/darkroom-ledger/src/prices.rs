@@ -9,7 +9,9 @@
 
 use darkroom_jobs::{Money, Pass};
 
-use crate::{insert_spend, now_ms, Ledger, Result};
+use crate::money::insert_spend;
+use crate::SpendKind;
+use crate::{now_ms, Ledger, Result};
 
 /// One reading of the account's balance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +28,7 @@ pub struct BalanceReading {
 /// A pass's own net charges of one model, counted from a generation watermark.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct ModelCharges {
+    /// The model charged for.
     pub model: String,
     /// Generations still charged (a refunded one no longer counts).
     pub images: i64,
@@ -40,9 +43,11 @@ pub struct PriceObservation {
     pub base_url: String,
     /// `None` for a `prices --check` probe.
     pub job_id: Option<i64>,
+    /// Its pass (`preview` or `final`), when the run had one.
     pub pass: Option<String>,
     /// When the run (or probe) began, Unix milliseconds: one row per run and model.
     pub run_started_at: i64,
+    /// The model observed.
     pub model: String,
     /// The price table's price, micro-dollars.
     pub table_micros: i64,
@@ -57,9 +62,11 @@ pub struct PriceObservation {
 }
 
 impl PriceObservation {
+    /// The price table's price per image.
     pub fn table(&self) -> Money {
         Money::from_micros(self.table_micros)
     }
+    /// The price per image the account was observed to charge.
     pub fn observed(&self) -> Money {
         Money::from_micros(self.observed_micros)
     }
@@ -261,87 +268,116 @@ impl Ledger {
         .bind(model)
         .fetch_one(&mut *tx)
         .await?;
-        let low: Vec<(i64, i64, i64)> = sqlx::query_as(
-            "SELECT g.id, g.task_id, g.charge_micros FROM generations g JOIN tasks t ON t.id = g.task_id
-             WHERE t.job_id = ?1 AND t.pass = ?2 AND t.model = ?3 AND g.charge_micros > 0 AND g.charge_micros < ?4",
-        )
-        .bind(job_id)
-        .bind(pass.as_str())
-        .bind(model)
-        .bind(price)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut repriced = Repriced::default();
-        for (generation, task_id, charge) in low {
-            let extra = price - charge;
-            sqlx::query("UPDATE generations SET charge_micros = ?2 WHERE id = ?1")
-                .bind(generation)
-                .bind(price)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("UPDATE tasks SET cost_micros = cost_micros + ?2 WHERE id = ?1")
-                .bind(task_id)
-                .bind(extra)
-                .execute(&mut *tx)
-                .await?;
-            insert_spend(
-                &mut tx,
-                job_id,
-                pass.as_str(),
-                task_id,
-                generation,
-                "charge",
-                extra,
-                now,
-            )
-            .await?;
-            repriced.corrected_images += 1;
-            repriced.corrected += Money::from_micros(extra);
-        }
-        if repriced.corrected > Money::ZERO {
-            sqlx::query(
-                "UPDATE job_passes SET spent_micros = spent_micros + ?3, unplanned_micros = unplanned_micros + ?3
-                 WHERE job_id = ?1 AND pass = ?2",
-            )
-            .bind(job_id)
-            .bind(pass.as_str())
-            .bind(repriced.corrected.micros())
-            .execute(&mut *tx)
-            .await?;
-        }
-        let waiting: Vec<(i64, i64)> = sqlx::query_as(
-            "SELECT id, reserved_micros FROM tasks
-             WHERE job_id = ?1 AND pass = ?2 AND model = ?3 AND reserved_micros > 0 AND reserved_micros < ?4",
-        )
-        .bind(job_id)
-        .bind(pass.as_str())
-        .bind(model)
-        .bind(price)
-        .fetch_all(&mut *tx)
-        .await?;
-        for (task_id, reserved) in waiting {
-            let extra = price - reserved;
-            let fits = sqlx::query(
-                "UPDATE job_passes SET reserved_micros = reserved_micros + ?3
-                 WHERE job_id = ?1 AND pass = ?2 AND spent_micros + reserved_micros + ?3 <= budget_micros",
-            )
-            .bind(job_id)
-            .bind(pass.as_str())
-            .bind(extra)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if fits == 0 {
-                continue;
-            }
-            sqlx::query("UPDATE tasks SET reserved_micros = ?2 WHERE id = ?1")
-                .bind(task_id)
-                .bind(price)
-                .execute(&mut *tx)
-                .await?;
-            repriced.topped_up += 1;
-        }
+        let mut repriced = correct_charges(&mut tx, job_id, pass, model, price, now).await?;
+        repriced.topped_up = top_up_reservations(&mut tx, job_id, pass, model, price).await?;
         tx.commit().await?;
         Ok(repriced)
     }
+}
+
+/// Corrects every charge of the pass for `model` below `price` up to it: the generation's charge,
+/// its task's cost, a charge in the money log for the difference, and the pass's spend as
+/// unplanned (real money, recorded even past the budget). Returns what was corrected.
+async fn correct_charges(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    job_id: i64,
+    pass: Pass,
+    model: &str,
+    price: i64,
+    now: i64,
+) -> Result<Repriced> {
+    let low: Vec<(i64, i64, i64)> = sqlx::query_as(
+        "SELECT g.id, g.task_id, g.charge_micros FROM generations g JOIN tasks t ON t.id = g.task_id
+         WHERE t.job_id = ?1 AND t.pass = ?2 AND t.model = ?3 AND g.charge_micros > 0 AND g.charge_micros < ?4",
+    )
+    .bind(job_id)
+    .bind(pass.as_str())
+    .bind(model)
+    .bind(price)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut repriced = Repriced::default();
+    for (generation, task_id, charge) in low {
+        let extra = price - charge;
+        sqlx::query("UPDATE generations SET charge_micros = ?2 WHERE id = ?1")
+            .bind(generation)
+            .bind(price)
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query("UPDATE tasks SET cost_micros = cost_micros + ?2 WHERE id = ?1")
+            .bind(task_id)
+            .bind(extra)
+            .execute(&mut **tx)
+            .await?;
+        insert_spend(
+            tx,
+            job_id,
+            pass.as_str(),
+            task_id,
+            generation,
+            SpendKind::Charge,
+            extra,
+            now,
+        )
+        .await?;
+        repriced.corrected_images += 1;
+        repriced.corrected += Money::from_micros(extra);
+    }
+    if repriced.corrected > Money::ZERO {
+        sqlx::query(
+            "UPDATE job_passes SET spent_micros = spent_micros + ?3, unplanned_micros = unplanned_micros + ?3
+             WHERE job_id = ?1 AND pass = ?2",
+        )
+        .bind(job_id)
+        .bind(pass.as_str())
+        .bind(repriced.corrected.micros())
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(repriced)
+}
+
+/// Raises the reservations of the pass's tasks of `model` waiting to be charged below `price` up
+/// to it, each where the budget allows. Returns how many were raised.
+async fn top_up_reservations(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    job_id: i64,
+    pass: Pass,
+    model: &str,
+    price: i64,
+) -> Result<i64> {
+    let mut topped_up = 0;
+    let waiting: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT id, reserved_micros FROM tasks
+         WHERE job_id = ?1 AND pass = ?2 AND model = ?3 AND reserved_micros > 0 AND reserved_micros < ?4",
+    )
+    .bind(job_id)
+    .bind(pass.as_str())
+    .bind(model)
+    .bind(price)
+    .fetch_all(&mut **tx)
+    .await?;
+    for (task_id, reserved) in waiting {
+        let extra = price - reserved;
+        let fits = sqlx::query(
+            "UPDATE job_passes SET reserved_micros = reserved_micros + ?3
+             WHERE job_id = ?1 AND pass = ?2 AND spent_micros + reserved_micros + ?3 <= budget_micros",
+        )
+        .bind(job_id)
+        .bind(pass.as_str())
+        .bind(extra)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+        if fits == 0 {
+            continue;
+        }
+        sqlx::query("UPDATE tasks SET reserved_micros = ?2 WHERE id = ?1")
+            .bind(task_id)
+            .bind(price)
+            .execute(&mut **tx)
+            .await?;
+        topped_up += 1;
+    }
+    Ok(topped_up)
 }

@@ -1,88 +1,44 @@
-//! The rows the ledger hands out, as plain values (`FromRow`), and the task states.
+//! The rows the ledger hands out, as plain values. Times are Unix milliseconds; money is integer
+//! micro-dollars (`*_micros`, with [`Money`] accessors); states are the enums of `states`.
 
 use darkroom_jobs::Money;
 use serde::Serialize;
 
-/// A task's place in its life: `pending → reserved → submitting → submitted → downloading → done`,
-/// or one of the ends `failed`, `blocked`, `skipped`, `cancelled`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TaskState {
-    Pending,
-    Reserved,
-    Submitting,
-    Submitted,
-    Downloading,
-    Done,
-    Failed,
-    Blocked,
-    Skipped,
-    Cancelled,
-}
+use crate::{GenerationState, PassStatus, TaskState};
 
-impl TaskState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TaskState::Pending => "pending",
-            TaskState::Reserved => "reserved",
-            TaskState::Submitting => "submitting",
-            TaskState::Submitted => "submitted",
-            TaskState::Downloading => "downloading",
-            TaskState::Done => "done",
-            TaskState::Failed => "failed",
-            TaskState::Blocked => "blocked",
-            TaskState::Skipped => "skipped",
-            TaskState::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<TaskState> {
-        Some(match text {
-            "pending" => TaskState::Pending,
-            "reserved" => TaskState::Reserved,
-            "submitting" => TaskState::Submitting,
-            "submitted" => TaskState::Submitted,
-            "downloading" => TaskState::Downloading,
-            "done" => TaskState::Done,
-            "failed" => TaskState::Failed,
-            "blocked" => TaskState::Blocked,
-            "skipped" => TaskState::Skipped,
-            "cancelled" => TaskState::Cancelled,
-            _ => return None,
-        })
-    }
-
-    /// Whether the task has ended (done or one of the ends).
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            TaskState::Done
-                | TaskState::Failed
-                | TaskState::Blocked
-                | TaskState::Skipped
-                | TaskState::Cancelled
-        )
-    }
-}
-
+/// A job: a name and the job file its tasks were last loaded from.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct JobRecord {
+    /// The job's row id.
     pub id: i64,
+    /// Its name, unique in the ledger.
     pub name: String,
+    /// The job file's path, as given on the command line when last run.
     pub file_path: String,
+    /// The BLAKE3 hash (hex) of the job file last loaded; empty until a file was loaded.
     pub file_fingerprint: String,
 }
 
+/// One pass of a job: its budget, the running totals the budget check reads, and its status.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct PassRecord {
+    /// The job's row id.
     pub job_id: i64,
+    /// The pass (`preview` or `final`).
     pub pass: String,
+    /// The budget, micro-dollars.
     pub budget_micros: i64,
+    /// Charges less refunds, micro-dollars.
     pub spent_micros: i64,
+    /// Prices held by tasks that have not been charged yet, micro-dollars.
     pub reserved_micros: i64,
-    pub status: String,
+    /// How the pass's last run ended.
+    pub status: PassStatus,
+    /// The load key (file hash, pass, routing and prices) the pass's tasks were last loaded under.
     pub loaded_fingerprint: Option<String>,
+    /// Unix milliseconds when the pass was first given a budget.
     pub started_at: Option<i64>,
+    /// Unix milliseconds when a run last finished it (see [`PassStatus::is_finished`]).
     pub finished_at: Option<i64>,
     /// Unix milliseconds after which no new create is sent.
     pub deadline_at: Option<i64>,
@@ -93,12 +49,15 @@ pub struct PassRecord {
 }
 
 impl PassRecord {
+    /// The budget.
     pub fn budget(&self) -> Money {
         Money::from_micros(self.budget_micros)
     }
+    /// Charges less refunds.
     pub fn spent(&self) -> Money {
         Money::from_micros(self.spent_micros)
     }
+    /// Prices held and not yet charged.
     pub fn reserved(&self) -> Money {
         Money::from_micros(self.reserved_micros)
     }
@@ -108,100 +67,149 @@ impl PassRecord {
     }
 }
 
+/// One task: the one row type every task query hands out (the scheduler's work lists, the outputs'
+/// result pages, the contact sheet's tiles). Queries select every column of `tasks` (see
+/// `SELECT_TASKS`); the two joined fields are filled only by the queries that join them.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub struct TaskRecord {
+pub struct TaskRow {
+    /// The task's row id.
     pub id: i64,
+    /// Its job's row id.
     pub job_id: i64,
+    /// Its pass (`preview` or `final`).
     pub pass: String,
+    /// Its key: the row id and, for several variants, the variant (its image's file stem).
     pub task_key: String,
+    /// The row id from the job file.
     pub row_id: String,
+    /// The job file line its row starts on.
+    pub line: i64,
+    /// Which variant of its row, from 1.
     pub variant: i64,
+    /// How many variants its row asks for.
     pub variants: i64,
+    /// The model's API name.
     pub model: String,
+    /// What makes the task what it is (prompt, model, references...): equal fingerprints make
+    /// the same image, which the cache relies on.
     pub fingerprint: String,
+    /// The create request body, JSON (without `callback_url`).
     pub request_json: String,
+    /// The prompt.
     pub prompt: String,
+    /// The aspect ratio, as the API spells it (`16:9`).
     pub aspect_ratio: String,
+    /// The image format (`jpg`, `png`).
     pub format: String,
+    /// The row's metadata columns, a JSON object.
     pub metadata_json: String,
-    pub state: String,
+    /// Where the task stands.
+    pub state: TaskState,
+    /// Why it ended or was last sent back, in words, for people.
     pub reason: Option<String>,
+    /// The price table's price when the task was loaded, micro-dollars (never re-priced).
     pub price_micros: i64,
+    /// What it holds against the budget now, micro-dollars.
     pub reserved_micros: i64,
+    /// What the ledger counted for it, net of refunds, micro-dollars: the observed price when the
+    /// account was seen to charge more than the table.
     pub cost_micros: i64,
+    /// Creates sent for it that count against its cap.
     pub attempts: i64,
+    /// 1 when its image was copied from the cache (no create), else 0.
+    pub cached: i64,
+    /// Milliseconds from its first create to its image kept.
+    pub latency_ms: Option<i64>,
+    /// Where its image is kept, once done.
     pub output_path: Option<String>,
+    /// The upstream id of the generation it kept, once done.
     pub generation_id: Option<String>,
+    /// For a final made by promotion: its preview's row id.
+    pub preview_task_id: Option<i64>,
+    /// For a final made by promotion: how its preview was used as its reference, in words, for
+    /// people.
+    pub reference_note: Option<String>,
+    /// For a final made by promotion: its preview's URL no longer resolved, so it was made from the
+    /// prompt alone (the note says so in words; this is the flag to branch on).
+    pub reference_lost: bool,
+    /// The kept image's BLAKE3 hash (hex), when recorded (not by releases before hashes were kept).
+    pub content_hash: Option<String>,
+    /// The kept image's size in bytes, beside its hash.
+    pub content_bytes: Option<i64>,
+    /// For a final made by promotion: the task key of its preview. Filled by
+    /// [`crate::Ledger::results`] only.
+    #[sqlx(default)]
+    pub preview_key: Option<String>,
+    /// The upstream URL of the image the task kept (its last completed generation). Filled by
+    /// [`crate::Ledger::tiles`] only.
+    #[sqlx(default)]
+    pub image_url: Option<String>,
 }
 
-impl TaskRecord {
-    pub fn state(&self) -> Option<TaskState> {
-        TaskState::parse(&self.state)
-    }
+impl TaskRow {
+    /// The table's price per image when the task was loaded.
     pub fn price(&self) -> Money {
         Money::from_micros(self.price_micros)
     }
 }
 
+/// A task as the scheduler works it: the one task row.
+pub type TaskRecord = TaskRow;
+
+/// A task as the outputs (results.jsonl, errors.jsonl, manifest.csv) show it: the one task row,
+/// with `preview_key`.
+pub type ResultRecord = TaskRow;
+
+/// A task as a tile of the contact sheet: the one task row, with `image_url`.
+pub type TileRecord = TaskRow;
+
+/// One create sent (or about to be sent) for a task.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct GenerationRecord {
+    /// The generation's row id.
     pub id: i64,
+    /// Its task's row id.
     pub task_id: i64,
+    /// Which attempt of its task, from 1.
     pub attempt: i64,
+    /// The upstream's id for it, once accepted.
     pub upstream_id: Option<String>,
+    /// Unix milliseconds when the intent to send it was recorded.
     pub intent_at: i64,
+    /// The fingerprint of the request body sent, matched against the upstream's list when the
+    /// outcome of a create is unknown.
     pub request_fingerprint: String,
-    pub state: String,
+    /// Where it stands.
+    pub state: GenerationState,
+    /// Why it failed upstream, in words.
     pub failure_reason: Option<String>,
+    /// What it was charged and not refunded, micro-dollars.
     pub charge_micros: i64,
+    /// The upstream URL of its image, once completed.
     pub image_url: Option<String>,
 }
 
-/// One task as the outputs (results.jsonl, errors.jsonl, manifest.csv) show it.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct ResultRecord {
-    pub id: i64,
-    pub task_key: String,
-    pub row_id: String,
-    pub pass: String,
-    pub model: String,
-    pub state: String,
-    pub reason: Option<String>,
-    pub output_path: Option<String>,
-    /// The price table's price when the task was loaded, micro-dollars (never re-priced).
-    pub price_micros: i64,
-    /// What the ledger counted for it, micro-dollars: the observed price when the account was seen
-    /// to charge more than the table.
-    pub cost_micros: i64,
-    pub generation_id: Option<String>,
-    pub attempts: i64,
-    pub cached: i64,
-    pub latency_ms: Option<i64>,
-    pub prompt: String,
-    pub aspect_ratio: String,
-    pub metadata_json: String,
-    pub variant: i64,
-    /// For a final made by promotion: how its preview was used as its reference.
-    pub reference_note: Option<String>,
-    /// For a final made by promotion: the task key of its preview.
-    pub preview_key: Option<String>,
-    /// The kept image's BLAKE3 hash (hex), when recorded (not by releases before hashes were kept).
-    pub content_hash: Option<String>,
-    /// The kept image's size in bytes, beside its hash.
-    pub content_bytes: Option<i64>,
-}
-
-/// Tasks of a pass by state.
+/// Tasks of a pass by state (superseded tasks are not counted).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Counts {
+    /// Every task of the pass.
     pub total: u64,
+    /// Waiting for a reservation.
     pub pending: u64,
+    /// Reserved, submitting, submitted or downloading.
     pub in_flight: u64,
+    /// Done, cached ones included.
     pub done: u64,
+    /// Done from the cache (part of `done`).
     pub cached: u64,
+    /// Ended after their attempts ran out.
     pub failed: u64,
+    /// Ended by a refusal no retry changes.
     pub blocked: u64,
+    /// Ended unmade for the budget or the deadline.
     pub skipped: u64,
+    /// Ended unmade: cancelled or no longer in the job file.
     pub cancelled: u64,
+    /// Creates sent over all tasks, counted against their caps.
     pub attempts: u64,
 }

@@ -4,64 +4,56 @@
 use darkroom_jobs::{Money, Pass};
 use serde::Serialize;
 
-use crate::{Ledger, Result};
-
-/// One task as a tile of the contact sheet, with the upstream URL of its kept image.
-#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
-pub struct TileRecord {
-    pub id: i64,
-    pub pass: String,
-    pub task_key: String,
-    pub row_id: String,
-    pub line: i64,
-    pub variant: i64,
-    pub variants: i64,
-    pub model: String,
-    pub state: String,
-    pub reason: Option<String>,
-    pub prompt: String,
-    pub aspect_ratio: String,
-    pub format: String,
-    pub metadata_json: String,
-    pub request_json: String,
-    pub price_micros: i64,
-    pub cost_micros: i64,
-    pub cached: i64,
-    pub attempts: i64,
-    pub latency_ms: Option<i64>,
-    pub output_path: Option<String>,
-    pub preview_task_id: Option<i64>,
-    pub reference_note: Option<String>,
-    /// The upstream URL of the image the task kept (its last completed generation).
-    pub image_url: Option<String>,
-}
+use crate::load::{NewRow, INSERT_TASKS, NEW_ROW_COLUMNS};
+use crate::{Ledger, Result, TileRecord};
 
 /// A final to add for a chosen preview.
 #[derive(Debug, Clone)]
 pub struct NewFinal {
+    /// The chosen preview's row id: a preview gets at most one final.
     pub preview_task_id: i64,
+    /// The final's key (the preview's).
     pub task_key: String,
+    /// The row id from the job file.
     pub row_id: String,
+    /// The job file line its row starts on.
     pub line: i64,
+    /// Which variant of its row, from 1.
     pub variant: i64,
+    /// How many variants its row asks for.
     pub variants: i64,
+    /// The final model's API name.
     pub model: String,
+    /// The final's fingerprint (its request body and variant).
     pub fingerprint: String,
+    /// The create request body, JSON (without `callback_url`).
     pub request_json: String,
+    /// The prompt.
     pub prompt: String,
+    /// The aspect ratio, as the API spells it.
     pub aspect_ratio: String,
+    /// The image format.
     pub format: String,
+    /// The row's metadata columns, a JSON object.
     pub metadata_json: String,
+    /// The final model's price per image.
     pub price: Money,
+    /// How the preview was used as the final's reference, in words, for people.
     pub reference_note: String,
+    /// The preview's URL no longer resolved: the final is made from the prompt alone.
+    pub reference_lost: bool,
 }
 
 /// Net spend of one model in one pass.
 #[derive(Debug, Clone, sqlx::FromRow, Serialize)]
 pub struct ModelSpend {
+    /// The pass (`preview` or `final`).
     pub pass: String,
+    /// The model's API name.
     pub model: String,
+    /// Charges, micro-dollars.
     pub charged_micros: i64,
+    /// Refunds, micro-dollars.
     pub refunded_micros: i64,
     /// Generations charged.
     pub charges: i64,
@@ -70,23 +62,25 @@ pub struct ModelSpend {
 /// One entry of the money log, signed: charges positive, refunds negative.
 #[derive(Debug, Clone, Copy, sqlx::FromRow)]
 pub struct SpendPoint {
+    /// Unix milliseconds.
     pub at: i64,
+    /// Micro-dollars: positive for a charge, negative for a refund.
     pub micros: i64,
 }
 
-const TILE_COLUMNS: &str =
-    "SELECT t.id, t.pass, t.task_key, t.row_id, t.line, t.variant, t.variants, t.model,
-    t.state, t.reason, t.prompt, t.aspect_ratio, t.format, t.metadata_json, t.request_json, t.price_micros,
-    t.cost_micros, t.cached, t.attempts, t.latency_ms, t.output_path, t.preview_task_id, t.reference_note,
-    (SELECT g.image_url FROM generations g WHERE g.task_id = t.id AND g.image_url IS NOT NULL
+const SELECT_TILES: &str = concat!(
+    "SELECT ",
+    task_columns!(),
+    ", (SELECT g.image_url FROM generations g WHERE g.task_id = t.id AND g.image_url IS NOT NULL
        AND g.state IN ('kept', 'completed') ORDER BY g.id DESC LIMIT 1) AS image_url
-    FROM tasks t";
+    FROM tasks t"
+);
 
 impl Ledger {
     /// The tasks of a pass that are not superseded or cancelled, in file order, as tiles.
     pub async fn tiles(&self, job_id: i64, pass: Pass) -> Result<Vec<TileRecord>> {
         Ok(sqlx::query_as::<_, TileRecord>(&format!(
-            "{TILE_COLUMNS} WHERE t.job_id = ?1 AND t.pass = ?2 AND t.superseded = 0 AND t.state != 'cancelled'
+            "{SELECT_TILES} WHERE t.job_id = ?1 AND t.pass = ?2 AND t.superseded = 0 AND t.state != 'cancelled'
              ORDER BY t.line, t.row_id, t.variant, t.id"
         ))
         .bind(job_id)
@@ -99,35 +93,43 @@ impl Ledger {
     /// final keeps it (promoting again resumes, it never adds a second one). Returns how many
     /// were added.
     pub async fn add_finals(&self, job_id: i64, finals: &[NewFinal]) -> Result<u64> {
+        // Guarded: a preview that already has a final (or a final of the same key) keeps it.
+        let values = vec!["?"; NEW_ROW_COLUMNS].join(", ");
+        let insert = format!(
+            "{INSERT_TASKS} SELECT {values}
+             WHERE NOT EXISTS (SELECT 1 FROM tasks WHERE job_id = ? AND pass = 'final' AND superseded = 0
+                               AND (preview_task_id = ? OR task_key = ?))"
+        );
         let mut tx = self.begin_write().await?;
         let mut added = 0;
         for f in finals {
-            let inserted = sqlx::query(
-                "INSERT INTO tasks (job_id, pass, task_key, row_id, line, variant, variants, model, fingerprint,
-                                    request_json, prompt, aspect_ratio, format, metadata_json, price_micros,
-                                    preview_task_id, reference_note)
-                 SELECT ?1, 'final', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16
-                 WHERE NOT EXISTS (SELECT 1 FROM tasks WHERE job_id = ?1 AND pass = 'final' AND superseded = 0
-                                   AND (preview_task_id = ?15 OR task_key = ?2))",
-            )
-            .bind(job_id)
-            .bind(&f.task_key)
-            .bind(&f.row_id)
-            .bind(f.line)
-            .bind(f.variant)
-            .bind(f.variants)
-            .bind(&f.model)
-            .bind(&f.fingerprint)
-            .bind(&f.request_json)
-            .bind(&f.prompt)
-            .bind(&f.aspect_ratio)
-            .bind(&f.format)
-            .bind(&f.metadata_json)
-            .bind(f.price.micros())
-            .bind(f.preview_task_id)
-            .bind(&f.reference_note)
-            .execute(&mut *tx)
-            .await?;
+            let row = NewRow {
+                job_id,
+                pass: Pass::Final,
+                task_key: &f.task_key,
+                row_id: &f.row_id,
+                line: f.line,
+                variant: f.variant,
+                variants: f.variants,
+                model: &f.model,
+                fingerprint: &f.fingerprint,
+                request_json: &f.request_json,
+                prompt: &f.prompt,
+                aspect_ratio: &f.aspect_ratio,
+                format: &f.format,
+                metadata_json: f.metadata_json.clone(),
+                price: f.price,
+                preview_task_id: Some(f.preview_task_id),
+                reference_note: Some(&f.reference_note),
+                reference_lost: f.reference_lost,
+            };
+            let inserted = row
+                .bind_to(sqlx::query(&insert))
+                .bind(job_id)
+                .bind(f.preview_task_id)
+                .bind(&f.task_key)
+                .execute(&mut *tx)
+                .await?;
             added += inserted.rows_affected();
         }
         tx.commit().await?;

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // In tests a panic is a failure with a backtrace.
 use darkroom_jobs::{AspectRatio, Format, Metadata, Model, Money, Pass, References, Task};
-use darkroom_ledger::{Damage, ImageContent, Ledger, NewTask, Reservation, TaskState};
+use darkroom_ledger::{Damage, ImageContent, Ledger, NewFinal, NewTask, Reservation, TaskState};
 
 fn task(key: &str, prompt: &str) -> Task {
     Task {
@@ -111,7 +111,7 @@ async fn a_charge_replaces_the_reservation_and_a_failure_refunds_it() {
     let pass = ledger.pass(job, Pass::Preview).await.unwrap().unwrap();
     assert_eq!((pass.spent_micros, pass.reserved_micros), (0, 0));
     assert_eq!(ledger.net_charges().await.unwrap(), Money::ZERO);
-    assert_eq!(ledger.task(t.id).await.unwrap().state, "pending");
+    assert_eq!(ledger.task(t.id).await.unwrap().state, TaskState::Pending);
 }
 
 #[tokio::test]
@@ -179,7 +179,7 @@ async fn a_damaged_image_is_not_offered_by_the_cache_and_is_reopened_for_downloa
 
     assert_eq!(ledger.reopen_damaged(job, Pass::Preview).await.unwrap(), 1);
     let reopened = ledger.task(task).await.unwrap();
-    assert_eq!(reopened.state, "downloading");
+    assert_eq!(reopened.state, TaskState::Downloading);
     let open = ledger.open_generations(task).await.unwrap();
     assert_eq!(
         (open.len(), open[0].id, open[0].state.as_str()),
@@ -203,7 +203,7 @@ async fn a_lost_generation_leaves_its_charge_and_the_task_pending_to_be_made_aga
     ledger.mark_damaged(task, Damage::Missing).await.unwrap();
     ledger.reopen_damaged(job, Pass::Preview).await.unwrap();
     ledger.remake_lost(generation).await.unwrap();
-    assert_eq!(ledger.task(task).await.unwrap().state, "pending");
+    assert_eq!(ledger.task(task).await.unwrap().state, TaskState::Pending);
     assert!(ledger.open_generations(task).await.unwrap().is_empty());
     assert_eq!(ledger.net_charges().await.unwrap(), Money::from_micros(4_000));
 }
@@ -302,4 +302,70 @@ async fn the_ledger_file_is_private_to_its_owner() {
     let _ledger = Ledger::open(&path).await.unwrap();
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
+}
+
+#[tokio::test]
+async fn a_final_keeps_its_reference_lost_flag_apart_from_its_note() {
+    let tasks = [
+        new_task("oak", "an oak chair", 4_000),
+        new_task("elm", "an elm chair", 4_000),
+    ];
+    let (_dir, ledger, job) = ledger_with(&tasks, 100_000).await;
+    let previews = ledger.tiles(job, Pass::Preview).await.unwrap();
+    let finals: Vec<NewFinal> = previews
+        .iter()
+        .map(|p| NewFinal {
+            preview_task_id: p.id,
+            task_key: p.task_key.clone(),
+            row_id: p.row_id.clone(),
+            line: p.line,
+            variant: p.variant,
+            variants: p.variants,
+            model: "photon-1".into(),
+            fingerprint: format!("final-{}", p.task_key),
+            request_json: "{}".into(),
+            prompt: p.prompt.clone(),
+            aspect_ratio: p.aspect_ratio.clone(),
+            format: p.format.clone(),
+            metadata_json: p.metadata_json.clone(),
+            price: Money::from_micros(15_000),
+            // The note is for people: its words never decide the flag.
+            reference_note: "made from the prompt alone".into(),
+            reference_lost: p.row_id == "oak",
+        })
+        .collect();
+    assert_eq!(ledger.add_finals(job, &finals).await.unwrap(), 2);
+    // Promoting again resumes: a preview keeps the final it has.
+    assert_eq!(ledger.add_finals(job, &finals).await.unwrap(), 0);
+    let lost: Vec<(String, bool)> = ledger
+        .results(job, Pass::Final, 0, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.row_id, r.reference_lost))
+        .collect();
+    // Tiles come in file order (line, then row id): elm, then oak.
+    assert_eq!(lost, [("elm".to_string(), false), ("oak".to_string(), true)]);
+    let tiles = ledger.tiles(job, Pass::Final).await.unwrap();
+    assert_eq!(
+        tiles.iter().map(|t| t.reference_lost).collect::<Vec<_>>(),
+        [false, true]
+    );
+}
+
+#[tokio::test]
+async fn a_job_records_the_hash_of_its_file_and_an_empty_one_keeps_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(&dir.path().join("darkroom.db")).await.unwrap();
+    let job = ledger.upsert_job("job", "job.csv", "").await.unwrap();
+    assert_eq!(ledger.job("job").await.unwrap().file_fingerprint, "");
+    ledger.record_file_fingerprint(job, "abc123").await.unwrap();
+    assert_eq!(ledger.upsert_job("job", "moved/job.csv", "").await.unwrap(), job);
+    let record = ledger.job("job").await.unwrap();
+    assert_eq!(
+        (record.file_path.as_str(), record.file_fingerprint.as_str()),
+        ("moved/job.csv", "abc123")
+    );
+    ledger.upsert_job("job", "job.csv", "def456").await.unwrap();
+    assert_eq!(ledger.job("job").await.unwrap().file_fingerprint, "def456");
 }

@@ -46,6 +46,11 @@ const LANDED: &[(i64, &str, &str)] = &[
         "observed prices",
         "aaf2e0b160eedaccb51b05b2bffd0a6175dff20cc6b0fecded8d37ed905da4cd14de5f87151e172e6fd0c79cdce15036",
     ),
+    (
+        8,
+        "reference flags",
+        "b73bb59412a9e49750b3e44e8954d1ba79f5016c73cb545a004b5d5a9ac59b3c1507662239a9da9f5f20910e02360b43",
+    ),
 ];
 
 fn hex(bytes: &[u8]) -> String {
@@ -128,5 +133,55 @@ async fn a_ledger_made_by_the_previous_release_opens_with_its_jobs_tasks_and_spe
         .set_budget(job.id, Pass::Preview, Money::from_micros(1_000_000))
         .await
         .unwrap();
+    ledger.close().await;
+}
+
+/// Writes to the ledger file with plain SQL, as an older release would have.
+async fn write_raw(db: &std::path::Path, sql: &str) {
+    use sqlx::Connection as _;
+    let url = format!("sqlite://{}", db.display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query(sql).execute(&mut conn).await.unwrap();
+    conn.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn opening_an_older_ledger_sets_the_reference_lost_flag_from_the_note_it_wrote() {
+    // The fixture's one final was promoted after the preview's URL stopped resolving: release
+    // 0.1.0 said so only in its note.
+    let (_dir, db) = previous_release_ledger();
+    let ledger = Ledger::open(&db).await.unwrap();
+    let job = ledger.job("chairs").await.unwrap();
+
+    let finals = ledger.results(job.id, Pass::Final, 0, 100).await.unwrap();
+    assert_eq!(finals.len(), 1);
+    assert!(
+        finals[0]
+            .reference_note
+            .as_deref()
+            .is_some_and(|n| n.contains("no longer resolves")),
+        "{:?}",
+        finals[0]
+    );
+    assert!(finals[0].reference_lost, "{:?}", finals[0]);
+    assert!(ledger.tiles(job.id, Pass::Final).await.unwrap()[0].reference_lost);
+    let previews = ledger.results(job.id, Pass::Preview, 0, 100).await.unwrap();
+    assert!(previews.iter().all(|r| !r.reference_lost), "{previews:?}");
+    ledger.close().await;
+}
+
+#[tokio::test]
+async fn a_final_made_with_its_preview_as_reference_is_not_flagged_when_migrated() {
+    let (_dir, db) = previous_release_ledger();
+    write_raw(
+        &db,
+        "UPDATE tasks SET reference_note = 'image_ref = preview oak (weight 0.85)' WHERE pass = 'final'",
+    )
+    .await;
+    let ledger = Ledger::open(&db).await.unwrap();
+    let job = ledger.job("chairs").await.unwrap();
+    let finals = ledger.results(job.id, Pass::Final, 0, 100).await.unwrap();
+    assert_eq!(finals.len(), 1);
+    assert!(!finals[0].reference_lost, "{:?}", finals[0]);
     ledger.close().await;
 }

@@ -4,7 +4,7 @@
 //! when the run stops (Ctrl-C, deadline, refusal, systemic failure) or the next price does not fit.
 
 use darkroom_jobs::Money;
-use darkroom_ledger::{Reservation, TaskRecord};
+use darkroom_ledger::{Reservation, TaskRecord, TaskState};
 
 use super::Run;
 use crate::events::Event;
@@ -48,7 +48,7 @@ pub(super) async fn dispatch(run: &Run) -> Result<(), EngineError> {
                 Reservation::OverBudget => return over_budget(shared, &task).await,
             }
             let mut task = task;
-            task.state = "reserved".into();
+            task.state = TaskState::Reserved;
             task.reserved_micros = task.price_micros;
             run.spawn_task(task, Some(permit), worker);
         }

@@ -3,7 +3,7 @@
 //! meanwhile are settled; the output files are rewritten from the ledger; the `Outcome` is read.
 
 use darkroom_jobs::Money;
-use darkroom_ledger::TaskState;
+use darkroom_ledger::{PassStatus, TaskState};
 
 use super::{Outcome, Run};
 use crate::audit::Audit;
@@ -51,13 +51,13 @@ pub(super) async fn finish(run: &Run, audit: Option<Audit>) -> Result<Outcome, E
 }
 
 /// The pass's status in the ledger for how the run stopped.
-fn pass_status(stop: Option<&StopReason>) -> &'static str {
+fn pass_status(stop: Option<&StopReason>) -> PassStatus {
     match stop {
-        None => "finished",
-        Some(StopReason::BudgetExhausted) => "budget_exhausted",
-        Some(StopReason::Interrupted) => "interrupted",
-        Some(StopReason::Deadline) => "deadline",
-        Some(StopReason::Refused(_)) => "refused",
-        Some(StopReason::Failed(_)) => "failed",
+        None => PassStatus::Finished,
+        Some(StopReason::BudgetExhausted) => PassStatus::BudgetExhausted,
+        Some(StopReason::Interrupted) => PassStatus::Interrupted,
+        Some(StopReason::Deadline) => PassStatus::Deadline,
+        Some(StopReason::Refused(_)) => PassStatus::Refused,
+        Some(StopReason::Failed(_)) => PassStatus::Failed,
     }
 }

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use darkroom_jobs::Pass;
-use darkroom_ledger::{Counts, Ledger, LedgerError, ModelSpend, TileRecord};
+use darkroom_ledger::{Counts, Ledger, LedgerError, ModelSpend, TaskState, TileRecord};
 use serde::Serialize;
 
 pub use html::escape;
@@ -127,28 +127,30 @@ pub struct Tile {
     pub reason: Option<String>,
     /// The image's path on disk, once done.
     pub path: Option<String>,
-    /// For a promoted final: how its preview was used.
+    /// For a promoted final: how its preview was used (text for people).
     pub reference: Option<String>,
+    /// For a promoted final: made from the prompt alone, its preview's URL having expired (the
+    /// ledger's `reference_lost` flag; the note above is never searched for it).
+    pub reference_lost: bool,
 }
 
 impl Tile {
     /// Whether this final was made from the prompt alone because its preview's URL had expired.
     pub fn made_without_reference(&self) -> bool {
-        self.reference
-            .as_deref()
-            .is_some_and(|r| r.contains("no longer resolves"))
+        self.reference_lost
     }
 
     fn of(t: &TileRecord) -> Tile {
         Tile {
             task: t.id,
-            state: t.state.clone(),
+            state: t.state.to_string(),
             cached: t.cached != 0,
             model: t.model.clone(),
             cost_micros: t.cost_micros,
             reason: t.reason.clone(),
             path: t.output_path.clone(),
             reference: t.reference_note.clone(),
+            reference_lost: t.reference_lost,
         }
     }
 }
@@ -214,7 +216,10 @@ pub async fn build(ledger: &Ledger, job_id: i64, job: &str) -> Result<JobReport,
 
 fn latencies(tiles: &[TileRecord]) -> Vec<Latency> {
     let mut by_model: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
-    for t in tiles.iter().filter(|t| t.state == "done" && t.cached == 0) {
+    for t in tiles
+        .iter()
+        .filter(|t| t.state == TaskState::Done && t.cached == 0)
+    {
         if let Some(ms) = t.latency_ms {
             by_model.entry(t.model.as_str()).or_default().push(ms);
         }

@@ -295,7 +295,7 @@ async fn thumb(
     };
     let Some(path) = tiles
         .into_iter()
-        .find(|t| t.task_key == key && t.state == "done")
+        .find(|t| t.task_key == key && t.state == darkroom_ledger::TaskState::Done)
         .and_then(|t| t.output_path)
     else {
         return StatusCode::NOT_FOUND.into_response();
