@@ -28,7 +28,7 @@ fn darkroom_audit_records_a_generation_committed_behind_the_ledgers_back_and_exi
     // The account makes a generation with a request of this job that the ledger never heard of:
     // what a create committed after darkroom stopped waiting for it looks like.
     let body = r#"{"model":"photon-flash-1","prompt":"A shallow stoneware bowl of lemons on linen","aspect_ratio":"1:1"}"#;
-    let create = format!("{}/generations/image", support_path(&sim.base_url));
+    let create = format!("{}/generations/image", support::path_of(&sim.base_url));
     let (status, _) = support::http(
         &sim.base_url,
         "POST",
@@ -114,9 +114,4 @@ fn darkroom_audit_names_a_job_the_ledger_does_not_have() {
         "{}",
         text(&output.stderr)
     );
-}
-
-fn support_path(url: &str) -> String {
-    let rest = url.trim_start_matches("http://");
-    rest.find('/').map_or(String::new(), |i| rest[i..].to_string())
 }

@@ -7,9 +7,6 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
-#[path = "support/mod.rs"]
-mod support;
-
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -46,13 +43,13 @@ async fn measure(tasks: usize, lost: f64, callbacks: bool) -> Measured {
         seed: 5,
         ..SimConfig::default()
     };
-    let support::Bench {
+    let darkroom_testkit::bench::Bench {
         dir,
         sim,
         client,
         ledger,
         job,
-    } = support::setup("callbacks", sim_config, tasks, "1:1").await;
+    } = darkroom_testkit::bench::setup("callbacks", sim_config, tasks, "1:1").await;
     let mut settings = RunSettings::new("callbacks", Pass::Preview, dir.path().join("out"));
     settings.creates_per_minute = Some(3000);
     settings.max_in_flight = 40;
@@ -67,7 +64,7 @@ async fn measure(tasks: usize, lost: f64, callbacks: bool) -> Measured {
         &client,
         &settings,
         job,
-        support::discard_events(),
+        darkroom_testkit::events::discard(),
         Shutdown::default(),
     )
     .await

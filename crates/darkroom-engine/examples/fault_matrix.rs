@@ -6,9 +6,6 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
-#[path = "support/mod.rs"]
-mod support;
-
 use std::time::{Duration, Instant};
 
 use darkroom_engine::scheduler::Shutdown;
@@ -106,13 +103,13 @@ async fn main() {
             seed: 42,
             ..SimConfig::default()
         };
-        let support::Bench {
+        let darkroom_testkit::bench::Bench {
             dir,
             sim,
             client,
             ledger,
             job,
-        } = support::setup("matrix", sim_config, tasks, "1:1").await;
+        } = darkroom_testkit::bench::setup("matrix", sim_config, tasks, "1:1").await;
         let mut settings = RunSettings::new("matrix", Pass::Preview, dir.path().join("out"));
         settings.creates_per_minute = None;
         settings.latency_photon_flash_1 = Duration::from_millis(10);
@@ -121,7 +118,7 @@ async fn main() {
         settings.settle_window = Duration::from_secs(2);
         settings.max_attempts = 6;
         settings.breaker_threshold = 1_000;
-        let tx = support::discard_events();
+        let tx = darkroom_testkit::events::discard();
         let started = Instant::now();
         let outcome = run_pass(&ledger, &client, &settings, job, tx, Shutdown::default())
             .await

@@ -5,17 +5,14 @@
 
 #![allow(clippy::unwrap_used)] // In tests a panic is a failure with a backtrace.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use darkroom_engine::scheduler::Shutdown;
 use darkroom_engine::{run_pass, Outcome, RunSettings};
 use darkroom_jobs::{Money, Pass};
-use darkroom_luma::{ApiKey, Client, ClientConfig};
 use darkroom_sim::{Faults, SimConfig};
-use support::{images_in, Harness};
+use darkroom_testkit::{images_in, Harness};
 use tokio::sync::mpsc;
 
 /// A simulator 50 times faster than the real API, with `faults`, and a client that gives up on a
@@ -43,15 +40,9 @@ fn settings(h: &Harness, job: &str) -> RunSettings {
 }
 
 fn write_job(dir: &Path, name: &str, rows: usize) -> PathBuf {
-    let mut text = String::from("id,prompt,aspect_ratio\n");
-    for i in 0..rows {
-        text.push_str(&format!(
-            "row-{i},A glass teapot number {i} on a linen cloth,1:1\n"
-        ));
-    }
-    let path = dir.join(format!("{name}.csv"));
-    std::fs::write(&path, text).unwrap();
-    path
+    darkroom_testkit::jobs::write_csv(dir, &format!("{name}.csv"), rows, |i| {
+        format!("row-{i},A glass teapot number {i} on a linen cloth,1:1")
+    })
 }
 
 async fn load_job(h: &Harness, file: &Path, s: &RunSettings) -> i64 {
@@ -151,15 +142,7 @@ async fn a_late_commit_that_lands_after_the_window_closed_is_recorded_by_the_aud
     })
     .await
     .unwrap();
-    h.client = Client::new(ClientConfig {
-        base_url: h.sim.base_url(),
-        api_key: ApiKey::new("test-key".to_string()),
-        connect_timeout: Duration::from_secs(5),
-        request_timeout: Duration::from_millis(200),
-        download_timeout: Duration::from_secs(30),
-        user_agent: "darkroom-tests".into(),
-    })
-    .unwrap();
+    h.client = darkroom_testkit::sim::client(&h.sim, Duration::from_millis(200));
     let file = write_job(h.dir.path(), "later", 1);
     let mut s = settings(&h, "later");
     // The window closes before the commit lands, so the task is sent again.
@@ -219,15 +202,7 @@ async fn the_end_of_run_audit_adopts_a_late_generation_for_a_task_that_still_nee
     })
     .await
     .unwrap();
-    h.client = Client::new(ClientConfig {
-        base_url: h.sim.base_url(),
-        api_key: ApiKey::new("test-key".to_string()),
-        connect_timeout: Duration::from_secs(5),
-        request_timeout: Duration::from_millis(200),
-        download_timeout: Duration::from_secs(30),
-        user_agent: "darkroom-tests".into(),
-    })
-    .unwrap();
+    h.client = darkroom_testkit::sim::client(&h.sim, Duration::from_millis(200));
     let file = write_job(h.dir.path(), "adopt", 2);
     let mut s = settings(&h, "adopt");
     s.latency_photon_flash_1 = Duration::from_millis(1000);
@@ -428,15 +403,7 @@ async fn a_task_waiting_out_its_settlement_window_does_not_stall_the_other_creat
     })
     .await
     .unwrap();
-    h.client = Client::new(ClientConfig {
-        base_url: h.sim.base_url(),
-        api_key: ApiKey::new("test-key".to_string()),
-        connect_timeout: Duration::from_secs(5),
-        request_timeout: Duration::from_millis(200),
-        download_timeout: Duration::from_secs(30),
-        user_agent: "darkroom-tests".into(),
-    })
-    .unwrap();
+    h.client = darkroom_testkit::sim::client(&h.sim, Duration::from_millis(200));
     let file = write_job(h.dir.path(), "beside", 8);
     let mut s = settings(&h, "beside");
     s.max_in_flight = 2; // the waiting task holds one slot; the other seven share the second

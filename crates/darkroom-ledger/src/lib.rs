@@ -11,6 +11,8 @@
 //! [`BUSY_TIMEOUT`] for another's, and readers (`darkroom status` while a run goes on) read through WAL.
 
 mod audit;
+#[cfg(feature = "bench")]
+mod bench_views;
 mod content;
 mod prices;
 mod records;
