@@ -15,22 +15,13 @@ use darkroom_jobs::{Money, Pass};
 use darkroom_ledger::Ledger;
 use darkroom_luma::ClientConfig;
 use darkroom_sim::{Faults, SimConfig, SimHandle};
+use darkroom_testkit::sim::status_reads;
 
 struct Run {
     outcome: Outcome,
     sim: SimHandle,
     ledger: Ledger,
     dir: tempfile::TempDir,
-}
-
-/// Status reads the simulator answered: single GETs and list calls.
-fn status_reads(sim: &SimHandle) -> u64 {
-    sim.stats()
-        .requests
-        .iter()
-        .filter(|(k, _)| k.starts_with("GET /generations"))
-        .map(|(_, n)| n)
-        .sum()
 }
 
 fn job(dir: &Path, rows: usize) -> std::path::PathBuf {

@@ -1,6 +1,8 @@
 //! What the benchmark programs share: a simulator with ample credit, a client for it, and a fresh
 //! ledger in a temporary directory with a job of N one-image rows loaded under a $100 preview budget.
 
+use darkroom_engine::scheduler::Shutdown;
+use darkroom_engine::{run_pass, Outcome, RunSettings};
 use darkroom_jobs::{Money, Pass};
 use darkroom_ledger::Ledger;
 use darkroom_luma::Client;
@@ -10,6 +12,8 @@ use darkroom_sim::{SimConfig, SimHandle};
 /// with [`SimHandle::shutdown`].
 #[derive(Debug)]
 pub struct Bench {
+    /// The job's name.
+    pub name: String,
     /// The temporary directory: the ledger, the job file and `out/`.
     pub dir: tempfile::TempDir,
     /// The simulator (credit: $1,000).
@@ -42,10 +46,36 @@ pub async fn setup(name: &str, sim: SimConfig, tasks: usize, aspect_ratio: &str)
     let budget = Money::parse_usd("100").expect("a valid amount");
     let job = crate::ledger::load_job(&ledger, name, &file, Pass::Preview, budget).await;
     Bench {
+        name: name.to_string(),
         dir,
         sim,
         client,
         ledger,
         job,
+    }
+}
+
+impl Bench {
+    /// The preview pass's default settings for this job, writing under `DIR/out`.
+    pub fn settings(&self) -> RunSettings {
+        RunSettings::new(&self.name, Pass::Preview, self.dir.path().join("out"))
+    }
+
+    /// Runs the preview pass with `settings` to its end, its events dropped.
+    ///
+    /// # Panics
+    /// If the pass fails systemically (a ledger error).
+    pub async fn run(&self, settings: &RunSettings) -> Outcome {
+        let events = crate::events::discard();
+        run_pass(
+            &self.ledger,
+            &self.client,
+            settings,
+            self.job,
+            events,
+            Shutdown::default(),
+        )
+        .await
+        .expect("the pass runs to its end")
     }
 }

@@ -112,6 +112,17 @@ impl SimProcess {
         billing["net_micros"].as_i64().expect("billing has net_micros")
     }
 
+    /// Creates an image generation on the simulator's account with the JSON request `body`, as
+    /// another client of the account would. Returns the HTTP status (201 when accepted).
+    pub fn create_generation(&self, body: &str) -> u16 {
+        let path = format!("{}/generations/image", path_of(&self.base_url));
+        let headers = [
+            ("Authorization", "Bearer test-key"),
+            ("Content-Type", "application/json"),
+        ];
+        http(&self.base_url, "POST", &path, &headers, body).0
+    }
+
     /// A generation as the simulator serves it (`GET .../generations/ID`), asserting a 200.
     pub fn generation(&self, id: &str) -> serde_json::Value {
         let path = format!("{}/generations/{id}", path_of(&self.base_url));

@@ -54,3 +54,13 @@ pub fn client(sim: &SimHandle, request_timeout: Duration) -> Client {
 pub fn build(config: ClientConfig) -> Client {
     Client::new(config).expect("a client for the simulator builds")
 }
+
+/// Status reads `sim` has answered so far: single `GET`s of a generation and list calls.
+pub fn status_reads(sim: &SimHandle) -> u64 {
+    sim.stats()
+        .requests
+        .iter()
+        .filter(|(k, _)| k.starts_with("GET /generations"))
+        .map(|(_, n)| n)
+        .sum()
+}
