@@ -28,32 +28,11 @@ fn darkroom_audit_records_a_generation_committed_behind_the_ledgers_back_and_exi
     // The account makes a generation with a request of this job that the ledger never heard of:
     // what a create committed after darkroom stopped waiting for it looks like.
     let body = r#"{"model":"photon-flash-1","prompt":"A shallow stoneware bowl of lemons on linen","aspect_ratio":"1:1"}"#;
-    let create = format!("{}/generations/image", support_path(&sim.base_url));
-    let (status, _) = support::http(
-        &sim.base_url,
-        "POST",
-        &create,
-        &[
-            ("Authorization", "Bearer test-key"),
-            ("Content-Type", "application/json"),
-        ],
-        body,
-    );
-    assert_eq!(status, 201);
+    assert_eq!(sim.create_generation(body), 201);
     // And one nobody in this ledger asked for.
     let other =
         r#"{"model":"photon-flash-1","prompt":"A bicycle leaning on a brick wall","aspect_ratio":"1:1"}"#;
-    let (status, _) = support::http(
-        &sim.base_url,
-        "POST",
-        &create,
-        &[
-            ("Authorization", "Bearer test-key"),
-            ("Content-Type", "application/json"),
-        ],
-        other,
-    );
-    assert_eq!(status, 201);
+    assert_eq!(sim.create_generation(other), 201);
     std::thread::sleep(std::time::Duration::from_millis(300)); // let both finish (scaled latency)
 
     let output = against(dir.path(), &sim)
@@ -114,9 +93,4 @@ fn darkroom_audit_names_a_job_the_ledger_does_not_have() {
         "{}",
         text(&output.stderr)
     );
-}
-
-fn support_path(url: &str) -> String {
-    let rest = url.trim_start_matches("http://");
-    rest.find('/').map_or(String::new(), |i| rest[i..].to_string())
 }

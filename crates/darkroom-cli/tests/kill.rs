@@ -9,39 +9,19 @@
 
 #![allow(clippy::unwrap_used)] // In tests a panic is a failure with a backtrace.
 
+mod support;
+
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
+
+use support::{darkroom, get_json, SimProcess};
 
 fn setting(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn darkroom(dir: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_darkroom"));
-    command
-        .current_dir(dir)
-        .env("NO_COLOR", "1")
-        .env_remove("LUMAAI_BASE_URL");
-    command
-}
-
-fn get_json(base_url: &str, path: &str) -> serde_json::Value {
-    let authority = base_url.trim_start_matches("http://").split('/').next().unwrap();
-    let mut stream = std::net::TcpStream::connect(authority).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    serde_json::from_str(&response[response.find("\r\n\r\n").unwrap() + 4..]).unwrap()
 }
 
 /// A small deterministic generator for the kill moments (printed, so a failure can be replayed).
@@ -74,32 +54,20 @@ fn killed_at_random_moments_the_job_still_ends_with_one_image_per_task_and_the_b
     }
     std::fs::write(dir.path().join("kill.csv"), rows).unwrap();
 
-    let mut sim = darkroom(dir.path())
-        .args([
-            "sim",
-            "--port",
-            "0",
+    let sim = SimProcess::start(
+        dir.path(),
+        &[
             "--faults",
             "flaky",
             "--time-scale",
             "0.05",
             "--rate-per-minute",
             "0",
-        ])
-        .args(["--seed", &seed.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(sim.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap()
-        .to_string();
+            "--seed",
+            &seed.to_string(),
+        ],
+    );
+    let url = sim.base_url.clone();
 
     let rate = setting("DARKROOM_KILL_RATE", 1200).to_string();
     let budget = format!("{}", tasks); // far above the job's cost: the budget is checked, not hit
@@ -230,6 +198,5 @@ fn killed_at_random_moments_the_job_still_ends_with_one_image_per_task_and_the_b
         counts.done
     );
 
-    sim.kill().unwrap();
-    let _ = sim.wait();
+    drop(sim);
 }

@@ -5,11 +5,10 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
-use support::{code, darkroom, text, write};
+use support::{code, darkroom, text, write, SimProcess};
 
 fn small_job(dir: &Path) {
     write(
@@ -117,40 +116,20 @@ fn without_a_key_or_sim_the_run_refuses_with_a_hint() {
     assert!(stderr.contains("--sim"), "{stderr}");
 }
 
-/// Starts `darkroom sim` on port 0 and returns it with its base URL (from its first stdout line).
-fn start_sim(dir: &Path, extra: &[&str]) -> (Child, String) {
-    let mut child = darkroom(dir)
-        .args(["sim", "--port", "0"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap()
-        .to_string();
-    (child, url)
-}
-
 #[test]
 fn the_api_key_never_reaches_the_ledger_the_outputs_or_the_logs() {
     let dir = tempfile::tempdir().unwrap();
     small_job(dir.path());
     let secret = "luma-5ecret-k3y-that-must-not-leak";
-    let (mut sim, url) = start_sim(dir.path(), &["--api-key", secret]);
+    let sim = SimProcess::start(dir.path(), &["--api-key", secret]);
+    let url = sim.base_url.clone();
     let output = darkroom(dir.path())
         .args(["run", "lamps.csv", "--base-url", &url])
         .env("LUMAAI_API_KEY", secret)
         .env("RUST_LOG", "trace")
         .output()
         .unwrap();
-    sim.kill().unwrap();
-    let _ = sim.wait();
+    drop(sim);
     assert_eq!(code(&output), 0, "stderr: {}", text(&output.stderr));
     assert!(!text(&output.stderr).contains(secret));
     assert!(!text(&output.stdout).contains(secret));
@@ -164,7 +143,8 @@ fn the_api_key_never_reaches_the_ledger_the_outputs_or_the_logs() {
     }
 
     // And a wrong key is a refusal: exit 5.
-    let (mut sim, url) = start_sim(dir.path(), &["--api-key", secret]);
+    let sim = SimProcess::start(dir.path(), &["--api-key", secret]);
+    let url = sim.base_url.clone();
     write(
         dir.path(),
         "more.csv",
@@ -175,8 +155,7 @@ fn the_api_key_never_reaches_the_ledger_the_outputs_or_the_logs() {
         .env("LUMAAI_API_KEY", "luma-wrong")
         .output()
         .unwrap();
-    sim.kill().unwrap();
-    let _ = sim.wait();
+    drop(sim);
     assert_eq!(code(&output), 5, "stderr: {}", text(&output.stderr));
 }
 
@@ -193,13 +172,6 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     files
 }
 
-/// `GET /sim/billing`: the simulator's own record of what was charged.
-fn sim_net_billing(base_url: &str) -> i64 {
-    let (_, body) = support::http(base_url, "GET", "/sim/billing", &[], "");
-    let billing: serde_json::Value = serde_json::from_str(&body).unwrap();
-    billing["net_micros"].as_i64().unwrap()
-}
-
 #[test]
 fn a_second_run_of_the_same_job_is_refused_and_ctrl_c_leaves_it_resumable() {
     let dir = tempfile::tempdir().unwrap();
@@ -208,7 +180,8 @@ fn a_second_run_of_the_same_job_is_refused_and_ctrl_c_leaves_it_resumable() {
         rows.push_str(&format!("vase-{i},A ceramic vase number {i} on a walnut table\n"));
     }
     write(dir.path(), "vases.csv", &rows);
-    let (mut sim, url) = start_sim(dir.path(), &["--time-scale", "4", "--rate-per-minute", "0"]);
+    let sim = SimProcess::start(dir.path(), &["--time-scale", "4", "--rate-per-minute", "0"]);
+    let url = sim.base_url.clone();
     let mut first = darkroom(dir.path())
         .args(["run", "vases.csv", "--base-url", &url, "--max-in-flight", "4"])
         .env("LUMAAI_API_KEY", "k")
@@ -262,12 +235,11 @@ fn a_second_run_of_the_same_job_is_refused_and_ctrl_c_leaves_it_resumable() {
     assert_eq!(summary["counts"]["done"], 30);
     assert_eq!(summary["spent"], "0.12");
     assert_eq!(
-        sim_net_billing(&url),
+        sim.net_billing(),
         30 * 4_000,
         "the simulator billed one image per task"
     );
-    sim.kill().unwrap();
-    let _ = sim.wait();
+    drop(sim);
 }
 
 #[test]

@@ -3,24 +3,23 @@
 
 #![allow(clippy::unwrap_used)] // In tests a panic is a failure with a backtrace.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use support::text;
+
+/// The binary with a clean environment, run in this crate's directory (some paths below are
+/// relative to it).
 fn darkroom() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_darkroom"));
-    command
-        .env("NO_COLOR", "1")
-        .env_remove("DARKROOM_CONFIG")
-        .env_remove("DARKROOM_BUDGET");
+    let mut command = support::darkroom(Path::new(env!("CARGO_TARGET_TMPDIR")));
+    command.current_dir(env!("CARGO_MANIFEST_DIR"));
     command
 }
 
 fn jobs_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../jobs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 fn run(args: &[&str]) -> Output {

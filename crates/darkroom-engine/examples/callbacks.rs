@@ -7,32 +7,18 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
-#[path = "support/mod.rs"]
-mod support;
-
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use darkroom_engine::callbacks::CallbackReceiver;
-use darkroom_engine::scheduler::Shutdown;
-use darkroom_engine::{run_pass, RunSettings};
-use darkroom_jobs::Pass;
-use darkroom_sim::{Faults, SimConfig, SimHandle};
+use darkroom_sim::{Faults, SimConfig};
+use darkroom_testkit::sim::status_reads;
 
 struct Measured {
     wall: f64,
     reads: u64,
     done: u64,
     paid_once: bool,
-}
-
-fn status_reads(sim: &SimHandle) -> u64 {
-    sim.stats()
-        .requests
-        .iter()
-        .filter(|(k, _)| k.starts_with("GET /generations"))
-        .map(|(_, n)| n)
-        .sum()
 }
 
 async fn measure(tasks: usize, lost: f64, callbacks: bool) -> Measured {
@@ -46,14 +32,8 @@ async fn measure(tasks: usize, lost: f64, callbacks: bool) -> Measured {
         seed: 5,
         ..SimConfig::default()
     };
-    let support::Bench {
-        dir,
-        sim,
-        client,
-        ledger,
-        job,
-    } = support::setup("callbacks", sim_config, tasks, "1:1").await;
-    let mut settings = RunSettings::new("callbacks", Pass::Preview, dir.path().join("out"));
+    let bench = darkroom_testkit::bench::setup("callbacks", sim_config, tasks, "1:1").await;
+    let mut settings = bench.settings();
     settings.creates_per_minute = Some(3000);
     settings.max_in_flight = 40;
     settings.polls_per_second = 200;
@@ -62,26 +42,17 @@ async fn measure(tasks: usize, lost: f64, callbacks: bool) -> Measured {
             Some(CallbackReceiver::bind(SocketAddr::from(([127, 0, 0, 1], 0)), None).unwrap());
     }
     let started = Instant::now();
-    let outcome = run_pass(
-        &ledger,
-        &client,
-        &settings,
-        job,
-        support::discard_events(),
-        Shutdown::default(),
-    )
-    .await
-    .unwrap();
+    let outcome = bench.run(&settings).await;
     let wall = started.elapsed().as_secs_f64();
-    let billed = sim.billing().net_micros;
+    let billed = bench.sim.billing().net_micros;
     let measured = Measured {
         wall,
-        reads: status_reads(&sim),
+        reads: status_reads(&bench.sim),
         done: outcome.counts.done,
         paid_once: billed == i64::try_from(outcome.counts.done).unwrap() * 4_000
-            && ledger.net_charges().await.unwrap().micros() == billed,
+            && bench.ledger.net_charges().await.unwrap().micros() == billed,
     };
-    sim.shutdown().await;
+    bench.sim.shutdown().await;
     measured
 }
 

@@ -6,14 +6,9 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
-#[path = "support/mod.rs"]
-mod support;
-
 use std::time::{Duration, Instant};
 
-use darkroom_engine::scheduler::Shutdown;
-use darkroom_engine::{run_pass, RunSettings, StopReason};
-use darkroom_jobs::Pass;
+use darkroom_engine::StopReason;
 use darkroom_sim::{Faults, SimConfig};
 
 #[tokio::main]
@@ -106,14 +101,8 @@ async fn main() {
             seed: 42,
             ..SimConfig::default()
         };
-        let support::Bench {
-            dir,
-            sim,
-            client,
-            ledger,
-            job,
-        } = support::setup("matrix", sim_config, tasks, "1:1").await;
-        let mut settings = RunSettings::new("matrix", Pass::Preview, dir.path().join("out"));
+        let bench = darkroom_testkit::bench::setup("matrix", sim_config, tasks, "1:1").await;
+        let mut settings = bench.settings();
         settings.creates_per_minute = None;
         settings.latency_photon_flash_1 = Duration::from_millis(10);
         settings.polls_per_second = 200;
@@ -121,11 +110,8 @@ async fn main() {
         settings.settle_window = Duration::from_secs(2);
         settings.max_attempts = 6;
         settings.breaker_threshold = 1_000;
-        let tx = support::discard_events();
         let started = Instant::now();
-        let outcome = run_pass(&ledger, &client, &settings, job, tx, Shutdown::default())
-            .await
-            .unwrap();
+        let outcome = bench.run(&settings).await;
         let seconds = started.elapsed().as_secs_f64();
         let c = outcome.counts;
         let exit = match outcome.stop {
@@ -137,8 +123,8 @@ async fn main() {
             None if c.failed + c.blocked + c.pending + c.in_flight > 0 => 1,
             None => 0,
         };
-        let injected: u64 = sim.stats().faults.values().sum();
-        let matched = ledger.net_charges().await.unwrap().micros() == sim.billing().net_micros;
+        let injected: u64 = bench.sim.stats().faults.values().sum();
+        let matched = bench.ledger.net_charges().await.unwrap().micros() == bench.sim.billing().net_micros;
         println!(
             "| {name} | {injected} | {} | {} | {} | {} | {exit} | {} | {seconds:.1} |",
             c.done,
@@ -147,6 +133,6 @@ async fn main() {
             c.attempts,
             if matched { "yes" } else { "NO" }
         );
-        sim.shutdown().await;
+        bench.sim.shutdown().await;
     }
 }

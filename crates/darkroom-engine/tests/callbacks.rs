@@ -4,19 +4,18 @@
 
 #![allow(clippy::unwrap_used)] // In tests a panic is a failure with a backtrace.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use darkroom_engine::callbacks::CallbackReceiver;
 use darkroom_engine::scheduler::Shutdown;
-use darkroom_engine::{load, run_pass, Outcome, RunSettings};
-use darkroom_jobs::{Money, Pass, PriceTable, ReadOptions, Routing};
+use darkroom_engine::{run_pass, Outcome, RunSettings};
+use darkroom_jobs::{Money, Pass};
 use darkroom_ledger::Ledger;
+use darkroom_luma::ClientConfig;
 use darkroom_sim::{Faults, SimConfig, SimHandle};
-use tokio::sync::mpsc;
+use darkroom_testkit::sim::status_reads;
 
 struct Run {
     outcome: Outcome,
@@ -25,29 +24,15 @@ struct Run {
     dir: tempfile::TempDir,
 }
 
-/// Status reads the simulator answered: single GETs and list calls.
-fn status_reads(sim: &SimHandle) -> u64 {
-    sim.stats()
-        .requests
-        .iter()
-        .filter(|(k, _)| k.starts_with("GET /generations"))
-        .map(|(_, n)| n)
-        .sum()
-}
-
 fn job(dir: &Path, rows: usize) -> std::path::PathBuf {
-    let mut text = String::from("id,prompt,aspect_ratio\n");
-    for i in 0..rows {
-        text.push_str(&format!("row-{i},A linen armchair number {i} by a window,1:1\n"));
-    }
-    let path = dir.join("chairs.csv");
-    std::fs::write(&path, text).unwrap();
-    path
+    darkroom_testkit::jobs::write_csv(dir, "chairs.csv", rows, |i| {
+        format!("row-{i},A linen armchair number {i} by a window,1:1")
+    })
 }
 
 /// Runs `rows` previews with or without callbacks against a fresh simulator with `faults`.
 async fn run(rows: usize, faults: Faults, callbacks: bool) -> (Run, Option<CallbackReceiver>) {
-    let sim = darkroom_sim::spawn(SimConfig {
+    let sim = darkroom_testkit::sim::spawn(SimConfig {
         time_scale: 0.1,
         creates_per_minute: None,
         max_concurrent: Some(40),
@@ -55,11 +40,10 @@ async fn run(rows: usize, faults: Faults, callbacks: bool) -> (Run, Option<Callb
         seed: 3,
         ..SimConfig::default()
     })
-    .await
-    .unwrap();
+    .await;
     let dir = tempfile::tempdir().unwrap();
-    let ledger = Ledger::open(&dir.path().join("darkroom.db")).await.unwrap();
-    let client = support::provider(&sim.base_url(), Duration::from_secs(10));
+    let ledger = darkroom_testkit::ledger::open_in(dir.path()).await;
+    let client = darkroom_testkit::sim::client(&sim, Duration::from_secs(10));
     let mut s = RunSettings::new("chairs", Pass::Preview, dir.path().join("out"));
     s.creates_per_minute = None;
     s.latency_photon_flash_1 = Duration::from_millis(30);
@@ -68,27 +52,9 @@ async fn run(rows: usize, faults: Faults, callbacks: bool) -> (Run, Option<Callb
         callbacks.then(|| CallbackReceiver::bind(SocketAddr::from(([127, 0, 0, 1], 0)), None).unwrap());
     s.callbacks = receiver.clone();
     let file = job(dir.path(), rows);
-    let job_id = ledger
-        .upsert_job("chairs", &file.display().to_string(), "")
-        .await
-        .unwrap();
-    ledger
-        .set_budget(job_id, Pass::Preview, Money::parse_usd("5").unwrap())
-        .await
-        .unwrap();
-    load::load_job(
-        &ledger,
-        job_id,
-        &file,
-        Pass::Preview,
-        Routing::default(),
-        PriceTable::default(),
-        ReadOptions::default(),
-    )
-    .await
-    .unwrap();
-    let (tx, mut rx) = mpsc::channel(100_000);
-    tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    let budget = Money::parse_usd("5").unwrap();
+    let job_id = darkroom_testkit::ledger::load_job(&ledger, "chairs", &file, Pass::Preview, budget).await;
+    let tx = darkroom_testkit::events::discard();
     let outcome = run_pass(&ledger, &client, &s, job_id, tx, Shutdown::default())
         .await
         .unwrap();
@@ -166,7 +132,12 @@ async fn a_callback_with_an_unknown_token_is_refused() {
     let receiver = CallbackReceiver::bind(SocketAddr::from(([127, 0, 0, 1], 0)), None).unwrap();
     let tracker = tokio_util::task::TaskTracker::new();
     let stop = tokio_util::sync::CancellationToken::new();
-    let client = support::provider("http://127.0.0.1:9", Duration::from_secs(1));
+    let client = darkroom_testkit::sim::build(ClientConfig {
+        connect_timeout: Duration::from_secs(1),
+        request_timeout: Duration::from_secs(1),
+        download_timeout: Duration::from_secs(1),
+        ..darkroom_testkit::sim::client_config("http://127.0.0.1:9".into())
+    });
     let poller =
         darkroom_engine::poller::Poller::spawn(client, 10, Duration::from_secs(5), &tracker, stop.clone());
     receiver.serve(poller, &tracker, stop.clone()).unwrap();

@@ -6,8 +6,6 @@
 
 #![allow(clippy::unwrap_used)] // In tests a panic is a failure with a backtrace.
 
-mod support;
-
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,7 +14,7 @@ use darkroom_engine::content::{verify_job, Problem, Unverified};
 use darkroom_engine::{Outcome, RunSettings};
 use darkroom_jobs::{Money, Pass};
 use darkroom_sim::SimConfig;
-use support::Harness;
+use darkroom_testkit::Harness;
 
 async fn harness() -> Harness {
     Harness::start(SimConfig {

@@ -5,8 +5,6 @@
 
 #![allow(clippy::unwrap_used)] // In tests a panic is a failure with a backtrace.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -14,20 +12,34 @@ use darkroom_engine::scheduler::Shutdown;
 use darkroom_engine::{run_pass, Outcome, RunSettings};
 use darkroom_jobs::{Money, Pass};
 use darkroom_sim::{Faults, SimConfig};
-use support::{images_in, Harness};
+use darkroom_testkit::{images_in, Harness};
 use tokio::sync::mpsc;
 
-/// A simulator 50 times faster than the real API, with `faults`, and a client that gives up on a
-/// request after `timeout`.
-async fn harness(faults: Faults, late_commit_delay: Duration, timeout: Duration) -> Harness {
-    let sim = SimConfig {
+/// A simulator 50 times faster than the real API, with `faults`, creates committed late after
+/// `late_commit_delay`.
+fn sim_config(faults: Faults, late_commit_delay: Duration) -> SimConfig {
+    SimConfig {
         time_scale: 0.02,
         creates_per_minute: None,
         faults,
         late_commit_delay,
         ..SimConfig::default()
+    }
+}
+
+/// [`sim_config`]'s simulator, and a client that gives up on a request after `timeout`.
+async fn harness(faults: Faults, late_commit_delay: Duration, timeout: Duration) -> Harness {
+    Harness::start_with_timeout(sim_config(faults, late_commit_delay), timeout).await
+}
+
+/// [`harness`] with only the first create committed late, and a client that gives up after
+/// 200 ms.
+async fn harness_late_once(faults: Faults, late_commit_delay: Duration) -> Harness {
+    let sim = SimConfig {
+        late_commit_limit: Some(1),
+        ..sim_config(faults, late_commit_delay)
     };
-    Harness::start_with_timeout(sim, timeout).await
+    Harness::start_with_timeout(sim, Duration::from_millis(200)).await
 }
 
 fn settings(h: &Harness, job: &str) -> RunSettings {
@@ -42,15 +54,9 @@ fn settings(h: &Harness, job: &str) -> RunSettings {
 }
 
 fn write_job(dir: &Path, name: &str, rows: usize) -> PathBuf {
-    let mut text = String::from("id,prompt,aspect_ratio\n");
-    for i in 0..rows {
-        text.push_str(&format!(
-            "row-{i},A glass teapot number {i} on a linen cloth,1:1\n"
-        ));
-    }
-    let path = dir.join(format!("{name}.csv"));
-    std::fs::write(&path, text).unwrap();
-    path
+    darkroom_testkit::jobs::write_csv(dir, &format!("{name}.csv"), rows, |i| {
+        format!("row-{i},A glass teapot number {i} on a linen cloth,1:1")
+    })
 }
 
 async fn load_job(h: &Harness, file: &Path, s: &RunSettings) -> i64 {
@@ -137,20 +143,8 @@ async fn a_late_commit_that_lands_after_the_window_closed_is_recorded_by_the_aud
         create_late: 1.0,
         ..Faults::default()
     };
-    let mut h = harness(faults, Duration::from_millis(1500), Duration::from_millis(200)).await;
     // Only the first create is late: the re-send is answered at once.
-    h.sim.shutdown().await;
-    h.sim = darkroom_sim::spawn(SimConfig {
-        time_scale: 0.02,
-        creates_per_minute: None,
-        faults,
-        late_commit_delay: Duration::from_millis(1500),
-        late_commit_limit: Some(1),
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
-    h.client = support::provider(&h.sim.base_url(), Duration::from_millis(200));
+    let h = harness_late_once(faults, Duration::from_millis(1500)).await;
     let file = write_job(h.dir.path(), "later", 1);
     let mut s = settings(&h, "later");
     // The window closes before the commit lands, so the task is sent again.
@@ -188,15 +182,8 @@ async fn a_late_commit_that_lands_after_the_window_closed_is_recorded_by_the_aud
 
 #[tokio::test]
 async fn the_end_of_run_audit_adopts_a_late_generation_for_a_task_that_still_needs_an_image() {
-    let mut h = harness(
-        Faults::default(),
-        Duration::from_secs(65),
-        Duration::from_millis(200),
-    )
-    .await;
-    h.sim.shutdown().await;
     // Real-time latencies of a second, and only the first create late (committed at 0.7 s).
-    h.sim = darkroom_sim::spawn(SimConfig {
+    let sim = SimConfig {
         time_scale: 1.0,
         latency_photon_flash_1: (1.0, 1.0),
         creates_per_minute: None,
@@ -207,10 +194,8 @@ async fn the_end_of_run_audit_adopts_a_late_generation_for_a_task_that_still_nee
         late_commit_delay: Duration::from_millis(700),
         late_commit_limit: Some(1),
         ..SimConfig::default()
-    })
-    .await
-    .unwrap();
-    h.client = support::provider(&h.sim.base_url(), Duration::from_millis(200));
+    };
+    let h = Harness::start_with_timeout(sim, Duration::from_millis(200)).await;
     let file = write_job(h.dir.path(), "adopt", 2);
     let mut s = settings(&h, "adopt");
     s.latency_photon_flash_1 = Duration::from_millis(1000);
@@ -391,27 +376,11 @@ async fn a_generation_in_an_undocumented_state_is_waited_on_until_it_completes()
 
 #[tokio::test]
 async fn a_task_waiting_out_its_settlement_window_does_not_stall_the_other_creates() {
-    let mut h = harness(
-        Faults::default(),
-        Duration::from_secs(65),
-        Duration::from_millis(200),
-    )
-    .await;
-    h.sim.shutdown().await;
-    h.sim = darkroom_sim::spawn(SimConfig {
-        time_scale: 0.02,
-        creates_per_minute: None,
-        faults: Faults {
-            create_late: 1.0,
-            ..Faults::default()
-        },
-        late_commit_delay: Duration::from_millis(1500),
-        late_commit_limit: Some(1),
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
-    h.client = support::provider(&h.sim.base_url(), Duration::from_millis(200));
+    let faults = Faults {
+        create_late: 1.0,
+        ..Faults::default()
+    };
+    let h = harness_late_once(faults, Duration::from_millis(1500)).await;
     let file = write_job(h.dir.path(), "beside", 8);
     let mut s = settings(&h, "beside");
     s.max_in_flight = 2; // the waiting task holds one slot; the other seven share the second

@@ -11,15 +11,13 @@
 
 #![allow(clippy::unwrap_used)] // In tests a panic is a failure with a backtrace.
 
-mod support;
-
 use std::time::Duration;
 
 use darkroom_engine::scheduler::Shutdown;
 use darkroom_engine::{run_pass, Event, Outcome, RunSettings, StopReason};
 use darkroom_jobs::{Money, Pass};
 use darkroom_sim::{RateLimitOnce, RefuseCreates, SimConfig};
-use support::Harness;
+use darkroom_testkit::Harness;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;

@@ -3,8 +3,6 @@
 
 #![allow(clippy::unwrap_used)] // In tests a panic is a failure with a backtrace.
 
-mod support;
-
 use std::path::Path;
 use std::time::Duration;
 
@@ -13,7 +11,7 @@ use darkroom_engine::{run_pass, Event, Outcome, RunSettings, StopReason};
 use darkroom_jobs::{Money, Pass};
 use darkroom_provider::CreateRequest;
 use darkroom_sim::SimConfig;
-use support::Harness;
+use darkroom_testkit::Harness;
 use tokio::sync::mpsc;
 
 /// A fast simulator billing Flash at `flash_micros` an image.

@@ -9,14 +9,12 @@
 
 #![allow(clippy::unwrap_used)] // In tests a panic is a failure with a backtrace.
 
-mod support;
-
 use std::time::Duration;
 
 use darkroom_engine::{Event, Outcome, RunSettings, StopReason};
 use darkroom_jobs::{Money, Pass};
 use darkroom_sim::{RateLimitOnce, RefuseCreates, SimConfig};
-use support::Harness;
+use darkroom_testkit::Harness;
 
 async fn harness(sim_config: SimConfig) -> Harness {
     Harness::start_with_timeout(sim_config, Duration::from_secs(30)).await

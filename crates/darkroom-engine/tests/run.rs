@@ -3,8 +3,6 @@
 
 #![allow(clippy::unwrap_used)] // In tests a panic is a failure with a backtrace.
 
-mod support;
-
 use std::path::Path;
 use std::time::Duration;
 
@@ -12,7 +10,7 @@ use darkroom_engine::scheduler::Shutdown;
 use darkroom_engine::{run_pass, Event, Outcome, RunSettings, StopReason};
 use darkroom_jobs::{Money, Pass};
 use darkroom_sim::SimConfig;
-use support::{images_in, Harness};
+use darkroom_testkit::{images_in, Harness};
 use tokio::sync::mpsc;
 
 /// A fast simulator: real limits off unless a test sets them, latency scaled down.

@@ -11,9 +11,13 @@ use crate::money::{Money, PriceTable};
 /// The account limits and typical latencies an estimate assumes.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Assumptions {
+    /// Creates the account accepts per minute.
     pub creates_per_minute: u32,
+    /// Generations the account allows at once.
     pub max_in_flight: u32,
+    /// Typical seconds from create to completed for photon-1.
     pub latency_seconds_photon_1: f64,
+    /// Typical seconds from create to completed for photon-flash-1.
     pub latency_seconds_photon_flash_1: f64,
 }
 
@@ -42,31 +46,47 @@ impl Assumptions {
 /// Images and cost of one model.
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelLine {
+    /// The model.
     pub model: Model,
+    /// Images of it (tasks).
     pub images: u64,
+    /// The price of one image.
     pub price: Money,
+    /// `price` in micro-dollars.
     pub price_micros: i64,
+    /// `price` × `images`.
     pub cost: Money,
+    /// `cost` in micro-dollars.
     pub cost_micros: i64,
 }
 
 /// Every task as a preview, a fraction promoted to finals.
 #[derive(Debug, Clone, Serialize)]
 pub struct PromotePlan {
+    /// The share of previews promoted, 0..=1.
     pub promote_fraction: f64,
+    /// Previews: every task.
     pub previews: u64,
+    /// What the previews cost, at the preview model's price.
     pub preview_cost: Money,
+    /// Finals: `previews` × `promote_fraction`, rounded up.
     pub finals: u64,
+    /// What the finals cost, at the final model's price.
     pub final_cost: Money,
+    /// `preview_cost` + `final_cost`.
     pub total: Money,
+    /// `total` in micro-dollars.
     pub total_micros: i64,
 }
 
 /// Whether a budget covers the job.
 #[derive(Debug, Clone, Serialize)]
 pub struct BudgetCheck {
+    /// The budget checked.
     pub budget: Money,
+    /// `budget` in micro-dollars.
     pub budget_micros: i64,
+    /// Whether the budget pays for every task of the pass.
     pub covers_job: bool,
     /// Tasks, in file order, the budget pays for.
     pub tasks_covered: u64,
@@ -75,18 +95,29 @@ pub struct BudgetCheck {
 /// The estimate, with stable names for `--json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Estimate {
+    /// The pass estimated.
     pub pass: Pass,
+    /// Valid rows, after prompt-variable expansion.
     pub rows: u64,
+    /// Tasks (rows × variants).
     pub tasks: u64,
+    /// Images and cost per model.
     pub by_model: Vec<ModelLine>,
+    /// What the pass costs at the price table in force.
     pub total: Money,
+    /// `total` in micro-dollars.
     pub total_micros: i64,
     /// The same images, all with photon-1.
     pub all_photon_1: Money,
+    /// `all_photon_1` in micro-dollars.
     pub all_photon_1_micros: i64,
+    /// The preview-then-promote plan for the same rows.
     pub preview_then_promote: PromotePlan,
+    /// The shortest wall time the account's limits allow, in seconds.
     pub shortest_seconds: f64,
+    /// The limits and latencies assumed.
     pub assumptions: Assumptions,
+    /// Whether the budget (when one was given) covers the job.
     pub budget: Option<BudgetCheck>,
 }
 
@@ -102,6 +133,7 @@ pub struct EstimateBuilder {
 }
 
 impl EstimateBuilder {
+    /// Starts an estimate priced at `prices`, checked against `budget` when one is given.
     pub fn new(prices: PriceTable, budget: Option<Money>) -> Self {
         EstimateBuilder {
             prices,
@@ -139,6 +171,7 @@ impl EstimateBuilder {
         self.counts.iter().map(|(_, n)| n).sum()
     }
 
+    /// The estimate of `pass` under `assumptions`, with `promote_fraction` (0..=1) of the previews promoted in the plan.
     pub fn finish(self, pass: Pass, assumptions: Assumptions, promote_fraction: f64) -> Estimate {
         let tasks = self.tasks();
         let by_model: Vec<ModelLine> = self

@@ -11,15 +11,19 @@ use serde::{Deserialize, Serialize};
 /// A Photon model the API accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Model {
+    /// `photon-1`: the best quality, for finals.
     #[serde(rename = "photon-1")]
     Photon1,
+    /// `photon-flash-1`: cheaper and faster, for previews.
     #[serde(rename = "photon-flash-1")]
     PhotonFlash1,
 }
 
 impl Model {
+    /// Every model, in the order shown to users.
     pub const ALL: [Model; 2] = [Model::Photon1, Model::PhotonFlash1];
 
+    /// The API's name (`photon-1`, `photon-flash-1`).
     pub fn as_str(self) -> &'static str {
         match self {
             Model::Photon1 => "photon-1",
@@ -27,6 +31,7 @@ impl Model {
         }
     }
 
+    /// The model with the API's name `text`; `None` for any other text.
     pub fn parse(text: &str) -> Option<Model> {
         Model::ALL.into_iter().find(|m| m.as_str() == text)
     }
@@ -41,23 +46,31 @@ impl fmt::Display for Model {
 /// An aspect ratio the API accepts, with the pixel size the upstream returns for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum AspectRatio {
+    /// `1:1`.
     #[serde(rename = "1:1")]
     Square,
+    /// `3:4`.
     #[serde(rename = "3:4")]
     Portrait3x4,
+    /// `4:3`.
     #[serde(rename = "4:3")]
     Landscape4x3,
+    /// `9:16`.
     #[serde(rename = "9:16")]
     Portrait9x16,
+    /// `16:9`.
     #[serde(rename = "16:9")]
     Landscape16x9,
+    /// `9:21`.
     #[serde(rename = "9:21")]
     Portrait9x21,
+    /// `21:9`.
     #[serde(rename = "21:9")]
     Landscape21x9,
 }
 
 impl AspectRatio {
+    /// Every aspect ratio, in the order shown to users.
     pub const ALL: [AspectRatio; 7] = [
         AspectRatio::Square,
         AspectRatio::Portrait3x4,
@@ -68,6 +81,7 @@ impl AspectRatio {
         AspectRatio::Landscape21x9,
     ];
 
+    /// The API's name (`1:1`, `16:9`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             AspectRatio::Square => "1:1",
@@ -80,6 +94,7 @@ impl AspectRatio {
         }
     }
 
+    /// The aspect ratio named `text` (`W:H`, as the API writes it); `None` for any other text.
     pub fn parse(text: &str) -> Option<AspectRatio> {
         AspectRatio::ALL.into_iter().find(|a| a.as_str() == text)
     }
@@ -125,14 +140,17 @@ impl fmt::Display for AspectRatio {
 /// The image file format requested from the API.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Format {
+    /// JPEG (the default).
     #[default]
     #[serde(rename = "jpg")]
     Jpg,
+    /// PNG.
     #[serde(rename = "png")]
     Png,
 }
 
 impl Format {
+    /// The API's name, also the file extension (`jpg`, `png`).
     pub fn as_str(self) -> &'static str {
         match self {
             Format::Jpg => "jpg",
@@ -140,6 +158,7 @@ impl Format {
         }
     }
 
+    /// The format named `text` (`jpg`, `png`, lower case); `None` for any other text.
     pub fn parse(text: &str) -> Option<Format> {
         match text {
             "jpg" => Some(Format::Jpg),
@@ -164,11 +183,14 @@ impl fmt::Display for Format {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Pass {
+    /// Cheap previews, for choosing.
     Preview,
+    /// Best-quality finals of chosen previews.
     Final,
 }
 
 impl Pass {
+    /// Its name in the ledger, paths and messages (`preview`, `final`).
     pub fn as_str(self) -> &'static str {
         match self {
             Pass::Preview => "preview",
@@ -176,6 +198,7 @@ impl Pass {
         }
     }
 
+    /// The pass named `text` (`preview`, `final`); `None` for any other text.
     pub fn parse(text: &str) -> Option<Pass> {
         match text {
             "preview" => Some(Pass::Preview),
@@ -195,12 +218,15 @@ impl fmt::Display for Pass {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Routing {
+    /// The model of the preview pass.
     pub preview: Model,
+    /// The model of the final pass (`final` in configuration files).
     #[serde(rename = "final")]
     pub final_: Model,
 }
 
 impl Routing {
+    /// The model `pass` uses unless a row names its own.
     pub fn model_for(&self, pass: Pass) -> Model {
         match pass {
             Pass::Preview => self.preview,
@@ -221,7 +247,9 @@ impl Default for Routing {
 /// A reference image URL with an optional weight in 0..=1.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WeightedUrl {
+    /// The image's URL (http or https).
     pub url: String,
+    /// How strongly it counts, 0..=1; the API's default when `None`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<f64>,
 }
@@ -244,6 +272,7 @@ pub struct References {
 }
 
 impl References {
+    /// Whether the row gives no reference at all.
     pub fn is_empty(&self) -> bool {
         self.image_ref.is_empty()
             && self.style_ref.is_none()
@@ -262,31 +291,44 @@ pub struct Row {
     pub line: u64,
     /// Stable id; safe as a file name.
     pub id: String,
+    /// The prompt, trimmed, 3..=5,000 characters.
     pub prompt: String,
+    /// The aspect ratio (the file's default when the row leaves it empty).
     pub aspect_ratio: AspectRatio,
     /// 1..=100
     pub variants: u32,
     /// A per-row override of the pass routing.
     pub model: Option<Model>,
+    /// The image format (JPEG when the row leaves it empty).
     pub format: Format,
+    /// The reference images.
     pub refs: References,
+    /// Every column that is not a known one, by name.
     pub metadata: Metadata,
 }
 
 /// One image to produce: (row, pass, variant).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Task {
+    /// The id of the row the task belongs to.
     pub row_id: String,
+    /// The pass.
     pub pass: Pass,
     /// 1-based variant index.
     pub variant: u32,
     /// How many variants the row has: file names carry the index only when there are several.
     pub variants: u32,
+    /// The model: the row's own, else the pass routing's.
     pub model: Model,
+    /// The row's prompt.
     pub prompt: String,
+    /// The row's aspect ratio.
     pub aspect_ratio: AspectRatio,
+    /// The row's image format.
     pub format: Format,
+    /// The row's reference images.
     pub refs: References,
+    /// The row's metadata.
     pub metadata: Metadata,
     /// Hash of the normalized request (model, prompt, aspect ratio, format, references, variant).
     pub fingerprint: String,

@@ -17,24 +17,32 @@ pub struct Money(i64);
 /// Why a decimal text is not an amount of money.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MoneyError {
+    /// Not digits with an optional decimal point.
     #[error("{0:?} is not an amount in USD (expected digits with an optional decimal point, e.g. 12.50)")]
     NotANumber(String),
+    /// Finer than a micro-dollar.
     #[error("{0:?} has more precision than a micro-dollar (at most 6 decimal places)")]
     TooPrecise(String),
+    /// Beyond what an `i64` of micro-dollars holds.
     #[error("{0:?} is too large")]
     TooLarge(String),
+    /// Below zero.
     #[error("{0:?} is negative")]
     Negative(String),
 }
 
 impl Money {
+    /// No money.
     pub const ZERO: Money = Money(0);
+    /// Micro-dollars in one US dollar.
     pub const MICROS_PER_USD: i64 = 1_000_000;
 
+    /// The amount of `micros` micro-dollars.
     pub const fn from_micros(micros: i64) -> Money {
         Money(micros)
     }
 
+    /// The amount in micro-dollars.
     pub const fn micros(self) -> i64 {
         self.0
     }
@@ -88,10 +96,12 @@ impl Money {
         Money(self.0.saturating_mul(count))
     }
 
+    /// `self − other`; `None` if it overflows.
     pub fn checked_sub(self, other: Money) -> Option<Money> {
         self.0.checked_sub(other.0).map(Money)
     }
 
+    /// `self − other`, clamped at the `i64` bounds.
     pub fn saturating_sub(self, other: Money) -> Money {
         Money(self.0.saturating_sub(other.0))
     }
@@ -183,13 +193,16 @@ impl<'de> Deserialize<'de> for Money {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PriceTable {
+    /// The price of a photon-1 image (`photon-1` in configuration files).
     #[serde(rename = "photon-1")]
     pub photon_1: Money,
+    /// The price of a photon-flash-1 image (`photon-flash-1` in configuration files).
     #[serde(rename = "photon-flash-1")]
     pub photon_flash_1: Money,
 }
 
 impl PriceTable {
+    /// The price of one image of `model`.
     pub fn price(&self, model: Model) -> Money {
         match model {
             Model::Photon1 => self.photon_1,

@@ -3,21 +3,28 @@
 //! expansion and defaults), so a million-row file never sits in memory.
 //!
 //! The two formats differ only in how a line becomes a [`RawRow`]; what makes a row valid is decided
-//! once, in [`validate`].
+//! once, in `validate` (`read/validate.rs`). `read/sink.rs` receives the raw rows of a pass and
+//! gives each valid row its name against `read/names.rs`'s table of the names rows hold.
 
-use std::collections::HashMap;
+mod names;
+mod sink;
+mod validate;
+
+pub(crate) use sink::Sink;
+use sink::{Mode, Names};
+
 use std::fmt;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use serde::Serialize;
 
-use crate::model::{AspectRatio, Format, Metadata, Model, References, Row, WeightedUrl};
-use crate::variables::{expanded_id, Template, MAX_EXPANSION};
+use crate::model::{AspectRatio, Metadata, References, Row};
 
 /// Options for reading: the defaults for columns a row leaves empty.
 #[derive(Debug, Clone, Copy)]
 pub struct ReadOptions {
+    /// The aspect ratio of a row that leaves it empty.
     pub default_aspect_ratio: AspectRatio,
     /// Errors kept in the report (all are counted).
     pub max_errors_kept: usize,
@@ -36,7 +43,9 @@ impl Default for ReadOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FileFormat {
+    /// A CSV file (`.csv`).
     Csv,
+    /// JSON Lines (`.jsonl`).
     Jsonl,
 }
 
@@ -45,7 +54,9 @@ pub enum FileFormat {
 pub struct RowError {
     /// 1-based line where the row starts.
     pub line: u64,
+    /// The row's id as the file gives it, when it gives one.
     pub row_id: Option<String>,
+    /// What is wrong and, where it helps, what was expected.
     pub message: String,
 }
 
@@ -61,6 +72,7 @@ impl fmt::Display for RowError {
 /// What reading a job file found.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// The file's format.
     pub format: FileFormat,
     /// Valid rows, after prompt-variable expansion.
     pub rows: u64,
@@ -88,6 +100,7 @@ pub struct Report {
 }
 
 impl Report {
+    /// Whether every row is valid: only then may the rows be used.
     pub fn is_valid(&self) -> bool {
         self.error_count == 0
     }
@@ -96,16 +109,29 @@ impl Report {
 /// Why the file could not be read at all (as opposed to a row being invalid).
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
+    /// The file could not be opened or read.
     #[error("could not read {path}: {source}")]
     Io {
+        /// The file, as given.
         path: String,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
+    /// The file's extension is neither `.csv` nor `.jsonl`.
     #[error("{path}: unknown job file type (expected .csv or .jsonl)")]
-    UnknownType { path: String },
+    UnknownType {
+        /// The file, as given.
+        path: String,
+    },
+    /// The header row is missing or unusable (CSV).
     #[error("{path}: {message}")]
-    BadHeader { path: String, message: String },
+    BadHeader {
+        /// The file, as given.
+        path: String,
+        /// What is wrong with the header.
+        message: String,
+    },
 }
 
 /// A row as read, before validation: every field as text or the API's shapes.
@@ -126,7 +152,6 @@ pub(crate) struct RawRow {
 
 /// The longest line (JSONL) or record (CSV) read, in bytes.
 pub const MAX_RECORD_BYTES: usize = 1 << 20;
-const MAX_ID_LEN: usize = 100;
 const PROMPT_MIN: usize = 3;
 const PROMPT_MAX: usize = 5000;
 const MAX_VARIANTS: u32 = 100;
@@ -299,597 +324,4 @@ pub(crate) fn read_line<R: BufRead>(
         return Ok(Some((ending, Some(total))));
     }
     Ok(Some((ending, None)))
-}
-
-/// What a pass over the file is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    /// Collect the ids the file gives its rows; nothing else.
-    Reserve,
-    /// Validate every row, make derived names unique, hand valid rows on.
-    Validate,
-}
-
-/// Receives raw rows, validates them, keeps the report and hands valid rows on.
-pub(crate) struct Sink<F> {
-    options: ReadOptions,
-    on_row: F,
-    mode: Mode,
-    rows: u64,
-    tasks: u64,
-    records: u64,
-    lines: u64,
-    errors: Vec<RowError>,
-    error_count: u64,
-    renamed: Vec<RowError>,
-    renamed_count: u64,
-    metadata_columns: Vec<String>,
-    names: Names,
-}
-
-impl<F: FnMut(Row)> Sink<F> {
-    fn new(options: ReadOptions, on_row: F, mode: Mode, names: Names) -> Self {
-        Sink {
-            options,
-            on_row,
-            mode,
-            rows: 0,
-            tasks: 0,
-            records: 0,
-            lines: 0,
-            errors: Vec::new(),
-            error_count: 0,
-            renamed: Vec::new(),
-            renamed_count: 0,
-            metadata_columns: Vec::new(),
-            names,
-        }
-    }
-
-    pub fn metadata_column(&mut self, name: &str) {
-        if !self.metadata_columns.iter().any(|c| c == name) {
-            self.metadata_columns.push(name.to_string());
-        }
-    }
-
-    /// Whether this pass only collects the ids the file gives (a reader may then fill only `id`,
-    /// `prompt` and `variants`).
-    pub fn reserving(&self) -> bool {
-        self.mode == Mode::Reserve
-    }
-
-    /// Counts one record that took physical lines `first..=last`.
-    pub fn record(&mut self, first: u64, last: u64) {
-        self.records += 1;
-        self.lines += last.saturating_sub(first) + 1;
-    }
-
-    pub fn error(&mut self, line: u64, row_id: Option<String>, message: String) {
-        if self.mode == Mode::Reserve {
-            return;
-        }
-        self.error_count += 1;
-        if self.errors.len() < self.options.max_errors_kept {
-            self.errors.push(RowError {
-                line,
-                row_id,
-                message,
-            });
-        }
-    }
-
-    pub fn raw(&mut self, raw: RawRow) {
-        if self.mode == Mode::Reserve {
-            self.reserve(&raw);
-            return;
-        }
-        let line = raw.line;
-        for key in raw.metadata.keys() {
-            if !self.metadata_columns.iter().any(|c| c == key) {
-                self.metadata_columns.push(key.clone());
-            }
-        }
-        let shown_id = raw.id.clone().filter(|id| !id.trim().is_empty());
-        match validate(raw, &self.options) {
-            Ok((rows, given)) => {
-                for mut row in rows {
-                    if let Err(message) = self.claim(&mut row, given) {
-                        self.error(line, Some(row.id.clone()), message);
-                        continue;
-                    }
-                    self.rows += 1;
-                    self.tasks += u64::from(row.variants);
-                    if self.error_count == 0 {
-                        (self.on_row)(row);
-                    }
-                }
-            }
-            Err(messages) => {
-                for message in messages {
-                    self.error(line, shown_id.clone(), message);
-                }
-            }
-        }
-    }
-
-    /// First pass: the id a row gives itself, when it names exactly one row (no prompt variables).
-    fn reserve(&mut self, raw: &RawRow) {
-        let Some(id) = raw.id.as_deref().map(str::trim).filter(|id| valid_id(id)) else {
-            return;
-        };
-        let prompt = raw.prompt.as_deref().unwrap_or_default().trim();
-        if prompt.contains('{') && Template::parse(prompt).is_ok_and(|t| t.has_groups()) {
-            return;
-        }
-        let variants = raw
-            .variants
-            .as_deref()
-            .and_then(|v| v.trim().parse::<u32>().ok())
-            .filter(|n| (1..=MAX_VARIANTS).contains(n))
-            .unwrap_or(1);
-        self.names.reserve(id, raw.line, variants);
-    }
-
-    /// Gives `row` its name for good. An id the file gave (`given`) that another row already has
-    /// is an error naming that row's line; a name darkroom derived, for the row or for one of its
-    /// variants, that another row has is replaced by a unique one, and the change is reported.
-    fn claim(&mut self, row: &mut Row, given: bool) -> Result<(), String> {
-        let line = row.line;
-        let renamed_before = self.renamed_count;
-        if given {
-            // Only another row's own id can refuse a given id: a later row's variants yield to it
-            // (that row is renamed when it is read), and an earlier row's already did.
-            if let Some(taken) = self.names.held_by(&row.id, line) {
-                return Err(taken.duplicate_message(&row.id));
-            }
-        } else if let Some(taken) = self.names.taken_by(&row.id, 0) {
-            self.rename(row, &taken);
-        }
-        if row.variants > 1 && self.names.numbered > 0 {
-            // A given id's own entry carries its variants; a derived name has none yet. With no
-            // name ending in `-N` held, a variant's name could only be held as a variant of this
-            // very name, which the checks above ruled out.
-            let own = if given { line } else { 0 };
-            let first_taken =
-                (1..=row.variants).find_map(|n| self.names.taken_by(&format!("{}-{n}", row.id), own));
-            if let Some(taken) = first_taken {
-                if given {
-                    // The id stays the file's own, but no longer names any variant's file.
-                    self.names.claim(&row.id, line, 1);
-                }
-                self.rename(row, &taken);
-            }
-        }
-        if !given || self.renamed_count != renamed_before {
-            // A given id kept is already held, exactly so, by the first pass.
-            self.names.claim(&row.id, line, row.variants);
-        }
-        Ok(())
-    }
-
-    /// Replaces a derived name that is taken with the row's name, a dash and eight hex digits of a
-    /// hash of the row (its name, line and prompt): the same file always gives the same names.
-    fn rename(&mut self, row: &mut Row, taken: &Taken) {
-        let old = std::mem::take(&mut row.id);
-        let keep = old.len().min(MAX_ID_LEN - 9);
-        let mut attempt = 0u32;
-        let new = loop {
-            let mut hasher = blake3::Hasher::new();
-            hasher.update(old.as_bytes());
-            hasher.update(&row.line.to_le_bytes());
-            hasher.update(row.prompt.as_bytes());
-            hasher.update(&attempt.to_le_bytes());
-            let candidate = format!("{}-{}", &old[..keep], &hasher.finalize().to_hex()[..8]);
-            if self.names.is_free(&candidate, row.variants) {
-                break candidate;
-            }
-            attempt += 1;
-        };
-        self.renamed_count += 1;
-        if self.renamed.len() < self.options.max_errors_kept {
-            self.renamed.push(RowError {
-                line: row.line,
-                row_id: Some(new.clone()),
-                message: format!(
-                    "the name {:?} darkroom derived is also the name of {}, so this row is named {new:?}",
-                    taken.name,
-                    if taken.line == row.line && taken.variant.is_none() {
-                        "another of this row's prompt alternatives".to_string()
-                    } else {
-                        taken.whose()
-                    }
-                ),
-            });
-        }
-        row.id = new;
-    }
-
-    fn into_report(self, format: FileFormat, file_fingerprint: String) -> Report {
-        Report {
-            format,
-            rows: self.rows,
-            tasks: self.tasks,
-            metadata_columns: self.metadata_columns,
-            errors: self.errors,
-            error_count: self.error_count,
-            records: self.records,
-            lines: self.lines,
-            renamed: self.renamed,
-            renamed_count: self.renamed_count,
-            file_fingerprint,
-        }
-    }
-}
-
-/// The names rows have, and before that the ids the file gives its rows, keyed by a 128-bit hash
-/// of the name with ASCII letters in lower case: names that differ only in case are one file on
-/// case-insensitive file systems (macOS, Windows). Ids are ASCII (see [`valid_id`]), so Unicode
-/// normalization can't make two names one file, and a file name `ID.EXT` never ends in a dot or a
-/// space. Memory grows with the number of rows, never with their contents or variants: a
-/// variant's name `ID-N` is found through its row's entry.
-#[derive(Debug, Default)]
-struct Names {
-    map: HashMap<u128, Held>,
-    /// How many names held end in `-N` (a number): only those can be a variant's file name.
-    numbered: u64,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Held {
-    /// The line of the row holding the name.
-    line: u64,
-    /// A hash of the name as written, to tell a duplicate from a difference in case.
-    exact: u32,
-    variants: u32,
-}
-
-/// A name found taken: the name asked for and who holds it.
-#[derive(Debug)]
-struct Taken {
-    name: String,
-    line: u64,
-    /// `Some(N)` when the name is variant N's file name of the row holding it.
-    variant: Option<u32>,
-    same_case: bool,
-}
-
-impl Taken {
-    fn whose(&self) -> String {
-        match self.variant {
-            Some(n) => format!("variant {n} of the row on line {}", self.line),
-            None if self.same_case => format!("the row on line {}", self.line),
-            None => format!(
-                "the row on line {} in other letter case (one file on macOS and Windows)",
-                self.line
-            ),
-        }
-    }
-
-    /// The error for a given id that another row already has.
-    fn duplicate_message(&self, id: &str) -> String {
-        if self.same_case {
-            format!("duplicate id {id:?} (first used on line {})", self.line)
-        } else {
-            format!(
-                "id {id:?} and the id on line {} differ only in letter case, so their images would be \
-                 one file on macOS and Windows; make them differ in more than case",
-                self.line
-            )
-        }
-    }
-}
-
-impl Names {
-    /// Holds `id` for the row on `line` unless an earlier row holds it.
-    fn reserve(&mut self, id: &str, line: u64, variants: u32) {
-        if let std::collections::hash_map::Entry::Vacant(entry) = self.map.entry(folded_key(id)) {
-            entry.insert(Held {
-                line,
-                exact: exact_hash(id),
-                variants,
-            });
-            self.numbered += u64::from(variant_number(id).is_some());
-        }
-    }
-
-    /// Gives `name` (and its variants' names) to the row on `line`.
-    fn claim(&mut self, name: &str, line: u64, variants: u32) {
-        let held = Held {
-            line,
-            exact: exact_hash(name),
-            variants,
-        };
-        if self.map.insert(folded_key(name), held).is_none() {
-            self.numbered += u64::from(variant_number(name).is_some());
-        }
-    }
-
-    /// Who holds `name`, directly or as a variant's file name, other than the row on `line` (0 for
-    /// any row).
-    fn taken_by(&self, name: &str, line: u64) -> Option<Taken> {
-        if let Some(taken) = self.held_by(name, line) {
-            return Some(taken);
-        }
-        let other = |held: &Held| line == 0 || held.line != line;
-        let (base, n) = variant_number(name)?;
-        let held = self.map.get(&folded_key(base)).filter(|h| other(h))?;
-        (held.variants > 1 && n <= held.variants).then(|| Taken {
-            name: name.to_string(),
-            line: held.line,
-            variant: Some(n),
-            same_case: true,
-        })
-    }
-
-    /// Who holds `name` as its own id, other than the row on `line` (0 for any row).
-    fn held_by(&self, name: &str, line: u64) -> Option<Taken> {
-        let held = self
-            .map
-            .get(&folded_key(name))
-            .filter(|h| line == 0 || h.line != line)?;
-        Some(Taken {
-            name: name.to_string(),
-            line: held.line,
-            variant: None,
-            same_case: held.exact == exact_hash(name),
-        })
-    }
-
-    /// Whether `name` and its variants' names are held by no row.
-    fn is_free(&self, name: &str, variants: u32) -> bool {
-        self.taken_by(name, 0).is_none()
-            && (variants < 2 || (1..=variants).all(|n| self.taken_by(&format!("{name}-{n}"), 0).is_none()))
-    }
-}
-
-/// `("sofa", 2)` for `"sofa-2"`: a name shaped like a variant's file name (no leading zero).
-fn variant_number(name: &str) -> Option<(&str, u32)> {
-    let (base, number) = name.rsplit_once('-')?;
-    if number.is_empty() || number.starts_with('0') || !number.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Some((base, number.parse().ok()?))
-}
-
-fn folded_key(name: &str) -> u128 {
-    let mut folded = [0u8; 128];
-    let hash = match folded.get_mut(..name.len()) {
-        Some(buffer) => {
-            buffer.copy_from_slice(name.as_bytes());
-            buffer.make_ascii_lowercase();
-            blake3::hash(buffer)
-        }
-        None => blake3::hash(name.to_ascii_lowercase().as_bytes()),
-    };
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&hash.as_bytes()[..16]);
-    u128::from_le_bytes(bytes)
-}
-
-fn exact_hash(name: &str) -> u32 {
-    let hash = blake3::hash(name.as_bytes());
-    let mut bytes = [0u8; 4];
-    bytes.copy_from_slice(&hash.as_bytes()[..4]);
-    u32::from_le_bytes(bytes)
-}
-
-/// Whether `id` is usable as a file name: letters, digits, `-`, `_`, `.`, no leading dot, ≤ 100,
-/// and not a name Windows reserves for a device (`CON`, `NUL`, `COM1`, ... with any extension).
-pub fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_ID_LEN
-        && !id.starts_with('.')
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        && !is_device_name(id)
-}
-
-fn is_device_name(id: &str) -> bool {
-    let stem = id.split('.').next().unwrap_or(id).to_ascii_uppercase();
-    matches!(stem.as_str(), "CON" | "PRN" | "AUX" | "NUL")
-        || ((stem.starts_with("COM") || stem.starts_with("LPT"))
-            && stem.len() == 4
-            && stem.as_bytes()[3].is_ascii_digit())
-}
-
-/// Validates a raw row: every problem, not the first. A valid row yields one row per prompt
-/// expansion, and whether the row's id is the one the file gives it (an id given and no prompt
-/// variables) rather than one darkroom derived.
-pub(crate) fn validate(raw: RawRow, options: &ReadOptions) -> Result<(Vec<Row>, bool), Vec<String>> {
-    let mut errors = raw.errors;
-    let given = raw.id.as_deref().is_some_and(|id| !id.trim().is_empty());
-    let id = match raw.id.as_deref().map(str::trim) {
-        None | Some("") => format!("row-{}", raw.line),
-        Some(id) => {
-            if !valid_id(id) {
-                errors.push(format!(
-                    "id {id:?} must be 1 to {MAX_ID_LEN} letters, digits, '-', '_' or '.', not start with '.', \
-                     and not be a device name (CON, NUL, COM1, ...)"
-                ));
-            }
-            id.to_string()
-        }
-    };
-    let prompt = raw
-        .prompt
-        .as_deref()
-        .map(str::trim)
-        .unwrap_or_default()
-        .to_string();
-    if let Some(bad) = prompt
-        .chars()
-        .find(|c| c.is_control() && !matches!(c, '\n' | '\t' | '\r'))
-    {
-        errors.push(format!(
-            "prompt contains the control character U+{:04X}",
-            u32::from(bad)
-        ));
-    }
-    let template = if prompt.is_empty() {
-        errors.push("prompt is empty (it is required)".into());
-        None
-    } else {
-        match Template::parse(&prompt) {
-            Ok(t) if t.count() > MAX_EXPANSION => {
-                errors.push(format!(
-                    "prompt variables expand this row into {} rows; at most {MAX_EXPANSION} are allowed",
-                    if t.count() == u64::MAX {
-                        "too many".to_string()
-                    } else {
-                        t.count().to_string()
-                    }
-                ));
-                None
-            }
-            Ok(t) => Some(t),
-            Err(e) => {
-                errors.push(e.to_string());
-                None
-            }
-        }
-    };
-    let aspect_ratio = match raw.aspect_ratio.as_deref().map(str::trim) {
-        None | Some("") => options.default_aspect_ratio,
-        Some(text) => AspectRatio::parse(text).unwrap_or_else(|| {
-            errors.push(format!(
-                "aspect_ratio {text:?} is not one of {}",
-                AspectRatio::expected_list()
-            ));
-            options.default_aspect_ratio
-        }),
-    };
-    let variants = match raw.variants.as_deref().map(str::trim) {
-        None | Some("") => 1,
-        Some(text) => match text.parse::<u32>() {
-            Ok(n) if (1..=MAX_VARIANTS).contains(&n) => n,
-            _ => {
-                errors.push(format!(
-                    "variants {text:?} is not a whole number from 1 to {MAX_VARIANTS}"
-                ));
-                1
-            }
-        },
-    };
-    let model = match raw.model.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some(text) => Model::parse(text).or_else(|| {
-            errors.push(format!("model {text:?} is not one of photon-1, photon-flash-1"));
-            None
-        }),
-    };
-    let format = match raw.format.as_deref().map(str::trim) {
-        None | Some("") => Format::Jpg,
-        Some(text) => Format::parse(&text.to_ascii_lowercase()).unwrap_or_else(|| {
-            errors.push(format!("format {text:?} is not one of jpg, png"));
-            Format::Jpg
-        }),
-    };
-    check_refs(&raw.refs, &mut errors);
-
-    let Some(template) = template.filter(|_| errors.is_empty()) else {
-        return Err(errors);
-    };
-    let base = Row {
-        line: raw.line,
-        id: id.clone(),
-        prompt: String::new(),
-        aspect_ratio,
-        variants,
-        model,
-        format,
-        refs: raw.refs,
-        metadata: raw.metadata,
-    };
-    let mut rows = Vec::new();
-    let mut problems = Vec::new();
-    for (expanded, chosen) in template.expand() {
-        let expanded = expanded.trim().to_string();
-        let length = expanded.chars().count();
-        if length < PROMPT_MIN {
-            problems.push(format!(
-                "prompt {expanded:?} is too short: at least {PROMPT_MIN} characters"
-            ));
-        } else if length > PROMPT_MAX {
-            problems.push(format!(
-                "prompt is too long: {length} characters, at most {PROMPT_MAX}"
-            ));
-        }
-        let row_id = if template.has_groups() {
-            expanded_id(&id, &chosen)
-        } else {
-            id.clone()
-        };
-        rows.push(Row {
-            id: row_id,
-            prompt: expanded,
-            ..base.clone()
-        });
-        if problems.len() >= 5 {
-            break;
-        }
-    }
-    if problems.is_empty() {
-        Ok((rows, given && !template.has_groups()))
-    } else {
-        Err(problems)
-    }
-}
-
-fn check_refs(refs: &References, errors: &mut Vec<String>) {
-    if refs.image_ref.len() > MAX_IMAGE_REFS {
-        errors.push(format!(
-            "image_ref has {} URLs; at most {MAX_IMAGE_REFS}",
-            refs.image_ref.len()
-        ));
-    }
-    if refs.character_ref.len() > MAX_CHARACTER_REFS {
-        errors.push(format!(
-            "character_ref has {} URLs; at most {MAX_CHARACTER_REFS}",
-            refs.character_ref.len()
-        ));
-    }
-    for r in &refs.image_ref {
-        check_weighted("image_ref", r, errors);
-    }
-    if let Some(r) = &refs.style_ref {
-        check_weighted("style_ref", r, errors);
-    }
-    if let Some(r) = &refs.modify_image_ref {
-        check_weighted("modify_image_ref", r, errors);
-    }
-    for url in &refs.character_ref {
-        if let Err(message) = check_url(url) {
-            errors.push(format!("character_ref {message}"));
-        }
-    }
-}
-
-fn check_weighted(name: &str, reference: &WeightedUrl, errors: &mut Vec<String>) {
-    if let Err(message) = check_url(&reference.url) {
-        errors.push(format!("{name} {message}"));
-    }
-    if let Some(weight) = reference.weight {
-        if !(0.0..=1.0).contains(&weight) {
-            errors.push(format!("{name}_weight {weight} is outside 0 to 1"));
-        }
-    }
-}
-
-/// An http(s) URL with a host, no spaces.
-pub(crate) fn check_url(url: &str) -> Result<(), String> {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))
-        .ok_or_else(|| format!("{url:?} is not an http or https URL"))?;
-    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let host = host.rsplit('@').next().unwrap_or("");
-    let host_name = host.split(':').next().unwrap_or("");
-    if host_name.is_empty() {
-        return Err(format!("{url:?} has no host"));
-    }
-    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!("{url:?} contains spaces or control characters"));
-    }
-    Ok(())
 }

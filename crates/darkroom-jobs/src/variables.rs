@@ -16,10 +16,13 @@ enum Part {
 /// Why a prompt's braces don't parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TemplateError {
+    /// A `{` at this character (0-based) is never closed.
     #[error("prompt has an unbalanced '{{' (opened at character {0} and never closed)")]
     Unclosed(usize),
+    /// A `}` at this character (0-based) closes no group.
     #[error("prompt has an unbalanced '}}' at character {0} (write \\}} for a literal brace)")]
     UnexpectedClose(usize),
+    /// A `{` at this character (0-based) opens a group inside a group.
     #[error("prompt has a '{{' inside a '{{...}}' group at character {0} (groups don't nest)")]
     Nested(usize),
 }
@@ -28,6 +31,7 @@ pub enum TemplateError {
 pub const MAX_EXPANSION: u64 = 10_000;
 
 impl Template {
+    /// Parses `prompt`'s `{a|b}` groups (`\{` and `\}` are literal braces).
     pub fn parse(prompt: &str) -> Result<Template, TemplateError> {
         let mut parts = Vec::new();
         let mut text = String::new();

@@ -25,6 +25,8 @@ macro_rules! task_columns {
 }
 
 mod audit;
+#[cfg(feature = "bench")]
+mod bench_views;
 mod content;
 mod error;
 mod generations;

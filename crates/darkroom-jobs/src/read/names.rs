@@ -1,0 +1,156 @@
+//! The names rows hold in one file, by 128-bit hashes of their case-folded form: which given id or
+//! derived name is taken, by which line, and whether a variant's `ID-N` collides with one.
+
+use std::collections::HashMap;
+
+/// The names rows have, and before that the ids the file gives its rows, keyed by a 128-bit hash
+/// of the name with ASCII letters in lower case: names that differ only in case are one file on
+/// case-insensitive file systems (macOS, Windows). Ids are ASCII (see [`crate::valid_id`]), so Unicode
+/// normalization can't make two names one file, and a file name `ID.EXT` never ends in a dot or a
+/// space. Memory grows with the number of rows, never with their contents or variants: a
+/// variant's name `ID-N` is found through its row's entry.
+#[derive(Debug, Default)]
+pub(super) struct Names {
+    map: HashMap<u128, Held>,
+    /// How many names held end in `-N` (a number): only those can be a variant's file name.
+    pub(super) numbered: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Held {
+    /// The line of the row holding the name.
+    line: u64,
+    /// A hash of the name as written, to tell a duplicate from a difference in case.
+    exact: u32,
+    variants: u32,
+}
+
+/// A name found taken: the name asked for and who holds it.
+#[derive(Debug)]
+pub(super) struct Taken {
+    pub(super) name: String,
+    pub(super) line: u64,
+    /// `Some(N)` when the name is variant N's file name of the row holding it.
+    pub(super) variant: Option<u32>,
+    same_case: bool,
+}
+
+impl Taken {
+    pub(super) fn whose(&self) -> String {
+        match self.variant {
+            Some(n) => format!("variant {n} of the row on line {}", self.line),
+            None if self.same_case => format!("the row on line {}", self.line),
+            None => format!(
+                "the row on line {} in other letter case (one file on macOS and Windows)",
+                self.line
+            ),
+        }
+    }
+
+    /// The error for a given id that another row already has.
+    pub(super) fn duplicate_message(&self, id: &str) -> String {
+        if self.same_case {
+            format!("duplicate id {id:?} (first used on line {})", self.line)
+        } else {
+            format!(
+                "id {id:?} and the id on line {} differ only in letter case, so their images would be \
+                 one file on macOS and Windows; make them differ in more than case",
+                self.line
+            )
+        }
+    }
+}
+
+impl Names {
+    /// Holds `id` for the row on `line` unless an earlier row holds it.
+    pub(super) fn reserve(&mut self, id: &str, line: u64, variants: u32) {
+        if let std::collections::hash_map::Entry::Vacant(entry) = self.map.entry(folded_key(id)) {
+            entry.insert(Held {
+                line,
+                exact: exact_hash(id),
+                variants,
+            });
+            self.numbered += u64::from(variant_number(id).is_some());
+        }
+    }
+
+    /// Gives `name` (and its variants' names) to the row on `line`.
+    pub(super) fn claim(&mut self, name: &str, line: u64, variants: u32) {
+        let held = Held {
+            line,
+            exact: exact_hash(name),
+            variants,
+        };
+        if self.map.insert(folded_key(name), held).is_none() {
+            self.numbered += u64::from(variant_number(name).is_some());
+        }
+    }
+
+    /// Who holds `name`, directly or as a variant's file name, other than the row on `line` (0 for
+    /// any row).
+    pub(super) fn taken_by(&self, name: &str, line: u64) -> Option<Taken> {
+        if let Some(taken) = self.held_by(name, line) {
+            return Some(taken);
+        }
+        let other = |held: &Held| line == 0 || held.line != line;
+        let (base, n) = variant_number(name)?;
+        let held = self.map.get(&folded_key(base)).filter(|h| other(h))?;
+        (held.variants > 1 && n <= held.variants).then(|| Taken {
+            name: name.to_string(),
+            line: held.line,
+            variant: Some(n),
+            same_case: true,
+        })
+    }
+
+    /// Who holds `name` as its own id, other than the row on `line` (0 for any row).
+    pub(super) fn held_by(&self, name: &str, line: u64) -> Option<Taken> {
+        let held = self
+            .map
+            .get(&folded_key(name))
+            .filter(|h| line == 0 || h.line != line)?;
+        Some(Taken {
+            name: name.to_string(),
+            line: held.line,
+            variant: None,
+            same_case: held.exact == exact_hash(name),
+        })
+    }
+
+    /// Whether `name` and its variants' names are held by no row.
+    pub(super) fn is_free(&self, name: &str, variants: u32) -> bool {
+        self.taken_by(name, 0).is_none()
+            && (variants < 2 || (1..=variants).all(|n| self.taken_by(&format!("{name}-{n}"), 0).is_none()))
+    }
+}
+
+/// `("sofa", 2)` for `"sofa-2"`: a name shaped like a variant's file name (no leading zero).
+fn variant_number(name: &str) -> Option<(&str, u32)> {
+    let (base, number) = name.rsplit_once('-')?;
+    if number.is_empty() || number.starts_with('0') || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((base, number.parse().ok()?))
+}
+
+fn folded_key(name: &str) -> u128 {
+    let mut folded = [0u8; 128];
+    let hash = match folded.get_mut(..name.len()) {
+        Some(buffer) => {
+            buffer.copy_from_slice(name.as_bytes());
+            buffer.make_ascii_lowercase();
+            blake3::hash(buffer)
+        }
+        None => blake3::hash(name.to_ascii_lowercase().as_bytes()),
+    };
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&hash.as_bytes()[..16]);
+    u128::from_le_bytes(bytes)
+}
+
+fn exact_hash(name: &str) -> u32 {
+    let hash = blake3::hash(name.as_bytes());
+    let mut bytes = [0u8; 4];
+    bytes.copy_from_slice(&hash.as_bytes()[..4]);
+    u32::from_le_bytes(bytes)
+}
