@@ -256,10 +256,24 @@ pub fn resolve(config_file: Option<&Path>) -> anyhow::Result<Settings> {
     Ok(settings)
 }
 
-/// The built-in simulator's account for `--sim`: the published prices unless
-/// `DARKROOM_SIM_PRICE_PHOTON_1` / `DARKROOM_SIM_PRICE_PHOTON_FLASH_1` say otherwise (USD).
-pub fn sim_config() -> anyhow::Result<darkroom_sim::SimConfig> {
-    let mut config = darkroom_sim::SimConfig::default();
+/// Where `--sim` keeps its simulated account: `.darkroom/sim/` in the ledger's directory, so every
+/// command on that ledger talks to one account (its image URLs resolve, its bill accumulates).
+pub fn sim_state_dir(db: &std::path::Path) -> std::path::PathBuf {
+    let dir = db
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    dir.join(".darkroom").join("sim")
+}
+
+/// The built-in simulator's account for `--sim` on the ledger `db`, kept in `sim_state_dir(db)`:
+/// the published prices unless `DARKROOM_SIM_PRICE_PHOTON_1` / `DARKROOM_SIM_PRICE_PHOTON_FLASH_1`
+/// say otherwise (USD).
+pub fn sim_config(db: &std::path::Path) -> anyhow::Result<darkroom_sim::SimConfig> {
+    let mut config = darkroom_sim::SimConfig {
+        state_dir: Some(sim_state_dir(db)),
+        ..darkroom_sim::SimConfig::default()
+    };
     for (variable, slot) in [
         (env::SIM_PRICE_PHOTON_1, &mut config.price_photon_1_micros),
         (

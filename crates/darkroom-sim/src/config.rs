@@ -179,6 +179,11 @@ pub struct SimConfig {
     pub seed: u64,
     /// Images kept in memory once rendered.
     pub image_cache: usize,
+    /// Where the account lives between simulators (`None`: in memory only, gone when this one
+    /// stops). With a directory, the account (generations, billing, credit) is loaded at start and
+    /// saved as it changes; with `port` 0 the simulator listens again on the ports the account's
+    /// image URLs were handed out on, where they are free, so those URLs keep resolving.
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for SimConfig {
@@ -208,6 +213,7 @@ impl Default for SimConfig {
             late_commit_limit: None,
             seed: 0x5eed,
             image_cache: 512,
+            state_dir: None,
         }
     }
 }

@@ -176,6 +176,10 @@ pub struct Account {
     pub announced_pause_until: Option<Instant>,
     /// The end of the pause of `SimConfig::rate_limit_once`, once it has fired.
     pub once_pause_until: Option<Instant>,
+    /// The credit the account opened with, micro-dollars: the balance is this minus what it paid.
+    pub opening_balance: i64,
+    /// Counts changes worth saving (a generation accepted, settled or deleted).
+    pub revision: u64,
 }
 
 /// Why a create is refused before it is accepted.
@@ -207,7 +211,41 @@ impl Account {
             storm_until: None,
             announced_pause_until: None,
             once_pause_until: None,
+            opening_balance: config.credits_micros,
+            revision: 0,
         }
+    }
+
+    /// Recomputes what is in flight and when each unsettled generation ends, from the generations
+    /// themselves (after generations were loaded or merged in).
+    pub fn reschedule(&mut self) {
+        self.pending.clear();
+        self.in_flight = 0;
+        for generation in self.generations.values().filter(|g| !g.settled) {
+            self.in_flight += 1;
+            if !matches!(generation.outcome, Outcome::Stuck) {
+                self.pending
+                    .push(Reverse((generation.done_at, generation.id.clone())));
+            }
+        }
+    }
+
+    /// Recomputes the billing totals and the balance from the entries and the opening balance.
+    pub fn recount_billing(&mut self) {
+        let sum = |kind: &str| -> i64 {
+            self.billing
+                .entries
+                .iter()
+                .filter(|e| e.kind == kind)
+                .map(|e| e.micros)
+                .sum()
+        };
+        let (charged, refunded) = (sum("charge"), sum("refund"));
+        self.billing.charged_micros = charged;
+        self.billing.refunded_micros = refunded;
+        self.billing.net_micros = charged - refunded;
+        self.balance = self.opening_balance - (charged - refunded);
+        self.billing.balance_micros = self.balance;
     }
 
     /// A new generation id: a UUID from the seeded RNG (so a seed replays the same faults), made
@@ -247,6 +285,7 @@ impl Account {
                 continue;
             };
             generation.settled = true;
+            self.revision += 1;
             if generation.outcome.is_failure() {
                 let (price, model) = (generation.price, generation.model.clone());
                 self.balance += price;
@@ -364,6 +403,7 @@ impl Account {
             at: format_time(generation.created_at),
         });
         self.stats.creates_accepted += 1;
+        self.revision += 1;
         self.in_flight += 1;
         self.stats.peak_concurrent = self.stats.peak_concurrent.max(self.in_flight);
         if !matches!(generation.outcome, Outcome::Stuck) {

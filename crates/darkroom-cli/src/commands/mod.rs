@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod estimate;
+pub mod hints;
 pub mod pass;
 pub mod prices;
 pub mod progress;
@@ -77,7 +78,7 @@ impl Connection {
 /// key from `LUMAAI_API_KEY`. darkroom never falls back to the simulator silently.
 pub async fn connect(upstream: &Upstream) -> anyhow::Result<Connection> {
     let (base_url, api_key, sim) = if upstream.sim {
-        let sim = darkroom_sim::spawn(crate::config::sim_config()?).await?;
+        let sim = darkroom_sim::spawn(crate::config::sim_config(&upstream.db)?).await?;
         eprintln!("simulator: {}", sim.base_url());
         (sim.base_url(), ApiKey::new("simulator".to_string()), Some(sim))
     } else {

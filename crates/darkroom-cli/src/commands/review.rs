@@ -71,7 +71,8 @@ struct Review {
     settings: Settings,
     options: PromoteOptions,
     flags: RunFlags,
-    connection: Connection,
+    /// `None` without a key and without `--sim`: the page is shown, promotion says it needs one.
+    connection: Option<Connection>,
     finals: Mutex<FinalPass>,
     shutdown: Shutdown,
 }
@@ -105,7 +106,7 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
             .with_hint("choose another port with --port N (0 picks a free one)")
         })?;
     let addr: SocketAddr = listener.local_addr()?;
-    let connection = connect(&args.upstream).await?;
+    let connection = connect_for_sending(&args.upstream).await?;
     let token = new_token();
     let mut hosts = vec![format!("{addr}"), format!("localhost:{}", addr.port())];
     if addr.ip().is_loopback() {
@@ -123,8 +124,11 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
         settings,
         options,
         flags: args.flags.clone(),
+        finals: Mutex::new(FinalPass {
+            running: false,
+            message: connection.is_none().then(|| PROMOTION_NEEDS_KEY.to_string()),
+        }),
         connection,
-        finals: Mutex::new(FinalPass::default()),
         shutdown: shutdown.clone(),
     });
     let app = Router::new()
@@ -356,6 +360,9 @@ async fn start_promotion(State(review): State<Arc<Review>>, Json(chosen): Json<C
         Ok(plan) => plan,
         Err(response) => return response,
     };
+    if review.connection.is_none() {
+        return (StatusCode::CONFLICT, Json(json!({"error": PROMOTION_NEEDS_KEY}))).into_response();
+    }
     {
         let Ok(mut finals) = review.finals.lock() else {
             return internal("the review server's state is poisoned");
@@ -402,7 +409,10 @@ async fn make_finals(review: &Review, plan: promote::Plan) -> anyhow::Result<Str
             .set_budget(review.job_id, Pass::Final, review.settings.budget.default)
             .await?;
     }
-    let client = &review.connection.client;
+    let Some(connection) = &review.connection else {
+        anyhow::bail!(PROMOTION_NEEDS_KEY);
+    };
+    let client = &connection.client;
     let without = promote::add_finals(&review.ledger, client, review.job_id, &plan, &review.options).await?;
     let deadline = review
         .ledger
@@ -457,4 +467,18 @@ async fn make_finals(review: &Review, plan: promote::Plan) -> anyhow::Result<Str
         message.push_str(&format!("; stopped: {stop}"));
     }
     Ok(message)
+}
+
+/// What the page and the terminal say when review runs without a key and without `--sim`.
+const PROMOTION_NEEDS_KEY: &str = "promotion needs a key: LUMAAI_API_KEY is not set (export it, or \
+     start review with --sim to promote against the built-in simulator); choosing and exporting work";
+
+/// A key is needed only to send: without `--sim` and without `LUMAAI_API_KEY`, review shows the
+/// page with no connection (and says promotion needs one) instead of refusing to start.
+async fn connect_for_sending(upstream: &Upstream) -> anyhow::Result<Option<Connection>> {
+    if upstream.sim || config::api_key().is_some() {
+        return Ok(Some(connect(upstream).await?));
+    }
+    eprintln!("{PROMOTION_NEEDS_KEY}");
+    Ok(None)
 }

@@ -147,6 +147,7 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
     }
 
     let connection = connect(&args.upstream).await?;
+    let situation = crate::commands::hints::same_situation(&args.upstream, &args.out);
     crate::commands::pass::execute(
         &settings,
         PassRun {
@@ -159,7 +160,8 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
             flags: args.flags.clone(),
             start_at,
             deadline_ms,
-            resume: format!("darkroom run {}", args.file.display()),
+            resume: crate::commands::hints::resume_run(&args.file, args.job.as_deref(), pass, &situation),
+            situation,
         },
     )
     .await

@@ -239,6 +239,7 @@ async fn commit_late(sim: &Arc<Sim>, mut generation: Generation) -> Option<Gener
         generation.dreaming_at += delay;
         generation.done_at += delay;
         committer.lock().accept(generation.clone());
+        committer.changed.notify_one();
         let _ = tx.send(generation);
     });
     rx.await.ok()
@@ -278,9 +279,19 @@ fn rate_limited(
     response
 }
 
-/// The id of our own generation a request's `modify_image_ref` points at, if it does.
+/// The id of our own generation a request's `modify_image_ref` points at, if it does: an image URL
+/// of this simulator, on any loopback port (a simulator with a state directory answers on the
+/// ports its account's URLs were handed out on, and the ids are the account's).
 fn modified_generation<'a>(request: &'a Value, asset_base: &str) -> Option<&'a str> {
     let url = request.get("modify_image_ref")?.get("url")?.as_str()?;
-    let file = url.strip_prefix(asset_base)?.strip_prefix('/')?;
+    let file = match url.strip_prefix(asset_base) {
+        Some(rest) => rest.strip_prefix('/')?,
+        None => {
+            let (origin, file) = url.split_once("/sim/assets/")?;
+            let port = origin.strip_prefix("http://127.0.0.1:")?;
+            port.parse::<u16>().ok()?;
+            file
+        }
+    };
     file.split('.').next()
 }

@@ -63,6 +63,8 @@ fn counted(sim: &Sim, endpoint: &str, response: Response) -> Response {
         account.stats.rate_limited += 1;
     }
     account.count(key);
+    drop(account);
+    sim.changed.notify_one();
     response
 }
 
@@ -142,6 +144,7 @@ async fn delete(State(sim): State<Arc<Sim>>, headers: HeaderMap, Path(id): Path<
             match account.generations.get_mut(&id).filter(|g| !g.deleted) {
                 Some(generation) => {
                     generation.deleted = true;
+                    account.revision += 1;
                     StatusCode::NO_CONTENT.into_response()
                 }
                 None => error(StatusCode::NOT_FOUND, "Generation not found"),
