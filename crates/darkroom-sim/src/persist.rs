@@ -7,8 +7,9 @@
 //! synced), so a simulator killed mid-write leaves the previous account whole. Several simulators
 //! may share one directory at once (darkroom processes running jobs side by side, each with its
 //! own in-process simulator): each save takes an OS lock on `account.lock`, reads what the others
-//! saved and merges it in (generations by id, billing lines by generation and kind), so no one's
-//! work is lost and the account is one account.
+//! saved and writes the union (generations by id, billing lines by generation and kind), so no
+//! one's work is lost. A running simulator does not take the others' changes in (its balance and
+//! list stay its own until it is started again): the next one to start has the whole account.
 //!
 //! Times are saved as wall-clock instants and read back against tokio's clock at load, so a
 //! generation that was dreaming when its simulator stopped is done (and settled) when the next one
@@ -235,7 +236,7 @@ impl Store {
     }
 }
 
-/// Merges another simulator's saved account into `account`: generations it doesn't know are added,
+/// Merges a saved account into `account` (at start): generations it doesn't know are added,
 /// settled and deleted marks are kept from either side, billing lines it lacks are added, and the
 /// opening balance is the saved one (the account's, not this simulator's configuration).
 pub(crate) fn merge(account: &mut Account, saved: &Saved) {
@@ -317,21 +318,61 @@ pub(crate) fn snapshot(account: &Account, ports: &[u16], saved_ports: &[u16]) ->
     }
 }
 
-/// Reads what others saved, merges it into the account, and saves the result, all under the lock.
+/// Saves the account joined with what others saved since, under the lock.
 pub(crate) fn save(store: &Store, sim: &crate::Sim) -> Result<(), StateError> {
     store.locked(|| {
         let on_disk = store.read()?;
-        let saved = {
+        let ours = {
             let mut account = sim.lock();
             account.settle(Instant::now());
-            if let Some(on_disk) = &on_disk {
-                merge(&mut account, on_disk);
-            }
             let saved_ports = on_disk.as_ref().map_or(&[][..], |s| &s.ports[..]);
             snapshot(&account, &sim.ports, saved_ports)
         };
+        let saved = match on_disk {
+            Some(on_disk) => union(ours, on_disk),
+            None => ours,
+        };
         store.write(&saved)
     })
+}
+
+/// `ours` joined with `theirs`: every generation of either (settled or deleted if either says so),
+/// every billing line of either once, and the opening balance of the account on disk.
+fn union(ours: Saved, mut theirs: Saved) -> Saved {
+    let mut index: std::collections::HashMap<String, usize> = theirs
+        .generations
+        .iter()
+        .enumerate()
+        .map(|(i, g)| (g.id.clone(), i))
+        .collect();
+    for generation in ours.generations {
+        match index.get(&generation.id) {
+            Some(&i) => {
+                let known = &mut theirs.generations[i];
+                known.settled |= generation.settled;
+                known.deleted |= generation.deleted;
+            }
+            None => {
+                index.insert(generation.id.clone(), theirs.generations.len());
+                theirs.generations.push(generation);
+            }
+        }
+    }
+    theirs.generations.sort_by_key(|g| g.created_at_unix_us);
+    let billed: HashSet<(String, String)> = theirs
+        .billing
+        .iter()
+        .map(|e| (e.generation_id.clone(), e.kind.clone()))
+        .collect();
+    theirs.billing.extend(
+        ours.billing
+            .into_iter()
+            .filter(|e| !billed.contains(&(e.generation_id.clone(), e.kind.clone()))),
+    );
+    Saved {
+        ports: ours.ports,
+        ..theirs
+    }
 }
 
 fn saved_generation(g: &Generation, anchor: Anchor) -> SavedGeneration {
