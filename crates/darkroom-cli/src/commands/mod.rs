@@ -2,8 +2,11 @@
 //! several commands share (the pass flag, the upstream connection, job names, row errors).
 
 pub mod audit;
+pub mod completions;
+pub mod config;
 pub mod estimate;
 pub mod hints;
+pub mod man;
 pub mod pass;
 pub mod prices;
 pub mod progress;

@@ -28,6 +28,19 @@ struct State {
 /// How often, at most, a long run of 429s prints a line (besides its first).
 const PAUSE_LINE_EVERY_MS: u64 = 60_000;
 
+/// The bar: done/total, the spend line, the rate of images per second and the time left.
+const BAR_TEMPLATE: &str = "{bar:30} {pos}/{len} {msg} [{rate}, eta {eta}]";
+
+/// Images per second as the bar shows it, one decimal: `2.0/s` (`0.0/s` before there is a rate).
+fn rate(per_second: f64) -> String {
+    let per_second = if per_second.is_finite() && per_second > 0.0 {
+        per_second
+    } else {
+        0.0
+    };
+    format!("{per_second:.1}/s")
+}
+
 /// `12:03:09 UTC` from an RFC 3339 time in UTC.
 fn clock_time(rfc3339: &str) -> String {
     rfc3339
@@ -39,7 +52,12 @@ impl Progress {
     pub fn new(json: bool, total: u64) -> Progress {
         let bar = (!json && std::io::stderr().is_terminal()).then(|| {
             let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-            let style = ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{per_sec}, eta {eta}]")
+            let style = ProgressStyle::with_template(BAR_TEMPLATE)
+                .map(|style| {
+                    style.with_key("rate", |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                        let _ = w.write_str(&rate(state.per_sec()));
+                    })
+                })
                 .unwrap_or_else(|_| ProgressStyle::default_bar());
             bar.set_style(style);
             bar
@@ -202,4 +220,27 @@ fn price_warning(event: &Event) -> Option<String> {
              the budget keeps counting {table} (to count less, set `{config_line}`)"
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rate_reads_as_images_per_second_with_one_decimal() {
+        assert_eq!(rate(2.0), "2.0/s");
+        assert_eq!(rate(2.034_2), "2.0/s");
+        assert_eq!(rate(0.26), "0.3/s");
+        assert_eq!(rate(12.345), "12.3/s");
+        assert_eq!(rate(0.0), "0.0/s");
+        assert_eq!(rate(f64::NAN), "0.0/s");
+        assert_eq!(rate(f64::INFINITY), "0.0/s");
+    }
+
+    #[test]
+    fn the_bar_shows_the_rate_key_not_indicatifs_own() {
+        assert!(BAR_TEMPLATE.contains("{rate}"));
+        assert!(!BAR_TEMPLATE.contains("{per_sec}"));
+        assert!(ProgressStyle::with_template(BAR_TEMPLATE).is_ok());
+    }
 }
