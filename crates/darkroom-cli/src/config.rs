@@ -271,6 +271,55 @@ pub fn resolve(config_file: Option<&Path>) -> anyhow::Result<Settings> {
         parse(merged.clone())
             .map_err(|e| Failure::new(Exit::BadInput, format!("{}: {e}", path.display())))?;
     }
+    apply_environment(&mut merged, &mut sources, &mut origins)?;
+    origins.values = merged.clone();
+    let mut settings = parse(merged)
+        .map_err(|e| Failure::new(Exit::BadInput, format!("config from the environment: {e}")))?;
+    settings.price_sources = sources;
+    settings.origins = origins;
+    Ok(settings)
+}
+
+/// Where `--sim` keeps its simulated account: `.darkroom/sim/` in the ledger's directory, so every
+/// command on that ledger talks to one account (its image URLs resolve, its bill accumulates).
+pub fn sim_state_dir(db: &std::path::Path) -> std::path::PathBuf {
+    let state = std::path::Path::new(".darkroom").join("sim");
+    match db.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(dir) => dir.join(state),
+        None => state,
+    }
+}
+
+/// The built-in simulator's account for `--sim` on the ledger `db`, kept in `sim_state_dir(db)`:
+/// the published prices unless `DARKROOM_SIM_PRICE_PHOTON_1` / `DARKROOM_SIM_PRICE_PHOTON_FLASH_1`
+/// say otherwise (USD).
+pub fn sim_config(db: &std::path::Path) -> anyhow::Result<darkroom_sim::SimConfig> {
+    let mut config = darkroom_sim::SimConfig {
+        state_dir: Some(sim_state_dir(db)),
+        ..darkroom_sim::SimConfig::default()
+    };
+    for (variable, slot) in [
+        (env::SIM_PRICE_PHOTON_1, &mut config.price_photon_1_micros),
+        (
+            env::SIM_PRICE_PHOTON_FLASH_1,
+            &mut config.price_photon_flash_1_micros,
+        ),
+    ] {
+        if let Ok(value) = std::env::var(variable) {
+            let price = Money::parse_usd(&value)
+                .map_err(|e| Failure::new(Exit::BadInput, format!("{variable}: {e}")))?;
+            *slot = price.micros();
+        }
+    }
+    Ok(config)
+}
+
+/// Layers the `DARKROOM_*` variables over `merged`, noting where each price and setting came from.
+fn apply_environment(
+    merged: &mut toml::Table,
+    sources: &mut PriceSources,
+    origins: &mut Origins,
+) -> anyhow::Result<()> {
     let overrides = [
         (env::BUDGET, "budget", "default", Kind::Text),
         (
@@ -317,46 +366,7 @@ pub fn resolve(config_file: Option<&Path>) -> anyhow::Result<Settings> {
             .settings
             .insert(format!("{table}.{key}"), Origin::Environment(variable));
     }
-    origins.values = merged.clone();
-    let mut settings = parse(merged)
-        .map_err(|e| Failure::new(Exit::BadInput, format!("config from the environment: {e}")))?;
-    settings.price_sources = sources;
-    settings.origins = origins;
-    Ok(settings)
-}
-
-/// Where `--sim` keeps its simulated account: `.darkroom/sim/` in the ledger's directory, so every
-/// command on that ledger talks to one account (its image URLs resolve, its bill accumulates).
-pub fn sim_state_dir(db: &std::path::Path) -> std::path::PathBuf {
-    let state = std::path::Path::new(".darkroom").join("sim");
-    match db.parent().filter(|p| !p.as_os_str().is_empty()) {
-        Some(dir) => dir.join(state),
-        None => state,
-    }
-}
-
-/// The built-in simulator's account for `--sim` on the ledger `db`, kept in `sim_state_dir(db)`:
-/// the published prices unless `DARKROOM_SIM_PRICE_PHOTON_1` / `DARKROOM_SIM_PRICE_PHOTON_FLASH_1`
-/// say otherwise (USD).
-pub fn sim_config(db: &std::path::Path) -> anyhow::Result<darkroom_sim::SimConfig> {
-    let mut config = darkroom_sim::SimConfig {
-        state_dir: Some(sim_state_dir(db)),
-        ..darkroom_sim::SimConfig::default()
-    };
-    for (variable, slot) in [
-        (env::SIM_PRICE_PHOTON_1, &mut config.price_photon_1_micros),
-        (
-            env::SIM_PRICE_PHOTON_FLASH_1,
-            &mut config.price_photon_flash_1_micros,
-        ),
-    ] {
-        if let Ok(value) = std::env::var(variable) {
-            let price = Money::parse_usd(&value)
-                .map_err(|e| Failure::new(Exit::BadInput, format!("{variable}: {e}")))?;
-            *slot = price.micros();
-        }
-    }
-    Ok(config)
+    Ok(())
 }
 
 enum Kind {

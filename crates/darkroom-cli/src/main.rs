@@ -3,8 +3,6 @@
 //!
 //! Business logic lives in the library crates; each command here is glue in `commands/`.
 
-#![warn(clippy::too_many_lines)]
-
 use std::process::ExitCode;
 
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
@@ -14,7 +12,12 @@ mod config;
 mod exit;
 
 /// `darkroom --version`: the package version and the commit it was built from (`build.rs`).
-const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("DARKROOM_COMMIT"), ")");
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("DARKROOM_COMMIT"),
+    ")"
+);
 
 /// Generate images in bulk from Luma's Photon models under a hard cost budget.
 #[derive(Debug, Parser)]

@@ -16,7 +16,10 @@ fn completions_for_bash_zsh_and_fish_know_every_command_and_its_flags() {
         ("zsh", "#compdef darkroom"),
         ("fish", "complete -c darkroom"),
     ] {
-        let output = darkroom(dir.path()).args(["completions", shell]).output().unwrap();
+        let output = darkroom(dir.path())
+            .args(["completions", shell])
+            .output()
+            .unwrap();
         assert_eq!(code(&output), 0, "{shell}: {}", text(&output.stderr));
         let script = text(&output.stdout);
         assert!(script.contains(marker), "{shell}: {marker}");
@@ -36,11 +39,19 @@ fn the_manual_page_is_roff_from_the_help_and_out_writes_one_page_per_command() {
     assert!(page.contains("promote"), "{page}");
     assert!(page.contains("Exit codes"), "the page has --help's exit codes");
 
-    let output = darkroom(dir.path()).args(["man", "--out", "man/man1"]).output().unwrap();
+    let output = darkroom(dir.path())
+        .args(["man", "--out", "man/man1"])
+        .output()
+        .unwrap();
     assert_eq!(code(&output), 0, "{}", text(&output.stderr));
     let run = std::fs::read_to_string(dir.path().join("man/man1/darkroom-run.1")).unwrap();
     assert!(run.contains(r"\-\-budget"), "{run}");
-    for page in ["darkroom.1", "darkroom-promote.1", "darkroom-config.1", "darkroom-sim.1"] {
+    for page in [
+        "darkroom.1",
+        "darkroom-promote.1",
+        "darkroom-config.1",
+        "darkroom-sim.1",
+    ] {
         assert!(dir.path().join("man/man1").join(page).exists(), "{page}");
     }
 }
@@ -73,7 +84,14 @@ fn config_shows_each_settings_origin_and_never_a_secret() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "mine.toml", "[limits]\nmax_in_flight = 5\n");
     let output = darkroom(dir.path())
-        .args(["--config", "mine.toml", "config", "--json", "--db", "ledgers/shop.db"])
+        .args([
+            "--config",
+            "mine.toml",
+            "config",
+            "--json",
+            "--db",
+            "ledgers/shop.db",
+        ])
         .env("DARKROOM_BUDGET", "3")
         .env("DARKROOM_OUT", "renders")
         .env("LUMAAI_API_KEY", "luma-secret-key-123")
@@ -89,7 +107,10 @@ fn config_shows_each_settings_origin_and_never_a_secret() {
     let seen = |key: &str| (settings[key]["value"].clone(), settings[key]["origin"].clone());
     use serde_json::json;
     assert_eq!(seen("limits.max_in_flight"), (json!(5), json!("file mine.toml")));
-    assert_eq!(seen("budget.default"), (json!("3"), json!("environment DARKROOM_BUDGET")));
+    assert_eq!(
+        seen("budget.default"),
+        (json!("3"), json!("environment DARKROOM_BUDGET"))
+    );
     assert_eq!(seen("limits.creates_per_minute"), (json!(80), json!("default")));
     assert_eq!(seen("db"), (json!("ledgers/shop.db"), json!("flag --db")));
     assert_eq!(seen("out"), (json!("renders"), json!("environment DARKROOM_OUT")));
@@ -103,11 +124,17 @@ fn config_shows_each_settings_origin_and_never_a_secret() {
     let stdout = text(&output.stdout);
     assert!(stdout.contains("# config file: none"), "{stdout}");
     assert!(stdout.contains("api_key = \"<not set>\""), "{stdout}");
-    assert!(stdout.contains("limits.max_in_flight = 40  # default"), "{stdout}");
+    assert!(
+        stdout.contains("limits.max_in_flight = 40  # default"),
+        "{stdout}"
+    );
 
     // A bad file is the same error every command gives.
     write(dir.path(), "bad.toml", "[limits]\nno_such_key = 1\n");
-    let output = darkroom(dir.path()).args(["--config", "bad.toml", "config"]).output().unwrap();
+    let output = darkroom(dir.path())
+        .args(["--config", "bad.toml", "config"])
+        .output()
+        .unwrap();
     assert_eq!(code(&output), 2);
     assert!(text(&output.stderr).contains("no_such_key"));
 }

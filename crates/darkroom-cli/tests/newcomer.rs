@@ -118,7 +118,10 @@ fn readmes_previews_to_finals_path_with_sim_only_makes_each_final_from_its_previ
         if state["running"] == false {
             break state["message"].as_str().unwrap_or_default().to_string();
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "the page's finals never finished");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the page's finals never finished"
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     assert!(message.starts_with("finals: 2 done"), "{message}");
@@ -185,14 +188,20 @@ fn commands_that_only_read_need_no_key_and_review_says_promotion_needs_one() {
     assert_eq!(status, 200);
     let state = review_state(url);
     assert!(
-        state["message"].as_str().unwrap().contains("promotion needs a key"),
+        state["message"]
+            .as_str()
+            .unwrap()
+            .contains("promotion needs a key"),
         "{state:#}"
     );
     let (status, body) = http(
         url,
         "POST",
         "/api/promote",
-        &[("Content-Type", "application/json"), ("X-Darkroom-Token", &token_of(&page))],
+        &[
+            ("Content-Type", "application/json"),
+            ("X-Darkroom-Token", &token_of(&page)),
+        ],
         r#"{"ids":["mug-slate"]}"#,
     );
     assert_eq!(status, 409, "{body}");
@@ -223,11 +232,16 @@ fn every_hint_a_run_prints_runs_as_printed() {
     printed.extend(hints(&text(&stopped.stderr)));
     let finished = run(
         dir.path(),
-        &[&["run", "jobs/example.csv", "--job", "shop", "--budget", "1"][..], &situation[..]].concat(),
+        &[
+            &["run", "jobs/example.csv", "--job", "shop", "--budget", "1"][..],
+            &situation[..],
+        ]
+        .concat(),
     );
     printed.extend(hints(&text(&finished.stderr)));
     assert!(
-        printed.iter().any(|h| h.starts_with("darkroom run ")) && printed.iter().any(|h| h.starts_with("darkroom review ")),
+        printed.iter().any(|h| h.starts_with("darkroom run "))
+            && printed.iter().any(|h| h.starts_with("darkroom review ")),
         "{printed:?}"
     );
 

@@ -43,7 +43,10 @@ fn the_help_of_darkroom_and_of_every_command_is_as_reviewed() {
     let listed = text(&output.stdout);
     insta::assert_snapshot!("help", listed);
     for command in COMMANDS {
-        assert!(listed.contains(&format!("  {command} ")), "--help lists {command}");
+        assert!(
+            listed.contains(&format!("  {command} ")),
+            "--help lists {command}"
+        );
         let output = darkroom(dir.path()).args([command, "--help"]).output().unwrap();
         assert_eq!(code(&output), 0, "{command} --help");
         insta::assert_snapshot!(format!("help_{command}"), text(&output.stdout));
@@ -54,7 +57,11 @@ fn the_help_of_darkroom_and_of_every_command_is_as_reviewed() {
 fn the_main_error_messages_are_as_reviewed() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
-    write(dir, "sofas.csv", "id,prompt,aspect_ratio\nsofa,A green velvet sofa in a bright room,1:1\n");
+    write(
+        dir,
+        "sofas.csv",
+        "id,prompt,aspect_ratio\nsofa,A green velvet sofa in a bright room,1:1\n",
+    );
     write(
         dir,
         "bad.csv",
@@ -67,13 +74,25 @@ fn the_main_error_messages_are_as_reviewed() {
         ("error_no_key", &["run", "sofas.csv"]),
         ("error_bad_rows", &["run", "bad.csv", "--sim"]),
         ("error_missing_file", &["run", "missing.csv", "--sim"]),
-        ("error_bad_budget", &["run", "sofas.csv", "--sim", "--budget", "lots"]),
-        ("error_bad_config", &["--config", "bad-config.toml", "run", "sofas.csv", "--sim"]),
+        (
+            "error_bad_budget",
+            &["run", "sofas.csv", "--sim", "--budget", "lots"],
+        ),
+        (
+            "error_bad_config",
+            &["--config", "bad-config.toml", "run", "sofas.csv", "--sim"],
+        ),
         ("error_unknown_job", &["status", "nobody", "--db", "darkroom.db"]),
         ("error_no_ledger", &["status", "--db", "no-ledger-here.db"]),
-        ("error_promote_unknown_job", &["promote", "nobody", "--all", "--sim"]),
+        (
+            "error_promote_unknown_job",
+            &["promote", "nobody", "--all", "--sim"],
+        ),
         ("error_bad_shell", &["completions", "tcsh"]),
-        ("error_damaged_sim_state", &["sim", "--port", "0", "--state", "damaged"]),
+        (
+            "error_damaged_sim_state",
+            &["sim", "--port", "0", "--state", "damaged"],
+        ),
     ];
     for (name, args) in cases {
         insta::assert_snapshot!(*name, failure(dir, args));

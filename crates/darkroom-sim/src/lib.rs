@@ -8,6 +8,8 @@
 //! Connections are served by our own accept loop so a fault can drop one mid-request: "accepted and
 //! charged, then the connection dropped" is a real reset to the client, not an HTTP error.
 
+#![warn(missing_docs, unreachable_pub, clippy::too_many_lines)]
+
 mod api;
 mod callbacks;
 mod config;
@@ -39,6 +41,7 @@ pub struct SimHandle {
 }
 
 impl SimHandle {
+    /// The loopback address served (the first port, which new image URLs name).
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
@@ -53,6 +56,8 @@ impl SimHandle {
         self.sim.billing()
     }
 
+    /// Requests, 429s and faults counted since this simulator started (not kept in a state
+    /// directory).
     pub fn stats(&self) -> Stats {
         self.sim.stats()
     }
@@ -95,7 +100,11 @@ pub enum SimError {
 /// Starts the simulator on 127.0.0.1 (port 0 picks a free one). With `SimConfig::state_dir`, the
 /// account saved there is loaded (or a new one opened) and kept there as it changes.
 pub async fn spawn(config: SimConfig) -> Result<SimHandle, SimError> {
-    let store = config.state_dir.as_deref().map(persist::Store::open).transpose()?;
+    let store = config
+        .state_dir
+        .as_deref()
+        .map(persist::Store::open)
+        .transpose()?;
     let saved = match &store {
         Some(store) => store.locked(|| store.read())?,
         None => None,
@@ -134,8 +143,12 @@ pub async fn spawn(config: SimConfig) -> Result<SimHandle, SimError> {
     sim.save_now();
     let app = api::router(sim.clone());
     for listener in std::iter::once(listener).chain(extra) {
-        sim.tracker
-            .spawn(serve(listener, app.clone(), sim.stop.clone(), sim.tracker.clone()));
+        sim.tracker.spawn(serve(
+            listener,
+            app.clone(),
+            sim.stop.clone(),
+            sim.tracker.clone(),
+        ));
     }
     if sim.store.is_some() {
         sim.tracker.spawn(keep_saved(sim.clone()));
@@ -239,13 +252,13 @@ impl std::fmt::Debug for Sim {
 
 impl Sim {
     /// The account's lock; never held across an await.
-    pub fn lock(&self) -> MutexGuard<'_, state::Account> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, state::Account> {
         self.account.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Saves the account to its state directory, if it has one; a failure is logged (the
     /// simulator goes on serving, as an account's bookkeeping is not the client's concern).
-    pub fn save_now(&self) {
+    pub(crate) fn save_now(&self) {
         if let Some(store) = &self.store {
             if let Err(error) = persist::save(store, self) {
                 tracing::warn!(error = %error, "could not save the simulated account");
@@ -253,22 +266,22 @@ impl Sim {
         }
     }
 
-    pub fn asset_base(&self) -> String {
+    pub(crate) fn asset_base(&self) -> String {
         self.asset_base.get().cloned().unwrap_or_default()
     }
 
-    pub fn billing(&self) -> Billing {
+    pub(crate) fn billing(&self) -> Billing {
         let mut account = self.lock();
         account.settle(tokio::time::Instant::now());
         account.billing.clone()
     }
 
-    pub fn stats(&self) -> Stats {
+    pub(crate) fn stats(&self) -> Stats {
         self.lock().stats.clone()
     }
 
     /// The picture for a generation, rendered once on the blocking pool and kept (bounded).
-    pub async fn image(&self, seed: [u8; 32], aspect_ratio: &str, png: bool) -> Bytes {
+    pub(crate) async fn image(&self, seed: [u8; 32], aspect_ratio: &str, png: bool) -> Bytes {
         let key = (seed, png, aspect_ratio.to_string());
         if let Some(bytes) = self.images.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
             return bytes;

@@ -267,7 +267,11 @@ pub(crate) fn merge(account: &mut Account, saved: &Saved) {
         .map(|e| (e.generation_id.clone(), e.kind))
         .collect();
     for entry in &saved.billing {
-        let kind = if entry.kind == "refund" { "refund" } else { "charge" };
+        let kind = if entry.kind == "refund" {
+            "refund"
+        } else {
+            "charge"
+        };
         if !known.contains(&(entry.generation_id.clone(), kind)) {
             account.billing.entries.push(BillingEntry {
                 generation_id: entry.generation_id.clone(),

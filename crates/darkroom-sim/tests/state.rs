@@ -139,14 +139,22 @@ async fn a_generation_unfinished_at_shutdown_finishes_after_the_restart_and_a_fa
     tokio::time::advance(Duration::from_secs(10_001)).await;
     let done = get(&third, &format!("/generations/{}", made["id"].as_str().unwrap())).await;
     assert_eq!(done["state"], "completed", "{done:#}");
-    let failed = get(&third, &format!("/generations/{}", failing["id"].as_str().unwrap())).await;
+    let failed = get(
+        &third,
+        &format!("/generations/{}", failing["id"].as_str().unwrap()),
+    )
+    .await;
     assert_eq!(failed["state"], "failed", "{failed:#}");
     third.shutdown().await;
 
     let fourth = darkroom_sim::spawn(kept_in(dir.path())).await.unwrap();
     let billing = fourth.billing();
     assert_eq!(
-        (billing.charged_micros, billing.refunded_micros, billing.net_micros),
+        (
+            billing.charged_micros,
+            billing.refunded_micros,
+            billing.net_micros
+        ),
         (30_000, 15_000, 15_000),
         "the failure is refunded once: {billing:?}"
     );

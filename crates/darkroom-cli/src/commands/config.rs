@@ -30,9 +30,47 @@ struct Line {
 }
 
 /// Prints the settings; `matches` are this command's own, to tell a flag from its variable.
-pub fn run(config_file: Option<&Path>, args: &Args, matches: Option<&clap::ArgMatches>) -> anyhow::Result<Exit> {
+pub fn run(
+    config_file: Option<&Path>,
+    args: &Args,
+    matches: Option<&clap::ArgMatches>,
+) -> anyhow::Result<Exit> {
     let settings = config::resolve(config_file)?;
     let origins = &settings.origins;
+    let mut lines = command_line_settings(args, matches);
+    lines.extend(file_settings(origins));
+    let file = match &origins.file {
+        Some((path, origin)) => format!("{} ({origin})", path.display()),
+        None => format!("none (name one with --config FILE or {})", env::CONFIG),
+    };
+    if args.json {
+        let settings: serde_json::Map<String, serde_json::Value> = lines
+            .iter()
+            .map(|l| {
+                let value = serde_json::to_value(&l.value).unwrap_or(serde_json::Value::Null);
+                (
+                    l.key.clone(),
+                    serde_json::json!({"value": value, "origin": l.origin}),
+                )
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"config_file": file, "settings": settings})
+        );
+        return Ok(Exit::Done);
+    }
+    println!("# darkroom's settings as resolved, each with where it came from");
+    println!("# config file: {file}");
+    for line in &lines {
+        println!("{} = {}  # {}", line.key, line.value, line.origin);
+    }
+    Ok(Exit::Done)
+}
+
+/// The settings flags and variables give (`--db`, `--out`, `--base-url`) and the secrets, which
+/// show only whether they are set.
+fn command_line_settings(args: &Args, matches: Option<&clap::ArgMatches>) -> Vec<Line> {
     let origin_of = |id: &str, flag: &'static str, variable: &'static str| {
         match matches.and_then(|m| m.value_source(id)) {
             Some(ValueSource::CommandLine) => Origin::Flag(flag),
@@ -46,7 +84,7 @@ pub fn run(config_file: Option<&Path>, args: &Args, matches: Option<&clap::ArgMa
         let set = std::env::var(variable).is_ok_and(|v| !v.trim().is_empty());
         text(if set { "<redacted>" } else { "<not set>" })
     };
-    let mut lines = vec![
+    vec![
         Line {
             key: "db".into(),
             value: text(&args.upstream.db.display().to_string()),
@@ -77,7 +115,12 @@ pub fn run(config_file: Option<&Path>, args: &Args, matches: Option<&clap::ArgMa
             value: secret(env::NOTIFY_SECRET),
             origin: format!("environment {}", env::NOTIFY_SECRET),
         },
-    ];
+    ]
+}
+
+/// The settings of the config layers (defaults, file, `DARKROOM_*`), by dotted key.
+fn file_settings(origins: &config::Origins) -> Vec<Line> {
+    let mut lines = Vec::new();
     for (key, origin) in &origins.settings {
         let mut value = None;
         let mut table = Some(&origins.values);
@@ -98,25 +141,5 @@ pub fn run(config_file: Option<&Path>, args: &Args, matches: Option<&clap::ArgMa
             });
         }
     }
-    let file = match &origins.file {
-        Some((path, origin)) => format!("{} ({origin})", path.display()),
-        None => format!("none (name one with --config FILE or {})", env::CONFIG),
-    };
-    if args.json {
-        let settings: serde_json::Map<String, serde_json::Value> = lines
-            .iter()
-            .map(|l| {
-                let value = serde_json::to_value(&l.value).unwrap_or(serde_json::Value::Null);
-                (l.key.clone(), serde_json::json!({"value": value, "origin": l.origin}))
-            })
-            .collect();
-        println!("{}", serde_json::json!({"config_file": file, "settings": settings}));
-        return Ok(Exit::Done);
-    }
-    println!("# darkroom's settings as resolved, each with where it came from");
-    println!("# config file: {file}");
-    for line in &lines {
-        println!("{} = {}  # {}", line.key, line.value, line.origin);
-    }
-    Ok(Exit::Done)
+    lines
 }

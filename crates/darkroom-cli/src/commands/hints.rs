@@ -69,7 +69,10 @@ mod tests {
 
     #[test]
     fn defaults_add_nothing_and_each_change_adds_its_flag() {
-        assert_eq!(same_situation(&upstream("darkroom.db", false), Path::new("out")), "");
+        assert_eq!(
+            same_situation(&upstream("darkroom.db", false), Path::new("out")),
+            ""
+        );
         assert_eq!(
             same_situation(&upstream("shared.db", true), Path::new("renders")),
             " --sim --db shared.db --out renders"

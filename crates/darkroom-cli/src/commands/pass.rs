@@ -210,7 +210,15 @@ pub async fn execute(settings: &Settings, run: PassRun) -> anyhow::Result<Exit> 
     if flags.json {
         println!("{summary}");
     }
-    print_summary(&job, pass, &outcome, &job_dir, report.as_deref(), &resume, &situation)
+    print_summary(
+        &job,
+        pass,
+        &outcome,
+        &job_dir,
+        report.as_deref(),
+        &resume,
+        &situation,
+    )
 }
 
 /// Rewrites `OUT/JOB/report.html`; a report that can't be written is a warning, not a failure.

@@ -41,6 +41,48 @@ fn rate(per_second: f64) -> String {
     format!("{per_second:.1}/s")
 }
 
+/// The line a 429 prints: the first of a run of them, then one a minute at most; records the
+/// pause for the bar's message.
+fn rate_limit_line(state: &mut State, event: &Event) -> Option<String> {
+    let Event::RateLimited {
+        retry_after_ms,
+        paused_until,
+        paused_for_ms,
+        answers,
+        rate_limited_for_ms,
+        give_up_after_ms,
+    } = event
+    else {
+        return None;
+    };
+    tracing::info!(?event);
+    let until = clock_time(paused_until);
+    state.paused = Some((
+        std::time::Instant::now() + std::time::Duration::from_millis(*paused_for_ms),
+        until.clone(),
+    ));
+    let due = *answers == 1
+        || state
+            .last_pause_line_ms
+            .is_none_or(|last| *rate_limited_for_ms >= last + PAUSE_LINE_EVERY_MS);
+    due.then(|| {
+        state.last_pause_line_ms = Some(*rate_limited_for_ms);
+        let after = retry_after_ms.map_or_else(
+            || "without a Retry-After".to_string(),
+            |ms| format!("Retry-After {}", seconds(ms)),
+        );
+        if *answers == 1 {
+            format!("rate limited (429, {after}): creates paused until {until}")
+        } else {
+            format!(
+                "rate limited: {answers} 429s in a row over {} with none accepted; creates paused until {until}; giving up after {}",
+                seconds(*rate_limited_for_ms),
+                seconds(*give_up_after_ms)
+            )
+        }
+    })
+}
+
 /// `12:03:09 UTC` from an RFC 3339 time in UTC.
 fn clock_time(rfc3339: &str) -> String {
     rfc3339
@@ -54,9 +96,12 @@ impl Progress {
             let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
             let style = ProgressStyle::with_template(BAR_TEMPLATE)
                 .map(|style| {
-                    style.with_key("rate", |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
-                        let _ = w.write_str(&rate(state.per_sec()));
-                    })
+                    style.with_key(
+                        "rate",
+                        |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                            let _ = w.write_str(&rate(state.per_sec()));
+                        },
+                    )
                 })
                 .unwrap_or_else(|_| ProgressStyle::default_bar());
             bar.set_style(style);
@@ -119,41 +164,7 @@ impl Progress {
             )),
             Event::Stopping { reason } => Some(format!("stopping: {reason}")),
             Event::PriceObserved { .. } => price_warning(event),
-            Event::RateLimited {
-                retry_after_ms,
-                paused_until,
-                paused_for_ms,
-                answers,
-                rate_limited_for_ms,
-                give_up_after_ms,
-            } => {
-                tracing::info!(?event);
-                let until = clock_time(paused_until);
-                state.paused = Some((
-                    std::time::Instant::now() + std::time::Duration::from_millis(*paused_for_ms),
-                    until.clone(),
-                ));
-                let due = *answers == 1
-                    || state
-                        .last_pause_line_ms
-                        .is_none_or(|last| *rate_limited_for_ms >= last + PAUSE_LINE_EVERY_MS);
-                due.then(|| {
-                    state.last_pause_line_ms = Some(*rate_limited_for_ms);
-                    let after = retry_after_ms.map_or_else(
-                        || "without a Retry-After".to_string(),
-                        |ms| format!("Retry-After {}", seconds(ms)),
-                    );
-                    if *answers == 1 {
-                        format!("rate limited (429, {after}): creates paused until {until}")
-                    } else {
-                        format!(
-                            "rate limited: {answers} 429s in a row over {} with none accepted; creates paused until {until}; giving up after {}",
-                            seconds(*rate_limited_for_ms),
-                            seconds(*give_up_after_ms)
-                        )
-                    }
-                })
-            }
+            Event::RateLimited { .. } => rate_limit_line(&mut state, event),
             Event::Retry { .. } | Event::Reconciled { .. } => {
                 tracing::info!(?event);
                 None

@@ -166,7 +166,11 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
     }
     let situation = crate::commands::hints::same_situation(&args.upstream, &args.out);
     let resume = match &args.select {
-        Some(path) => format!("darkroom promote {} --select {}{situation}", args.job, path.display()),
+        Some(path) => format!(
+            "darkroom promote {} --select {}{situation}",
+            args.job,
+            path.display()
+        ),
         None => format!("darkroom promote {} --all{situation}", args.job),
     };
     crate::commands::pass::execute(

@@ -147,8 +147,8 @@ pub enum WindowArg {
 }
 
 impl Args {
-    /// The simulator configuration these flags describe.
-    pub fn to_config(&self) -> anyhow::Result<SimConfig> {
+    /// The fault profile with each single rate given over it; a rate outside 0 to 1 is bad input.
+    fn fault_rates(&self) -> anyhow::Result<Faults> {
         let bad = |message: String| Failure::new(Exit::BadInput, message);
         let mut faults = Faults::profile(&self.faults)
             .ok_or_else(|| bad(format!("unknown fault profile {:?}", self.faults)))?;
@@ -180,6 +180,13 @@ impl Args {
                 *slot = p;
             }
         }
+        Ok(faults)
+    }
+
+    /// The simulator configuration these flags describe.
+    pub fn to_config(&self) -> anyhow::Result<SimConfig> {
+        let bad = |message: String| Failure::new(Exit::BadInput, message);
+        let faults = self.fault_rates()?;
         let credits = Money::parse_usd(&self.credits).map_err(|e| bad(format!("--credits: {e}")))?;
         let price_photon_1 =
             Money::parse_usd(&self.price_photon_1).map_err(|e| bad(format!("--price-photon-1: {e}")))?;

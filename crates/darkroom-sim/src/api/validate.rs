@@ -90,6 +90,20 @@ pub(super) fn validate(request: &Value) -> Result<Checked, Response> {
     if !problems.is_empty() {
         return Err(error(StatusCode::UNPROCESSABLE_ENTITY, Value::Array(problems)));
     }
+    if let Some(message) = broken_rule(request) {
+        return Err(error(StatusCode::BAD_REQUEST, message));
+    }
+    Ok(Checked {
+        model,
+        aspect_ratio,
+        format,
+    })
+}
+
+/// The first business rule (400) a schema-valid request breaks: the prompt's length, then the
+/// number of images of each reference kind.
+fn broken_rule(request: &Value) -> Option<String> {
+    let field = |name: &str| request.get(name).filter(|v| !v.is_null());
     let prompt = field("prompt").and_then(Value::as_str).unwrap_or("").trim();
     let length = prompt.chars().count();
     let too_many = |name: &str, max: usize| {
@@ -102,7 +116,7 @@ pub(super) fn validate(request: &Value) -> Result<Checked, Response> {
         };
         (n > max).then(|| format!("Too many {name} images: {n}, maximum is {max}"))
     };
-    let rule = if length == 0 {
+    if length == 0 {
         Some("Prompt is required".to_string())
     } else if length < 3 {
         Some("Prompt is too short, minimum length is 3 characters".to_string())
@@ -112,15 +126,7 @@ pub(super) fn validate(request: &Value) -> Result<Checked, Response> {
         too_many("image_ref", 4)
             .or_else(|| too_many("style_ref", 1))
             .or_else(|| too_many("character_ref", 4))
-    };
-    if let Some(message) = rule {
-        return Err(error(StatusCode::BAD_REQUEST, message));
     }
-    Ok(Checked {
-        model,
-        aspect_ratio,
-        format,
-    })
 }
 
 /// The request as the API echoes it: every image field, `null` when unset.
