@@ -268,4 +268,23 @@ fn every_hint_a_run_prints_runs_as_printed() {
         }
     }
     assert_eq!(files_in(&dir.path().join("renders/shop/preview")).len(), 8);
+
+    // An error's hint names the ledger the command was given, so it finds the jobs listed there.
+    let unknown = darkroom(dir.path())
+        .args(["promote", "shops", "--all"])
+        .args(situation)
+        .output()
+        .unwrap();
+    assert_eq!(code(&unknown), 2, "{}", text(&unknown.stderr));
+    let hinted = hints(&text(&unknown.stderr));
+    assert_eq!(
+        hinted,
+        ["darkroom status --db ledgers/shop.db"],
+        "{}",
+        text(&unknown.stderr)
+    );
+    let words: Vec<&str> = hinted[0].split_whitespace().collect();
+    let listed = darkroom(dir.path()).args(&words[1..]).output().unwrap();
+    assert_eq!(code(&listed), 0, "{}", text(&listed.stderr));
+    assert!(text(&listed.stdout).contains("shop"), "{}", text(&listed.stdout));
 }

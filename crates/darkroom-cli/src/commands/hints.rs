@@ -18,13 +18,20 @@ pub fn same_situation(upstream: &Upstream, out: &Path) -> String {
     if upstream.sim {
         flags.push_str(" --sim");
     }
-    if upstream.db != Path::new(DEFAULT_DB) {
-        flags.push_str(&format!(" --db {}", quoted(&upstream.db.display().to_string())));
-    }
+    flags.push_str(&db_flag(&upstream.db));
     if out != Path::new(DEFAULT_OUT) {
         flags.push_str(&format!(" --out {}", quoted(&out.display().to_string())));
     }
     flags
+}
+
+/// `" --db PATH"` for a ledger other than the default, `""` for the default.
+pub fn db_flag(db: &Path) -> String {
+    if db == Path::new(DEFAULT_DB) {
+        String::new()
+    } else {
+        format!(" --db {}", quoted(&db.display().to_string()))
+    }
 }
 
 /// The `darkroom run` that resumes a pass: its file, `--job` when one was given, `--pass final` for

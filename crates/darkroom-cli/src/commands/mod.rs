@@ -58,6 +58,7 @@ pub struct Upstream {
     #[arg(long, value_name = "URL", env = crate::config::env::BASE_URL)]
     pub base_url: Option<String>,
     /// Start the built-in simulator and run against it: no key, no cost (any base URL is ignored).
+    /// Its account is kept in .darkroom/sim/ beside the ledger, so commands on one ledger share it.
     #[arg(long)]
     pub sim: bool,
 }
@@ -178,7 +179,10 @@ pub async fn find_jobs(
                     Exit::BadInput,
                     format!("no job named {name:?} in {}", db.display()),
                 )
-                .with_hint("`darkroom status` lists the jobs of a ledger")
+                .with_hint(format!(
+                    "`darkroom status{}` lists the jobs of a ledger",
+                    hints::db_flag(db)
+                ))
                 .into())
             }
             Err(e) => return Err(e.into()),
