@@ -106,6 +106,64 @@ pub struct Settings {
     /// Where each price came from (for `darkroom prices`).
     #[serde(skip)]
     pub price_sources: PriceSources,
+    /// Where every setting came from, by dotted key (`limits.max_in_flight`), and the config file
+    /// with how it was named (for `darkroom config`).
+    #[serde(skip)]
+    pub origins: Origins,
+}
+
+/// Where one setting's value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// `config/default.toml`, built into the binary (or the flag's own default).
+    Default,
+    /// The user's config file.
+    File(PathBuf),
+    /// An environment variable (its name).
+    Environment(&'static str),
+    /// A command-line flag (its name, `--db`).
+    Flag(&'static str),
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Default => f.write_str("default"),
+            Origin::File(path) => write!(f, "file {}", path.display()),
+            Origin::Environment(name) => write!(f, "environment {name}"),
+            Origin::Flag(name) => write!(f, "flag {name}"),
+        }
+    }
+}
+
+/// The origin of every resolved setting, and which config file was read.
+#[derive(Debug, Clone, Default)]
+pub struct Origins {
+    /// By dotted key, in key order.
+    pub settings: std::collections::BTreeMap<String, Origin>,
+    /// The config file read, and whether `--config` or `DARKROOM_CONFIG` named it.
+    pub file: Option<(PathBuf, Origin)>,
+    /// Every setting as resolved, as TOML (for printing).
+    pub values: toml::Table,
+}
+
+impl Origins {
+    /// Records `origin` for every leaf of `table`, under `prefix`.
+    fn mark(&mut self, prefix: &str, table: &toml::Table, origin: &Origin) {
+        for (key, value) in table {
+            let dotted = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            match value {
+                toml::Value::Table(inner) => self.mark(&dotted, inner, origin),
+                _ => {
+                    self.settings.insert(dotted, origin.clone());
+                }
+            }
+        }
+    }
 }
 
 /// How a final uses its chosen preview.
@@ -199,9 +257,14 @@ pub fn resolve(config_file: Option<&Path>) -> anyhow::Result<Settings> {
     let mut merged: toml::Table = DEFAULT_CONFIG
         .parse()
         .context("the built-in config/default.toml is broken")?;
-    let user_file = config_file
-        .map(Path::to_path_buf)
-        .or_else(|| std::env::var_os(env::CONFIG).map(PathBuf::from));
+    let mut origins = Origins::default();
+    origins.mark("", &merged, &Origin::Default);
+    let user_file = match config_file {
+        Some(path) => Some((path.to_path_buf(), Origin::Flag("--config"))),
+        None => std::env::var_os(env::CONFIG).map(|p| (PathBuf::from(p), Origin::Environment(env::CONFIG))),
+    };
+    origins.file.clone_from(&user_file);
+    let user_file = user_file.map(|(path, _)| path);
     let mut sources = PriceSources::default();
     if let Some(path) = user_file {
         let text = std::fs::read_to_string(&path).map_err(|e| {
@@ -222,11 +285,61 @@ pub fn resolve(config_file: Option<&Path>) -> anyhow::Result<Settings> {
                 sources.photon_flash_1 = from;
             }
         }
+        origins.mark("", &user, &Origin::File(path.clone()));
         merge(&mut merged, user);
         // Checked here so a mistake is reported against the file that made it.
         parse(merged.clone())
             .map_err(|e| Failure::new(Exit::BadInput, format!("{}: {e}", path.display())))?;
     }
+    apply_environment(&mut merged, &mut sources, &mut origins)?;
+    origins.values = merged.clone();
+    let mut settings = parse(merged)
+        .map_err(|e| Failure::new(Exit::BadInput, format!("config from the environment: {e}")))?;
+    settings.price_sources = sources;
+    settings.origins = origins;
+    Ok(settings)
+}
+
+/// Where `--sim` keeps its simulated account: `.darkroom/sim/` in the ledger's directory, so every
+/// command on that ledger talks to one account (its image URLs resolve, its bill accumulates).
+pub fn sim_state_dir(db: &std::path::Path) -> std::path::PathBuf {
+    let state = std::path::Path::new(".darkroom").join("sim");
+    match db.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(dir) => dir.join(state),
+        None => state,
+    }
+}
+
+/// The built-in simulator's account for `--sim` on the ledger `db`, kept in `sim_state_dir(db)`:
+/// the published prices unless `DARKROOM_SIM_PRICE_PHOTON_1` / `DARKROOM_SIM_PRICE_PHOTON_FLASH_1`
+/// say otherwise (USD).
+pub fn sim_config(db: &std::path::Path) -> anyhow::Result<darkroom_sim::SimConfig> {
+    let mut config = darkroom_sim::SimConfig {
+        state_dir: Some(sim_state_dir(db)),
+        ..darkroom_sim::SimConfig::default()
+    };
+    for (variable, slot) in [
+        (env::SIM_PRICE_PHOTON_1, &mut config.price_photon_1_micros),
+        (
+            env::SIM_PRICE_PHOTON_FLASH_1,
+            &mut config.price_photon_flash_1_micros,
+        ),
+    ] {
+        if let Ok(value) = std::env::var(variable) {
+            let price = Money::parse_usd(&value)
+                .map_err(|e| Failure::new(Exit::BadInput, format!("{variable}: {e}")))?;
+            *slot = price.micros();
+        }
+    }
+    Ok(config)
+}
+
+/// Layers the `DARKROOM_*` variables over `merged`, noting where each price and setting came from.
+fn apply_environment(
+    merged: &mut toml::Table,
+    sources: &mut PriceSources,
+    origins: &mut Origins,
+) -> anyhow::Result<()> {
     let overrides = [
         (env::BUDGET, "budget", "default", Kind::Text),
         (
@@ -269,31 +382,11 @@ pub fn resolve(config_file: Option<&Path>) -> anyhow::Result<Settings> {
         if let Some(toml::Value::Table(section)) = merged.get_mut(table) {
             section.insert(key.to_string(), value);
         }
+        origins
+            .settings
+            .insert(format!("{table}.{key}"), Origin::Environment(variable));
     }
-    let mut settings = parse(merged)
-        .map_err(|e| Failure::new(Exit::BadInput, format!("config from the environment: {e}")))?;
-    settings.price_sources = sources;
-    Ok(settings)
-}
-
-/// The built-in simulator's account for `--sim`: the published prices unless
-/// `DARKROOM_SIM_PRICE_PHOTON_1` / `DARKROOM_SIM_PRICE_PHOTON_FLASH_1` say otherwise (USD).
-pub fn sim_config() -> anyhow::Result<darkroom_sim::SimConfig> {
-    let mut config = darkroom_sim::SimConfig::default();
-    for (variable, slot) in [
-        (env::SIM_PRICE_PHOTON_1, &mut config.price_photon_1_micros),
-        (
-            env::SIM_PRICE_PHOTON_FLASH_1,
-            &mut config.price_photon_flash_1_micros,
-        ),
-    ] {
-        if let Ok(value) = std::env::var(variable) {
-            let price = Money::parse_usd(&value)
-                .map_err(|e| Failure::new(Exit::BadInput, format!("{variable}: {e}")))?;
-            *slot = price.micros();
-        }
-    }
-    Ok(config)
+    Ok(())
 }
 
 enum Kind {

@@ -5,16 +5,24 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 mod commands;
 mod config;
 mod exit;
 
+/// `darkroom --version`: the package version and the commit it was built from (`build.rs`).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("DARKROOM_COMMIT"),
+    ")"
+);
+
 /// Generate images in bulk from Luma's Photon models under a hard cost budget.
 #[derive(Debug, Parser)]
-#[command(name = "darkroom", version, about, long_about = None, after_help = EXIT_CODES)]
-struct Cli {
+#[command(name = "darkroom", version = VERSION, about, long_about = None, after_help = EXIT_CODES)]
+pub(crate) struct Cli {
     /// A config file layered over the built-in defaults [env: DARKROOM_CONFIG]
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<std::path::PathBuf>,
@@ -67,10 +75,17 @@ enum Command {
     Audit(commands::audit::Args),
     /// Run a Luma-compatible simulator on loopback (tests, demos, dry runs at zero cost).
     Sim(Box<commands::sim::Args>),
+    /// Show every setting as resolved and where each came from (secrets redacted).
+    Config(commands::config::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions(commands::completions::Args),
+    /// Print the manual page (roff), or write one page per command with --out DIR.
+    Man(commands::man::Args),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     init_tracing();
     let outcome = match cli.command {
         Command::Validate(args) => commands::validate::run(cli.config.as_deref(), args),
@@ -84,6 +99,11 @@ fn main() -> ExitCode {
         Command::Verify(args) => commands::verify::run(cli.config.as_deref(), args),
         Command::Audit(args) => commands::audit::run(cli.config.as_deref(), args),
         Command::Sim(args) => commands::sim::run(*args),
+        Command::Config(args) => {
+            commands::config::run(cli.config.as_deref(), &args, matches.subcommand_matches("config"))
+        }
+        Command::Completions(args) => commands::completions::run(&args),
+        Command::Man(args) => commands::man::run(&args),
     };
     match outcome {
         Ok(exit) => exit.into(),

@@ -142,7 +142,12 @@ fn state(f: &Fixture) -> Arc<ReviewState> {
         run: run_settings(f.dir.path(), "vases", Pass::Final),
         callbacks: None,
     };
-    ReviewState::new(config, f.ledger.clone(), f.client.clone(), Shutdown::default())
+    ReviewState::new(
+        config,
+        f.ledger.clone(),
+        Some(f.client.clone()),
+        Shutdown::default(),
+    )
 }
 
 fn get(uri: &str) -> Request<Body> {

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use crate::Sim;
 
-pub fn schedule(sim: Arc<Sim>, id: String, url: String) {
+pub(crate) fn schedule(sim: Arc<Sim>, id: String, url: String) {
     let tracker = sim.tracker.clone();
     tracker.spawn(async move {
         let times = {

@@ -100,7 +100,9 @@ impl Faults {
 /// Every create answered 429 with this detail and `Retry-After`: a refusal that never clears.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefuseCreates {
+    /// The 429's `detail`.
     pub detail: String,
+    /// The `Retry-After` sent with it (whole seconds, at least one).
     pub retry_after: Duration,
 }
 
@@ -129,6 +131,7 @@ impl RefuseCreates {
 /// `Stats::creates_inside_pause`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimitOnce {
+    /// The 429 comes once this many creates were accepted.
     pub after_creates: u64,
     /// Not scaled by `time_scale`: a header value is what it is.
     pub retry_after: Duration,
@@ -145,22 +148,27 @@ pub struct SimConfig {
     pub api_key: Option<String>,
     /// Creates per minute; `None` for no limit.
     pub creates_per_minute: Option<u32>,
+    /// How the per-minute limit counts.
     pub rate_window: RateWindow,
     /// Non-terminal generations at once; `None` for no limit.
     pub max_concurrent: Option<u32>,
     /// Send `Retry-After` with 429s.
     pub retry_after: bool,
-    /// Latency ranges (seconds) per model, before `time_scale`.
+    /// photon-1's latency range, seconds (before `time_scale`).
     pub latency_photon_1: (f64, f64),
+    /// photon-flash-1's latency range, seconds (before `time_scale`).
     pub latency_photon_flash_1: (f64, f64),
     /// Multiplies every latency and the rate window: 0.01 makes a minute last 0.6 s.
     pub time_scale: f64,
     /// Starting balance in micro-dollars.
     pub credits_micros: i64,
+    /// What a photon-1 image is billed, micro-dollars.
     pub price_photon_1_micros: i64,
+    /// What a photon-flash-1 image is billed, micro-dollars.
     pub price_photon_flash_1_micros: i64,
     /// The status for a create the balance can't pay for: 400 or 402.
     pub insufficient_credit_status: u16,
+    /// How often each failure mode happens.
     pub faults: Faults,
     /// Every create answered 429 (a quota refusal or an endless rate limit).
     pub refuse_creates: Option<RefuseCreates>,
@@ -176,9 +184,15 @@ pub struct SimConfig {
     /// At most this many creates are committed late (`None`: as many as `Faults::create_late`
     /// picks), so a test can make exactly the first create late.
     pub late_commit_limit: Option<u64>,
+    /// Seeds every random choice (latencies, faults, ids), so a seed replays a run's faults.
     pub seed: u64,
     /// Images kept in memory once rendered.
     pub image_cache: usize,
+    /// Where the account lives between simulators (`None`: in memory only, gone when this one
+    /// stops). With a directory, the account (generations, billing, credit) is loaded at start and
+    /// saved as it changes; with `port` 0 the simulator listens again on the ports the account's
+    /// image URLs were handed out on, where they are free, so those URLs keep resolving.
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for SimConfig {
@@ -208,6 +222,7 @@ impl Default for SimConfig {
             late_commit_limit: None,
             seed: 0x5eed,
             image_cache: 512,
+            state_dir: None,
         }
     }
 }

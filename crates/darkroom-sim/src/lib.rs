@@ -8,10 +8,13 @@
 //! Connections are served by our own accept loop so a fault can drop one mid-request: "accepted and
 //! charged, then the connection dropped" is a real reset to the client, not an HTTP error.
 
+#![warn(missing_docs, unreachable_pub, clippy::too_many_lines)]
+
 mod api;
 mod callbacks;
 mod config;
 pub mod jpeg;
+mod persist;
 pub mod picture;
 mod state;
 
@@ -27,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use config::{Faults, RateLimitOnce, RateWindow, RefuseCreates, SimConfig};
+pub use persist::StateError;
 pub use state::{Billing, BillingEntry, Stats, MODERATION_REASONS, RETRYABLE_REASONS};
 
 /// A running simulator.
@@ -37,6 +41,7 @@ pub struct SimHandle {
 }
 
 impl SimHandle {
+    /// The loopback address served (the first port, which new image URLs name).
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
@@ -51,56 +56,139 @@ impl SimHandle {
         self.sim.billing()
     }
 
+    /// Requests, 429s and faults counted since this simulator started (not kept in a state
+    /// directory).
     pub fn stats(&self) -> Stats {
         self.sim.stats()
     }
 
-    /// Stops serving and waits for the server's tasks to end.
+    /// Stops serving and waits for the server's tasks to end; with a state directory, the
+    /// account is then saved one last time.
     pub async fn shutdown(self) {
         self.sim.stop.cancel();
         self.sim.tracker.close();
         self.sim.tracker.wait().await;
+        self.sim.save_now();
+    }
+}
+
+impl Drop for SimHandle {
+    /// A handle dropped without `shutdown` (an early return, a panic) still leaves the account
+    /// saved as it is.
+    fn drop(&mut self) {
+        self.sim.save_now();
     }
 }
 
 /// Why the simulator could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
+    /// The port could not be listened on (taken, or not ours to take).
     #[error("could not listen on 127.0.0.1:{port}")]
     Bind {
+        /// The port asked for.
         port: u16,
+        /// What the operating system said.
         #[source]
         source: std::io::Error,
     },
+    /// The state directory could not be used or its account read.
+    #[error(transparent)]
+    State(#[from] StateError),
 }
 
-/// Starts the simulator on 127.0.0.1 (port 0 picks a free one).
+/// Starts the simulator on 127.0.0.1 (port 0 picks a free one). With `SimConfig::state_dir`, the
+/// account saved there is loaded (or a new one opened) and kept there as it changes.
 pub async fn spawn(config: SimConfig) -> Result<SimHandle, SimError> {
-    let listener = TcpListener::bind(("127.0.0.1", config.port))
-        .await
-        .map_err(|source| SimError::Bind {
-            port: config.port,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| SimError::Bind {
-        port: config.port,
-        source,
-    })?;
+    let store = config
+        .state_dir
+        .as_deref()
+        .map(persist::Store::open)
+        .transpose()?;
+    let saved = match &store {
+        Some(store) => store.locked(|| store.read())?,
+        None => None,
+    };
+    let saved_ports = saved.as_ref().map(|s| s.ports.clone()).unwrap_or_default();
+    let (listener, addr) = listen(config.port, &saved_ports).await?;
+    // The ports the account's earlier image URLs name, listened on again where free.
+    let mut extra = Vec::new();
+    if config.port == 0 {
+        for port in saved_ports.iter().rev().filter(|p| **p != addr.port()) {
+            if let Ok(listener) = TcpListener::bind(("127.0.0.1", *port)).await {
+                extra.push(listener);
+            }
+        }
+    }
+    let mut ports = vec![addr.port()];
+    ports.extend(extra.iter().filter_map(|l| l.local_addr().ok()).map(|a| a.port()));
     let rng = rand::rngs::StdRng::seed_from_u64(config.seed);
+    let mut account = state::Account::new(&config, rng);
+    if let Some(saved) = &saved {
+        persist::merge(&mut account, saved);
+    }
     let sim = Arc::new(Sim {
-        account: Mutex::new(state::Account::new(&config, rng)),
+        account: Mutex::new(account),
         images: Mutex::new(ImageCache::default()),
         http: reqwest::Client::new(),
         asset_base: OnceLock::new(),
         stop: CancellationToken::new(),
         tracker: TaskTracker::new(),
+        changed: Notify::new(),
+        ports,
+        store,
         config,
     });
     let _ = sim.asset_base.set(format!("http://{addr}/sim/assets"));
+    sim.save_now();
     let app = api::router(sim.clone());
-    sim.tracker
-        .spawn(serve(listener, app, sim.stop.clone(), sim.tracker.clone()));
+    for listener in std::iter::once(listener).chain(extra) {
+        sim.tracker.spawn(serve(
+            listener,
+            app.clone(),
+            sim.stop.clone(),
+            sim.tracker.clone(),
+        ));
+    }
+    if sim.store.is_some() {
+        sim.tracker.spawn(keep_saved(sim.clone()));
+    }
     Ok(SimHandle { addr, sim })
+}
+
+/// Binds `port`; with port 0, the account's most recent port first when it is free.
+async fn listen(port: u16, saved_ports: &[u16]) -> Result<(TcpListener, SocketAddr), SimError> {
+    let bind_error = |source| SimError::Bind { port, source };
+    let mut listener = None;
+    if port == 0 {
+        if let Some(last) = saved_ports.last() {
+            listener = TcpListener::bind(("127.0.0.1", *last)).await.ok();
+        }
+    }
+    let listener = match listener {
+        Some(listener) => listener,
+        None => TcpListener::bind(("127.0.0.1", port)).await.map_err(bind_error)?,
+    };
+    let addr = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, addr))
+}
+
+/// Saves the account whenever it changed, until the simulator stops (`shutdown` saves last).
+async fn keep_saved(sim: Arc<Sim>) {
+    let mut saved_revision = sim.lock().revision;
+    loop {
+        tokio::select! {
+            () = sim.changed.notified() => {}
+            () = sim.stop.cancelled() => return,
+        }
+        let revision = sim.lock().revision;
+        if revision == saved_revision {
+            continue;
+        }
+        let saver = sim.clone();
+        let _ = tokio::task::spawn_blocking(move || saver.save_now()).await;
+        saved_revision = revision;
+    }
 }
 
 /// Fired by a handler to drop its connection without answering.
@@ -147,6 +235,11 @@ pub(crate) struct Sim {
     asset_base: OnceLock<String>,
     pub stop: CancellationToken,
     pub tracker: TaskTracker,
+    /// Woken after each request, so the account is saved when it changed.
+    pub changed: Notify,
+    /// The ports this simulator listens on, the first the one its new image URLs name.
+    pub ports: Vec<u16>,
+    store: Option<persist::Store>,
 }
 
 impl std::fmt::Debug for Sim {
@@ -159,26 +252,36 @@ impl std::fmt::Debug for Sim {
 
 impl Sim {
     /// The account's lock; never held across an await.
-    pub fn lock(&self) -> MutexGuard<'_, state::Account> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, state::Account> {
         self.account.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn asset_base(&self) -> String {
+    /// Saves the account to its state directory, if it has one; a failure is logged (the
+    /// simulator goes on serving, as an account's bookkeeping is not the client's concern).
+    pub(crate) fn save_now(&self) {
+        if let Some(store) = &self.store {
+            if let Err(error) = persist::save(store, self) {
+                tracing::warn!(error = %error, "could not save the simulated account");
+            }
+        }
+    }
+
+    pub(crate) fn asset_base(&self) -> String {
         self.asset_base.get().cloned().unwrap_or_default()
     }
 
-    pub fn billing(&self) -> Billing {
+    pub(crate) fn billing(&self) -> Billing {
         let mut account = self.lock();
         account.settle(tokio::time::Instant::now());
         account.billing.clone()
     }
 
-    pub fn stats(&self) -> Stats {
+    pub(crate) fn stats(&self) -> Stats {
         self.lock().stats.clone()
     }
 
     /// The picture for a generation, rendered once on the blocking pool and kept (bounded).
-    pub async fn image(&self, seed: [u8; 32], aspect_ratio: &str, png: bool) -> Bytes {
+    pub(crate) async fn image(&self, seed: [u8; 32], aspect_ratio: &str, png: bool) -> Bytes {
         let key = (seed, png, aspect_ratio.to_string());
         if let Some(bytes) = self.images.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
             return bytes;

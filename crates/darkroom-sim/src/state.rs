@@ -29,7 +29,7 @@ pub const MODERATION_REASONS: [&str; 4] = [
 
 /// How a generation ends (decided when it is accepted).
 #[derive(Debug, Clone)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Completed,
     Failed(&'static str),
     Stuck,
@@ -45,13 +45,13 @@ pub enum Outcome {
 
 impl Outcome {
     /// Whether the generation ends `failed` (and is refunded).
-    pub fn is_failure(&self) -> bool {
+    pub(crate) fn is_failure(&self) -> bool {
         matches!(self, Outcome::Failed(_) | Outcome::FailedWithoutReason)
     }
 }
 
 #[derive(Debug, Clone)]
-pub struct Generation {
+pub(crate) struct Generation {
     pub id: String,
     pub created_at: OffsetDateTime,
     pub echo: Value,
@@ -71,7 +71,7 @@ pub struct Generation {
 }
 
 impl Generation {
-    pub fn state(&self, now: Instant) -> &'static str {
+    pub(crate) fn state(&self, now: Instant) -> &'static str {
         let unfinished = matches!(self.outcome, Outcome::Stuck) || now < self.done_at;
         if unfinished && self.unknown_state {
             "rendering"
@@ -87,7 +87,7 @@ impl Generation {
     }
 
     /// The generation object exactly as the API documents it.
-    pub fn to_json(&self, now: Instant, asset_base: &str) -> Value {
+    pub(crate) fn to_json(&self, now: Instant, asset_base: &str) -> Value {
         let state = self.state(now);
         let image = (state == "completed" && !matches!(self.outcome, Outcome::CompletedWithoutImage))
             .then(|| format!("{asset_base}/{}.{}", self.id, self.format));
@@ -109,7 +109,7 @@ impl Generation {
 }
 
 /// `2026-11-24T09:30:19.123456Z`, the documented form.
-pub fn format_time(t: OffsetDateTime) -> String {
+pub(crate) fn format_time(t: OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
@@ -126,38 +126,51 @@ pub fn format_time(t: OffsetDateTime) -> String {
 /// One line of the billing record.
 #[derive(Debug, Clone, Serialize)]
 pub struct BillingEntry {
+    /// The generation charged or refunded.
     pub generation_id: String,
+    /// Its model (`photon-1`, `photon-flash-1`).
     pub model: String,
     /// `charge` or `refund`.
     pub kind: &'static str,
+    /// The amount, micro-dollars (positive for both kinds).
     pub micros: i64,
+    /// When, `2026-11-24T09:30:19.123456Z` (UTC).
     pub at: String,
 }
 
 /// Every charge and refund, with totals.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Billing {
+    /// Every charge and refund, oldest first.
     pub entries: Vec<BillingEntry>,
+    /// Every charge, micro-dollars.
     pub charged_micros: i64,
+    /// Every refund, micro-dollars.
     pub refunded_micros: i64,
     /// Charged minus refunded: what the account paid.
     pub net_micros: i64,
+    /// The credit left, micro-dollars: the opening credit minus `net_micros`.
     pub balance_micros: i64,
 }
 
 /// Requests by endpoint and status, 429s, and faults injected by kind.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Stats {
+    /// Requests by `"METHOD /path STATUS"` (`"POST /generations/image 201"`).
     pub requests: BTreeMap<String, u64>,
+    /// Requests answered 429.
     pub rate_limited: u64,
+    /// Faults injected, by the name of their `Faults` field.
     pub faults: BTreeMap<String, u64>,
+    /// Creates accepted (and charged).
     pub creates_accepted: u64,
+    /// The most generations unfinished at once.
     pub peak_concurrent: u64,
     /// Creates that arrived while a `Retry-After` this simulator had sent was still running.
     pub creates_inside_pause: u64,
 }
 
-pub struct Account {
+pub(crate) struct Account {
     pub rng: StdRng,
     /// Mixed into every generation id: ids never repeat across simulators, even with one seed, as
     /// Luma's never repeat (a ledger that outlives one simulator must not see an id twice).
@@ -176,10 +189,14 @@ pub struct Account {
     pub announced_pause_until: Option<Instant>,
     /// The end of the pause of `SimConfig::rate_limit_once`, once it has fired.
     pub once_pause_until: Option<Instant>,
+    /// The credit the account opened with, micro-dollars: the balance is this minus what it paid.
+    pub opening_balance: i64,
+    /// Counts changes worth saving (a generation accepted, settled or deleted).
+    pub revision: u64,
 }
 
 /// Why a create is refused before it is accepted.
-pub enum Refusal {
+pub(crate) enum Refusal {
     RateLimited {
         retry_after: Duration,
         detail: &'static str,
@@ -188,7 +205,7 @@ pub enum Refusal {
 }
 
 impl Account {
-    pub fn new(config: &SimConfig, rng: StdRng) -> Account {
+    pub(crate) fn new(config: &SimConfig, rng: StdRng) -> Account {
         Account {
             rng,
             id_nonce: rand::random(),
@@ -207,12 +224,46 @@ impl Account {
             storm_until: None,
             announced_pause_until: None,
             once_pause_until: None,
+            opening_balance: config.credits_micros,
+            revision: 0,
         }
+    }
+
+    /// Recomputes what is in flight and when each unsettled generation ends, from the generations
+    /// themselves (after generations were loaded or merged in).
+    pub(crate) fn reschedule(&mut self) {
+        self.pending.clear();
+        self.in_flight = 0;
+        for generation in self.generations.values().filter(|g| !g.settled) {
+            self.in_flight += 1;
+            if !matches!(generation.outcome, Outcome::Stuck) {
+                self.pending
+                    .push(Reverse((generation.done_at, generation.id.clone())));
+            }
+        }
+    }
+
+    /// Recomputes the billing totals and the balance from the entries and the opening balance.
+    pub(crate) fn recount_billing(&mut self) {
+        let sum = |kind: &str| -> i64 {
+            self.billing
+                .entries
+                .iter()
+                .filter(|e| e.kind == kind)
+                .map(|e| e.micros)
+                .sum()
+        };
+        let (charged, refunded) = (sum("charge"), sum("refund"));
+        self.billing.charged_micros = charged;
+        self.billing.refunded_micros = refunded;
+        self.billing.net_micros = charged - refunded;
+        self.balance = self.opening_balance - (charged - refunded);
+        self.billing.balance_micros = self.balance;
     }
 
     /// A new generation id: a UUID from the seeded RNG (so a seed replays the same faults), made
     /// unique to this simulator.
-    pub fn new_id(&mut self) -> String {
+    pub(crate) fn new_id(&mut self) -> String {
         let mut bytes: [u8; 16] = self.rng.gen();
         for (byte, nonce) in bytes.iter_mut().zip(self.id_nonce) {
             *byte ^= nonce;
@@ -220,21 +271,21 @@ impl Account {
         uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
     }
 
-    pub fn count(&mut self, key: String) {
+    pub(crate) fn count(&mut self, key: String) {
         *self.stats.requests.entry(key).or_default() += 1;
     }
 
-    pub fn fault(&mut self, kind: &str) {
+    pub(crate) fn fault(&mut self, kind: &str) {
         *self.stats.faults.entry(kind.to_string()).or_default() += 1;
     }
 
     /// Whether an event with probability `p` happens now.
-    pub fn chance(&mut self, p: f64) -> bool {
+    pub(crate) fn chance(&mut self, p: f64) -> bool {
         p > 0.0 && self.rng.gen_bool(p.clamp(0.0, 1.0))
     }
 
     /// Ends every generation whose time has come: failures are refunded.
-    pub fn settle(&mut self, now: Instant) {
+    pub(crate) fn settle(&mut self, now: Instant) {
         while let Some(Reverse((at, _))) = self.pending.peek() {
             if *at > now {
                 break;
@@ -247,6 +298,7 @@ impl Account {
                 continue;
             };
             generation.settled = true;
+            self.revision += 1;
             if generation.outcome.is_failure() {
                 let (price, model) = (generation.price, generation.model.clone());
                 self.balance += price;
@@ -265,19 +317,19 @@ impl Account {
     }
 
     /// Counts a create that arrived inside an announced pause.
-    pub fn note_create_arrived(&mut self, now: Instant) {
+    pub(crate) fn note_create_arrived(&mut self, now: Instant) {
         if self.announced_pause_until.is_some_and(|until| now < until) {
             self.stats.creates_inside_pause += 1;
         }
     }
 
     /// A `Retry-After` was sent: no create should arrive before `until`.
-    pub fn announce_pause(&mut self, until: Instant) {
+    pub(crate) fn announce_pause(&mut self, until: Instant) {
         self.announced_pause_until = Some(self.announced_pause_until.map_or(until, |u| u.max(until)));
     }
 
     /// Checks the limits for a create at `now`; takes a rate slot when it passes.
-    pub fn admit(&mut self, config: &SimConfig, now: Instant, price: i64) -> Result<(), Refusal> {
+    pub(crate) fn admit(&mut self, config: &SimConfig, now: Instant, price: i64) -> Result<(), Refusal> {
         let scale = config.time_scale.max(1e-6);
         if let Some(until) = self.storm_until {
             if now < until {
@@ -346,12 +398,12 @@ impl Account {
     }
 
     /// Starts a storm of 429s.
-    pub fn start_storm(&mut self, now: Instant, length: Duration) {
+    pub(crate) fn start_storm(&mut self, now: Instant, length: Duration) {
         self.storm_until = Some(now + length);
     }
 
     /// Accepts a generation: charges it and schedules its end.
-    pub fn accept(&mut self, generation: Generation) {
+    pub(crate) fn accept(&mut self, generation: Generation) {
         self.balance -= generation.price;
         self.billing.charged_micros += generation.price;
         self.billing.net_micros += generation.price;
@@ -364,6 +416,7 @@ impl Account {
             at: format_time(generation.created_at),
         });
         self.stats.creates_accepted += 1;
+        self.revision += 1;
         self.in_flight += 1;
         self.stats.peak_concurrent = self.stats.peak_concurrent.max(self.in_flight);
         if !matches!(generation.outcome, Outcome::Stuck) {

@@ -2,7 +2,11 @@
 //! several commands share (the pass flag, the upstream connection, job names, row errors).
 
 pub mod audit;
+pub mod completions;
+pub mod config;
 pub mod estimate;
+pub mod hints;
+pub mod man;
 pub mod pass;
 pub mod prices;
 pub mod progress;
@@ -55,6 +59,7 @@ pub struct Upstream {
     #[arg(long, value_name = "URL", env = crate::config::env::BASE_URL)]
     pub base_url: Option<String>,
     /// Start the built-in simulator and run against it: no key, no cost (any base URL is ignored).
+    /// Its account is kept in .darkroom/sim/ beside the ledger, so commands on one ledger share it.
     #[arg(long)]
     pub sim: bool,
 }
@@ -79,7 +84,7 @@ impl Connection {
 /// simulator silently.
 pub async fn connect(upstream: &Upstream, settings: &crate::config::Settings) -> anyhow::Result<Connection> {
     let (base_url, api_key, sim) = if upstream.sim {
-        let sim = darkroom_sim::spawn(crate::config::sim_config()?).await?;
+        let sim = darkroom_sim::spawn(crate::config::sim_config(&upstream.db)?).await?;
         eprintln!("simulator: {}", sim.base_url());
         (sim.base_url(), ApiKey::new("simulator".to_string()), Some(sim))
     } else {
@@ -180,7 +185,10 @@ pub async fn find_jobs(
                     Exit::BadInput,
                     format!("no job named {name:?} in {}", db.display()),
                 )
-                .with_hint("`darkroom status` lists the jobs of a ledger")
+                .with_hint(format!(
+                    "`darkroom status{}` lists the jobs of a ledger",
+                    hints::db_flag(db)
+                ))
                 .into())
             }
             Err(e) => return Err(e.into()),

@@ -64,6 +64,8 @@ pub struct PassRun {
     pub deadline_ms: Option<i64>,
     /// The command that resumes this pass, for the summary.
     pub resume: String,
+    /// The flags that keep a printed command in this pass's situation (`hints::same_situation`).
+    pub situation: String,
 }
 
 /// The engine's settings for a pass, from config and flags.
@@ -139,6 +141,7 @@ pub async fn execute(settings: &Settings, run: PassRun) -> anyhow::Result<Exit> 
         flags,
         start_at,
         resume,
+        situation,
         ..
     } = run;
 
@@ -198,7 +201,15 @@ pub async fn execute(settings: &Settings, run: PassRun) -> anyhow::Result<Exit> 
     if flags.json {
         println!("{summary}");
     }
-    print_summary(&job, pass, &outcome, &job_dir, report.as_deref(), &resume)
+    print_summary(
+        &job,
+        pass,
+        &outcome,
+        &job_dir,
+        report.as_deref(),
+        &resume,
+        &situation,
+    )
 }
 
 /// The notifier for `[notify] urls` and `--notify`, signing with `DARKROOM_NOTIFY_SECRET`.
@@ -238,6 +249,7 @@ fn print_summary(
     job_dir: &std::path::Path,
     report: Option<&std::path::Path>,
     resume: &str,
+    situation: &str,
 ) -> anyhow::Result<Exit> {
     let counts = outcome.counts;
     eprintln!(
@@ -295,13 +307,13 @@ fn print_summary(
                 eprintln!("run `{resume}` again to retry the failed ones");
             }
             if pass == Pass::Preview && counts.done > 0 {
-                eprintln!("next: darkroom review {job}");
+                eprintln!("next: darkroom review {job}{situation}");
             }
             Exit::SomeFailed
         }
         None => {
             if pass == Pass::Preview {
-                eprintln!("next: darkroom review {job}   (choose the previews to make finals of)");
+                eprintln!("next: darkroom review {job}{situation}   (choose the previews to make finals of)");
             }
             Exit::Done
         }

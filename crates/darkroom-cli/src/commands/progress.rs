@@ -28,6 +28,61 @@ struct State {
 /// How often, at most, a long run of 429s prints a line (besides its first).
 const PAUSE_LINE_EVERY_MS: u64 = 60_000;
 
+/// The bar: done/total, the spend line, the rate of images per second and the time left.
+const BAR_TEMPLATE: &str = "{bar:30} {pos}/{len} {msg} [{rate}, eta {eta}]";
+
+/// Images per second as the bar shows it, one decimal: `2.0/s` (`0.0/s` before there is a rate).
+fn rate(per_second: f64) -> String {
+    let per_second = if per_second.is_finite() && per_second > 0.0 {
+        per_second
+    } else {
+        0.0
+    };
+    format!("{per_second:.1}/s")
+}
+
+/// The line a 429 prints: the first of a run of them, then one a minute at most; records the
+/// pause for the bar's message.
+fn rate_limit_line(state: &mut State, event: &Event) -> Option<String> {
+    let Event::RateLimited {
+        retry_after_ms,
+        paused_until,
+        paused_for_ms,
+        answers,
+        rate_limited_for_ms,
+        give_up_after_ms,
+    } = event
+    else {
+        return None;
+    };
+    tracing::info!(?event);
+    let until = clock_time(paused_until);
+    state.paused = Some((
+        std::time::Instant::now() + std::time::Duration::from_millis(*paused_for_ms),
+        until.clone(),
+    ));
+    let due = *answers == 1
+        || state
+            .last_pause_line_ms
+            .is_none_or(|last| *rate_limited_for_ms >= last + PAUSE_LINE_EVERY_MS);
+    due.then(|| {
+        state.last_pause_line_ms = Some(*rate_limited_for_ms);
+        let after = retry_after_ms.map_or_else(
+            || "without a Retry-After".to_string(),
+            |ms| format!("Retry-After {}", seconds(ms)),
+        );
+        if *answers == 1 {
+            format!("rate limited (429, {after}): creates paused until {until}")
+        } else {
+            format!(
+                "rate limited: {answers} 429s in a row over {} with none accepted; creates paused until {until}; giving up after {}",
+                seconds(*rate_limited_for_ms),
+                seconds(*give_up_after_ms)
+            )
+        }
+    })
+}
+
 /// `12:03:09 UTC` from an RFC 3339 time in UTC.
 fn clock_time(rfc3339: &str) -> String {
     rfc3339
@@ -39,7 +94,15 @@ impl Progress {
     pub fn new(json: bool, total: u64) -> Progress {
         let bar = (!json && std::io::stderr().is_terminal()).then(|| {
             let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-            let style = ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{per_sec}, eta {eta}]")
+            let style = ProgressStyle::with_template(BAR_TEMPLATE)
+                .map(|style| {
+                    style.with_key(
+                        "rate",
+                        |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                            let _ = w.write_str(&rate(state.per_sec()));
+                        },
+                    )
+                })
                 .unwrap_or_else(|_| ProgressStyle::default_bar());
             bar.set_style(style);
             bar
@@ -101,41 +164,7 @@ impl Progress {
             )),
             Event::Stopping { reason } => Some(format!("stopping: {reason}")),
             Event::PriceObserved { .. } => price_warning(event),
-            Event::RateLimited {
-                retry_after_ms,
-                paused_until,
-                paused_for_ms,
-                answers,
-                rate_limited_for_ms,
-                give_up_after_ms,
-            } => {
-                tracing::info!(?event);
-                let until = clock_time(paused_until);
-                state.paused = Some((
-                    std::time::Instant::now() + std::time::Duration::from_millis(*paused_for_ms),
-                    until.clone(),
-                ));
-                let due = *answers == 1
-                    || state
-                        .last_pause_line_ms
-                        .is_none_or(|last| *rate_limited_for_ms >= last + PAUSE_LINE_EVERY_MS);
-                due.then(|| {
-                    state.last_pause_line_ms = Some(*rate_limited_for_ms);
-                    let after = retry_after_ms.map_or_else(
-                        || "without a Retry-After".to_string(),
-                        |ms| format!("Retry-After {}", seconds(ms)),
-                    );
-                    if *answers == 1 {
-                        format!("rate limited (429, {after}): creates paused until {until}")
-                    } else {
-                        format!(
-                            "rate limited: {answers} 429s in a row over {} with none accepted; creates paused until {until}; giving up after {}",
-                            seconds(*rate_limited_for_ms),
-                            seconds(*give_up_after_ms)
-                        )
-                    }
-                })
-            }
+            Event::RateLimited { .. } => rate_limit_line(&mut state, event),
             Event::Retry { .. } | Event::Reconciled { .. } => {
                 tracing::info!(?event);
                 None
@@ -202,4 +231,27 @@ fn price_warning(event: &Event) -> Option<String> {
              the budget keeps counting {table} (to count less, set `{config_line}`)"
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rate_reads_as_images_per_second_with_one_decimal() {
+        assert_eq!(rate(2.0), "2.0/s");
+        assert_eq!(rate(2.034_2), "2.0/s");
+        assert_eq!(rate(0.26), "0.3/s");
+        assert_eq!(rate(12.345), "12.3/s");
+        assert_eq!(rate(0.0), "0.0/s");
+        assert_eq!(rate(f64::NAN), "0.0/s");
+        assert_eq!(rate(f64::INFINITY), "0.0/s");
+    }
+
+    #[test]
+    fn the_bar_shows_the_rate_key_not_indicatifs_own() {
+        assert!(BAR_TEMPLATE.contains("{rate}"));
+        assert!(!BAR_TEMPLATE.contains("{per_sec}"));
+        assert!(ProgressStyle::with_template(BAR_TEMPLATE).is_ok());
+    }
 }

@@ -113,9 +113,14 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
     for key in &added.without_reference {
         eprintln!("{key}: the preview's URL no longer resolves; its final is made from the prompt alone");
     }
+    let situation = crate::commands::hints::same_situation(&args.upstream, &args.out);
     let resume = match &args.select {
-        Some(path) => format!("darkroom promote {} --select {}", args.job, path.display()),
-        None => format!("darkroom promote {} --all", args.job),
+        Some(path) => format!(
+            "darkroom promote {} --select {}{situation}",
+            args.job,
+            path.display()
+        ),
+        None => format!("darkroom promote {} --all{situation}", args.job),
     };
     crate::commands::pass::execute(
         &settings,
@@ -130,6 +135,7 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
             start_at: None,
             deadline_ms: pass.deadline_at,
             resume,
+            situation,
         },
     )
     .await

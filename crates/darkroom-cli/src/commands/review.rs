@@ -11,7 +11,7 @@ use darkroom_review::{Callbacks, ReviewConfig, ReviewState};
 
 use crate::commands::pass::{run_settings, RunFlags};
 use crate::commands::promote::{open_job, options};
-use crate::commands::{budget_error, connect, Upstream};
+use crate::commands::{budget_error, connect, Connection, Upstream};
 use crate::config::{self, Settings};
 use crate::exit::{Exit, Failure};
 
@@ -68,7 +68,7 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
             .with_hint("choose another port with --port N (0 picks a free one)")
         })?;
     let addr: SocketAddr = listener.local_addr()?;
-    let connection = connect(&args.upstream, &settings).await?;
+    let connection = connect_for_sending(&args.upstream, &settings).await?;
     let config = ReviewConfig {
         job: args.job.clone(),
         job_id,
@@ -85,7 +85,12 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
         }),
     };
     let shutdown = Shutdown::default();
-    let review = ReviewState::new(config, ledger, connection.client.clone(), shutdown);
+    let review = ReviewState::new(
+        config,
+        ledger,
+        connection.as_ref().map(|c| c.client.clone()),
+        shutdown,
+    );
     println!("review {}: http://{addr}/", args.job);
     eprintln!(
         "open it in a browser; Ctrl-C stops the server (a promotion under way stops with it, resumable)"
@@ -97,6 +102,18 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
     // Let a final pass in progress drain its in-flight generations, as `run` does on Ctrl-C.
     review.finals_finished().await;
     review.ledger().close().await;
-    connection.stop().await;
+    if let Some(connection) = connection {
+        connection.stop().await;
+    }
     Ok(Exit::Done)
+}
+
+/// A key is needed only to send: without `--sim` and without `LUMAAI_API_KEY`, review shows the
+/// page with no connection (and says promotion needs one) instead of refusing to start.
+async fn connect_for_sending(upstream: &Upstream, settings: &Settings) -> anyhow::Result<Option<Connection>> {
+    if upstream.sim || config::api_key().is_some() {
+        return Ok(Some(connect(upstream, settings).await?));
+    }
+    eprintln!("{}", darkroom_review::server::PROMOTION_NEEDS_KEY);
+    Ok(None)
 }

@@ -100,6 +100,7 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
     let deadline_ms = ledger.pass(job_id, pass).await?.and_then(|p| p.deadline_at);
 
     let connection = connect(&args.upstream, &settings).await?;
+    let situation = crate::commands::hints::same_situation(&args.upstream, &args.out);
     crate::commands::pass::execute(
         &settings,
         PassRun {
@@ -112,7 +113,8 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
             flags: args.flags.clone(),
             start_at,
             deadline_ms,
-            resume: format!("darkroom run {}", args.file.display()),
+            resume: crate::commands::hints::resume_run(&args.file, args.job.as_deref(), pass, &situation),
+            situation,
         },
     )
     .await

@@ -133,6 +133,11 @@ pub struct Args {
     /// Seed for every random choice (latencies, faults, ids).
     #[arg(long, default_value_t = 0x5eed)]
     pub seed: u64,
+    /// Keep the account (generations, images, billing, credit) in this directory: loaded at start,
+    /// saved as it changes, so a restarted simulator is the same account (darkroom's --sim keeps
+    /// its account in .darkroom/sim/ beside the ledger). Without it the account lives in memory.
+    #[arg(long, value_name = "DIR")]
+    pub state: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -142,8 +147,8 @@ pub enum WindowArg {
 }
 
 impl Args {
-    /// The simulator configuration these flags describe.
-    pub fn to_config(&self) -> anyhow::Result<SimConfig> {
+    /// The fault profile with each single rate given over it; a rate outside 0 to 1 is bad input.
+    fn fault_rates(&self) -> anyhow::Result<Faults> {
         let bad = |message: String| Failure::new(Exit::BadInput, message);
         let mut faults = Faults::profile(&self.faults)
             .ok_or_else(|| bad(format!("unknown fault profile {:?}", self.faults)))?;
@@ -175,6 +180,13 @@ impl Args {
                 *slot = p;
             }
         }
+        Ok(faults)
+    }
+
+    /// The simulator configuration these flags describe.
+    pub fn to_config(&self) -> anyhow::Result<SimConfig> {
+        let bad = |message: String| Failure::new(Exit::BadInput, message);
+        let faults = self.fault_rates()?;
         let credits = Money::parse_usd(&self.credits).map_err(|e| bad(format!("--credits: {e}")))?;
         let price_photon_1 =
             Money::parse_usd(&self.price_photon_1).map_err(|e| bad(format!("--price-photon-1: {e}")))?;
@@ -236,6 +248,7 @@ impl Args {
             seed: self.seed,
             slow_delay: Duration::from_secs(2),
             late_commit_delay: Duration::from_secs_f64(self.late_commit_delay),
+            state_dir: self.state.clone(),
             ..SimConfig::default()
         })
     }
@@ -267,14 +280,23 @@ fn range(text: &str) -> Result<(f64, f64), String> {
 
 pub fn run(args: Args) -> anyhow::Result<Exit> {
     let config = args.to_config()?;
+    let state = args.state.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let handle = darkroom_sim::spawn(config).await.map_err(|e| {
             let cause = std::error::Error::source(&e).map_or_else(String::new, |s| format!(": {s}"));
-            Failure::new(Exit::BadInput, format!("{e}{cause}"))
-                .with_hint("choose another port with --port N (0 picks a free one)")
+            let hint = match &e {
+                darkroom_sim::SimError::Bind { .. } => "choose another port with --port N (0 picks a free one)",
+                darkroom_sim::SimError::State(_) => {
+                    "give --state a directory darkroom can write, or remove a damaged account.json to start afresh"
+                }
+            };
+            Failure::new(Exit::BadInput, format!("{e}{cause}")).with_hint(hint)
         })?;
         println!("simulator listening: {}", handle.base_url());
+        if let Some(dir) = &state {
+            eprintln!("account kept in {}", dir.display());
+        }
         eprintln!("point darkroom or the official SDK at it:");
         eprintln!("  export LUMAAI_BASE_URL={}", handle.base_url());
         eprintln!("  export LUMAAI_API_KEY=any-key");

@@ -73,30 +73,39 @@ struct FinalPass {
     message: Option<String>,
 }
 
+/// What the page and a promotion's answer say when the server has no provider to send with.
+pub const PROMOTION_NEEDS_KEY: &str = "promotion needs a key: LUMAAI_API_KEY is not set (export it, or \
+     start review with --sim to promote against the built-in simulator); choosing and exporting work";
+
 /// The server's state: its config, the ledger, the upstream client, and the final pass under way.
 #[derive(Debug)]
 pub struct ReviewState {
     config: ReviewConfig,
     ledger: Ledger,
-    client: Arc<dyn Provider>,
+    /// `None` when started without a key: the page is shown, promotion says it needs one.
+    client: Option<Arc<dyn Provider>>,
     finals: Mutex<FinalPass>,
     shutdown: Shutdown,
 }
 
 impl ReviewState {
     /// The state of a server for `config`. `shutdown` stops a final pass under way (resumable),
-    /// as Ctrl-C stops `darkroom run`.
+    /// as Ctrl-C stops `darkroom run`. Without a `client` (no key) the page is shown and a
+    /// promotion is answered 409 with [`PROMOTION_NEEDS_KEY`]: a key is needed only to send.
     pub fn new(
         config: ReviewConfig,
         ledger: Ledger,
-        client: Arc<dyn Provider>,
+        client: Option<Arc<dyn Provider>>,
         shutdown: Shutdown,
     ) -> Arc<ReviewState> {
         Arc::new(ReviewState {
             config,
             ledger,
+            finals: Mutex::new(FinalPass {
+                running: false,
+                message: client.is_none().then(|| PROMOTION_NEEDS_KEY.to_string()),
+            }),
             client,
-            finals: Mutex::new(FinalPass::default()),
             shutdown,
         })
     }

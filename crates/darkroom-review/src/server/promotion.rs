@@ -68,6 +68,13 @@ pub(super) async fn export(State(review): State<Arc<ReviewState>>, Json(chosen):
 /// `POST /api/promote`: starts the final pass for the chosen previews (202), unless one is running
 /// (409) or an id can't be promoted (400, nothing spent).
 pub(super) async fn start(State(review): State<Arc<ReviewState>>, Json(chosen): Json<Chosen>) -> Response {
+    if review.client.is_none() {
+        return (
+            StatusCode::CONFLICT,
+            Json(json!({"error": super::PROMOTION_NEEDS_KEY})),
+        )
+            .into_response();
+    }
     let plan = match checked_plan(&review, chosen.ids).await {
         Ok(plan) => plan,
         Err(response) => return response,
@@ -125,10 +132,11 @@ fn with_causes(error: &dyn std::error::Error) -> String {
 /// shows, or why the pass could not run.
 async fn make_finals(review: &ReviewState, plan: Plan) -> Result<String, String> {
     let config = &review.config;
+    let client = review.client.as_ref().ok_or(super::PROMOTION_NEEDS_KEY)?;
     let _lock = JobLock::acquire(&config.ledger_path, &config.job).map_err(|e| with_causes(&e))?;
     let added = promote::prepare_finals(
         &review.ledger,
-        &review.client,
+        client,
         config.job_id,
         &plan,
         &config.promote,
@@ -147,7 +155,7 @@ async fn make_finals(review: &ReviewState, plan: Plan) -> Result<String, String>
     let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
     let outcome = darkroom_engine::run_pass(
         &review.ledger,
-        &review.client,
+        client,
         &settings,
         config.job_id,
         tx,
