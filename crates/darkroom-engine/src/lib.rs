@@ -21,20 +21,16 @@ pub mod events;
 pub mod files;
 pub mod images;
 pub mod limits;
-#[allow(missing_docs, unreachable_pub, clippy::too_many_lines)] // documented by its owner
 pub mod load;
 pub mod lock;
-#[allow(missing_docs, unreachable_pub, clippy::too_many_lines)] // documented by its owner
 pub mod notify;
 pub mod outputs;
 pub mod poller;
 pub mod prepare;
 pub mod prices;
-#[allow(missing_docs, unreachable_pub, clippy::too_many_lines)] // documented by its owner
 pub mod promote;
 pub mod reconcile;
-#[allow(missing_docs, unreachable_pub, clippy::too_many_lines)] // documented by its owner
-pub mod requests;
+mod requests;
 pub mod retry;
 mod run_context;
 pub mod schedule_times;

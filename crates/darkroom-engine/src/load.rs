@@ -25,25 +25,32 @@ pub struct Loaded {
     pub load_key: String,
 }
 
-/// Why a job file could not be loaded. Nothing was spent and the ledger is unchanged.
+/// Why a job file could not be loaded. Nothing was spent and the ledger's tasks are unchanged.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
+    /// The file as a whole could not be read as a job file (its format, encoding or header).
     #[error(transparent)]
     File(#[from] darkroom_jobs::FileError),
+    /// Rows are invalid: the reader's report lists every problem with its line.
     #[error("the job file has {} invalid row(s)", .0.error_count)]
     Invalid(Box<Report>),
+    /// The ledger failed.
     #[error(transparent)]
     Ledger(#[from] darkroom_ledger::LedgerError),
+    /// The file could not be opened or read while fingerprinting or reading it.
     #[error("could not read {path}")]
     Io {
+        /// The job file, as given.
         path: String,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
 }
 
-/// The fingerprint under which a file's tasks for a pass were loaded.
-pub fn load_key(file_fingerprint: &str, pass: Pass, routing: &Routing, prices: &PriceTable) -> String {
+/// The fingerprint under which a file's tasks for a pass were loaded: the file's, the pass, the
+/// models of its routing and the prices in micro-dollars, joined by `:`.
+fn load_key(file_fingerprint: &str, pass: Pass, routing: &Routing, prices: &PriceTable) -> String {
     format!(
         "{file_fingerprint}:{pass}:{}:{}:{}:{}",
         routing.preview,
@@ -53,15 +60,20 @@ pub fn load_key(file_fingerprint: &str, pass: Pass, routing: &Routing, prices: &
     )
 }
 
-/// The blake3 fingerprint of a file's bytes, streamed.
-pub fn file_fingerprint(path: &Path) -> std::io::Result<String> {
+/// The BLAKE3 hash of a file's bytes (64 hex digits), streamed.
+fn file_fingerprint(path: &Path) -> std::io::Result<String> {
     let mut hasher = blake3::Hasher::new();
     hasher.update_reader(std::fs::File::open(path)?)?;
     Ok(hasher.finalize().to_hex().to_string())
 }
 
-/// Validates the file and loads its tasks for `pass` into the job, unless the same file was
-/// already loaded with the same routing and prices.
+/// Validates the file and loads its tasks for `pass` into the job `job_id`, unless the same file was
+/// already loaded with the same routing and prices (then `Loaded::report` is `None`). Records the
+/// file's fingerprint on the job either way.
+///
+/// # Errors
+/// `LoadError::Invalid` when any row is invalid (nothing is loaded), `File` or `Io` when the file
+/// can't be read, `Ledger` when the ledger fails; the load's transaction is rolled back on each.
 pub async fn load_job(
     ledger: &Ledger,
     job_id: i64,
@@ -71,16 +83,7 @@ pub async fn load_job(
     prices: PriceTable,
     options: ReadOptions,
 ) -> Result<Loaded, LoadError> {
-    let fingerprint = {
-        let owned = path.to_path_buf();
-        tokio::task::spawn_blocking(move || file_fingerprint(&owned))
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
-            .map_err(|source| LoadError::Io {
-                path: path.display().to_string(),
-                source,
-            })?
-    };
+    let fingerprint = fingerprint_of(path).await?;
     let key = load_key(&fingerprint, pass, &routing, &prices);
     ledger.record_file_fingerprint(job_id, &fingerprint).await?;
     let already = ledger
@@ -95,36 +98,7 @@ pub async fn load_job(
     }
 
     let (tx, mut rx) = mpsc::channel::<Vec<NewTask>>(4);
-    let reader = {
-        let path = path.to_path_buf();
-        tokio::task::spawn_blocking(move || {
-            let mut page = Vec::with_capacity(PAGE);
-            let mut receiver_gone = false;
-            let report = darkroom_jobs::read_job(&path, &options, |row| {
-                if receiver_gone {
-                    return;
-                }
-                for task in darkroom_jobs::expand(&row, pass, &routing) {
-                    let price = prices.price(task.model);
-                    let request_json = create_body_text(&task);
-                    page.push(NewTask {
-                        task,
-                        line: row.line,
-                        price,
-                        request_json,
-                    });
-                    if page.len() >= PAGE && tx.blocking_send(std::mem::take(&mut page)).is_err() {
-                        receiver_gone = true;
-                        return;
-                    }
-                }
-            });
-            if !page.is_empty() {
-                let _ = tx.blocking_send(page);
-            }
-            report
-        })
-    };
+    let reader = spawn_reader(path, pass, routing, prices, options, tx);
 
     let mut loader = ledger.begin_load(job_id, pass).await?;
     let mut load_error = None;
@@ -152,4 +126,57 @@ pub async fn load_job(
         report: Some(report),
         load_key: key,
     })
+}
+
+/// Reads and validates the file on a blocking thread, sending its tasks for `pass` in pages of
+/// `PAGE`; the reader's report is the thread's result. Once the receiver is gone (the load
+/// failed), no more pages are built.
+fn spawn_reader(
+    path: &Path,
+    pass: Pass,
+    routing: Routing,
+    prices: PriceTable,
+    options: ReadOptions,
+    tx: mpsc::Sender<Vec<NewTask>>,
+) -> tokio::task::JoinHandle<Result<Report, darkroom_jobs::FileError>> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let mut page = Vec::with_capacity(PAGE);
+        let mut receiver_gone = false;
+        let report = darkroom_jobs::read_job(&path, &options, |row| {
+            if receiver_gone {
+                return;
+            }
+            for task in darkroom_jobs::expand(&row, pass, &routing) {
+                let price = prices.price(task.model);
+                let request_json = create_body_text(&task);
+                page.push(NewTask {
+                    task,
+                    line: row.line,
+                    price,
+                    request_json,
+                });
+                if page.len() >= PAGE && tx.blocking_send(std::mem::take(&mut page)).is_err() {
+                    receiver_gone = true;
+                    return;
+                }
+            }
+        });
+        if !page.is_empty() {
+            let _ = tx.blocking_send(page);
+        }
+        report
+    })
+}
+
+/// The file's fingerprint (`file_fingerprint`), computed on a blocking thread.
+async fn fingerprint_of(path: &Path) -> Result<String, LoadError> {
+    let owned = path.to_path_buf();
+    tokio::task::spawn_blocking(move || file_fingerprint(&owned))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+        .map_err(|source| LoadError::Io {
+            path: path.display().to_string(),
+            source,
+        })
 }

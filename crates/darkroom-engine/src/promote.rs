@@ -32,14 +32,16 @@ pub enum PreviewReference {
     None,
 }
 
-/// What promotion makes.
+/// What promotion makes (from `[promote]` and the final pass's routing in the config).
 #[derive(Debug, Clone)]
 pub struct PromoteOptions {
+    /// How a final uses its preview's image.
     pub reference: PreviewReference,
     /// The reference's weight, 0 to 1.
     pub weight: f64,
-    /// The final pass's model and its price.
+    /// The final pass's model.
     pub model: Model,
+    /// The price of one final, reserved against the final budget.
     pub price: Money,
 }
 
@@ -52,7 +54,8 @@ pub struct Plan {
     pub already: Vec<String>,
     /// Ids that match no preview of the job.
     pub unknown: Vec<String>,
-    /// Ids of previews that have no image to promote (failed, blocked, skipped, not yet done).
+    /// Previews that have no image to promote (failed, blocked, skipped, not yet done): each id
+    /// with its state as the ledger stores it.
     pub not_done: Vec<(String, String)>,
 }
 
@@ -97,27 +100,38 @@ pub enum Selection {
     Ids(Vec<String>),
 }
 
-/// A select file could not be used.
+/// A select file could not be used. Nothing was spent.
 #[derive(Debug, thiserror::Error)]
 pub enum SelectionError {
+    /// The file could not be opened.
     #[error("could not read {path}")]
     Io {
+        /// The select file, as given.
         path: String,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
+    /// A record is not CSV (e.g. not UTF-8).
     #[error("{path}, line {line}: {message}")]
     Csv {
+        /// The select file, as given.
         path: String,
+        /// The line of the record, from 1.
         line: u64,
+        /// What the CSV reader said.
         message: String,
     },
+    /// The header names no `id` column.
     #[error("{path} has no `id` column (expected the review page's export or manifest.csv)")]
-    NoIdColumn { path: String },
+    NoIdColumn {
+        /// The select file, as given.
+        path: String,
+    },
 }
 
 /// Whether a `keep` cell chooses its row: `y`, `yes`, `x`, `1` or `true`, in any case.
-pub fn is_kept(cell: &str) -> bool {
+fn is_kept(cell: &str) -> bool {
     matches!(
         cell.trim().to_ascii_lowercase().as_str(),
         "y" | "yes" | "x" | "1" | "true"
@@ -126,7 +140,10 @@ pub fn is_kept(cell: &str) -> bool {
 
 /// Reads a select file: a CSV with an `id` column (the review page's export, or `manifest.csv`).
 /// With a `keep` column, only rows it marks are chosen; without one, every listed id is. With a
-/// `pass` column, only preview rows count.
+/// `pass` column, only preview rows count. Ids come back in file order, blanks left out.
+///
+/// # Errors
+/// `SelectionError`, naming the file and, for a bad record, its line.
 pub fn read_selection(path: &Path) -> Result<Vec<String>, SelectionError> {
     let shown = path.display().to_string();
     let file = std::fs::File::open(path).map_err(|source| SelectionError::Io {
@@ -163,7 +180,11 @@ pub fn read_selection(path: &Path) -> Result<Vec<String>, SelectionError> {
     Ok(ids)
 }
 
-/// Checks a selection against the job's previews and finals.
+/// Checks a selection against the job's previews and finals: each id once, in the selection's
+/// order (`Selection::All`: the done previews in file order).
+///
+/// # Errors
+/// A ledger failure (`EngineError::Ledger`).
 pub async fn plan(ledger: &Ledger, job_id: i64, selection: &Selection) -> Result<Plan, EngineError> {
     let previews = ledger.tiles(job_id, Pass::Preview).await?;
     let finals = ledger.tiles(job_id, Pass::Final).await?;
@@ -217,8 +238,8 @@ pub struct FinalsAdded {
 /// (`crate::lock::JobLock`) and runs the final pass afterwards (`crate::run_pass`).
 ///
 /// # Errors
-/// A ledger failure (a `given` budget below spend is `LedgerError::BudgetBelowSpend`), or the
-/// errors of [`add_finals`].
+/// A ledger failure (`EngineError::Ledger`; a `given` budget below spend is
+/// `LedgerError::BudgetBelowSpend`).
 pub async fn prepare_finals(
     ledger: &Ledger,
     client: &Arc<dyn Provider>,
@@ -238,20 +259,40 @@ pub async fn prepare_finals(
 
 /// Adds a pending final for each chosen preview; returns the finals made without their preview
 /// (its URL no longer resolved), by task id. Run the final pass afterwards to make them.
-pub async fn add_finals(
+async fn add_finals(
     ledger: &Ledger,
     client: &Arc<dyn Provider>,
     job_id: i64,
     plan: &Plan,
     options: &PromoteOptions,
 ) -> Result<Vec<String>, EngineError> {
+    let checks = check_references(client, plan, options.reference).await;
+    let mut finals = Vec::with_capacity(checks.len());
+    let mut without = Vec::new();
+    for (preview, resolves) in checks {
+        if matches!(resolves, Some(Err(_))) {
+            without.push(preview.task_key.clone());
+        }
+        finals.push(new_final(&preview, resolves, options));
+    }
+    ledger.add_finals(job_id, &finals).await?;
+    Ok(without)
+}
+
+/// Whether each chosen preview's image still resolves, eight downloads at a time: `None` when
+/// the final takes no reference, else the URL or why it can't be used.
+async fn check_references(
+    client: &Arc<dyn Provider>,
+    plan: &Plan,
+    reference: PreviewReference,
+) -> Vec<(TileRecord, Option<Result<String, String>>)> {
     // Each check owns what it uses, so the future stays `Send` for any caller.
     let probes: Vec<_> = plan
         .chosen
         .iter()
         .cloned()
         .map(|preview| {
-            let (client, reference) = (client.clone(), options.reference);
+            let client = client.clone();
             async move {
                 let resolves = match (&preview.image_url, reference) {
                     (_, PreviewReference::None) => None,
@@ -267,61 +308,59 @@ pub async fn add_finals(
             }
         })
         .collect();
-    let checks: Vec<(TileRecord, Option<Result<String, String>>)> =
-        futures::stream::iter(probes).buffered(8).collect().await;
+    futures::stream::iter(probes).buffered(8).collect().await
+}
 
-    let mut finals = Vec::with_capacity(checks.len());
-    let mut without = Vec::new();
-    for (preview, resolves) in checks {
-        let resolves_note = resolves.clone();
-        let (url, note) = match resolves {
-            None => (
-                None,
-                "none: made from the prompt alone (promote.reference = none)".to_string(),
-            ),
-            Some(Ok(url)) => {
-                let field = match options.reference {
-                    PreviewReference::ImageRef => "image_ref",
-                    _ => "modify_image_ref",
-                };
-                (
-                    Some(url),
-                    format!(
-                        "{field} = preview {} (weight {})",
-                        preview.task_key, options.weight
-                    ),
-                )
-            }
-            Some(Err(why)) => {
-                without.push(preview.task_key.clone());
-                (
-                    None,
-                    format!("the preview's URL no longer resolves ({why}); made from the prompt alone"),
-                )
-            }
-        };
-        let request_json = final_request(&preview.request_json, options, url.as_deref());
-        finals.push(NewFinal {
-            preview_task_id: preview.id,
-            task_key: preview.task_key.clone(),
-            row_id: preview.row_id.clone(),
-            line: preview.line,
-            variant: preview.variant,
-            variants: preview.variants,
-            model: options.model.as_str().to_string(),
-            fingerprint: body_fingerprint(&format!("{}|{request_json}", preview.variant)),
-            request_json,
-            prompt: preview.prompt.clone(),
-            aspect_ratio: preview.aspect_ratio.clone(),
-            format: preview.format.clone(),
-            metadata_json: preview.metadata_json.clone(),
-            price: options.price,
-            reference_lost: matches!(resolves_note, Some(Err(_))),
-            reference_note: note,
-        });
+/// The final of `preview`, given whether its image resolves (see `check_references`): its request,
+/// fingerprint, price and a note on its reference for people.
+fn new_final(
+    preview: &TileRecord,
+    resolves: Option<Result<String, String>>,
+    options: &PromoteOptions,
+) -> NewFinal {
+    let reference_lost = matches!(resolves, Some(Err(_)));
+    let (url, note) = match resolves {
+        None => (
+            None,
+            "none: made from the prompt alone (promote.reference = none)".to_string(),
+        ),
+        Some(Ok(url)) => {
+            let field = match options.reference {
+                PreviewReference::ImageRef => "image_ref",
+                _ => "modify_image_ref",
+            };
+            (
+                Some(url),
+                format!(
+                    "{field} = preview {} (weight {})",
+                    preview.task_key, options.weight
+                ),
+            )
+        }
+        Some(Err(why)) => (
+            None,
+            format!("the preview's URL no longer resolves ({why}); made from the prompt alone"),
+        ),
+    };
+    let request_json = final_request(&preview.request_json, options, url.as_deref());
+    NewFinal {
+        preview_task_id: preview.id,
+        task_key: preview.task_key.clone(),
+        row_id: preview.row_id.clone(),
+        line: preview.line,
+        variant: preview.variant,
+        variants: preview.variants,
+        model: options.model.as_str().to_string(),
+        fingerprint: body_fingerprint(&format!("{}|{request_json}", preview.variant)),
+        request_json,
+        prompt: preview.prompt.clone(),
+        aspect_ratio: preview.aspect_ratio.clone(),
+        format: preview.format.clone(),
+        metadata_json: preview.metadata_json.clone(),
+        price: options.price,
+        reference_lost,
+        reference_note: note,
     }
-    ledger.add_finals(job_id, &finals).await?;
-    Ok(without)
 }
 
 /// The final's create body: the preview's, with the final model and the preview as a reference.
@@ -350,95 +389,4 @@ fn final_request(preview_request: &str, options: &PromoteOptions, preview_url: O
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn options(reference: PreviewReference) -> PromoteOptions {
-        PromoteOptions {
-            reference,
-            weight: 0.85,
-            model: Model::Photon1,
-            price: Money::from_micros(15_000),
-        }
-    }
-
-    #[test]
-    fn keep_cells_that_choose_a_row() {
-        for yes in ["y", "YES", " x ", "1", "True"] {
-            assert!(is_kept(yes), "{yes:?}");
-        }
-        for no in ["", "n", "no", "0", "false", "keep", "2"] {
-            assert!(!is_kept(no), "{no:?}");
-        }
-    }
-
-    fn selection_from(text: impl AsRef<[u8]>) -> Result<Vec<String>, SelectionError> {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("select.csv");
-        std::fs::write(&path, text).unwrap();
-        read_selection(&path)
-    }
-
-    #[test]
-    fn a_select_file_chooses_kept_preview_rows() {
-        // manifest.csv as a spreadsheet saves it: a BOM, final rows, keep in any case.
-        let manifest =
-            "\u{feff}id,pass,model,keep\nsofa,preview,photon-flash-1,YES\nlamp,preview,photon-flash-1,\n\
-                        sofa,final,photon-1,y\nrug,preview,photon-flash-1, x \n";
-        assert_eq!(selection_from(manifest).unwrap(), ["sofa", "rug"]);
-        // The review page's export, and a bare list of ids.
-        assert_eq!(
-            selection_from("id,pass,keep\nsofa,preview,y\n").unwrap(),
-            ["sofa"]
-        );
-        assert_eq!(selection_from("id\nsofa\n\nlamp\n").unwrap(), ["sofa", "lamp"]);
-    }
-
-    #[test]
-    fn a_select_file_without_ids_is_an_error_with_its_place() {
-        assert!(matches!(
-            selection_from("name,keep\nsofa,y\n"),
-            Err(SelectionError::NoIdColumn { .. })
-        ));
-        let bad = selection_from(b"id,keep\nsofa,y\n\xff\xfe,y\n").unwrap_err();
-        assert!(bad.to_string().contains("line 3"), "{bad}");
-    }
-
-    #[test]
-    fn the_final_request_switches_the_model_and_adds_the_preview() {
-        let preview = r#"{"model":"photon-flash-1","prompt":"a vase","aspect_ratio":"1:1","format":"jpg"}"#;
-        let body: Value = serde_json::from_str(&final_request(
-            preview,
-            &options(PreviewReference::ModifyImageRef),
-            Some("http://p/1.jpg"),
-        ))
-        .unwrap();
-        assert_eq!(body["model"], "photon-1");
-        assert_eq!(body["prompt"], "a vase");
-        assert_eq!(body["modify_image_ref"]["url"], "http://p/1.jpg");
-        assert_eq!(body["modify_image_ref"]["weight"], 0.85);
-
-        let body: Value = serde_json::from_str(&final_request(
-            preview,
-            &options(PreviewReference::ModifyImageRef),
-            None,
-        ))
-        .unwrap();
-        assert!(body.get("modify_image_ref").is_none(), "no URL, no reference");
-    }
-
-    #[test]
-    fn an_image_ref_final_keeps_at_most_four_references() {
-        let preview = r#"{"model":"photon-flash-1","prompt":"a vase","image_ref":[{"url":"a"},{"url":"b"},{"url":"c"},{"url":"d"}]}"#;
-        let body: Value = serde_json::from_str(&final_request(
-            preview,
-            &options(PreviewReference::ImageRef),
-            Some("p"),
-        ))
-        .unwrap();
-        let refs = body["image_ref"].as_array().unwrap();
-        assert_eq!(refs.len(), 4);
-        assert_eq!(refs[3]["url"], "p");
-        assert_eq!(refs[0]["url"], "a");
-    }
-}
+mod tests;

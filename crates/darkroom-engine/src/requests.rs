@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 use darkroom_jobs::{Task, WeightedUrl};
 
 /// The create body for a task (no `callback_url`: that is added per send when callbacks are on).
-pub fn create_body(task: &Task) -> Value {
+pub(crate) fn create_body(task: &Task) -> Value {
     let mut body = Map::new();
     body.insert("model".into(), json!(task.model.as_str()));
     body.insert("prompt".into(), json!(task.prompt));
@@ -36,13 +36,14 @@ pub fn create_body(task: &Task) -> Value {
     Value::Object(body)
 }
 
-/// The body as the text stored in the ledger.
-pub fn create_body_text(task: &Task) -> String {
+/// The body as the text stored in the ledger (compact JSON).
+pub(crate) fn create_body_text(task: &Task) -> String {
     create_body(task).to_string()
 }
 
-/// A short hash of a stored body, recorded with each intent.
-pub fn body_fingerprint(body_text: &str) -> String {
+/// A short hash of a stored body (the first 32 hex digits of its BLAKE3 hash), recorded with each
+/// intent.
+pub(crate) fn body_fingerprint(body_text: &str) -> String {
     blake3::hash(body_text.as_bytes()).to_hex()[..32].to_string()
 }
 

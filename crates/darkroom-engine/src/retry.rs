@@ -5,8 +5,9 @@
 //! Every wait between two tries of the same thing is a `Schedule` from `RetryPolicy` (part of
 //! `RunSettings`): a create tried again, a download tried again, the reads of a settlement window,
 //! a reconciliation whose list can't be read, the poller's reads of a generation not finished yet,
-//! the audit's reads of the account's list (`AUDIT_LIST`) and a price probe's reads (`PROBE_POLL`). The pause a 429 imposes on every create is the create gate's (`limits`), not a schedule:
-//! the upstream said how long.
+//! the audit's reads of the account's list (`AUDIT_LIST`), a price probe's reads (`PROBE_POLL`) and
+//! a notification's deliveries (`NOTIFY_DELIVERY`). The pause a 429 imposes on every create is the
+//! create gate's (`limits`), not a schedule: the upstream said how long.
 
 use std::time::Duration;
 
@@ -176,6 +177,11 @@ pub const AUDIT_LIST: Schedule =
 
 /// Between two reads of a probe's generation (`darkroom prices --check`): every 250 ms.
 pub const PROBE_POLL: Schedule = Schedule::doubling(Duration::from_millis(250), Duration::from_millis(250));
+
+/// Between two tries of a notification's delivery to one URL: 1 s, 2 s, 4 s, 8 s, 16 s, then the
+/// delivery is given up (six tries over about 31 s, in the background; see `notify`).
+pub const NOTIFY_DELIVERY: Schedule =
+    Schedule::doubling(Duration::from_secs(1), Duration::from_secs(16)).with_max_tries(5);
 
 /// The reads of a settlement window of `window`: a sixteenth of it first, doubling to a quarter
 /// (15 s to 60 s of the default 4 minutes), so a window is searched about six times.

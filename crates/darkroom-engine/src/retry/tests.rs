@@ -51,6 +51,11 @@ fn the_audit_reads_a_page_four_times_at_most_and_a_probe_every_quarter_second() 
 }
 
 #[test]
+fn a_notification_is_tried_six_times_at_one_two_four_eight_and_sixteen_seconds() {
+    assert_eq!(delays(NOTIFY_DELIVERY, 10), [1.0, 2.0, 4.0, 8.0, 16.0].map(secs));
+}
+
+#[test]
 fn a_download_is_tried_again_at_doubling_delays_up_to_thirty_seconds() {
     let policy = RetryPolicy::default();
     assert_eq!(
