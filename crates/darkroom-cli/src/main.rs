@@ -3,6 +3,8 @@
 //!
 //! Business logic lives in the library crates; each command here is glue in `commands/`.
 
+#![warn(clippy::too_many_lines)]
+
 use std::process::ExitCode;
 
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};

@@ -190,26 +190,47 @@ pub async fn execute(settings: &Settings, run: PassRun) -> anyhow::Result<Exit> 
     ledger.close().await;
     connection.stop().await;
 
-    let summary = summary_json(&job, pass, &outcome, &job_dir, started, report.as_deref());
+    let finished = Finished {
+        job: &job,
+        pass,
+        outcome: &outcome,
+        job_dir: &job_dir,
+        report: report.as_deref(),
+    };
+    announce(&finished, &notifier, started, flags.json).await;
+    print_summary(&finished, &resume, &situation)
+}
+
+/// How a pass ended, as the closing summary and the notification tell it.
+struct Finished<'a> {
+    job: &'a str,
+    pass: Pass,
+    outcome: &'a Outcome,
+    job_dir: &'a std::path::Path,
+    report: Option<&'a std::path::Path>,
+}
+
+/// Sends the closing notification (and waits up to 10 s for its delivery), and prints the
+/// summary as JSON with `--json`.
+async fn announce(finished: &Finished<'_>, notifier: &Notifier, started: std::time::Instant, json: bool) {
+    let Finished {
+        job,
+        pass,
+        outcome,
+        job_dir,
+        report,
+    } = *finished;
+    let summary = summary_json(job, pass, outcome, job_dir, started, report);
     let kind = match outcome.stop {
         Some(StopReason::BudgetExhausted) => NotificationKind::BudgetExhausted,
         Some(StopReason::Refused(_)) => NotificationKind::BreakerTripped,
         _ => NotificationKind::RunFinished,
     };
-    notifier.send(kind, &job, summary.clone());
+    notifier.send(kind, job, summary.clone());
     notifier.flush(Duration::from_secs(10)).await;
-    if flags.json {
+    if json {
         println!("{summary}");
     }
-    print_summary(
-        &job,
-        pass,
-        &outcome,
-        &job_dir,
-        report.as_deref(),
-        &resume,
-        &situation,
-    )
 }
 
 /// The notifier for `[notify] urls` and `--notify`, signing with `DARKROOM_NOTIFY_SECRET`.
@@ -242,15 +263,14 @@ fn summary_json(
 }
 
 /// The run's last words: what happened, what it cost, and what to do next.
-fn print_summary(
-    job: &str,
-    pass: Pass,
-    outcome: &Outcome,
-    job_dir: &std::path::Path,
-    report: Option<&std::path::Path>,
-    resume: &str,
-    situation: &str,
-) -> anyhow::Result<Exit> {
+fn print_summary(finished: &Finished<'_>, resume: &str, situation: &str) -> anyhow::Result<Exit> {
+    let Finished {
+        job,
+        pass,
+        outcome,
+        job_dir,
+        report,
+    } = *finished;
     let counts = outcome.counts;
     eprintln!(
         "{job} {pass}: {} done ({} cached), {} blocked, {} failed, {} skipped, {} left; spent {} of {}",
