@@ -84,6 +84,44 @@ pub fn code_for(error: &anyhow::Error) -> Exit {
         .map_or(Exit::RecordsFailed, |f| f.exit)
 }
 
+/// The exit status when whoever read stdout went away (`darkroom status | head`): 141, what a
+/// shell reports for a process ended by `SIGPIPE`, as `git log | head` or `ls | head` end.
+pub const STDOUT_CLOSED: u8 = 141;
+
+/// Ends the process quietly with [`STDOUT_CLOSED`]: the reader of stdout has gone, so nothing
+/// more can be shown. Nothing is lost by it: every change is in the ledger before it is printed,
+/// and a run ended this way resumes with the same command.
+pub fn stdout_closed() -> ! {
+    std::process::exit(i32::from(STDOUT_CLOSED))
+}
+
+/// Whether `error` is stdout's reader having gone away (an `io::Error` of kind `BrokenPipe` from
+/// a write to stdout), which ends the process quietly instead of as a failure.
+pub fn is_stdout_closed(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .filter_map(|cause| cause.downcast_ref::<std::io::Error>())
+        .any(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+/// Installs a panic hook that ends the process quietly when `println!` finds stdout's reader
+/// gone (std panics there), and leaves every other panic to the default hook.
+pub fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            stdout_closed();
+        }
+        default(info);
+    }));
+}
+
 /// Prints an error once on stderr: the sentence, its causes, then a hint where one helps.
 pub fn print_error(error: &anyhow::Error) {
     eprintln!("error: {error}");

@@ -44,7 +44,8 @@ Exit codes:
   5  the upstream refused us (a rejected key, no credits)
   6  the deadline passed before the job finished
   7  darkroom could not keep its records (the ledger or the disk failed); nothing is lost,
-     run the same command again";
+     run the same command again
+141  whoever read the output went away (`darkroom status | head`); nothing is lost";
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -89,6 +90,7 @@ fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     init_tracing();
+    exit::quiet_on_closed_stdout();
     let outcome = match cli.command {
         Command::Validate(args) => commands::validate::run(cli.config.as_deref(), args),
         Command::Estimate(args) => commands::estimate::run(cli.config.as_deref(), args),
@@ -109,6 +111,7 @@ fn main() -> ExitCode {
     };
     match outcome {
         Ok(exit) => exit.into(),
+        Err(error) if exit::is_stdout_closed(&error) => exit::stdout_closed(),
         Err(error) => {
             exit::print_error(&error);
             exit::code_for(&error).into()
