@@ -347,3 +347,100 @@ fn a_previous_release_ledger_whose_images_are_gone_makes_them_again_instead_of_w
         );
     }
 }
+
+/// Runs one SQL statement on the ledger file behind darkroom's back, as a hand edit would.
+fn edit_by_hand(db: &Path, sql: &str) {
+    use sqlx::Connection as _;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let url = format!("sqlite://{}", db.display());
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query(sql).execute(&mut conn).await.unwrap();
+        conn.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_value_written_by_hand_that_no_release_knows_exits_7_naming_it_in_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = job_file(dir.path(), "sofas", 2, 1);
+    run_jobs_side_by_side(dir.path(), &[("sofas", images)]);
+    let db = dir.path().join("shared.db");
+    // A done task's state: every query that selects done tasks used to pass over it, so
+    // `verify` exited 0 with the task unchecked.
+    for (sql, column, value) in [
+        (
+            "UPDATE tasks SET state = 'teleported' WHERE id = (SELECT min(id) FROM tasks)",
+            "tasks.state",
+            "teleported",
+        ),
+        (
+            "UPDATE generations SET state = 'rendering' WHERE id = (SELECT min(id) FROM generations)",
+            "generations.state",
+            "rendering",
+        ),
+    ] {
+        let copy = format!("edited-{}.db", column.replace('.', "-"));
+        std::fs::copy(&db, dir.path().join(&copy)).unwrap();
+        edit_by_hand(&dir.path().join(&copy), sql);
+        let commands: &[&[&str]] = &[
+            &["verify", "--db", &copy],
+            &["status", "--db", &copy],
+            &["report", "sofas", "--db", &copy],
+            &["audit", "sofas", "--sim", "--db", &copy],
+            &["run", "sofas.csv", "--sim", "--db", &copy],
+            &["promote", "sofas", "--all", "--sim", "--db", &copy],
+        ];
+        for args in commands {
+            let output = darkroom(dir.path()).args(*args).output().unwrap();
+            let stderr = text(&output.stderr);
+            assert_eq!(code(&output), 7, "{args:?}: {stderr}");
+            assert!(
+                stderr.contains(column) && stderr.contains(&format!("\"{value}\"")),
+                "{args:?}: the error names {column} and {value:?}: {stderr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_job_file_that_fails_on_its_first_run_leaves_no_job_in_the_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = job_file(dir.path(), "sofas", 1, 1);
+    run_jobs_side_by_side(dir.path(), &[("sofas", images)]);
+    write(dir.path(), "invalid.csv", "id,prompt\nCON,A sofa by a window\n");
+    write(dir.path(), "unclosed.csv", "id,prompt\na,\"A sofa by a window\n");
+    std::fs::create_dir(dir.path().join("folder.csv")).unwrap();
+    for file in ["invalid.csv", "unclosed.csv", "folder.csv"] {
+        let output = darkroom(dir.path())
+            .args(["run", file, "--sim", "--db", "shared.db", "--budget", "3"])
+            .output()
+            .unwrap();
+        assert_eq!(code(&output), 2, "{file}: {}", text(&output.stderr));
+        let job = file.trim_end_matches(".csv");
+        let status = darkroom(dir.path())
+            .args(["status", job, "--db", "shared.db"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            code(&status),
+            2,
+            "{file}: no job {job:?} was recorded: {}",
+            text(&status.stdout)
+        );
+    }
+    let status = darkroom(dir.path())
+        .args(["status", "--db", "shared.db"])
+        .output()
+        .unwrap();
+    let listed = text(&status.stdout);
+    assert!(listed.starts_with("sofas preview:"), "{listed}");
+    assert_eq!(
+        listed.matches(" preview:").count(),
+        1,
+        "only the job that loaded: {listed}"
+    );
+}

@@ -69,7 +69,8 @@ fn file_fingerprint(path: &Path) -> std::io::Result<String> {
 
 /// Validates the file and loads its tasks for `pass` into the job `job_id`, unless the same file was
 /// already loaded with the same routing and prices (then `Loaded::report` is `None`). Records the
-/// file's fingerprint on the job either way.
+/// file's fingerprint on the job either way, once the file has loaded (an invalid file leaves the
+/// fingerprint of the last file that did).
 ///
 /// # Errors
 /// `LoadError::Invalid` when any row is invalid (nothing is loaded), `File` or `Io` when the file
@@ -85,12 +86,12 @@ pub async fn load_job(
 ) -> Result<Loaded, LoadError> {
     let fingerprint = fingerprint_of(path).await?;
     let key = load_key(&fingerprint, pass, &routing, &prices);
-    ledger.record_file_fingerprint(job_id, &fingerprint).await?;
     let already = ledger
         .pass(job_id, pass)
         .await?
         .and_then(|p| p.loaded_fingerprint);
     if already.as_deref() == Some(key.as_str()) {
+        ledger.record_file_fingerprint(job_id, &fingerprint).await?;
         return Ok(Loaded {
             report: None,
             load_key: key,
@@ -122,6 +123,7 @@ pub async fn load_job(
         return Err(LoadError::Invalid(Box::new(report)));
     }
     loader.finish(&key).await?;
+    ledger.record_file_fingerprint(job_id, &fingerprint).await?;
     Ok(Loaded {
         report: Some(report),
         load_key: key,

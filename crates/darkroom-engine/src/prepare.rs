@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use darkroom_jobs::{Money, Pass, PriceTable, ReadOptions, Routing};
-use darkroom_ledger::{Ledger, PassRecord};
+use darkroom_ledger::{Ledger, LedgerError, PassRecord};
 
 use crate::budget::apply_budget;
 use crate::load::{load_job, LoadError, Loaded};
@@ -43,7 +43,8 @@ pub struct Prepared {
 }
 
 /// Records the job, applies the budget policy to its pass and loads the file's tasks. A file with
-/// any invalid row loads nothing and spends nothing.
+/// any invalid row loads nothing and spends nothing; on a job's first run it leaves no job in the
+/// ledger either (a file that can't be read, an invalid row, a bad budget).
 ///
 /// # Errors
 /// [`LoadError::Ledger`] for a ledger failure (a given budget below spend is
@@ -51,17 +52,33 @@ pub struct Prepared {
 /// read or has invalid rows.
 pub async fn prepare_job(ledger: &Ledger, job: JobFile<'_>) -> Result<Prepared, LoadError> {
     let file_path = job.file.display().to_string();
+    let is_new = match ledger.job(job.name).await {
+        Ok(_) => false,
+        Err(LedgerError::NoSuchJob(_)) => true,
+        Err(e) => return Err(e.into()),
+    };
     let job_id = ledger.upsert_job(job.name, &file_path, "").await?;
-    let pass = apply_budget(ledger, job_id, job.pass, job.budget, job.default_budget).await?;
-    let loaded = load_job(
-        ledger,
-        job_id,
-        job.file,
-        job.pass,
-        job.routing,
-        job.prices,
-        job.read,
-    )
-    .await?;
-    Ok(Prepared { job_id, pass, loaded })
+    let prepared = async {
+        let pass = apply_budget(ledger, job_id, job.pass, job.budget, job.default_budget).await?;
+        let loaded = load_job(
+            ledger,
+            job_id,
+            job.file,
+            job.pass,
+            job.routing,
+            job.prices,
+            job.read,
+        )
+        .await?;
+        Ok(Prepared { job_id, pass, loaded })
+    }
+    .await;
+    if prepared.is_err() && is_new {
+        // A first run that loaded nothing leaves no job behind (`darkroom status` would list it).
+        // The error that stopped the load is the one to report, not a failure to tidy after it.
+        if let Err(e) = ledger.forget_job_without_tasks(job_id).await {
+            tracing::warn!(error = %e, job = job.name, "could not remove a job that loaded nothing");
+        }
+    }
+    prepared
 }

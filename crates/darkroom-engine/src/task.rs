@@ -90,9 +90,9 @@ async fn drive_inner(
     let backoff = shared.settings.retry.create.start();
     let mut run = TaskRun {
         request_fingerprint: body_fingerprint(&task.request_json),
-        model: Model::parse(&task.model).unwrap_or(Model::Photon1),
-        aspect: AspectRatio::parse(&task.aspect_ratio).unwrap_or(AspectRatio::Landscape16x9),
-        format: Format::parse(&task.format).unwrap_or_default(),
+        model: stored(Model::parse, &task.model, "tasks.model")?,
+        aspect: stored(AspectRatio::parse, &task.aspect_ratio, "tasks.aspect_ratio")?,
+        format: stored(Format::parse, &task.format, "tasks.format")?,
         attempts: u32::try_from(task.attempts).unwrap_or(u32::MAX),
         holds_reservation: task.reserved_micros > 0,
         shared,
@@ -123,6 +123,18 @@ async fn drive_inner(
             Step::End => return Ok(()),
         };
     }
+}
+
+/// A task's stored model, aspect ratio or format, read as its enum: a text this release does not
+/// know (a ledger edited by hand) stops the run naming the column and the value, rather than
+/// sending or checking the task as some other model or shape.
+fn stored<T>(parse: fn(&str) -> Option<T>, text: &str, column: &'static str) -> Result<T, EngineError> {
+    parse(text).ok_or_else(|| {
+        EngineError::Ledger(darkroom_ledger::LedgerError::BadValue {
+            column,
+            value: text.to_string(),
+        })
+    })
 }
 
 /// Where a task left mid-flight by an earlier run picks up.

@@ -106,6 +106,24 @@ async fn a_job_file_with_an_invalid_row_loads_no_task() {
         panic!("the file has an invalid row");
     };
     assert_eq!(report.error_count, 1);
+    // A first run that loaded nothing leaves no job behind (`darkroom status` would list it).
+    assert!(matches!(
+        ledger.job("vases").await,
+        Err(darkroom_ledger::LedgerError::NoSuchJob(_))
+    ));
+
+    // A job that loaded before keeps its tasks when its file turns invalid.
+    std::fs::write(&file, "id,prompt,aspect_ratio\nvase-1,a blue vase,1:1\n").unwrap();
+    let loaded = prepare_job(&ledger, job_file(&file, None)).await.unwrap();
+    std::fs::write(
+        &file,
+        "id,prompt,aspect_ratio\nvase-1,a blue vase,1:1\nvase-2,a red vase,5:4\n",
+    )
+    .unwrap();
+    let Err(LoadError::Invalid(_)) = prepare_job(&ledger, job_file(&file, None)).await else {
+        panic!("the file has an invalid row");
+    };
     let job = ledger.job("vases").await.unwrap();
-    assert_eq!(ledger.counts(job.id, Pass::Preview).await.unwrap().total, 0);
+    assert_eq!(job.id, loaded.job_id);
+    assert_eq!(ledger.counts(job.id, Pass::Preview).await.unwrap().total, 1);
 }

@@ -29,6 +29,30 @@ impl Ledger {
         Ok(row.get(0))
     }
 
+    /// Removes a job that has never had a task: its row, its passes' budgets and their prices. A
+    /// job whose file could not be read, or had an invalid row, on its first run is forgotten this
+    /// way, so it does not stay listed by `darkroom status` as a job that exists. A job with any
+    /// task (in any pass) is left as it is. Returns whether the job was removed.
+    pub async fn forget_job_without_tasks(&self, job_id: i64) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let has_tasks: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tasks WHERE job_id = ?1)")
+            .bind(job_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        if has_tasks {
+            return Ok(false);
+        }
+        for sql in [
+            "DELETE FROM pass_prices WHERE job_id = ?1",
+            "DELETE FROM job_passes WHERE job_id = ?1",
+            "DELETE FROM jobs WHERE id = ?1",
+        ] {
+            sqlx::query(sql).bind(job_id).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
     /// Records the BLAKE3 hash (hex) of the job file last read for the job.
     pub async fn record_file_fingerprint(&self, job_id: i64, file_fingerprint: &str) -> Result<()> {
         sqlx::query("UPDATE jobs SET file_fingerprint = ?2 WHERE id = ?1")

@@ -38,6 +38,7 @@ mod prices;
 mod records;
 mod review;
 mod states;
+mod stored_values;
 mod tasks;
 mod views;
 

@@ -39,7 +39,9 @@ impl Ledger {
     /// connection then waits up to [`BUSY_TIMEOUT`] for another process's write transaction.
     ///
     /// Errors: [`LedgerError::Open`] (naming the file) when the file or its lock can't be created or
-    /// isn't a SQLite database, [`LedgerError::Migrate`] when the schema can't be brought up to date.
+    /// isn't a SQLite database, [`LedgerError::Migrate`] when the schema can't be brought up to date,
+    /// [`LedgerError::BadValue`] when a state, pass or model column holds a text this release does
+    /// not know (checked once here, so no command passes over such a row; see `stored_values`).
     pub async fn open(path: &Path) -> Result<Ledger> {
         let open_error = |source: sqlx::Error| LedgerError::Open {
             path: path.display().to_string(),
@@ -79,7 +81,9 @@ impl Ledger {
             path: path.display().to_string(),
             source: BackendError::new(source),
         })?;
-        Ok(Ledger { pool })
+        let ledger = Ledger { pool };
+        ledger.check_stored_values().await?;
+        Ok(ledger)
     }
 
     /// Begins a write transaction as a writer (`BEGIN IMMEDIATE`): it waits for the write lock up

@@ -195,3 +195,82 @@ async fn an_interrupted_pass_is_not_recorded_as_finished() {
         );
     }
 }
+
+#[tokio::test]
+async fn opening_a_ledger_with_a_value_it_does_not_know_in_any_checked_column_fails_naming_it() {
+    // Each edit hides its row from the queries that filter on the column (`WHERE state =
+    // 'done'`, `WHERE pass = 'preview'`): only a check on opening sees it.
+    let edits = [
+        (
+            "UPDATE tasks SET state = 'teleported' WHERE id = {task}",
+            "tasks.state",
+            "teleported",
+        ),
+        (
+            "UPDATE tasks SET pass = 'draft' WHERE id = {task}",
+            "tasks.pass",
+            "draft",
+        ),
+        (
+            "UPDATE generations SET state = 'halfway'",
+            "generations.state",
+            "halfway",
+        ),
+        (
+            "UPDATE job_passes SET status = 'paused'",
+            "job_passes.status",
+            "paused",
+        ),
+    ];
+    for (sql, column, value) in edits {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("darkroom.db");
+        let (ledger, _job, task) = ledger_with_tasks(&db).await;
+        assert_eq!(
+            ledger.reserve(task).await.unwrap(),
+            darkroom_ledger::Reservation::Reserved
+        );
+        ledger.record_intent(task, "req-fp").await.unwrap();
+        ledger.close().await;
+        // Opening the untouched ledger again is fine.
+        Ledger::open(&db).await.unwrap().close().await;
+
+        write_raw(&db, &sql.replace("{task}", &task.to_string())).await;
+        assert_bad_value(Ledger::open(&db).await, column, value);
+    }
+}
+
+#[tokio::test]
+async fn opening_a_ledger_with_a_model_it_does_not_know_in_a_price_record_fails_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("darkroom.db");
+    let (ledger, job, _task) = ledger_with_tasks(&db).await;
+    ledger.close().await;
+    write_raw(
+        &db,
+        &format!(
+            "INSERT INTO pass_prices (job_id, pass, model, price_micros, set_at) \
+             VALUES ({job}, 'preview', 'photon-9', 4000, 0)"
+        ),
+    )
+    .await;
+    assert_bad_value(Ledger::open(&db).await, "pass_prices.model", "photon-9");
+}
+
+#[tokio::test]
+async fn a_job_that_never_had_a_task_is_forgotten_and_one_with_tasks_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("darkroom.db");
+    let (ledger, job, _task) = ledger_with_tasks(&db).await;
+    let empty = ledger.upsert_job("empty", "empty.csv", "").await.unwrap();
+    ledger
+        .set_budget(empty, Pass::Preview, Money::from_micros(1_000))
+        .await
+        .unwrap();
+
+    assert!(!ledger.forget_job_without_tasks(job).await.unwrap());
+    assert!(ledger.forget_job_without_tasks(empty).await.unwrap());
+    let names: Vec<String> = ledger.jobs().await.unwrap().into_iter().map(|j| j.name).collect();
+    assert_eq!(names, ["job"]);
+    assert!(ledger.pass(job, Pass::Preview).await.unwrap().is_some());
+}
