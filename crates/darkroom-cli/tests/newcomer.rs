@@ -288,3 +288,27 @@ fn every_hint_a_run_prints_runs_as_printed() {
     assert_eq!(code(&listed), 0, "{}", text(&listed.stderr));
     assert!(text(&listed.stdout).contains("shop"), "{}", text(&listed.stdout));
 }
+
+#[test]
+fn a_damaged_simulated_account_says_to_start_a_fresh_one_and_the_ledger_is_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    example_job(dir.path());
+    run(dir.path(), &["run", "jobs/example.csv", "--sim"]);
+    let account = dir.path().join(".darkroom/sim/account.json");
+    std::fs::write(&account, "{ not json").unwrap();
+
+    let again = darkroom(dir.path())
+        .args(["run", "jobs/example.csv", "--sim"])
+        .output()
+        .unwrap();
+    let said = text(&again.stderr);
+    assert_eq!(code(&again), 7, "{said}");
+    assert!(said.contains("delete"), "{said}");
+    assert!(said.contains(".darkroom/sim"), "{said}");
+    assert!(!said.contains("the ledger or the disk failed"), "{said}");
+
+    std::fs::remove_dir_all(dir.path().join(".darkroom/sim")).unwrap();
+    let status = run(dir.path(), &["status", "example", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["jobs"][0]["passes"][0]["counts"]["done"], 8, "{status}");
+}

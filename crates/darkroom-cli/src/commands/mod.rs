@@ -84,7 +84,21 @@ impl Connection {
 /// simulator silently.
 pub async fn connect(upstream: &Upstream, settings: &crate::config::Settings) -> anyhow::Result<Connection> {
     let (base_url, api_key, sim) = if upstream.sim {
-        let sim = darkroom_sim::spawn(crate::config::sim_config(&upstream.db)?).await?;
+        let state_dir = crate::config::sim_state_dir(&upstream.db);
+        let sim = darkroom_sim::spawn(crate::config::sim_config(&upstream.db)?)
+            .await
+            .map_err(|e| match e {
+                darkroom_sim::SimError::State(darkroom_sim::StateError::Unreadable { .. }) => {
+                    anyhow::Error::new(
+                        Failure::new(Exit::RecordsFailed, e.to_string()).with_hint(format!(
+                            "the simulated account is damaged; delete {} to start a fresh one (the ledger \
+                         is untouched; its simulated generations are forgotten)",
+                            state_dir.display()
+                        )),
+                    )
+                }
+                e => e.into(),
+            })?;
         eprintln!("simulator: {}", sim.base_url());
         (sim.base_url(), ApiKey::new("simulator".to_string()), Some(sim))
     } else {
