@@ -312,3 +312,27 @@ fn a_damaged_simulated_account_says_to_start_a_fresh_one_and_the_ledger_is_untou
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(status["jobs"][0]["passes"][0]["counts"]["done"], 8, "{status}");
 }
+
+#[test]
+fn status_of_a_ledger_with_no_job_yet_says_how_to_make_one() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bad.csv"), "id,prompt\nx,\"never closed\n").unwrap();
+    let failed = darkroom(dir.path())
+        .args(["run", "bad.csv", "--sim", "--db", "shop.db"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&failed), 2, "{}", text(&failed.stderr));
+    let status = darkroom(dir.path())
+        .args(["status", "--db", "shop.db"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&status), 0, "{}", text(&status.stderr));
+    let said = text(&status.stderr);
+    assert!(said.contains("no jobs in shop.db yet"), "{said}");
+    assert!(said.contains("darkroom run FILE --db shop.db"), "{said}");
+    let json = darkroom(dir.path())
+        .args(["status", "--db", "shop.db", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(text(&json.stdout).trim(), r#"{"jobs":[]}"#);
+}

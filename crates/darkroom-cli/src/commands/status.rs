@@ -34,6 +34,13 @@ pub fn run(_config: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
         .build()?;
     runtime.block_on(async {
         let (ledger, jobs) = crate::commands::find_jobs(&args.db, args.job.as_deref()).await?;
+        if jobs.is_empty() && !args.json {
+            eprintln!(
+                "no jobs in {} yet: `darkroom run FILE{}` makes one",
+                args.db.display(),
+                crate::commands::hints::db_flag(&args.db)
+            );
+        }
         let mut report = Vec::new();
         for job in jobs {
             let mut passes = Vec::new();
