@@ -418,3 +418,125 @@ async fn a_task_waiting_out_its_settlement_window_does_not_stall_the_other_creat
     assert_eq!(charges(&h), 8);
     assert_ledger_equals_bill(&h).await;
 }
+
+/// A job of `rows` rows with `variants` identical variants each: every variant of a row sends the
+/// same request, so any of their generations matches any of them.
+fn write_variants_job(dir: &Path, name: &str, rows: usize, variants: u32) -> PathBuf {
+    let mut text = String::from("id,prompt,aspect_ratio,variants\n");
+    for i in 0..rows {
+        text.push_str(&format!(
+            "row-{i},A brass lamp number {i} on a desk,1:1,{variants}\n"
+        ));
+    }
+    let path = dir.join(format!("{name}.csv"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The generation each done task kept, from `results.jsonl`; panics if two tasks kept one.
+fn kept_generations(h: &Harness, job: &str) -> Vec<String> {
+    let results = std::fs::read_to_string(h.dir.path().join(format!("out/{job}/results.jsonl"))).unwrap();
+    let ids: Vec<String> = results
+        .lines()
+        .map(|line| {
+            let line: serde_json::Value = serde_json::from_str(line).unwrap();
+            line["generation_id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let distinct: std::collections::HashSet<&String> = ids.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        ids.len(),
+        "no two tasks kept one generation: {ids:?}"
+    );
+    ids
+}
+
+fn adoptions(events: &[darkroom_engine::Event]) -> usize {
+    events
+        .iter()
+        .filter(|e| matches!(e, darkroom_engine::Event::Reconciled { adopted: true, .. }))
+        .count()
+}
+
+#[tokio::test]
+async fn identical_variants_whose_creates_are_all_lost_are_reconciled_together_each_adopting_a_different_generation(
+) {
+    // Every create is accepted and charged, then its answer is lost: all twelve identical-request
+    // tasks reconcile at once, each reading the list while the others claim.
+    let faults = Faults {
+        create_dropped: 1.0,
+        ..Faults::default()
+    };
+    let h = harness(faults, Duration::from_secs(65), Duration::from_secs(5)).await;
+    let file = write_variants_job(h.dir.path(), "twins", 3, 4);
+    let mut s = settings(&h, "twins");
+    s.max_in_flight = 12;
+    s.settle_window = Duration::from_secs(6);
+    let job = load_job(&h, &file, &s).await;
+    let (outcome, events) = h.run_collecting(job, &s).await;
+    assert_eq!(outcome.counts.done, 12, "{outcome:?}");
+    assert_eq!(
+        outcome.counts.attempts, 12,
+        "no create was sent again: {outcome:?}"
+    );
+    assert_eq!(adoptions(&events), 12);
+    assert_eq!(charges(&h), 12, "each create paid once");
+    assert_eq!(kept_generations(&h, "twins").len(), 12);
+    assert_ledger_equals_bill(&h).await;
+}
+
+#[tokio::test]
+async fn two_identical_variants_whose_creates_time_out_and_commit_late_each_adopt_a_different_generation() {
+    // Both creates outlive the client's 200 ms and are committed 600 ms after they arrived: both
+    // tasks are unknown together and find both generations in one later search.
+    let faults = Faults {
+        create_late: 1.0,
+        ..Faults::default()
+    };
+    let h = harness(faults, Duration::from_millis(600), Duration::from_millis(200)).await;
+    let file = write_variants_job(h.dir.path(), "pair", 1, 2);
+    let mut s = settings(&h, "pair");
+    s.max_in_flight = 2;
+    s.settle_window = Duration::from_secs(6);
+    let job = load_job(&h, &file, &s).await;
+    let (outcome, events) = h.run_collecting(job, &s).await;
+    assert_eq!(
+        (outcome.counts.done, outcome.counts.attempts),
+        (2, 2),
+        "{outcome:?}"
+    );
+    assert_eq!(adoptions(&events), 2);
+    assert_eq!(charges(&h), 2, "each create paid once");
+    assert_eq!(kept_generations(&h, "pair").len(), 2);
+    assert_ledger_equals_bill(&h).await;
+}
+
+#[tokio::test]
+async fn identical_variants_under_500s_and_lost_answers_get_one_paid_generation_each() {
+    // Some creates fail with a 500 before anything is accepted (found nowhere: sent again once
+    // the window closes), some are accepted and their answers lost (adopted by one of the
+    // identical tasks), the rest answer: every task ends with its own generation, none paid twice.
+    let faults = Faults {
+        create_5xx: 0.3,
+        create_dropped: 0.3,
+        ..Faults::default()
+    };
+    let h = harness(faults, Duration::from_secs(65), Duration::from_secs(5)).await;
+    let file = write_variants_job(h.dir.path(), "mixed", 4, 3);
+    let mut s = settings(&h, "mixed");
+    s.max_in_flight = 12;
+    s.settle_window = Duration::from_secs(2);
+    s.max_attempts = 20;
+    let job = load_job(&h, &file, &s).await;
+    let (outcome, events) = h.run_collecting(job, &s).await;
+    assert_eq!(outcome.counts.done, 12, "{outcome:?}");
+    assert!(adoptions(&events) > 0, "some lost answers were reconciled");
+    assert_eq!(
+        charges(&h),
+        12,
+        "every accepted create is one task's image, paid once"
+    );
+    assert_eq!(kept_generations(&h, "mixed").len(), 12);
+    assert_ledger_equals_bill(&h).await;
+}

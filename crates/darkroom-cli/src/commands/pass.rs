@@ -151,11 +151,16 @@ pub async fn execute(settings: &Settings, run: PassRun) -> anyhow::Result<Exit> 
     let total = ledger.counts(job_id, pass).await?.total;
     let progress = Arc::new(Progress::new(flags.json, total));
     let notifier = notifier(settings, &flags);
+    let job_dir = out.join(&job);
     let printer = tokio::spawn(print_events(
         events_rx,
         progress.clone(),
         notifier.clone(),
         job.clone(),
+        Thumbnails {
+            maker: darkroom_review::thumbs::Maker::start(&job_dir),
+            pass,
+        },
     ));
 
     if let Some(start_at) = start_at {
@@ -177,16 +182,12 @@ pub async fn execute(settings: &Settings, run: PassRun) -> anyhow::Result<Exit> 
         shutdown.clone(),
     )
     .await;
-    let _ = printer.await;
+    let thumbnails = printer.await.ok();
     signals.abort();
     progress.finish();
+    let ended = matches!(&outcome, Ok(o) if o.stop != Some(StopReason::Interrupted));
+    let report = refresh_report(thumbnails, ended, &ledger, job_id, &job, &job_dir).await;
     let outcome = outcome?;
-    let job_dir = out.join(&job);
-    // A run stopped by Ctrl-C leaves at once; the next run refreshes the report.
-    let report = match outcome.stop {
-        Some(StopReason::Interrupted) => None,
-        _ => darkroom_review::report::refresh(&ledger, job_id, &job, &job_dir).await,
-    };
     ledger.close().await;
     connection.stop().await;
 
@@ -199,6 +200,30 @@ pub async fn execute(settings: &Settings, run: PassRun) -> anyhow::Result<Exit> 
     };
     announce(&finished, &notifier, started, flags.json).await;
     print_summary(&finished, &resume, &situation)
+}
+
+/// Ends the thumbnail maker and refreshes the job's report, returning its path. A run that did not
+/// end (stopped by Ctrl-C, or failed) leaves at once: the thumbnails still queued are left and the
+/// report is refreshed by the next run.
+async fn refresh_report(
+    thumbnails: Option<Thumbnails>,
+    ended: bool,
+    ledger: &Ledger,
+    job_id: i64,
+    job: &str,
+    job_dir: &std::path::Path,
+) -> Option<PathBuf> {
+    if let Some(thumbnails) = thumbnails {
+        if ended {
+            thumbnails.maker.finish().await;
+        } else {
+            thumbnails.maker.stop().await;
+        }
+    }
+    if !ended {
+        return None;
+    }
+    darkroom_review::report::refresh(ledger, job_id, job, job_dir).await
 }
 
 /// How a pass ended, as the closing summary and the notification tell it.
@@ -353,18 +378,38 @@ async fn watch_signals(shutdown: Shutdown) {
     }
 }
 
+/// The thumbnail maker fed with the pass's images as they are written, for the report.
+struct Thumbnails {
+    maker: darkroom_review::thumbs::Maker,
+    pass: Pass,
+}
+
+/// Shows each event, notifies a budget warning, and hands each image written to the thumbnail
+/// maker; returns the maker once the run's events end.
 async fn print_events(
     mut events: mpsc::Receiver<Event>,
     progress: Arc<Progress>,
     notifier: Notifier,
     job: String,
-) {
+    thumbnails: Thumbnails,
+) -> Thumbnails {
     while let Some(event) = events.recv().await {
         progress.show(&event);
-        if let Event::BudgetWarning { .. } = &event {
-            notifier.send(NotificationKind::BudgetWarning, &job, serde_json::json!(event));
+        match &event {
+            Event::BudgetWarning { .. } => {
+                notifier.send(NotificationKind::BudgetWarning, &job, serde_json::json!(event));
+            }
+            Event::TaskFinished {
+                task,
+                path: Some(path),
+                ..
+            } => thumbnails
+                .maker
+                .offer(thumbnails.pass.as_str(), task, std::path::Path::new(path)),
+            _ => {}
         }
     }
+    thumbnails
 }
 
 /// Waits until `at`, showing a countdown on stderr; false if Ctrl-C came first.

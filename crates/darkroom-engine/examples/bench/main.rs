@@ -4,10 +4,10 @@
 //! (`darkroom_sim::spawn`) on loopback with a real SQLite ledger, and prints a Markdown table.
 //!
 //! ```sh
-//! cargo run --release -p darkroom-engine --example bench -- [limit] [overhead] [scale] [naive] [--write BENCHMARKS.md]
+//! cargo run --release -p darkroom-engine --example bench -- [limit] [faults] [tail] [overhead] [scale] [naive] [--write BENCHMARKS.md]
 //! ```
 //!
-//! Scenarios: `limit`, `faults`, `overhead`, `scale` (`--scale-tasks N`), `naive`; with none named,
+//! Scenarios: `limit`, `faults`, `tail` (the work after the last image), `overhead`, `scale` (`--scale-tasks N`), `naive`; with none named,
 //! all of these run. `trace` and `ledger` are for diagnosis. `--write FILE` replaces the text between
 //! `<!-- bench:begin -->` and `<!-- bench:end -->` in FILE with the tables, the machine and the
 //! command. The simulator runs on a runtime of its own (threads named `sim`), so darkroom's CPU time
@@ -28,6 +28,7 @@ mod naive;
 mod overhead;
 mod scale;
 mod setup;
+mod tail;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -45,7 +46,7 @@ fn main() {
         }
     }
     if chosen.is_empty() {
-        chosen = ["limit", "faults", "overhead", "scale", "naive"]
+        chosen = ["limit", "faults", "tail", "overhead", "scale", "naive"]
             .map(String::from)
             .to_vec();
     }
@@ -73,6 +74,7 @@ fn main() {
                 "scale" => scale::scale(&sims, scale_tasks).await,
                 "naive" => naive::naive(&sims).await,
                 "faults" => faults::faults_one_by_one(&sims).await,
+                "tail" => tail::tail(&sims).await,
                 "trace" => limit::trace_flaky(&sims).await,
                 // The ledger's part alone, for profiling.
                 "ledger" => {
@@ -83,7 +85,7 @@ fn main() {
                     )
                 }
                 other => panic!(
-                    "unknown scenario {other:?}: limit, faults, overhead, scale, naive, trace or ledger"
+                    "unknown scenario {other:?}: limit, faults, tail, overhead, scale, naive, trace or ledger"
                 ),
             };
             println!("{section}");

@@ -22,9 +22,9 @@ impl TaskRun {
     /// Settles a create whose outcome is unknown over the settlement window
     /// (`RunSettings::settle_window`, counted from the intent, so a resumed run goes on with the
     /// window an earlier run began): the list is searched at once, then again at growing intervals,
-    /// and only when the window has closed with nothing found may the task be sent again. Creates
-    /// stop only while a search and its claim run (the create lock), never while the task waits
-    /// between searches.
+    /// and only when the window has closed with nothing found may the task be sent again. The list is
+    /// read while creates go on; creates stop only while the matches found are checked and one is
+    /// claimed (the create lock), never during a read or while the task waits between searches.
     pub(super) async fn reconcile(
         &mut self,
         generation: i64,
@@ -37,18 +37,15 @@ impl TaskRun {
         let mut reads = crate::retry::settle_schedule(window).start();
         let mut unreadable = self.shared.settings.retry.unreadable_list.start();
         loop {
-            let found = {
-                let _alone = self.shared.create_lock.write().await;
-                match reconcile(&self.shared.client, &self.shared.ledger, &self.request, intent_at).await {
-                    // Claimed before any other search or create may run, so no two tasks with
-                    // identical requests can both take it.
-                    Reconciled::Adopted(found) => {
-                        self.shared.ledger.record_submitted(generation, &found.id).await?;
-                        Reconciled::Adopted(found)
-                    }
-                    other => other,
-                }
-            };
+            let found = reconcile(
+                &self.shared.client,
+                &self.shared.ledger,
+                &self.shared.create_lock,
+                &self.request,
+                generation,
+                intent_at,
+            )
+            .await;
             match found {
                 Reconciled::Adopted(found) => {
                     // The adopted generation was created with our last callback URL.
