@@ -22,6 +22,7 @@ pub mod files;
 pub mod images;
 pub mod limits;
 pub mod load;
+pub mod metadata;
 pub mod lock;
 pub mod notify;
 pub mod outputs;
