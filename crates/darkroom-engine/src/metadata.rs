@@ -19,8 +19,12 @@
 //! shows. Writing the file and recording its hash is `content`'s.
 
 use bytes::Bytes;
+use darkroom_jobs::Format;
+use darkroom_ledger::{Ledger, TaskRecord};
 use img_parts::jpeg::{markers, Jpeg, JpegSegment};
 use img_parts::png::{Png, PngChunk};
+
+use crate::EngineError;
 
 /// The XMP namespace of darkroom's fields (prefix `darkroom`). A name, not a page: it resolves
 /// nowhere.
@@ -104,6 +108,70 @@ impl ImageMetadata {
     /// `darkroom VERSION`, as `Software` and `xmp:CreatorTool` say it.
     fn software(&self) -> String {
         format!("darkroom {}", self.version)
+    }
+}
+
+/// darkroom's version, as written into images (`0.1.0`).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The file name a task's image has in its pass's directory and in an export: `TASK_KEY.EXT`.
+pub fn file_name(task: &TaskRecord) -> String {
+    let format = Format::parse(&task.format).unwrap_or_default();
+    format!("{}.{}", task.task_key, format.extension())
+}
+
+/// The fields of `task`'s image, made by `generation_id` with `provider`, in job `job`. A final
+/// made from a preview names that preview (read from the ledger) as its source.
+///
+/// # Errors
+/// The ledger's, reading the preview.
+pub async fn for_task(
+    ledger: &Ledger,
+    task: &TaskRecord,
+    job: &str,
+    provider: &str,
+    generation_id: Option<&str>,
+) -> Result<ImageMetadata, EngineError> {
+    let source = match task.preview_task_id {
+        Some(preview) => {
+            let preview = ledger.task(preview).await?;
+            Some(Source {
+                file: format!("{}/{}", preview.pass, file_name(&preview)),
+                generation_id: preview.generation_id,
+            })
+        }
+        None => None,
+    };
+    Ok(ImageMetadata {
+        prompt: task.prompt.clone(),
+        model: task.model.clone(),
+        provider: provider.to_string(),
+        generation_id: generation_id.map(str::to_string),
+        job: job.to_string(),
+        row_id: task.row_id.clone(),
+        pass: task.pass.clone(),
+        variant: task.variant,
+        source,
+        version: VERSION.to_string(),
+    })
+}
+
+/// `bytes` as they are to be written: [`embed`] on the blocking pool. Bytes whose container
+/// `img-parts` can't rewrite are kept as they are, with a warning naming `task_key`: a paid,
+/// verified image is never lost for its metadata.
+pub(crate) async fn stamp(bytes: Vec<u8>, metadata: Option<ImageMetadata>, task_key: &str) -> Vec<u8> {
+    let original = Bytes::from(bytes);
+    let copy = original.clone();
+    let stamped = tokio::task::spawn_blocking(move || embed(&copy, metadata.as_ref()))
+        .await
+        .map_err(|panic| MetadataError::Container(panic.to_string()))
+        .and_then(|result| result);
+    match stamped {
+        Ok(stamped) => stamped,
+        Err(error) => {
+            tracing::warn!(task = task_key, %error, "the image is kept without darkroom's metadata");
+            Vec::from(original)
+        }
     }
 }
 
