@@ -68,6 +68,8 @@ enum Command {
     Promote(commands::promote::Args),
     /// A job's spend, counts, latencies and contact sheet, as text, JSON or one HTML file.
     Report(commands::report::Args),
+    /// Write a job's deliverable (folder or zip): its images, a manifest of each file, the report.
+    Export(commands::export::Args),
     /// The price table in force, where each price came from, and what the account was observed to
     /// charge; --check observes it with a one-image probe per model.
     Prices(commands::prices::Args),
@@ -99,6 +101,7 @@ fn main() -> ExitCode {
         Command::Review(args) => commands::review::run(cli.config.as_deref(), args),
         Command::Promote(args) => commands::promote::run(cli.config.as_deref(), args),
         Command::Report(args) => commands::report::run(cli.config.as_deref(), args),
+        Command::Export(args) => commands::export::run(cli.config.as_deref(), args),
         Command::Prices(args) => commands::prices::run(cli.config.as_deref(), args),
         Command::Verify(args) => commands::verify::run(cli.config.as_deref(), args),
         Command::Audit(args) => commands::audit::run(cli.config.as_deref(), args),

@@ -18,6 +18,7 @@ pub mod callbacks;
 mod clock;
 pub mod content;
 pub mod events;
+pub mod export;
 pub mod files;
 pub mod images;
 pub mod limits;
