@@ -69,6 +69,15 @@ enum Command {
     /// A job's spend, counts, latencies and contact sheet, as text, JSON or one HTML file.
     Report(commands::report::Args),
     /// Write a job's deliverable (folder or zip): its images, a manifest of each file, the report.
+    ///
+    /// The images are the job's done finals, or its done previews when it has no final; with
+    /// --kept, the previews kept in review's select.csv, each as its done final when it has one.
+    /// Each image is checked against the hash the ledger recorded: a missing or changed file
+    /// refuses the export, naming its row id, and nothing is written. The deliverable is written
+    /// under a temporary name and renamed into place, replacing the previous export whole: the same
+    /// command again gives the same files. Exit codes: 0 written; 1 an image's file is missing or
+    /// changed (`darkroom verify JOB`, then the job's run or promote restores it); 2 bad usage (no
+    /// such job, no done image, a kept id that names no preview with an image).
     Export(commands::export::Args),
     /// The price table in force, where each price came from, and what the account was observed to
     /// charge; --check observes it with a one-image probe per model.

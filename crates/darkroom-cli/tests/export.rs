@@ -35,7 +35,18 @@ fn previews_and_two_finals(dir: &Path) {
     write(dir, "ads.csv", JOB);
     run(dir, &["run", "ads.csv", "--sim", "--budget", "1"]);
     write(dir, "chosen.csv", "id\nrun-a-2\nrun-b\n");
-    run(dir, &["promote", "ads", "--select", "chosen.csv", "--sim", "--budget", "1"]);
+    run(
+        dir,
+        &[
+            "promote",
+            "ads",
+            "--select",
+            "chosen.csv",
+            "--sim",
+            "--budget",
+            "1",
+        ],
+    );
 }
 
 /// results.jsonl by pass and id.
@@ -45,7 +56,10 @@ fn results(dir: &Path) -> BTreeMap<(String, String), serde_json::Value> {
         .lines()
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            let key = (v["pass"].as_str().unwrap().to_string(), v["id"].as_str().unwrap().to_string());
+            let key = (
+                v["pass"].as_str().unwrap().to_string(),
+                v["id"].as_str().unwrap().to_string(),
+            );
             (key, v)
         })
         .collect()
@@ -61,7 +75,11 @@ fn folder(dir: &Path) -> BTreeMap<String, Vec<u8>> {
             if path.is_dir() {
                 stack.push(path);
             } else {
-                let name = path.strip_prefix(dir).unwrap().to_string_lossy().replace('\\', "/");
+                let name = path
+                    .strip_prefix(dir)
+                    .unwrap()
+                    .to_string_lossy()
+                    .replace('\\', "/");
                 files.insert(name, std::fs::read(&path).unwrap());
             }
         }
@@ -90,7 +108,11 @@ fn manifest(bytes: &[u8]) -> Vec<BTreeMap<String, String>> {
         .records()
         .map(|r| {
             let r = r.unwrap();
-            headers.iter().map(String::from).zip(r.iter().map(String::from)).collect()
+            headers
+                .iter()
+                .map(String::from)
+                .zip(r.iter().map(String::from))
+                .collect()
         })
         .collect()
 }
@@ -114,7 +136,12 @@ fn export_zip_holds_the_finals_a_manifest_of_each_file_and_the_report_and_the_bi
     let names: Vec<&str> = entries.keys().map(String::as_str).collect();
     assert_eq!(
         names,
-        ["ads/final/run-a-2.jpg", "ads/final/run-b.jpg", "ads/manifest.csv", "ads/report.html"]
+        [
+            "ads/final/run-a-2.jpg",
+            "ads/final/run-b.jpg",
+            "ads/manifest.csv",
+            "ads/report.html"
+        ]
     );
     let results = results(dir.path());
     let rows = manifest(&entries["ads/manifest.csv"]);
@@ -130,21 +157,37 @@ fn export_zip_holds_the_finals_a_manifest_of_each_file_and_the_report_and_the_bi
         assert_eq!(row["prompt"], made["prompt"].as_str().unwrap());
         assert_eq!(row["generation_id"], made["generation_id"].as_str().unwrap());
         assert_eq!(row["source"], format!("preview/{id}.jpg"));
-        assert_eq!(row["source_generation_id"], preview["generation_id"].as_str().unwrap());
+        assert_eq!(
+            row["source_generation_id"],
+            preview["generation_id"].as_str().unwrap()
+        );
         assert_eq!(row["bytes"], bytes.len().to_string());
         assert_eq!(row["blake3"], blake3::hash(bytes).to_hex().to_string());
-        assert_eq!(row["blake3"], made["content_hash"].as_str().unwrap(), "the file as the ledger recorded it");
+        assert_eq!(
+            row["blake3"],
+            made["content_hash"].as_str().unwrap(),
+            "the file as the ledger recorded it"
+        );
         assert_eq!(row["arm"], made["metadata"]["arm"].as_str().unwrap());
 
         // Inside the image: what made it, as exiftool reads it.
         let file = dir.path().join(format!("{id}.jpg"));
         std::fs::write(&file, bytes).unwrap();
         let found = tags(&file);
-        assert_eq!(tag(&found, "XMP-darkroom:Prompt").as_deref(), made["prompt"].as_str());
-        assert_eq!(tag(&found, "XMP-darkroom:GenerationId").as_deref(), made["generation_id"].as_str());
+        assert_eq!(
+            tag(&found, "XMP-darkroom:Prompt").as_deref(),
+            made["prompt"].as_str()
+        );
+        assert_eq!(
+            tag(&found, "XMP-darkroom:GenerationId").as_deref(),
+            made["generation_id"].as_str()
+        );
         assert_eq!(tag(&found, "XMP-darkroom:Pass").as_deref(), Some("final"));
         assert_eq!(tag(&found, "XMP-darkroom:Job").as_deref(), Some("ads"));
-        assert_eq!(tag(&found, "XMP-darkroom:Source"), Some(format!("preview/{id}.jpg")));
+        assert_eq!(
+            tag(&found, "XMP-darkroom:Source"),
+            Some(format!("preview/{id}.jpg"))
+        );
         assert_eq!(
             tag(&found, "XMP-darkroom:SourceGenerationId").as_deref(),
             preview["generation_id"].as_str()
@@ -176,7 +219,15 @@ fn export_again_gives_the_same_files_byte_for_byte_and_nothing_stale() {
     let export = dir.path().join("out/ads/export");
     let first = folder(&export);
     let names: Vec<&str> = first.keys().map(String::as_str).collect();
-    assert_eq!(names, ["final/run-a-2.jpg", "final/run-b.jpg", "manifest.csv", "report.html"]);
+    assert_eq!(
+        names,
+        [
+            "final/run-a-2.jpg",
+            "final/run-b.jpg",
+            "manifest.csv",
+            "report.html"
+        ]
+    );
     // The folder and the zip hold the same files.
     let zipped: BTreeMap<String, Vec<u8>> = zip_entries(&dir.path().join("ads.zip"))
         .into_iter()
@@ -206,18 +257,45 @@ fn export_kept_takes_each_kept_previews_final_else_the_preview_and_without_final
     let names: Vec<String> = folder(&dir.path().join("out/ads/export")).into_keys().collect();
     assert_eq!(
         names,
-        ["manifest.csv", "preview/run-a-1.jpg", "preview/run-a-2.jpg", "preview/run-b.jpg", "report.html"]
+        [
+            "manifest.csv",
+            "preview/run-a-1.jpg",
+            "preview/run-a-2.jpg",
+            "preview/run-b.jpg",
+            "report.html"
+        ]
     );
 
     write(dir.path(), "chosen.csv", "id\nrun-b\n");
-    run(dir.path(), &["promote", "ads", "--select", "chosen.csv", "--sim", "--budget", "1"]);
+    run(
+        dir.path(),
+        &[
+            "promote",
+            "ads",
+            "--select",
+            "chosen.csv",
+            "--sim",
+            "--budget",
+            "1",
+        ],
+    );
     // Review's export: run-b (promoted) and run-a-1 (not), in the page's format.
-    write(dir.path(), "out/ads/select.csv", "id,row_id,keep\nrun-a-1,run-a,yes\nrun-b,run-b,yes\nrun-a-2,run-a,\n");
+    write(
+        dir.path(),
+        "out/ads/select.csv",
+        "id,row_id,keep\nrun-a-1,run-a,yes\nrun-b,run-b,yes\nrun-a-2,run-a,\n",
+    );
     run(dir.path(), &["export", "ads", "--kept", "--zip", "kept.zip"]);
     let entries = zip_entries(&dir.path().join("kept.zip"));
     let rows = manifest(&entries["ads/manifest.csv"]);
-    let files: Vec<(&str, &str)> = rows.iter().map(|r| (r["file"].as_str(), r["pass"].as_str())).collect();
-    assert_eq!(files, [("preview/run-a-1.jpg", "preview"), ("final/run-b.jpg", "final")]);
+    let files: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r["file"].as_str(), r["pass"].as_str()))
+        .collect();
+    assert_eq!(
+        files,
+        [("preview/run-a-1.jpg", "preview"), ("final/run-b.jpg", "final")]
+    );
     assert!(entries.contains_key("ads/preview/run-a-1.jpg") && entries.contains_key("ads/final/run-b.jpg"));
     assert!(!entries.contains_key("ads/preview/run-a-2.jpg"), "not kept");
 
@@ -245,9 +323,13 @@ fn a_missing_or_changed_image_refuses_the_export_by_row_id_and_nothing_is_half_w
         let refused = darkroom(dir.path()).args(args).output().unwrap();
         assert_eq!(code(&refused), 1, "{args:?}: {}", text(&refused.stderr));
         let stderr = text(&refused.stderr);
-        assert!(stderr.contains("row run-b") && stderr.contains("run-b.jpg is missing"), "{stderr}");
         assert!(
-            stderr.contains("row run-a") && stderr.contains("run-a-2.jpg is not the image the ledger recorded"),
+            stderr.contains("row run-b") && stderr.contains("run-b.jpg is missing"),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains("row run-a")
+                && stderr.contains("run-a-2.jpg is not the image the ledger recorded"),
             "{stderr}"
         );
         assert!(stderr.contains("darkroom verify ads"), "{stderr}");
@@ -260,9 +342,16 @@ fn a_missing_or_changed_image_refuses_the_export_by_row_id_and_nothing_is_half_w
 
     // A kept id that names no preview is refused by name, before anything is read.
     write(dir.path(), "out/ads/select.csv", "id\nrun-c\n");
-    let refused = darkroom(dir.path()).args(["export", "ads", "--kept", "--zip", "new.zip"]).output().unwrap();
+    let refused = darkroom(dir.path())
+        .args(["export", "ads", "--kept", "--zip", "new.zip"])
+        .output()
+        .unwrap();
     assert_eq!(code(&refused), 2, "{}", text(&refused.stderr));
-    assert!(text(&refused.stderr).contains("\"run-c\": no preview of this job"), "{}", text(&refused.stderr));
+    assert!(
+        text(&refused.stderr).contains("\"run-c\": no preview of this job"),
+        "{}",
+        text(&refused.stderr)
+    );
     assert!(!dir.path().join("new.zip").exists());
 }
 
@@ -270,19 +359,37 @@ fn a_missing_or_changed_image_refuses_the_export_by_row_id_and_nothing_is_half_w
 fn no_metadata_and_the_config_key_keep_images_as_the_provider_sent_them() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "ads.csv", JOB);
-    run(dir.path(), &["run", "ads.csv", "--sim", "--budget", "1", "--no-metadata"]);
+    run(
+        dir.path(),
+        &["run", "ads.csv", "--sim", "--budget", "1", "--no-metadata"],
+    );
     let plain = tags(&dir.path().join("out/ads/preview/run-b.jpg"));
     assert!(!plain.keys().any(|k| k.contains("darkroom")), "{plain:#?}");
 
     write(dir.path(), "quiet.toml", "[outputs]\nmetadata = false\n");
     write(dir.path(), "other.csv", &JOB.replace("run-", "shot-"));
-    run(dir.path(), &["run", "other.csv", "--sim", "--budget", "1", "--no-cache", "--config", "quiet.toml"]);
+    run(
+        dir.path(),
+        &[
+            "run",
+            "other.csv",
+            "--sim",
+            "--budget",
+            "1",
+            "--no-cache",
+            "--config",
+            "quiet.toml",
+        ],
+    );
     let plain = tags(&dir.path().join("out/other/preview/shot-b.jpg"));
     assert!(!plain.keys().any(|k| k.contains("darkroom")), "{plain:#?}");
 
     // By default, every image carries it.
     write(dir.path(), "third.csv", &JOB.replace("run-", "take-"));
-    run(dir.path(), &["run", "third.csv", "--sim", "--budget", "1", "--no-cache"]);
+    run(
+        dir.path(),
+        &["run", "third.csv", "--sim", "--budget", "1", "--no-cache"],
+    );
     let stamped = tags(&dir.path().join("out/third/preview/take-b.jpg"));
     assert_eq!(tag(&stamped, "XMP-darkroom:RowId").as_deref(), Some("take-b"));
 }

@@ -155,7 +155,11 @@ fn swapping_two_prompts_between_ids_leaves_each_file_with_its_own_picture_and_th
         &format!("id,prompt\nsku-a,{kayak}\nsku-b,{bicycle}\n"),
     );
     run();
-    assert_eq!(picture_of(&image("sku-a")), picture[kayak], "sku-a is the kayak now");
+    assert_eq!(
+        picture_of(&image("sku-a")),
+        picture[kayak],
+        "sku-a is the kayak now"
+    );
     assert_eq!(
         picture_of(&image("sku-b")),
         picture[bicycle],

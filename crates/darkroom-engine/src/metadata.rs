@@ -212,12 +212,15 @@ pub fn embed(bytes: &[u8], metadata: Option<&ImageMetadata>) -> Result<Vec<u8>, 
 fn png_embed(png: &mut Png, metadata: Option<&ImageMetadata>) {
     let ours = png.chunks().iter().any(|chunk| {
         text_keyword(chunk).is_some_and(|k| k.starts_with("darkroom:"))
-            || (text_keyword(chunk).as_deref() == Some(XMP_PNG_KEYWORD) && mentions_namespace(chunk.contents()))
+            || (text_keyword(chunk).as_deref() == Some(XMP_PNG_KEYWORD)
+                && mentions_namespace(chunk.contents()))
     });
     // Without metadata, only a file darkroom wrote loses its keywords: a provider's own stay.
     let replace = metadata.is_some() || ours;
     png.chunks_mut().retain(|chunk| match text_keyword(chunk) {
-        Some(keyword) => !(keyword.starts_with("darkroom:") || (replace && PNG_KEYWORDS.contains(&keyword.as_str()))),
+        Some(keyword) => {
+            !(keyword.starts_with("darkroom:") || (replace && PNG_KEYWORDS.contains(&keyword.as_str())))
+        }
         None => true,
     });
     let Some(metadata) = metadata else { return };
@@ -303,7 +306,10 @@ fn mentions_namespace(bytes: &[u8]) -> bool {
 fn xmp_packet(metadata: &ImageMetadata) -> String {
     let mut fields = String::new();
     for (name, value) in metadata.fields() {
-        fields.push_str(&format!("   <darkroom:{name}>{}</darkroom:{name}>\n", xml_text(&value)));
+        fields.push_str(&format!(
+            "   <darkroom:{name}>{}</darkroom:{name}>\n",
+            xml_text(&value)
+        ));
     }
     format!(
         "<?xpacket begin=\"\u{feff}\" id=\"W5M0MpCehiHzreSzNTczkc9d\"?>\n\
@@ -363,7 +369,11 @@ fn parameters(metadata: &ImageMetadata) -> String {
         .into_iter()
         .filter_map(|(field, value)| {
             let label = names.iter().find(|(name, _)| *name == field)?.1;
-            let value = if field == "Version" { metadata.software() } else { value };
+            let value = if field == "Version" {
+                metadata.software()
+            } else {
+                value
+            };
             let needs_quotes = value.contains([',', ':', '"', '\n', '\r']);
             let value = if needs_quotes {
                 serde_json::Value::String(value).to_string()

@@ -120,7 +120,11 @@ fn assert_pictures(h: &Harness, job: &str, by_prompt: &HashMap<String, String>) 
             "{id} ({prompt}) holds another picture"
         );
         assert_eq!(&picture_of(&image(h, job, id)), expected, "{id} ({prompt})");
-        assert_eq!(hash, &hash_of(Path::new(path)), "results.jsonl records {id}'s file");
+        assert_eq!(
+            hash,
+            &hash_of(Path::new(path)),
+            "results.jsonl records {id}'s file"
+        );
         let (m_prompt, m_path, m_hash, _) = &manifest[id];
         assert_eq!(
             (m_prompt, m_path, m_hash),
@@ -195,7 +199,12 @@ async fn prompts_swapped_between_ids_leave_each_id_with_its_own_picture() {
         let kept: Vec<PathBuf> = std::fs::read_dir(&aside)
             .unwrap()
             .map(|e| e.unwrap().path())
-            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(&format!("{id}-")))
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(&format!("{id}-"))
+            })
             .collect();
         assert_eq!(kept.len(), 1, "{kept:?}");
         let kept = &kept[0];

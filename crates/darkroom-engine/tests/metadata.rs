@@ -41,7 +41,12 @@ lamp,Ein Messinglampe im Zürcher Abendlicht,png,1,b
 ";
 
 /// Runs `text` as job `name`'s preview pass to its end and returns results.jsonl by image id.
-async fn run(h: &Harness, name: &str, text: &str, settings: &RunSettings) -> HashMap<String, serde_json::Value> {
+async fn run(
+    h: &Harness,
+    name: &str,
+    text: &str,
+    settings: &RunSettings,
+) -> HashMap<String, serde_json::Value> {
     let file = h.dir.path().join(format!("{name}.csv"));
     std::fs::write(&file, text).unwrap();
     let job = h.load(&file, settings, Money::parse_usd("1").unwrap()).await;
@@ -63,7 +68,9 @@ fn path_of(result: &serde_json::Value) -> PathBuf {
 
 async fn assert_all_intact(h: &Harness, job: &str) {
     let record = h.ledger.job(job).await.unwrap();
-    let report = verify_job(&h.ledger, &record, None, Unverified::Report).await.unwrap();
+    let report = verify_job(&h.ledger, &record, None, Unverified::Report)
+        .await
+        .unwrap();
     assert_eq!((report.checked, report.intact), (3, 3), "{:?}", report.findings);
 }
 
@@ -73,8 +80,18 @@ async fn every_image_a_run_keeps_carries_its_prompt_generation_job_row_pass_and_
     let s = settings(&h, "ads");
     let results = run(&h, "ads", JOB, &s).await;
     let expected = [
-        ("sofa-1", "sofa", "1", "A velvet sofa, café au lait & cream <sunlit>"),
-        ("sofa-2", "sofa", "2", "A velvet sofa, café au lait & cream <sunlit>"),
+        (
+            "sofa-1",
+            "sofa",
+            "1",
+            "A velvet sofa, café au lait & cream <sunlit>",
+        ),
+        (
+            "sofa-2",
+            "sofa",
+            "2",
+            "A velvet sofa, café au lait & cream <sunlit>",
+        ),
         ("lamp", "lamp", "1", "Ein Messinglampe im Zürcher Abendlicht"),
     ];
     for (id, row, variant, prompt) in expected {
@@ -90,9 +107,17 @@ async fn every_image_a_run_keeps_carries_its_prompt_generation_job_row_pass_and_
         assert_eq!(field("RowId").as_deref(), Some(row), "{id}");
         assert_eq!(field("Pass").as_deref(), Some("preview"), "{id}");
         assert_eq!(field("Variant").as_deref(), Some(variant), "{id}");
-        assert_eq!(field("Version").as_deref(), Some(env!("CARGO_PKG_VERSION")), "{id}");
+        assert_eq!(
+            field("Version").as_deref(),
+            Some(env!("CARGO_PKG_VERSION")),
+            "{id}"
+        );
         assert_eq!(field("Source"), None, "{id}: a preview has no source image");
-        assert_eq!(text(&found, "XMP-dc:Description").as_deref(), Some(prompt), "{id}");
+        assert_eq!(
+            text(&found, "XMP-dc:Description").as_deref(),
+            Some(prompt),
+            "{id}"
+        );
         let tool = text(&found, "XMP-xmp:CreatorTool").unwrap();
         assert!(tool.starts_with("darkroom "), "{id}: {tool}");
     }
@@ -100,8 +125,14 @@ async fn every_image_a_run_keeps_carries_its_prompt_generation_job_row_pass_and_
     let lamp = tags(&path_of(&results["lamp"]));
     let parameters = text(&lamp, "PNG:Parameters").unwrap();
     let generation = results["lamp"]["generation_id"].as_str().unwrap();
-    assert!(parameters.starts_with("Ein Messinglampe im Zürcher Abendlicht\n"), "{parameters}");
-    assert!(parameters.contains(&format!("Generation id: {generation}")), "{parameters}");
+    assert!(
+        parameters.starts_with("Ein Messinglampe im Zürcher Abendlicht\n"),
+        "{parameters}"
+    );
+    assert!(
+        parameters.contains(&format!("Generation id: {generation}")),
+        "{parameters}"
+    );
     assert_eq!(
         text(&lamp, "PNG:Description").as_deref(),
         Some("Ein Messinglampe im Zürcher Abendlicht")
@@ -130,7 +161,10 @@ async fn a_cache_copy_in_another_job_carries_its_own_job_and_row_and_its_sources
         let found = tags(&path_of(&second[copy]));
         let field = |name: &str| text(&found, &format!("XMP-darkroom:{name}"));
         assert_eq!(field("Job").as_deref(), Some("summer"), "{copy}");
-        assert_eq!(field("RowId").as_deref(), Some(&copy[..copy.find('-').unwrap_or(copy.len())]));
+        assert_eq!(
+            field("RowId").as_deref(),
+            Some(&copy[..copy.find('-').unwrap_or(copy.len())])
+        );
         assert_eq!(
             field("GenerationId").as_deref(),
             first[source]["generation_id"].as_str(),
@@ -138,7 +172,10 @@ async fn a_cache_copy_in_another_job_carries_its_own_job_and_row_and_its_sources
         );
         // One packet: the source's fields are gone, not beside the copy's.
         let all = format!("{found:?}");
-        assert!(!all.contains("spring"), "{copy} still names the source's job: {all}");
+        assert!(
+            !all.contains("spring"),
+            "{copy} still names the source's job: {all}"
+        );
     }
     // The source is untouched, and both jobs' files are what the ledger recorded.
     assert_eq!(std::fs::read(path_of(&first["sofa-1"])).unwrap(), source_bytes);
@@ -155,7 +192,11 @@ async fn with_metadata_off_images_carry_none_of_darkrooms_not_even_a_cache_sourc
     let renamed = JOB.replace("\nsofa,", "\ncouch,");
     let plain = run(&h, "plain", &renamed, &off).await;
     for (id, cached) in [("couch-1", true), ("lamp", true)] {
-        assert_eq!(plain[id]["status"], if cached { "cached" } else { "done" }, "{id}");
+        assert_eq!(
+            plain[id]["status"],
+            if cached { "cached" } else { "done" },
+            "{id}"
+        );
         let found = tags(&path_of(&plain[id]));
         let darkroom: Vec<&String> = found
             .keys()
@@ -171,7 +212,11 @@ async fn with_metadata_off_images_carry_none_of_darkrooms_not_even_a_cache_sourc
     off.metadata = false;
     let raw = run(&h, "raw", JOB, &off).await;
     let result = &raw["sofa-1"];
-    let generation = h.client.get(result["generation_id"].as_str().unwrap()).await.unwrap();
+    let generation = h
+        .client
+        .get(result["generation_id"].as_str().unwrap())
+        .await
+        .unwrap();
     let served = reqwest::get(generation.image_url().unwrap())
         .await
         .unwrap()

@@ -149,7 +149,10 @@ async fn the_cache_reuses_an_identical_task_from_another_job_at_no_cost() {
             let needle = format!("<darkroom:Job>{job}</darkroom:Job>");
             bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
         };
-        assert!(names(&copy, "two") && !names(&copy, "one"), "{id} carries its own job's fields");
+        assert!(
+            names(&copy, "two") && !names(&copy, "one"),
+            "{id} carries its own job's fields"
+        );
         assert_eq!(
             result["content_hash"],
             blake3::hash(&copy).to_hex().as_str(),

@@ -9,18 +9,7 @@ use darkroom_engine::export::{self, Destination, ExportError};
 use crate::commands::hints;
 use crate::exit::{Exit, Failure};
 
-/// Write a job's deliverable: its images, a manifest of what each file is, and the report.
-///
-/// The images are the job's done finals, or its done previews when it has no final; with --kept,
-/// the previews kept in review's select.csv, each as its done final when it has one. Each image is
-/// checked against the hash the ledger recorded: a missing or changed file refuses the export,
-/// naming its row id, and nothing is written. The deliverable is written under a temporary name and
-/// renamed into place, replacing the previous export whole: the same command again gives the same
-/// files. Needs no key.
-///
-/// Exit codes: 0 written; 1 some image's file is missing or changed (run `darkroom verify JOB`,
-/// then the job's run or promote restores it); 2 bad usage (no such job, no done image, a kept id
-/// that names no preview with an image); 7 the destination could not be written.
+/// The flags of `darkroom export` (its help text is on `Command::Export` in `main.rs`).
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The job's name (as `darkroom status` lists it).
@@ -107,9 +96,9 @@ fn refusal(error: ExportError, args: &Args) -> anyhow::Error {
     let message = error.to_string();
     let situation = hints::db_flag(&args.db);
     match error {
-        ExportError::Selection(_) | ExportError::BadSelection { .. } => {
-            Failure::new(Exit::BadInput, message).with_hint(select_hint(args)).into()
-        }
+        ExportError::Selection(_) | ExportError::BadSelection { .. } => Failure::new(Exit::BadInput, message)
+            .with_hint(select_hint(args))
+            .into(),
         ExportError::Nothing { .. } => Failure::new(Exit::BadInput, message)
             .with_hint(format!(
                 "`darkroom status {}{situation}` shows where the job stands",

@@ -60,8 +60,14 @@ fn a_kept_preview_gives_its_done_final_else_itself_and_bad_ids_are_named() {
         panic!("a bad selection is refused");
     };
     assert_eq!(problems.len(), 2, "{problems:?}");
-    assert!(problems[0].contains("\"rug\"") && problems[0].contains("failed"), "{problems:?}");
-    assert!(problems[1].contains("\"chair\"") && problems[1].contains("no preview"), "{problems:?}");
+    assert!(
+        problems[0].contains("\"rug\"") && problems[0].contains("failed"),
+        "{problems:?}"
+    );
+    assert!(
+        problems[1].contains("\"chair\"") && problems[1].contains("no preview"),
+        "{problems:?}"
+    );
 }
 
 #[test]

@@ -95,7 +95,10 @@ fn a_png_gets_text_chunks_before_iend_and_keeps_its_image_data() {
         "darkroom:Source",
         "darkroom:Version",
     ] {
-        assert!(keywords.contains(&expected), "{expected} missing from {keywords:?}");
+        assert!(
+            keywords.contains(&expected),
+            "{expected} missing from {keywords:?}"
+        );
     }
     let png = Png::from_bytes(Bytes::from(written.clone())).unwrap();
     assert_eq!(&png.chunks().last().unwrap().kind(), b"IEND");
@@ -130,7 +133,10 @@ fn writing_again_replaces_what_darkroom_wrote_instead_of_adding_to_it() {
         );
         assert!(!String::from_utf8_lossy(&second).contains("source-job"));
         // The same fields twice give the same bytes (so the same hash).
-        assert_eq!(embed(&second, Some(&metadata("copy-job", "a prompt"))).unwrap(), second);
+        assert_eq!(
+            embed(&second, Some(&metadata("copy-job", "a prompt"))).unwrap(),
+            second
+        );
     }
 }
 
@@ -142,15 +148,20 @@ fn no_metadata_strips_darkrooms_own_and_leaves_a_providers_untouched() {
         assert_eq!(embed(&original, None).unwrap(), original, "{format:?}");
         let ours = embed(&original, Some(&metadata("job", "a prompt"))).unwrap();
         let stripped = embed(&ours, None).unwrap();
-        assert!(!String::from_utf8_lossy(&stripped).contains("darkroom"), "{format:?}");
+        assert!(
+            !String::from_utf8_lossy(&stripped).contains("darkroom"),
+            "{format:?}"
+        );
         assert_eq!(decoded(&stripped), decoded(&original));
     }
     // A provider's own XMP packet (not darkroom's namespace) is not darkroom's to strip.
     let mut jpeg = Jpeg::from_bytes(Bytes::from(picture(image::ImageFormat::Jpeg))).unwrap();
     let mut theirs = XMP_JPEG_ID.to_vec();
     theirs.extend_from_slice(b"<x:xmpmeta xmlns:x=\"adobe:ns:meta/\"/>");
-    jpeg.segments_mut()
-        .insert(1, JpegSegment::new_with_contents(markers::APP1, Bytes::from(theirs.clone())));
+    jpeg.segments_mut().insert(
+        1,
+        JpegSegment::new_with_contents(markers::APP1, Bytes::from(theirs.clone())),
+    );
     let with_theirs = jpeg.encoder().bytes().to_vec();
     assert_eq!(xmp_segments(&embed(&with_theirs, None).unwrap()), vec![theirs]);
 }

@@ -90,14 +90,9 @@ async fn take_from_cache(shared: &RunContext, task: &TaskRecord) -> Result<bool,
     } else {
         None
     };
-    let Some((source, content)) = crate::content::take_from_cache(
-        &shared.ledger,
-        task.id,
-        &task.fingerprint,
-        &target,
-        metadata,
-    )
-    .await?
+    let Some((source, content)) =
+        crate::content::take_from_cache(&shared.ledger, task.id, &task.fingerprint, &target, metadata)
+            .await?
     else {
         return Ok(false);
     };
