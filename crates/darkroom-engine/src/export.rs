@@ -166,7 +166,8 @@ pub async fn choose(
     Ok(chosen)
 }
 
-/// The kept previews' done finals, else the previews; every id must name a done preview.
+/// The kept previews' done finals (made from them, or made directly under the same id), else the
+/// previews; every id must name a preview, and one without a final must be done.
 fn choose_kept<'a>(
     previews: &'a [TaskRecord],
     finals: &'a [TaskRecord],
@@ -178,6 +179,12 @@ fn choose_kept<'a>(
         .filter(|f| f.state == TaskState::Done)
         .filter_map(|f| f.preview_task_id.map(|p| (p, f)))
         .collect();
+    // A final made directly (`run --pass final`) is its row's final too.
+    let final_by_key: HashMap<&str, &TaskRecord> = finals
+        .iter()
+        .filter(|f| f.state == TaskState::Done && f.preview_task_id.is_none())
+        .map(|f| (f.task_key.as_str(), f))
+        .collect();
     let (mut chosen, mut problems, mut seen) = (Vec::new(), Vec::new(), std::collections::HashSet::new());
     for id in ids {
         if !seen.insert(id.as_str()) {
@@ -185,7 +192,10 @@ fn choose_kept<'a>(
         }
         match by_key.get(id.as_str()) {
             None => problems.push(format!("id {id:?}: no preview of this job has that id")),
-            Some(preview) => match final_of.get(&preview.id) {
+            Some(preview) => match final_of
+                .get(&preview.id)
+                .or_else(|| final_by_key.get(preview.task_key.as_str()))
+            {
                 Some(done_final) => chosen.push(*done_final),
                 None if preview.state == TaskState::Done => chosen.push(*preview),
                 None => problems.push(format!(

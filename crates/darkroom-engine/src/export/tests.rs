@@ -55,6 +55,12 @@ fn a_kept_preview_gives_its_done_final_else_itself_and_bad_ids_are_named() {
     let got: Vec<(i64, &str)> = chosen.iter().map(|t| (t.id, t.pass.as_str())).collect();
     assert_eq!(got, [(2, "preview"), (11, "final")]);
 
+    // A final made directly (no preview link) under a kept preview's id is that row's final, even
+    // when the preview itself has no image.
+    let direct = [task(13, "rug", "final", TaskState::Done, None)];
+    let chosen = choose_kept(&previews, &direct, &["rug".to_string()]).unwrap();
+    assert_eq!(chosen[0].id, 13);
+
     let ids = ["rug".to_string(), "chair".to_string()];
     let Err(ExportError::BadSelection { problems }) = choose_kept(&previews, &finals, &ids) else {
         panic!("a bad selection is refused");
