@@ -101,6 +101,8 @@ pub struct Settings {
     pub retry: Retry,
     pub notify: NotifySettings,
     pub promote: PromoteSettings,
+    /// What goes into the images darkroom writes.
+    pub outputs: OutputSettings,
     /// How the provider is reached (timeouts).
     pub luma: LumaSettings,
     /// Where each price came from (for `darkroom prices`).
@@ -172,6 +174,15 @@ impl Origins {
 pub struct PromoteSettings {
     pub reference: darkroom_engine::promote::PreviewReference,
     pub weight: f64,
+}
+
+/// What goes into the images darkroom writes.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSettings {
+    /// Write darkroom's metadata inside every image (PNG text chunks, JPEG XMP); `--no-metadata`
+    /// turns it off for one command.
+    pub metadata: bool,
 }
 
 /// How Luma's API is reached: a timeout for each kind of call. The key and base URL come from the

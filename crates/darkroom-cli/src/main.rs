@@ -68,6 +68,17 @@ enum Command {
     Promote(commands::promote::Args),
     /// A job's spend, counts, latencies and contact sheet, as text, JSON or one HTML file.
     Report(commands::report::Args),
+    /// Write a job's deliverable (folder or zip): its images, a manifest of each file, the report.
+    ///
+    /// The images are the job's done finals, or its done previews when it has no final; with
+    /// --kept, the previews kept in review's select.csv, each as its done final when it has one.
+    /// Each image is checked against the hash the ledger recorded: a missing or changed file
+    /// refuses the export, naming its row id, and nothing is written. The deliverable is written
+    /// under a temporary name and renamed into place, replacing the previous export whole: the same
+    /// command again gives the same files. Exit codes: 0 written; 1 an image's file is missing or
+    /// changed (`darkroom verify JOB`, then the job's run or promote restores it); 2 bad usage (no
+    /// such job, no done image, a kept id that names no preview with an image).
+    Export(commands::export::Args),
     /// The price table in force, where each price came from, and what the account was observed to
     /// charge; --check observes it with a one-image probe per model.
     Prices(commands::prices::Args),
@@ -99,6 +110,7 @@ fn main() -> ExitCode {
         Command::Review(args) => commands::review::run(cli.config.as_deref(), args),
         Command::Promote(args) => commands::promote::run(cli.config.as_deref(), args),
         Command::Report(args) => commands::report::run(cli.config.as_deref(), args),
+        Command::Export(args) => commands::export::run(cli.config.as_deref(), args),
         Command::Prices(args) => commands::prices::run(cli.config.as_deref(), args),
         Command::Verify(args) => commands::verify::run(cli.config.as_deref(), args),
         Command::Audit(args) => commands::audit::run(cli.config.as_deref(), args),

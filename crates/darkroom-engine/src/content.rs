@@ -8,7 +8,12 @@
 //!   (the link is made before the ledger moves, the ledger moves before the rename) or at a path
 //!   `verify` flags.
 //! - [`take_from_cache`]: a cache hit copies only bytes that hash to the source's recorded hash;
-//!   a missing or changed source is marked damaged (never offered again) and is not a hit.
+//!   a missing or changed source is marked damaged (never offered again) and is not a hit. The
+//!   copy's metadata is then rewritten to its own task's (`metadata::embed`).
+//!
+//! The hash and size recorded for an image are those of the file as written, metadata included:
+//! `verify` and the start-of-run check compare the file with exactly what was written, and a cache
+//! source is checked against its own file's hash before its metadata is replaced in the copy.
 //! - [`check_kept_images`]: at the start of each run, a done task whose file is missing or has the
 //!   wrong size is marked damaged (a `stat` per file, no hashing), so the run restores it; a task
 //!   revived by the job file whose image was kept aside gets it back at its own path.
@@ -23,6 +28,7 @@ use darkroom_ledger::{CachedImage, Damage, ImageContent, JobRecord, KeptImage, L
 use serde::Serialize;
 
 use crate::images::{self, file_content, keep_aside, superseded_path};
+use crate::metadata::ImageMetadata;
 use crate::EngineError;
 
 /// Done tasks read from the ledger at a time by the checks.
@@ -111,11 +117,14 @@ async fn make_room(ledger: &Ledger, task_id: i64, path: &Path) -> Result<(), Eng
 /// recorded, copied to `target`. Sources whose file is missing or changed are marked damaged and
 /// the next one is tried; `None` when no source holds good bytes (the task is generated instead).
 /// Returns the source used and the content written.
+/// The copy carries `metadata` (the task's own fields, with the source's generation id), or, with
+/// `None`, none of darkroom's: never the source's job, row or pass.
 pub(crate) async fn take_from_cache(
     ledger: &Ledger,
     task_id: i64,
     fingerprint: &str,
     target: &Path,
+    metadata: Option<ImageMetadata>,
 ) -> Result<Option<(CachedImage, ImageContent)>, EngineError> {
     // Each turn marks a source damaged or finds it moved: bounded, in case sources keep moving.
     for _ in 0..CACHE_TRIES {
@@ -148,6 +157,11 @@ pub(crate) async fn take_from_cache(
             }
             continue;
         }
+        let metadata = metadata.map(|m| ImageMetadata {
+            generation_id: source.generation_id.clone(),
+            ..m
+        });
+        let bytes = crate::metadata::stamp(bytes, metadata, &target.display().to_string()).await;
         let content = put_image(ledger, task_id, target, bytes).await?;
         return Ok(Some((source, content)));
     }
@@ -439,50 +453,4 @@ async fn blocking<T: Send + 'static>(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn kept(path: &str) -> KeptImage {
-        KeptImage {
-            task_id: 1,
-            job_name: "shop".into(),
-            pass: "preview".into(),
-            task_key: "bike".into(),
-            row_id: "bike".into(),
-            output_path: path.into(),
-            content_hash: None,
-            content_bytes: None,
-            damage: None,
-        }
-    }
-
-    #[test]
-    fn a_recorded_path_is_looked_for_under_another_output_directory_from_job_and_pass_on() {
-        let out = Path::new("/mnt/archive");
-        assert_eq!(
-            rebase(&kept("out/shop/preview/bike.jpg"), out),
-            Path::new("/mnt/archive/shop/preview/bike.jpg")
-        );
-        assert_eq!(
-            rebase(&kept("/old/shop/preview/.superseded/bike-1a2b3c4d.jpg"), out),
-            Path::new("/mnt/archive/shop/preview/.superseded/bike-1a2b3c4d.jpg")
-        );
-        // A directory named like the pass higher up does not confuse it.
-        assert_eq!(
-            rebase(&kept("preview/shop/preview/bike.jpg"), out),
-            Path::new("/mnt/archive/shop/preview/bike.jpg")
-        );
-        assert_eq!(
-            rebase(&kept("elsewhere/bike.jpg"), out),
-            Path::new("elsewhere/bike.jpg")
-        );
-    }
-
-    #[test]
-    fn only_paths_inside_a_superseded_directory_are_kept_aside_ones() {
-        assert!(is_kept_aside(Path::new(
-            "out/j/preview/.superseded/a-12345678.jpg"
-        )));
-        assert!(!is_kept_aside(Path::new("out/j/preview/a.jpg")));
-    }
-}
+mod tests;

@@ -18,11 +18,13 @@ pub mod callbacks;
 mod clock;
 pub mod content;
 pub mod events;
+pub mod export;
 pub mod files;
 pub mod images;
 pub mod limits;
 pub mod load;
 pub mod lock;
+pub mod metadata;
 pub mod notify;
 pub mod outputs;
 pub mod poller;
@@ -74,6 +76,10 @@ pub struct RunSettings {
     pub polls_per_second: u32,
     /// Reuse a verified image with the same fingerprint from any job of this ledger.
     pub use_cache: bool,
+    /// Write darkroom's metadata (prompt, model, provider, generation, job, row, pass, variant,
+    /// source, version) inside every image kept (`metadata`). Off: downloads are kept as the
+    /// provider sent them, and a cache copy loses its source's metadata.
+    pub metadata: bool,
     /// After the first Ctrl-C, how long in-flight generations get to finish and download.
     pub drain_timeout: Duration,
     /// A generation not terminal after this long is abandoned (its charge kept) and retried.
@@ -141,6 +147,7 @@ impl RunSettings {
             latency_photon_flash_1: Duration::from_millis(300),
             polls_per_second: 20,
             use_cache: true,
+            metadata: true,
             drain_timeout: Duration::from_secs(60),
             stuck_after: Duration::from_secs(600),
             give_up_after: limits::DEFAULT_GIVE_UP_AFTER,

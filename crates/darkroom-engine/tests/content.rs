@@ -2,7 +2,9 @@
 //! ledger: prompts swapped between ids, rows inserted above others, cache sources deleted or edited,
 //! `verify` and the start-of-run check finding lost files, and the next run restoring them with the
 //! right bytes without paying twice. The simulator draws the same picture for identical requests and
-//! different pictures for different prompts, so a file's hash says which picture it holds.
+//! different pictures for different prompts, so a file's picture (its bytes without the metadata
+//! darkroom writes into each image, `picture_of`) says which picture it holds, while the hash the
+//! ledger records is of the file as written, metadata included.
 
 #![allow(clippy::unwrap_used)] // In tests a panic is a failure with a backtrace.
 
@@ -45,6 +47,15 @@ async fn run_job(h: &Harness, name: &str, text: &str, settings: &RunSettings) ->
 
 fn hash_of(path: &Path) -> String {
     blake3::hash(&std::fs::read(path).unwrap()).to_hex().to_string()
+}
+
+/// Which picture a file holds: the hash of its bytes with darkroom's metadata taken out (each
+/// copy carries its own task's fields, so whole files of one picture differ).
+fn picture_of(path: &Path) -> String {
+    let bytes = std::fs::read(path).unwrap();
+    let picture = darkroom_engine::metadata::embed(&bytes, None).unwrap();
+    assert_ne!(picture, bytes, "{} carries darkroom's metadata", path.display());
+    blake3::hash(&picture).to_hex().to_string()
 }
 
 fn image(h: &Harness, job: &str, id: &str) -> PathBuf {
@@ -104,26 +115,30 @@ fn assert_pictures(h: &Harness, job: &str, by_prompt: &HashMap<String, String>) 
     for (id, (prompt, hash, path)) in &results {
         let expected = &by_prompt[prompt];
         assert_eq!(
-            &hash_of(Path::new(path)),
+            &picture_of(Path::new(path)),
             expected,
             "{id} ({prompt}) holds another picture"
         );
-        assert_eq!(&hash_of(&image(h, job, id)), expected, "{id} ({prompt})");
-        assert_eq!(hash, expected, "results.jsonl records {id}'s hash");
+        assert_eq!(&picture_of(&image(h, job, id)), expected, "{id} ({prompt})");
+        assert_eq!(
+            hash,
+            &hash_of(Path::new(path)),
+            "results.jsonl records {id}'s file"
+        );
         let (m_prompt, m_path, m_hash, _) = &manifest[id];
         assert_eq!(
             (m_prompt, m_path, m_hash),
-            (prompt, path, expected),
+            (prompt, path, hash),
             "manifest row {id}"
         );
     }
 }
 
-/// Prompt → the hash of the picture a job's results record for it.
+/// Prompt → the picture a job's results point at for it (`picture_of`).
 fn hashes_by_prompt(h: &Harness, job: &str) -> HashMap<String, String> {
     results(h, job)
         .into_values()
-        .map(|(prompt, hash, _)| (prompt, hash))
+        .map(|(prompt, _, path)| (prompt, picture_of(Path::new(&path))))
         .collect()
 }
 
@@ -174,15 +189,31 @@ async fn prompts_swapped_between_ids_leave_each_id_with_its_own_picture() {
         second.counts
     );
     assert_eq!(h.sim.billing().net_micros, billed, "both came from the cache");
-    assert_eq!(hash_of(&image(&h, "skus", "sku-a")), pictures[KAYAK]);
-    assert_eq!(hash_of(&image(&h, "skus", "sku-b")), pictures[BICYCLE]);
+    assert_eq!(picture_of(&image(&h, "skus", "sku-a")), pictures[KAYAK]);
+    assert_eq!(picture_of(&image(&h, "skus", "sku-b")), pictures[BICYCLE]);
     assert_pictures(&h, "skus", &pictures);
     assert_eq!(manifest(&h, "skus")["sku-b"].0, BICYCLE);
     // The superseded tasks' bytes were kept aside, named by content.
     let aside = h.dir.path().join("out/skus/preview/.superseded");
     for (id, prompt) in [("sku-a", BICYCLE), ("sku-b", KAYAK)] {
-        let kept = aside.join(format!("{id}-{}.jpg", &pictures[prompt][..8]));
-        assert_eq!(hash_of(&kept), pictures[prompt], "{}", kept.display());
+        let kept: Vec<PathBuf> = std::fs::read_dir(&aside)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(&format!("{id}-"))
+            })
+            .collect();
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        let kept = &kept[0];
+        assert_eq!(
+            kept.file_name().unwrap().to_string_lossy(),
+            format!("{id}-{}.jpg", &hash_of(kept)[..8]),
+            "named by its content"
+        );
+        assert_eq!(picture_of(kept), pictures[prompt], "{}", kept.display());
     }
 
     // And back again: the first run's tasks are current again, and their kept-aside images are
@@ -257,7 +288,7 @@ async fn a_row_inserted_above_others_without_an_id_column_leaves_each_row_with_i
         ),
         (TENT, BICYCLE, KAYAK)
     );
-    pictures.insert(TENT.to_string(), results["row-2"].1.clone());
+    pictures.insert(TENT.to_string(), picture_of(Path::new(&results["row-2"].2)));
     assert_ne!(pictures[TENT], pictures[BICYCLE]);
     assert_pictures(&h, "lines", &pictures);
     assert_bill_matches(&h).await;
@@ -304,10 +335,14 @@ async fn the_cache_copies_the_recorded_bytes_of_another_job() {
     let two = run_job(&h, "two", &text, &settings(&h, "two")).await;
     assert_eq!((two.counts.done, two.counts.cached), (2, 2));
     assert_pictures(&h, "two", &pictures);
+    // The same picture, each copy with its own job's fields.
     assert_eq!(
-        std::fs::read(image(&h, "two", "boat")).unwrap(),
-        std::fs::read(image(&h, "one", "boat")).unwrap()
+        picture_of(&image(&h, "two", "boat")),
+        picture_of(&image(&h, "one", "boat"))
     );
+    let two_boat = String::from_utf8_lossy(&std::fs::read(image(&h, "two", "boat")).unwrap()).into_owned();
+    assert!(two_boat.contains("<darkroom:Job>two</darkroom:Job>"));
+    assert!(!two_boat.contains("<darkroom:Job>one</darkroom:Job>"));
 }
 
 #[tokio::test]
@@ -325,6 +360,7 @@ async fn verify_finds_a_missing_and_an_edited_file_and_the_next_run_downloads_bo
 
     std::fs::remove_file(image(&h, "shop", "bike")).unwrap();
     let boat = image(&h, "shop", "boat");
+    let boat_as_written = hash_of(&boat);
     let mut bytes = std::fs::read(&boat).unwrap();
     bytes[100] ^= 0xFF;
     std::fs::write(&boat, &bytes).unwrap();
@@ -341,7 +377,7 @@ async fn verify_finds_a_missing_and_an_edited_file_and_the_next_run_downloads_bo
         .collect();
     assert_eq!(problems, [("bike", Problem::Missing), ("boat", Problem::Changed)]);
     let boat_finding = &report.findings[1];
-    assert_eq!(boat_finding.expected.as_ref().unwrap().hash, pictures[KAYAK]);
+    assert_eq!(boat_finding.expected.as_ref().unwrap().hash, boat_as_written);
     assert_eq!(boat_finding.found.as_ref().unwrap().hash, hash_of(&boat));
     assert_eq!(boat_finding.path, boat.display().to_string());
 

@@ -3,7 +3,7 @@
 //! file in a temporary directory with a job loaded as `darkroom run` loads it ([`ledger`],
 //! [`Harness`]), job files ([`jobs`]), a pass's events ([`events`]) and the real binary run with a
 //! clean environment beside a `darkroom sim` process ([`cli`]), and a loaded job for benchmark
-//! programs ([`bench`]).
+//! programs ([`bench`]), and what `exiftool` reads inside an image ([`exiftool`]).
 //!
 //! A dev-only crate (`publish = false`): it is a dev-dependency of the crates whose tests use it and
 //! never a dependency of the binary. Every part is real (a SQLite file, the simulator, the binary);
@@ -15,6 +15,7 @@
 pub mod bench;
 pub mod cli;
 pub mod events;
+pub mod exiftool;
 mod harness;
 pub mod jobs;
 pub mod ledger;

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod completions;
 pub mod config;
 pub mod estimate;
+pub mod export;
 pub mod hints;
 pub mod man;
 pub mod pass;

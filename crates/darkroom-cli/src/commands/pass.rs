@@ -30,6 +30,10 @@ pub struct RunFlags {
     /// Don't reuse images with the same fingerprint from earlier jobs.
     #[arg(long)]
     pub no_cache: bool,
+    /// Keep images as the provider sent them, without darkroom's metadata inside (prompt, model,
+    /// generation id, job, row id, pass, variant, source) [default: config outputs.metadata].
+    #[arg(long)]
+    pub no_metadata: bool,
     /// Print one JSON event per line on stdout instead of a progress bar.
     #[arg(long)]
     pub json: bool,
@@ -93,6 +97,7 @@ pub fn run_settings(
     s.latency_photon_1 = Duration::from_secs_f64(settings.latency.photon_1.max(0.0));
     s.latency_photon_flash_1 = Duration::from_secs_f64(settings.latency.photon_flash_1.max(0.0));
     s.use_cache = !flags.no_cache;
+    s.metadata = settings.outputs.metadata && !flags.no_metadata;
     s.drain_timeout = Duration::from_secs(flags.drain_timeout);
     s.deadline_ms = deadline_ms;
     s

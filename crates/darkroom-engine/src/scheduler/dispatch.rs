@@ -84,8 +84,15 @@ async fn over_budget(shared: &RunContext, task: &TaskRecord) -> Result<(), Engin
 async fn take_from_cache(shared: &RunContext, task: &TaskRecord) -> Result<bool, EngineError> {
     let format = darkroom_jobs::Format::parse(&task.format).unwrap_or_default();
     let target = crate::outputs::image_path(&shared.pass_dir, &task.task_key, format);
+    let metadata = if shared.settings.metadata {
+        let (job, provider) = (&shared.settings.job_name, shared.client.name());
+        Some(crate::metadata::for_task(&shared.ledger, task, job, provider, None).await?)
+    } else {
+        None
+    };
     let Some((source, content)) =
-        crate::content::take_from_cache(&shared.ledger, task.id, &task.fingerprint, &target).await?
+        crate::content::take_from_cache(&shared.ledger, task.id, &task.fingerprint, &target, metadata)
+            .await?
     else {
         return Ok(false);
     };

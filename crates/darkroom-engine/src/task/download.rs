@@ -106,7 +106,7 @@ impl TaskRun {
                 .await
                 .unwrap_or_else(|e| Err(images::VerifyError::Undecodable(e.to_string())));
         match verified {
-            Ok(bytes) => self.store(generation, bytes).await.map(Tried::Next),
+            Ok(bytes) => self.store(generation, upstream_id, bytes).await.map(Tried::Next),
             Err(error @ images::VerifyError::Undecodable(_)) => {
                 tries.missing = 0;
                 tries.undecodable += 1;
@@ -180,27 +180,42 @@ impl TaskRun {
         Ok(Tried::Again)
     }
 
-    /// Writes the verified image to the task's path and records the task done.
-    async fn store(&mut self, generation: i64, bytes: Bytes) -> Result<Step, EngineError> {
+    /// Writes the verified image (with darkroom's metadata, unless turned off) to the task's path
+    /// and records the task done.
+    async fn store(&mut self, generation: i64, upstream_id: &str, bytes: Bytes) -> Result<Step, EngineError> {
         let path = self.output_path();
+        let bytes = Vec::from(bytes);
+        // The generation's own bytes, with darkroom's metadata inside (the pixels untouched): the
+        // ledger records the hash of the file as written.
+        let bytes = if self.shared.settings.metadata {
+            let metadata = crate::metadata::for_task(
+                &self.shared.ledger,
+                &self.task,
+                &self.shared.settings.job_name,
+                self.shared.client.name(),
+                Some(upstream_id),
+            )
+            .await?;
+            crate::metadata::stamp(bytes, Some(metadata), &self.task.task_key).await
+        } else {
+            bytes
+        };
         // Bytes another task still records at this path are moved aside first.
-        let content =
-            match crate::content::put_image(&self.shared.ledger, self.task.id, &path, Vec::from(bytes)).await
-            {
-                Ok(content) => content,
-                Err(error @ EngineError::Output { .. }) => {
-                    // Disk trouble is systemic: stop the run; the task stays downloading and the
-                    // next run downloads it again while its URL is valid. Nothing paid is lost.
-                    self.shared.stop(StopReason::Failed(format!(
-                        "{error}: {}",
-                        std::error::Error::source(&error)
-                            .map(ToString::to_string)
-                            .unwrap_or_default()
-                    )));
-                    return Ok(Step::End);
-                }
-                Err(other) => return Err(other),
-            };
+        let content = match crate::content::put_image(&self.shared.ledger, self.task.id, &path, bytes).await {
+            Ok(content) => content,
+            Err(error @ EngineError::Output { .. }) => {
+                // Disk trouble is systemic: stop the run; the task stays downloading and the
+                // next run downloads it again while its URL is valid. Nothing paid is lost.
+                self.shared.stop(StopReason::Failed(format!(
+                    "{error}: {}",
+                    std::error::Error::source(&error)
+                        .map(ToString::to_string)
+                        .unwrap_or_default()
+                )));
+                return Ok(Step::End);
+            }
+            Err(other) => return Err(other),
+        };
         let path_text = path.display().to_string();
         self.shared
             .ledger

@@ -214,6 +214,17 @@ pub async fn build(ledger: &Ledger, job_id: i64, job: &str) -> Result<JobReport,
     })
 }
 
+impl JobReport {
+    /// Dates the report at the job's last charge or refund instead of now (when it has one), so
+    /// two exports of a job that has not changed meanwhile carry the same report, byte for byte.
+    pub fn pin_to_last_change(&mut self) {
+        let last = self.spend_over_time.last().map(|(ms, _)| *ms);
+        if let Some(at) = last.and_then(chrono::DateTime::<chrono::Utc>::from_timestamp_millis) {
+            self.generated_at = at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        }
+    }
+}
+
 fn latencies(tiles: &[TileRecord]) -> Vec<Latency> {
     let mut by_model: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
     for t in tiles
