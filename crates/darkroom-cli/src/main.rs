@@ -77,7 +77,8 @@ enum Command {
     /// under a temporary name and renamed into place, replacing the previous export whole: the same
     /// command again gives the same files. Exit codes: 0 written; 1 an image's file is missing or
     /// changed (`darkroom verify JOB`, then the job's run or promote restores it); 2 bad usage (no
-    /// such job, no done image, a kept id that names no preview with an image).
+    /// such job, no done image, a kept id that names no preview with an image, a --zip path that is
+    /// a directory or an existing file that is not a zip).
     Export(commands::export::Args),
     /// The price table in force, where each price came from, and what the account was observed to
     /// charge; --check observes it with a one-image probe per model.

@@ -393,3 +393,55 @@ fn no_metadata_and_the_config_key_keep_images_as_the_provider_sent_them() {
     let stamped = tags(&dir.path().join("out/third/preview/take-b.jpg"));
     assert_eq!(tag(&stamped, "XMP-darkroom:RowId").as_deref(), Some("take-b"));
 }
+
+#[test]
+fn zip_onto_a_directory_an_image_or_the_ledger_is_refused_with_exit_2_and_nothing_is_touched() {
+    let dir = tempfile::tempdir().unwrap();
+    previews_and_two_finals(dir.path());
+    std::fs::create_dir(dir.path().join("deliver")).unwrap();
+    std::fs::write(dir.path().join("deliver/keep.txt"), "mine").unwrap();
+    let image = std::fs::read_dir(dir.path().join("out/ads/final"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "jpg" || e == "png"))
+        .unwrap();
+    let image_bytes = std::fs::read(&image).unwrap();
+    let ledger = dir.path().join("darkroom.db");
+    let ledger_bytes = std::fs::read(&ledger).unwrap();
+    for target in [dir.path().join("deliver"), image.clone(), ledger.clone()] {
+        let out = darkroom(dir.path())
+            .args(["export", "ads", "--zip", target.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{target:?}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("--zip"), "{}", text(&out.stderr));
+        assert!(
+            !text(&out.stderr).contains("ledger or the disk failed"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    assert_eq!(
+        std::fs::read(&image).unwrap(),
+        image_bytes,
+        "the image is untouched"
+    );
+    assert_eq!(
+        std::fs::read(&ledger).unwrap(),
+        ledger_bytes,
+        "the ledger is untouched"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("deliver/keep.txt")).unwrap(),
+        "mine"
+    );
+    assert!(
+        temporaries(dir.path()).is_empty(),
+        "{:?}",
+        temporaries(dir.path())
+    );
+    run(dir.path(), &["verify", "ads"]);
+    // An earlier export's zip is still replaced.
+    run(dir.path(), &["export", "ads", "--zip", "ads.zip"]);
+    run(dir.path(), &["export", "ads", "--zip", "ads.zip"]);
+}

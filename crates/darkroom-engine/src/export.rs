@@ -108,6 +108,15 @@ pub enum ExportError {
         /// One line per image, naming its row id, file and what is wrong.
         problems: Vec<String>,
     },
+    /// The zip destination names something an export must not replace: a directory, or an
+    /// existing file that is not a zip (an image, the ledger, a job file). Nothing was written.
+    #[error("--zip {path} {reason}; name a new file or an earlier export's zip")]
+    Destination {
+        /// The path given.
+        path: PathBuf,
+        /// What is there (`is a directory`, `is a file that is not a zip, ...`).
+        reason: String,
+    },
     /// The ledger failed.
     #[error(transparent)]
     Engine(#[from] EngineError),
@@ -216,8 +225,10 @@ fn choose_kept<'a>(
 /// the job's metadata columns, added to the manifest after [`MANIFEST_COLUMNS`].
 ///
 /// # Errors
-/// [`ExportError::Damaged`] when some image's file is missing, unreadable or changed (every one
-/// is listed; nothing is written), [`ExportError::Write`] when the destination can't be written.
+/// [`ExportError::Destination`] when a zip destination is a directory or an existing file that is
+/// not a zip (checked before anything is written), [`ExportError::Damaged`] when some image's file
+/// is missing, unreadable or changed (every one is listed; nothing is written),
+/// [`ExportError::Write`] when the destination can't be written.
 pub async fn write(
     chosen: Vec<Chosen>,
     columns: Vec<String>,
@@ -245,6 +256,9 @@ fn write_blocking(
         path: target.to_path_buf(),
         source,
     };
+    if let Destination::Zip(path) = destination {
+        check_zip_destination(path)?;
+    }
     remove_leftovers(target).map_err(write_error)?;
     let mut sink = Sink::open(destination, job).map_err(write_error)?;
     match fill(&mut sink, chosen, columns, extra) {
@@ -259,6 +273,56 @@ fn write_blocking(
                 Filled::Io(source) => write_error(source),
             })
         }
+    }
+}
+
+/// A zip destination is replaced whole, so it must be new or an earlier zip: a directory, or a
+/// file that is not a zip (a paid image, the ledger, a job file), is refused untouched.
+fn check_zip_destination(path: &Path) -> Result<(), ExportError> {
+    let refuse = |reason: &str| ExportError::Destination {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    };
+    if path.as_os_str().is_empty() || path.file_name().is_none() {
+        return Err(refuse("names no file"));
+    }
+    let metadata = match std::fs::metadata(path) {
+        Ok(metadata) => metadata,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(ExportError::Write {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    if metadata.is_dir() {
+        return Err(refuse("is a directory"));
+    }
+    if !metadata.is_file() {
+        return Err(refuse("is not a regular file"));
+    }
+    let mut head = [0u8; 4];
+    let read = std::fs::File::open(path).and_then(|mut file| {
+        use std::io::Read as _;
+        let mut filled = 0;
+        while filled < head.len() {
+            match file.read(&mut head[filled..])? {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        Ok(filled)
+    });
+    match read {
+        // An empty file holds nothing to lose.
+        Ok(0) => Ok(()),
+        Ok(4) if head == *b"PK\x03\x04" || head == *b"PK\x05\x06" => Ok(()),
+        Ok(_) => Err(refuse("is a file that is not a zip (it would be lost)")),
+        Err(source) => Err(ExportError::Write {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 

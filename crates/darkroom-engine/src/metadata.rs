@@ -331,8 +331,10 @@ fn xmp_packet(metadata: &ImageMetadata) -> String {
     )
 }
 
-/// Text as XML element content: `&`, `<`, `>` escaped; characters XML 1.0 forbids (control
-/// characters other than tab, line feed and carriage return) dropped.
+/// Text as XML element content: `&`, `<`, `>` escaped; a carriage return as `&#xD;` (an XML
+/// parser turns a literal one, or `\r\n`, into `\n`, so the prompt would not read back as sent);
+/// characters XML 1.0 forbids (control characters other than tab, line feed and carriage return,
+/// and U+FFFE, U+FFFF) dropped.
 fn xml_text(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -340,8 +342,9 @@ fn xml_text(text: &str) -> String {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
-            '\t' | '\n' | '\r' => out.push(c),
-            c if c.is_control() => {}
+            '\r' => out.push_str("&#xD;"),
+            '\t' | '\n' => out.push(c),
+            c if c.is_control() || matches!(c, '\u{FFFE}' | '\u{FFFF}') => {}
             c => out.push(c),
         }
     }

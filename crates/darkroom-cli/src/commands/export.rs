@@ -111,6 +111,9 @@ fn refusal(error: ExportError, args: &Args) -> anyhow::Error {
                 args.job
             ))
             .into(),
+        ExportError::Destination { .. } => Failure::new(Exit::BadInput, message)
+            .with_hint("nothing was written or replaced")
+            .into(),
         ExportError::Engine(_) | ExportError::Write { .. } => anyhow::Error::new(error),
     }
 }

@@ -186,3 +186,30 @@ fn bytes_that_are_no_image_are_refused_by_name() {
     let error = embed(b"<html>not an image</html>", None).unwrap_err();
     assert!(error.to_string().contains("not a PNG or JPEG"), "{error}");
 }
+
+/// What an XML processor hands an application for element content: line ends normalized first
+/// (XML 1.0, 2.11: `\r\n` and a lone `\r` become `\n`), then the references this packet uses
+/// replaced.
+fn as_an_xml_reader_sees_it(raw: &str) -> String {
+    raw.replace("\r\n", "\n")
+        .replace('\r', "\n")
+        .replace("&#xD;", "\r")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+#[test]
+fn a_prompt_with_carriage_returns_and_markup_reads_back_from_the_xmp_exactly_as_sent() {
+    let prompt = "line one\r\nline two\rline three\n<b>&amp;</b> ]]> ?> \"quoted\" café 東京";
+    let stamped = embed(&picture(image::ImageFormat::Jpeg), Some(&metadata("ads", prompt))).unwrap();
+    let packet = xmp_segments(&stamped).remove(0);
+    let packet = std::str::from_utf8(&packet[XMP_JPEG_ID.len()..]).unwrap();
+    assert!(
+        !packet.contains('\r'),
+        "a literal carriage return is lost by XML readers"
+    );
+    let start = packet.find("<darkroom:Prompt>").unwrap() + "<darkroom:Prompt>".len();
+    let end = packet.find("</darkroom:Prompt>").unwrap();
+    assert_eq!(as_an_xml_reader_sees_it(&packet[start..end]), prompt);
+}
