@@ -185,12 +185,20 @@ pub async fn open_ledger(db: &Path) -> anyhow::Result<darkroom_ledger::Ledger> {
         .with_context(|| format!("could not open the ledger {}", db.display()))
 }
 
-/// Opens the ledger and finds the named job, or every job when none is named: an unknown job is bad
-/// input (exit 2), a ledger that fails is the ledger's (exit 7).
+/// Opens an existing ledger and finds the named job, or every job when none is named. A ledger
+/// file that does not exist is bad input (exit 2) and is never created: only a run makes one. An
+/// unknown job is bad input too; a ledger that fails is the ledger's (exit 7).
 pub async fn find_jobs(
     db: &Path,
     job: Option<&str>,
 ) -> anyhow::Result<(darkroom_ledger::Ledger, Vec<darkroom_ledger::JobRecord>)> {
+    if !db.exists() {
+        return Err(
+            Failure::new(Exit::BadInput, format!("no ledger at {}", db.display()))
+                .with_hint("run a job first, or point --db at its ledger")
+                .into(),
+        );
+    }
     let ledger = open_ledger(db).await?;
     let jobs = match job {
         Some(name) => match ledger.job(name).await {
