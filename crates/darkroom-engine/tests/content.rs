@@ -14,25 +14,15 @@ use std::time::Duration;
 
 use darkroom_engine::content::{verify_job, Problem, Unverified};
 use darkroom_engine::{Outcome, RunSettings};
-use darkroom_jobs::{Money, Pass};
-use darkroom_sim::SimConfig;
+use darkroom_jobs::Money;
 use darkroom_testkit::Harness;
 
 async fn harness() -> Harness {
-    Harness::start(SimConfig {
-        time_scale: 0.02,
-        creates_per_minute: None,
-        max_concurrent: Some(40),
-        ..SimConfig::default()
-    })
-    .await
+    Harness::fast().await
 }
 
 fn settings(h: &Harness, job: &str) -> RunSettings {
-    let mut s = RunSettings::new(job, Pass::Preview, h.dir.path().join("out"));
-    s.creates_per_minute = None;
-    s.latency_photon_flash_1 = Duration::from_millis(10);
-    s.polls_per_second = 200;
+    let mut s = h.settings(job);
     s.stuck_after = Duration::from_secs(5);
     s
 }

@@ -43,10 +43,7 @@ async fn harness_late_once(faults: Faults, late_commit_delay: Duration) -> Harne
 }
 
 fn settings(h: &Harness, job: &str) -> RunSettings {
-    let mut s = RunSettings::new(job, Pass::Preview, h.dir.path().join("out"));
-    s.creates_per_minute = None;
-    s.latency_photon_flash_1 = Duration::from_millis(10);
-    s.polls_per_second = 200;
+    let mut s = h.settings(job);
     // Hours: a test that finishes at all shows nothing waited for a stuck generation.
     s.stuck_after = Duration::from_secs(4 * 3600);
     s.drain_timeout = Duration::from_secs(10);
@@ -459,6 +456,18 @@ fn adoptions(events: &[darkroom_engine::Event]) -> usize {
         .count()
 }
 
+/// Every one of the job's `tasks` tasks kept its own generation, each accepted create was charged
+/// once, and the ledger equals the simulator's bill.
+async fn assert_one_paid_generation_each(h: &Harness, job: &str, tasks: usize) {
+    assert_eq!(
+        charges(h),
+        tasks,
+        "each accepted create is one task's image, paid once"
+    );
+    assert_eq!(kept_generations(h, job).len(), tasks, "one generation per task");
+    assert_ledger_equals_bill(h).await;
+}
+
 #[tokio::test]
 async fn identical_variants_whose_creates_are_all_lost_are_reconciled_together_each_adopting_a_different_generation(
 ) {
@@ -481,9 +490,7 @@ async fn identical_variants_whose_creates_are_all_lost_are_reconciled_together_e
         "no create was sent again: {outcome:?}"
     );
     assert_eq!(adoptions(&events), 12);
-    assert_eq!(charges(&h), 12, "each create paid once");
-    assert_eq!(kept_generations(&h, "twins").len(), 12);
-    assert_ledger_equals_bill(&h).await;
+    assert_one_paid_generation_each(&h, "twins", 12).await;
 }
 
 #[tokio::test]
@@ -507,9 +514,7 @@ async fn two_identical_variants_whose_creates_time_out_and_commit_late_each_adop
         "{outcome:?}"
     );
     assert_eq!(adoptions(&events), 2);
-    assert_eq!(charges(&h), 2, "each create paid once");
-    assert_eq!(kept_generations(&h, "pair").len(), 2);
-    assert_ledger_equals_bill(&h).await;
+    assert_one_paid_generation_each(&h, "pair", 2).await;
 }
 
 #[tokio::test]
@@ -532,11 +537,5 @@ async fn identical_variants_under_500s_and_lost_answers_get_one_paid_generation_
     let (outcome, events) = h.run_collecting(job, &s).await;
     assert_eq!(outcome.counts.done, 12, "{outcome:?}");
     assert!(adoptions(&events) > 0, "some lost answers were reconciled");
-    assert_eq!(
-        charges(&h),
-        12,
-        "every accepted create is one task's image, paid once"
-    );
-    assert_eq!(kept_generations(&h, "mixed").len(), 12);
-    assert_ledger_equals_bill(&h).await;
+    assert_one_paid_generation_each(&h, "mixed", 12).await;
 }

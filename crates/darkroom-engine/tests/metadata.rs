@@ -7,31 +7,15 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use darkroom_engine::content::{verify_job, Unverified};
 use darkroom_engine::RunSettings;
-use darkroom_jobs::{Money, Pass};
-use darkroom_sim::SimConfig;
+use darkroom_jobs::Money;
 use darkroom_testkit::exiftool::{tags, text};
 use darkroom_testkit::Harness;
 
 async fn harness() -> Harness {
-    Harness::start(SimConfig {
-        time_scale: 0.02,
-        creates_per_minute: None,
-        max_concurrent: Some(40),
-        ..SimConfig::default()
-    })
-    .await
-}
-
-fn settings(h: &Harness, job: &str) -> RunSettings {
-    let mut s = RunSettings::new(job, Pass::Preview, h.dir.path().join("out"));
-    s.creates_per_minute = None;
-    s.latency_photon_flash_1 = Duration::from_millis(10);
-    s.polls_per_second = 200;
-    s
+    Harness::fast().await
 }
 
 const JOB: &str = "\
@@ -77,7 +61,7 @@ async fn assert_all_intact(h: &Harness, job: &str) {
 #[tokio::test]
 async fn every_image_a_run_keeps_carries_its_prompt_generation_job_row_pass_and_variant() {
     let h = harness().await;
-    let s = settings(&h, "ads");
+    let s = h.settings("ads");
     let results = run(&h, "ads", JOB, &s).await;
     let expected = [
         (
@@ -151,11 +135,11 @@ async fn every_image_a_run_keeps_carries_its_prompt_generation_job_row_pass_and_
 #[tokio::test]
 async fn a_cache_copy_in_another_job_carries_its_own_job_and_row_and_its_sources_generation() {
     let h = harness().await;
-    let first = run(&h, "spring", JOB, &settings(&h, "spring")).await;
+    let first = run(&h, "spring", JOB, &h.settings("spring")).await;
     let source_bytes = std::fs::read(path_of(&first["sofa-1"])).unwrap();
     // The same requests under other ids: every image is a cache hit.
     let renamed = JOB.replace("\nsofa,", "\ncouch,").replace("\nlamp,", "\nlight,");
-    let second = run(&h, "summer", &renamed, &settings(&h, "summer")).await;
+    let second = run(&h, "summer", &renamed, &h.settings("summer")).await;
     for (copy, source) in [("couch-1", "sofa-1"), ("couch-2", "sofa-2"), ("light", "lamp")] {
         assert_eq!(second[copy]["status"], "cached", "{copy}");
         let found = tags(&path_of(&second[copy]));
@@ -186,8 +170,8 @@ async fn a_cache_copy_in_another_job_carries_its_own_job_and_row_and_its_sources
 #[tokio::test]
 async fn with_metadata_off_images_carry_none_of_darkrooms_not_even_a_cache_sources() {
     let h = harness().await;
-    run(&h, "spring", JOB, &settings(&h, "spring")).await;
-    let mut off = settings(&h, "plain");
+    run(&h, "spring", JOB, &h.settings("spring")).await;
+    let mut off = h.settings("plain");
     off.metadata = false;
     let renamed = JOB.replace("\nsofa,", "\ncouch,");
     let plain = run(&h, "plain", &renamed, &off).await;
@@ -208,7 +192,7 @@ async fn with_metadata_off_images_carry_none_of_darkrooms_not_even_a_cache_sourc
 
     // A download kept with metadata off is the provider's bytes exactly.
     let h = harness().await;
-    let mut off = settings(&h, "raw");
+    let mut off = h.settings("raw");
     off.metadata = false;
     let raw = run(&h, "raw", JOB, &off).await;
     let result = &raw["sofa-1"];

@@ -42,11 +42,8 @@ fn write_job(dir: &Path, rows: usize) -> std::path::PathBuf {
 }
 
 fn settings(h: &Harness, max_in_flight: u32) -> RunSettings {
-    let mut s = RunSettings::new("vases", Pass::Preview, h.dir.path().join("out"));
-    s.creates_per_minute = None;
+    let mut s = h.settings("vases");
     s.max_in_flight = max_in_flight;
-    s.latency_photon_flash_1 = Duration::from_millis(10);
-    s.polls_per_second = 200;
     s.drain_timeout = Duration::from_secs(10);
     s.balance_every = Duration::from_millis(50);
     s

@@ -40,11 +40,8 @@ fn write_job(dir: &Path, name: &str, rows: usize, variants: u32) -> std::path::P
 }
 
 fn settings(h: &Harness, job: &str) -> RunSettings {
-    let mut s = RunSettings::new(job, Pass::Preview, h.dir.path().join("out"));
-    s.creates_per_minute = None;
-    s.latency_photon_flash_1 = Duration::from_millis(10);
+    let mut s = h.settings(job);
     s.latency_photon_1 = Duration::from_millis(60);
-    s.polls_per_second = 200;
     s.stuck_after = Duration::from_secs(5);
     // The simulator runs 50 times faster than the real API: so does the settlement window.
     s.settle_window = Duration::from_secs(2);

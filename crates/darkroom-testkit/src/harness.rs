@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use darkroom_engine::scheduler::Shutdown;
 use darkroom_engine::{run_pass, Event, Outcome, RunSettings};
-use darkroom_jobs::Money;
+use darkroom_jobs::{Money, Pass};
 use darkroom_ledger::Ledger;
 use darkroom_provider::Provider;
 use darkroom_sim::{SimConfig, SimHandle};
@@ -27,6 +27,29 @@ pub struct Harness {
 }
 
 impl Harness {
+    /// A harness whose simulator runs 50 times faster than the API (`time_scale` 0.02), with no
+    /// create-rate limit and 40 generations in flight at most: what most engine tests run against.
+    pub async fn fast() -> Harness {
+        Harness::start(SimConfig {
+            time_scale: 0.02,
+            creates_per_minute: None,
+            max_concurrent: Some(40),
+            ..SimConfig::default()
+        })
+        .await
+    }
+
+    /// Run settings for a preview pass of `job` writing under this harness's `out/`, paced for the
+    /// fast simulator: no create-rate limit, a 10 ms expected latency for `photon-flash-1`, 200
+    /// status reads a second. Tests change the fields their case is about.
+    pub fn settings(&self, job: &str) -> RunSettings {
+        let mut s = RunSettings::new(job, Pass::Preview, self.dir.path().join("out"));
+        s.creates_per_minute = None;
+        s.latency_photon_flash_1 = Duration::from_millis(10);
+        s.polls_per_second = 200;
+        s
+    }
+
     /// A ledger in a new temporary directory and a simulator with `sim_config`; the client waits
     /// [`crate::sim::REQUEST_TIMEOUT`] for an answer.
     pub async fn start(sim_config: SimConfig) -> Harness {
