@@ -35,13 +35,7 @@ pub struct Args {
 }
 
 pub fn run(_config: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
-    if !args.db.exists() {
-        return Err(
-            Failure::new(Exit::BadInput, format!("no ledger at {}", args.db.display()))
-                .with_hint("run a job first, or point --db at its ledger")
-                .into(),
-        );
-    }
+    crate::commands::require_ledger(&args.db)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use darkroom_jobs::Pass;
 use serde_json::json;
 
-use crate::exit::{Exit, Failure};
+use crate::exit::Exit;
 
 /// Show a job's progress and spend (every job when none is named).
 #[derive(Debug, clap::Args)]
@@ -22,13 +22,7 @@ pub struct Args {
 }
 
 pub fn run(_config: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
-    if !args.db.exists() {
-        return Err(
-            Failure::new(Exit::BadInput, format!("no ledger at {}", args.db.display()))
-                .with_hint("run a job first, or point --db at its ledger")
-                .into(),
-        );
-    }
+    crate::commands::require_ledger(&args.db)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

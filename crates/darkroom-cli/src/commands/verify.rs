@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use darkroom_engine::content::{verify_job, Finding, Problem, Unverified, VerifyReport};
 use serde_json::json;
 
-use crate::exit::{Exit, Failure};
+use crate::exit::Exit;
 
 /// Check every done image's file against the hash the ledger recorded for it.
 ///
@@ -36,13 +36,7 @@ pub struct Args {
 }
 
 pub fn run(_config: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
-    if !args.db.exists() {
-        return Err(
-            Failure::new(Exit::BadInput, format!("no ledger at {}", args.db.display()))
-                .with_hint("run a job first, or point --db at its ledger")
-                .into(),
-        );
-    }
+    crate::commands::require_ledger(&args.db)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
