@@ -444,3 +444,48 @@ fn a_job_file_that_fails_on_its_first_run_leaves_no_job_in_the_ledger() {
         "only the job that loaded: {listed}"
     );
 }
+
+#[test]
+fn every_command_that_reads_a_job_refuses_a_db_that_does_not_exist_with_exit_2_and_creates_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("elsewhere")).unwrap();
+    let db = "elsewhere/typo.db";
+    let commands: &[&[&str]] = &[
+        &["status"],
+        &["status", "shop", "--json"],
+        &["report", "shop"],
+        &["report", "shop", "--json"],
+        &["report", "shop", "--html", "report.html"],
+        &["verify"],
+        &["verify", "shop"],
+        &["export", "shop"],
+        &["export", "shop", "--zip", "shop.zip"],
+        &["audit", "--sim"],
+        &["audit", "shop", "--sim"],
+        &["review", "shop", "--sim", "--port", "0"],
+        &["promote", "shop", "--all", "--sim"],
+    ];
+    for args in commands {
+        let output = darkroom(dir.path())
+            .args(*args)
+            .args(["--db", db])
+            .output()
+            .unwrap();
+        let stderr = text(&output.stderr);
+        assert_eq!(code(&output), 2, "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("no ledger at elsewhere/typo.db"),
+            "{args:?}: {stderr}"
+        );
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("elsewhere"))
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        assert!(
+            left.is_empty(),
+            "{args:?} left {left:?} beside the missing ledger"
+        );
+        assert!(!dir.path().join("report.html").exists(), "{args:?}");
+        assert!(!dir.path().join("shop.zip").exists(), "{args:?}");
+    }
+}

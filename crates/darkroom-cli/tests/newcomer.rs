@@ -342,23 +342,3 @@ fn status_of_a_ledger_with_no_job_yet_says_how_to_make_one() {
         .unwrap();
     assert_eq!(text(&json.stdout).trim(), r#"{"jobs":[]}"#);
 }
-
-#[test]
-fn commands_on_a_ledger_that_does_not_exist_say_so_and_never_create_one() {
-    let dir = tempfile::tempdir().unwrap();
-    for args in [
-        &["status", "--db", "none.db"][..],
-        &["verify", "--db", "none.db"],
-        &["report", "shop", "--db", "none.db"],
-        &["audit", "shop", "--db", "none.db", "--sim"],
-        &["promote", "shop", "--all", "--db", "none.db", "--sim"],
-        &["export", "shop", "--db", "none.db"],
-        &["review", "shop", "--db", "none.db", "--port", "0"],
-    ] {
-        let output = darkroom(dir.path()).args(args).output().unwrap();
-        let said = text(&output.stderr);
-        assert_eq!(code(&output), 2, "{args:?}: {said}");
-        assert!(said.contains("no ledger at none.db"), "{args:?}: {said}");
-        assert!(!dir.path().join("none.db").exists(), "{args:?} made a ledger");
-    }
-}

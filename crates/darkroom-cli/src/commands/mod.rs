@@ -185,20 +185,28 @@ pub async fn open_ledger(db: &Path) -> anyhow::Result<darkroom_ledger::Ledger> {
         .with_context(|| format!("could not open the ledger {}", db.display()))
 }
 
-/// Opens an existing ledger and finds the named job, or every job when none is named. A ledger
-/// file that does not exist is bad input (exit 2) and is never created: only a run makes one. An
-/// unknown job is bad input too; a ledger that fails is the ledger's (exit 7).
+/// Refuses a `--db` that does not exist (exit 2, naming the path) for the commands that read a job
+/// already made: opening it would create an empty ledger (and its lock file) where the user meant
+/// another one. Only `run` (and `prices --check`, which records what it observes) make a ledger.
+pub fn require_ledger(db: &Path) -> anyhow::Result<()> {
+    if db.exists() {
+        return Ok(());
+    }
+    Err(
+        Failure::new(Exit::BadInput, format!("no ledger at {}", db.display()))
+            .with_hint("run a job first, or point --db at its ledger")
+            .into(),
+    )
+}
+
+/// Opens the ledger and finds the named job, or every job when none is named: a missing ledger or
+/// an unknown job is bad input (exit 2), a ledger that fails is the ledger's (exit 7). A missing
+/// ledger is never created.
 pub async fn find_jobs(
     db: &Path,
     job: Option<&str>,
 ) -> anyhow::Result<(darkroom_ledger::Ledger, Vec<darkroom_ledger::JobRecord>)> {
-    if !db.exists() {
-        return Err(
-            Failure::new(Exit::BadInput, format!("no ledger at {}", db.display()))
-                .with_hint("run a job first, or point --db at its ledger")
-                .into(),
-        );
-    }
+    require_ledger(db)?;
     let ledger = open_ledger(db).await?;
     let jobs = match job {
         Some(name) => match ledger.job(name).await {

@@ -78,6 +78,7 @@ pub async fn open_job(db: &Path, job: &str) -> anyhow::Result<(Ledger, i64)> {
 async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
     let options = options(&settings)?;
     let db = args.upstream.db.clone();
+    crate::commands::require_ledger(&db)?;
     let _lock = crate::commands::lock_job(&db, &args.job)?;
     let (ledger, job_id) = open_job(&db, &args.job).await?;
 
