@@ -35,6 +35,8 @@ pub struct Args {
 }
 
 pub fn run(_config: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
+    // Before the job's lock, whose file would otherwise appear beside the missing ledger.
+    crate::commands::require_ledger(&args.db)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
