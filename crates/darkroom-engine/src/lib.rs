@@ -38,6 +38,7 @@ mod run_context;
 pub mod schedule_times;
 pub mod scheduler;
 mod task;
+pub mod trial;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use darkroom_jobs::{Pass, PriceTable, ReadOptions, Report, Routing};
+use darkroom_jobs::{Pass, PriceTable, ReadOptions, Report, Routing, RoutingChoices};
 use darkroom_ledger::{Ledger, NewTask};
 use tokio::sync::mpsc;
 
@@ -84,8 +84,45 @@ pub async fn load_job(
     prices: PriceTable,
     options: ReadOptions,
 ) -> Result<Loaded, LoadError> {
+    let routed = Routed {
+        routing,
+        choices: RoutingChoices::default(),
+    };
+    load_job_routed(ledger, job_id, path, pass, routed, prices, options).await
+}
+
+/// A pass's routing and the choices made after a trial (`RoutingChoices`: finals of a row or a
+/// group made with another model).
+#[derive(Debug, Clone, Default)]
+pub struct Routed {
+    /// Which model each pass uses when a row names none.
+    pub routing: Routing,
+    /// The trial's choices, which win over `routing` for the rows they cover.
+    pub choices: RoutingChoices,
+}
+
+/// [`load_job`] with the choices made after a trial: a row of the final pass with no model of its
+/// own is made with its row's or group's chosen model. The choices are part of the load key, so a
+/// new choice loads the file again (a pending task's model changes; a done one stays as made).
+///
+/// # Errors
+/// As [`load_job`].
+pub async fn load_job_routed(
+    ledger: &Ledger,
+    job_id: i64,
+    path: &Path,
+    pass: Pass,
+    routed: Routed,
+    prices: PriceTable,
+    options: ReadOptions,
+) -> Result<Loaded, LoadError> {
+    let Routed { routing, choices } = routed;
     let fingerprint = fingerprint_of(path).await?;
-    let key = load_key(&fingerprint, pass, &routing, &prices);
+    let mut key = load_key(&fingerprint, pass, &routing, &prices);
+    let digest = choices.digest();
+    if pass == Pass::Final && !digest.is_empty() {
+        key.push_str(&format!(":choices={}", blake3::hash(digest.as_bytes()).to_hex()));
+    }
     let already = ledger
         .pass(job_id, pass)
         .await?
@@ -99,7 +136,7 @@ pub async fn load_job(
     }
 
     let (tx, mut rx) = mpsc::channel::<Vec<NewTask>>(4);
-    let reader = spawn_reader(path, pass, routing, prices, options, tx);
+    let reader = spawn_reader(path, pass, Routed { routing, choices }, prices, options, tx);
 
     let mut loader = ledger.begin_load(job_id, pass).await?;
     let mut load_error = None;
@@ -136,7 +173,7 @@ pub async fn load_job(
 fn spawn_reader(
     path: &Path,
     pass: Pass,
-    routing: Routing,
+    routed: Routed,
     prices: PriceTable,
     options: ReadOptions,
     tx: mpsc::Sender<Vec<NewTask>>,
@@ -145,9 +182,13 @@ fn spawn_reader(
     tokio::task::spawn_blocking(move || {
         let mut page = Vec::with_capacity(PAGE);
         let mut receiver_gone = false;
-        let report = darkroom_jobs::read_job(&path, &options, |row| {
+        let Routed { routing, choices } = routed;
+        let report = darkroom_jobs::read_job(&path, &options, |mut row| {
             if receiver_gone {
                 return;
+            }
+            if row.model.is_none() {
+                row.model = choices.chosen(pass, &row.id, &row.metadata).map(|(model, _)| model);
             }
             for task in darkroom_jobs::expand(&row, pass, &routing) {
                 let price = prices.price(task.model);

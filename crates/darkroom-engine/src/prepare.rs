@@ -8,7 +8,7 @@ use darkroom_jobs::{Money, Pass, PriceTable, ReadOptions, Routing};
 use darkroom_ledger::{Ledger, LedgerError, PassRecord};
 
 use crate::budget::apply_budget;
-use crate::load::{load_job, LoadError, Loaded};
+use crate::load::{load_job_routed, LoadError, Loaded, Routed};
 
 /// A job file to prepare for one pass.
 #[derive(Debug, Clone)]
@@ -42,7 +42,8 @@ pub struct Prepared {
     pub loaded: Loaded,
 }
 
-/// Records the job, applies the budget policy to its pass and loads the file's tasks. A file with
+/// Records the job, applies the budget policy to its pass and loads the file's tasks (the final
+/// pass's rows routed by the choices made after a trial of the job, `Ledger::routing_choices`). A file with
 /// any invalid row loads nothing and spends nothing; on a job's first run it leaves no job in the
 /// ledger either (a file that can't be read, an invalid row, a bad budget).
 ///
@@ -60,16 +61,11 @@ pub async fn prepare_job(ledger: &Ledger, job: JobFile<'_>) -> Result<Prepared, 
     let job_id = ledger.upsert_job(job.name, &file_path, "").await?;
     let prepared = async {
         let pass = apply_budget(ledger, job_id, job.pass, job.budget, job.default_budget).await?;
-        let loaded = load_job(
-            ledger,
-            job_id,
-            job.file,
-            job.pass,
-            job.routing,
-            job.prices,
-            job.read,
-        )
-        .await?;
+        let routed = Routed {
+            routing: job.routing,
+            choices: ledger.routing_choices(job.name).await?,
+        };
+        let loaded = load_job_routed(ledger, job_id, job.file, job.pass, routed, job.prices, job.read).await?;
         Ok(Prepared { job_id, pass, loaded })
     }
     .await;

@@ -6,6 +6,7 @@
 
 #![warn(missing_docs, unreachable_pub, clippy::too_many_lines)]
 
+pub mod choices;
 pub mod csv_reader;
 pub mod estimate;
 mod expand;
@@ -16,6 +17,7 @@ pub mod money;
 mod read;
 pub mod variables;
 
+pub use choices::{ChoiceScope, RoutingChoice, RoutingChoices};
 pub use estimate::{Assumptions, Estimate, EstimateBuilder};
 pub use expand::{expand, fingerprint};
 pub use ids::{check_id, valid_id, IdError, MAX_ID_LEN};

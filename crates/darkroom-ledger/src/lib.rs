@@ -40,6 +40,7 @@ mod review;
 mod states;
 mod stored_values;
 mod tasks;
+mod trials;
 mod views;
 
 #[cfg(test)]
@@ -56,6 +57,7 @@ pub use records::{
     Counts, GenerationRecord, JobRecord, PassRecord, ResultRecord, TaskRecord, TaskRow, TileRecord,
 };
 pub use review::{ModelSpend, NewFinal, SpendPoint};
+pub use trials::TrialRecord;
 pub use states::{Damage, GenerationState, PassStatus, SpendKind, TaskState};
 
 /// The current time as Unix milliseconds.

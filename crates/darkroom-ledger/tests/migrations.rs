@@ -51,6 +51,11 @@ const LANDED: &[(i64, &str, &str)] = &[
         "reference flags",
         "b73bb59412a9e49750b3e44e8954d1ba79f5016c73cb545a004b5d5a9ac59b3c1507662239a9da9f5f20910e02360b43",
     ),
+    (
+        11,
+        "trials",
+        "774ebecd42a1e2b1c5db4101635d16745a543e4cba723cdb027d27aae0148796a617159987fd2fbfd0965e36a887b0f6",
+    ),
 ];
 
 fn hex(bytes: &[u8]) -> String {
