@@ -60,6 +60,15 @@ enum Command {
     Estimate(commands::estimate::Args),
     /// Run a job file's pass: budgeted, rate-limited, resumable (run it again to resume).
     Run(commands::run::Args),
+    /// Make a sample of a job's rows on photon-flash-1 and photon-1 and compare them: cost per
+    /// image, latency, failure and moderation rates, and the whole job's cost under each plan.
+    ///
+    /// The sample is seeded (the same file, --sample and --seed take the same rows) and stratified
+    /// by the group and arm columns when the file has them, else spread over the file. The trial is
+    /// the job JOB-trial in the ledger, under the usual budget: the same command resumes it and
+    /// pays for nothing twice. Judge its pairs with `darkroom review JOB-trial`: the choices route
+    /// the job's later finals (see `darkroom estimate --pass final`).
+    Trial(commands::trial::Args),
     /// Show a job's progress, spend and budget.
     Status(commands::status::Args),
     /// Serve a local contact sheet of a job's previews: choose, export, promote.
@@ -107,6 +116,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => commands::validate::run(cli.config.as_deref(), args),
         Command::Estimate(args) => commands::estimate::run(cli.config.as_deref(), args),
         Command::Run(args) => commands::run::run(cli.config.as_deref(), args),
+        Command::Trial(args) => commands::trial::run(cli.config.as_deref(), args),
         Command::Status(args) => commands::status::run(cli.config.as_deref(), args),
         Command::Review(args) => commands::review::run(cli.config.as_deref(), args),
         Command::Promote(args) => commands::promote::run(cli.config.as_deref(), args),

@@ -17,6 +17,7 @@ pub mod review;
 pub mod run;
 pub mod sim;
 pub mod status;
+pub mod trial;
 pub mod validate;
 pub mod verify;
 
