@@ -1,9 +1,10 @@
 //! `darkroom estimate FILE`: what the job will cost (per model, in total, all-photon-1, and the
 //! preview-then-promote plan) and the shortest time the account limits allow, before spending anything.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use darkroom_jobs::{Assumptions, Estimate, EstimateBuilder, Money, Pass};
+use darkroom_jobs::{Assumptions, Estimate, EstimateBuilder, Model, Money, Pass, RoutingChoices};
 
 use crate::commands::{print_row_errors, PassArg};
 use crate::config;
@@ -26,6 +27,13 @@ pub struct Args {
     /// Print one JSON object with stable names.
     #[arg(long)]
     pub json: bool,
+    /// The ledger holding the choices made after a trial of the job (read only; never created):
+    /// with --pass final, rows judged "Flash is enough" are priced at photon-flash-1.
+    #[arg(long, value_name = "PATH", env = crate::config::env::DB, default_value = "darkroom.db")]
+    pub db: PathBuf,
+    /// The job's name, whose trial choices apply [default: the file's stem].
+    #[arg(long, value_name = "NAME")]
+    pub job: Option<String>,
 }
 
 pub fn run(config_file: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
@@ -41,8 +49,22 @@ pub fn run(config_file: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
     };
     let mut builder = EstimateBuilder::new(settings.prices, budget);
     let routing = settings.routing;
+    let job = crate::commands::job_name_for(args.job.as_deref(), &args.file)?;
+    let choices = trial_choices(&args.db, &job)?;
+    let mut chosen = BTreeMap::<Model, u64>::new();
     let report = darkroom_jobs::read_job(&args.file, &options, |row| {
-        let model = row.model.unwrap_or_else(|| routing.model_for(pass));
+        let choice = row
+            .model
+            .is_none()
+            .then(|| choices.chosen(pass, &row.id, &row.metadata))
+            .flatten();
+        if let Some((model, _)) = choice {
+            *chosen.entry(model).or_default() += u64::from(row.variants);
+        }
+        let model = row
+            .model
+            .or(choice.map(|(model, _)| model))
+            .unwrap_or_else(|| routing.model_for(pass));
         builder.add(model, u64::from(row.variants));
     })
     .map_err(|e| Failure::new(Exit::BadInput, e.to_string()))?;
@@ -70,11 +92,40 @@ pub fn run(config_file: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
     };
     let estimate = builder.finish(pass, assumptions, args.promote_fraction);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&estimate)?);
+        let mut json = serde_json::to_value(&estimate)?;
+        if let Some(object) = json.as_object_mut() {
+            object.insert("routed_by_trial".into(), serde_json::json!(chosen));
+        }
+        println!("{}", serde_json::to_string_pretty(&json)?);
         return Ok(Exit::Done);
     }
     print_estimate(&args.file, pass, &estimate, &assumptions);
+    for (model, images) in &chosen {
+        println!(
+            "  {images} image(s) priced at {model}: chosen after the trial ({}; darkroom review {job}-trial)",
+            if *model == Model::PhotonFlash1 {
+                "Flash is enough"
+            } else {
+                "needs Photon 1"
+            }
+        );
+    }
     Ok(Exit::Done)
+}
+
+/// The routing choices made after a trial of `job`, read from the ledger at `db` when it exists
+/// (none otherwise: an estimate never creates a ledger). A ledger that can't be read exits 7.
+fn trial_choices(db: &Path, job: &str) -> anyhow::Result<RoutingChoices> {
+    if !db.exists() {
+        return Ok(RoutingChoices::default());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let ledger = crate::commands::open_ledger(db).await?;
+        let choices = ledger.routing_choices(job).await;
+        ledger.close().await;
+        Ok(choices?)
+    })
 }
 
 /// The estimate as text on stdout.

@@ -9,6 +9,7 @@
 //! by a path from the request. The writes (export, promotion) are in `promotion`.
 
 mod promotion;
+mod trial;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -148,7 +149,8 @@ pub fn hosts_for(addr: SocketAddr) -> Vec<String> {
 
 /// The review server's routes: `GET /` (the page), `GET /api/state` (the contact sheet as JSON),
 /// `GET /thumb/{pass}/{task key}`, `POST /api/export` and `POST /api/promote` (both need the
-/// token), all behind the host and token guard.
+/// token), and for a trial `GET /trial` (Flash | Photon 1 pairs), `GET /api/trial` and
+/// `POST /api/routing` (needs the token; see `trial`), all behind the host and token guard.
 pub fn router(state: Arc<ReviewState>) -> Router {
     Router::new()
         .route("/", get(page))
@@ -156,6 +158,9 @@ pub fn router(state: Arc<ReviewState>) -> Router {
         .route("/api/export", post(promotion::export))
         .route("/api/promote", post(promotion::start))
         .route("/thumb/{pass}/{key}", get(thumb))
+        .route("/trial", get(trial::page))
+        .route("/api/trial", get(trial::pairs))
+        .route("/api/routing", post(trial::choose))
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
 }
