@@ -188,7 +188,9 @@ fn spawn_reader(
                 return;
             }
             if row.model.is_none() {
-                row.model = choices.chosen(pass, &row.id, &row.metadata).map(|(model, _)| model);
+                row.model = choices
+                    .chosen(pass, &row.id, &row.metadata)
+                    .map(|(model, _)| model);
             }
             for task in darkroom_jobs::expand(&row, pass, &routing) {
                 let price = prices.price(task.model);

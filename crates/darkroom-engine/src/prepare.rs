@@ -65,7 +65,8 @@ pub async fn prepare_job(ledger: &Ledger, job: JobFile<'_>) -> Result<Prepared, 
             routing: job.routing,
             choices: ledger.routing_choices(job.name).await?,
         };
-        let loaded = load_job_routed(ledger, job_id, job.file, job.pass, routed, job.prices, job.read).await?;
+        let loaded =
+            load_job_routed(ledger, job_id, job.file, job.pass, routed, job.prices, job.read).await?;
         Ok(Prepared { job_id, pass, loaded })
     }
     .await;

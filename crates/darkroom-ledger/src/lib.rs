@@ -57,8 +57,8 @@ pub use records::{
     Counts, GenerationRecord, JobRecord, PassRecord, ResultRecord, TaskRecord, TaskRow, TileRecord,
 };
 pub use review::{ModelSpend, NewFinal, SpendPoint};
-pub use trials::TrialRecord;
 pub use states::{Damage, GenerationState, PassStatus, SpendKind, TaskState};
+pub use trials::TrialRecord;
 
 /// The current time as Unix milliseconds.
 pub fn now_ms() -> i64 {

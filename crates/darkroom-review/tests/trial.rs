@@ -36,7 +36,10 @@ async fn run(h: &Harness, job: &str, job_id: i64, pass: Pass) {
     settings.pass = pass;
     settings.latency_photon_1 = Duration::from_millis(20);
     let (outcome, _) = h.run_collecting(job_id, &settings).await;
-    assert_eq!(outcome.counts.done, outcome.counts.total, "{job} {pass}: every image is made");
+    assert_eq!(
+        outcome.counts.done, outcome.counts.total,
+        "{job} {pass}: every image is made"
+    );
 }
 
 /// The job file, and its trial made whole (both passes run) on the simulator.
@@ -88,7 +91,13 @@ fn state(h: &Harness, job_id: i64) -> Arc<ReviewState> {
     ReviewState::new(config, h.ledger.clone(), None, Shutdown::default())
 }
 
-async fn call(review: &Arc<ReviewState>, method: &str, uri: &str, token: Option<&str>, body: &str) -> (StatusCode, Value) {
+async fn call(
+    review: &Arc<ReviewState>,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (StatusCode, Value) {
     let mut request = Request::builder()
         .method(method)
         .uri(uri)
@@ -102,7 +111,9 @@ async fn call(review: &Arc<ReviewState>, method: &str, uri: &str, token: Option<
         .await
         .unwrap();
     let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
     (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }
 
@@ -111,7 +122,12 @@ fn choices(body: &Value) -> Vec<(String, Value)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| (p["row_id"].as_str().unwrap().to_string(), p["choice"]["model"].clone()))
+        .map(|p| {
+            (
+                p["row_id"].as_str().unwrap().to_string(),
+                p["choice"]["model"].clone(),
+            )
+        })
         .collect()
 }
 
@@ -127,7 +143,11 @@ async fn a_trial_is_shown_as_pairs_of_both_models_images_for_each_row() {
     let rows: Vec<&str> = pairs.iter().map(|p| p["row_id"].as_str().unwrap()).collect();
     assert_eq!(rows, ["mug-1", "mug-2", "shoe-1", "shoe-2"]);
     for pair in pairs {
-        assert_eq!((pair["flash"]["done"].clone(), pair["photon"]["done"].clone()), (true.into(), true.into()), "{pair}");
+        assert_eq!(
+            (pair["flash"]["done"].clone(), pair["photon"]["done"].clone()),
+            (true.into(), true.into()),
+            "{pair}"
+        );
         assert!(pair["choice"].is_null(), "nothing judged yet: {pair}");
     }
     // Each side's thumbnail is served from its own pass.
@@ -189,10 +209,17 @@ async fn a_group_judged_flash_is_enough_makes_the_jobs_next_finals_of_that_group
     let finals = h.ledger.tiles(prepared.job_id, Pass::Final).await.unwrap();
     let mut sent = Vec::new();
     for task in &finals {
-        let generation = h.client.get(task.generation_id.as_deref().unwrap()).await.unwrap();
+        let generation = h
+            .client
+            .get(task.generation_id.as_deref().unwrap())
+            .await
+            .unwrap();
         sent.push((task.row_id.as_str(), generation.model.unwrap(), task.price_micros));
     }
-    let (f, p) = (PriceTable::default().photon_flash_1.micros(), PriceTable::default().photon_1.micros());
+    let (f, p) = (
+        PriceTable::default().photon_flash_1.micros(),
+        PriceTable::default().photon_1.micros(),
+    );
     assert_eq!(
         sent,
         [
@@ -202,7 +229,11 @@ async fn a_group_judged_flash_is_enough_makes_the_jobs_next_finals_of_that_group
             ("shoe-2", "photon-1".to_string(), p),
         ]
     );
-    assert_eq!(TRIAL_ROUTING.final_, Model::Photon1, "the trial itself still makes Photon 1");
+    assert_eq!(
+        TRIAL_ROUTING.final_,
+        Model::Photon1,
+        "the trial itself still makes Photon 1"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -211,8 +242,14 @@ async fn a_choice_for_a_row_or_group_the_trial_does_not_hold_or_a_bad_model_is_r
     let (_, trial_id) = trial(&h).await;
     let review = state(&h, trial_id);
     for (body, says) in [
-        (r#"{"scope":"group","key":"tea","model":"photon-1"}"#, "no group \"tea\""),
-        (r#"{"scope":"row","key":"mug-9","model":"photon-1"}"#, "no row \"mug-9\""),
+        (
+            r#"{"scope":"group","key":"tea","model":"photon-1"}"#,
+            "no group \"tea\"",
+        ),
+        (
+            r#"{"scope":"row","key":"mug-9","model":"photon-1"}"#,
+            "no row \"mug-9\"",
+        ),
         (r#"{"scope":"row","key":"mug-1","model":"photon-2"}"#, "photon-2"),
         (r#"{"scope":"arm","key":"A","model":"photon-1"}"#, "scope \"arm\""),
     ] {

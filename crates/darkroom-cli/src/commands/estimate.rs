@@ -119,7 +119,9 @@ fn trial_choices(db: &Path, job: &str) -> anyhow::Result<RoutingChoices> {
     if !db.exists() {
         return Ok(RoutingChoices::default());
     }
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         let ledger = crate::commands::open_ledger(db).await?;
         let choices = ledger.routing_choices(job).await;

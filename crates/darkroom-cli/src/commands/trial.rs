@@ -13,7 +13,9 @@ use darkroom_engine::trial::{self as engine_trial, figures, TrialJob};
 use darkroom_jobs::{Money, Pass};
 
 use crate::commands::pass::{PassRun, RunFlags};
-use crate::commands::{budget_error, connect, hints, job_name_for, lock_job, open_ledger, print_row_errors, Upstream};
+use crate::commands::{
+    budget_error, connect, hints, job_name_for, lock_job, open_ledger, print_row_errors, Upstream,
+};
 use crate::config::{self, Settings};
 use crate::exit::{Exit, Failure};
 
@@ -63,7 +65,8 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
     let job = job_name_for(args.job.as_deref(), &args.file)?;
     let trial_job = engine_trial::trial_name(&job);
     darkroom_jobs::check_id(&trial_job).map_err(|e| {
-        Failure::new(Exit::BadInput, format!("the trial's job name: {e}")).with_hint("use --job with a shorter name")
+        Failure::new(Exit::BadInput, format!("the trial's job name: {e}"))
+            .with_hint("use --job with a shorter name")
     })?;
     let read = darkroom_jobs::ReadOptions {
         default_aspect_ratio: settings.defaults.aspect_ratio,
@@ -189,7 +192,10 @@ async fn run_one(
 
 /// The command that resumes this trial: the same file, sample, seed and job.
 fn resume_command(args: &Args, situation: &str) -> String {
-    let mut command = format!("darkroom trial {}", hints::quoted(&args.file.display().to_string()));
+    let mut command = format!(
+        "darkroom trial {}",
+        hints::quoted(&args.file.display().to_string())
+    );
     command.push_str(&format!(" --sample {} --seed {}", args.sample, args.seed));
     if let Some(job) = &args.job {
         command.push_str(&format!(" --job {}", hints::quoted(job)));

@@ -209,7 +209,8 @@ async fn model_figures(
         blocked: counts.blocked,
         unfinished: counts.pending + counts.in_flight + counts.skipped,
         spent,
-        cost_per_image: (made > 0).then(|| Money::from_micros(spent.micros() / i64::try_from(made).unwrap_or(i64::MAX))),
+        cost_per_image: (made > 0)
+            .then(|| Money::from_micros(spent.micros() / i64::try_from(made).unwrap_or(i64::MAX))),
         table_price: prices.price(model),
         latency_p50_ms: percentile(&latencies, 50),
         latency_p95_ms: percentile(&latencies, 95),
@@ -239,7 +240,11 @@ pub fn percentile(sorted: &[i64], p: u64) -> Option<i64> {
 async fn keep_rate(ledger: &Ledger, job: &str, trial_job_id: i64) -> Result<KeepRate> {
     let choices = ledger.routing_choices(job).await?;
     let rows = ledger.tiles(trial_job_id, Pass::Preview).await?;
-    let judged = judged_pairs(&choices, rows.iter().map(|t| (t.row_id.as_str(), metadata(&t.metadata_json))));
+    let judged = judged_pairs(
+        &choices,
+        rows.iter()
+            .map(|t| (t.row_id.as_str(), metadata(&t.metadata_json))),
+    );
     Ok(match judged {
         (_, 0) => KeepRate {
             kept: ASSUMED_KEEP.0,

@@ -140,7 +140,9 @@ pub(crate) fn pick(keys: &[String], spec: SampleSpec) -> Vec<usize> {
     let mut picked: Vec<usize> = Vec::new();
     for ((key, rows), share) in members.iter().zip(shares) {
         let mut rng = SplitMix64::for_stratum(spec.seed, key);
-        picked.extend(spread(rows.len() as u64, share, &mut rng).map(|i| rows[usize::try_from(i).unwrap_or(0)]));
+        picked.extend(
+            spread(rows.len() as u64, share, &mut rng).map(|i| rows[usize::try_from(i).unwrap_or(0)]),
+        );
     }
     picked.sort_unstable();
     picked
@@ -244,7 +246,11 @@ mod tests {
         let all = keys(&[("group=a", 90), ("group=b", 9), ("group=c", 1)]);
         let picked = pick(&all, SampleSpec { size: 10, seed: 1 });
         let count = |range: std::ops::Range<usize>| picked.iter().filter(|i| range.contains(i)).count();
-        assert_eq!((count(0..90), count(90..99), count(99..100)), (8, 1, 1), "{picked:?}");
+        assert_eq!(
+            (count(0..90), count(90..99), count(99..100)),
+            (8, 1, 1),
+            "{picked:?}"
+        );
     }
 
     #[test]

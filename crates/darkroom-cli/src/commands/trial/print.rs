@@ -31,7 +31,13 @@ pub(super) fn json(figures: &TrialFigures, sample: &Sample, spec: SampleSpec) ->
 }
 
 /// Prints the figures as a table and the projections.
-pub(super) fn text(figures: &TrialFigures, sample: &Sample, spec: SampleSpec, trial_job: &str, situation: &str) {
+pub(super) fn text(
+    figures: &TrialFigures,
+    sample: &Sample,
+    spec: SampleSpec,
+    trial_job: &str,
+    situation: &str,
+) {
     println!(
         "trial of {}: {} row(s) of {} on each model (seed {}, {})",
         figures.job,
@@ -62,7 +68,8 @@ pub(super) fn text(figures: &TrialFigures, sample: &Sample, spec: SampleSpec, tr
 fn print_model(m: &ModelFigures) {
     let money = |v: Option<darkroom_jobs::Money>| v.map_or_else(|| "-".to_string(), |m| m.to_string());
     let rate = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |r| format!("{:.1}%", r * 100.0));
-    let seconds = |v: Option<i64>| v.map_or_else(|| "-".to_string(), |ms| format!("{:.1}s", ms as f64 / 1000.0));
+    let seconds =
+        |v: Option<i64>| v.map_or_else(|| "-".to_string(), |ms| format!("{:.1}s", ms as f64 / 1000.0));
     println!(
         "  {:<15} {:>6} {:>7} {:>8} {:>10} {:>8} {:>8} {:>10}",
         m.model.as_str(),
@@ -76,7 +83,10 @@ fn print_model(m: &ModelFigures) {
             .map_or_else(|| "not kept".to_string(), |r| format!("{:.1}%", r * 100.0)),
     );
     if m.unfinished > 0 {
-        println!("  {:<15} {} not made yet (run the same command again)", "", m.unfinished);
+        println!(
+            "  {:<15} {} not made yet (run the same command again)",
+            "", m.unfinished
+        );
     }
 }
 
