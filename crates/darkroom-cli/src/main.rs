@@ -60,10 +60,13 @@ enum Command {
     Estimate(commands::estimate::Args),
     /// Run a job file's pass: budgeted, rate-limited, resumable (run it again to resume).
     Run(commands::run::Args),
-    /// Make a sample of a job's rows on photon-flash-1 and photon-1 and compare them: cost per
-    /// image, latency, failure and moderation rates, and the whole job's cost under each plan.
+    /// Make a sample of a job's rows with both models and compare cost, speed and reliability.
     ///
-    /// The sample is seeded (the same file, --sample and --seed take the same rows) and stratified
+    /// Each sampled row is made once with photon-flash-1 and once with photon-1; the figures are
+    /// per model (cost per image, latency p50/p95, failure and moderation rates) and the cost of
+    /// the whole job, and of --per-month images, all Flash, all Photon 1, or Flash previews with
+    /// the kept share promoted (the keep rate is measured from the pairs judged in review, or an
+    /// assumed 25% until then, and the output says which). The sample is seeded (the same file, --sample and --seed take the same rows) and stratified
     /// by the group and arm columns when the file has them, else spread over the file. The trial is
     /// the job JOB-trial in the ledger, under the usual budget: the same command resumes it and
     /// pays for nothing twice. Judge its pairs with `darkroom review JOB-trial`: the choices route
