@@ -103,7 +103,8 @@ pub struct Routed {
 
 /// [`load_job`] with the choices made after a trial: a row of the final pass with no model of its
 /// own is made with its row's or group's chosen model. The choices are part of the load key, so a
-/// new choice loads the file again (a pending task's model changes; a done one stays as made).
+/// new choice loads the file again: as when a row's `model` column changes, its task is replaced
+/// (a final already made is superseded and made again with the chosen model).
 ///
 /// # Errors
 /// As [`load_job`].

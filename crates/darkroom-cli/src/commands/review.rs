@@ -92,6 +92,12 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
         shutdown,
     );
     println!("review {}: http://{addr}/", args.job);
+    if let Some(trial) = review.ledger().trial(job_id).await? {
+        eprintln!(
+            "a trial of {}: compare Flash and Photon 1 side by side at http://{addr}/trial",
+            trial.of_job
+        );
+    }
     eprintln!(
         "open it in a browser; Ctrl-C stops the server (a promotion under way stops with it, resumable)"
     );

@@ -76,19 +76,7 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
         size: args.sample,
         seed: args.seed,
     };
-    let drawn = {
-        let (file, read) = (args.file.clone(), read);
-        tokio::task::spawn_blocking(move || sample::draw(&file, &read, spec)).await?
-    };
-    let drawn = drawn.map_err(|e| sample_error(&args.file, e))?;
-    if drawn.capped {
-        eprintln!(
-            "{} has {} row(s), fewer than --sample {}: the trial takes every row",
-            args.file.display(),
-            drawn.job_rows,
-            args.sample
-        );
-    }
+    let drawn = draw(&args.file, read, spec).await?;
 
     let db = args.upstream.db.clone();
     let _lock = lock_job(&db, &trial_job)?;
@@ -147,6 +135,23 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
         print::text(&figures, &drawn, spec, &trial_job, &situation);
     }
     Ok(exit)
+}
+
+/// Draws the sample on a blocking thread; a job smaller than the sample is tried whole, and said so.
+async fn draw(file: &Path, read: darkroom_jobs::ReadOptions, spec: SampleSpec) -> anyhow::Result<Sample> {
+    let owned = file.to_path_buf();
+    let drawn = tokio::task::spawn_blocking(move || sample::draw(&owned, &read, spec))
+        .await?
+        .map_err(|e| sample_error(file, e))?;
+    if drawn.capped {
+        eprintln!(
+            "{} has {} row(s), fewer than --sample {}: the trial takes every row",
+            file.display(),
+            drawn.job_rows,
+            spec.size
+        );
+    }
+    Ok(drawn)
 }
 
 /// Runs one pass of the trial job, as `darkroom run` runs a pass.
