@@ -21,9 +21,11 @@ mod convert;
 mod error;
 mod price;
 mod provider;
+pub mod webhook;
 mod wire;
 
 pub use client::{FalConfig, FalKey};
 pub use error::SetupError;
 pub use price::{FalPrices, PIXELS_PER_MEGAPIXEL};
 pub use provider::FalProvider;
+pub use webhook::{WebhookError, WebhookVerifier};

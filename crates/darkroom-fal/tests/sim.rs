@@ -196,3 +196,47 @@ fn time_ms() -> i64 {
     )
     .unwrap()
 }
+
+#[tokio::test]
+async fn the_simulators_webhook_delivery_verifies_against_its_published_keys_and_a_tampered_one_does_not() {
+    use axum::http::HeaderMap;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(HeaderMap, axum::body::Bytes)>();
+    let receiver = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send((headers, body));
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook?task=t-1", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, receiver).await });
+    let sim = sim(SimConfig::default()).await;
+    let fal = provider(&sim, "fal-test-key-0001");
+    let mut sent = request("photon-flash-1", "A linen sofa", "1:1");
+    sent.callback_url = Some(hook);
+    let id = fal.create(&sent).await.unwrap().id;
+    let (headers, body) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let delivery: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(delivery["request_id"], id.as_str());
+    assert_eq!(delivery["status"], "OK");
+    let verifier = darkroom_fal::WebhookVerifier::fetch(&sim.fal_jwks_url(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    let now = i64::try_from(time_ms() / 1000).unwrap();
+    assert_eq!(verifier.verify(&headers, &body, now), Ok(()));
+    let tampered = String::from_utf8(body.to_vec())
+        .unwrap()
+        .replace("\"OK\"", "\"ERROR\"");
+    assert_eq!(
+        verifier.verify(&headers, tampered.as_bytes(), now),
+        Err(darkroom_fal::WebhookError::BadSignature)
+    );
+    sim.shutdown().await;
+}

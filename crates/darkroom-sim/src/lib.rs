@@ -79,6 +79,12 @@ impl SimHandle {
         format!("http://{}/fal/api/v1", self.addr)
     }
 
+    /// `http://127.0.0.1:PORT/fal/rest/.well-known/jwks.json`: the key the fal account signs its
+    /// webhook deliveries with (fal's is `https://rest.fal.ai/.well-known/jwks.json`).
+    pub fn fal_jwks_url(&self) -> String {
+        format!("http://{}/fal/rest/.well-known/jwks.json", self.addr)
+    }
+
     /// Every charge and refund of the fal account so far (also at `GET /sim/fal/billing`).
     pub fn fal_billing(&self) -> Billing {
         self.sim.fal_billing()

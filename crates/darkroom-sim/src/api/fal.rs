@@ -1,7 +1,8 @@
 //! fal.ai's queue API for Luma Photon, as `providers-api.md` §2 describes it, under `/fal`:
 //! the queue host at `/fal/queue` (submit, status, result), the platform API at `/fal/api/v1`
 //! (the by-endpoint request list, the account's billing), images at `/fal/media`, and
-//! `/sim/fal/billing` for tests to reconcile against.
+//! `/sim/fal/billing` for tests to reconcile against; webhook deliveries are signed with a key
+//! published at `/fal/rest/.well-known/jwks.json` (`fal/webhook.rs`).
 //!
 //! fal is its own account here (its own credit, billing record, counts and random draws), made
 //! of the same generations as the Luma side: the same latencies and fault profile, charged at
@@ -29,6 +30,7 @@ use crate::Sim;
 
 mod list;
 mod submit;
+mod webhook;
 
 /// The owner/app of every Photon request path.
 const APP: &str = "fal-ai/luma-photon";
@@ -49,6 +51,7 @@ pub(super) fn routes() -> Router<Arc<Sim>> {
         .route("/fal/api/v1/models/requests/by-endpoint", get(list::list))
         .route("/fal/api/v1/account/billing", get(list::billing))
         .route("/fal/media/{file}", get(media))
+        .route("/fal/rest/.well-known/jwks.json", get(webhook::jwks))
         .route("/sim/fal/billing", get(sim_billing))
 }
 

@@ -117,7 +117,9 @@ async fn submit(
             None => return error(StatusCode::SERVICE_UNAVAILABLE, "Server shutting down"),
         },
     };
-    let _ = webhook;
+    if let Some(url) = webhook {
+        super::webhook::schedule(sim.clone(), generation.id.clone(), url);
+    }
     let mut answer = urls(sim, &generation.id);
     answer["queue_position"] = json!(0);
     (StatusCode::OK, Json(answer)).into_response()
