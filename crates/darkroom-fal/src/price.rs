@@ -33,6 +33,16 @@ impl Default for FalPrices {
 }
 
 impl FalPrices {
+    /// The same rates as a price table per megapixel, which is how the engine prices a task
+    /// (`PriceTable::price_of`): the same amount as [`FalPrices::price`] for every image.
+    pub fn table(&self) -> darkroom_jobs::PriceTable {
+        darkroom_jobs::PriceTable {
+            photon_1: self.photon_1_per_megapixel,
+            photon_flash_1: self.photon_flash_1_per_megapixel,
+            basis: darkroom_jobs::PriceBasis::PerMegapixel,
+        }
+    }
+
     /// The rate of `model`, micro-dollars per megapixel.
     pub fn per_megapixel(&self, model: Model) -> Money {
         match model {
@@ -97,6 +107,16 @@ mod tests {
             prices.price(Model::Photon1, AspectRatio::Landscape21x9).micros(),
             47_317
         );
+    }
+
+    #[test]
+    fn the_engines_per_megapixel_table_prices_every_image_as_fal_does() {
+        let prices = FalPrices::default();
+        for model in Model::ALL {
+            for ratio in AspectRatio::ALL {
+                assert_eq!(prices.table().price_of(model, ratio), prices.price(model, ratio));
+            }
+        }
     }
 
     #[test]

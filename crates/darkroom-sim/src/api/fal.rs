@@ -53,6 +53,7 @@ pub(super) fn routes() -> Router<Arc<Sim>> {
         .route("/fal/media/{file}", get(media))
         .route("/fal/rest/.well-known/jwks.json", get(webhook::jwks))
         .route("/sim/fal/billing", get(sim_billing))
+        .route("/sim/fal/stats", get(sim_stats))
 }
 
 /// The price of one image at `aspect_ratio` for an endpoint's rate: its pixels in megapixels
@@ -261,4 +262,8 @@ async fn media(State(sim): State<Arc<Sim>>, Path(file): Path<String>) -> Respons
 
 async fn sim_billing(State(sim): State<Arc<Sim>>) -> Response {
     Json(sim.fal_billing()).into_response()
+}
+
+async fn sim_stats(State(sim): State<Arc<Sim>>) -> Response {
+    Json(sim.fal().stats.clone()).into_response()
 }
