@@ -37,6 +37,16 @@ pub mod env {
     pub const API_KEY: &str = "LUMAAI_API_KEY";
     /// The API's base URL, as the official SDKs read it (also `--base-url`), read by clap.
     pub const BASE_URL: &str = "LUMAAI_BASE_URL";
+    /// fal.ai's key (`--provider fal`), as fal's official clients read it. Never printed or stored.
+    pub const FAL_KEY: &str = "FAL_KEY";
+    /// fal.ai's key as an id and a secret (`FAL_KEY_ID:FAL_KEY_SECRET`), when `FAL_KEY` is unset.
+    pub const FAL_KEY_ID: &str = "FAL_KEY_ID";
+    /// See [`FAL_KEY_ID`].
+    pub const FAL_KEY_SECRET: &str = "FAL_KEY_SECRET";
+    /// fal.ai's queue host (default `https://queue.fal.run`).
+    pub const FAL_QUEUE_URL: &str = "DARKROOM_FAL_QUEUE_URL";
+    /// fal.ai's platform API (default `https://api.fal.ai/v1`).
+    pub const FAL_API_URL: &str = "DARKROOM_FAL_API_URL";
     /// The secret notifications are signed with.
     pub const NOTIFY_SECRET: &str = "DARKROOM_NOTIFY_SECRET";
     /// The price table's photon-1 price, USD (`[prices] "photon-1"`).

@@ -194,7 +194,7 @@ fn spawn_reader(
                     .map(|(model, _)| model);
             }
             for task in darkroom_jobs::expand(&row, pass, &routing) {
-                let price = prices.price(task.model);
+                let price = prices.price_of(task.model, task.aspect_ratio);
                 let request_json = create_body_text(&task);
                 page.push(NewTask {
                     task,

@@ -22,5 +22,5 @@ pub use estimate::{Assumptions, Estimate, EstimateBuilder};
 pub use expand::{expand, fingerprint};
 pub use ids::{check_id, valid_id, IdError, MAX_ID_LEN};
 pub use model::{AspectRatio, Format, Metadata, Model, Pass, References, Routing, Row, Task, WeightedUrl};
-pub use money::{Money, MoneyError, PriceTable};
+pub use money::{Money, MoneyError, PriceBasis, PriceTable};
 pub use read::{read_from, read_job, FileError, FileFormat, ReadOptions, Report, RowError, MAX_RECORD_BYTES};

@@ -189,7 +189,20 @@ impl<'de> Deserialize<'de> for Money {
     }
 }
 
-/// The price of one image of each model.
+/// What a [`PriceTable`]'s amounts are the price of.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PriceBasis {
+    /// One image, whatever its size (Luma, Replicate).
+    #[default]
+    PerImage,
+    /// One megapixel (1,000,000 pixels) of output (fal.ai): an image costs its aspect ratio's
+    /// pixel count (`AspectRatio::pixels`) in megapixels times the amount, rounded up to the
+    /// micro-dollar.
+    PerMegapixel,
+}
+
+/// The price of one image (or one megapixel, per `basis`) of each model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PriceTable {
@@ -199,11 +212,45 @@ pub struct PriceTable {
     /// The price of a photon-flash-1 image (`photon-flash-1` in configuration files).
     #[serde(rename = "photon-flash-1")]
     pub photon_flash_1: Money,
+    /// What the two amounts are the price of: an image (the default) or a megapixel.
+    #[serde(default, skip_serializing_if = "is_per_image")]
+    pub basis: PriceBasis,
+}
+
+fn is_per_image(basis: &PriceBasis) -> bool {
+    *basis == PriceBasis::PerImage
 }
 
 impl PriceTable {
-    /// The price of one image of `model`.
+    /// The price of one image of `model`. Per megapixel, that of the largest image any aspect
+    /// ratio makes (21:9 and 9:21, 2.49 MP), so a price per model never understates one.
     pub fn price(&self, model: Model) -> Money {
+        match self.basis {
+            PriceBasis::PerImage => self.rate(model),
+            PriceBasis::PerMegapixel => crate::model::AspectRatio::ALL
+                .into_iter()
+                .map(|ratio| self.price_of(model, ratio))
+                .max()
+                .unwrap_or(Money::ZERO),
+        }
+    }
+
+    /// The price of one image of `model` at `aspect_ratio`: the table's amount per image, or
+    /// its amount per megapixel times the image's megapixels, rounded up to the micro-dollar.
+    pub fn price_of(&self, model: Model, aspect_ratio: crate::model::AspectRatio) -> Money {
+        match self.basis {
+            PriceBasis::PerImage => self.rate(model),
+            PriceBasis::PerMegapixel => {
+                let (width, height) = aspect_ratio.pixels();
+                let pixels = i128::from(width) * i128::from(height);
+                let micros = (pixels * i128::from(self.rate(model).0) + 999_999) / 1_000_000;
+                Money(i64::try_from(micros).unwrap_or(i64::MAX))
+            }
+        }
+    }
+
+    /// The table's amount for `model`, per image or per megapixel as `basis` says.
+    fn rate(&self, model: Model) -> Money {
         match model {
             Model::Photon1 => self.photon_1,
             Model::PhotonFlash1 => self.photon_flash_1,
@@ -217,6 +264,7 @@ impl Default for PriceTable {
         PriceTable {
             photon_1: Money(15_000),
             photon_flash_1: Money(4_000),
+            basis: PriceBasis::PerImage,
         }
     }
 }
@@ -224,6 +272,30 @@ impl Default for PriceTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_per_megapixel_table_prices_an_image_by_its_pixels_rounded_up_and_a_model_by_its_largest() {
+        use crate::model::AspectRatio;
+        let table = PriceTable {
+            photon_1: Money(19_000),
+            photon_flash_1: Money(5_000),
+            basis: PriceBasis::PerMegapixel,
+        };
+        // 1536 × 1536 = 2.359296 MP × $0.019 = $0.044826624 → 44,827 µ$.
+        assert_eq!(table.price_of(Model::Photon1, AspectRatio::Square), Money(44_827));
+        assert_eq!(
+            table.price_of(Model::PhotonFlash1, AspectRatio::Square),
+            Money(11_797)
+        );
+        // 2432 × 1024 = 2.490368 MP, the largest.
+        assert_eq!(table.price(Model::Photon1), Money(47_317));
+        let per_image = PriceTable::default();
+        assert_eq!(
+            per_image.price_of(Model::Photon1, AspectRatio::Landscape21x9),
+            Money(15_000)
+        );
+        assert_eq!(per_image.price(Model::Photon1), Money(15_000));
+    }
 
     #[test]
     fn decimal_text_parses_exactly_to_micro_dollars() {

@@ -5,6 +5,10 @@
 //! modes, plus real images and `/sim/billing` and `/sim/stats` to reconcile against. It defines its own
 //! wire types and shares none with `darkroom-luma`, so a mistake can't hide on both sides.
 //!
+//! It also serves fal.ai's queue API for Photon under `/fal` (`api/fal.rs`), as a second account
+//! with its own credit and bill (`/sim/fal/billing`), priced per megapixel, with the same fault
+//! profile; `SimHandle::fal_queue_url` and `SimHandle::fal_api_url` are its two hosts.
+//!
 //! Connections are served by our own accept loop so a fault can drop one mid-request: "accepted and
 //! charged, then the connection dropped" is a real reset to the client, not an HTTP error.
 
@@ -33,6 +37,9 @@ pub use config::{Faults, RateLimitOnce, RateWindow, RefuseCreates, SimConfig};
 pub use persist::StateError;
 pub use state::{Billing, BillingEntry, Stats, MODERATION_REASONS, RETRYABLE_REASONS};
 
+/// Mixed into the seed of the fal account's draws, so its faults are not the Luma side's.
+const FAL_SEED: u64 = 0x00fa_1fa1;
+
 /// A running simulator.
 #[derive(Debug)]
 pub struct SimHandle {
@@ -60,6 +67,32 @@ impl SimHandle {
     /// directory).
     pub fn stats(&self) -> Stats {
         self.sim.stats()
+    }
+
+    /// `http://127.0.0.1:PORT/fal/queue`: fal's queue host (`https://queue.fal.run`) here.
+    pub fn fal_queue_url(&self) -> String {
+        format!("http://{}/fal/queue", self.addr)
+    }
+
+    /// `http://127.0.0.1:PORT/fal/api/v1`: fal's platform API (`https://api.fal.ai/v1`) here.
+    pub fn fal_api_url(&self) -> String {
+        format!("http://{}/fal/api/v1", self.addr)
+    }
+
+    /// `http://127.0.0.1:PORT/fal/rest/.well-known/jwks.json`: the key the fal account signs its
+    /// webhook deliveries with (fal's is `https://rest.fal.ai/.well-known/jwks.json`).
+    pub fn fal_jwks_url(&self) -> String {
+        format!("http://{}/fal/rest/.well-known/jwks.json", self.addr)
+    }
+
+    /// Every charge and refund of the fal account so far (also at `GET /sim/fal/billing`).
+    pub fn fal_billing(&self) -> Billing {
+        self.sim.fal_billing()
+    }
+
+    /// The fal account's requests, 429s and faults since this simulator started.
+    pub fn fal_stats(&self) -> Stats {
+        self.sim.fal().stats.clone()
     }
 
     /// Stops serving and waits for the server's tasks to end; with a state directory, the
@@ -129,6 +162,10 @@ pub async fn spawn(config: SimConfig) -> Result<SimHandle, SimError> {
     }
     let sim = Arc::new(Sim {
         account: Mutex::new(account),
+        fal: Mutex::new(state::Account::new(
+            &config,
+            rand::rngs::StdRng::seed_from_u64(config.seed ^ FAL_SEED),
+        )),
         images: Mutex::new(ImageCache::default()),
         http: reqwest::Client::new(),
         asset_base: OnceLock::new(),
@@ -230,6 +267,9 @@ async fn serve(listener: TcpListener, app: axum::Router, stop: CancellationToken
 pub(crate) struct Sim {
     pub config: SimConfig,
     account: Mutex<state::Account>,
+    /// The fal.ai account (`api/fal.rs`): its own credit, billing and draws; not kept in a
+    /// state directory.
+    fal: Mutex<state::Account>,
     images: Mutex<ImageCache>,
     pub http: reqwest::Client,
     asset_base: OnceLock<String>,
@@ -264,6 +304,17 @@ impl Sim {
                 tracing::warn!(error = %error, "could not save the simulated account");
             }
         }
+    }
+
+    /// The fal account's lock; never held across an await.
+    pub(crate) fn fal(&self) -> MutexGuard<'_, state::Account> {
+        self.fal.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn fal_billing(&self) -> Billing {
+        let mut account = self.fal();
+        account.settle(tokio::time::Instant::now());
+        account.billing.clone()
     }
 
     pub(crate) fn asset_base(&self) -> String {

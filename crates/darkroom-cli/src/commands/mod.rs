@@ -6,6 +6,7 @@ pub mod completions;
 pub mod config;
 pub mod estimate;
 pub mod export;
+mod fal;
 pub mod hints;
 pub mod man;
 pub mod pass;
@@ -64,6 +65,17 @@ pub struct Upstream {
     /// Its account is kept in .darkroom/sim/ beside the ledger, so commands on one ledger share it.
     #[arg(long)]
     pub sim: bool,
+    /// Who makes the images: luma (Luma's API, LUMAAI_API_KEY) or fal (fal.ai, FAL_KEY; hosts from
+    /// DARKROOM_FAL_QUEUE_URL and DARKROOM_FAL_API_URL, not --base-url; priced per megapixel).
+    #[arg(long, value_enum, default_value_t = ProviderArg::Luma)]
+    pub provider: ProviderArg,
+}
+
+/// The provider `--provider` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProviderArg {
+    Luma,
+    Fal,
 }
 
 /// The provider, and the in-process simulator when `--sim` started one.
@@ -85,22 +97,11 @@ impl Connection {
 /// key from `LUMAAI_API_KEY`, with the timeouts of `[luma]`. darkroom never falls back to the
 /// simulator silently.
 pub async fn connect(upstream: &Upstream, settings: &crate::config::Settings) -> anyhow::Result<Connection> {
+    if upstream.provider == ProviderArg::Fal {
+        return fal::connect(upstream, settings).await;
+    }
     let (base_url, api_key, sim) = if upstream.sim {
-        let state_dir = crate::config::sim_state_dir(&upstream.db);
-        let sim = darkroom_sim::spawn(crate::config::sim_config(&upstream.db)?)
-            .await
-            .map_err(|e| match e {
-                darkroom_sim::SimError::State(darkroom_sim::StateError::Unreadable { .. }) => {
-                    anyhow::Error::new(
-                        Failure::new(Exit::RecordsFailed, e.to_string()).with_hint(format!(
-                            "the simulated account is damaged; delete {} to start a fresh one (the ledger \
-                         is untouched; its simulated generations are forgotten)",
-                            state_dir.display()
-                        )),
-                    )
-                }
-                e => e.into(),
-            })?;
+        let sim = start_sim(upstream).await?;
         eprintln!("simulator: {}", sim.base_url());
         (sim.base_url(), ApiKey::new("simulator".to_string()), Some(sim))
     } else {
@@ -120,6 +121,23 @@ pub async fn connect(upstream: &Upstream, settings: &crate::config::Settings) ->
     };
     let client = provider(base_url, api_key, settings)?;
     Ok(Connection { client, sim })
+}
+
+/// Starts the in-process simulator with the account kept beside the ledger.
+async fn start_sim(upstream: &Upstream) -> anyhow::Result<darkroom_sim::SimHandle> {
+    let state_dir = crate::config::sim_state_dir(&upstream.db);
+    darkroom_sim::spawn(crate::config::sim_config(&upstream.db)?)
+        .await
+        .map_err(|e| match e {
+            darkroom_sim::SimError::State(darkroom_sim::StateError::Unreadable { .. }) => anyhow::Error::new(
+                Failure::new(Exit::RecordsFailed, e.to_string()).with_hint(format!(
+                    "the simulated account is damaged; delete {} to start a fresh one (the ledger \
+                         is untouched; its simulated generations are forgotten)",
+                    state_dir.display()
+                )),
+            ),
+            e => e.into(),
+        })
 }
 
 /// The provider for `base_url` and `api_key`, with the resolved settings' timeouts (`[luma]`) and

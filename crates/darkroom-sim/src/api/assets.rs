@@ -1,7 +1,7 @@
 //! `GET /sim/assets/{id}.{ext}`: a completed generation's picture, or the broken answer its
 //! outcome or a download fault calls for (404, an HTML page, a body cut short).
 
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
@@ -10,19 +10,24 @@ use axum::response::{IntoResponse, Response};
 use tokio::time::Instant;
 
 use super::{counted, error};
-use crate::state::Outcome;
+use crate::state::{Account, Outcome};
 use crate::Sim;
 
 pub(super) async fn asset(State(sim): State<Arc<Sim>>, Path(file): Path<String>) -> Response {
-    let response = asset_inner(&sim, &file).await;
+    let response = serve(&sim, &file, Sim::lock).await;
     counted(&sim, "GET /sim/assets", response)
 }
 
-async fn asset_inner(sim: &Arc<Sim>, file: &str) -> Response {
+/// The picture of the generation `file` names in the account `account` locks (Luma's or fal's).
+pub(super) async fn serve(
+    sim: &Arc<Sim>,
+    file: &str,
+    account: fn(&Sim) -> MutexGuard<'_, Account>,
+) -> Response {
     let id = file.split('.').next().unwrap_or_default();
     let (seed, aspect, format, truncate, fail, outcome) = {
         let now = Instant::now();
-        let mut account = sim.lock();
+        let mut account = account(sim);
         account.settle(now);
         let Some(generation) = account
             .generations

@@ -217,7 +217,7 @@ fn draw_generation(
 }
 
 /// How a generation will end, drawn from the fault rates in a fixed order (so a seed replays it).
-fn draw_outcome(account: &mut Account, faults: &crate::Faults) -> Outcome {
+pub(super) fn draw_outcome(account: &mut Account, faults: &crate::Faults) -> Outcome {
     if account.chance(faults.moderation) {
         account.fault("moderation");
         Outcome::Failed(MODERATION_REASONS[account.rng.gen_range(0..MODERATION_REASONS.len())])

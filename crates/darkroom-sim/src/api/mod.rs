@@ -20,6 +20,7 @@ use crate::Sim;
 
 mod assets;
 mod create;
+mod fal;
 mod validate;
 
 const API: &str = "/dream-machine/v1";
@@ -34,6 +35,7 @@ pub(crate) fn router(sim: Arc<Sim>) -> Router {
         .route("/sim/assets/{file}", get(assets::asset))
         .route("/sim/billing", get(billing))
         .route("/sim/stats", get(stats))
+        .merge(fal::routes())
         .with_state(sim)
 }
 

@@ -1,0 +1,73 @@
+//! `--provider fal`: fal.ai's queue API as the provider, with its key, hosts and per-megapixel
+//! prices. The simulator (`--sim`) serves fal's API too, as an account of its own.
+
+use std::sync::Arc;
+
+use darkroom_fal::{FalConfig, FalKey, FalPrices, FalProvider};
+
+use super::{start_sim, Connection, ProviderArg, Upstream};
+use crate::config::env;
+use crate::exit::{Exit, Failure};
+
+/// `settings` with fal's per-megapixel price table when the run is on fal, so every task is
+/// reserved and charged at what fal bills for its size.
+pub fn priced(mut settings: crate::config::Settings, upstream: &Upstream) -> crate::config::Settings {
+    if upstream.provider == ProviderArg::Fal {
+        settings.prices = FalPrices::default().table();
+    }
+    settings
+}
+
+/// The key from `FAL_KEY`, else `FAL_KEY_ID` and `FAL_KEY_SECRET`, as fal's clients read them.
+fn key() -> Option<FalKey> {
+    let var = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    match (var(env::FAL_KEY), var(env::FAL_KEY_ID), var(env::FAL_KEY_SECRET)) {
+        (Some(key), _, _) => Some(FalKey::new(key)),
+        (None, Some(id), Some(secret)) => Some(FalKey::from_id_and_secret(&id, &secret)),
+        _ => None,
+    }
+}
+
+/// Connects to fal (or the simulator's fal API with `--sim`).
+pub async fn connect(upstream: &Upstream, _settings: &crate::config::Settings) -> anyhow::Result<Connection> {
+    let (config, sim) = if upstream.sim {
+        let sim = start_sim(upstream).await?;
+        eprintln!("simulator: {}", sim.fal_queue_url());
+        let config = FalConfig {
+            queue_url: sim.fal_queue_url(),
+            api_url: sim.fal_api_url(),
+            ..FalConfig::new(FalKey::new("simulator".into()))
+        };
+        (config, Some(sim))
+    } else {
+        let key = key().ok_or_else(|| {
+            Failure::new(Exit::BadInput, "FAL_KEY is not set").with_hint(
+                "export FAL_KEY=... (or FAL_KEY_ID and FAL_KEY_SECRET), or add --sim to run against the \
+                 built-in simulator at no cost",
+            )
+        })?;
+        let mut config = FalConfig::new(key);
+        if let Ok(url) = std::env::var(env::FAL_QUEUE_URL) {
+            config.queue_url = url;
+        }
+        if let Ok(url) = std::env::var(env::FAL_API_URL) {
+            config.api_url = url;
+        }
+        (config, None)
+    };
+    let provider = FalProvider::new(config).map_err(|e| {
+        Failure::new(Exit::BadInput, e.to_string()).with_hint(
+            "DARKROOM_FAL_QUEUE_URL and DARKROOM_FAL_API_URL are fal's hosts, e.g. https://queue.fal.run and \
+             https://api.fal.ai/v1",
+        )
+    })?;
+    Ok(Connection {
+        client: Arc::new(provider),
+        sim,
+    })
+}
