@@ -32,7 +32,7 @@ async fn asset_inner(sim: &Arc<Sim>, file: &str) -> Response {
             return error(StatusCode::NOT_FOUND, "Not found");
         };
         let found = (
-            generation.image_seed,
+            (generation.image_seed, crate::picture::Look::of_request(&generation.echo)),
             generation.aspect_ratio.clone(),
             generation.format.clone(),
             generation.outcome.clone(),
@@ -63,7 +63,7 @@ async fn asset_inner(sim: &Arc<Sim>, file: &str) -> Response {
     if fail {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error");
     }
-    let bytes = sim.image(seed, &aspect, format == "png").await;
+    let bytes = sim.image(seed.0, seed.1, &aspect, format == "png").await;
     let content_type = if format == "png" {
         "image/png"
     } else {
