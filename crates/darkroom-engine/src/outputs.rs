@@ -64,7 +64,9 @@ pub async fn write_outputs(ledger: &Ledger, job_id: i64, job_dir: &Path) -> Resu
         let mut after = 0;
         loop {
             let page = ledger.results(job_id, pass, after, PAGE).await?;
-            let (Some(first), Some(last)) = (page.first(), page.last()) else { break };
+            let (Some(first), Some(last)) = (page.first(), page.last()) else {
+                break;
+            };
             after = last.id;
             let flags = flags_by_task(ledger.qc_flags(job_id, pass, first.id, last.id).await?);
             for record in page {

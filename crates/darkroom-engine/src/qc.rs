@@ -127,7 +127,10 @@ pub fn judge(measured: &Measured, aspect: AspectRatio, bytes: u64, settings: &Qc
             kind: QcKind::SmallFile,
             measured: bytes as f64,
             threshold: settings.min_file_bytes as f64,
-            detail: format!("a file of {bytes} bytes for {}x{}", measured.width, measured.height),
+            detail: format!(
+                "a file of {bytes} bytes for {}x{}",
+                measured.width, measured.height
+            ),
         });
     }
     ImageCheck {

@@ -46,7 +46,10 @@ async fn flags(h: &Harness, job: i64) -> BTreeMap<String, Vec<QcKind>> {
         .collect();
     let mut found: BTreeMap<String, Vec<QcKind>> = BTreeMap::new();
     for flag in h.ledger.qc_flags(job, Pass::Preview, 0, i64::MAX).await.unwrap() {
-        found.entry(keys[&flag.task_id].clone()).or_default().push(flag.kind);
+        found
+            .entry(keys[&flag.task_id].clone())
+            .or_default()
+            .push(flag.kind);
     }
     found
 }
@@ -87,7 +90,12 @@ async fn each_kind_of_bad_image_the_simulator_makes_is_flagged_and_nothing_else_
     let counts = h.ledger.qc_counts(job, Pass::Preview).await.unwrap();
     assert_eq!((counts.checked, counts.flagged), (8, 5), "{counts:?}");
     assert_eq!(
-        (counts.blank, counts.dimensions, counts.duplicate, counts.small_file),
+        (
+            counts.blank,
+            counts.dimensions,
+            counts.duplicate,
+            counts.small_file
+        ),
         (1, 2, 1, 1)
     );
 }
@@ -165,7 +173,11 @@ async fn flags_survive_a_resumed_run_and_no_image_is_measured_twice() {
     let downloaded = downloads(&h);
     let (outcome, _) = h.run_collecting(job, &settings).await;
     assert_eq!(outcome.counts.done, 8);
-    assert_eq!(downloads(&h), downloaded, "nothing downloaded (or measured) again");
+    assert_eq!(
+        downloads(&h),
+        downloaded,
+        "nothing downloaded (or measured) again"
+    );
     assert_eq!(flags(&h, job).await, before);
 }
 

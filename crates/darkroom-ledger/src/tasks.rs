@@ -226,12 +226,11 @@ pub(crate) async fn mark_done(
     content: &ImageContent,
 ) -> Result<i64> {
     let now = now_ms();
-    let (task_id, upstream_id): (i64, Option<String>) = sqlx::query_as(
-        "UPDATE generations SET state = 'kept' WHERE id = ?1 RETURNING task_id, upstream_id",
-    )
-    .bind(generation)
-    .fetch_one(&mut *tx)
-    .await?;
+    let (task_id, upstream_id): (i64, Option<String>) =
+        sqlx::query_as("UPDATE generations SET state = 'kept' WHERE id = ?1 RETURNING task_id, upstream_id")
+            .bind(generation)
+            .fetch_one(&mut *tx)
+            .await?;
     sqlx::query(
         "UPDATE tasks SET state = 'done', reason = NULL, output_path = ?2, generation_id = ?3, finished_at = ?4,
                 latency_ms = ?4 - first_sent_at, content_hash = ?5, content_bytes = ?6, damage = NULL

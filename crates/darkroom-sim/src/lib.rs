@@ -281,7 +281,13 @@ impl Sim {
     }
 
     /// The picture for a generation, rendered once on the blocking pool and kept (bounded).
-    pub(crate) async fn image(&self, seed: [u8; 32], look: picture::Look, aspect_ratio: &str, png: bool) -> Bytes {
+    pub(crate) async fn image(
+        &self,
+        seed: [u8; 32],
+        look: picture::Look,
+        aspect_ratio: &str,
+        png: bool,
+    ) -> Bytes {
         let key = (seed, png, aspect_ratio.to_string(), look);
         if let Some(bytes) = self.images.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
             return bytes;

@@ -42,7 +42,10 @@ pub enum Look {
 impl Look {
     /// The look a generation's request (its echo, with `prompt`) asks for; `Normal` when none.
     pub fn of_request(request: &serde_json::Value) -> Look {
-        let prompt = request.get("prompt").and_then(serde_json::Value::as_str).unwrap_or("");
+        let prompt = request
+            .get("prompt")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("");
         if prompt.contains("[sim:blank]") {
             Look::Blank
         } else if prompt.contains("[sim:off-aspect]") {
@@ -230,7 +233,10 @@ mod tests {
         let request = |prompt: &str| serde_json::json!({ "prompt": prompt });
         assert_eq!(Look::of_request(&request("a boat")), Look::Normal);
         assert_eq!(Look::of_request(&request("a boat [sim:blank]")), Look::Blank);
-        assert_eq!(Look::of_request(&request("[sim:off-aspect] a boat")), Look::OffAspect);
+        assert_eq!(
+            Look::of_request(&request("[sim:off-aspect] a boat")),
+            Look::OffAspect
+        );
         assert_eq!(Look::of_request(&request("a boat [sim:tiny]")), Look::Tiny);
         assert!(Look::asked_duplicate(&request("a boat [sim:duplicate]")));
         assert!(!Look::asked_duplicate(&request("a boat")));
@@ -240,7 +246,9 @@ mod tests {
             .unwrap()
             .to_rgb8();
         let first = *blank.get_pixel(0, 0);
-        assert!(blank.pixels().all(|p| p.0.iter().zip(first.0).all(|(a, b)| a.abs_diff(b) <= 2)));
+        assert!(blank
+            .pixels()
+            .all(|p| p.0.iter().zip(first.0).all(|(a, b)| a.abs_diff(b) <= 2)));
         // Off the aspect ratio: one 8-pixel block more on the short side.
         for aspect in ["1:1", "16:9", "9:16", "4:3", "3:4", "21:9", "9:21"] {
             let (w, h) = size_for(aspect);

@@ -1,5 +1,7 @@
 //! Unit tests of the measurements and the rules, on images drawn here.
 
+#![allow(clippy::cast_possible_truncation)] // Test pictures: coordinates folded into bytes on purpose.
+
 use darkroom_jobs::AspectRatio;
 use darkroom_ledger::{CheckedSibling, QcKind};
 
@@ -28,9 +30,14 @@ fn a_flat_image_is_blank_and_a_busy_one_is_not() {
     assert_eq!(kinds(&check), vec![QcKind::Blank]);
     assert!(check.flags[0].detail.contains("flat colour"));
 
-    let busy = measure(&jpeg(512, 288, |x, y| [(x % 256) as u8, (y % 256) as u8, ((x * y) % 251) as u8])).unwrap();
+    let busy = measure(&jpeg(512, 288, |x, y| {
+        [(x % 256) as u8, (y % 256) as u8, ((x * y) % 251) as u8]
+    }))
+    .unwrap();
     assert!(busy.spread > 20.0, "{busy:?}");
-    assert!(judge(&busy, AspectRatio::Landscape16x9, 1_000_000, &settings).flags.is_empty());
+    assert!(judge(&busy, AspectRatio::Landscape16x9, 1_000_000, &settings)
+        .flags
+        .is_empty());
 }
 
 #[test]
@@ -38,12 +45,18 @@ fn a_shape_off_the_aspect_ratio_is_flagged_with_how_far_off_it_is() {
     let settings = QcSettings::default();
     let busy = |x: u32, y: u32| [(x % 256) as u8, (y % 256) as u8, 7];
     let right = measure(&jpeg(2048, 1152, busy)).unwrap();
-    assert!(judge(&right, AspectRatio::Landscape16x9, 1_000_000, &settings).flags.is_empty());
+    assert!(judge(&right, AspectRatio::Landscape16x9, 1_000_000, &settings)
+        .flags
+        .is_empty());
     let off = measure(&jpeg(2048, 1160, busy)).unwrap();
     let check = judge(&off, AspectRatio::Landscape16x9, 1_000_000, &settings);
     assert_eq!(kinds(&check), vec![QcKind::Dimensions]);
     assert!((check.flags[0].measured - 0.69).abs() < 0.01, "{:?}", check.flags);
-    assert!(check.flags[0].detail.contains("2048x1160"), "{}", check.flags[0].detail);
+    assert!(
+        check.flags[0].detail.contains("2048x1160"),
+        "{}",
+        check.flags[0].detail
+    );
 }
 
 #[test]
@@ -68,14 +81,24 @@ fn a_file_under_the_minimum_size_is_small() {
 #[test]
 fn the_same_picture_hashes_alike_and_a_different_one_does_not() {
     let a = |x: u32, y: u32| [(x % 256) as u8, (y % 256) as u8, ((x + y) % 256) as u8];
-    let b = |x: u32, y: u32| if (x / 64 + y / 64) % 2 == 0 { [250, 250, 250] } else { [5, 5, 5] };
+    let b = |x: u32, y: u32| {
+        if (x / 64 + y / 64) % 2 == 0 {
+            [250, 250, 250]
+        } else {
+            [5, 5, 5]
+        }
+    };
     let first = measure(&jpeg(512, 288, a)).unwrap();
     let again = measure(&jpeg(512, 288, a)).unwrap();
     let other = measure(&jpeg(512, 288, b)).unwrap();
     assert_eq!(first.perceptual_hash.len(), 16);
     assert_eq!(distance(&first.perceptual_hash, &again.perceptual_hash), Some(0));
     assert!(distance(&first.perceptual_hash, &other.perceptual_hash).unwrap() > 10);
-    assert_eq!(distance("00ff", "0f"), None, "hashes of other lengths are never compared");
+    assert_eq!(
+        distance("00ff", "0f"),
+        None,
+        "hashes of other lengths are never compared"
+    );
 }
 
 #[test]

@@ -9,10 +9,10 @@ use bytes::Bytes;
 use darkroom_provider::GenerationState;
 
 use super::{Step, TaskRun};
-use crate::{images, qc};
 use crate::retry::{classify, Decision};
 use crate::run_context::StopReason;
 use crate::EngineError;
+use crate::{images, qc};
 
 /// Whole answers in a row that cannot become an image (a 404 even at a fresh URL, a body that is not
 /// an image) after which a completed generation counts as unusable.
@@ -107,8 +107,10 @@ impl TaskRun {
         let verified = tokio::task::spawn_blocking(move || {
             images::verify(&bytes, format, aspect)?;
             let measured = check.then(|| qc::measure(&bytes)).and_then(|m| {
-                m.map_err(|e| tracing::warn!(task, error = %e, "the image's pixels do not decode; kept unchecked"))
-                    .ok()
+                m.map_err(
+                    |e| tracing::warn!(task, error = %e, "the image's pixels do not decode; kept unchecked"),
+                )
+                .ok()
             });
             Ok((bytes, measured))
         })
@@ -248,7 +250,13 @@ impl TaskRun {
                 };
                 self.shared
                     .ledger
-                    .record_done_checked(generation, &path_text, &content, &check, qc::duplicate_rule(own, settings))
+                    .record_done_checked(
+                        generation,
+                        &path_text,
+                        &content,
+                        &check,
+                        qc::duplicate_rule(own, settings),
+                    )
                     .await?;
             }
             None => {

@@ -32,7 +32,10 @@ async fn asset_inner(sim: &Arc<Sim>, file: &str) -> Response {
             return error(StatusCode::NOT_FOUND, "Not found");
         };
         let found = (
-            (generation.image_seed, crate::picture::Look::of_request(&generation.echo)),
+            (
+                generation.image_seed,
+                crate::picture::Look::of_request(&generation.echo),
+            ),
             generation.aspect_ratio.clone(),
             generation.format.clone(),
             generation.outcome.clone(),
