@@ -82,7 +82,7 @@ fn a_file_under_the_minimum_size_is_small() {
 fn the_same_picture_hashes_alike_and_a_different_one_does_not() {
     let a = |x: u32, y: u32| [(x % 256) as u8, (y % 256) as u8, ((x + y) % 256) as u8];
     let b = |x: u32, y: u32| {
-        if (x / 64 + y / 64) % 2 == 0 {
+        if (x / 64 + y / 64).is_multiple_of(2) {
             [250, 250, 250]
         } else {
             [5, 5, 5]

@@ -126,7 +126,7 @@ pub(crate) fn build(previews: &[TileRecord], finals: &[TileRecord], flags: &[Sto
             })
             .collect();
         // The highest rank first; file order among equals (the sort is stable).
-        found.sort_by(|a, b| b.0.cmp(&a.0));
+        found.sort_by_key(|f| std::cmp::Reverse(f.0));
         let total = found.len();
         (
             found.into_iter().take(MAX_LISTED).map(|(_, r)| r).collect(),
