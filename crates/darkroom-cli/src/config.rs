@@ -11,6 +11,9 @@ use serde::Deserialize;
 
 use crate::exit::{Exit, Failure};
 
+mod qc;
+pub use qc::QcConfig;
+
 /// The built-in defaults, embedded so an installed binary works anywhere.
 pub const DEFAULT_CONFIG: &str = include_str!("../../../config/default.toml");
 
@@ -115,6 +118,8 @@ pub struct Settings {
     pub outputs: OutputSettings,
     /// How the provider is reached (timeouts).
     pub luma: LumaSettings,
+    /// The quality checks of kept images and their thresholds.
+    pub qc: QcConfig,
     /// Where each price came from (for `darkroom prices`).
     #[serde(skip)]
     pub price_sources: PriceSources,
@@ -337,6 +342,7 @@ pub fn sim_state_dir(db: &std::path::Path) -> std::path::PathBuf {
 pub fn sim_config(db: &std::path::Path) -> anyhow::Result<darkroom_sim::SimConfig> {
     let mut config = darkroom_sim::SimConfig {
         state_dir: Some(sim_state_dir(db)),
+        distinct_pictures: true,
         ..darkroom_sim::SimConfig::default()
     };
     for (variable, slot) in [

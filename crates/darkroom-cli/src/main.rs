@@ -78,7 +78,8 @@ enum Command {
     Review(commands::review::Args),
     /// Make finals with photon-1 from chosen previews (the same command again resumes them).
     Promote(commands::promote::Args),
-    /// A job's spend, counts, latencies and contact sheet, as text, JSON or one HTML file.
+    /// A job's spend, counts, latencies, quality flags, prompts that need work and contact sheet,
+    /// as text, JSON or one HTML file.
     Report(commands::report::Args),
     /// Write a job's deliverable (folder or zip): its images, a manifest of each file, the report.
     ///

@@ -31,7 +31,7 @@ mod sink;
 use sink::{remove_leftovers, Sink};
 
 /// The manifest's fixed columns, before the job's own metadata columns.
-pub const MANIFEST_COLUMNS: [&str; 11] = [
+pub const MANIFEST_COLUMNS: [&str; 12] = [
     "file",
     "row_id",
     "pass",
@@ -43,6 +43,7 @@ pub const MANIFEST_COLUMNS: [&str; 11] = [
     "source_generation_id",
     "bytes",
     "blake3",
+    "qc",
 ];
 
 /// Where the deliverable goes.
@@ -70,6 +71,8 @@ pub struct Chosen {
     pub task: TaskRecord,
     /// For a final made from a preview: that preview.
     pub source: Option<TaskRecord>,
+    /// The manifest's `qc` cell: the image's quality-check flags (`outputs::qc_cell`).
+    pub qc: String,
 }
 
 /// What an export wrote.
@@ -153,11 +156,22 @@ pub async fn choose(
         .map_err(EngineError::from)?;
     let done = |t: &&TaskRecord| t.state == TaskState::Done;
     let by_id: HashMap<i64, &TaskRecord> = previews.iter().map(|p| (p.id, p)).collect();
+    let mut flags: HashMap<i64, Vec<darkroom_ledger::StoredFlag>> = HashMap::new();
+    for pass in [Pass::Preview, Pass::Final] {
+        for flag in ledger
+            .qc_flags(job_id, pass, 0, i64::MAX)
+            .await
+            .map_err(EngineError::from)?
+        {
+            flags.entry(flag.task_id).or_default().push(flag);
+        }
+    }
     let with_source = |task: &TaskRecord| Chosen {
         task: task.clone(),
         source: task
             .preview_task_id
             .and_then(|id| by_id.get(&id).map(|p| (*p).clone())),
+        qc: crate::outputs::qc_cell(flags.get(&task.id).map_or(&[][..], Vec::as_slice)),
     };
     let chosen: Vec<Chosen> = match kept {
         None if finals.iter().any(|f| f.state == TaskState::Done) => {
@@ -442,6 +456,7 @@ fn manifest_record(item: &Chosen, file: &str, bytes: &[u8], columns: &[String]) 
         source_generation,
         bytes.len().to_string(),
         blake3::hash(bytes).to_hex().to_string(),
+        item.qc.clone(),
     ];
     record.extend(columns.iter().map(|column| match metadata.get(column) {
         Some(serde_json::Value::String(text)) => text.clone(),

@@ -31,6 +31,7 @@ pub mod poller;
 pub mod prepare;
 pub mod prices;
 pub mod promote;
+pub mod qc;
 pub mod reconcile;
 mod requests;
 pub mod retry;
@@ -111,6 +112,8 @@ pub struct RunSettings {
     /// The waits between tries of the same thing (a create, a download, a reconciliation's
     /// reads): see `retry`.
     pub retry: retry::RetryPolicy,
+    /// The quality checks every kept image gets, and their thresholds: see `qc`.
+    pub qc: qc::QcSettings,
 }
 
 impl RunSettings {
@@ -160,6 +163,7 @@ impl RunSettings {
             callbacks: None,
             balance_every: Duration::from_secs(2),
             retry: retry::RetryPolicy::default(),
+            qc: qc::QcSettings::default(),
         }
     }
 }

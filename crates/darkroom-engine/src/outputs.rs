@@ -1,8 +1,10 @@
 //! The job's output files in `OUT/JOB/`, rewritten from the ledger at the end of every run:
 //! `results.jsonl` (one line per done task, with its image's `content_hash` and `bytes`),
 //! `errors.jsonl` (failed, blocked and skipped tasks with their reasons) and `manifest.csv` (one row
-//! per task, with its image's `content_hash` and a `keep` column for review: blank, or what the user
-//! wrote in it, which a rewrite keeps).
+//! per task, with its image's `content_hash`, its quality-check flags in `qc` (kinds joined by `;`,
+//! empty when none) and a `keep` column for review: blank, or what the user wrote in it, which a
+//! rewrite keeps). A done task's line in `results.jsonl` carries its flags as `qc`: a list of
+//! `{kind, measured, threshold, detail}` (and `duplicate_of` for a duplicate), empty when none.
 //!
 //! They are views of the ledger, so a killed run loses nothing: the next run writes them again.
 
@@ -12,7 +14,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use darkroom_jobs::{Format, Metadata, Money, Pass};
-use darkroom_ledger::{Ledger, ResultRecord, TaskState};
+use darkroom_ledger::{Ledger, ResultRecord, StoredFlag, TaskState};
 use serde_json::json;
 
 use crate::images::{sync_dir, temporary_path};
@@ -62,12 +64,16 @@ pub async fn write_outputs(ledger: &Ledger, job_id: i64, job_dir: &Path) -> Resu
         let mut after = 0;
         loop {
             let page = ledger.results(job_id, pass, after, PAGE).await?;
-            let Some(last) = page.last() else { break };
+            let (Some(first), Some(last)) = (page.first(), page.last()) else {
+                break;
+            };
             after = last.id;
+            let flags = flags_by_task(ledger.qc_flags(job_id, pass, first.id, last.id).await?);
             for record in page {
                 let metadata: Metadata = serde_json::from_str(&record.metadata_json).unwrap_or_default();
+                let qc = flags.get(&record.id).map_or(&[][..], Vec::as_slice);
                 match record.state {
-                    TaskState::Done => results.line(&result_line(&record, &metadata))?,
+                    TaskState::Done => results.line(&result_line(&record, &metadata, qc))?,
                     TaskState::Failed | TaskState::Blocked | TaskState::Skipped => {
                         errors.line(&error_line(&record, &metadata))?
                     }
@@ -75,7 +81,7 @@ pub async fn write_outputs(ledger: &Ledger, job_id: i64, job_dir: &Path) -> Resu
                 }
                 write_csv(
                     &mut manifest,
-                    &manifest_row(&record, &metadata, &metadata_columns, &keeps),
+                    &manifest_row(&record, &metadata, &metadata_columns, &keeps, qc),
                     &files.manifest,
                 )?;
             }
@@ -178,7 +184,25 @@ fn write_csv(csv: &mut csv::Writer<Staged>, record: &[String], path: &Path) -> R
     })
 }
 
-fn result_line(r: &ResultRecord, metadata: &Metadata) -> serde_json::Value {
+/// A page's flags grouped by task id.
+fn flags_by_task(flags: Vec<StoredFlag>) -> HashMap<i64, Vec<StoredFlag>> {
+    let mut by_task: HashMap<i64, Vec<StoredFlag>> = HashMap::new();
+    for flag in flags {
+        by_task.entry(flag.task_id).or_default().push(flag);
+    }
+    by_task
+}
+
+/// The manifest's `qc` cell: the flags' kinds joined by `;`, empty when none.
+pub fn qc_cell(flags: &[StoredFlag]) -> String {
+    flags
+        .iter()
+        .map(|f| f.kind.as_str())
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+fn result_line(r: &ResultRecord, metadata: &Metadata, qc: &[StoredFlag]) -> serde_json::Value {
     let mut line = json!({
         "id": r.task_key,
         "row_id": r.row_id,
@@ -199,6 +223,7 @@ fn result_line(r: &ResultRecord, metadata: &Metadata) -> serde_json::Value {
         "prompt": r.prompt,
         "aspect_ratio": r.aspect_ratio,
         "metadata": metadata,
+        "qc": qc,
     });
     if let Some(preview) = &r.preview_key {
         // A final made by promotion names its preview and how the preview was used.
@@ -235,6 +260,7 @@ fn manifest_header(metadata_columns: &BTreeSet<String>) -> Vec<String> {
         "aspect_ratio",
         "reason",
         "content_hash",
+        "qc",
     ]
     .map(String::from)
     .to_vec();
@@ -271,6 +297,7 @@ fn manifest_row(
     metadata: &Metadata,
     metadata_columns: &BTreeSet<String>,
     keeps: &HashMap<(String, String), String>,
+    qc: &[StoredFlag],
 ) -> Vec<String> {
     let mut row = vec![
         r.task_key.clone(),
@@ -291,6 +318,7 @@ fn manifest_row(
         } else {
             String::new()
         },
+        qc_cell(qc),
     ];
     row.extend(
         metadata_columns

@@ -35,6 +35,7 @@ mod load;
 mod money;
 mod open;
 mod prices;
+mod qc;
 mod records;
 mod review;
 mod states;
@@ -53,11 +54,12 @@ pub use load::{Loader, NewTask};
 pub use money::Reservation;
 pub use open::Ledger;
 pub use prices::{BalanceReading, ModelCharges, PriceObservation, Repriced};
+pub use qc::{CheckedSibling, DuplicateFlag, ImageCheck, QcCounts, QcFlag, StoredFlag};
 pub use records::{
     Counts, GenerationRecord, JobRecord, PassRecord, ResultRecord, TaskRecord, TaskRow, TileRecord,
 };
 pub use review::{ModelSpend, NewFinal, SpendPoint};
-pub use states::{Damage, GenerationState, PassStatus, SpendKind, TaskState};
+pub use states::{Damage, GenerationState, PassStatus, QcKind, SpendKind, TaskState};
 pub use trials::TrialRecord;
 
 /// The current time as Unix milliseconds.

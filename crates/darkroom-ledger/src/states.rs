@@ -261,3 +261,29 @@ stored_enum!(SpendKind, "spend.kind", {
     Charge => "charge",
     Refund => "refund",
 });
+
+/// What a quality-check flag says of a kept image, stored in `qc_flags.kind` (migration 0010).
+/// Each kind's measured value and threshold have their own unit, named on the variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QcKind {
+    /// Nearly one flat colour (a blank or failed render). Measured: the spread (standard
+    /// deviation) of the brightness, 0 to 255; flagged at or below the threshold.
+    Blank,
+    /// Its shape is off the aspect ratio asked for (by less than the 1% past which an image is
+    /// not kept at all). Measured: how far width ÷ height is from the ratio, in percent; flagged
+    /// above the threshold.
+    Dimensions,
+    /// Nearly identical to another variant of the same row. Measured: the distance between the
+    /// two perceptual hashes, in bits of 64; flagged at or below the threshold.
+    Duplicate,
+    /// A suspiciously small file. Measured: its size in bytes; flagged below the threshold.
+    SmallFile,
+}
+
+stored_enum!(QcKind, "qc_flags.kind", {
+    Blank => "blank",
+    Dimensions => "dimensions",
+    Duplicate => "duplicate",
+    SmallFile => "small_file",
+});

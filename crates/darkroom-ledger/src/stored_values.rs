@@ -10,7 +10,7 @@
 
 use darkroom_jobs::{Model, Pass};
 
-use crate::states::{GenerationState, PassStatus, SpendKind, TaskState};
+use crate::states::{GenerationState, PassStatus, QcKind, SpendKind, TaskState};
 use crate::{Ledger, LedgerError, Result};
 
 /// One checked column: `table.column` and the texts it may hold (NULL is always allowed).
@@ -78,6 +78,12 @@ fn checked_columns() -> Vec<Checked> {
         ),
         column("pass_prices", "pass", "pass_prices.pass", passes()),
         column("pass_prices", "model", "pass_prices.model", models()),
+        column(
+            "qc_flags",
+            "kind",
+            "qc_flags.kind",
+            QcKind::ALL.iter().map(|k| k.as_str()).collect(),
+        ),
     ]
 }
 

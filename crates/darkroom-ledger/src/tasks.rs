@@ -140,26 +140,7 @@ impl Ledger {
         content: &ImageContent,
     ) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        let now = now_ms();
-        let (task_id, upstream_id): (i64, Option<String>) = sqlx::query_as(
-            "UPDATE generations SET state = 'kept' WHERE id = ?1 RETURNING task_id, upstream_id",
-        )
-        .bind(generation)
-        .fetch_one(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE tasks SET state = 'done', reason = NULL, output_path = ?2, generation_id = ?3, finished_at = ?4,
-                    latency_ms = ?4 - first_sent_at, content_hash = ?5, content_bytes = ?6, damage = NULL
-             WHERE id = ?1",
-        )
-        .bind(task_id)
-        .bind(output_path)
-        .bind(upstream_id)
-        .bind(now)
-        .bind(&content.hash)
-        .bind(content.bytes)
-        .execute(&mut *tx)
-        .await?;
+        mark_done(&mut tx, generation, output_path, content).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -235,3 +216,33 @@ impl Ledger {
 
 /// Every task column, over `tasks t`: what [`crate::TaskRow`] reads.
 pub(crate) const SELECT_TASKS: &str = concat!("SELECT ", task_columns!(), " FROM tasks t");
+
+/// `record_done` inside the caller's transaction (`record_done_checked` adds the image's quality
+/// check to it). Returns the task's id.
+pub(crate) async fn mark_done(
+    tx: &mut sqlx::SqliteConnection,
+    generation: i64,
+    output_path: &str,
+    content: &ImageContent,
+) -> Result<i64> {
+    let now = now_ms();
+    let (task_id, upstream_id): (i64, Option<String>) =
+        sqlx::query_as("UPDATE generations SET state = 'kept' WHERE id = ?1 RETURNING task_id, upstream_id")
+            .bind(generation)
+            .fetch_one(&mut *tx)
+            .await?;
+    sqlx::query(
+        "UPDATE tasks SET state = 'done', reason = NULL, output_path = ?2, generation_id = ?3, finished_at = ?4,
+                latency_ms = ?4 - first_sent_at, content_hash = ?5, content_bytes = ?6, damage = NULL
+         WHERE id = ?1",
+    )
+    .bind(task_id)
+    .bind(output_path)
+    .bind(upstream_id)
+    .bind(now)
+    .bind(&content.hash)
+    .bind(content.bytes)
+    .execute(&mut *tx)
+    .await?;
+    Ok(task_id)
+}

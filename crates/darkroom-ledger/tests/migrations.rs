@@ -52,6 +52,11 @@ const LANDED: &[(i64, &str, &str)] = &[
         "b73bb59412a9e49750b3e44e8954d1ba79f5016c73cb545a004b5d5a9ac59b3c1507662239a9da9f5f20910e02360b43",
     ),
     (
+        10,
+        "quality checks",
+        "acc0143454714fa1cfb1b136970536f887bd9390fbfcbe450422dae55a6668aefea60514d840034b139248d8f221db27",
+    ),
+    (
         11,
         "trials",
         "774ebecd42a1e2b1c5db4101635d16745a543e4cba723cdb027d27aae0148796a617159987fd2fbfd0965e36a887b0f6",

@@ -193,6 +193,13 @@ pub struct SimConfig {
     /// saved as it changes; with `port` 0 the simulator listens again on the ports the account's
     /// image URLs were handed out on, where they are free, so those URLs keep resolving.
     pub state_dir: Option<std::path::PathBuf>,
+    /// Every generation draws a picture of its own, as the real upstream does: a request sent
+    /// twice (the variants of a row) gives two different pictures. Off, the picture is a function
+    /// of the request alone, so a test can tell which request an image answers; `darkroom sim`
+    /// and `--sim` turn it on. A prompt containing `[sim:duplicate]` always gets the request's
+    /// own picture, so its variants come out identical (see [`crate::picture::Look`] for the other
+    /// pictures a prompt can ask for).
+    pub distinct_pictures: bool,
 }
 
 impl Default for SimConfig {
@@ -223,6 +230,7 @@ impl Default for SimConfig {
             seed: 0x5eed,
             image_cache: 512,
             state_dir: None,
+            distinct_pictures: false,
         }
     }
 }

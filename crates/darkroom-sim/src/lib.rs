@@ -332,14 +332,20 @@ impl Sim {
     }
 
     /// The picture for a generation, rendered once on the blocking pool and kept (bounded).
-    pub(crate) async fn image(&self, seed: [u8; 32], aspect_ratio: &str, png: bool) -> Bytes {
-        let key = (seed, png, aspect_ratio.to_string());
+    pub(crate) async fn image(
+        &self,
+        seed: [u8; 32],
+        look: picture::Look,
+        aspect_ratio: &str,
+        png: bool,
+    ) -> Bytes {
+        let key = (seed, png, aspect_ratio.to_string(), look);
         if let Some(bytes) = self.images.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
             return bytes;
         }
-        let (width, height) = picture::size_for(aspect_ratio);
+        let aspect = aspect_ratio.to_string();
         let bytes =
-            tokio::task::spawn_blocking(move || Bytes::from(picture::render(seed, width, height, png)))
+            tokio::task::spawn_blocking(move || Bytes::from(picture::render_look(seed, look, &aspect, png)))
                 .await
                 .unwrap_or_default();
         self.images.lock().unwrap_or_else(|e| e.into_inner()).put(
@@ -351,7 +357,7 @@ impl Sim {
     }
 }
 
-type ImageKey = ([u8; 32], bool, String);
+type ImageKey = ([u8; 32], bool, String, picture::Look);
 
 #[derive(Default)]
 struct ImageCache {

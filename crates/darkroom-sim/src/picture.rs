@@ -1,6 +1,12 @@
 //! The simulator's pictures: deterministic from the request (same request, same bytes), different
 //! for every prompt (colours and shapes seeded from it), at the size Luma returns for the aspect
 //! ratio. Drawn one colour per 8×8 block so JPEG encoding is nearly free (see `jpeg`).
+//!
+//! A prompt can ask for a picture a quality check should catch ([`Look`]): `[sim:blank]` (one flat
+//! colour), `[sim:off-aspect]` (one 8-pixel block wider on the short side: off the ratio by 0.5 to
+//! 1%, which darkroom keeps but flags), `[sim:tiny]` (the right shape at 256 pixels on the long
+//! side, a file of a few kilobytes) and `[sim:duplicate]` (the request's own picture even when every
+//! generation draws its own, so a row's variants come out identical).
 
 use rand::{Rng, SeedableRng};
 
@@ -19,6 +25,62 @@ pub fn size_for(aspect_ratio: &str) -> (u32, u32) {
     }
 }
 
+/// Which picture a generation serves, asked for by a marker in its prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Look {
+    /// The ordinary picture: a gradient and a few shapes.
+    #[default]
+    Normal,
+    /// One flat colour (`[sim:blank]`).
+    Blank,
+    /// The ordinary picture one block larger on its short side (`[sim:off-aspect]`).
+    OffAspect,
+    /// The ordinary picture at 256 pixels on its long side (`[sim:tiny]`).
+    Tiny,
+}
+
+impl Look {
+    /// The look a generation's request (its echo, with `prompt`) asks for; `Normal` when none.
+    pub fn of_request(request: &serde_json::Value) -> Look {
+        let prompt = request
+            .get("prompt")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("");
+        if prompt.contains("[sim:blank]") {
+            Look::Blank
+        } else if prompt.contains("[sim:off-aspect]") {
+            Look::OffAspect
+        } else if prompt.contains("[sim:tiny]") {
+            Look::Tiny
+        } else {
+            Look::Normal
+        }
+    }
+
+    /// Whether the request's prompt asks for the request's own picture (`[sim:duplicate]`).
+    pub fn asked_duplicate(request: &serde_json::Value) -> bool {
+        request
+            .get("prompt")
+            .and_then(serde_json::Value::as_str)
+            .is_some_and(|p| p.contains("[sim:duplicate]"))
+    }
+
+    /// The size this look is drawn at for an aspect ratio (multiples of 8).
+    pub fn size_for(self, aspect_ratio: &str) -> (u32, u32) {
+        let (width, height) = size_for(aspect_ratio);
+        match self {
+            Look::Normal | Look::Blank => (width, height),
+            Look::OffAspect if width >= height => (width, height + 8),
+            Look::OffAspect => (width + 8, height),
+            Look::Tiny => {
+                let long = width.max(height);
+                let scale = |side: u32| (side * 256 / long).div_ceil(8).max(1) * 8;
+                (scale(width), scale(height))
+            }
+        }
+    }
+}
+
 enum Shape {
     Circle {
         cx: f32,
@@ -33,6 +95,23 @@ enum Shape {
         y1: f32,
         colour: [u8; 3],
     },
+}
+
+/// Renders the picture for `seed` in this look at its size for the aspect ratio, as JPEG or PNG.
+pub fn render_look(seed: [u8; 32], look: Look, aspect_ratio: &str, png: bool) -> Vec<u8> {
+    let (width, height) = look.size_for(aspect_ratio);
+    if look != Look::Blank {
+        return render(seed, width, height, png);
+    }
+    let colour: [u8; 3] = rand::rngs::StdRng::from_seed(seed).gen();
+    let (bw, bh) = (width / 8, height / 8);
+    let blocks = vec![colour; (bw * bh) as usize];
+    if png {
+        encode_png(&blocks, bw, bh)
+    } else {
+        let ycc: Vec<[u8; 3]> = blocks.iter().map(|p| jpeg::ycbcr(*p)).collect();
+        jpeg::encode_flat_blocks(bw, bh, &ycc)
+    }
 }
 
 /// Renders the picture for `seed` at `width × height` as JPEG or PNG.
@@ -147,5 +226,38 @@ mod tests {
         let png = render([1; 32], 64, 64, true);
         assert_eq!(image::guess_format(&png).unwrap(), image::ImageFormat::Png);
         assert_eq!(image::load_from_memory(&png).unwrap().width(), 64);
+    }
+
+    #[test]
+    fn a_prompt_marker_asks_for_the_picture_a_quality_check_should_catch() {
+        let request = |prompt: &str| serde_json::json!({ "prompt": prompt });
+        assert_eq!(Look::of_request(&request("a boat")), Look::Normal);
+        assert_eq!(Look::of_request(&request("a boat [sim:blank]")), Look::Blank);
+        assert_eq!(
+            Look::of_request(&request("[sim:off-aspect] a boat")),
+            Look::OffAspect
+        );
+        assert_eq!(Look::of_request(&request("a boat [sim:tiny]")), Look::Tiny);
+        assert!(Look::asked_duplicate(&request("a boat [sim:duplicate]")));
+        assert!(!Look::asked_duplicate(&request("a boat")));
+
+        // Blank: one colour everywhere.
+        let blank = image::load_from_memory(&render_look([3; 32], Look::Blank, "16:9", false))
+            .unwrap()
+            .to_rgb8();
+        let first = *blank.get_pixel(0, 0);
+        assert!(blank
+            .pixels()
+            .all(|p| p.0.iter().zip(first.0).all(|(a, b)| a.abs_diff(b) <= 2)));
+        // Off the aspect ratio: one 8-pixel block more on the short side.
+        for aspect in ["1:1", "16:9", "9:16", "4:3", "3:4", "21:9", "9:21"] {
+            let (w, h) = size_for(aspect);
+            let (ow, oh) = Look::OffAspect.size_for(aspect);
+            assert_eq!(ow * oh - w * h, 8 * w.max(h), "{aspect}");
+            assert_eq!(ow + oh, w + h + 8, "{aspect}");
+        }
+        // Tiny: the right shape, 256 pixels on the long side, a file of a few kilobytes.
+        assert_eq!(Look::Tiny.size_for("16:9"), (256, 144));
+        assert!(render_look([3; 32], Look::Tiny, "16:9", false).len() < 8 * 1024);
     }
 }

@@ -98,6 +98,7 @@ pub fn run_settings(
     s.latency_photon_flash_1 = Duration::from_secs_f64(settings.latency.photon_flash_1.max(0.0));
     s.use_cache = !flags.no_cache;
     s.metadata = settings.outputs.metadata && !flags.no_metadata;
+    s.qc = settings.qc.to_settings();
     s.drain_timeout = Duration::from_secs(flags.drain_timeout);
     s.deadline_ms = deadline_ms;
     s

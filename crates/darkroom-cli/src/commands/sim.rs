@@ -249,6 +249,7 @@ impl Args {
             slow_delay: Duration::from_secs(2),
             late_commit_delay: Duration::from_secs_f64(self.late_commit_delay),
             state_dir: self.state.clone(),
+            distinct_pictures: true,
             ..SimConfig::default()
         })
     }

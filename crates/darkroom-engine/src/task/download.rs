@@ -9,10 +9,10 @@ use bytes::Bytes;
 use darkroom_provider::GenerationState;
 
 use super::{Step, TaskRun};
-use crate::images;
 use crate::retry::{classify, Decision};
 use crate::run_context::StopReason;
 use crate::EngineError;
+use crate::{images, qc};
 
 /// Whole answers in a row that cannot become an image (a 404 even at a fresh URL, a body that is not
 /// an image) after which a completed generation counts as unusable.
@@ -101,12 +101,26 @@ impl TaskRun {
             }
         };
         let (format, aspect) = (self.format, self.aspect);
-        let verified =
-            tokio::task::spawn_blocking(move || images::verify(&bytes, format, aspect).map(|_| bytes))
-                .await
-                .unwrap_or_else(|e| Err(images::VerifyError::Undecodable(e.to_string())));
+        let check = self.shared.settings.qc.enabled;
+        let task = self.key().to_string();
+        // Verification and the quality check's decode are CPU work: off the runtime's threads.
+        let verified = tokio::task::spawn_blocking(move || {
+            images::verify(&bytes, format, aspect)?;
+            let measured = check.then(|| qc::measure(&bytes)).and_then(|m| {
+                m.map_err(
+                    |e| tracing::warn!(task, error = %e, "the image's pixels do not decode; kept unchecked"),
+                )
+                .ok()
+            });
+            Ok((bytes, measured))
+        })
+        .await
+        .unwrap_or_else(|e| Err(images::VerifyError::Undecodable(e.to_string())));
         match verified {
-            Ok(bytes) => self.store(generation, upstream_id, bytes).await.map(Tried::Next),
+            Ok((bytes, measured)) => self
+                .store(generation, upstream_id, bytes, measured)
+                .await
+                .map(Tried::Next),
             Err(error @ images::VerifyError::Undecodable(_)) => {
                 tries.missing = 0;
                 tries.undecodable += 1;
@@ -181,8 +195,14 @@ impl TaskRun {
     }
 
     /// Writes the verified image (with darkroom's metadata, unless turned off) to the task's path
-    /// and records the task done.
-    async fn store(&mut self, generation: i64, upstream_id: &str, bytes: Bytes) -> Result<Step, EngineError> {
+    /// and records the task done, with its quality check when it was measured.
+    async fn store(
+        &mut self,
+        generation: i64,
+        upstream_id: &str,
+        bytes: Bytes,
+        measured: Option<qc::Measured>,
+    ) -> Result<Step, EngineError> {
         let path = self.output_path();
         let bytes = Vec::from(bytes);
         // The generation's own bytes, with darkroom's metadata inside (the pixels untouched): the
@@ -217,10 +237,35 @@ impl TaskRun {
             Err(other) => return Err(other),
         };
         let path_text = path.display().to_string();
-        self.shared
-            .ledger
-            .record_done(generation, &path_text, &content)
-            .await?;
+        match measured {
+            Some(measured) => {
+                let settings = &self.shared.settings.qc;
+                let bytes = u64::try_from(content.bytes).unwrap_or(0);
+                let check = qc::judge(&measured, self.aspect, bytes, settings);
+                let own = qc::Checked {
+                    task_id: self.task.id,
+                    task_key: self.task.task_key.clone(),
+                    variant: u32::try_from(self.task.variant).unwrap_or(0),
+                    perceptual_hash: check.perceptual_hash.clone(),
+                };
+                self.shared
+                    .ledger
+                    .record_done_checked(
+                        generation,
+                        &path_text,
+                        &content,
+                        &check,
+                        qc::duplicate_rule(own, settings),
+                    )
+                    .await?;
+            }
+            None => {
+                self.shared
+                    .ledger
+                    .record_done(generation, &path_text, &content)
+                    .await?;
+            }
+        }
         self.finished("done", Some(path_text), None).await;
         Ok(Step::End)
     }

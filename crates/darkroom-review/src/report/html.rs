@@ -36,6 +36,7 @@ impl JobReport {
         self.passes_html(&mut html);
         self.prices_html(&mut html);
         self.models_html(&mut html);
+        super::needs_work::html(&mut html, &self.trouble);
         html.push_str("<h2>Spend over time</h2>");
         html.push_str(&self.chart_svg());
         html.push_str(
@@ -68,6 +69,16 @@ impl JobReport {
             );
         }
         html.push_str("</table>");
+        for p in &self.passes {
+            if let Some(line) = super::needs_work::qc_line(&p.qc) {
+                let _ = write!(
+                    html,
+                    "<p class=\"meta qc\">{} pass: {}</p>",
+                    escape(&p.pass),
+                    escape(&line)
+                );
+            }
+        }
     }
 
     /// A note for each model whose observed price differs from the table's.

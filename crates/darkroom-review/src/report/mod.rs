@@ -1,5 +1,6 @@
 //! The job report: spend by model and pass, estimate against actual, counts, attempts, latency
-//! percentiles, spend over time, and the contact sheet of previews beside their finals.
+//! percentiles, quality-check flags, spend over time, the prompts that need work (`trouble`) and
+//! the contact sheet of previews beside their finals.
 //!
 //! This module owns the model ([`JobReport`], built from the ledger by [`build`]); the renderers
 //! live beside it: `text` for a terminal, JSON through `serde` (stable: fields are only added),
@@ -8,16 +9,19 @@
 
 mod chart;
 mod html;
+mod needs_work;
 mod text;
+mod trouble;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use darkroom_jobs::Pass;
-use darkroom_ledger::{Counts, Ledger, LedgerError, ModelSpend, TaskState, TileRecord};
+use darkroom_ledger::{Counts, Ledger, LedgerError, ModelSpend, QcCounts, StoredFlag, TaskState, TileRecord};
 use serde::Serialize;
 
 pub use html::escape;
+pub use trouble::{Slice, Trouble, TroubleRow, TroubleTotals, MAX_LISTED};
 
 /// Tiles embedded in the HTML contact sheet at most; the rest are counted, not shown.
 pub const MAX_EMBEDDED_TILES: usize = 2_000;
@@ -46,6 +50,8 @@ pub struct JobReport {
     /// The latest account audits of the job (newest first, at most 10): generations the upstream
     /// committed that the ledger did not know, adopted or charged as extras.
     pub audits: Vec<darkroom_ledger::AuditRecord>,
+    /// The prompts that need work: rows by trouble, and the tables per `arm` and `group`.
+    pub trouble: Trouble,
 }
 
 /// One pass of the job: its budget, spend, estimate, counts, retries, latencies and prices.
@@ -72,6 +78,8 @@ pub struct PassReport {
     /// The part of `spent_micros` no reservation covered (charges corrected up to an observed
     /// price, late commits found by an audit).
     pub unplanned_micros: i64,
+    /// Kept images measured by the quality checks, and how many carry each flag.
+    pub qc: QcCounts,
 }
 
 /// Latency percentiles of one model's images (nearest rank).
@@ -132,6 +140,8 @@ pub struct Tile {
     /// For a promoted final: made from the prompt alone, its preview's URL having expired (the
     /// ledger's `reference_lost` flag; the note above is never searched for it).
     pub reference_lost: bool,
+    /// The image's quality-check flags (empty when none, or not checked).
+    pub qc: Vec<StoredFlag>,
 }
 
 impl Tile {
@@ -140,8 +150,9 @@ impl Tile {
         self.reference_lost
     }
 
-    fn of(t: &TileRecord) -> Tile {
+    fn of(t: &TileRecord, flags: &Flags) -> Tile {
         Tile {
+            qc: flags.get(&t.id).cloned().unwrap_or_default(),
             task: t.id,
             state: t.state.to_string(),
             cached: t.cached != 0,
@@ -171,6 +182,8 @@ pub fn group_of(metadata_json: &str, row_id: &str) -> String {
 pub async fn build(ledger: &Ledger, job_id: i64, job: &str) -> Result<JobReport, LedgerError> {
     let previews = ledger.tiles(job_id, Pass::Preview).await?;
     let finals = ledger.tiles(job_id, Pass::Final).await?;
+    let mut flags = ledger.qc_flags(job_id, Pass::Preview, 0, i64::MAX).await?;
+    flags.extend(ledger.qc_flags(job_id, Pass::Final, 0, i64::MAX).await?);
     let mut passes = Vec::new();
     for (pass, tiles) in [(Pass::Preview, &previews), (Pass::Final, &finals)] {
         let Some(record) = ledger.pass(job_id, pass).await? else {
@@ -189,6 +202,7 @@ pub async fn build(ledger: &Ledger, job_id: i64, job: &str) -> Result<JobReport,
             latency: latencies(tiles),
             prices: ledger.observations(job_id, pass).await?,
             unplanned_micros: record.unplanned_micros,
+            qc: ledger.qc_counts(job_id, pass).await?,
         });
     }
     let mut running = 0i64;
@@ -209,8 +223,9 @@ pub async fn build(ledger: &Ledger, job_id: i64, job: &str) -> Result<JobReport,
         passes,
         spend_by_model: ledger.spend_by_model(job_id).await?,
         spend_over_time: downsample(series),
-        groups: pair_up(&previews, &finals),
+        groups: pair_up(&previews, &finals, &by_task(&flags)),
         audits: ledger.audits(job_id, 10).await?,
+        trouble: trouble::build(&previews, &finals, &flags),
     })
 }
 
@@ -272,7 +287,18 @@ fn downsample(series: Vec<(i64, i64)>) -> Vec<(i64, i64)> {
     kept
 }
 
-fn pair_up(previews: &[TileRecord], finals: &[TileRecord]) -> Vec<Group> {
+/// Quality-check flags by task id.
+type Flags = HashMap<i64, Vec<StoredFlag>>;
+
+fn by_task(flags: &[StoredFlag]) -> Flags {
+    let mut by_task = Flags::new();
+    for flag in flags {
+        by_task.entry(flag.task_id).or_default().push(flag.clone());
+    }
+    by_task
+}
+
+fn pair_up(previews: &[TileRecord], finals: &[TileRecord], flags: &Flags) -> Vec<Group> {
     let mut final_of_preview: HashMap<i64, &TileRecord> = HashMap::new();
     let mut final_by_key: HashMap<&str, &TileRecord> = HashMap::new();
     for f in finals {
@@ -302,8 +328,8 @@ fn pair_up(previews: &[TileRecord], finals: &[TileRecord]) -> Vec<Group> {
             Pair {
                 id: p.task_key.clone(),
                 prompt: p.prompt.clone(),
-                preview: Some(Tile::of(p)),
-                final_: final_.map(Tile::of),
+                preview: Some(Tile::of(p, flags)),
+                final_: final_.map(|f| Tile::of(f, flags)),
             },
         );
     }
@@ -320,7 +346,7 @@ fn pair_up(previews: &[TileRecord], finals: &[TileRecord]) -> Vec<Group> {
                 id: f.task_key.clone(),
                 prompt: f.prompt.clone(),
                 preview: None,
-                final_: Some(Tile::of(f)),
+                final_: Some(Tile::of(f, flags)),
             },
         );
     }

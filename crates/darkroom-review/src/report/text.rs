@@ -21,6 +21,7 @@ impl JobReport {
         self.audits_text(&mut out);
         self.spend_text(&mut out);
         self.unreferenced_text(&mut out);
+        super::needs_work::text(&mut out, &self.trouble);
         out
     }
 
@@ -110,6 +111,9 @@ fn pass_text(out: &mut String, p: &PassReport) {
         c.pending + c.in_flight
     );
     let _ = writeln!(out, "  {} attempts, {} retries", c.attempts, p.retries);
+    if let Some(line) = super::needs_work::qc_line(&p.qc) {
+        let _ = writeln!(out, "  {line}");
+    }
     for o in &p.prices {
         let verdict = match o.observed_micros.cmp(&o.table_micros) {
             std::cmp::Ordering::Greater => "higher: counted at the observed price",

@@ -37,7 +37,10 @@ pub(super) async fn serve(
             return error(StatusCode::NOT_FOUND, "Not found");
         };
         let found = (
-            generation.image_seed,
+            (
+                generation.image_seed,
+                crate::picture::Look::of_request(&generation.echo),
+            ),
             generation.aspect_ratio.clone(),
             generation.format.clone(),
             generation.outcome.clone(),
@@ -68,7 +71,7 @@ pub(super) async fn serve(
     if fail {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error");
     }
-    let bytes = sim.image(seed, &aspect, format == "png").await;
+    let bytes = sim.image(seed.0, seed.1, &aspect, format == "png").await;
     let content_type = if format == "png" {
         "image/png"
     } else {

@@ -197,7 +197,7 @@ fn draw_generation(
     // preview's composition); any other request gets a picture of its own.
     let image_seed = modified_generation(request, &sim.asset_base())
         .and_then(|source| account.generations.get(source).map(|g| g.image_seed))
-        .unwrap_or_else(|| *blake3::hash(echo(request, &checked.model).to_string().as_bytes()).as_bytes());
+        .unwrap_or_else(|| picture_seed(config, &echo(request, &checked.model), &id));
     Generation {
         id,
         created_at: OffsetDateTime::now_utc(),
@@ -214,6 +214,20 @@ fn draw_generation(
         unknown_state,
         image_seed,
     }
+}
+
+/// The seed of a new picture: the request's hash, mixed with the generation's id when every
+/// generation draws its own (`SimConfig::distinct_pictures`) unless the prompt asks for the
+/// request's own picture (`[sim:duplicate]`).
+fn picture_seed(config: &crate::SimConfig, echo: &Value, id: &str) -> [u8; 32] {
+    let request = echo.to_string();
+    let duplicate = crate::picture::Look::asked_duplicate(echo);
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(request.as_bytes());
+    if config.distinct_pictures && !duplicate {
+        hasher.update(id.as_bytes());
+    }
+    *hasher.finalize().as_bytes()
 }
 
 /// How a generation will end, drawn from the fault rates in a fixed order (so a seed replays it).
