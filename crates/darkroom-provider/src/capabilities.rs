@@ -56,8 +56,16 @@ impl Capabilities {
             }
         }
         let counted = [
-            ("image reference", request.image_ref.as_deref().unwrap_or_default(), self.max_image_refs),
-            ("style reference", request.style_ref.as_deref().unwrap_or_default(), self.max_style_refs),
+            (
+                "image reference",
+                request.image_ref.as_deref().unwrap_or_default(),
+                self.max_image_refs,
+            ),
+            (
+                "style reference",
+                request.style_ref.as_deref().unwrap_or_default(),
+                self.max_style_refs,
+            ),
         ];
         for (what, list, max) in counted {
             if list.len() > max {
@@ -150,7 +158,10 @@ mod tests {
         });
         assert_eq!(
             reasons,
-            ["model photon-1 is not offered", "a weight on its image references (takes none)"]
+            [
+                "model photon-1 is not offered",
+                "a weight on its image references (takes none)"
+            ]
         );
     }
 }

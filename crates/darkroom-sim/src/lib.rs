@@ -29,7 +29,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use config::{Faults, RateLimitOnce, RateWindow, RefuseCreates, SimConfig};
+pub use config::{Faults, RateLimitOnce, RateWindow, RefuseCreates, ReplicateSim, SimConfig};
 pub use persist::StateError;
 pub use state::{Billing, BillingEntry, Stats, MODERATION_REASONS, RETRYABLE_REASONS};
 

@@ -14,12 +14,18 @@ use crate::state::Outcome;
 use crate::Sim;
 
 pub(super) async fn asset(State(sim): State<Arc<Sim>>, Path(file): Path<String>) -> Response {
-    let response = asset_inner(&sim, &file).await;
-    counted(&sim, "GET /sim/assets", response)
+    let id = file.split('.').next().unwrap_or_default();
+    serve(&sim, id, crate::state::LUMA, "GET /sim/assets").await
 }
 
-async fn asset_inner(sim: &Arc<Sim>, file: &str) -> Response {
-    let id = file.split('.').next().unwrap_or_default();
+/// The picture of generation `id` made through `provider`'s API (or the broken answer its outcome
+/// or a download fault calls for), counted under `endpoint`.
+pub(super) async fn serve(sim: &Arc<Sim>, id: &str, provider: &str, endpoint: &str) -> Response {
+    let response = asset_inner(sim, id, provider).await;
+    counted(sim, endpoint, response)
+}
+
+async fn asset_inner(sim: &Arc<Sim>, id: &str, provider: &str) -> Response {
     let (seed, aspect, format, truncate, fail, outcome) = {
         let now = Instant::now();
         let mut account = sim.lock();
@@ -27,7 +33,7 @@ async fn asset_inner(sim: &Arc<Sim>, file: &str) -> Response {
         let Some(generation) = account
             .generations
             .get(id)
-            .filter(|g| !g.deleted && g.state(now) == "completed")
+            .filter(|g| !g.deleted && g.provider == provider && g.state(now) == "completed")
         else {
             return error(StatusCode::NOT_FOUND, "Not found");
         };
