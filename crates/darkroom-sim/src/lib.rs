@@ -51,6 +51,11 @@ impl SimHandle {
         format!("http://{}/dream-machine/v1", self.addr)
     }
 
+    /// `http://127.0.0.1:PORT/replicate/v1`: the same account through Replicate's API.
+    pub fn replicate_base_url(&self) -> String {
+        format!("http://{}/replicate/v1", self.addr)
+    }
+
     /// Every charge and refund so far.
     pub fn billing(&self) -> Billing {
         self.sim.billing()

@@ -11,7 +11,12 @@ use std::process::{Child, Command, Output, Stdio};
 
 /// Variables of the caller's environment that would change what the binary does; removed from
 /// every command (and every `DARKROOM_*` variable with them).
-const INHERITED: [&str; 2] = ["LUMAAI_API_KEY", "LUMAAI_BASE_URL"];
+const INHERITED: [&str; 4] = [
+    "LUMAAI_API_KEY",
+    "LUMAAI_BASE_URL",
+    "REPLICATE_API_TOKEN",
+    "REPLICATE_BASE_URL",
+];
 
 /// The binary at `bin`, run in `dir`, with a clean environment: no key, base URL or `DARKROOM_*`
 /// setting inherited, `NO_COLOR=1`, and `HOME` and the XDG directories inside `dir/.home`, so

@@ -1,6 +1,6 @@
 //! The commands darkroom prints for the user to run next (`next: ...`, "run `...` again"): each
-//! carries the flags that put it in the same situation as the command that printed it (`--sim`,
-//! `--db`, `--out`), so it works as printed.
+//! carries the flags that put it in the same situation as the command that printed it
+//! (`--provider`, `--sim`, `--db`, `--out`), so it works as printed.
 
 use std::path::Path;
 
@@ -15,6 +15,9 @@ const DEFAULT_OUT: &str = "out";
 /// leading space: `" --sim --db shared.db"`, or `""` when every one is at its default.
 pub fn same_situation(upstream: &Upstream, out: &Path) -> String {
     let mut flags = String::new();
+    if let Some(provider) = upstream.provider {
+        flags.push_str(&format!(" --provider {}", provider.as_str()));
+    }
     if upstream.sim {
         flags.push_str(" --sim");
     }
@@ -71,6 +74,7 @@ mod tests {
             db: db.into(),
             base_url: None,
             sim,
+            provider: None,
         }
     }
 
