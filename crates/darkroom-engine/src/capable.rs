@@ -6,11 +6,34 @@
 //! tasks ask for what its provider can't do is refused whole, each such task named with its row
 //! and line ([`darkroom_provider::Capabilities::refusals`] says why).
 
-use darkroom_jobs::Pass;
+use darkroom_jobs::{Model, Pass, Row, WeightedUrl};
 use darkroom_ledger::{Ledger, TaskState};
 use darkroom_provider::{CreateRequest, Provider};
 
 use crate::EngineError;
+
+/// The neutral request a row's tasks carry when made with `model` (the fields its stored create
+/// body has), to check a job file against a provider before it is loaded (`estimate`, `validate`).
+pub fn request_for_row(row: &Row, model: Model) -> CreateRequest {
+    let neutral = |r: &WeightedUrl| darkroom_provider::ImageRef {
+        url: r.url.clone(),
+        weight: r.weight,
+    };
+    let refs = &row.refs;
+    CreateRequest {
+        aspect_ratio: Some(row.aspect_ratio.as_str().to_string()),
+        format: Some(row.format.as_str().to_string()),
+        image_ref: (!refs.image_ref.is_empty()).then(|| refs.image_ref.iter().map(neutral).collect()),
+        style_ref: refs.style_ref.as_ref().map(|r| vec![neutral(r)]),
+        character_ref: (!refs.character_ref.is_empty()).then(|| darkroom_provider::CharacterRef {
+            identity0: darkroom_provider::Identity {
+                images: refs.character_ref.clone(),
+            },
+        }),
+        modify_image_ref: refs.modify_image_ref.as_ref().map(neutral),
+        ..CreateRequest::new(model.as_str(), row.prompt.clone())
+    }
+}
 
 /// Tasks read from the ledger at a time.
 const PAGE: i64 = 1000;

@@ -21,4 +21,4 @@ mod wire;
 
 pub use client::{ApiToken, ClientConfig};
 pub use error::SetupError;
-pub use provider::{ReplicateProvider, REPLICATE_BASE_URL, REPLICATE_PRICES};
+pub use provider::{replicate_capabilities, ReplicateProvider, REPLICATE_BASE_URL, REPLICATE_PRICES};

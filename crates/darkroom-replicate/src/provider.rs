@@ -58,7 +58,7 @@ impl ReplicateProvider {
 /// reference, each with a weight, one character image, no modify, one format (JPEG is what
 /// darkroom asks to verify: Replicate offers no choice), the seven aspect ratios, webhooks, and
 /// no balance API.
-fn replicate_capabilities() -> Capabilities {
+pub fn replicate_capabilities() -> Capabilities {
     Capabilities {
         models: Model::ALL.to_vec(),
         max_image_refs: 1,

@@ -1,5 +1,6 @@
-//! `darkroom validate FILE`: every problem of a job file with its line, and every row whose derived
-//! name was made unique, on stderr; a one-line summary on stdout (saying how many physical lines
+//! `darkroom validate FILE`: every problem of a job file with its line, every row whose derived
+//! name was made unique, and every row a provider can't make whole (`FILE:LINE: row ID: replicate
+//! can't make ...`; a note, not an error), on stderr; a one-line summary on stdout (saying how many physical lines
 //! the records took when quoted fields span lines); exit 0 when valid, 2 otherwise. Nothing is sent
 //! anywhere.
 
@@ -25,10 +26,21 @@ pub fn run(config_file: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
         default_aspect_ratio: settings.defaults.aspect_ratio,
         ..Default::default()
     };
-    let report = darkroom_jobs::read_job(&args.file, &options, |_| {})
-        .map_err(|e| Failure::new(Exit::BadInput, e.to_string()))?;
+    let mut fits = crate::commands::providers::Fit::every(&settings);
+    let routing = settings.routing;
+    let report = darkroom_jobs::read_job(&args.file, &options, |row| {
+        // Checked for the preview pass's model; the references decide, not the model.
+        let model = row.model.unwrap_or(routing.preview);
+        for fit in &mut fits {
+            fit.add(&row, model);
+        }
+    })
+    .map_err(|e| Failure::new(Exit::BadInput, e.to_string()))?;
     print_row_errors(&args.file, &report);
     print_renamed(&args.file, &report);
+    for fit in &fits {
+        fit.print_refused(&args.file);
+    }
     if args.json {
         println!(
             "{}",
@@ -36,6 +48,9 @@ pub fn run(config_file: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
                 "valid": report.is_valid(), "rows": report.rows, "tasks": report.tasks,
                 "metadata_columns": report.metadata_columns, "errors": report.error_count,
                 "records": report.records, "lines": report.lines, "renamed": report.renamed_count,
+                "providers": fits.iter().map(|f| serde_json::json!({
+                    "provider": f.name.as_str(), "tasks": f.tasks, "rows_refused": f.refused.len(),
+                })).collect::<Vec<_>>(),
             })
         );
     } else {
