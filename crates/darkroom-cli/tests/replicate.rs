@@ -184,12 +184,18 @@ fn estimate_shows_the_cost_on_each_provider_side_by_side_and_the_rows_each_canno
         .args(["validate", "mixed.csv"])
         .output()
         .unwrap();
-    let stderr = text(&output.stderr);
-    assert_eq!(
-        code(&output),
-        0,
-        "a provider's limit is a note, not an invalid file: {stderr}"
+    assert_eq!(code(&output), 0, "valid on Luma: {}", text(&output.stderr));
+    assert!(
+        text(&output.stdout).contains("; replicate can't make 2 row(s) (--provider replicate lists them)"),
+        "{}",
+        text(&output.stdout)
     );
+    let output = darkroom(dir.path())
+        .args(["validate", "mixed.csv", "--provider", "replicate"])
+        .output()
+        .unwrap();
+    let stderr = text(&output.stderr);
+    assert_eq!(code(&output), 2, "not runnable on Replicate as it is: {stderr}");
     assert!(
         stderr.contains("mixed.csv:3: row two: replicate can't make 2 image references (takes at most 1)"),
         "{stderr}"
