@@ -61,6 +61,10 @@ pub mod env {
     pub const SIM_PRICE_PHOTON_1: &str = "DARKROOM_SIM_PRICE_PHOTON_1";
     /// What the built-in simulator of `--sim` bills per photon-flash-1 image, USD.
     pub const SIM_PRICE_PHOTON_FLASH_1: &str = "DARKROOM_SIM_PRICE_PHOTON_FLASH_1";
+    /// Replicate's API token, as Replicate's SDK reads it. Never printed or stored.
+    pub const REPLICATE_API_TOKEN: &str = "REPLICATE_API_TOKEN";
+    /// Replicate's API root (without `/v1`), as Replicate's SDK reads it.
+    pub const REPLICATE_BASE_URL: &str = "REPLICATE_BASE_URL";
 }
 
 /// Where a price of the table in force came from.
@@ -120,6 +124,10 @@ pub struct Settings {
     pub luma: LumaSettings,
     /// The quality checks of kept images and their thresholds.
     pub qc: QcConfig,
+    /// Which provider a pass runs on by default.
+    pub provider: provider::ProviderSettings,
+    /// Photon through Replicate: its limit, timeouts and prices.
+    pub replicate: provider::ReplicateSettings,
     /// Where each price came from (for `darkroom prices`).
     #[serde(skip)]
     pub price_sources: PriceSources,
@@ -449,6 +457,8 @@ pub fn api_key() -> Option<ApiKey> {
 pub fn notify_secret() -> Option<String> {
     std::env::var(env::NOTIFY_SECRET).ok().filter(|s| !s.is_empty())
 }
+
+pub mod provider;
 
 #[cfg(test)]
 mod tests;

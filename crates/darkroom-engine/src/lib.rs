@@ -15,6 +15,7 @@
 pub mod audit;
 pub mod budget;
 pub mod callbacks;
+pub mod capable;
 mod clock;
 pub mod content;
 pub mod events;

@@ -90,6 +90,15 @@ struct Entry {
 /// The reason recorded for a generation that ended `completed` with no image URL.
 pub const COMPLETED_WITHOUT_IMAGE: &str = "completed without an image";
 
+/// Why a completed generation has no image: [`COMPLETED_WITHOUT_IMAGE`], with the provider's
+/// reason when it gave one.
+pub fn without_image(generation: &Generation) -> String {
+    match &generation.failure_reason {
+        Some(reason) => format!("{COMPLETED_WITHOUT_IMAGE}: {reason}"),
+        None => COMPLETED_WITHOUT_IMAGE.to_string(),
+    }
+}
+
 /// The first retry interval after the expected latency has passed, and the longest.
 const MIN_INTERVAL: Duration = Duration::from_millis(250);
 /// The longest wait between two reads of one generation when polling is the only way to learn of
@@ -326,8 +335,9 @@ fn settle(watches: &mut HashMap<String, Entry>, generation: &Generation, max_int
             Some(url) => Polled::Completed {
                 image_url: url.to_string(),
             },
+            // The provider's own reason when it gave one (Replicate: the output was deleted).
             None => Polled::Unusable {
-                reason: COMPLETED_WITHOUT_IMAGE.into(),
+                reason: without_image(generation),
             },
         }),
         GenerationState::Failed => Some(Polled::Failed {

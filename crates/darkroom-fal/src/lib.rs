@@ -27,5 +27,5 @@ mod wire;
 pub use client::{FalConfig, FalKey};
 pub use error::SetupError;
 pub use price::{FalPrices, PIXELS_PER_MEGAPIXEL};
-pub use provider::FalProvider;
+pub use provider::{fal_capabilities, FalProvider};
 pub use webhook::{WebhookError, WebhookVerifier};

@@ -58,7 +58,7 @@ impl FalProvider {
 /// own shape, not the callbacks the engine receives today: `callbacks` is false. The balance is
 /// read from the billing API (`balance`; it may need an admin-scope key, in which case it reads
 /// as none).
-fn fal_capabilities() -> Capabilities {
+pub fn fal_capabilities() -> Capabilities {
     Capabilities {
         models: Model::ALL.to_vec(),
         max_image_refs: 0,

@@ -16,4 +16,4 @@ mod wire;
 
 pub use client::{ApiKey, ClientConfig};
 pub use error::SetupError;
-pub use provider::LumaProvider;
+pub use provider::{luma_capabilities, LumaProvider};

@@ -48,7 +48,7 @@ impl LumaProvider {
 /// What Luma's image API takes (`luma-api.md`): up to 4 image references, one style reference,
 /// one character of up to 4 images, weights, modify, jpg or png, seven aspect ratios, callbacks,
 /// and a balance (`GET /credits`).
-fn luma_capabilities() -> Capabilities {
+pub fn luma_capabilities() -> Capabilities {
     Capabilities {
         models: Model::ALL.to_vec(),
         max_image_refs: 4,

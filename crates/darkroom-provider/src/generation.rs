@@ -60,7 +60,8 @@ pub struct Generation {
     pub id: String,
     /// Where it is.
     pub state: GenerationState,
-    /// Why it failed, in the provider's words, when it did.
+    /// Why it failed, in the provider's words, when it did; for a completed generation without an
+    /// image, why it has none when the provider said (Replicate deletes outputs after an hour).
     pub failure_reason: Option<String>,
     /// When the provider says it was created, Unix milliseconds (`None` when unreadable).
     pub created_at_ms: Option<i64>,
@@ -115,11 +116,19 @@ pub enum FailureKind {
 
 impl FailureKind {
     /// Classifies a failure reason. Moderation-like reasons (Luma's documented ones and those seen
-    /// in the wild: "moderation", "blacklisted", "not allowed", "nsfw", "safety") block; the rest
-    /// may be retried.
+    /// in the wild: "moderation", "blacklisted", "not allowed", "nsfw", "safety"; Replicate's
+    /// safety checker: "flagged as sensitive", code E005) block; the rest may be retried.
     pub fn classify(failure_reason: &str) -> FailureKind {
         let reason = failure_reason.to_ascii_lowercase();
-        let blocked = ["moderat", "blacklist", "not allowed", "nsfw", "safety"];
+        let blocked = [
+            "moderat",
+            "blacklist",
+            "not allowed",
+            "nsfw",
+            "safety",
+            "flagged as sensitive",
+            "(e005)",
+        ];
         if blocked.iter().any(|word| reason.contains(word)) {
             FailureKind::Blocked
         } else {
@@ -178,6 +187,7 @@ mod tests {
             "Frame moderation failed",
             "400: failed to moderate image",
             "prompt not allowed because advanced moderation failed",
+            "The input or output was flagged as sensitive. Please try again with different inputs. (E005)",
         ] {
             assert_eq!(FailureKind::classify(reason), FailureKind::Blocked, "{reason}");
         }

@@ -11,6 +11,35 @@ pub enum RateWindow {
     Sliding,
 }
 
+/// The simulated Replicate account (served under `/replicate/v1` on the same port, sharing the
+/// account's credit, billing record and fault rates): its own create limit, prices and retention.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplicateSim {
+    /// Creates a minute (a sliding window, scaled by `time_scale`); `None` for no limit.
+    /// Replicate documents 600.
+    pub creates_per_minute: Option<u32>,
+    /// What a `luma/photon` output is billed, micro-dollars (Replicate's $0.03).
+    pub price_photon_1_micros: i64,
+    /// What a `luma/photon-flash` output is billed, micro-dollars (Replicate's $0.01).
+    pub price_photon_flash_1_micros: i64,
+    /// How long after it ends a prediction keeps its input, output and files (Replicate: one
+    /// hour for API predictions). Not scaled: it is on the simulator's (tokio's) clock.
+    pub retention: Duration,
+}
+
+impl Default for ReplicateSim {
+    /// Replicate's documented limit, prices and retention: 600 creates a minute, $0.03 and $0.01
+    /// an image, one hour.
+    fn default() -> Self {
+        ReplicateSim {
+            creates_per_minute: Some(600),
+            price_photon_1_micros: 30_000,
+            price_photon_flash_1_micros: 10_000,
+            retention: Duration::from_secs(3600),
+        }
+    }
+}
+
 /// Fault rates, each a probability per event (0 to 1).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Faults {
@@ -200,6 +229,8 @@ pub struct SimConfig {
     /// own picture, so its variants come out identical (see [`crate::picture::Look`] for the other
     /// pictures a prompt can ask for).
     pub distinct_pictures: bool,
+    /// The Replicate side of the account.
+    pub replicate: ReplicateSim,
 }
 
 impl Default for SimConfig {
@@ -231,6 +262,7 @@ impl Default for SimConfig {
             image_cache: 512,
             state_dir: None,
             distinct_pictures: false,
+            replicate: ReplicateSim::default(),
         }
     }
 }

@@ -33,7 +33,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use config::{Faults, RateLimitOnce, RateWindow, RefuseCreates, SimConfig};
+pub use config::{Faults, RateLimitOnce, RateWindow, RefuseCreates, ReplicateSim, SimConfig};
 pub use persist::StateError;
 pub use state::{Billing, BillingEntry, Stats, MODERATION_REASONS, RETRYABLE_REASONS};
 
@@ -56,6 +56,11 @@ impl SimHandle {
     /// `http://127.0.0.1:PORT/dream-machine/v1`, for `LUMAAI_BASE_URL`.
     pub fn base_url(&self) -> String {
         format!("http://{}/dream-machine/v1", self.addr)
+    }
+
+    /// `http://127.0.0.1:PORT/replicate/v1`: the same account through Replicate's API.
+    pub fn replicate_base_url(&self) -> String {
+        format!("http://{}/replicate/v1", self.addr)
     }
 
     /// Every charge and refund so far.

@@ -93,6 +93,13 @@ struct SavedGeneration {
     deleted: bool,
     unknown_state: bool,
     image_seed: [u8; 32],
+    /// `luma` (what accounts saved before Replicate was simulated hold) or `replicate`.
+    #[serde(default = "luma")]
+    provider: String,
+}
+
+fn luma() -> String {
+    crate::state::LUMA.to_string()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -102,6 +109,8 @@ struct SavedEntry {
     kind: String,
     micros: i64,
     at: String,
+    #[serde(default = "luma")]
+    provider: String,
 }
 
 /// The same moment on tokio's clock and the wall clock: converts one to the other.
@@ -279,6 +288,7 @@ pub(crate) fn merge(account: &mut Account, saved: &Saved) {
                 kind,
                 micros: entry.micros,
                 at: entry.at.clone(),
+                provider: entry.provider.clone(),
             });
         }
     }
@@ -317,6 +327,7 @@ pub(crate) fn snapshot(account: &Account, ports: &[u16], saved_ports: &[u16]) ->
                 kind: e.kind.to_string(),
                 micros: e.micros,
                 at: e.at.clone(),
+                provider: e.provider.clone(),
             })
             .collect(),
     }
@@ -388,6 +399,7 @@ fn saved_generation(g: &Generation, anchor: Anchor) -> SavedGeneration {
         Outcome::ImageMissing => ("image_missing", None),
         Outcome::NotAnImage => ("not_an_image", None),
         Outcome::FailedWithoutReason => ("failed_without_reason", None),
+        Outcome::Aborted => ("aborted", None),
     };
     SavedGeneration {
         id: g.id.clone(),
@@ -405,6 +417,7 @@ fn saved_generation(g: &Generation, anchor: Anchor) -> SavedGeneration {
         deleted: g.deleted,
         unknown_state: g.unknown_state,
         image_seed: g.image_seed,
+        provider: g.provider.clone(),
     }
 }
 
@@ -416,6 +429,7 @@ fn generation(record: &SavedGeneration, anchor: Anchor) -> Generation {
         "image_missing" => Outcome::ImageMissing,
         "not_an_image" => Outcome::NotAnImage,
         "failed_without_reason" => Outcome::FailedWithoutReason,
+        "aborted" => Outcome::Aborted,
         _ => Outcome::Completed,
     };
     Generation {
@@ -434,6 +448,7 @@ fn generation(record: &SavedGeneration, anchor: Anchor) -> Generation {
         deleted: record.deleted,
         unknown_state: record.unknown_state,
         image_seed: record.image_seed,
+        provider: record.provider.clone(),
     }
 }
 

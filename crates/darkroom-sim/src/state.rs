@@ -41,12 +41,18 @@ pub(crate) enum Outcome {
     NotAnImage,
     /// `failed` with `failure_reason: null`; refunded.
     FailedWithoutReason,
+    /// Replicate's `aborted`: its `Cancel-After` deadline passed before it started; not charged
+    /// (refunded).
+    Aborted,
 }
 
 impl Outcome {
     /// Whether the generation ends `failed` (and is refunded).
     pub(crate) fn is_failure(&self) -> bool {
-        matches!(self, Outcome::Failed(_) | Outcome::FailedWithoutReason)
+        matches!(
+            self,
+            Outcome::Failed(_) | Outcome::FailedWithoutReason | Outcome::Aborted
+        )
     }
 }
 
@@ -68,7 +74,16 @@ pub(crate) struct Generation {
     pub unknown_state: bool,
     /// Seeds the picture: a hash of the request.
     pub image_seed: [u8; 32],
+    /// Which API made it: [`LUMA`] or [`REPLICATE`]. Each API sees only its own.
+    pub provider: String,
 }
+
+/// [`Generation::provider`] of a generation made through Luma's API.
+pub(crate) const LUMA: &str = "luma";
+/// [`Generation::provider`] of a prediction made through Replicate's API.
+pub(crate) const REPLICATE: &str = "replicate";
+/// [`Generation::provider`] of a request made through fal's queue API (kept in fal's account).
+pub(crate) const FAL: &str = "fal";
 
 impl Generation {
     pub(crate) fn state(&self, now: Instant) -> &'static str {
@@ -134,6 +149,8 @@ pub struct BillingEntry {
     pub kind: &'static str,
     /// The amount, micro-dollars (positive for both kinds).
     pub micros: i64,
+    /// Which API the generation was made through: `luma` or `replicate`.
+    pub provider: String,
     /// When, `2026-11-24T09:30:19.123456Z` (UTC).
     pub at: String,
 }
@@ -184,6 +201,8 @@ pub(crate) struct Account {
     pub stats: Stats,
     bucket: (f64, Instant),
     window: VecDeque<Instant>,
+    /// Replicate's creates in the last (scaled) minute.
+    replicate_window: VecDeque<Instant>,
     storm_until: Option<Instant>,
     /// The end of the longest pause a `Retry-After` has announced.
     pub announced_pause_until: Option<Instant>,
@@ -221,6 +240,7 @@ impl Account {
             stats: Stats::default(),
             bucket: (f64::from(config.creates_per_minute.unwrap_or(0)), Instant::now()),
             window: VecDeque::new(),
+            replicate_window: VecDeque::new(),
             storm_until: None,
             announced_pause_until: None,
             once_pause_until: None,
@@ -301,6 +321,7 @@ impl Account {
             self.revision += 1;
             if generation.outcome.is_failure() {
                 let (price, model) = (generation.price, generation.model.clone());
+                let provider = generation.provider.clone();
                 self.balance += price;
                 self.billing.refunded_micros += price;
                 self.billing.net_micros -= price;
@@ -310,6 +331,7 @@ impl Account {
                     model,
                     kind: "refund",
                     micros: price,
+                    provider,
                     at: format_time(OffsetDateTime::now_utc()),
                 });
             }
@@ -397,6 +419,45 @@ impl Account {
         Ok(())
     }
 
+    /// Checks Replicate's limits for a create at `now` (a storm, the sliding window of
+    /// [`ReplicateSim::creates_per_minute`](crate::ReplicateSim), credit); takes a slot when it
+    /// passes. Luma's concurrency and per-minute limits are not Replicate's.
+    pub(crate) fn admit_replicate(
+        &mut self,
+        config: &SimConfig,
+        now: Instant,
+        price: i64,
+    ) -> Result<(), Refusal> {
+        if let Some(until) = self.storm_until.filter(|until| now < *until) {
+            return Err(Refusal::RateLimited {
+                retry_after: until - now,
+                detail: "Request was throttled.",
+            });
+        }
+        if let Some(per_minute) = config.replicate.creates_per_minute {
+            let window = Duration::from_secs(60).mul_f64(config.time_scale.max(1e-6));
+            while self
+                .replicate_window
+                .front()
+                .is_some_and(|t| now.saturating_duration_since(*t) >= window)
+            {
+                self.replicate_window.pop_front();
+            }
+            if self.replicate_window.len() >= per_minute as usize {
+                let oldest = self.replicate_window.front().copied().unwrap_or(now);
+                return Err(Refusal::RateLimited {
+                    retry_after: (oldest + window).saturating_duration_since(now),
+                    detail: "Request was throttled.",
+                });
+            }
+        }
+        if self.balance < price {
+            return Err(Refusal::NoCredit);
+        }
+        self.replicate_window.push_back(now);
+        Ok(())
+    }
+
     /// Starts a storm of 429s.
     pub(crate) fn start_storm(&mut self, now: Instant, length: Duration) {
         self.storm_until = Some(now + length);
@@ -413,6 +474,7 @@ impl Account {
             model: generation.model.clone(),
             kind: "charge",
             micros: generation.price,
+            provider: generation.provider.clone(),
             at: format_time(generation.created_at),
         });
         self.stats.creates_accepted += 1;

@@ -11,9 +11,11 @@ use std::process::{Child, Command, Output, Stdio};
 
 /// Variables of the caller's environment that would change what the binary does; removed from
 /// every command (and every `DARKROOM_*` variable with them).
-const INHERITED: [&str; 5] = [
+const INHERITED: [&str; 7] = [
     "LUMAAI_API_KEY",
     "LUMAAI_BASE_URL",
+    "REPLICATE_API_TOKEN",
+    "REPLICATE_BASE_URL",
     "FAL_KEY",
     "FAL_KEY_ID",
     "FAL_KEY_SECRET",

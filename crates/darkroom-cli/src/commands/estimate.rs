@@ -1,5 +1,6 @@
 //! `darkroom estimate FILE`: what the job will cost (per model, in total, all-photon-1, and the
-//! preview-then-promote plan) and the shortest time the account limits allow, before spending anything.
+//! preview-then-promote plan), the shortest time the account limits allow, and the job's cost on
+//! each provider side by side with the rows each can't make, before spending anything.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -48,6 +49,7 @@ pub fn run(config_file: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
         ..Default::default()
     };
     let mut builder = EstimateBuilder::new(settings.prices, budget);
+    let mut fits = crate::commands::providers::Fit::every(&settings);
     let routing = settings.routing;
     let job = crate::commands::job_name_for(args.job.as_deref(), &args.file)?;
     let choices = trial_choices(&args.db, &job)?;
@@ -66,6 +68,9 @@ pub fn run(config_file: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
             .or(choice.map(|(model, _)| model))
             .unwrap_or_else(|| routing.model_for(pass));
         builder.add(model, u64::from(row.variants));
+        for fit in &mut fits {
+            fit.add(&row, model);
+        }
     })
     .map_err(|e| Failure::new(Exit::BadInput, e.to_string()))?;
     if !report.is_valid() {
@@ -92,11 +97,7 @@ pub fn run(config_file: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
     };
     let estimate = builder.finish(pass, assumptions, args.promote_fraction);
     if args.json {
-        let mut json = serde_json::to_value(&estimate)?;
-        if let Some(object) = json.as_object_mut() {
-            object.insert("routed_by_trial".into(), serde_json::json!(chosen));
-        }
-        println!("{}", serde_json::to_string_pretty(&json)?);
+        print_json(&estimate, &chosen, &fits)?;
         return Ok(Exit::Done);
     }
     print_estimate(&args.file, pass, &estimate, &assumptions);
@@ -110,7 +111,52 @@ pub fn run(config_file: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
             }
         );
     }
+    print_providers(&args.file, &fits, estimate.tasks);
     Ok(Exit::Done)
+}
+
+/// The estimate as JSON on stdout, with the images priced by a trial's choices
+/// (`routed_by_trial`, by model) and each provider's fit (`providers`).
+fn print_json(
+    estimate: &Estimate,
+    chosen: &BTreeMap<Model, u64>,
+    fits: &[crate::commands::providers::Fit],
+) -> anyhow::Result<()> {
+    let mut json = serde_json::to_value(estimate)?;
+    if let Some(object) = json.as_object_mut() {
+        object.insert("routed_by_trial".into(), serde_json::json!(chosen));
+    }
+    json["providers"] = fits
+        .iter()
+        .map(crate::commands::providers::Fit::to_json)
+        .collect();
+    println!("{}", serde_json::to_string_pretty(&json)?);
+    Ok(())
+}
+
+/// Each provider's cost of the tasks it can make, side by side on stdout (Luma's estimate above
+/// is `[prices]`'), and on stderr the rows each can't make, with their lines.
+fn print_providers(file: &Path, fits: &[crate::commands::providers::Fit], tasks: u64) {
+    println!("  by provider, at each one's price table:");
+    for fit in fits {
+        let makes = if fit.tasks == tasks {
+            "every task".to_string()
+        } else {
+            format!(
+                "{} of {tasks} tasks ({} row(s) it can't make)",
+                fit.tasks,
+                fit.refused.len()
+            )
+        };
+        println!(
+            "    {:<10} {:>10}  {makes}",
+            fit.name.as_str(),
+            fit.cost.to_string()
+        );
+    }
+    for fit in fits {
+        fit.print_refused(file);
+    }
 }
 
 /// The routing choices made after a trial of `job`, read from the ledger at `db` when it exists

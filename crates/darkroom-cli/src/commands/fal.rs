@@ -3,20 +3,11 @@
 
 use std::sync::Arc;
 
-use darkroom_fal::{FalConfig, FalKey, FalPrices, FalProvider};
+use darkroom_fal::{FalConfig, FalKey, FalProvider};
 
-use super::{start_sim, Connection, ProviderArg, Upstream};
 use crate::config::env;
 use crate::exit::{Exit, Failure};
-
-/// `settings` with fal's per-megapixel price table when the run is on fal, so every task is
-/// reserved and charged at what fal bills for its size.
-pub fn priced(mut settings: crate::config::Settings, upstream: &Upstream) -> crate::config::Settings {
-    if upstream.provider == ProviderArg::Fal {
-        settings.prices = FalPrices::default().table();
-    }
-    settings
-}
+use darkroom_provider::Provider;
 
 /// The key from `FAL_KEY`, else `FAL_KEY_ID` and `FAL_KEY_SECRET`, as fal's clients read them.
 fn key() -> Option<FalKey> {
@@ -33,17 +24,16 @@ fn key() -> Option<FalKey> {
     }
 }
 
-/// Connects to fal (or the simulator's fal API with `--sim`).
-pub async fn connect(upstream: &Upstream, _settings: &crate::config::Settings) -> anyhow::Result<Connection> {
-    let (config, sim) = if upstream.sim {
-        let sim = start_sim(upstream).await?;
+/// fal's queue API as the provider: the simulator's fal account with `--sim` (`sim`), else fal's
+/// hosts with the key from the environment. Exit 2 when no key is set or a host is not a URL.
+pub fn provider(sim: Option<&darkroom_sim::SimHandle>) -> anyhow::Result<Arc<dyn Provider>> {
+    let config = if let Some(sim) = sim {
         eprintln!("simulator: {}", sim.fal_queue_url());
-        let config = FalConfig {
+        FalConfig {
             queue_url: sim.fal_queue_url(),
             api_url: sim.fal_api_url(),
             ..FalConfig::new(FalKey::new("simulator".into()))
-        };
-        (config, Some(sim))
+        }
     } else {
         let key = key().ok_or_else(|| {
             Failure::new(Exit::BadInput, "FAL_KEY is not set").with_hint(
@@ -58,7 +48,7 @@ pub async fn connect(upstream: &Upstream, _settings: &crate::config::Settings) -
         if let Ok(url) = std::env::var(env::FAL_API_URL) {
             config.api_url = url;
         }
-        (config, None)
+        config
     };
     let provider = FalProvider::new(config).map_err(|e| {
         Failure::new(Exit::BadInput, e.to_string()).with_hint(
@@ -66,8 +56,5 @@ pub async fn connect(upstream: &Upstream, _settings: &crate::config::Settings) -
              https://api.fal.ai/v1",
         )
     })?;
-    Ok(Connection {
-        client: Arc::new(provider),
-        sim,
-    })
+    Ok(Arc::new(provider))
 }

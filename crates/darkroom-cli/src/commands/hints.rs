@@ -1,6 +1,6 @@
 //! The commands darkroom prints for the user to run next (`next: ...`, "run `...` again"): each
-//! carries the flags that put it in the same situation as the command that printed it (`--sim`,
-//! `--provider`, `--db`, `--out`), so it works as printed.
+//! carries the flags that put it in the same situation as the command that printed it
+//! (`--provider`, `--sim`, `--db`, `--out`), so it works as printed.
 
 use std::path::Path;
 
@@ -15,11 +15,11 @@ const DEFAULT_OUT: &str = "out";
 /// leading space: `" --sim --db shared.db"`, or `""` when every one is at its default.
 pub fn same_situation(upstream: &Upstream, out: &Path) -> String {
     let mut flags = String::new();
+    if let Some(provider) = upstream.provider {
+        flags.push_str(&format!(" --provider {}", provider.as_str()));
+    }
     if upstream.sim {
         flags.push_str(" --sim");
-    }
-    if upstream.provider == crate::commands::ProviderArg::Fal {
-        flags.push_str(" --provider fal");
     }
     flags.push_str(&db_flag(&upstream.db));
     if out != Path::new(DEFAULT_OUT) {
@@ -74,15 +74,15 @@ mod tests {
             db: db.into(),
             base_url: None,
             sim,
-            provider: crate::commands::ProviderArg::Luma,
+            provider: None,
         }
     }
 
     #[test]
     fn a_command_printed_by_a_run_on_fal_stays_on_fal() {
         let mut on_fal = upstream("darkroom.db", true);
-        on_fal.provider = crate::commands::ProviderArg::Fal;
-        assert_eq!(same_situation(&on_fal, Path::new("out")), " --sim --provider fal");
+        on_fal.provider = Some(crate::config::provider::ProviderName::Fal);
+        assert_eq!(same_situation(&on_fal, Path::new("out")), " --provider fal --sim");
     }
 
     #[test]

@@ -6,13 +6,14 @@ pub mod completions;
 pub mod config;
 pub mod estimate;
 pub mod export;
-mod fal;
+pub mod fal;
 pub mod hints;
 pub mod man;
 pub mod pass;
 pub mod prices;
 pub mod progress;
 pub mod promote;
+pub mod providers;
 pub mod report;
 pub mod review;
 pub mod run;
@@ -58,24 +59,18 @@ pub struct Upstream {
     /// The ledger file. Any number of different jobs, in as many processes, may share one.
     #[arg(long, value_name = "PATH", env = crate::config::env::DB, default_value = "darkroom.db")]
     pub db: PathBuf,
-    /// The API's base URL [default: Luma's].
+    /// Luma's API base URL (Replicate's comes from REPLICATE_BASE_URL) [default: Luma's].
     #[arg(long, value_name = "URL", env = crate::config::env::BASE_URL)]
     pub base_url: Option<String>,
     /// Start the built-in simulator and run against it: no key, no cost (any base URL is ignored).
     /// Its account is kept in .darkroom/sim/ beside the ledger, so commands on one ledger share it.
     #[arg(long)]
     pub sim: bool,
-    /// Who makes the images: luma (Luma's API, LUMAAI_API_KEY) or fal (fal.ai, FAL_KEY; hosts from
-    /// DARKROOM_FAL_QUEUE_URL and DARKROOM_FAL_API_URL, not --base-url; priced per megapixel).
-    #[arg(long, value_enum, default_value_t = ProviderArg::Luma)]
-    pub provider: ProviderArg,
-}
-
-/// The provider `--provider` names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ProviderArg {
-    Luma,
-    Fal,
+    /// The provider: luma (LUMAAI_API_KEY), replicate (REPLICATE_API_TOKEN, REPLICATE_BASE_URL) or fal
+    /// (FAL_KEY; hosts from DARKROOM_FAL_QUEUE_URL and DARKROOM_FAL_API_URL; priced per megapixel);
+    /// rows it can't make whole are refused before anything is sent [default: config provider.default]
+    #[arg(long, value_enum, value_name = "NAME")]
+    pub provider: Option<crate::config::provider::ProviderName>,
 }
 
 /// The provider, and the in-process simulator when `--sim` started one.
@@ -93,40 +88,56 @@ impl Connection {
     }
 }
 
-/// Connects to the upstream the flags name: the simulator with `--sim`, else the base URL with the
-/// key from `LUMAAI_API_KEY`, with the timeouts of `[luma]`. darkroom never falls back to the
-/// simulator silently.
+/// Connects to the provider the flags name (`--provider`, else `[provider] default`): the
+/// simulator with `--sim`, else the provider's API with its key from the environment
+/// (`LUMAAI_API_KEY`, `REPLICATE_API_TOKEN`) and the timeouts of its config section. darkroom never
+/// falls back to the simulator silently.
 pub async fn connect(upstream: &Upstream, settings: &crate::config::Settings) -> anyhow::Result<Connection> {
-    if upstream.provider == ProviderArg::Fal {
-        return fal::connect(upstream, settings).await;
-    }
-    let (base_url, api_key, sim) = if upstream.sim {
-        let sim = start_sim(upstream).await?;
-        eprintln!("simulator: {}", sim.base_url());
-        (sim.base_url(), ApiKey::new("simulator".to_string()), Some(sim))
+    use crate::config::provider::{self as choice, ProviderName};
+    let sim = if upstream.sim {
+        Some(spawn_sim(&upstream.db).await?)
     } else {
-        let key = crate::config::api_key().ok_or_else(|| {
-            Failure::new(Exit::BadInput, "LUMAAI_API_KEY is not set").with_hint(
-                "export LUMAAI_API_KEY=..., or add --sim to run against the built-in simulator at no cost",
-            )
-        })?;
-        (
-            upstream
+        None
+    };
+    let client = match (settings.provider_name(upstream.provider), &sim) {
+        (ProviderName::Luma, Some(sim)) => {
+            eprintln!("simulator: {}", sim.base_url());
+            provider(sim.base_url(), ApiKey::new("simulator".to_string()), settings)?
+        }
+        (ProviderName::Luma, None) => {
+            let key = crate::config::api_key().ok_or_else(|| {
+                Failure::new(Exit::BadInput, "LUMAAI_API_KEY is not set").with_hint(
+                    "export LUMAAI_API_KEY=..., or add --sim to run against the built-in simulator at no cost",
+                )
+            })?;
+            let base_url = upstream
                 .base_url
                 .clone()
-                .unwrap_or_else(|| LUMA_BASE_URL.to_string()),
-            key,
-            None,
-        )
+                .unwrap_or_else(|| LUMA_BASE_URL.to_string());
+            provider(base_url, key, settings)?
+        }
+        (ProviderName::Replicate, Some(sim)) => {
+            eprintln!("simulator: {}", sim.replicate_base_url());
+            let token = darkroom_replicate::ApiToken::new("simulator".to_string());
+            replicate_provider(sim.replicate_base_url(), token, settings)?
+        }
+        (ProviderName::Fal, _) => fal::provider(sim.as_ref())?,
+        (ProviderName::Replicate, None) => {
+            let token = choice::replicate_token().ok_or_else(|| {
+                Failure::new(Exit::BadInput, "REPLICATE_API_TOKEN is not set").with_hint(
+                    "export REPLICATE_API_TOKEN=..., or add --sim to run against the built-in simulator at no cost",
+                )
+            })?;
+            replicate_provider(choice::replicate_base_url(), token, settings)?
+        }
     };
-    let client = provider(base_url, api_key, settings)?;
     Ok(Connection { client, sim })
 }
 
-/// Starts the in-process simulator with the account kept beside the ledger.
-async fn start_sim(upstream: &Upstream) -> anyhow::Result<darkroom_sim::SimHandle> {
-    let state_dir = crate::config::sim_state_dir(&upstream.db);
-    darkroom_sim::spawn(crate::config::sim_config(&upstream.db)?)
+/// Starts the simulator of `--sim`, its account kept beside the ledger `db`.
+async fn spawn_sim(db: &Path) -> anyhow::Result<darkroom_sim::SimHandle> {
+    let state_dir = crate::config::sim_state_dir(db);
+    darkroom_sim::spawn(crate::config::sim_config(db)?)
         .await
         .map_err(|e| match e {
             darkroom_sim::SimError::State(darkroom_sim::StateError::Unreadable { .. }) => anyhow::Error::new(
@@ -159,6 +170,27 @@ pub fn provider(
             .with_hint("--base-url or LUMAAI_BASE_URL is the API's base URL, e.g. http://127.0.0.1:8765/dream-machine/v1")
     })?;
     Ok(Arc::new(provider.with_prices(settings.prices)))
+}
+
+/// Replicate at `base_url` with `token`, with `[replicate]`'s timeouts and price table. A base URL
+/// that is no `http(s)` URL is bad input (exit 2).
+pub fn replicate_provider(
+    base_url: String,
+    token: darkroom_replicate::ApiToken,
+    settings: &crate::config::Settings,
+) -> anyhow::Result<Arc<dyn Provider>> {
+    let section = &settings.replicate;
+    let config = darkroom_replicate::ClientConfig {
+        connect_timeout: section.connect_timeout,
+        request_timeout: section.request_timeout,
+        download_timeout: section.download_timeout,
+        ..darkroom_replicate::ClientConfig::new(base_url, token)
+    };
+    let provider = darkroom_replicate::ReplicateProvider::new(config).map_err(|e| {
+        Failure::new(Exit::BadInput, e.to_string())
+            .with_hint("REPLICATE_BASE_URL is the API's root, e.g. https://api.replicate.com")
+    })?;
+    Ok(Arc::new(provider.with_prices(section.prices)))
 }
 
 /// The job's name: `--job`, else the file's stem. Names become directory names, so they follow

@@ -151,6 +151,7 @@ pub async fn execute(settings: &Settings, run: PassRun) -> anyhow::Result<Exit> 
         ..
     } = run;
 
+    crate::commands::providers::before_sending(&ledger, &connection, job_id, pass).await?;
     let shutdown = Shutdown::default();
     let signals = tokio::spawn(watch_signals(shutdown.clone()));
     let (events_tx, events_rx) = mpsc::channel(1024);

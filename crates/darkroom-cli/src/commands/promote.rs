@@ -76,6 +76,8 @@ pub async fn open_job(db: &Path, job: &str) -> anyhow::Result<(Ledger, i64)> {
 }
 
 async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
+    let provider = settings.provider_name(args.upstream.provider);
+    let settings = settings.for_provider(provider);
     let options = options(&settings)?;
     let db = args.upstream.db.clone();
     crate::commands::require_ledger(&db)?;

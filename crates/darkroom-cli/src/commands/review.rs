@@ -45,6 +45,8 @@ pub fn run(config_file: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
 }
 
 async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
+    let provider = settings.provider_name(args.upstream.provider);
+    let settings = settings.for_provider(provider);
     let promote = options(&settings)?;
     let (ledger, job_id) = open_job(&args.upstream.db, &args.job).await?;
     if let Some(budget) = args.budget {

@@ -60,7 +60,8 @@ pub fn run(config_file: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
 }
 
 async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
-    let settings = crate::commands::fal::priced(settings, &args.upstream);
+    let provider = settings.provider_name(args.upstream.provider);
+    let settings = settings.for_provider(provider);
     let pass: Pass = args.pass.into();
     let job = job_name_for(args.job.as_deref(), &args.file)?;
     let (start_at, new_deadline) = times(&args)?;

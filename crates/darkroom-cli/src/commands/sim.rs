@@ -301,6 +301,9 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         eprintln!("point darkroom or the official SDK at it:");
         eprintln!("  export LUMAAI_BASE_URL={}", handle.base_url());
         eprintln!("  export LUMAAI_API_KEY=any-key");
+        eprintln!("or, for --provider replicate (Replicate's API under /replicate/v1):");
+        eprintln!("  export REPLICATE_BASE_URL=http://{}/replicate", handle.addr());
+        eprintln!("  export REPLICATE_API_TOKEN=any-token");
         eprintln!(
             "billing: http://{}/sim/billing   stats: http://{}/sim/stats",
             handle.addr(),

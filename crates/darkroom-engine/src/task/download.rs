@@ -171,7 +171,7 @@ impl TaskRun {
             Ok(fresh) => match fresh.image_url() {
                 Some(fresh_url) => tries.url = fresh_url.to_string(),
                 None if fresh.state == GenerationState::Completed => {
-                    let reason = crate::poller::COMPLETED_WITHOUT_IMAGE.into();
+                    let reason = crate::poller::without_image(&fresh);
                     return self.unusable(generation, reason).await.map(Tried::Next);
                 }
                 None => {}

@@ -14,17 +14,20 @@ use crate::state::{Account, Outcome};
 use crate::Sim;
 
 pub(super) async fn asset(State(sim): State<Arc<Sim>>, Path(file): Path<String>) -> Response {
-    let response = serve(&sim, &file, Sim::lock).await;
+    let id = file.split('.').next().unwrap_or_default();
+    let response = serve(&sim, id, Sim::lock, crate::state::LUMA).await;
     counted(&sim, "GET /sim/assets", response)
 }
 
-/// The picture of the generation `file` names in the account `account` locks (Luma's or fal's).
+/// The picture of generation `id` in the account `account` locks (Luma's, which also holds
+/// Replicate's, or fal's), made through `provider`'s API, or the broken answer its outcome or a
+/// download fault calls for.
 pub(super) async fn serve(
     sim: &Arc<Sim>,
-    file: &str,
+    id: &str,
     account: fn(&Sim) -> MutexGuard<'_, Account>,
+    provider: &str,
 ) -> Response {
-    let id = file.split('.').next().unwrap_or_default();
     let (seed, aspect, format, truncate, fail, outcome) = {
         let now = Instant::now();
         let mut account = account(sim);
@@ -32,7 +35,7 @@ pub(super) async fn serve(
         let Some(generation) = account
             .generations
             .get(id)
-            .filter(|g| !g.deleted && g.state(now) == "completed")
+            .filter(|g| !g.deleted && g.provider == provider && g.state(now) == "completed")
         else {
             return error(StatusCode::NOT_FOUND, "Not found");
         };

@@ -167,7 +167,7 @@ fn refuse(sim: &Sim, account: &mut Account, now: Instant, price: i64) -> Result<
 }
 
 /// The generation an accepted create makes: its latency, its outcome and its picture.
-fn draw_generation(
+pub(super) fn draw_generation(
     sim: &Sim,
     account: &mut Account,
     request: &Value,
@@ -213,6 +213,7 @@ fn draw_generation(
         deleted: false,
         unknown_state,
         image_seed,
+        provider: crate::state::LUMA.to_string(),
     }
 }
 
@@ -259,7 +260,7 @@ pub(super) fn draw_outcome(account: &mut Account, faults: &crate::Faults) -> Out
 }
 
 /// What a create that passed validation and the limits turned into.
-enum Admitted {
+pub(super) enum Admitted {
     /// Accepted and charged; answer now.
     Now(Generation),
     /// Accepted and charged; the connection is dropped without an answer.
@@ -271,7 +272,7 @@ enum Admitted {
 /// Commits a late create after `late_commit_delay`, whether or not its client is still waiting
 /// (the commit runs on the simulator's own tracker, so a client that gave up does not cancel it).
 /// Returns the committed generation for the answer, or `None` if the simulator stopped first.
-async fn commit_late(sim: &Arc<Sim>, mut generation: Generation) -> Option<Generation> {
+pub(super) async fn commit_late(sim: &Arc<Sim>, mut generation: Generation) -> Option<Generation> {
     let delay = sim.config.late_commit_delay;
     let (tx, rx) = tokio::sync::oneshot::channel();
     let committer = sim.clone();

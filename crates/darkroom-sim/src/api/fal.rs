@@ -256,7 +256,8 @@ async fn result(State(sim): State<Arc<Sim>>, headers: HeaderMap, Path(id): Path<
 }
 
 async fn media(State(sim): State<Arc<Sim>>, Path(file): Path<String>) -> Response {
-    let response = super::assets::serve(&sim, &file, Sim::fal).await;
+    let id = file.split('.').next().unwrap_or_default();
+    let response = super::assets::serve(&sim, id, Sim::fal, crate::state::FAL).await;
     counted(&sim, "GET /fal/media", response)
 }
 

@@ -1,5 +1,6 @@
-//! The HTTP surface: Luma's paths under `/dream-machine/v1`, the image assets, and `/sim/billing`
-//! and `/sim/stats` for tests to reconcile against. This file holds the router and the reads;
+//! The HTTP surface: Luma's paths under `/dream-machine/v1`, Replicate's under `/replicate/v1`
+//! (`replicate.rs`), the image assets, and `/sim/billing` and `/sim/stats` for tests to reconcile
+//! against. This file holds the router and the reads;
 //! creating a generation is `create.rs`, checking a request `validate.rs`, serving images `assets.rs`.
 
 // Handlers return early with a ready `Response` as their error; boxing it would only add noise.
@@ -16,11 +17,13 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
+use crate::state::LUMA;
 use crate::Sim;
 
 mod assets;
 mod create;
 mod fal;
+mod replicate;
 mod validate;
 
 const API: &str = "/dream-machine/v1";
@@ -36,6 +39,7 @@ pub(crate) fn router(sim: Arc<Sim>) -> Router {
         .route("/sim/billing", get(billing))
         .route("/sim/stats", get(stats))
         .merge(fal::routes())
+        .merge(replicate::routes())
         .with_state(sim)
 }
 
@@ -70,7 +74,7 @@ fn counted(sim: &Sim, endpoint: &str, response: Response) -> Response {
     response
 }
 
-async fn maybe_slow_or_failing(sim: &Sim) -> Option<Response> {
+pub(super) async fn maybe_slow_or_failing(sim: &Sim) -> Option<Response> {
     let (slow, fail) = {
         let mut account = sim.lock();
         let fail = account.chance(sim.config.faults.get_5xx);
@@ -98,7 +102,11 @@ async fn read(State(sim): State<Arc<Sim>>, headers: HeaderMap, Path(id): Path<St
         let now = Instant::now();
         let mut account = sim.lock();
         account.settle(now);
-        match account.generations.get(&id).filter(|g| !g.deleted) {
+        match account
+            .generations
+            .get(&id)
+            .filter(|g| !g.deleted && g.provider == LUMA)
+        {
             Some(generation) => Ok(Json(generation.to_json(now, &sim.asset_base())).into_response()),
             None => Err(error(StatusCode::NOT_FOUND, "Generation not found")),
         }
@@ -125,7 +133,7 @@ async fn list(State(sim): State<Arc<Sim>>, headers: HeaderMap, Query(page): Quer
         let mut account = sim.lock();
         account.settle(now);
         let base = sim.asset_base();
-        let mut live = account.order.iter().rev().filter_map(|id| account.generations.get(id)).filter(|g| !g.deleted);
+        let mut live = account.order.iter().rev().filter_map(|id| account.generations.get(id)).filter(|g| !g.deleted && g.provider == LUMA);
         let generations: Vec<Value> = live.by_ref().skip(offset).take(limit).map(|g| g.to_json(now, &base)).collect();
         let has_more = live.next().is_some();
         Ok(Json(json!({
@@ -143,7 +151,11 @@ async fn delete(State(sim): State<Arc<Sim>>, headers: HeaderMap, Path(id): Path<
         Err(response) => response,
         Ok(()) => {
             let mut account = sim.lock();
-            match account.generations.get_mut(&id).filter(|g| !g.deleted) {
+            match account
+                .generations
+                .get_mut(&id)
+                .filter(|g| !g.deleted && g.provider == LUMA)
+            {
                 Some(generation) => {
                     generation.deleted = true;
                     account.revision += 1;

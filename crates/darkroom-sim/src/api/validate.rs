@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::error;
 
-const ASPECT_RATIOS: [&str; 7] = ["1:1", "16:9", "9:16", "4:3", "3:4", "21:9", "9:21"];
+pub(super) const ASPECT_RATIOS: [&str; 7] = ["1:1", "16:9", "9:16", "4:3", "3:4", "21:9", "9:21"];
 
 pub(super) struct Checked {
     pub(super) model: String,

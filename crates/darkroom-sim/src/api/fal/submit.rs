@@ -258,6 +258,7 @@ fn draw(
         image_seed: *blake3::hash(format!("{endpoint_id}\n{echo}").as_bytes()).as_bytes(),
         echo,
         model: endpoint_id.to_string(),
+        provider: crate::state::FAL.to_string(),
         aspect_ratio: aspect_ratio.to_string(),
         format: "jpg".into(),
         price,

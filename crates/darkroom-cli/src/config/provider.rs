@@ -1,0 +1,104 @@
+//! Which provider a pass runs on (`--provider`, `[provider] default`) and the settings of each
+//! provider other than Luma (`[replicate]`: its account's create limit, timeouts and price table).
+//! Secrets and base URLs come from the environment only, as each provider's official SDK reads them.
+
+use darkroom_jobs::PriceTable;
+use serde::Deserialize;
+
+use super::Settings;
+
+/// The providers a pass can run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderName {
+    // Luma's own API (`LUMAAI_API_KEY`). Plain comments: clap would show doc comments as a
+    // long list in every command's help.
+    Luma,
+    // Photon through Replicate (`REPLICATE_API_TOKEN`): one image and one style reference, one
+    // character image, no modify, JPEG only, no balance API.
+    Replicate,
+    // Photon through fal.ai (`FAL_KEY`): prompt and aspect ratio only, priced per megapixel;
+    // hosts from DARKROOM_FAL_QUEUE_URL and DARKROOM_FAL_API_URL.
+    Fal,
+}
+
+impl ProviderName {
+    /// Every provider, in the order `estimate` shows them.
+    pub const ALL: [ProviderName; 3] = [ProviderName::Luma, ProviderName::Replicate, ProviderName::Fal];
+
+    /// The name as flags, config and the ledger spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderName::Luma => "luma",
+            ProviderName::Replicate => "replicate",
+            ProviderName::Fal => "fal",
+        }
+    }
+}
+
+/// `[provider]`: the provider a pass runs on when `--provider` does not say.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSettings {
+    /// `luma` or `replicate`.
+    pub default: ProviderName,
+}
+
+/// `[replicate]`: Photon through Replicate. The token comes from `REPLICATE_API_TOKEN`, the base
+/// URL from `REPLICATE_BASE_URL` (the API's root, as Replicate's SDK reads it; `/v1` is added).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicateSettings {
+    /// The account's create limit (Replicate documents 600 a minute); `[limits]` is Luma's.
+    pub creates_per_minute: u32,
+    /// Time to open a connection, to the API or to an output's host.
+    #[serde(deserialize_with = "super::duration")]
+    pub connect_timeout: std::time::Duration,
+    /// Time an API call may take, its answer included.
+    #[serde(deserialize_with = "super::duration")]
+    pub request_timeout: std::time::Duration,
+    /// Time an output download may take.
+    #[serde(deserialize_with = "super::duration")]
+    pub download_timeout: std::time::Duration,
+    /// What Replicate charges an image, USD (its published $0.03 and $0.01).
+    pub prices: PriceTable,
+}
+
+impl Settings {
+    /// The provider a command runs on: `--provider`, else `[provider] default`.
+    pub fn provider_name(&self, flag: Option<ProviderName>) -> ProviderName {
+        flag.unwrap_or(self.provider.default)
+    }
+
+    /// The settings as a pass on `provider` uses them: its price table in `prices` (what tasks
+    /// are reserved at) and its account's create limit in `limits`.
+    #[must_use]
+    pub fn for_provider(mut self, provider: ProviderName) -> Settings {
+        match provider {
+            ProviderName::Luma => {}
+            ProviderName::Replicate => {
+                self.prices = self.replicate.prices;
+                self.limits.creates_per_minute = self.replicate.creates_per_minute;
+            }
+            ProviderName::Fal => self.prices = darkroom_fal::FalPrices::default().table(),
+        }
+        self
+    }
+}
+
+/// The API token from `REPLICATE_API_TOKEN`, if set and not empty.
+pub fn replicate_token() -> Option<darkroom_replicate::ApiToken> {
+    std::env::var(super::env::REPLICATE_API_TOKEN)
+        .ok()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .map(darkroom_replicate::ApiToken::new)
+}
+
+/// Replicate's API base URL: `REPLICATE_BASE_URL` (the root, `/v1` added) or Replicate's own.
+pub fn replicate_base_url() -> String {
+    match std::env::var(super::env::REPLICATE_BASE_URL) {
+        Ok(root) if !root.trim().is_empty() => format!("{}/v1", root.trim().trim_end_matches('/')),
+        _ => darkroom_replicate::REPLICATE_BASE_URL.to_string(),
+    }
+}
