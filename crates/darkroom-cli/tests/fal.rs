@@ -156,7 +156,7 @@ fn a_run_on_fal_without_a_key_is_bad_input_naming_fal_key_and_spends_nothing() {
 }
 
 #[test]
-fn a_row_with_a_reference_is_not_sent_to_fal_and_costs_nothing_while_the_others_are_made() {
+fn a_job_with_a_row_fal_cannot_make_whole_is_refused_before_anything_is_sent() {
     let dir = tempfile::tempdir().unwrap();
     write(
         dir.path(),
@@ -178,17 +178,14 @@ fn a_row_with_a_reference_is_not_sent_to_fal_and_costs_nothing_while_the_others_
         ])
         .output()
         .unwrap();
-    assert_eq!(code(&output), 1, "one row failed: {}", text(&output.stderr));
-    let summary = summary(&output.stdout);
-    assert_eq!(summary["counts"]["done"], 1, "{summary}");
-    let spent = Money::parse_usd(summary["spent"].as_str().unwrap()).unwrap();
-    assert_eq!((spent.micros(), fal_bill(&sim)), (11_797, 11_797));
-    let submits = get_json(&sim.base_url, "/sim/stats");
-    let stats = submits.to_string();
-    assert!(!stats.contains("style.jpg"), "{stats}");
-    let errors = std::fs::read_to_string(dir.path().join("out/chairs/errors.jsonl")).unwrap();
+    let stderr = text(&output.stderr);
+    assert_eq!(code(&output), 2, "refused up front: {stderr}");
     assert!(
-        errors.contains("styled") && errors.contains("a style reference"),
-        "{errors}"
+        stderr.contains("line 3, row styled") && stderr.contains("style reference"),
+        "{stderr}"
     );
+    assert!(stderr.contains("nothing was sent"), "{stderr}");
+    assert_eq!(fal_bill(&sim), 0, "nothing is paid for a refused job");
+    let stats = get_json(&sim.base_url, "/sim/stats").to_string();
+    assert!(!stats.contains("style.jpg"), "{stats}");
 }
