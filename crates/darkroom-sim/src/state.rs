@@ -184,6 +184,8 @@ pub(crate) struct Account {
     pub stats: Stats,
     bucket: (f64, Instant),
     window: VecDeque<Instant>,
+    /// When the last create passed the rate limit (`RateWindow::Spacing`).
+    last_admitted: Option<Instant>,
     storm_until: Option<Instant>,
     /// The end of the longest pause a `Retry-After` has announced.
     pub announced_pause_until: Option<Instant>,
@@ -221,6 +223,7 @@ impl Account {
             stats: Stats::default(),
             bucket: (f64::from(config.creates_per_minute.unwrap_or(0)), Instant::now()),
             window: VecDeque::new(),
+            last_admitted: None,
             storm_until: None,
             announced_pause_until: None,
             once_pause_until: None,
@@ -388,6 +391,19 @@ impl Account {
                         });
                     }
                     self.window.push_back(now);
+                }
+                RateWindow::Spacing => {
+                    let spacing = window.div_f64(n);
+                    if let Some(last) = self.last_admitted {
+                        let next = last + spacing;
+                        if now < next {
+                            return Err(Refusal::RateLimited {
+                                retry_after: next - now,
+                                detail: "Too many requests",
+                            });
+                        }
+                    }
+                    self.last_admitted = Some(now);
                 }
             }
         }
