@@ -237,6 +237,9 @@ pub struct NotifySettings {
 pub struct Limits {
     pub creates_per_minute: u32,
     pub max_in_flight: u32,
+    /// How creates are paced under the rate: `"learn"` (a burst first, learned from 429s) or
+    /// `"strict"` (evenly spaced, no 429).
+    pub pacing: darkroom_engine::limits::Pacing,
     /// How long an unbroken run of 429s, with no create accepted, may last before the run ends
     /// refused (exit 5): a duration such as `"10m"`, `"90s"` or `"1h30m"`.
     #[serde(deserialize_with = "duration")]

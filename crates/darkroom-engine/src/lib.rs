@@ -67,6 +67,9 @@ pub struct RunSettings {
     /// The window the create limit counts over: a minute for a real account (shorter only against a
     /// time-scaled simulator).
     pub rate_window: Duration,
+    /// How creates are paced under that rate: learned from the upstream's 429s (a burst first), or
+    /// strictly spaced for accounts that must never see a 429 (`[limits] pacing`).
+    pub pacing: limits::Pacing,
     /// Generations in flight at once (the upstream's concurrency limit).
     pub max_in_flight: u32,
     /// Attempts per task: the first create and its retries.
@@ -146,6 +149,7 @@ impl RunSettings {
             prices: PriceTable::default(),
             creates_per_minute: Some(80),
             rate_window: Duration::from_secs(60),
+            pacing: limits::Pacing::Learn,
             max_in_flight: 40,
             max_attempts: 4,
             latency_photon_1: Duration::from_millis(3500),

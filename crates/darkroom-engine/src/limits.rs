@@ -1,10 +1,22 @@
 //! The two limits every create passes: a create-rate gate and an in-flight cap.
 //!
-//! The gate spaces creates evenly (a `governor` limiter with a burst of one), 1% under the account's
-//! rate, so the upstream sees no more than its limit in any 60-second window whether it counts with a
-//! token bucket or a sliding window. A 429 is information, not a failure: every create not yet sent
-//! pauses for the `Retry-After` it carries (or a few periods when it has none), wherever it is
-//! waiting, and creates are spaced wider for a while, recovering a little with each accepted create.
+//! How the upstream counts its per-minute limit is not documented: a token bucket of N refilled N a
+//! minute, N in any 60 s, or one create every 60/N s. The gate's `Pacing` says what it assumes.
+//!
+//! - `Pacing::Learn` (the default) starts with the burst a bucket or a window of N would allow and
+//!   learns from the upstream's answers: its own token bucket (refilled 1% under the rate) starts
+//!   full, and the first 429 of a burst empties it (the upstream just said it has nothing left) and
+//!   shrinks its capacity to the burst the upstream showed it accepts beyond the rate since the
+//!   last such 429 (so one create at a time under strict spacing). Tokens refill during the
+//!   `Retry-After` pause, so a window that frees many creates at once is used at once. Only a 429
+//!   that comes when the upstream accepted fewer creates than the rate allows widens the spacing.
+//! - `Pacing::Strict` spaces creates evenly (a `governor` limiter with a burst of one), 1% under the
+//!   rate, so the upstream sees no more than its limit in any 60-second window: for accounts that
+//!   must never see a 429. Every 429 widens the spacing.
+//!
+//! In both, a 429 is information, not a failure: every create not yet sent pauses for the
+//! `Retry-After` it carries (or a few periods when it has none), wherever it is waiting, and a
+//! widened spacing recovers a little with each accepted create.
 //! A run of 429s that never clears (no create accepted for `give_up_after`) ends in `GaveUp`. The
 //! in-flight cap is a semaphore whose permit a task holds from its create until its generation ends.
 
@@ -17,15 +29,32 @@ use tokio::time::Instant;
 
 use crate::clock::{TokioClock, TokioLimiter};
 
+/// How the gate paces creates under the account's rate (`[limits] pacing`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pacing {
+    /// Start with a burst as large as the rate and learn from each 429 what the upstream allows.
+    #[default]
+    Learn,
+    /// Evenly spaced 1% under the rate, no burst: no 429 under a token bucket or a sliding window
+    /// (an upstream counting strict spacing from each accepted create may refuse a create that
+    /// delays on this side bunched up behind a late one).
+    Strict,
+}
+
 /// Spaces creates under the account's rate, pauses them after a 429, and gives up when 429s
 /// never clear.
 #[derive(Debug)]
 pub struct CreateGate {
     limiter: Option<TokioLimiter>,
+    /// The rate's count of creates per window, when there is a rate.
+    per_window: Option<u32>,
     clock: TokioClock,
     period: Duration,
     give_up_after: Duration,
     backoff: Mutex<Backoff>,
+    /// Woken by every accepted create: a learning burst may grow.
+    answered: tokio::sync::Notify,
 }
 
 #[derive(Debug)]
@@ -36,6 +65,64 @@ struct Backoff {
     next_slot: Instant,
     /// The 429s since the last accepted create.
     streak: Option<Streak>,
+    /// `Pacing::Learn`'s bucket; `None` under `Pacing::Strict` or with no rate.
+    learned: Option<Learned>,
+}
+
+/// What `Pacing::Learn` knows of the upstream: a token bucket refilled one token a period.
+#[derive(Debug, Clone, Copy)]
+struct Learned {
+    /// The burst the upstream is believed to allow, in creates (at least 1).
+    capacity: f64,
+    /// Creates that may go at once now.
+    tokens: f64,
+    /// When `tokens` was last brought up to date.
+    at: Instant,
+    /// The end of the last pause (or the gate's start).
+    since: Instant,
+    /// Creates accepted since `since`.
+    accepted: u32,
+    /// Creates let through since `since`.
+    sent: u32,
+}
+
+impl Learned {
+    /// Takes a token if one is there and the burst has room; otherwise how long until the rate
+    /// alone allows one (an accepted create may allow one sooner).
+    ///
+    /// A burst grows as answers confirm it (slow start): since `since`, at most one create, two
+    /// more for each accepted one, and whatever the rate alone allows, so an upstream that allows
+    /// no burst refuses a couple of creates rather than every one on its way at once.
+    fn take(&mut self, now: Instant, period: Duration) -> Option<Duration> {
+        let periods = |d: Duration| d.as_secs_f64() / period.as_secs_f64();
+        self.tokens = (self.tokens + periods(now.saturating_duration_since(self.at))).min(self.capacity);
+        self.at = now;
+        let room = 1.0 + 2.0 * f64::from(self.accepted) + periods(now.saturating_duration_since(self.since))
+            - f64::from(self.sent);
+        if self.tokens >= 1.0 && room >= 1.0 {
+            self.tokens -= 1.0;
+            self.sent += 1;
+            return None;
+        }
+        let short = (1.0 - self.tokens).max(1.0 - room);
+        // At least a millisecond (tokio's timer step), so a token a hair short still comes.
+        Some(period.mul_f64(short).max(Duration::from_millis(1)))
+    }
+
+    /// The first 429 of a burst, pausing creates until `resume`: the upstream has nothing left
+    /// now, and it accepted `shown` creates beyond what the rate allows since the end of the last
+    /// pause (or the start). Counting starts again when this pause ends. Returns `shown`.
+    fn refused(&mut self, now: Instant, resume: Instant, period: Duration) -> f64 {
+        let sustained = now.saturating_duration_since(self.since).as_secs_f64() / period.as_secs_f64();
+        let shown = f64::from(self.accepted) - sustained;
+        self.capacity = shown.floor().clamp(1.0, self.capacity);
+        self.tokens = 0.0;
+        self.at = now;
+        self.since = resume;
+        self.accepted = 0;
+        self.sent = 0;
+        shown
+    }
 }
 
 /// An unbroken run of 429s: since when, how many, and the last `Retry-After`.
@@ -50,6 +137,9 @@ struct Streak {
 const MAX_SLOWDOWN: f64 = 8.0;
 /// Each accepted create brings the spacing this much closer to normal.
 const RECOVERY: f64 = 0.9;
+/// The same under `Pacing::Learn`, where a widened spacing is what the upstream was found to
+/// allow: back to normal only over about a hundred accepted creates.
+const LEARNED_RECOVERY: f64 = 0.993;
 /// The longest pause one 429 imposes, whatever its `Retry-After` says: a larger value (a bogus
 /// header, a date far ahead) is honoured only this long; if the upstream still refuses, the next
 /// 429 pauses again, and `give_up_after` ends the run.
@@ -150,6 +240,7 @@ impl CreateGate {
         };
         CreateGate {
             limiter,
+            per_window: limit.filter(|n| *n > 0),
             clock,
             period,
             give_up_after: DEFAULT_GIVE_UP_AFTER,
@@ -158,7 +249,36 @@ impl CreateGate {
                 slowdown: 1.0,
                 next_slot: Instant::now(),
                 streak: None,
+                learned: None,
             }),
+            answered: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// A gate fresh from `new` or `per_window` (which pace as `Pacing::Strict`), pacing creates as
+    /// `pacing` says. Without a rate there is nothing to pace and this changes nothing.
+    pub fn with_pacing(mut self, pacing: Pacing) -> CreateGate {
+        if let (Pacing::Learn, Some(n)) = (pacing, self.per_window) {
+            self.limiter = None;
+            let now = Instant::now();
+            self.backoff().learned = Some(Learned {
+                capacity: f64::from(n),
+                tokens: f64::from(n),
+                at: now,
+                since: now,
+                accepted: 0,
+                sent: 0,
+            });
+        }
+        self
+    }
+
+    /// How this gate paces creates.
+    pub fn pacing(&self) -> Pacing {
+        if self.backoff().learned.is_some() {
+            Pacing::Learn
+        } else {
+            Pacing::Strict
         }
     }
 
@@ -195,6 +315,24 @@ impl CreateGate {
             tokio::time::sleep_until(give_up_at.map_or(slot, |at| slot.min(at))).await;
             if self.paused_until().is_some() || give_up_at.is_some_and(|at| at <= Instant::now()) {
                 continue 'wait;
+            }
+            loop {
+                let answered = self.answered.notified();
+                tokio::pin!(answered);
+                answered.as_mut().enable();
+                let wait = {
+                    let mut b = self.backoff();
+                    let now = Instant::now();
+                    b.learned.as_mut().and_then(|l| l.take(now, self.period))
+                };
+                let Some(wait) = wait else { break };
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = &mut answered => {}
+                }
+                if self.paused_until().is_some() {
+                    continue 'wait;
+                }
             }
             if let Some(limiter) = &self.limiter {
                 loop {
@@ -250,7 +388,19 @@ impl CreateGate {
         let until = b.paused_until.map_or(until, |p| p.max(until));
         b.paused_until = Some(until);
         if !already_paused {
-            b.slowdown = (b.slowdown * 2.0).min(MAX_SLOWDOWN);
+            // What the spacing in force allowed, widened or not.
+            let period = self.period.mul_f64(b.slowdown);
+            // Learning: a 429 after the upstream accepted at least the rate is the burst's end,
+            // not a sign the rate is too high; one after fewer, or before any create was accepted
+            // since the last pause, widens the spacing.
+            // (A create a little early by network jitter, at spacing, is neither.)
+            let too_fast = b.learned.as_mut().is_none_or(|l| {
+                let none_since = l.accepted == 0;
+                l.refused(now, until, period) <= -1.0 || none_since
+            });
+            if too_fast {
+                b.slowdown = (b.slowdown * 2.0).min(MAX_SLOWDOWN);
+            }
         }
         b.next_slot = b.next_slot.max(until);
         let streak = b.streak.get_or_insert(Streak {
@@ -277,8 +427,17 @@ impl CreateGate {
     pub fn on_accepted(&self) {
         let mut b = self.backoff();
         b.streak = None;
+        if let Some(learned) = &mut b.learned {
+            learned.accepted += 1;
+            self.answered.notify_waiters();
+        }
         if b.slowdown > 1.0 {
-            b.slowdown = (b.slowdown * RECOVERY).max(1.0);
+            let recovery = if b.learned.is_some() {
+                LEARNED_RECOVERY
+            } else {
+                RECOVERY
+            };
+            b.slowdown = (b.slowdown * recovery).max(1.0);
             if b.slowdown < 1.01 {
                 b.slowdown = 1.0;
             }
@@ -292,161 +451,4 @@ impl CreateGate {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_burst_is_allowed_only_where_the_margin_absorbs_it() {
-        assert_eq!(burst_for(80).get(), 1);
-        assert_eq!(burst_for(200).get(), 1);
-        assert_eq!(burst_for(3000).get(), 29);
-        for n in [80u32, 101, 1000, 3000, 100_000] {
-            // At most floor(60 s / period) spaced creates plus the burst fit in any 60 s window.
-            assert!(
-                (f64::from(n) / 1.01).floor() + f64::from(burst_for(n).get()) <= f64::from(n),
-                "{n}"
-            );
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn creates_beyond_the_burst_are_spaced_at_the_rate() {
-        let gate = CreateGate::new(Some(6000)); // one every 10.1 ms, a burst of 59
-        let start = Instant::now();
-        for _ in 0..69 {
-            gate.ready().await.unwrap();
-        }
-        // The 69th create can't go before (69 - 59) periods have passed.
-        assert!(
-            start.elapsed() >= Duration::from_millis(100),
-            "{:?}",
-            start.elapsed()
-        );
-    }
-
-    use std::sync::atomic::{AtomicU32, Ordering};
-    use std::sync::Arc;
-
-    /// `waiters` creates waiting on one gate at 80 a minute; after `first_429_after` of them went
-    /// out, the upstream answers one 429 with `retry_after`. Returns the instants creates went out
-    /// and when the pause ended.
-    async fn creates_around_one_429(waiters: u32, retry_after: Duration) -> (Vec<Instant>, Instant) {
-        let gate = Arc::new(CreateGate::new(Some(80)));
-        let sent = Arc::new(Mutex::new(Vec::new()));
-        let paused = Arc::new(AtomicU32::new(0));
-        let pause_end = Arc::new(Mutex::new(None));
-        let mut handles = Vec::new();
-        for _ in 0..waiters {
-            let (gate, sent, paused, pause_end) =
-                (gate.clone(), sent.clone(), paused.clone(), pause_end.clone());
-            handles.push(tokio::spawn(async move {
-                loop {
-                    gate.ready().await.unwrap();
-                    let n = {
-                        let mut sent = sent.lock().unwrap();
-                        sent.push(Instant::now());
-                        sent.len()
-                    };
-                    // The third create is answered 429; it and every other create go again.
-                    if n == 3 && paused.fetch_add(1, Ordering::SeqCst) == 0 {
-                        let pause = gate.on_rate_limited(Some(retry_after));
-                        *pause_end.lock().unwrap() = Some(pause.until);
-                        continue;
-                    }
-                    gate.on_accepted();
-                    break;
-                }
-            }));
-        }
-        for handle in handles {
-            handle.await.unwrap();
-        }
-        let sent = sent.lock().unwrap().clone();
-        let end = pause_end.lock().unwrap().unwrap();
-        (sent, end)
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_retry_after_pause_holds_every_create_already_waiting_on_the_gate() {
-        let start = Instant::now();
-        let (sent, end) = creates_around_one_429(20, Duration::from_secs(10)).await;
-        assert_eq!(sent.len(), 21, "20 creates and the one answered 429 sent again");
-        let inside: Vec<_> = sent[3..].iter().filter(|at| **at < end).collect();
-        assert!(inside.is_empty(), "creates sent inside the pause: {inside:?}");
-        assert!(end >= sent[2] + Duration::from_secs(10));
-        // Before the 429, creates went out at the rate: 3 in the first 1.6 s.
-        assert!(sent[2] - start < Duration::from_secs(2));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_second_429_extends_a_pause_and_never_shortens_it() {
-        let gate = CreateGate::new(Some(80));
-        let first = gate.on_rate_limited(Some(Duration::from_secs(10)));
-        let shorter = gate.on_rate_limited(Some(Duration::from_secs(2)));
-        assert_eq!(shorter.until, first.until);
-        tokio::time::advance(Duration::from_secs(1)).await;
-        let longer = gate.on_rate_limited(Some(Duration::from_secs(30)));
-        assert!(longer.until > first.until);
-        assert_eq!(longer.answers, 3);
-        assert_eq!(longer.for_how_long, Duration::from_secs(1));
-        let start = Instant::now();
-        gate.ready().await.unwrap();
-        assert!(Instant::now() >= longer.until, "{:?}", Instant::now() - start);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_retry_after_of_zero_or_in_the_past_pauses_one_period_and_an_absurd_one_at_most_two_minutes() {
-        let gate = CreateGate::new(Some(80));
-        let period = Duration::from_secs(60).mul_f64(1.01) / 80;
-        let now = Instant::now();
-        assert_eq!(gate.on_rate_limited(Some(Duration::ZERO)).until, now + period);
-        let gate = CreateGate::new(Some(80));
-        assert_eq!(gate.on_rate_limited(Some(Duration::MAX)).until, now + MAX_PAUSE);
-        let gate = CreateGate::new(Some(80));
-        assert_eq!(gate.on_rate_limited(None).until, now + period * 4);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_create_past_the_gate_sees_a_pause_that_began_after_it_got_through() {
-        let gate = CreateGate::new(Some(80));
-        gate.ready().await.unwrap();
-        assert_eq!(gate.paused_until(), None);
-        let pause = gate.on_rate_limited(Some(Duration::from_secs(10)));
-        assert_eq!(gate.paused_until(), Some(pause.until));
-        tokio::time::advance(Duration::from_secs(10)).await;
-        assert_eq!(gate.paused_until(), None);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn unbroken_429s_give_up_after_the_limit_and_an_accepted_create_starts_the_count_again() {
-        let gate = CreateGate::new(Some(80)).with_give_up_after(Duration::from_secs(600));
-        let start = Instant::now();
-        gate.on_rate_limited(Some(Duration::from_secs(1)));
-        tokio::time::advance(Duration::from_secs(300)).await;
-        gate.on_accepted();
-        // The run of 429s is broken: the count starts again at the next one.
-        let mut last = Ok(());
-        while last.is_ok() {
-            gate.on_rate_limited(Some(Duration::from_secs(1)));
-            last = gate.ready().await;
-        }
-        let gave_up = last.unwrap_err();
-        assert_eq!(Instant::now() - start, Duration::from_secs(900));
-        assert_eq!(gave_up.waited, Duration::from_secs(600));
-        assert_eq!(gave_up.last_retry_after, Some(Duration::from_secs(1)));
-        assert!(gave_up.answers > 50, "{}", gave_up.answers);
-        let text = gave_up.to_string();
-        assert!(text.contains("for 10m"), "{text}");
-        assert!(text.contains("with Retry-After 1s"), "{text}");
-        assert!(text.contains("give_up_after = 10m"), "{text}");
-        assert_eq!(gate.given_up(), Some(gave_up));
-    }
-
-    #[test]
-    fn durations_read_as_people_write_them() {
-        assert_eq!(human(Duration::from_secs(600)), "10m");
-        assert_eq!(human(Duration::from_secs(3723)), "1h2m3s");
-        assert_eq!(human(Duration::from_millis(750)), "0.8s");
-        assert_eq!(human(Duration::from_secs(1)), "1s");
-    }
-}
+mod tests;

@@ -174,6 +174,7 @@ impl RunContext {
             job_id: parts.job_id,
             pass_dir: parts.pass_dir,
             gate: CreateGate::per_window(settings.creates_per_minute, settings.rate_window)
+                .with_pacing(settings.pacing)
                 .with_give_up_after(settings.give_up_after),
             in_flight: Arc::new(Semaphore::new(settings.max_in_flight.max(1) as usize)),
             downloads: Semaphore::new(settings.max_downloads.max(1) as usize),

@@ -54,9 +54,11 @@ fn real_account() -> SimConfig {
     }
 }
 
+/// Strictly spaced, as the timings below assume (a learning burst is `limits::tests`' subject).
 fn settings(h: &Harness) -> RunSettings {
     let mut s = RunSettings::new("paused", Pass::Preview, h.dir.path().join("out"));
     s.creates_per_minute = Some(80);
+    s.pacing = darkroom_engine::limits::Pacing::Strict;
     s
 }
 

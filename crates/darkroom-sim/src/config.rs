@@ -9,6 +9,9 @@ pub enum RateWindow {
     Bucket,
     /// At most N creates in any 60 seconds.
     Sliding,
+    /// One create per 60/N seconds, with no burst at all: a create sooner than that after the
+    /// last accepted one is refused, with a `Retry-After` until the next slot.
+    Spacing,
 }
 
 /// The simulated Replicate account (served under `/replicate/v1` on the same port, sharing the

@@ -287,6 +287,37 @@ async fn the_per_minute_limit_holds_in_both_windowing_modes() {
 }
 
 #[tokio::test]
+async fn strict_spacing_refuses_a_second_create_inside_its_slot_where_a_bucket_or_window_allows_a_burst() {
+    // 5 a minute: one create every 12 s under spacing; a burst of 5 under the other two.
+    for (window, accepted_at_once) in [
+        (RateWindow::Spacing, 1),
+        (RateWindow::Bucket, 5),
+        (RateWindow::Sliding, 5),
+    ] {
+        let config = SimConfig {
+            creates_per_minute: Some(5),
+            max_concurrent: None,
+            rate_window: window,
+            ..SimConfig::default()
+        };
+        let (sim, http) = start(config).await;
+        let (accepted, refused) = creates_until_refused(&sim, &http, 10).await;
+        assert_eq!(accepted, accepted_at_once, "{window:?}");
+        let refused = refused.unwrap();
+        let wait: u64 = refused.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        if window == RateWindow::Spacing {
+            // The next slot is 12 s after the accepted create, rounded up to whole seconds.
+            assert_eq!(wait, 12, "{window:?}");
+        }
+        assert_eq!(sim.stats().rate_limited, 1, "{window:?}");
+    }
+}
+
+#[tokio::test]
 async fn the_concurrency_limit_counts_generations_not_yet_finished() {
     let config = SimConfig {
         time_scale: 1.0,

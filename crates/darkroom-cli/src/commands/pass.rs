@@ -93,6 +93,7 @@ pub fn run_settings(
         .max(1);
     s.max_attempts = settings.retry.max_attempts.max(1);
     s.give_up_after = settings.limits.give_up_after;
+    s.pacing = settings.limits.pacing;
     s.settle_window = Duration::from_secs(settings.retry.settle_window_seconds);
     s.latency_photon_1 = Duration::from_secs_f64(settings.latency.photon_1.max(0.0));
     s.latency_photon_flash_1 = Duration::from_secs_f64(settings.latency.photon_flash_1.max(0.0));

@@ -20,7 +20,8 @@ pub struct Args {
     /// Creates per minute per account (0 turns the limit off).
     #[arg(long, default_value_t = 80)]
     pub rate_per_minute: u32,
-    /// How the per-minute limit counts: a continuously refilling token bucket, or at most N in any 60 s.
+    /// How the per-minute limit counts: a continuously refilling token bucket, at most N in any 60 s,
+    /// or one create every 60/N s with no burst (spacing).
     #[arg(long, value_enum, default_value_t = WindowArg::Bucket)]
     pub rate_window: WindowArg,
     /// Concurrent non-terminal generations (0 turns the limit off).
@@ -144,6 +145,7 @@ pub struct Args {
 pub enum WindowArg {
     Bucket,
     Sliding,
+    Spacing,
 }
 
 impl Args {
@@ -228,6 +230,7 @@ impl Args {
             rate_window: match self.rate_window {
                 WindowArg::Bucket => RateWindow::Bucket,
                 WindowArg::Sliding => RateWindow::Sliding,
+                WindowArg::Spacing => RateWindow::Spacing,
             },
             max_concurrent: (self.max_concurrent > 0).then_some(self.max_concurrent),
             retry_after: !self.no_retry_after,

@@ -83,3 +83,18 @@ fn unknown_keys_and_imprecise_prices_are_errors() {
     );
     assert!(parse(table).unwrap_err().to_string().contains("micro-dollar"));
 }
+
+#[test]
+fn pacing_learns_by_default_can_be_pinned_strict_and_a_bad_value_is_named() {
+    use darkroom_engine::limits::Pacing;
+    let settings = parse(DEFAULT_CONFIG.parse().unwrap()).unwrap();
+    assert_eq!(settings.limits.pacing, Pacing::Learn);
+    let mut table: toml::Table = DEFAULT_CONFIG.parse().unwrap();
+    merge(&mut table, "[limits]\npacing = \"strict\"".parse().unwrap());
+    assert_eq!(parse(table).unwrap().limits.pacing, Pacing::Strict);
+    let mut table: toml::Table = DEFAULT_CONFIG.parse().unwrap();
+    merge(&mut table, "[limits]\npacing = \"burst\"".parse().unwrap());
+    let error = format!("{:#}", parse(table).unwrap_err());
+    assert!(error.contains("pacing") || error.contains("burst"), "{error}");
+    assert!(error.contains("learn") && error.contains("strict"), "{error}");
+}

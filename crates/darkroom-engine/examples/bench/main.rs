@@ -4,10 +4,10 @@
 //! (`darkroom_sim::spawn`) on loopback with a real SQLite ledger, and prints a Markdown table.
 //!
 //! ```sh
-//! cargo run --release -p darkroom-engine --example bench -- [limit] [faults] [tail] [overhead] [scale] [naive] [--write BENCHMARKS.md]
+//! cargo run --release -p darkroom-engine --example bench -- [limit] [windows] [faults] [tail] [overhead] [scale] [naive] [--write BENCHMARKS.md]
 //! ```
 //!
-//! Scenarios: `limit`, `faults`, `tail` (the work after the last image), `overhead`, `scale` (`--scale-tasks N`), `naive`; with none named,
+//! Scenarios: `limit`, `windows` (three ways of counting a rate limit), `faults`, `tail` (the work after the last image), `overhead`, `scale` (`--scale-tasks N`), `naive`; with none named,
 //! all of these run. `trace` and `ledger` are for diagnosis. `--write FILE` replaces the text between
 //! `<!-- bench:begin -->` and `<!-- bench:end -->` in FILE with the tables, the machine and the
 //! command. The simulator runs on a runtime of its own (threads named `sim`), so darkroom's CPU time
@@ -29,6 +29,7 @@ mod overhead;
 mod scale;
 mod setup;
 mod tail;
+mod windows;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -46,7 +47,7 @@ fn main() {
         }
     }
     if chosen.is_empty() {
-        chosen = ["limit", "faults", "tail", "overhead", "scale", "naive"]
+        chosen = ["limit", "windows", "faults", "tail", "overhead", "scale", "naive"]
             .map(String::from)
             .to_vec();
     }
@@ -70,6 +71,7 @@ fn main() {
         for name in &chosen {
             let section = match name.as_str() {
                 "limit" => limit::limit(&sims).await,
+                "windows" => windows::windows(&sims).await,
                 "overhead" => overhead::overhead(&sims).await,
                 "scale" => scale::scale(&sims, scale_tasks).await,
                 "naive" => naive::naive(&sims).await,
@@ -85,7 +87,7 @@ fn main() {
                     )
                 }
                 other => panic!(
-                    "unknown scenario {other:?}: limit, faults, tail, overhead, scale, naive, trace or ledger"
+                    "unknown scenario {other:?}: limit, windows, faults, tail, overhead, scale, naive, trace or ledger"
                 ),
             };
             println!("{section}");

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use darkroom_engine::limits::Pacing;
 use darkroom_engine::scheduler::Shutdown;
 use darkroom_engine::{run_pass, Event, RunSettings};
 use darkroom_jobs::{Money, Pass};
@@ -101,7 +102,8 @@ pub(crate) struct Ran {
     pub(crate) storms: u64,
 }
 
-/// Runs `tasks` previews through darkroom against a simulator with `sim_config`.
+/// Runs `tasks` previews through darkroom against a simulator with `sim_config`, pacing as
+/// darkroom does by default.
 pub(crate) async fn run_darkroom(
     sims: &Handle,
     sim_config: SimConfig,
@@ -109,18 +111,31 @@ pub(crate) async fn run_darkroom(
     per_minute: Option<u32>,
     concurrent: u32,
 ) -> Ran {
+    run_darkroom_paced(sims, sim_config, tasks, per_minute, concurrent, Pacing::default()).await
+}
+
+/// The same, pacing creates as `pacing` says.
+pub(crate) async fn run_darkroom_paced(
+    sims: &Handle,
+    sim_config: SimConfig,
+    tasks: usize,
+    per_minute: Option<u32>,
+    concurrent: u32,
+    pacing: Pacing,
+) -> Ran {
     let time_scale = sim_config.time_scale;
     let sim = start_sim(sims, sim_config).await;
     let dir = tempfile::tempdir().unwrap();
     let (ledger, job, _) = fresh_job(dir.path(), "bench", tasks).await;
     let client = client(&sim);
-    let settings = settings(
+    let mut settings = settings(
         "bench",
         &dir.path().join("out"),
         per_minute,
         concurrent,
         time_scale,
     );
+    settings.pacing = pacing;
     let (tx, _) = count_events(None);
     let started = Instant::now();
     let outcome = run_pass(&ledger, &client, &settings, job, tx, Shutdown::default())

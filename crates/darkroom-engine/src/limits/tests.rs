@@ -1,0 +1,373 @@
+//! The create gate's unit tests, on paused tokio time.
+
+use super::*;
+
+#[test]
+fn a_burst_is_allowed_only_where_the_margin_absorbs_it() {
+    assert_eq!(burst_for(80).get(), 1);
+    assert_eq!(burst_for(200).get(), 1);
+    assert_eq!(burst_for(3000).get(), 29);
+    for n in [80u32, 101, 1000, 3000, 100_000] {
+        // At most floor(60 s / period) spaced creates plus the burst fit in any 60 s window.
+        assert!(
+            (f64::from(n) / 1.01).floor() + f64::from(burst_for(n).get()) <= f64::from(n),
+            "{n}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn creates_beyond_the_burst_are_spaced_at_the_rate() {
+    let gate = CreateGate::new(Some(6000)); // one every 10.1 ms, a burst of 59
+    let start = Instant::now();
+    for _ in 0..69 {
+        gate.ready().await.unwrap();
+    }
+    // The 69th create can't go before (69 - 59) periods have passed.
+    assert!(
+        start.elapsed() >= Duration::from_millis(100),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+/// `waiters` creates waiting on one gate at 80 a minute; after `first_429_after` of them went
+/// out, the upstream answers one 429 with `retry_after`. Returns the instants creates went out
+/// and when the pause ended.
+async fn creates_around_one_429(waiters: u32, retry_after: Duration) -> (Vec<Instant>, Instant) {
+    let gate = Arc::new(CreateGate::new(Some(80)));
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let paused = Arc::new(AtomicU32::new(0));
+    let pause_end = Arc::new(Mutex::new(None));
+    let mut handles = Vec::new();
+    for _ in 0..waiters {
+        let (gate, sent, paused, pause_end) = (gate.clone(), sent.clone(), paused.clone(), pause_end.clone());
+        handles.push(tokio::spawn(async move {
+            loop {
+                gate.ready().await.unwrap();
+                let n = {
+                    let mut sent = sent.lock().unwrap();
+                    sent.push(Instant::now());
+                    sent.len()
+                };
+                // The third create is answered 429; it and every other create go again.
+                if n == 3 && paused.fetch_add(1, Ordering::SeqCst) == 0 {
+                    let pause = gate.on_rate_limited(Some(retry_after));
+                    *pause_end.lock().unwrap() = Some(pause.until);
+                    continue;
+                }
+                gate.on_accepted();
+                break;
+            }
+        }));
+    }
+    for handle in handles {
+        handle.await.unwrap();
+    }
+    let sent = sent.lock().unwrap().clone();
+    let end = pause_end.lock().unwrap().unwrap();
+    (sent, end)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_pause_holds_every_create_already_waiting_on_the_gate() {
+    let start = Instant::now();
+    let (sent, end) = creates_around_one_429(20, Duration::from_secs(10)).await;
+    assert_eq!(sent.len(), 21, "20 creates and the one answered 429 sent again");
+    let inside: Vec<_> = sent[3..].iter().filter(|at| **at < end).collect();
+    assert!(inside.is_empty(), "creates sent inside the pause: {inside:?}");
+    assert!(end >= sent[2] + Duration::from_secs(10));
+    // Before the 429, creates went out at the rate: 3 in the first 1.6 s.
+    assert!(sent[2] - start < Duration::from_secs(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_second_429_extends_a_pause_and_never_shortens_it() {
+    let gate = CreateGate::new(Some(80));
+    let first = gate.on_rate_limited(Some(Duration::from_secs(10)));
+    let shorter = gate.on_rate_limited(Some(Duration::from_secs(2)));
+    assert_eq!(shorter.until, first.until);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let longer = gate.on_rate_limited(Some(Duration::from_secs(30)));
+    assert!(longer.until > first.until);
+    assert_eq!(longer.answers, 3);
+    assert_eq!(longer.for_how_long, Duration::from_secs(1));
+    let start = Instant::now();
+    gate.ready().await.unwrap();
+    assert!(Instant::now() >= longer.until, "{:?}", Instant::now() - start);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_of_zero_or_in_the_past_pauses_one_period_and_an_absurd_one_at_most_two_minutes() {
+    let gate = CreateGate::new(Some(80));
+    let period = Duration::from_secs(60).mul_f64(1.01) / 80;
+    let now = Instant::now();
+    assert_eq!(gate.on_rate_limited(Some(Duration::ZERO)).until, now + period);
+    let gate = CreateGate::new(Some(80));
+    assert_eq!(gate.on_rate_limited(Some(Duration::MAX)).until, now + MAX_PAUSE);
+    let gate = CreateGate::new(Some(80));
+    assert_eq!(gate.on_rate_limited(None).until, now + period * 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_create_past_the_gate_sees_a_pause_that_began_after_it_got_through() {
+    let gate = CreateGate::new(Some(80));
+    gate.ready().await.unwrap();
+    assert_eq!(gate.paused_until(), None);
+    let pause = gate.on_rate_limited(Some(Duration::from_secs(10)));
+    assert_eq!(gate.paused_until(), Some(pause.until));
+    tokio::time::advance(Duration::from_secs(10)).await;
+    assert_eq!(gate.paused_until(), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn unbroken_429s_give_up_after_the_limit_and_an_accepted_create_starts_the_count_again() {
+    let gate = CreateGate::new(Some(80)).with_give_up_after(Duration::from_secs(600));
+    let start = Instant::now();
+    gate.on_rate_limited(Some(Duration::from_secs(1)));
+    tokio::time::advance(Duration::from_secs(300)).await;
+    gate.on_accepted();
+    // The run of 429s is broken: the count starts again at the next one.
+    let mut last = Ok(());
+    while last.is_ok() {
+        gate.on_rate_limited(Some(Duration::from_secs(1)));
+        last = gate.ready().await;
+    }
+    let gave_up = last.unwrap_err();
+    assert_eq!(Instant::now() - start, Duration::from_secs(900));
+    assert_eq!(gave_up.waited, Duration::from_secs(600));
+    assert_eq!(gave_up.last_retry_after, Some(Duration::from_secs(1)));
+    assert!(gave_up.answers > 50, "{}", gave_up.answers);
+    let text = gave_up.to_string();
+    assert!(text.contains("for 10m"), "{text}");
+    assert!(text.contains("with Retry-After 1s"), "{text}");
+    assert!(text.contains("give_up_after = 10m"), "{text}");
+    assert_eq!(gate.given_up(), Some(gave_up));
+}
+
+#[test]
+fn durations_read_as_people_write_them() {
+    assert_eq!(human(Duration::from_secs(600)), "10m");
+    assert_eq!(human(Duration::from_secs(3723)), "1h2m3s");
+    assert_eq!(human(Duration::from_millis(750)), "0.8s");
+    assert_eq!(human(Duration::from_secs(1)), "1s");
+}
+
+/// How a simulated upstream counts its limit of `n` creates a minute.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Semantics {
+    Bucket,
+    Sliding,
+    Spacing,
+}
+
+/// An upstream that counts creates as `Semantics` says and answers a refusal with a whole-second
+/// `Retry-After`, as Luma's HTTP header does.
+struct Upstream {
+    semantics: Semantics,
+    n: u32,
+    accepted: Vec<Instant>,
+    tokens: (f64, Instant),
+    refused: u32,
+    /// When each refusal was answered, from the start.
+    refusals: Vec<Instant>,
+}
+
+impl Upstream {
+    fn new(semantics: Semantics, n: u32) -> Upstream {
+        Upstream {
+            semantics,
+            n,
+            accepted: Vec::new(),
+            tokens: (f64::from(n), Instant::now()),
+            refused: 0,
+            refusals: Vec::new(),
+        }
+    }
+
+    /// A create arriving now: accepted, or refused with how long to wait.
+    fn admit(&mut self, now: Instant) -> Result<(), Duration> {
+        let minute = Duration::from_secs(60);
+        let n = f64::from(self.n);
+        let wait = match self.semantics {
+            Semantics::Bucket => {
+                let (tokens, at) = self.tokens;
+                let tokens = (tokens + (now - at).as_secs_f64() * n / 60.0).min(n);
+                self.tokens = (tokens, now);
+                (tokens < 1.0).then(|| Duration::from_secs_f64((1.0 - tokens) * 60.0 / n))
+            }
+            Semantics::Sliding => {
+                let inside: Vec<_> = self.accepted.iter().filter(|at| now - **at < minute).collect();
+                (inside.len() >= self.n as usize).then(|| *inside[0] + minute - now)
+            }
+            Semantics::Spacing => self
+                .accepted
+                .last()
+                .map(|last| *last + minute / self.n)
+                .filter(|next| *next > now)
+                .map(|next| next - now),
+        };
+        match wait {
+            Some(wait) => {
+                self.refused += 1;
+                self.refusals.push(now);
+                Err(Duration::from_secs_f64(wait.as_secs_f64().ceil().max(1.0)))
+            }
+            None => {
+                if self.semantics == Semantics::Bucket {
+                    self.tokens.0 -= 1.0;
+                }
+                self.accepted.push(now);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// `creates` creates through a gate at 80 a minute paced as `pacing`, `concurrent` at once, each
+/// taking 100 ms to reach the upstream and 100 ms for its answer to come back. Returns when the
+/// last create was accepted (from the start) and the upstream's refusals.
+async fn run_against(semantics: Semantics, pacing: Pacing, creates: u32, concurrent: u32) -> (Duration, u32) {
+    run_against_upstream(Upstream::new(semantics, 80), pacing, creates, concurrent).await
+}
+
+/// The same against `upstream`, whatever its rate.
+async fn run_against_upstream(
+    upstream: Upstream,
+    pacing: Pacing,
+    creates: u32,
+    concurrent: u32,
+) -> (Duration, u32) {
+    let (last, refusals) = run_collecting_refusals(upstream, pacing, creates, concurrent).await;
+    (last, u32::try_from(refusals.len()).unwrap())
+}
+
+/// The same, with when each refusal came, from the start.
+async fn run_collecting_refusals(
+    upstream: Upstream,
+    pacing: Pacing,
+    creates: u32,
+    concurrent: u32,
+) -> (Duration, Vec<Duration>) {
+    let gate = Arc::new(CreateGate::new(Some(80)).with_pacing(pacing));
+    let upstream = Arc::new(Mutex::new(upstream));
+    let left = Arc::new(AtomicU32::new(creates));
+    let start = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..concurrent {
+        let (gate, upstream, left) = (gate.clone(), upstream.clone(), left.clone());
+        workers.push(tokio::spawn(async move {
+            while left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                loop {
+                    gate.ready().await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let answer = upstream.lock().unwrap().admit(Instant::now());
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    match answer {
+                        Ok(()) => {
+                            gate.on_accepted();
+                            break;
+                        }
+                        Err(retry_after) => {
+                            gate.on_rate_limited(Some(retry_after));
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let upstream = upstream.lock().unwrap();
+    assert_eq!(upstream.accepted.len(), creates as usize);
+    let refusals = upstream.refusals.iter().map(|at| *at - start).collect();
+    (*upstream.accepted.last().unwrap() - start, refusals)
+}
+
+/// When the last of 100 creates at 80 a minute can be accepted at the earliest: a bucket of 80
+/// refills the other 20 in 15 s, a window frees them after 60 s, spacing takes 99 slots of 0.75 s
+/// (each plus the 100 ms a create takes to arrive).
+fn floor_of_100(semantics: Semantics) -> Duration {
+    let arrive = Duration::from_millis(100);
+    arrive
+        + match semantics {
+            Semantics::Bucket => Duration::from_secs(15),
+            Semantics::Sliding => Duration::from_secs(60),
+            Semantics::Spacing => Duration::from_millis(750) * 99,
+        }
+}
+
+#[tokio::test(start_paused = true)]
+async fn learning_finishes_100_creates_within_5_percent_of_the_floor_under_each_semantics() {
+    for semantics in [Semantics::Bucket, Semantics::Sliding, Semantics::Spacing] {
+        let (last, refused) = run_against(semantics, Pacing::Learn, 100, 40).await;
+        let floor = floor_of_100(semantics);
+        assert!(
+            last.as_secs_f64() <= floor.as_secs_f64() * 1.05,
+            "{semantics:?}: last create at {last:?}, floor {floor:?}"
+        );
+        // The burst grows as answers confirm it, so a surprise costs a couple of 429s.
+        assert!(refused <= 3, "{semantics:?}: {refused} refused");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn strict_pacing_draws_no_429_under_any_semantics() {
+    for semantics in [Semantics::Bucket, Semantics::Sliding, Semantics::Spacing] {
+        let (last, refused) = run_against(semantics, Pacing::Strict, 100, 40).await;
+        assert_eq!(refused, 0, "{semantics:?}");
+        // Evenly spaced 1% under the rate: 99 periods of 757.5 ms.
+        let period = Duration::from_secs(60).mul_f64(1.01) / 80;
+        assert!(last >= period * 99, "{semantics:?}: {last:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+#[ignore = "open: against an account slower than configured, learning draws a 429 every few seconds \
+            (each paused as asked, the run at the account's rate); widening only on those 429s also \
+            widened it on a strict-spacing upstream's jitter 429s (BENCHMARKS.md)"]
+async fn learning_settles_under_an_upstream_slower_than_configured_with_a_handful_of_429s_a_minute() {
+    // Configured for 80 a minute; the account allows 40 (a bucket of 40 refilled 40 a minute).
+    let (last, refusals) =
+        run_collecting_refusals(Upstream::new(Semantics::Bucket, 40), Pacing::Learn, 200, 40).await;
+    // 40 at once, then 160 at 1.5 s: 240 s at the floor.
+    let floor = Duration::from_secs(240);
+    assert!(last.as_secs_f64() <= floor.as_secs_f64() * 1.10, "{last:?}");
+    // The first surprise: the creates the slow start had on their way when the burst ended.
+    let (first, settled): (Vec<Duration>, Vec<Duration>) =
+        refusals.iter().partition(|at| **at < Duration::from_secs(5));
+    assert!(first.len() <= 40, "{refusals:?}");
+    // Then the rate settles under the account's, with a handful of 429s a minute at most.
+    let per_minute = settled.len() as f64 / ((last - Duration::from_secs(5)).as_secs_f64() / 60.0);
+    assert!(per_minute <= 5.0, "{refusals:?} in {last:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_at_the_end_of_a_burst_leaves_the_spacing_and_one_after_too_few_creates_widens_it() {
+    let gate = CreateGate::new(Some(80)).with_pacing(Pacing::Learn);
+    assert_eq!(gate.pacing(), Pacing::Learn);
+    for _ in 0..10 {
+        gate.ready().await.unwrap();
+        gate.on_accepted();
+    }
+    // Ten accepted at once: more than the rate allows, so the 429 is the burst's end.
+    gate.on_rate_limited(Some(Duration::from_secs(1)));
+    assert_eq!(gate.slowdown(), 1.0);
+    // After the pause, a 429 to the first create: the upstream allows less than the rate.
+    gate.ready().await.unwrap();
+    tokio::time::advance(Duration::from_secs(3)).await;
+    gate.on_rate_limited(Some(Duration::from_secs(1)));
+    assert_eq!(gate.slowdown(), 2.0);
+    // Strict pacing widens the spacing at every first 429 of a burst.
+    let strict = CreateGate::new(Some(80)).with_pacing(Pacing::Strict);
+    assert_eq!(strict.pacing(), Pacing::Strict);
+    strict.on_rate_limited(Some(Duration::from_secs(1)));
+    assert_eq!(strict.slowdown(), 2.0);
+}
