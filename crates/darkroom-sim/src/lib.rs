@@ -280,17 +280,26 @@ impl Sim {
         self.lock().stats.clone()
     }
 
-    /// The picture for a generation, rendered once on the blocking pool and kept (bounded).
-    pub(crate) async fn image(&self, seed: [u8; 32], aspect_ratio: &str, png: bool) -> Bytes {
-        let key = (seed, png, aspect_ratio.to_string());
+    /// The picture for a generation, rendered once on the blocking pool and kept (bounded). A
+    /// reframe's (`source_aspect`: its source's aspect ratio) is the source picture inside the canvas.
+    pub(crate) async fn image(
+        &self,
+        seed: [u8; 32],
+        aspect_ratio: &str,
+        source_aspect: Option<&str>,
+        png: bool,
+    ) -> Bytes {
+        let key = (seed, png, format!("{aspect_ratio}<{}", source_aspect.unwrap_or("")));
         if let Some(bytes) = self.images.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
             return bytes;
         }
         let (width, height) = picture::size_for(aspect_ratio);
-        let bytes =
-            tokio::task::spawn_blocking(move || Bytes::from(picture::render(seed, width, height, png)))
-                .await
-                .unwrap_or_default();
+        let frame = source_aspect.map(|source| picture::frame_for(picture::size_for(source), (width, height)));
+        let bytes = tokio::task::spawn_blocking(move || {
+            Bytes::from(picture::render_framed(seed, width, height, frame, png))
+        })
+        .await
+        .unwrap_or_default();
         self.images.lock().unwrap_or_else(|e| e.into_inner()).put(
             key,
             bytes.clone(),

@@ -93,6 +93,9 @@ struct SavedGeneration {
     deleted: bool,
     unknown_state: bool,
     image_seed: [u8; 32],
+    /// A reframe's source aspect ratio (absent in accounts saved before reframes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    source_aspect: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -405,6 +408,7 @@ fn saved_generation(g: &Generation, anchor: Anchor) -> SavedGeneration {
         deleted: g.deleted,
         unknown_state: g.unknown_state,
         image_seed: g.image_seed,
+        source_aspect: g.source_aspect.clone(),
     }
 }
 
@@ -434,6 +438,7 @@ fn generation(record: &SavedGeneration, anchor: Anchor) -> Generation {
         deleted: record.deleted,
         unknown_state: record.unknown_state,
         image_seed: record.image_seed,
+        source_aspect: record.source_aspect.clone(),
     }
 }
 

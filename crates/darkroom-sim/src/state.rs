@@ -68,6 +68,9 @@ pub(crate) struct Generation {
     pub unknown_state: bool,
     /// Seeds the picture: a hash of the request.
     pub image_seed: [u8; 32],
+    /// A reframe's source picture's aspect ratio: the picture is that source (`image_seed`) drawn
+    /// inside this generation's canvas, the rest extended from it. `None` for an ordinary image.
+    pub source_aspect: Option<String>,
 }
 
 impl Generation {

@@ -20,7 +20,7 @@ pub(super) async fn asset(State(sim): State<Arc<Sim>>, Path(file): Path<String>)
 
 async fn asset_inner(sim: &Arc<Sim>, file: &str) -> Response {
     let id = file.split('.').next().unwrap_or_default();
-    let (seed, aspect, format, truncate, fail, outcome) = {
+    let (seed, aspect, source_aspect, format, truncate, fail, outcome) = {
         let now = Instant::now();
         let mut account = sim.lock();
         account.settle(now);
@@ -36,6 +36,7 @@ async fn asset_inner(sim: &Arc<Sim>, file: &str) -> Response {
             generation.aspect_ratio.clone(),
             generation.format.clone(),
             generation.outcome.clone(),
+            generation.source_aspect.clone(),
         );
         let fail = account.chance(sim.config.faults.download_failed);
         let truncate = !fail && account.chance(sim.config.faults.download_truncated);
@@ -45,7 +46,7 @@ async fn asset_inner(sim: &Arc<Sim>, file: &str) -> Response {
         if truncate {
             account.fault("download_truncated");
         }
-        (found.0, found.1, found.2, truncate, fail, found.3)
+        (found.0, found.1, found.4, found.2, truncate, fail, found.3)
     };
     match outcome {
         Outcome::ImageMissing | Outcome::CompletedWithoutImage => {
@@ -63,7 +64,9 @@ async fn asset_inner(sim: &Arc<Sim>, file: &str) -> Response {
     if fail {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error");
     }
-    let bytes = sim.image(seed, &aspect, format == "png").await;
+    let bytes = sim
+        .image(seed, &aspect, source_aspect.as_deref(), format == "png")
+        .await;
     let content_type = if format == "png" {
         "image/png"
     } else {
