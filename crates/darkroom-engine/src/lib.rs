@@ -32,6 +32,7 @@ pub mod prepare;
 pub mod prices;
 pub mod promote;
 pub mod reconcile;
+pub mod reframe;
 mod requests;
 pub mod retry;
 mod run_context;
