@@ -66,6 +66,8 @@ enum Command {
     Review(commands::review::Args),
     /// Make finals with photon-1 from chosen previews (the same command again resumes them).
     Promote(commands::promote::Args),
+    /// Extend chosen images to other aspect ratios (the same command again resumes them).
+    Reframe(commands::reframe::Args),
     /// A job's spend, counts, latencies and contact sheet, as text, JSON or one HTML file.
     Report(commands::report::Args),
     /// Write a job's deliverable (folder or zip): its images, a manifest of each file, the report.
@@ -110,6 +112,7 @@ fn main() -> ExitCode {
         Command::Status(args) => commands::status::run(cli.config.as_deref(), args),
         Command::Review(args) => commands::review::run(cli.config.as_deref(), args),
         Command::Promote(args) => commands::promote::run(cli.config.as_deref(), args),
+        Command::Reframe(args) => commands::reframe::run(cli.config.as_deref(), args),
         Command::Report(args) => commands::report::run(cli.config.as_deref(), args),
         Command::Export(args) => commands::export::run(cli.config.as_deref(), args),
         Command::Prices(args) => commands::prices::run(cli.config.as_deref(), args),

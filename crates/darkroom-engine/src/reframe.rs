@@ -119,7 +119,8 @@ pub async fn plan(
     for source in sources {
         for &target in targets {
             if source.aspect_ratio == target.as_str() {
-                plan.same_shape.push(format!("{} ({})", source.task_key, target.as_str()));
+                plan.same_shape
+                    .push(format!("{} ({})", source.task_key, target.as_str()));
                 continue;
             }
             let key = reframe_key(source, target);

@@ -135,8 +135,13 @@ impl Client {
 
     /// `POST /generations/image/reframe` (201).
     pub(crate) async fn reframe(&self, request: &ReframeRequest) -> Result<Generation, Error> {
-        self.call("reframe", Method::POST, "/generations/image/reframe", Some(request))
-            .await
+        self.call(
+            "reframe",
+            Method::POST,
+            "/generations/image/reframe",
+            Some(request),
+        )
+        .await
     }
 
     /// `GET /generations/{id}`.

@@ -212,7 +212,10 @@ mod tests {
             serde_json::json!({"generation_type": "reframe_image", "media": {"url": "https://cdn/src.jpg"},
                 "model": "photon-flash-1", "prompt": "A linen sofa", "aspect_ratio": "9:16"})
         );
-        assert!(super::reframe_body(&request()).is_none(), "an ordinary create is no reframe");
+        assert!(
+            super::reframe_body(&request()).is_none(),
+            "an ordinary create is no reframe"
+        );
         let echo: wire::Generation = serde_json::from_str(
             r#"{"id":"r","state":"queued","request":{"generation_type":"reframe_image","model":"photon-flash-1",
             "prompt":"A linen sofa","aspect_ratio":"9:16","media":{"url":"https://cdn/src.jpg"}}}"#,

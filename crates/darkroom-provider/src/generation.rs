@@ -266,11 +266,7 @@ mod tests {
 
     #[test]
     fn a_reframe_matches_only_a_reframe_of_the_same_source() {
-        let source = |url: &str| {
-            Some(crate::ReframeSource {
-                url: url.to_string(),
-            })
-        };
+        let source = |url: &str| Some(crate::ReframeSource { url: url.to_string() });
         let mut sent = CreateRequest::new("photon-1", "a chair");
         sent.reframe = source("https://cdn.example.com/a.jpg");
         assert!(

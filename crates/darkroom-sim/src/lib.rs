@@ -289,12 +289,17 @@ impl Sim {
         source_aspect: Option<&str>,
         png: bool,
     ) -> Bytes {
-        let key = (seed, png, format!("{aspect_ratio}<{}", source_aspect.unwrap_or("")));
+        let key = (
+            seed,
+            png,
+            format!("{aspect_ratio}<{}", source_aspect.unwrap_or("")),
+        );
         if let Some(bytes) = self.images.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
             return bytes;
         }
         let (width, height) = picture::size_for(aspect_ratio);
-        let frame = source_aspect.map(|source| picture::frame_for(picture::size_for(source), (width, height)));
+        let frame =
+            source_aspect.map(|source| picture::frame_for(picture::size_for(source), (width, height)));
         let bytes = tokio::task::spawn_blocking(move || {
             Bytes::from(picture::render_framed(seed, width, height, frame, png))
         })

@@ -217,7 +217,9 @@ mod tests {
         assert!((tall.y1 - tall.y0 - 0.5625).abs() < 1e-4, "{tall:?}");
         // The source drawn at the frame's size is the framed picture's middle band, block for block.
         let seed = [7; 32];
-        let source = image::load_from_memory(&render(seed, 256, 144, true)).unwrap().to_rgb8();
+        let source = image::load_from_memory(&render(seed, 256, 144, true))
+            .unwrap()
+            .to_rgb8();
         let framed = render_framed(seed, 256, 256, Some(frame_for((256, 144), (256, 256))), true);
         let framed = image::load_from_memory(&framed).unwrap().to_rgb8();
         assert_eq!((framed.width(), framed.height()), (256, 256));
@@ -228,7 +230,13 @@ mod tests {
                 same += u32::from(source.get_pixel(x, y) == framed.get_pixel(x, y + offset));
             }
         }
-        assert!(same >= 18 * 32 * 9 / 10, "the source is inside the canvas: {same} of 576 blocks");
-        assert_ne!(render(seed, 256, 256, true), render_framed(seed, 256, 256, Some(frame_for((256, 144), (256, 256))), true));
+        assert!(
+            same >= 18 * 32 * 9 / 10,
+            "the source is inside the canvas: {same} of 576 blocks"
+        );
+        assert_ne!(
+            render(seed, 256, 256, true),
+            render_framed(seed, 256, 256, Some(frame_for((256, 144), (256, 256))), true)
+        );
     }
 }

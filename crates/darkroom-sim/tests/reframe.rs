@@ -28,17 +28,32 @@ async fn post(sim: &SimHandle, http: &reqwest::Client, path: &str, body: &Value)
 }
 
 async fn get(http: &reqwest::Client, url: &str) -> Value {
-    http.get(url).bearer_auth("k").send().await.unwrap().json().await.unwrap()
+    http.get(url)
+        .bearer_auth("k")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 /// A completed 16:9 picture of the account: its generation and image URL.
 async fn source(sim: &SimHandle, http: &reqwest::Client) -> (Value, String) {
     let body = json!({"model": "photon-flash-1", "prompt": "A linen sofa", "aspect_ratio": "16:9"});
-    let created: Value = post(sim, http, "/generations/image", &body).await.json().await.unwrap();
+    let created: Value = post(sim, http, "/generations/image", &body)
+        .await
+        .json()
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(60)).await;
     let done = get(
         http,
-        &format!("{}/generations/{}", sim.base_url(), created["id"].as_str().unwrap()),
+        &format!(
+            "{}/generations/{}",
+            sim.base_url(),
+            created["id"].as_str().unwrap()
+        ),
     )
     .await;
     let url = done["assets"]["image"].as_str().unwrap().to_string();
@@ -55,7 +70,13 @@ async fn a_reframe_extends_its_source_to_the_new_shape_and_is_billed_and_listed_
     let sim = darkroom_sim::spawn(quick()).await.unwrap();
     let http = reqwest::Client::new();
     let (_, source_url) = source(&sim, &http).await;
-    let response = post(&sim, &http, "/generations/image/reframe", &reframe_body(&source_url, "9:16")).await;
+    let response = post(
+        &sim,
+        &http,
+        "/generations/image/reframe",
+        &reframe_body(&source_url, "9:16"),
+    )
+    .await;
     assert_eq!(response.status(), 201);
     let created: Value = response.json().await.unwrap();
     assert_eq!(created["state"], "queued");
@@ -86,14 +107,30 @@ async fn a_reframe_extends_its_source_to_the_new_shape_and_is_billed_and_listed_
         .step_by(16)
         .filter(|&x| close(scaled.get_pixel(x, 324), reframed.get_pixel(x, top + 324)))
         .count();
-    assert!(matching >= 60, "the source's content is inside the canvas: {matching} of 72");
+    assert!(
+        matching >= 60,
+        "the source's content is inside the canvas: {matching} of 72"
+    );
 
     let billing = sim.billing();
-    assert_eq!(billing.charged_micros, 4_000 + 15_000, "priced as a photon-1 generation");
-    assert!(billing.entries.iter().any(|e| e.generation_id == id && e.model == "photon-1"));
+    assert_eq!(
+        billing.charged_micros,
+        4_000 + 15_000,
+        "priced as a photon-1 generation"
+    );
+    assert!(billing
+        .entries
+        .iter()
+        .any(|e| e.generation_id == id && e.model == "photon-1"));
     let list = get(&http, &format!("{}/generations?limit=10", sim.base_url())).await;
-    assert_eq!(list["generations"][0]["id"], id, "listed newest first like any generation");
-    assert_eq!(list["generations"][0]["request"]["media"]["url"], source_url.as_str());
+    assert_eq!(
+        list["generations"][0]["id"], id,
+        "listed newest first like any generation"
+    );
+    assert_eq!(
+        list["generations"][0]["request"]["media"]["url"],
+        source_url.as_str()
+    );
 }
 
 #[tokio::test]
@@ -102,18 +139,35 @@ async fn a_reframe_whose_source_is_gone_or_not_ours_is_refused_and_costs_nothing
     let http = reqwest::Client::new();
     let (done, source_url) = source(&sim, &http).await;
     let deleted = http
-        .delete(format!("{}/generations/{}", sim.base_url(), done["id"].as_str().unwrap()))
+        .delete(format!(
+            "{}/generations/{}",
+            sim.base_url(),
+            done["id"].as_str().unwrap()
+        ))
         .bearer_auth("k")
         .send()
         .await
         .unwrap();
     assert_eq!(deleted.status(), 204);
     let charged = sim.billing().charged_micros;
-    for url in [source_url.as_str(), "/home/me/out/job/final/a.jpg", "https://example.com/x.jpg"] {
-        let response = post(&sim, &http, "/generations/image/reframe", &reframe_body(url, "1:1")).await;
+    for url in [
+        source_url.as_str(),
+        "/home/me/out/job/final/a.jpg",
+        "https://example.com/x.jpg",
+    ] {
+        let response = post(
+            &sim,
+            &http,
+            "/generations/image/reframe",
+            &reframe_body(url, "1:1"),
+        )
+        .await;
         assert_eq!(response.status(), 400, "{url}");
         let body: Value = response.json().await.unwrap();
-        assert!(body["detail"].as_str().unwrap().contains("Could not fetch media"), "{body}");
+        assert!(
+            body["detail"].as_str().unwrap().contains("Could not fetch media"),
+            "{body}"
+        );
     }
     assert_eq!(sim.billing().charged_micros, charged, "nothing charged");
 }

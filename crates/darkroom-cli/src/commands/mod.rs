@@ -12,6 +12,7 @@ pub mod pass;
 pub mod prices;
 pub mod progress;
 pub mod promote;
+pub mod reframe;
 pub mod report;
 pub mod review;
 pub mod run;

@@ -94,7 +94,12 @@ pub(super) fn source(
     let found = super::create::own_generation(url, asset_base)
         .and_then(|id| account.generations.get(id))
         .filter(|g| !g.deleted && g.state(now) == "completed")
-        .filter(|g| !matches!(g.outcome, Outcome::ImageMissing | Outcome::CompletedWithoutImage | Outcome::NotAnImage));
+        .filter(|g| {
+            !matches!(
+                g.outcome,
+                Outcome::ImageMissing | Outcome::CompletedWithoutImage | Outcome::NotAnImage
+            )
+        });
     match found {
         Some(g) => Ok((g.image_seed, g.aspect_ratio.clone())),
         None => Err(error(
