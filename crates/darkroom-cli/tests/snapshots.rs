@@ -11,13 +11,14 @@ use std::path::Path;
 use support::{code, darkroom, text, write};
 
 /// Every command `darkroom --help` lists.
-const COMMANDS: [&str; 15] = [
+const COMMANDS: [&str; 16] = [
     "validate",
     "estimate",
     "run",
     "status",
     "review",
     "promote",
+    "reframe",
     "report",
     "export",
     "prices",

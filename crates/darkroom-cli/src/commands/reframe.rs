@@ -23,14 +23,7 @@ pub enum FromArg {
     Preview,
 }
 
-/// Extend chosen images to other aspect ratios (the same command again resumes them).
-///
-/// Each chosen image (default: the job's done finals, or its done previews when it has none) is
-/// made in every --to aspect ratio it does not already have, by the upstream's reframe, priced as a
-/// generation of the image's model and reserved against the reframe pass's own budget. The source
-/// is sent as the upstream's own URL of it; an image whose URL has expired is skipped with the
-/// reason and nothing is spent on it (exit 1). Images go to OUT/JOB/reframe/KEY-W-H.EXT (a
-/// preview's: KEY-preview-W-H.EXT), with results.jsonl and manifest.csv naming each one's source.
+/// `darkroom reframe`'s arguments (its help text is the command's, in `main.rs`).
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The job's name (as `darkroom status` lists it).
