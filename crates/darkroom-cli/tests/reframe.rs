@@ -246,3 +246,25 @@ fn a_source_whose_upstream_url_expired_is_skipped_by_name_and_nothing_is_spent()
     let results = std::fs::read_to_string(dir.join("out/vases/results.jsonl")).unwrap();
     assert!(!results.contains("\"reframe\""), "{results}");
 }
+
+#[test]
+fn estimate_prices_each_final_in_each_shape_it_lacks_and_refuses_a_bad_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    write(dir, "ab-ads.csv", include_str!("../../../jobs/ab-ads.csv"));
+    let out = run(dir, &["estimate", "ab-ads.csv", "--to", "1:1,9:16", "--json"]);
+    let estimate: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // 6 rows of 2 variants: the 16:9 rows in both shapes, the 9:16 and 1:1 rows in one each.
+    assert_eq!(estimate["tasks"], 16, "{estimate:#}");
+    assert_eq!(estimate["total_micros"], 16 * PHOTON, "{estimate:#}");
+    let out = darkroom(dir)
+        .args(["estimate", "ab-ads.csv", "--to", "1:1,5:4"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 2);
+    assert!(
+        text(&out.stderr).contains("\"5:4\" is not an aspect ratio"),
+        "{}",
+        text(&out.stderr)
+    );
+}
