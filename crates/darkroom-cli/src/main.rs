@@ -78,6 +78,18 @@ enum Command {
     Review(commands::review::Args),
     /// Make finals with photon-1 from chosen previews (the same command again resumes them).
     Promote(commands::promote::Args),
+    /// Extend chosen images to other aspect ratios (the same command again resumes them).
+    ///
+    /// Each chosen image (default: the job's done finals, or its done previews when it has none)
+    /// is made in every --to aspect ratio it does not already have by the upstream's reframe,
+    /// priced as a generation of the image's model and reserved against the reframe pass's own
+    /// budget. The source is sent as the upstream's own URL of it, never a local file: an image
+    /// whose URL has expired is named and skipped, and nothing is spent on it. Images go to
+    /// OUT/JOB/reframe/KEY-W-H.EXT (a preview's: KEY-preview-W-H.EXT); results.jsonl, manifest.csv
+    /// and the metadata inside each file name its source, and `darkroom export` includes them.
+    /// Exit codes as for a run; 1 also when a source was skipped; 2 for a bad --to value or id,
+    /// before anything is spent.
+    Reframe(commands::reframe::Args),
     /// A job's spend, counts, latencies, quality flags, prompts that need work and contact sheet,
     /// as text, JSON or one HTML file.
     Report(commands::report::Args),
@@ -124,6 +136,7 @@ fn main() -> ExitCode {
         Command::Status(args) => commands::status::run(cli.config.as_deref(), args),
         Command::Review(args) => commands::review::run(cli.config.as_deref(), args),
         Command::Promote(args) => commands::promote::run(cli.config.as_deref(), args),
+        Command::Reframe(args) => commands::reframe::run(cli.config.as_deref(), args),
         Command::Report(args) => commands::report::run(cli.config.as_deref(), args),
         Command::Export(args) => commands::export::run(cli.config.as_deref(), args),
         Command::Prices(args) => commands::prices::run(cli.config.as_deref(), args),

@@ -11,7 +11,7 @@ use std::path::Path;
 use support::{code, darkroom, text, write};
 
 /// Every command `darkroom --help` lists.
-const COMMANDS: [&str; 16] = [
+const COMMANDS: [&str; 17] = [
     "validate",
     "estimate",
     "run",
@@ -19,6 +19,7 @@ const COMMANDS: [&str; 16] = [
     "status",
     "review",
     "promote",
+    "reframe",
     "report",
     "export",
     "prices",

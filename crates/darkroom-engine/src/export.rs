@@ -3,6 +3,7 @@
 //!
 //! - What goes in ([`choose`]): the job's done finals, or its done previews when it has no final;
 //!   with a selection (review's `select.csv`), each kept preview's done final, else the preview.
+//!   Then the job's done reframes (`reframe/FILE`), with a selection only those of chosen images.
 //!   An id that names no preview, or a preview with no image, is refused by name.
 //! - Every image is read once, checked against the hash the ledger recorded (a missing, unreadable
 //!   or changed file is refused with its row id) and written as `PASS/FILE`; `manifest.csv` lists
@@ -69,7 +70,7 @@ impl Destination {
 pub struct Chosen {
     /// The task whose image it is.
     pub task: TaskRecord,
-    /// For a final made from a preview: that preview.
+    /// For a final made from a preview: that preview; for a reframe: the image it extends.
     pub source: Option<TaskRecord>,
     /// The manifest's `qc` cell: the image's quality-check flags (`outputs::qc_cell`).
     pub qc: String,
@@ -82,6 +83,8 @@ pub struct Exported {
     pub finals: usize,
     /// Previews in the deliverable.
     pub previews: usize,
+    /// Reframes in the deliverable.
+    pub reframes: usize,
     /// The images' bytes in total.
     pub bytes: u64,
 }
@@ -183,10 +186,56 @@ pub async fn choose(
             .map(with_source)
             .collect(),
     };
+    let mut chosen = chosen;
+    chosen.extend(
+        reframes_of(
+            ledger,
+            job_id,
+            &previews,
+            &finals,
+            kept.is_some().then_some(&chosen),
+        )
+        .await?,
+    );
     if chosen.is_empty() {
         return Err(ExportError::Nothing { job: job.to_string() });
     }
     Ok(chosen)
+}
+
+/// The job's done reframes, each with its source; with `only` (a selection), just those whose
+/// source is among the chosen images.
+async fn reframes_of(
+    ledger: &Ledger,
+    job_id: i64,
+    previews: &[TaskRecord],
+    finals: &[TaskRecord],
+    only: Option<&Vec<Chosen>>,
+) -> Result<Vec<Chosen>, ExportError> {
+    let reframes = ledger
+        .tiles(job_id, Pass::Reframe)
+        .await
+        .map_err(EngineError::from)?;
+    let mut flags: HashMap<i64, Vec<_>> = HashMap::new();
+    for flag in ledger
+        .qc_flags(job_id, Pass::Reframe, 0, i64::MAX)
+        .await
+        .map_err(EngineError::from)?
+    {
+        flags.entry(flag.task_id).or_default().push(flag);
+    }
+    let sources: HashMap<i64, &TaskRecord> = previews.iter().chain(finals).map(|t| (t.id, t)).collect();
+    let wanted = |id: i64| only.is_none_or(|chosen| chosen.iter().any(|c| c.task.id == id));
+    Ok(reframes
+        .into_iter()
+        .filter(|r| r.state == TaskState::Done)
+        .filter_map(|r| {
+            let source = r.source_task_id.filter(|id| wanted(*id))?;
+            let source = sources.get(&source).map(|s| (*s).clone());
+            let qc = crate::outputs::qc_cell(flags.get(&r.id).map_or(&[][..], Vec::as_slice));
+            Some(Chosen { task: r, source, qc })
+        })
+        .collect())
 }
 
 /// The kept previews' done finals (made from them, or made directly under the same id), else the
@@ -386,6 +435,7 @@ fn fill(
         manifest.write_record(manifest_record(item, &file, &bytes, columns))?;
         match item.task.pass.as_str() {
             "final" => exported.finals += 1,
+            "reframe" => exported.reframes += 1,
             _ => exported.previews += 1,
         }
         exported.bytes += bytes.len() as u64;

@@ -34,6 +34,7 @@ pub mod prices;
 pub mod promote;
 pub mod qc;
 pub mod reconcile;
+pub mod reframe;
 mod requests;
 pub mod retry;
 mod run_context;

@@ -68,11 +68,11 @@ pub struct ImageMetadata {
     pub job: String,
     /// The row's id in the job file.
     pub row_id: String,
-    /// The pass: `preview` or `final`.
+    /// The pass: `preview`, `final` or `reframe`.
     pub pass: String,
     /// Which variant of its row, from 1.
     pub variant: i64,
-    /// For a final made from a preview: that preview.
+    /// For a final made from a preview: that preview; for a reframe: the image it extends.
     pub source: Option<Source>,
     /// darkroom's version (`0.1.0`).
     pub version: String,
@@ -132,7 +132,8 @@ pub async fn for_task(
     provider: &str,
     generation_id: Option<&str>,
 ) -> Result<ImageMetadata, EngineError> {
-    let source = match task.preview_task_id {
+    // A reframe names the image it extends; a final, the preview it was made from.
+    let source = match task.source_task_id.or(task.preview_task_id) {
         Some(preview) => {
             let preview = ledger.task(preview).await?;
             Some(Source {

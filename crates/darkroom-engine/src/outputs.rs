@@ -60,7 +60,7 @@ pub async fn write_outputs(ledger: &Ledger, job_id: i64, job_dir: &Path) -> Resu
         &manifest_header(&metadata_columns),
         &files.manifest,
     )?;
-    for pass in [Pass::Preview, Pass::Final] {
+    for pass in Pass::ALL {
         let mut after = 0;
         loop {
             let page = ledger.results(job_id, pass, after, PAGE).await?;
@@ -230,7 +230,18 @@ fn result_line(r: &ResultRecord, metadata: &Metadata, qc: &[StoredFlag]) -> serd
         line["preview"] = json!(preview);
         line["reference"] = json!(r.reference_note);
     }
+    if let Some(source) = source_file(r) {
+        // A reframe names the image it extends, as `PASS/FILE`.
+        line["source"] = json!(source);
+    }
     line
+}
+
+/// A reframe's source image as `PASS/FILE` (`final/jar.jpg`): a reframe keeps its source's format.
+fn source_file(r: &ResultRecord) -> Option<String> {
+    let key = r.source_key.as_ref()?;
+    let format = darkroom_jobs::Format::parse(&r.format).unwrap_or_default();
+    Some(format!("{key}.{}", format.extension()))
 }
 
 fn error_line(r: &ResultRecord, metadata: &Metadata) -> serde_json::Value {
@@ -261,6 +272,7 @@ fn manifest_header(metadata_columns: &BTreeSet<String>) -> Vec<String> {
         "reason",
         "content_hash",
         "qc",
+        "source",
     ]
     .map(String::from)
     .to_vec();
@@ -319,6 +331,7 @@ fn manifest_row(
             String::new()
         },
         qc_cell(qc),
+        source_file(r).unwrap_or_default(),
     ];
     row.extend(
         metadata_columns

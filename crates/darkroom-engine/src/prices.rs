@@ -360,6 +360,7 @@ fn probe_request(model: Model) -> darkroom_provider::CreateRequest {
         style_ref: None,
         character_ref: None,
         modify_image_ref: None,
+        reframe: None,
         callback_url: None,
     }
 }

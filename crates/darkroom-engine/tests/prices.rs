@@ -238,6 +238,7 @@ async fn spend_by_someone_else_during_the_run_only_raises_the_observed_price() {
                     style_ref: None,
                     character_ref: None,
                     modify_image_ref: None,
+                    reframe: None,
                     callback_url: None,
                 };
                 other.create(&request).await.unwrap();

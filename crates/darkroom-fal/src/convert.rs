@@ -101,6 +101,7 @@ pub(crate) fn echo_of(model: Model, input: &wire::Input) -> neutral::RequestEcho
         ),
         default_aspect_ratio: Some(DEFAULT_ASPECT_RATIO.to_string()),
         default_format: Some(FORMAT.to_string()),
+        reframe: None,
         ..neutral::RequestEcho::default()
     }
 }
@@ -190,6 +191,7 @@ pub(crate) fn from_item(item: wire::RequestItem) -> Option<neutral::Generation> 
         aspect_ratio: Some(text("aspect_ratio").unwrap_or_else(|| DEFAULT_ASPECT_RATIO.to_string())),
         default_aspect_ratio: Some(DEFAULT_ASPECT_RATIO.to_string()),
         default_format: Some(FORMAT.to_string()),
+        reframe: None,
         ..neutral::RequestEcho::default()
     });
     Some(neutral::Generation {

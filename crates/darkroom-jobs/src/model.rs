@@ -187,22 +187,30 @@ pub enum Pass {
     Preview,
     /// Best-quality finals of chosen previews.
     Final,
+    /// Chosen images extended to other aspect ratios (`darkroom reframe`); never read from a job
+    /// file: its tasks are made from done finals or previews.
+    Reframe,
 }
 
 impl Pass {
-    /// Its name in the ledger, paths and messages (`preview`, `final`).
+    /// Every pass, in the order a job goes through them.
+    pub const ALL: [Pass; 3] = [Pass::Preview, Pass::Final, Pass::Reframe];
+
+    /// Its name in the ledger, paths and messages (`preview`, `final`, `reframe`).
     pub fn as_str(self) -> &'static str {
         match self {
             Pass::Preview => "preview",
             Pass::Final => "final",
+            Pass::Reframe => "reframe",
         }
     }
 
-    /// The pass named `text` (`preview`, `final`); `None` for any other text.
+    /// The pass named `text` (`preview`, `final`, `reframe`); `None` for any other text.
     pub fn parse(text: &str) -> Option<Pass> {
         match text {
             "preview" => Some(Pass::Preview),
             "final" => Some(Pass::Final),
+            "reframe" => Some(Pass::Reframe),
             _ => None,
         }
     }
@@ -226,11 +234,12 @@ pub struct Routing {
 }
 
 impl Routing {
-    /// The model `pass` uses unless a row names its own.
+    /// The model `pass` uses unless a row names its own. A reframe is made by its source's model;
+    /// without a source at hand (an estimate), the final pass's.
     pub fn model_for(&self, pass: Pass) -> Model {
         match pass {
             Pass::Preview => self.preview,
-            Pass::Final => self.final_,
+            Pass::Final | Pass::Reframe => self.final_,
         }
     }
 }

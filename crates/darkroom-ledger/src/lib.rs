@@ -20,7 +20,7 @@ macro_rules! task_columns {
         t.fingerprint, t.request_json, t.prompt, t.aspect_ratio, t.format, t.metadata_json, t.state,
         t.reason, t.price_micros, t.reserved_micros, t.cost_micros, t.attempts, t.cached, t.latency_ms,
         t.output_path, t.generation_id, t.preview_task_id, t.reference_note, t.reference_lost,
-        t.content_hash, t.content_bytes"
+        t.content_hash, t.content_bytes, t.source_task_id"
     };
 }
 
@@ -37,6 +37,7 @@ mod open;
 mod prices;
 mod qc;
 mod records;
+mod reframes;
 mod review;
 mod states;
 mod stored_values;
@@ -58,6 +59,7 @@ pub use qc::{CheckedSibling, DuplicateFlag, ImageCheck, QcCounts, QcFlag, Stored
 pub use records::{
     Counts, GenerationRecord, JobRecord, PassRecord, ResultRecord, TaskRecord, TaskRow, TileRecord,
 };
+pub use reframes::NewReframe;
 pub use review::{ModelSpend, NewFinal, SpendPoint};
 pub use states::{Damage, GenerationState, PassStatus, QcKind, SpendKind, TaskState};
 pub use trials::TrialRecord;

@@ -136,6 +136,12 @@ pub struct TaskRow {
     pub content_hash: Option<String>,
     /// The kept image's size in bytes, beside its hash.
     pub content_bytes: Option<i64>,
+    /// For a reframe: the row id of the task whose image it extends (migration 0009).
+    pub source_task_id: Option<i64>,
+    /// For a reframe: its source's pass and task key, `PASS/KEY` (`final/jar`). Filled by
+    /// [`crate::Ledger::results`] only.
+    #[sqlx(default)]
+    pub source_key: Option<String>,
     /// For a final made by promotion: the task key of its preview. Filled by
     /// [`crate::Ledger::results`] only.
     #[sqlx(default)]

@@ -23,7 +23,7 @@ struct Checked {
 }
 
 fn passes() -> Vec<&'static str> {
-    [Pass::Preview, Pass::Final].iter().map(|p| p.as_str()).collect()
+    Pass::ALL.iter().map(|p| p.as_str()).collect()
 }
 
 fn models() -> Vec<&'static str> {

@@ -81,5 +81,7 @@ impl Ledger {
 const SELECT_RESULTS: &str = concat!(
     "SELECT ",
     task_columns!(),
-    ", (SELECT p.task_key FROM tasks p WHERE p.id = t.preview_task_id) AS preview_key FROM tasks t"
+    ", (SELECT p.task_key FROM tasks p WHERE p.id = t.preview_task_id) AS preview_key,
+       (SELECT s.pass || '/' || s.task_key FROM tasks s WHERE s.id = t.source_task_id) AS source_key
+     FROM tasks t"
 );

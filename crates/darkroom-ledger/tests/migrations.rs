@@ -52,6 +52,11 @@ const LANDED: &[(i64, &str, &str)] = &[
         "b73bb59412a9e49750b3e44e8954d1ba79f5016c73cb545a004b5d5a9ac59b3c1507662239a9da9f5f20910e02360b43",
     ),
     (
+        9,
+        "reframes",
+        "0c355840bf6beebb236a6b2fe1898f3371678abd79088428c7327f5292c90303d5ca313b5fa51d7565d5087ed01ea9ab",
+    ),
+    (
         10,
         "quality checks",
         "acc0143454714fa1cfb1b136970536f887bd9390fbfcbe450422dae55a6668aefea60514d840034b139248d8f221db27",

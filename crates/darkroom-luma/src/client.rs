@@ -8,7 +8,7 @@ use reqwest::{header, Method, StatusCode};
 use serde::de::DeserializeOwned;
 
 use crate::error::{detail_of, retry_after, shorten, Error, SetupError};
-use crate::wire::{CreateRequest, Credits, Generation, GenerationList};
+use crate::wire::{CreateRequest, Credits, Generation, GenerationList, ReframeRequest};
 
 /// Keys shorter than this are not taken out of error messages (see `check_status`): no real key
 /// is that short, and taking out one or two letters would turn the upstream's words to mush.
@@ -133,6 +133,17 @@ impl Client {
             .await
     }
 
+    /// `POST /generations/image/reframe` (201).
+    pub(crate) async fn reframe(&self, request: &ReframeRequest) -> Result<Generation, Error> {
+        self.call(
+            "reframe",
+            Method::POST,
+            "/generations/image/reframe",
+            Some(request),
+        )
+        .await
+    }
+
     /// `GET /generations/{id}`.
     pub(crate) async fn get(&self, id: &str) -> Result<Generation, Error> {
         self.call::<Generation, ()>("get", Method::GET, &format!("/generations/{id}"), None)
@@ -213,7 +224,7 @@ impl Client {
         path: &str,
         body: Option<&B>,
     ) -> Result<T, Error> {
-        let is_create = operation == "create";
+        let is_create = crate::error::is_paid(operation);
         let response = self.send(operation, method, path, body, is_create).await?;
         let text = check_status(operation, response, &self.key).await?;
         serde_json::from_str(&text).map_err(|e| Error::BadAnswer {
@@ -266,7 +277,7 @@ async fn check_status(
 ) -> Result<String, Error> {
     let status = response.status();
     let retry_after = retry_after(response.headers());
-    let is_create = operation == "create";
+    let is_create = crate::error::is_paid(operation);
     let text = response.text().await.map_err(|e| Error::NoAnswer {
         operation,
         message: describe(&e),

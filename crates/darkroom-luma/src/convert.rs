@@ -58,6 +58,26 @@ impl From<&neutral::CreateRequest> for wire::CreateRequest {
     }
 }
 
+/// The reframe body for a neutral request that carries a [`neutral::ReframeSource`]; `None` for an
+/// ordinary create. Luma requires the aspect ratio; a request without one takes Luma's default.
+pub(crate) fn reframe_body(request: &neutral::CreateRequest) -> Option<wire::ReframeRequest> {
+    let source = request.reframe.as_ref()?;
+    Some(wire::ReframeRequest {
+        generation_type: "reframe_image",
+        media: wire::Media {
+            url: source.url.clone(),
+        },
+        model: request.model.clone(),
+        prompt: request.prompt.clone(),
+        aspect_ratio: request
+            .aspect_ratio
+            .clone()
+            .unwrap_or_else(|| DEFAULT_ASPECT_RATIO.to_string()),
+        format: request.format.clone(),
+        callback_url: request.callback_url.clone(),
+    })
+}
+
 impl From<wire::GenerationState> for neutral::GenerationState {
     fn from(state: wire::GenerationState) -> neutral::GenerationState {
         match state {
@@ -83,6 +103,7 @@ impl From<wire::RequestEcho> for neutral::RequestEcho {
             style_ref: refs(echo.style_ref),
             character_ref: echo.character_ref.map(neutral_character_ref),
             modify_image_ref: echo.modify_image_ref.map(neutral_image_ref),
+            reframe: echo.media.map(|m| neutral::ReframeSource { url: m.url }),
             default_aspect_ratio: Some(DEFAULT_ASPECT_RATIO.to_string()),
             default_format: Some(DEFAULT_FORMAT.to_string()),
         }
@@ -176,5 +197,34 @@ mod tests {
         let mut png = bare;
         png.format = Some("png".into());
         assert!(!echo.matches_request(&png));
+    }
+
+    #[test]
+    fn a_reframe_is_sent_with_its_source_as_media_and_its_echo_matches_only_that_source() {
+        let mut sent = request();
+        sent.aspect_ratio = Some("9:16".into());
+        sent.reframe = Some(darkroom_provider::ReframeSource {
+            url: "https://cdn/src.jpg".into(),
+        });
+        let body = serde_json::to_value(super::reframe_body(&sent).unwrap()).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"generation_type": "reframe_image", "media": {"url": "https://cdn/src.jpg"},
+                "model": "photon-flash-1", "prompt": "A linen sofa", "aspect_ratio": "9:16"})
+        );
+        assert!(
+            super::reframe_body(&request()).is_none(),
+            "an ordinary create is no reframe"
+        );
+        let echo: wire::Generation = serde_json::from_str(
+            r#"{"id":"r","state":"queued","request":{"generation_type":"reframe_image","model":"photon-flash-1",
+            "prompt":"A linen sofa","aspect_ratio":"9:16","media":{"url":"https://cdn/src.jpg"}}}"#,
+        )
+        .unwrap();
+        let echo = darkroom_provider::Generation::from(echo);
+        assert!(echo.matches_request(&sent));
+        let mut plain = sent.clone();
+        plain.reframe = None;
+        assert!(!echo.matches_request(&plain));
     }
 }

@@ -9,6 +9,12 @@ use std::time::Duration;
 
 use darkroom_provider::{ErrorClass, ProviderError, Refusal};
 
+/// Whether `operation` creates something the account pays for (`create`, `reframe`): its outcome
+/// is unknown when the answer is lost, never "read again".
+pub(crate) fn is_paid(operation: &str) -> bool {
+    matches!(operation, "create" | "reframe")
+}
+
 /// Why a provider could not be built from its configuration (a base URL that is no `http(s)` URL,
 /// a TLS set-up that failed). Nothing was sent.
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +75,7 @@ impl Error {
             Error::Status {
                 status, operation, ..
             } if *status >= 500 || *status == 408 => {
-                if *operation == "create" {
+                if is_paid(operation) {
                     ErrorClass::OutcomeUnknown
                 } else {
                     ErrorClass::Transient

@@ -107,6 +107,10 @@ impl Provider for LumaProvider {
     }
 
     fn create<'a>(&'a self, request: &'a CreateRequest) -> ProviderFuture<'a, Generation> {
+        if request.reframe.is_some() {
+            // Never a plain image in place of a reframe: it goes to the reframe endpoint.
+            return self.reframe(request);
+        }
         Box::pin(async move {
             let body = wire::CreateRequest::from(request);
             Ok(self.client.create(&body).await?.into())
@@ -135,5 +139,23 @@ impl Provider for LumaProvider {
 
     fn download<'a>(&'a self, url: &'a str, max_bytes: u64) -> ProviderFuture<'a, Bytes> {
         Box::pin(async move { Ok(self.client.download(url, max_bytes).await?) })
+    }
+
+    fn can_reframe(&self) -> bool {
+        true
+    }
+
+    /// `POST /generations/image/reframe`, priced as a generation of its model.
+    fn reframe<'a>(&'a self, request: &'a CreateRequest) -> ProviderFuture<'a, Generation> {
+        Box::pin(async move {
+            let Some(body) = crate::convert::reframe_body(request) else {
+                return Err(ProviderError::new(
+                    "reframe",
+                    ErrorClass::NeverSent,
+                    "reframe: the request names no source image; nothing was sent",
+                ));
+            };
+            Ok(self.client.reframe(&body).await?.into())
+        })
     }
 }

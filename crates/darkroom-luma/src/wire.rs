@@ -47,6 +47,27 @@ pub(crate) struct CreateRequest {
     pub(crate) callback_url: Option<String>,
 }
 
+/// `{url}`: a reframe's source image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Media {
+    pub(crate) url: String,
+}
+
+/// The body of `POST /generations/image/reframe` (`ReframeImageRequest`): the source image in
+/// `media`, the target aspect ratio, and `generation_type` `reframe_image`, which the API requires.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct ReframeRequest {
+    pub(crate) generation_type: &'static str,
+    pub(crate) media: Media,
+    pub(crate) model: String,
+    pub(crate) prompt: String,
+    pub(crate) aspect_ratio: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) format: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) callback_url: Option<String>,
+}
+
 /// A generation's state; an unknown state is kept as text rather than failing the parse.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum GenerationState {
@@ -96,6 +117,9 @@ pub(crate) struct RequestEcho {
     pub(crate) character_ref: Option<CharacterRef>,
     #[serde(default)]
     pub(crate) modify_image_ref: Option<ImageRef>,
+    /// A reframe's source image.
+    #[serde(default)]
+    pub(crate) media: Option<Media>,
 }
 
 /// A generation, as create, get, list and callbacks return it.

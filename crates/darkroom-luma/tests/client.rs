@@ -473,3 +473,59 @@ fn luma_declares_its_references_formats_ratios_and_prices() {
     assert_eq!(provider.name(), "luma");
     assert_eq!(provider.base_url(), "http://127.0.0.1:9/dream-machine/v1");
 }
+
+fn reframe_request() -> CreateRequest {
+    let mut request = request();
+    request.aspect_ratio = Some("9:16".into());
+    request.reframe = Some(darkroom_provider::ReframeSource {
+        url: "https://cdn.example.com/source.jpg".into(),
+    });
+    request
+}
+
+#[tokio::test]
+async fn a_reframe_posts_to_the_reframe_path_with_its_source_as_media() {
+    let (base, mut seen) = server(|_| {
+        http(
+            "201 Created",
+            "content-type: application/json\r\n",
+            r#"{"id":"r1","state":"queued","created_at":"2026-11-24T09:30:19Z",
+                "request":{"generation_type":"reframe_image","model":"photon-flash-1","prompt":"A linen sofa",
+                "aspect_ratio":"9:16","media":{"url":"https://cdn.example.com/source.jpg"}}}"#,
+        )
+    })
+    .await;
+    let provider = client(&base);
+    assert!(provider.can_reframe());
+    // Through `create` too: a request with a source never becomes a plain image.
+    for generation in [
+        provider.reframe(&reframe_request()).await.unwrap(),
+        provider.create(&reframe_request()).await.unwrap(),
+    ] {
+        let text = seen.recv().await.unwrap();
+        assert!(
+            text.starts_with("POST /dream-machine/v1/generations/image/reframe "),
+            "{text}"
+        );
+        let body: serde_json::Value = serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"generation_type": "reframe_image",
+                "media": {"url": "https://cdn.example.com/source.jpg"},
+                "model": "photon-flash-1", "prompt": "A linen sofa", "aspect_ratio": "9:16"})
+        );
+        assert!(generation.matches_request(&reframe_request()));
+        assert!(!generation.matches_request(&request()));
+    }
+}
+
+#[tokio::test]
+async fn a_reframe_whose_answer_is_lost_is_an_unknown_outcome_like_a_create() {
+    let (base, _) = server(|_| None).await;
+    let error = client(&base).reframe(&reframe_request()).await.unwrap_err();
+    assert_eq!(error.class(), ErrorClass::OutcomeUnknown, "{error}");
+    assert_eq!(error.operation(), "reframe");
+    let (base, _) = server(|_| http("503 Service Unavailable", "", "")).await;
+    let error = client(&base).reframe(&reframe_request()).await.unwrap_err();
+    assert_eq!(error.class(), ErrorClass::OutcomeUnknown, "{error}");
+}

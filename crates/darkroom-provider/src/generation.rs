@@ -47,6 +47,9 @@ pub struct RequestEcho {
     pub character_ref: Option<crate::CharacterRef>,
     /// The image modified.
     pub modify_image_ref: Option<crate::ImageRef>,
+    /// A reframe's source image (`None`: not a reframe, or a provider that does not echo it).
+    /// Compared strictly: an ordinary image never matches a reframe, nor one reframe another's source.
+    pub reframe: Option<crate::ReframeSource>,
     /// The aspect ratio the provider takes when a request leaves it out.
     pub default_aspect_ratio: Option<String>,
     /// The format the provider takes when a request leaves it out.
@@ -86,7 +89,7 @@ impl Generation {
 
     /// Whether the echoed request is the request we sent: same model and prompt, same aspect ratio
     /// and format where echoed (a request that left one out meaning the provider's default), same
-    /// references. Used to adopt a create whose answer was lost; no echo is never a match.
+    /// references, the same reframe source or none on both sides. Used to adopt a create whose answer was lost; no echo is never a match.
     pub fn matches_request(&self, sent: &crate::CreateRequest) -> bool {
         let Some(echo) = &self.request else { return false };
         let same = |echoed: &Option<String>, sent: &Option<String>, default: &Option<String>| match echoed {
@@ -102,6 +105,7 @@ impl Generation {
             && refs(&echo.style_ref) == refs(&sent.style_ref)
             && echo.character_ref == sent.character_ref
             && echo.modify_image_ref == sent.modify_image_ref
+            && echo.reframe == sent.reframe
     }
 }
 
@@ -268,5 +272,25 @@ mod tests {
         assert!(!generation(Some(echoed.clone())).matches_request(&sent));
         echoed.image_ref.clone_from(&sent.image_ref);
         assert!(generation(Some(echoed)).matches_request(&sent));
+    }
+
+    #[test]
+    fn a_reframe_matches_only_a_reframe_of_the_same_source() {
+        let source = |url: &str| Some(crate::ReframeSource { url: url.to_string() });
+        let mut sent = CreateRequest::new("photon-1", "a chair");
+        sent.reframe = source("https://cdn.example.com/a.jpg");
+        assert!(
+            !generation(Some(echo())).matches_request(&sent),
+            "an ordinary image with the same prompt is not the reframe"
+        );
+        let mut echoed = echo();
+        echoed.reframe = source("https://cdn.example.com/b.jpg");
+        assert!(!generation(Some(echoed.clone())).matches_request(&sent));
+        echoed.reframe.clone_from(&sent.reframe);
+        assert!(generation(Some(echoed.clone())).matches_request(&sent));
+        assert!(
+            !generation(Some(echoed)).matches_request(&CreateRequest::new("photon-1", "a chair")),
+            "a reframe is not the ordinary create of the same prompt"
+        );
     }
 }

@@ -31,7 +31,7 @@ pub use error::{ErrorClass, ProviderError, Refusal};
 pub use generation::{
     Balance, FailureKind, Generation, GenerationPage, GenerationState, PageCursor, RequestEcho,
 };
-pub use request::{CharacterRef, CreateRequest, Identity, ImageRef};
+pub use request::{CharacterRef, CreateRequest, Identity, ImageRef, ReframeSource};
 
 /// The future a [`Provider`] call returns: boxed, so the trait stays object-safe.
 pub type ProviderFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, ProviderError>> + Send + 'a>>;
@@ -78,6 +78,30 @@ pub trait Provider: fmt::Debug + Send + Sync {
     /// Downloads an asset (an image URL from a [`Generation`]) without the provider's secret,
     /// refusing more than `max_bytes` and a body shorter than announced.
     fn download<'a>(&'a self, url: &'a str, max_bytes: u64) -> ProviderFuture<'a, Bytes>;
+
+    /// Whether [`Provider::reframe`] is implemented: the reframe capability. A provided method
+    /// rather than a [`Capabilities`] field, so a provider without reframe declares nothing.
+    /// Default: `false`.
+    fn can_reframe(&self) -> bool {
+        false
+    }
+
+    /// Sends one reframe: `request.reframe`'s source image extended to `request.aspect_ratio`,
+    /// `request.prompt` describing what to add. Paid like [`Provider::create`], with the same error
+    /// classes. Default: an [`ErrorClass::Permanent`] error (status 501), nothing sent, for a provider that
+    /// can't reframe.
+    fn reframe<'a>(&'a self, request: &'a CreateRequest) -> ProviderFuture<'a, Generation> {
+        let _ = request;
+        let name = self.name();
+        Box::pin(async move {
+            Err(ProviderError::new(
+                "reframe",
+                // No request left; 501 (Not Implemented) is the status a server would answer.
+                ErrorClass::Permanent { status: 501 },
+                format!("reframe: {name} can't reframe images; nothing was sent"),
+            ))
+        })
+    }
 }
 
 /// A shared provider is a provider: `&Arc<dyn Provider>` goes where `&dyn Provider` is asked for.
@@ -120,5 +144,13 @@ impl<P: Provider + ?Sized> Provider for std::sync::Arc<P> {
 
     fn download<'a>(&'a self, url: &'a str, max_bytes: u64) -> ProviderFuture<'a, Bytes> {
         (**self).download(url, max_bytes)
+    }
+
+    fn can_reframe(&self) -> bool {
+        (**self).can_reframe()
+    }
+
+    fn reframe<'a>(&'a self, request: &'a CreateRequest) -> ProviderFuture<'a, Generation> {
+        (**self).reframe(request)
     }
 }

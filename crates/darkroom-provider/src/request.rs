@@ -31,6 +31,17 @@ pub struct Identity {
     pub images: Vec<String>,
 }
 
+/// A reframe's source: the image to extend to the request's aspect ratio.
+///
+/// A request carrying one is not a text-to-image create but a reframe (outpainting): the provider
+/// fetches `url` itself, so it must be a URL the provider can reach (its own URL of an earlier
+/// generation), never a local path. Sent through [`Provider::reframe`](crate::Provider::reframe).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReframeSource {
+    /// An `http(s)` URL of the source image that the provider fetches.
+    pub url: String,
+}
+
 /// What to make: one image from one model.
 ///
 /// Unset options are left out of the JSON (never `null`), so a stored request reads back as sent.
@@ -59,6 +70,10 @@ pub struct CreateRequest {
     /// An image the result redoes (keeping its composition).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub modify_image_ref: Option<ImageRef>,
+    /// The image a reframe extends to `aspect_ratio` (the prompt then describes what to add);
+    /// `None` for an ordinary create.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reframe: Option<ReframeSource>,
     /// Where the provider reports the generation's progress; added per send, never stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback_url: Option<String>,
@@ -76,6 +91,7 @@ impl CreateRequest {
             style_ref: None,
             character_ref: None,
             modify_image_ref: None,
+            reframe: None,
             callback_url: None,
         }
     }
@@ -99,5 +115,22 @@ mod tests {
             r#"{"model":"photon-flash-1","prompt":"a red chair","aspect_ratio":"16:9","style_ref":[{"url":"https://cdn.example.com/s.jpg"}]}"#
         );
         assert_eq!(serde_json::from_str::<CreateRequest>(&text).unwrap(), request);
+    }
+
+    #[test]
+    fn a_reframe_stores_its_source_and_a_stored_request_without_one_reads_as_an_ordinary_create() {
+        let mut request = CreateRequest::new("photon-1", "a red chair");
+        request.aspect_ratio = Some("9:16".into());
+        request.reframe = Some(ReframeSource {
+            url: "https://cdn.example.com/a.jpg".into(),
+        });
+        let text = serde_json::to_string(&request).unwrap();
+        assert_eq!(
+            text,
+            r#"{"model":"photon-1","prompt":"a red chair","aspect_ratio":"9:16","reframe":{"url":"https://cdn.example.com/a.jpg"}}"#
+        );
+        assert_eq!(serde_json::from_str::<CreateRequest>(&text).unwrap(), request);
+        let old: CreateRequest = serde_json::from_str(r#"{"model":"photon-1","prompt":"x"}"#).unwrap();
+        assert_eq!(old.reframe, None);
     }
 }

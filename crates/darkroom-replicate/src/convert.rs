@@ -69,6 +69,7 @@ fn echo_of(model: Option<Model>, input: wire::Input) -> neutral::RequestEcho {
         modify_image_ref: None,
         default_aspect_ratio: Some(DEFAULT_ASPECT_RATIO.to_string()),
         default_format: None,
+        reframe: None,
     }
 }
 

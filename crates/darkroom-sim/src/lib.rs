@@ -336,23 +336,40 @@ impl Sim {
         self.lock().stats.clone()
     }
 
-    /// The picture for a generation, rendered once on the blocking pool and kept (bounded).
+    /// The picture for a generation, rendered once on the blocking pool and kept (bounded): in
+    /// `look` at its size for the aspect ratio, or for a reframe (`source_aspect`: its source's
+    /// aspect ratio) the source picture inside the new canvas.
     pub(crate) async fn image(
         &self,
         seed: [u8; 32],
         look: picture::Look,
         aspect_ratio: &str,
+        source_aspect: Option<&str>,
         png: bool,
     ) -> Bytes {
-        let key = (seed, png, aspect_ratio.to_string(), look);
+        let key = (
+            seed,
+            png,
+            format!("{aspect_ratio}<{}", source_aspect.unwrap_or("")),
+            look,
+        );
         if let Some(bytes) = self.images.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
             return bytes;
         }
         let aspect = aspect_ratio.to_string();
-        let bytes =
-            tokio::task::spawn_blocking(move || Bytes::from(picture::render_look(seed, look, &aspect, png)))
-                .await
-                .unwrap_or_default();
+        let source = source_aspect.map(str::to_string);
+        let bytes = tokio::task::spawn_blocking(move || {
+            Bytes::from(match source {
+                Some(source) => {
+                    let (width, height) = picture::size_for(&aspect);
+                    let frame = picture::frame_for(picture::size_for(&source), (width, height));
+                    picture::render_framed(seed, width, height, Some(frame), png)
+                }
+                None => picture::render_look(seed, look, &aspect, png),
+            })
+        })
+        .await
+        .unwrap_or_default();
         self.images.lock().unwrap_or_else(|e| e.into_inner()).put(
             key,
             bytes.clone(),

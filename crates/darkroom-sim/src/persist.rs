@@ -96,6 +96,9 @@ struct SavedGeneration {
     /// `luma` (what accounts saved before Replicate was simulated hold) or `replicate`.
     #[serde(default = "luma")]
     provider: String,
+    /// A reframe's source aspect ratio (absent in accounts saved before reframes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    source_aspect: Option<String>,
 }
 
 fn luma() -> String {
@@ -418,6 +421,7 @@ fn saved_generation(g: &Generation, anchor: Anchor) -> SavedGeneration {
         unknown_state: g.unknown_state,
         image_seed: g.image_seed,
         provider: g.provider.clone(),
+        source_aspect: g.source_aspect.clone(),
     }
 }
 
@@ -449,6 +453,7 @@ fn generation(record: &SavedGeneration, anchor: Anchor) -> Generation {
         unknown_state: record.unknown_state,
         image_seed: record.image_seed,
         provider: record.provider.clone(),
+        source_aspect: record.source_aspect.clone(),
     }
 }
 

@@ -114,8 +114,53 @@ pub fn render_look(seed: [u8; 32], look: Look, aspect_ratio: &str, png: bool) ->
     }
 }
 
+/// Where a reframe's source sits in its canvas, as fractions of the canvas (`x0 < x1`, `y0 < y1`,
+/// all within 0..=1): the source at its own aspect ratio, as large as fits, centred.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Frame {
+    /// Left edge.
+    pub x0: f32,
+    /// Top edge.
+    pub y0: f32,
+    /// Right edge.
+    pub x1: f32,
+    /// Bottom edge.
+    pub y1: f32,
+}
+
+/// The frame of a `source` picture (width, height) inside a `canvas` (width, height).
+#[allow(clippy::cast_precision_loss)]
+pub fn frame_for(source: (u32, u32), canvas: (u32, u32)) -> Frame {
+    let source_aspect = source.0 as f32 / source.1.max(1) as f32;
+    let canvas_aspect = canvas.0 as f32 / canvas.1.max(1) as f32;
+    if source_aspect >= canvas_aspect {
+        // Wider than the canvas: full width, bands above and below.
+        let h = canvas_aspect / source_aspect;
+        Frame {
+            x0: 0.0,
+            y0: (1.0 - h) / 2.0,
+            x1: 1.0,
+            y1: (1.0 + h) / 2.0,
+        }
+    } else {
+        let w = source_aspect / canvas_aspect;
+        Frame {
+            x0: (1.0 - w) / 2.0,
+            y0: 0.0,
+            x1: (1.0 + w) / 2.0,
+            y1: 1.0,
+        }
+    }
+}
+
 /// Renders the picture for `seed` at `width × height` as JPEG or PNG.
 pub fn render(seed: [u8; 32], width: u32, height: u32, png: bool) -> Vec<u8> {
+    render_framed(seed, width, height, None, png)
+}
+
+/// Renders the picture for `seed` inside `frame` of a `width × height` canvas (`None`: the whole
+/// canvas), the rest of the canvas extending its background, as a reframe extends a picture.
+pub fn render_framed(seed: [u8; 32], width: u32, height: u32, frame: Option<Frame>, png: bool) -> Vec<u8> {
     let mut rng = rand::rngs::StdRng::from_seed(seed);
     let top: [u8; 3] = rng.gen();
     let bottom: [u8; 3] = rng.gen();
@@ -142,13 +187,25 @@ pub fn render(seed: [u8; 32], width: u32, height: u32, png: bool) -> Vec<u8> {
         })
         .collect();
     let (bw, bh) = (width / 8, height / 8);
-    let aspect = width as f32 / height as f32;
+    let frame = frame.unwrap_or(Frame {
+        x0: 0.0,
+        y0: 0.0,
+        x1: 1.0,
+        y1: 1.0,
+    });
+    let (fw, fh) = (frame.x1 - frame.x0, frame.y1 - frame.y0);
+    let aspect = width as f32 * fw / (height as f32 * fh);
     let mut blocks = Vec::with_capacity((bw * bh) as usize);
     for by in 0..bh {
-        let v = (by as f32 + 0.5) / bh as f32;
+        let v = ((by as f32 + 0.5) / bh as f32 - frame.y0) / fh;
         for bx in 0..bw {
-            let u = (bx as f32 + 0.5) / bw as f32;
-            let mut pixel = mix(top, bottom, v);
+            let u = ((bx as f32 + 0.5) / bw as f32 - frame.x0) / fw;
+            let mut pixel = mix(top, bottom, v.clamp(0.0, 1.0));
+            if !(0.0..=1.0).contains(&u) || !(0.0..=1.0).contains(&v) {
+                // Outside the source: its background, extended.
+                blocks.push(pixel);
+                continue;
+            }
             for shape in &shapes {
                 match shape {
                     Shape::Circle { cx, cy, r, colour } => {
@@ -259,5 +316,39 @@ mod tests {
         // Tiny: the right shape, 256 pixels on the long side, a file of a few kilobytes.
         assert_eq!(Look::Tiny.size_for("16:9"), (256, 144));
         assert!(render_look([3; 32], Look::Tiny, "16:9", false).len() < 8 * 1024);
+    }
+
+    #[test]
+    fn a_reframe_shows_its_source_inside_the_new_canvas() {
+        // A 16:9 source in a square canvas: full width, a band above and below.
+        let frame = frame_for((2048, 1152), (1536, 1536));
+        assert!((frame.y1 - frame.y0 - 0.5625).abs() < 1e-4, "{frame:?}");
+        assert_eq!((frame.x0, frame.x1), (0.0, 1.0));
+        // A 1:1 source in a 9:16 canvas: full width too, bands above and below.
+        let tall = frame_for((1536, 1536), (1152, 2048));
+        assert!((tall.y1 - tall.y0 - 0.5625).abs() < 1e-4, "{tall:?}");
+        // The source drawn at the frame's size is the framed picture's middle band, block for block.
+        let seed = [7; 32];
+        let source = image::load_from_memory(&render(seed, 256, 144, true))
+            .unwrap()
+            .to_rgb8();
+        let framed = render_framed(seed, 256, 256, Some(frame_for((256, 144), (256, 256))), true);
+        let framed = image::load_from_memory(&framed).unwrap().to_rgb8();
+        assert_eq!((framed.width(), framed.height()), (256, 256));
+        let offset = (256 - 144) / 2;
+        let mut same = 0;
+        for y in (4..144).step_by(8) {
+            for x in (4..256).step_by(8) {
+                same += u32::from(source.get_pixel(x, y) == framed.get_pixel(x, y + offset));
+            }
+        }
+        assert!(
+            same >= 18 * 32 * 9 / 10,
+            "the source is inside the canvas: {same} of 576 blocks"
+        );
+        assert_ne!(
+            render(seed, 256, 256, true),
+            render_framed(seed, 256, 256, Some(frame_for((256, 144), (256, 256))), true)
+        );
     }
 }

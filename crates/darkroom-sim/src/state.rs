@@ -78,6 +78,9 @@ pub(crate) struct Generation {
     pub image_seed: [u8; 32],
     /// Which API made it: [`LUMA`] or [`REPLICATE`]. Each API sees only its own.
     pub provider: String,
+    /// A reframe's source picture's aspect ratio: the picture is that source (`image_seed`) drawn
+    /// inside this generation's canvas, the rest extended from it. `None` for an ordinary image.
+    pub source_aspect: Option<String>,
 }
 
 /// [`Generation::provider`] of a generation made through Luma's API.

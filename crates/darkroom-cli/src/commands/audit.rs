@@ -65,7 +65,7 @@ async fn audit_async(
     let connection = connect(&args.upstream, &settings).await?;
     let passes: Vec<Pass> = match args.pass {
         Some(pass) => vec![pass.into()],
-        None => vec![Pass::Preview, Pass::Final],
+        None => Pass::ALL.to_vec(),
     };
     let mut recorded = false;
     for job in &jobs {
@@ -73,6 +73,12 @@ async fn audit_async(
         let _lock = crate::commands::lock_job(db, &job.name)?;
         for pass in &passes {
             let Some(from) = (match since {
+                // A job's reframe pass is audited only once it sent something.
+                Some(_)
+                    if *pass == Pass::Reframe && ledger.first_intent_at(job.id, *pass).await?.is_none() =>
+                {
+                    None
+                }
                 Some(since) => Some(since),
                 None => ledger.first_intent_at(job.id, *pass).await?,
             }) else {

@@ -25,6 +25,10 @@ pub struct Args {
     /// The share of previews promoted to finals in the preview-then-promote plan.
     #[arg(long, value_name = "F", default_value_t = 0.25)]
     pub promote_fraction: f64,
+    /// Price reframing every row's finals to these aspect ratios (comma-separated, as `darkroom
+    /// reframe --to`): each final in each shape it doesn't already have, at the final model's price.
+    #[arg(long, value_name = "LIST", value_parser = parse_to)]
+    pub to: Option<Targets>,
     /// Print one JSON object with stable names.
     #[arg(long)]
     pub json: bool,
@@ -37,9 +41,21 @@ pub struct Args {
     pub job: Option<String>,
 }
 
+/// `--to`'s aspect ratios.
+#[derive(Debug, Clone)]
+pub struct Targets(Vec<darkroom_jobs::AspectRatio>);
+
+fn parse_to(text: &str) -> Result<Targets, String> {
+    darkroom_engine::reframe::parse_targets(text).map(Targets)
+}
+
 pub fn run(config_file: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
     let settings = config::resolve(config_file)?;
-    let pass: Pass = args.pass.into();
+    // With --to, the reframes of the finals are priced: the reframe pass.
+    let pass: Pass = match args.to {
+        Some(_) => Pass::Reframe,
+        None => args.pass.into(),
+    };
     let budget = args.budget;
     if !(0.0..=1.0).contains(&args.promote_fraction) {
         return Err(Failure::new(Exit::BadInput, "--promote-fraction is a share from 0 to 1").into());
@@ -67,7 +83,12 @@ pub fn run(config_file: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
             .model
             .or(choice.map(|(model, _)| model))
             .unwrap_or_else(|| routing.model_for(pass));
-        builder.add(model, u64::from(row.variants));
+        let shapes = match &args.to {
+            // Each final in each target shape it doesn't already have.
+            Some(Targets(targets)) => targets.iter().filter(|t| **t != row.aspect_ratio).count() as u64,
+            None => 1,
+        };
+        builder.add(model, u64::from(row.variants) * shapes);
         for fit in &mut fits {
             fit.add(&row, model);
         }

@@ -78,8 +78,12 @@ async fn run_async(args: Args) -> anyhow::Result<Exit> {
     let exported = export::write(chosen, columns, extra, destination.clone(), args.job.clone())
         .await
         .map_err(|e| refusal(e, &args))?;
+    let reframes = match exported.reframes {
+        0 => String::new(),
+        n => format!("{n} reframe(s), "),
+    };
     eprintln!(
-        "export: {} final(s), {} preview(s), {} bytes of images, manifest.csv, report.html",
+        "export: {} final(s), {} preview(s), {reframes}{} bytes of images, manifest.csv, report.html",
         exported.finals, exported.previews, exported.bytes
     );
     println!("{}", destination.path().display());

@@ -14,6 +14,7 @@ pub mod prices;
 pub mod progress;
 pub mod promote;
 pub mod providers;
+pub mod reframe;
 pub mod report;
 pub mod review;
 pub mod run;

@@ -37,7 +37,7 @@ pub fn run(_config: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
         let mut report = Vec::new();
         for job in jobs {
             let mut passes = Vec::new();
-            for pass in [Pass::Preview, Pass::Final] {
+            for pass in Pass::ALL {
                 if let Some(status) = pass_status(&ledger, &job, pass, args.json).await? {
                     passes.push(status);
                 }

@@ -34,6 +34,8 @@ fn task(id: i64, key: &str, pass: &str, state: TaskState, preview: Option<i64>) 
         reference_lost: false,
         content_hash: None,
         content_bytes: None,
+        source_task_id: None,
+        source_key: None,
         preview_key: None,
         image_url: None,
     }

@@ -130,13 +130,14 @@ impl TaskRun {
             let (token, url) = receiver.new_token();
             (receiver.clone(), token, url)
         });
+        let client = &self.shared.client;
         let result = match &callback {
             Some((_, _, url)) => {
                 let mut request = self.request.clone();
                 request.callback_url = Some(url.clone());
-                self.shared.client.create(&request).await
+                send_to(client, &request).await
             }
-            None => self.shared.client.create(&self.request).await,
+            None => send_to(client, &self.request).await,
         };
         self.callback_token = callback.map(|(receiver, token, _)| (receiver, token));
         result
@@ -189,5 +190,18 @@ impl TaskRun {
                 }
             }
         }
+    }
+}
+
+/// Sends `request` to `client`: a reframe through the provider's reframe call, never as a plain
+/// create; anything else as a create.
+async fn send_to(
+    client: &std::sync::Arc<dyn darkroom_provider::Provider>,
+    request: &darkroom_provider::CreateRequest,
+) -> Result<darkroom_provider::Generation, darkroom_provider::ProviderError> {
+    if request.reframe.is_some() {
+        client.reframe(request).await
+    } else {
+        client.create(request).await
     }
 }

@@ -28,7 +28,7 @@ pub(super) async fn serve(
     account: fn(&Sim) -> MutexGuard<'_, Account>,
     provider: &str,
 ) -> Response {
-    let (seed, aspect, format, truncate, fail, outcome) = {
+    let (seed, aspect, source_aspect, format, truncate, fail, outcome) = {
         let now = Instant::now();
         let mut account = account(sim);
         account.settle(now);
@@ -47,6 +47,7 @@ pub(super) async fn serve(
             generation.aspect_ratio.clone(),
             generation.format.clone(),
             generation.outcome.clone(),
+            generation.source_aspect.clone(),
         );
         let fail = account.chance(sim.config.faults.download_failed);
         let truncate = !fail && account.chance(sim.config.faults.download_truncated);
@@ -56,7 +57,7 @@ pub(super) async fn serve(
         if truncate {
             account.fault("download_truncated");
         }
-        (found.0, found.1, found.2, truncate, fail, found.3)
+        (found.0, found.1, found.4, found.2, truncate, fail, found.3)
     };
     match outcome {
         Outcome::ImageMissing | Outcome::CompletedWithoutImage => {
@@ -74,7 +75,9 @@ pub(super) async fn serve(
     if fail {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error");
     }
-    let bytes = sim.image(seed.0, seed.1, &aspect, format == "png").await;
+    let bytes = sim
+        .image(seed.0, seed.1, &aspect, source_aspect.as_deref(), format == "png")
+        .await;
     let content_type = if format == "png" {
         "image/png"
     } else {

@@ -28,11 +28,28 @@ pub(super) async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let response = create_inner(&sim, &kill, &headers, &body).await;
+    let response = create_inner(&sim, &kill, &headers, &body, false).await;
     counted(&sim, "POST /generations/image", response)
 }
 
-async fn create_inner(sim: &Arc<Sim>, kill: &Kill, headers: &HeaderMap, body: &Bytes) -> Response {
+/// `POST /generations/image/reframe`: a create whose picture is its source's, extended.
+pub(super) async fn reframe(
+    State(sim): State<Arc<Sim>>,
+    Extension(kill): Extension<Kill>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let response = create_inner(&sim, &kill, &headers, &body, true).await;
+    counted(&sim, "POST /generations/image/reframe", response)
+}
+
+async fn create_inner(
+    sim: &Arc<Sim>,
+    kill: &Kill,
+    headers: &HeaderMap,
+    body: &Bytes,
+    is_reframe: bool,
+) -> Response {
     if let Err(response) = authorize(sim, headers) {
         return response;
     }
@@ -40,7 +57,12 @@ async fn create_inner(sim: &Arc<Sim>, kill: &Kill, headers: &HeaderMap, body: &B
         Ok(request) => request,
         Err(response) => return response,
     };
-    let checked = match validate(&request) {
+    let checked = if is_reframe {
+        super::reframe::validate(&request)
+    } else {
+        validate(&request)
+    };
+    let checked = match checked {
         Ok(checked) => checked,
         Err(response) => return response,
     };
@@ -94,9 +116,18 @@ fn admit(sim: &Sim, request: &Value, checked: &Checked, now: Instant) -> Result<
     };
     let mut account = sim.lock();
     account.settle(now);
+    // A reframe's source must be fetchable before anything is charged.
+    let source = match &checked.media {
+        Some(url) => Some(super::reframe::source(&account, url, &sim.asset_base(), now)?),
+        None => None,
+    };
     account.note_create_arrived(now);
     refuse(sim, &mut account, now, price)?;
-    let generation = draw_generation(sim, &mut account, request, checked, now, price);
+    let mut generation = draw_generation(sim, &mut account, request, checked, now, price);
+    if let Some((seed, aspect)) = source {
+        generation.image_seed = seed;
+        generation.source_aspect = Some(aspect);
+    }
     let faults = config.faults;
     let late_so_far = account.stats.faults.get("create_late").copied().unwrap_or(0);
     let late_allowed = config.late_commit_limit.is_none_or(|limit| late_so_far < limit);
@@ -195,13 +226,17 @@ pub(super) fn draw_generation(
     let id = account.new_id();
     // A generation that modifies one of ours redoes its picture (so a final keeps its
     // preview's composition); any other request gets a picture of its own.
+    let echoed = match checked.media {
+        Some(_) => super::reframe::echo(request, &checked.model),
+        None => echo(request, &checked.model),
+    };
     let image_seed = modified_generation(request, &sim.asset_base())
         .and_then(|source| account.generations.get(source).map(|g| g.image_seed))
-        .unwrap_or_else(|| picture_seed(config, &echo(request, &checked.model), &id));
+        .unwrap_or_else(|| picture_seed(config, &echoed, &id));
     Generation {
         id,
         created_at: OffsetDateTime::now_utc(),
-        echo: echo(request, &checked.model),
+        echo: echoed,
         model: checked.model.clone(),
         aspect_ratio: checked.aspect_ratio.clone(),
         format: checked.format.clone(),
@@ -214,6 +249,7 @@ pub(super) fn draw_generation(
         unknown_state,
         image_seed,
         provider: crate::state::LUMA.to_string(),
+        source_aspect: None,
     }
 }
 
@@ -331,6 +367,12 @@ fn rate_limited(
 /// ports its account's URLs were handed out on, and the ids are the account's).
 fn modified_generation<'a>(request: &'a Value, asset_base: &str) -> Option<&'a str> {
     let url = request.get("modify_image_ref")?.get("url")?.as_str()?;
+    own_generation(url, asset_base)
+}
+
+/// The id of our own generation an image `url` names: an image URL of this simulator, on any
+/// loopback port.
+pub(super) fn own_generation<'a>(url: &'a str, asset_base: &str) -> Option<&'a str> {
     let file = match url.strip_prefix(asset_base) {
         Some(rest) => rest.strip_prefix('/')?,
         None => {

@@ -23,6 +23,7 @@ use crate::Sim;
 mod assets;
 mod create;
 mod fal;
+mod reframe;
 mod replicate;
 mod validate;
 
@@ -31,6 +32,7 @@ const API: &str = "/dream-machine/v1";
 pub(crate) fn router(sim: Arc<Sim>) -> Router {
     Router::new()
         .route(&format!("{API}/generations/image"), post(create::create))
+        .route(&format!("{API}/generations/image/reframe"), post(create::reframe))
         .route(&format!("{API}/generations"), get(list))
         .route(&format!("{API}/generations/{{id}}"), get(read).delete(delete))
         .route(&format!("{API}/credits"), get(credits))

@@ -351,6 +351,7 @@ fn admit(
             .unwrap_or("16:9")
             .to_string(),
         format: "jpg".to_string(),
+        media: None,
     };
     let mut generation = draw_generation(sim, &mut account, input, &checked, now, price);
     generation.echo = input.clone();

@@ -16,6 +16,8 @@ pub(super) struct Checked {
     pub(super) model: String,
     pub(super) aspect_ratio: String,
     pub(super) format: String,
+    /// A reframe's source image URL (`media.url`); `None` for an ordinary create.
+    pub(super) media: Option<String>,
 }
 
 /// Schema errors (422, pydantic style, all of them) first; then the business rules (400).
@@ -97,6 +99,7 @@ pub(super) fn validate(request: &Value) -> Result<Checked, Response> {
         model,
         aspect_ratio,
         format,
+        media: None,
     })
 }
 

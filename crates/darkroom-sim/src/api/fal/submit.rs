@@ -259,6 +259,7 @@ fn draw(
         echo,
         model: endpoint_id.to_string(),
         provider: crate::state::FAL.to_string(),
+        source_aspect: None,
         aspect_ratio: aspect_ratio.to_string(),
         format: "jpg".into(),
         price,
