@@ -27,8 +27,10 @@ use crate::metadata::file_name;
 use crate::promote::SelectionError;
 use crate::EngineError;
 
+mod reframes;
 mod sink;
 
+use reframes::reframes_of;
 use sink::{remove_leftovers, Sink};
 
 /// The manifest's fixed columns, before the job's own metadata columns.
@@ -201,41 +203,6 @@ pub async fn choose(
         return Err(ExportError::Nothing { job: job.to_string() });
     }
     Ok(chosen)
-}
-
-/// The job's done reframes, each with its source; with `only` (a selection), just those whose
-/// source is among the chosen images.
-async fn reframes_of(
-    ledger: &Ledger,
-    job_id: i64,
-    previews: &[TaskRecord],
-    finals: &[TaskRecord],
-    only: Option<&Vec<Chosen>>,
-) -> Result<Vec<Chosen>, ExportError> {
-    let reframes = ledger
-        .tiles(job_id, Pass::Reframe)
-        .await
-        .map_err(EngineError::from)?;
-    let mut flags: HashMap<i64, Vec<_>> = HashMap::new();
-    for flag in ledger
-        .qc_flags(job_id, Pass::Reframe, 0, i64::MAX)
-        .await
-        .map_err(EngineError::from)?
-    {
-        flags.entry(flag.task_id).or_default().push(flag);
-    }
-    let sources: HashMap<i64, &TaskRecord> = previews.iter().chain(finals).map(|t| (t.id, t)).collect();
-    let wanted = |id: i64| only.is_none_or(|chosen| chosen.iter().any(|c| c.task.id == id));
-    Ok(reframes
-        .into_iter()
-        .filter(|r| r.state == TaskState::Done)
-        .filter_map(|r| {
-            let source = r.source_task_id.filter(|id| wanted(*id))?;
-            let source = sources.get(&source).map(|s| (*s).clone());
-            let qc = crate::outputs::qc_cell(flags.get(&r.id).map_or(&[][..], Vec::as_slice));
-            Some(Chosen { task: r, source, qc })
-        })
-        .collect())
 }
 
 /// The kept previews' done finals (made from them, or made directly under the same id), else the
