@@ -83,12 +83,7 @@ pub fn run(config_file: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
             .model
             .or(choice.map(|(model, _)| model))
             .unwrap_or_else(|| routing.model_for(pass));
-        let shapes = match &args.to {
-            // Each final in each target shape it doesn't already have.
-            Some(Targets(targets)) => targets.iter().filter(|t| **t != row.aspect_ratio).count() as u64,
-            None => 1,
-        };
-        builder.add(model, u64::from(row.variants) * shapes);
+        builder.add(model, u64::from(row.variants) * shapes(args.to.as_ref(), &row));
         for fit in &mut fits {
             fit.add(&row, model);
         }
@@ -134,6 +129,15 @@ pub fn run(config_file: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
     }
     print_providers(&args.file, &fits, estimate.tasks);
     Ok(Exit::Done)
+}
+
+/// How many images a row's each variant makes: with `--to`, one in each target shape it doesn't
+/// already have (its reframes); else one.
+fn shapes(to: Option<&Targets>, row: &darkroom_jobs::Row) -> u64 {
+    match to {
+        Some(Targets(targets)) => targets.iter().filter(|t| **t != row.aspect_ratio).count() as u64,
+        None => 1,
+    }
 }
 
 /// The estimate as JSON on stdout, with the images priced by a trial's choices
