@@ -69,27 +69,12 @@ pub(crate) fn price(aspect_ratio: &str, rate_micros: i64) -> (i64, String) {
 }
 
 fn authorize(sim: &Sim, headers: &HeaderMap) -> Result<(), Response> {
-    let key = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Key "))
-        .map(str::trim)
-        .filter(|k| !k.is_empty());
-    match (key, &sim.config.api_key) {
-        (Some(given), Some(expected)) if given == expected => Ok(()),
-        (Some(_), None) => Ok(()),
-        _ => Err(error(StatusCode::UNAUTHORIZED, "Invalid Key")),
-    }
+    super::authorize_scheme(sim, headers, "Key ", "Invalid Key")
 }
 
 /// Counts the request in the fal account's stats.
 fn counted(sim: &Sim, endpoint: &str, response: Response) -> Response {
-    let mut account = sim.fal();
-    if response.status() == StatusCode::TOO_MANY_REQUESTS {
-        account.stats.rate_limited += 1;
-    }
-    account.count(format!("{endpoint} {}", response.status().as_u16()));
-    response
+    super::counted_in(sim, Sim::fal, endpoint, response)
 }
 
 /// The `get_slow` and `get_5xx` faults of a read, drawn from the fal account.

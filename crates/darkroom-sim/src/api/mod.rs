@@ -50,23 +50,39 @@ fn error(status: StatusCode, detail: impl Into<Value>) -> Response {
 }
 
 fn authorize(sim: &Sim, headers: &HeaderMap) -> Result<(), Response> {
+    authorize_scheme(sim, headers, "Bearer ", "Invalid API key is provided")
+}
+
+/// Checks `Authorization: {scheme}KEY` against the configured key (any non-empty key when none is
+/// configured); otherwise a 401 with `refusal`, the upstream's words.
+fn authorize_scheme(sim: &Sim, headers: &HeaderMap, scheme: &str, refusal: &str) -> Result<(), Response> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| v.strip_prefix(scheme))
         .map(str::trim)
         .filter(|t| !t.is_empty());
     match (token, &sim.config.api_key) {
         (Some(given), Some(expected)) if given == expected => Ok(()),
         (Some(_), None) => Ok(()),
-        _ => Err(error(StatusCode::UNAUTHORIZED, "Invalid API key is provided")),
+        _ => Err(error(StatusCode::UNAUTHORIZED, refusal.to_string())),
     }
 }
 
 /// Counts the request by endpoint and status, and returns the response.
 fn counted(sim: &Sim, endpoint: &str, response: Response) -> Response {
+    counted_in(sim, Sim::lock, endpoint, response)
+}
+
+/// Counts the request in the stats of the account `account` locks (Luma's or fal's).
+fn counted_in(
+    sim: &Sim,
+    account: fn(&Sim) -> std::sync::MutexGuard<'_, crate::state::Account>,
+    endpoint: &str,
+    response: Response,
+) -> Response {
     let key = format!("{endpoint} {}", response.status().as_u16());
-    let mut account = sim.lock();
+    let mut account = account(sim);
     if response.status() == StatusCode::TOO_MANY_REQUESTS {
         account.stats.rate_limited += 1;
     }
