@@ -97,17 +97,13 @@ impl Fit {
         ProviderName::ALL
             .into_iter()
             .map(|name| {
-                let (capabilities, prices) = match name {
-                    ProviderName::Luma => (darkroom_luma::luma_capabilities(), settings.prices),
-                    ProviderName::Replicate => (
-                        darkroom_replicate::replicate_capabilities(),
-                        settings.replicate.prices,
-                    ),
-                    ProviderName::Fal => (
-                        darkroom_fal::fal_capabilities(),
-                        darkroom_fal::FalPrices::default().table(),
-                    ),
+                let capabilities = match name {
+                    ProviderName::Luma => darkroom_luma::luma_capabilities(),
+                    ProviderName::Replicate => darkroom_replicate::replicate_capabilities(),
+                    ProviderName::Fal => darkroom_fal::fal_capabilities(),
                 };
+                // The table a pass on this provider reserves at: one source, `for_provider`.
+                let prices = settings.clone().for_provider(name).prices;
                 Fit {
                     name,
                     capabilities,
