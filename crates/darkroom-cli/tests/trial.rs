@@ -149,7 +149,10 @@ fn a_trial_of_the_ab_ads_makes_both_models_images_a_table_and_a_projection_and_r
         );
         assert_eq!(model["failure_rate"], 0.0);
         assert_eq!(model["moderation_rate"], 0.0);
-        assert!(model["qc_flag_rate"].is_null(), "no QC data: absent, not zero");
+        assert_eq!(
+            model["qc_flag_rate"], 0.0,
+            "every image measured, none flagged: {model}"
+        );
     }
     assert_eq!(json["keep_rate"]["source"], "assumed");
     assert_eq!(json["job_projection"]["all_flash"], "0.048");

@@ -11,7 +11,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
-use darkroom_jobs::{Model, Money, Pass};
+use darkroom_jobs::{ChoiceScope, Metadata, Model, Money, Pass, PriceTable, RoutingChoices};
 use darkroom_ledger::{Ledger, NewFinal, PassRecord, TaskState, TileRecord};
 use darkroom_provider::Provider;
 use futures::StreamExt;
@@ -43,6 +43,30 @@ pub struct PromoteOptions {
     pub model: Model,
     /// The price of one final, reserved against the final budget.
     pub price: Money,
+    /// The price table, for a final the routing choices make with another model than `model`.
+    pub prices: PriceTable,
+    /// The routing choices made after a trial of the job (`Ledger::routing_choices`): a preview
+    /// whose row or `group` has one is promoted with the model chosen (as `run --pass final`
+    /// makes that row's final). Read them just before promoting; empty: every final is `model`.
+    pub choices: RoutingChoices,
+}
+
+impl PromoteOptions {
+    /// The model and price a final of `preview` is made with: its row's choice, else its
+    /// group's, else the final pass's model; and which choice decided, if one did.
+    pub fn route(&self, preview: &TileRecord) -> (Model, Money, Option<ChoiceScope>) {
+        let metadata = crate::trial::figures::metadata(&preview.metadata_json);
+        self.route_row(&preview.row_id, &metadata)
+    }
+
+    /// [`PromoteOptions::route`] for a row given by its id and metadata.
+    pub fn route_row(&self, row_id: &str, metadata: &Metadata) -> (Model, Money, Option<ChoiceScope>) {
+        match self.choices.chosen(Pass::Final, row_id, metadata) {
+            Some((model, _)) if model == self.model => (model, self.price, None),
+            Some((model, scope)) => (model, self.prices.price(model), Some(scope)),
+            None => (self.model, self.price, None),
+        }
+    }
 }
 
 /// The previews a selection names, checked against the ledger.
@@ -72,6 +96,27 @@ impl Plan {
                 .micros()
                 .saturating_mul(i64::try_from(self.chosen.len()).unwrap_or(i64::MAX)),
         )
+    }
+
+    /// What the new finals cost, each at the price of the model its routing makes it with
+    /// ([`PromoteOptions::route`]).
+    pub fn routed_cost(&self, options: &PromoteOptions) -> Money {
+        self.chosen
+            .iter()
+            .map(|p| options.route(p).1)
+            .fold(Money::ZERO, |sum, price| sum + price)
+    }
+
+    /// The chosen previews a routing choice sends to another model than the final pass's, with
+    /// that model: what a caller says before spending.
+    pub fn rerouted(&self, options: &PromoteOptions) -> Vec<(String, Model)> {
+        self.chosen
+            .iter()
+            .filter_map(|p| match options.route(p) {
+                (model, _, Some(_)) => Some((p.task_key.clone(), model)),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Why each chosen id that can't be promoted can't, one line each naming the id: unknown ids
@@ -342,7 +387,8 @@ fn new_final(
             format!("the preview's URL no longer resolves ({why}); made from the prompt alone"),
         ),
     };
-    let request_json = final_request(&preview.request_json, options, url.as_deref());
+    let (model, price, _) = options.route(preview);
+    let request_json = final_request(&preview.request_json, model, options, url.as_deref());
     NewFinal {
         preview_task_id: preview.id,
         task_key: preview.task_key.clone(),
@@ -350,23 +396,28 @@ fn new_final(
         line: preview.line,
         variant: preview.variant,
         variants: preview.variants,
-        model: options.model.as_str().to_string(),
+        model: model.as_str().to_string(),
         fingerprint: body_fingerprint(&format!("{}|{request_json}", preview.variant)),
         request_json,
         prompt: preview.prompt.clone(),
         aspect_ratio: preview.aspect_ratio.clone(),
         format: preview.format.clone(),
         metadata_json: preview.metadata_json.clone(),
-        price: options.price,
+        price,
         reference_lost,
         reference_note: note,
     }
 }
 
-/// The final's create body: the preview's, with the final model and the preview as a reference.
-fn final_request(preview_request: &str, options: &PromoteOptions, preview_url: Option<&str>) -> String {
+/// The final's create body: the preview's, with the final's model and the preview as a reference.
+fn final_request(
+    preview_request: &str,
+    model: Model,
+    options: &PromoteOptions,
+    preview_url: Option<&str>,
+) -> String {
     let mut body: serde_json::Map<String, Value> = serde_json::from_str(preview_request).unwrap_or_default();
-    body.insert("model".into(), json!(options.model.as_str()));
+    body.insert("model".into(), json!(model.as_str()));
     if let Some(url) = preview_url {
         let reference = json!({ "url": url, "weight": options.weight });
         match options.reference {

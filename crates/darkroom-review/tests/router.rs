@@ -137,6 +137,8 @@ fn state(f: &Fixture) -> Arc<ReviewState> {
             weight: 0.85,
             model: Model::Photon1,
             price: PriceTable::default().price(Model::Photon1),
+            prices: PriceTable::default(),
+            choices: Default::default(),
         },
         default_budget: Money::parse_usd("2").unwrap(),
         run: run_settings(f.dir.path(), "vases", Pass::Final),

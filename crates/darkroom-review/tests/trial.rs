@@ -16,7 +16,7 @@ use darkroom_engine::scheduler::Shutdown;
 use darkroom_engine::trial::sample::{draw, SampleSpec};
 use darkroom_engine::trial::{prepare_trial, trial_name, TrialJob, TRIAL_ROUTING};
 use darkroom_engine::RunSettings;
-use darkroom_jobs::{Model, Money, Pass, PriceTable, ReadOptions, Routing};
+use darkroom_jobs::{ChoiceScope, Model, Money, Pass, PriceTable, ReadOptions, Routing};
 use darkroom_review::server::hosts_for;
 use darkroom_review::{router, ReviewConfig, ReviewState};
 use darkroom_testkit::Harness;
@@ -71,8 +71,15 @@ async fn trial(h: &Harness) -> (std::path::PathBuf, i64) {
 }
 
 fn state(h: &Harness, job_id: i64) -> Arc<ReviewState> {
+    review_of(h, &trial_name("shop"), job_id, false)
+}
+
+/// A review server for `job`, promoting through the harness's simulator when `promotes`.
+fn review_of(h: &Harness, job: &str, job_id: i64, promotes: bool) -> Arc<ReviewState> {
+    let mut run = h.settings(job);
+    run.pass = Pass::Final;
     let config = ReviewConfig {
-        job: trial_name("shop"),
+        job: job.to_string(),
         job_id,
         ledger_path: h.dir.path().join("darkroom.db"),
         out: h.dir.path().join("out"),
@@ -83,12 +90,15 @@ fn state(h: &Harness, job_id: i64) -> Arc<ReviewState> {
             weight: 0.85,
             model: Model::Photon1,
             price: PriceTable::default().price(Model::Photon1),
+            prices: PriceTable::default(),
+            choices: Default::default(),
         },
         default_budget: Money::parse_usd("1").unwrap(),
-        run: h.settings("shop-trial"),
+        run,
         callbacks: None,
     };
-    ReviewState::new(config, h.ledger.clone(), None, Shutdown::default())
+    let client = promotes.then(|| h.client.clone());
+    ReviewState::new(config, h.ledger.clone(), client, Shutdown::default())
 }
 
 async fn call(
@@ -266,4 +276,134 @@ async fn a_choice_for_a_row_or_group_the_trial_does_not_hold_or_a_bad_model_is_r
     let (status, _) = call(&review, "POST", "/api/routing", Some(TOKEN), clear).await;
     assert_eq!(status, StatusCode::OK);
     assert!(h.ledger.routing_choices("shop").await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promoting_from_the_review_page_makes_each_final_with_the_model_its_routing_choice_names() {
+    let h = Harness::fast().await;
+    let (file, _) = trial(&h).await;
+    h.ledger
+        .set_routing_choice("shop", ChoiceScope::Group, "coffee", Some(Model::PhotonFlash1))
+        .await
+        .unwrap();
+    let prepared = prepare_job(
+        &h.ledger,
+        JobFile {
+            name: "shop",
+            file: &file,
+            pass: Pass::Preview,
+            budget: None,
+            default_budget: Money::parse_usd("1").unwrap(),
+            routing: Routing::default(),
+            prices: PriceTable::default(),
+            read: ReadOptions::default(),
+        },
+    )
+    .await
+    .unwrap();
+    run(&h, "shop", prepared.job_id, Pass::Preview).await;
+    let review = review_of(&h, "shop", prepared.job_id, true);
+    let (f, p) = (
+        PriceTable::default().photon_flash_1.micros(),
+        PriceTable::default().photon_1.micros(),
+    );
+
+    // The page says what promoting each pair makes before anything is spent.
+    let (status, sheet) = call(&review, "GET", "/api/sheet", None, "").await;
+    assert_eq!(status, StatusCode::OK, "{sheet}");
+    let promote: Vec<(String, Value, Value)> = sheet["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|pair| {
+            (
+                pair["id"].as_str().unwrap().to_string(),
+                pair["promote"]["model"].clone(),
+                pair["promote"]["choice"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        promote[0],
+        ("mug-1".into(), "photon-flash-1".into(), "group".into())
+    );
+    assert_eq!(promote[2], ("shoe-1".into(), "photon-1".into(), Value::Null));
+
+    let (status, body) = call(
+        &review,
+        "POST",
+        "/api/promote",
+        Some(TOKEN),
+        r#"{"ids":["mug-1","shoe-1"]}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(
+        body["cost_micros"],
+        f + p,
+        "each final at its routed model's price"
+    );
+    tokio::time::timeout(Duration::from_secs(120), review.finals_finished())
+        .await
+        .expect("the final pass ends");
+
+    let mut sent = Vec::new();
+    for task in h.ledger.tiles(prepared.job_id, Pass::Final).await.unwrap() {
+        let generation = h
+            .client
+            .get(task.generation_id.as_deref().unwrap())
+            .await
+            .unwrap();
+        sent.push((task.row_id, generation.model.unwrap(), task.price_micros));
+    }
+    assert_eq!(
+        sent,
+        [
+            ("mug-1".to_string(), "photon-flash-1".to_string(), f),
+            ("shoe-1".to_string(), "photon-1".to_string(), p),
+        ]
+    );
+    let spent = h
+        .ledger
+        .pass(prepared.job_id, Pass::Final)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(spent.spent_micros, f + p);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trials_report_shows_each_models_figures_its_qc_flag_rate_and_the_projection() {
+    let h = Harness::fast().await;
+    let (_, trial_id) = trial(&h).await;
+    let report = darkroom_review::report::build(&h.ledger, trial_id, &trial_name("shop"))
+        .await
+        .unwrap();
+    let section = report.trial.as_ref().expect("a trial's report has its figures");
+    let figures = &section.figures;
+    assert_eq!(figures.job, "shop");
+    for model in &figures.models {
+        assert_eq!(model.images, 4, "{model:?}");
+        assert_eq!(
+            model.qc_flag_rate,
+            Some(0.0),
+            "every image measured by the quality checks, none flagged: {model:?}"
+        );
+    }
+    assert!(!section.job_size_known, "the job itself was never run here");
+    assert_eq!(
+        figures.job_projection.images,
+        darkroom_review::report::TRIAL_PROJECTION_IMAGES
+    );
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["trial"]["figures"]["models"][1]["model"], "photon-1");
+
+    let html = report.to_html(&h.dir.path().join("out").join(trial_name("shop")));
+    assert!(
+        html.contains("<h2>Trial</h2>"),
+        "the HTML report has the trial's section"
+    );
+    assert!(html.contains("<td>photon-flash-1</td><td>4</td>"), "{html}");
+    assert!(html.contains("Projection for 1000 images"), "{html}");
+    assert!(html.contains("QC flag rate</th>") && html.contains("<td>0.0%</td>"));
 }

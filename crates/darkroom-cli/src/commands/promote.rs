@@ -62,6 +62,8 @@ pub fn options(settings: &Settings) -> anyhow::Result<PromoteOptions> {
         weight,
         model,
         price: settings.prices.price(model),
+        prices: settings.prices,
+        choices: Default::default(),
     })
 }
 
@@ -78,13 +80,15 @@ pub async fn open_job(db: &Path, job: &str) -> anyhow::Result<(Ledger, i64)> {
 async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
     let provider = settings.provider_name(args.upstream.provider);
     let settings = settings.for_provider(provider);
-    let options = options(&settings)?;
+    let mut options = options(&settings)?;
     let db = args.upstream.db.clone();
     crate::commands::require_ledger(&db)?;
     let _lock = crate::commands::lock_job(&db, &args.job)?;
     let (ledger, job_id) = open_job(&db, &args.job).await?;
 
     let plan = checked_plan(&ledger, job_id, args.select.as_deref()).await?;
+    // The choices made after a trial of the job route its finals, as they route `run --pass final`.
+    options.choices = ledger.routing_choices(&args.job).await?;
 
     let connection = connect(&args.upstream, &settings).await?;
     let added = promote::prepare_finals(
@@ -101,7 +105,7 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
         e => e.into(),
     })?;
     let pass = added.pass;
-    let cost = plan.cost(options.price);
+    let cost = plan.routed_cost(&options);
     let left = pass.remaining();
     eprintln!(
         "promoting {} preview(s) to {} for {cost} ({} already promoted); final budget {} with {left} left",
@@ -112,6 +116,9 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
     );
     if cost > left {
         eprintln!("the selection costs more than the budget has left: the run stops when it runs out");
+    }
+    for (key, model) in plan.rerouted(&options) {
+        eprintln!("{key}: made with {model}, as the trial's routing choice for its row or group says");
     }
     for key in &added.without_reference {
         eprintln!("{key}: the preview's URL no longer resolves; its final is made from the prompt alone");

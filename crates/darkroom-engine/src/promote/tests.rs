@@ -8,6 +8,8 @@ fn options(reference: PreviewReference) -> PromoteOptions {
         weight: 0.85,
         model: Model::Photon1,
         price: Money::from_micros(15_000),
+        prices: PriceTable::default(),
+        choices: RoutingChoices::default(),
     }
 }
 
@@ -58,6 +60,7 @@ fn the_final_request_switches_the_model_and_adds_the_preview() {
     let preview = r#"{"model":"photon-flash-1","prompt":"a vase","aspect_ratio":"1:1","format":"jpg"}"#;
     let body: Value = serde_json::from_str(&final_request(
         preview,
+        Model::Photon1,
         &options(PreviewReference::ModifyImageRef),
         Some("http://p/1.jpg"),
     ))
@@ -69,6 +72,7 @@ fn the_final_request_switches_the_model_and_adds_the_preview() {
 
     let body: Value = serde_json::from_str(&final_request(
         preview,
+        Model::Photon1,
         &options(PreviewReference::ModifyImageRef),
         None,
     ))
@@ -81,6 +85,7 @@ fn an_image_ref_final_keeps_at_most_four_references() {
     let preview = r#"{"model":"photon-flash-1","prompt":"a vase","image_ref":[{"url":"a"},{"url":"b"},{"url":"c"},{"url":"d"}]}"#;
     let body: Value = serde_json::from_str(&final_request(
         preview,
+        Model::Photon1,
         &options(PreviewReference::ImageRef),
         Some("p"),
     ))

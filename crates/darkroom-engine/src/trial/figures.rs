@@ -46,8 +46,8 @@ pub struct ModelFigures {
     pub failure_rate: Option<f64>,
     /// `blocked` over ended tasks; `None` before any ended.
     pub moderation_rate: Option<f64>,
-    /// Share of images with a QC flag, when the ledger records QC flags; `None` otherwise (this
-    /// release records none), never a guess.
+    /// Share of the images the quality checks measured that carry a flag (`Ledger::qc_counts`);
+    /// `None` before any was measured (cached copies are not), never a guess.
     pub qc_flag_rate: Option<f64>,
 }
 
@@ -197,6 +197,7 @@ async fn model_figures(
         .await?
         .map_or(Money::ZERO, |p| p.spent());
     let latencies = ledger.latencies(job_id, pass).await?;
+    let qc = ledger.qc_counts(job_id, pass).await?;
     let ended = counts.done + counts.failed + counts.blocked;
     let rate = |n: u64| share(n, ended);
     let made = counts.done - counts.cached;
@@ -216,7 +217,7 @@ async fn model_figures(
         latency_p95_ms: percentile(&latencies, 95),
         failure_rate: rate(counts.failed),
         moderation_rate: rate(counts.blocked),
-        qc_flag_rate: None,
+        qc_flag_rate: share(qc.flagged, qc.checked),
     })
 }
 

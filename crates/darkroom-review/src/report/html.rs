@@ -36,6 +36,7 @@ impl JobReport {
         self.passes_html(&mut html);
         self.prices_html(&mut html);
         self.models_html(&mut html);
+        self.trial_html(&mut html);
         super::needs_work::html(&mut html, &self.trouble);
         html.push_str("<h2>Spend over time</h2>");
         html.push_str(&self.chart_svg());
@@ -43,6 +44,7 @@ impl JobReport {
             "<h2>Contact sheet</h2><p class=\"meta\">each preview beside the final made from it</p>",
         );
         self.sheet_html(&mut html, job_dir);
+        self.reframes_html(&mut html, job_dir);
         html.push_str("</body></html>\n");
         html
     }

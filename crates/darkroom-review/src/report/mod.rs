@@ -1,6 +1,7 @@
 //! The job report: spend by model and pass, estimate against actual, counts, attempts, latency
-//! percentiles, quality-check flags, spend over time, the prompts that need work (`trouble`) and
-//! the contact sheet of previews beside their finals.
+//! percentiles, quality-check flags, spend over time, the prompts that need work (`trouble`), the
+//! contact sheet of previews beside their finals, the reframes under their sources and, for a
+//! trial, its figures (`deliverables`).
 //!
 //! This module owns the model ([`JobReport`], built from the ledger by [`build`]); the renderers
 //! live beside it: `text` for a terminal, JSON through `serde` (stable: fields are only added),
@@ -8,6 +9,7 @@
 //! its chart in `chart` and its style sheet in `report.css`.
 
 mod chart;
+mod deliverables;
 mod html;
 mod needs_work;
 mod text;
@@ -52,7 +54,14 @@ pub struct JobReport {
     pub audits: Vec<darkroom_ledger::AuditRecord>,
     /// The prompts that need work: rows by trouble, and the tables per `arm` and `group`.
     pub trouble: Trouble,
+    /// The reframes of the job's chosen images (`darkroom reframe`), in task order, each naming
+    /// its source image; their counts and spend are the `reframe` entry of `passes`.
+    pub reframes: Vec<Reframe>,
+    /// For a trial job (`darkroom trial`): what it measured per model and what the plans cost.
+    pub trial: Option<TrialSection>,
 }
+
+pub use deliverables::{Reframe, TrialSection, TRIAL_PROJECTION_IMAGES};
 
 /// One pass of the job: its budget, spend, estimate, counts, retries, latencies and prices.
 #[derive(Debug, Clone, Serialize)]
@@ -119,7 +128,7 @@ pub struct Pair {
 }
 
 /// One task's image, or why there is none.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Tile {
     /// The task's row id in the ledger (the review page asks for its thumbnail by it).
     pub task: i64,
@@ -150,7 +159,7 @@ impl Tile {
         self.reference_lost
     }
 
-    fn of(t: &TileRecord, flags: &Flags) -> Tile {
+    pub(crate) fn of(t: &TileRecord, flags: &Flags) -> Tile {
         Tile {
             qc: flags.get(&t.id).cloned().unwrap_or_default(),
             task: t.id,
@@ -182,10 +191,16 @@ pub fn group_of(metadata_json: &str, row_id: &str) -> String {
 pub async fn build(ledger: &Ledger, job_id: i64, job: &str) -> Result<JobReport, LedgerError> {
     let previews = ledger.tiles(job_id, Pass::Preview).await?;
     let finals = ledger.tiles(job_id, Pass::Final).await?;
+    let reframes = ledger.tiles(job_id, Pass::Reframe).await?;
     let mut flags = ledger.qc_flags(job_id, Pass::Preview, 0, i64::MAX).await?;
     flags.extend(ledger.qc_flags(job_id, Pass::Final, 0, i64::MAX).await?);
+    let reframe_flags = by_task(&ledger.qc_flags(job_id, Pass::Reframe, 0, i64::MAX).await?);
     let mut passes = Vec::new();
-    for (pass, tiles) in [(Pass::Preview, &previews), (Pass::Final, &finals)] {
+    for (pass, tiles) in [
+        (Pass::Preview, &previews),
+        (Pass::Final, &finals),
+        (Pass::Reframe, &reframes),
+    ] {
         let Some(record) = ledger.pass(job_id, pass).await? else {
             continue;
         };
@@ -226,6 +241,8 @@ pub async fn build(ledger: &Ledger, job_id: i64, job: &str) -> Result<JobReport,
         groups: pair_up(&previews, &finals, &by_task(&flags)),
         audits: ledger.audits(job_id, 10).await?,
         trouble: trouble::build(&previews, &finals, &flags),
+        reframes: deliverables::reframes(&previews, &finals, &reframes, &reframe_flags),
+        trial: deliverables::trial(ledger, job_id, job, (&previews, &finals)).await?,
     })
 }
 

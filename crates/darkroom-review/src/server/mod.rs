@@ -8,7 +8,9 @@
 //! Thumbnails are made from the images on disk, looked up by task in the job's ledger rows, never
 //! by a path from the request. The writes (export, promotion) are in `promotion`.
 
+mod pages;
 mod promotion;
+mod sheet;
 mod trial;
 
 use std::net::SocketAddr;
@@ -87,6 +89,8 @@ pub struct ReviewState {
     client: Option<Arc<dyn Provider>>,
     finals: Mutex<FinalPass>,
     shutdown: Shutdown,
+    /// The contact sheet the page reads in pages and by change (`sheet`, `pages`).
+    sheet: tokio::sync::Mutex<sheet::Sheet>,
 }
 
 impl ReviewState {
@@ -108,6 +112,7 @@ impl ReviewState {
             }),
             client,
             shutdown,
+            sheet: tokio::sync::Mutex::new(sheet::Sheet::new(new_token())),
         })
     }
 
@@ -126,6 +131,22 @@ impl ReviewState {
     /// The ledger the server reads and writes.
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
+    }
+
+    /// The promotion options with the routing choices the job has now (a trial's page may have
+    /// saved new ones since the server started).
+    async fn promote_options(&self) -> darkroom_ledger::Result<PromoteOptions> {
+        let mut options = self.config.promote.clone();
+        options.choices = self.ledger.routing_choices(&self.config.job).await?;
+        Ok(options)
+    }
+
+    /// The sheet, brought up to date with the ledger and the routing choices.
+    async fn fresh_sheet(&self) -> darkroom_ledger::Result<tokio::sync::MutexGuard<'_, sheet::Sheet>> {
+        let options = self.promote_options().await?;
+        let mut sheet = self.sheet.lock().await;
+        sheet.refresh(&self.ledger, self.config.job_id, &options).await?;
+        Ok(sheet)
     }
 }
 
@@ -147,14 +168,20 @@ pub fn hosts_for(addr: SocketAddr) -> Vec<String> {
     hosts
 }
 
-/// The review server's routes: `GET /` (the page), `GET /api/state` (the contact sheet as JSON),
-/// `GET /thumb/{pass}/{task key}`, `POST /api/export` and `POST /api/promote` (both need the
-/// token), and for a trial `GET /trial` (Flash | Photon 1 pairs), `GET /api/trial` and
-/// `POST /api/routing` (needs the token; see `trial`), all behind the host and token guard.
+/// The review server's routes: `GET /` (the page), `GET /api/state` (the whole contact sheet as
+/// JSON, in one answer: for scripts), the page's paged reads `GET /api/sheet`, `GET /api/changes`
+/// and `GET /api/ids` (see `pages`), `GET /thumb/{pass}/{task key}` and `GET /image/{pass}/{task
+/// key}`, `POST /api/export` and `POST /api/promote` (both need the token), and for a trial
+/// `GET /trial` (Flash | Photon 1 pairs), `GET /api/trial` and `POST /api/routing` (needs the
+/// token; see `trial`), all behind the host and token guard.
 pub fn router(state: Arc<ReviewState>) -> Router {
     Router::new()
         .route("/", get(page))
         .route("/api/state", get(contact_sheet))
+        .route("/api/sheet", get(pages::sheet))
+        .route("/api/changes", get(pages::changes))
+        .route("/api/ids", get(pages::ids))
+        .route("/image/{pass}/{key}", get(pages::image))
         .route("/api/export", post(promotion::export))
         .route("/api/promote", post(promotion::start))
         .route("/thumb/{pass}/{key}", get(thumb))
@@ -256,17 +283,30 @@ fn internal(error: impl std::fmt::Display) -> Response {
         .into_response()
 }
 
-/// The page's data: the contact sheet, the passes, and what the final pass has left.
+/// The whole contact sheet in one answer, with the passes and what the final pass has left (the
+/// page itself reads `/api/sheet` and `/api/changes`).
 async fn contact_sheet(State(review): State<Arc<ReviewState>>) -> Response {
     let config = &review.config;
     let report = match crate::report::build(&review.ledger, config.job_id, &config.job).await {
         Ok(r) => r,
         Err(e) => return internal(e),
     };
-    let final_pass = match review.ledger.pass(config.job_id, Pass::Final).await {
-        Ok(p) => p,
+    let mut body = match final_figures(&review).await {
+        Ok(figures) => figures,
         Err(e) => return internal(e),
     };
+    if let serde_json::Value::Object(map) = &mut body {
+        map.insert("groups".into(), json!(report.groups));
+        map.insert("passes".into(), json!(report.passes));
+    }
+    Json(body).into_response()
+}
+
+/// The job, the final model and price, the final budget and what it has left, and the promotion
+/// under way (`running`, `message`).
+async fn final_figures(review: &ReviewState) -> darkroom_ledger::Result<serde_json::Value> {
+    let config = &review.config;
+    let final_pass = review.ledger.pass(config.job_id, Pass::Final).await?;
     let (running, message) = review
         .finals
         .lock()
@@ -278,7 +318,7 @@ async fn contact_sheet(State(review): State<Arc<ReviewState>>) -> Response {
     let committed = final_pass
         .as_ref()
         .map_or(0, |p| p.spent_micros + p.reserved_micros);
-    Json(json!({
+    Ok(json!({
         "job": config.job,
         "final_model": config.promote.model.as_str(),
         "final_price_micros": config.promote.price.micros(),
@@ -286,33 +326,22 @@ async fn contact_sheet(State(review): State<Arc<ReviewState>>) -> Response {
         "final_left_micros": budget - committed,
         "running": running,
         "message": message,
-        "groups": report.groups,
-        "passes": report.passes,
     }))
-    .into_response()
 }
 
-/// A done task's thumbnail, found among this job's tasks of the pass by its key; anything else is
-/// 404. The image's path comes from the ledger, never from the request.
+/// A done task's thumbnail (any pass: previews, finals, reframes), found among this job's tasks
+/// of the pass by its key (one indexed read); anything else is 404. The image's path comes from the ledger, never from the request.
 async fn thumb(
     State(review): State<Arc<ReviewState>>,
     UrlPath((pass, key)): UrlPath<(String, String)>,
 ) -> Response {
-    let pass = match pass.as_str() {
-        "preview" => Pass::Preview,
-        "final" => Pass::Final,
-        _ => return StatusCode::NOT_FOUND.into_response(),
-    };
-    let tiles = match review.ledger.tiles(review.config.job_id, pass).await {
-        Ok(t) => t,
-        Err(e) => return internal(e),
-    };
-    let Some(path) = tiles
-        .into_iter()
-        .find(|t| t.task_key == key && t.state == darkroom_ledger::TaskState::Done)
-        .and_then(|t| t.output_path)
-    else {
+    let Some(pass) = Pass::parse(&pass) else {
         return StatusCode::NOT_FOUND.into_response();
+    };
+    let path = match review.ledger.done_image(review.config.job_id, pass, &key).await {
+        Ok(Some(path)) => path,
+        Ok(None) => return StatusCode::NOT_FOUND.into_response(),
+        Err(e) => return internal(e),
     };
     let cached = crate::thumbs::thumb_path(&review.config.out.join(&review.config.job), pass.as_str(), &key);
     let made = tokio::task::spawn_blocking(move || crate::thumbs::thumbnail(Path::new(&path), &cached)).await;

@@ -1,5 +1,6 @@
-//! The review page's writes: exporting a selection as a select file, and promoting it. A
-//! promotion runs in the background through the engine's promotion (`prepare_finals`: the budget
+//! The review page's writes: exporting a selection as a select file, and promoting it. Each final
+//! is made with the model the job's routing choices name for its row or group (saved on a trial's
+//! pairs page), as `darkroom promote` makes it. A promotion runs in the background through the engine's promotion (`prepare_finals`: the budget
 //! policy, then the finals) and `run_pass`, under the job's lock, as `darkroom promote` does; the
 //! page reads its progress from the contact sheet.
 
@@ -11,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use darkroom_engine::callbacks::CallbackReceiver;
 use darkroom_engine::lock::JobLock;
-use darkroom_engine::promote::{self, Plan, Selection};
+use darkroom_engine::promote::{self, Plan, PromoteOptions, Selection};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -93,11 +94,20 @@ pub(super) async fn start(State(review): State<Arc<ReviewState>>, Json(chosen): 
         finals.running = true;
         finals.message = Some(format!("making {} final(s)", plan.chosen.len()));
     }
-    let cost = plan.cost(review.config.promote.price);
+    let options = match review.promote_options().await {
+        Ok(options) => options,
+        Err(e) => {
+            if let Ok(mut finals) = review.finals.lock() {
+                finals.running = false;
+            }
+            return internal(e);
+        }
+    };
+    let cost = plan.routed_cost(&options);
     let count = plan.chosen.len();
     let background = review.clone();
     tokio::spawn(async move {
-        let message = match make_finals(&background, plan).await {
+        let message = match make_finals(&background, plan, &options).await {
             Ok(message) => message,
             Err(error) => {
                 tracing::warn!(%error, "review: the final pass failed");
@@ -128,9 +138,10 @@ fn with_causes(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// Adds the finals and runs the final pass, as `darkroom promote` does; returns the line the page
-/// shows, or why the pass could not run.
-async fn make_finals(review: &ReviewState, plan: Plan) -> Result<String, String> {
+/// Adds the finals (each with the model its routing choice names, `options`) and runs the final
+/// pass, as `darkroom promote` does; returns the line the page shows, or why the pass could not
+/// run.
+async fn make_finals(review: &ReviewState, plan: Plan, options: &PromoteOptions) -> Result<String, String> {
     let config = &review.config;
     let client = review.client.as_ref().ok_or(super::PROMOTION_NEEDS_KEY)?;
     let _lock = JobLock::acquire(&config.ledger_path, &config.job).map_err(|e| with_causes(&e))?;
@@ -139,7 +150,7 @@ async fn make_finals(review: &ReviewState, plan: Plan) -> Result<String, String>
         client,
         config.job_id,
         &plan,
-        &config.promote,
+        options,
         (None, config.default_budget),
     )
     .await
