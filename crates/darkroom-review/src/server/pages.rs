@@ -49,23 +49,23 @@ pub(super) struct SheetQuery {
 }
 
 impl SheetQuery {
-    fn filter(&self) -> Result<Filter, Response> {
-        let bad = |error: String| (StatusCode::BAD_REQUEST, Json(json!({"error": error}))).into_response();
+    /// The filter asked for, or why it can't be (a value named, and what was expected).
+    fn filter(&self) -> Result<Filter, String> {
         let given = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
         let state = given(&self.state);
         if let Some(s) = state.as_deref() {
             if !["done", "unfinished", "failed", "blocked", "skipped"].contains(&s) {
-                return Err(bad(format!(
+                return Err(format!(
                     "state {s:?} is not one of done, unfinished, failed, blocked, skipped"
-                )));
+                ));
             }
         }
         let qc = given(&self.qc);
         if let Some(k) = qc.as_deref() {
             if k != "flagged" && darkroom_ledger::QcKind::try_from(k).is_err() {
-                return Err(bad(format!(
+                return Err(format!(
                     "qc {k:?} is not one of flagged, blank, dimensions, duplicate, small_file"
-                )));
+                ));
             }
         }
         let ids: Option<HashSet<String>> = self.ids.as_ref().map(|list| {
@@ -75,7 +75,7 @@ impl SheetQuery {
                 .collect()
         });
         if ids.as_ref().is_some_and(|ids| ids.len() > MAX_IDS) {
-            return Err(bad(format!("ids names more than {MAX_IDS} pairs; ask in parts")));
+            return Err(format!("ids names more than {MAX_IDS} pairs; ask in parts"));
         }
         Ok(Filter {
             group: given(&self.group),
@@ -84,6 +84,10 @@ impl SheetQuery {
             ids,
         })
     }
+}
+
+fn bad_request(error: String) -> Response {
+    (StatusCode::BAD_REQUEST, Json(json!({"error": error}))).into_response()
 }
 
 /// What the change feed is asked for.
@@ -100,7 +104,7 @@ pub(super) async fn sheet(
 ) -> Response {
     let filter = match query.filter() {
         Ok(f) => f,
-        Err(response) => return response,
+        Err(error) => return bad_request(error),
     };
     let offset = query.offset.unwrap_or(0);
     let limit = query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
@@ -161,7 +165,7 @@ pub(super) async fn changes(
 pub(super) async fn ids(State(review): State<Arc<ReviewState>>, Query(query): Query<SheetQuery>) -> Response {
     let filter = match query.filter() {
         Ok(f) => f,
-        Err(response) => return response,
+        Err(error) => return bad_request(error),
     };
     let sheet = match review.fresh_sheet().await {
         Ok(sheet) => sheet,
