@@ -79,8 +79,7 @@ fn print_model(m: &ModelFigures) {
         money(m.cost_per_image),
         seconds(m.latency_p50_ms),
         seconds(m.latency_p95_ms),
-        m.qc_flag_rate
-            .map_or_else(|| "not kept".to_string(), |r| format!("{:.1}%", r * 100.0)),
+        rate(m.qc_flag_rate),
     );
     if m.unfinished > 0 {
         println!(
