@@ -139,14 +139,22 @@ async fn run_account(
     flags: &RunFlags,
     ledger: &Ledger,
 ) -> anyhow::Result<Option<darkroom_engine::account::Account>> {
-    let Some(account) = connection.account.clone() else {
+    let Some(account) = account_named(settings, connection, flags) else {
         return Ok(None);
     };
-    let configured = flags.account.as_deref().unwrap_or(&settings.account.name);
-    let account = account.named(Some(configured));
     crate::commands::budget::warn_near_ceiling(ledger, &account.name, settings.account.monthly_ceiling)
         .await?;
     Ok(Some(account))
+}
+
+/// The connection's account under the name `--account` or `[account] name` gives, if any.
+pub fn account_named(
+    settings: &Settings,
+    connection: &Connection,
+    flags: &RunFlags,
+) -> Option<darkroom_engine::account::Account> {
+    let configured = flags.account.as_deref().unwrap_or(&settings.account.name);
+    Some(connection.account.clone()?.named(Some(configured)))
 }
 
 /// Starts the callback receiver: an address that can't be bound is bad input (exit 2).
