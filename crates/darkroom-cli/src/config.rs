@@ -27,6 +27,8 @@ pub mod env {
     pub const RATE_PER_MINUTE: &str = "DARKROOM_RATE_PER_MINUTE";
     /// Generations in flight at once (`[limits] max_in_flight`).
     pub const MAX_IN_FLIGHT: &str = "DARKROOM_MAX_IN_FLIGHT";
+    /// The account runs share limits and budgets on (`[account] name`).
+    pub const ACCOUNT: &str = "DARKROOM_ACCOUNT";
     /// Seconds a create whose outcome is unknown is searched for before it is re-sent
     /// (`[retry] settle_window_seconds`).
     pub const SETTLE_WINDOW: &str = "DARKROOM_SETTLE_WINDOW_SECONDS";
@@ -112,6 +114,8 @@ pub struct Settings {
     pub prices: PriceTable,
     pub routing: Routing,
     pub limits: Limits,
+    /// The account runs share limits on, and its monthly ceiling.
+    pub account: AccountSettings,
     pub budget: Budget,
     pub defaults: Defaults,
     pub latency: Latency,
@@ -259,6 +263,15 @@ fn duration<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<std::ti
     Ok(duration)
 }
 
+/// `[account]`: the account's name (empty: derived from the key and the base URL) and the
+/// upstream's monthly cap, the ceiling of an account with no monthly limit of its own.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountSettings {
+    pub name: String,
+    pub monthly_ceiling: Money,
+}
+
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Budget {
@@ -387,6 +400,7 @@ fn apply_environment(
             Kind::Integer,
         ),
         (env::MAX_IN_FLIGHT, "limits", "max_in_flight", Kind::Integer),
+        (env::ACCOUNT, "account", "name", Kind::Text),
         (
             env::SETTLE_WINDOW,
             "retry",
@@ -450,10 +464,16 @@ fn merge(base: &mut toml::Table, over: toml::Table) {
 
 /// The API key from `LUMAAI_API_KEY`, if set and not empty.
 pub fn api_key() -> Option<ApiKey> {
+    api_key_text().map(ApiKey::new)
+}
+
+/// `LUMAAI_API_KEY` as text, trimmed, if set and not empty: only for hashing into the account's
+/// identity (`darkroom_engine::account::Account`); everything that sends it takes [`api_key`].
+pub fn api_key_text() -> Option<String> {
     std::env::var(env::API_KEY)
         .ok()
-        .filter(|k| !k.trim().is_empty())
-        .map(|k| ApiKey::new(k.trim().to_string()))
+        .map(|k| k.trim().to_string())
+        .filter(|k| !k.is_empty())
 }
 
 /// The notification signing secret, if set.

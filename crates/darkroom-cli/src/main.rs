@@ -74,6 +74,8 @@ enum Command {
     Trial(commands::trial::Args),
     /// Show a job's progress, spend and budget.
     Status(commands::status::Args),
+    /// Set or show daily and monthly spending limits of an account or a label, shared by every run.
+    Budget(commands::budget::Args),
     /// Serve a local contact sheet of a job's previews: choose, export, promote.
     Review(commands::review::Args),
     /// Make finals with photon-1 from chosen previews (the same command again resumes them).
@@ -134,6 +136,7 @@ fn main() -> ExitCode {
         Command::Run(args) => commands::run::run(cli.config.as_deref(), args),
         Command::Trial(args) => commands::trial::run(cli.config.as_deref(), args),
         Command::Status(args) => commands::status::run(cli.config.as_deref(), args),
+        Command::Budget(args) => commands::budget::run(cli.config.as_deref(), args),
         Command::Review(args) => commands::review::run(cli.config.as_deref(), args),
         Command::Promote(args) => commands::promote::run(cli.config.as_deref(), args),
         Command::Reframe(args) => commands::reframe::run(cli.config.as_deref(), args),

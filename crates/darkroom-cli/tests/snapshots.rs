@@ -11,12 +11,13 @@ use std::path::Path;
 use support::{code, darkroom, text, write};
 
 /// Every command `darkroom --help` lists.
-const COMMANDS: [&str; 17] = [
+const COMMANDS: [&str; 18] = [
     "validate",
     "estimate",
     "run",
     "trial",
     "status",
+    "budget",
     "review",
     "promote",
     "reframe",

@@ -115,7 +115,7 @@ async fn main() {
         let seconds = started.elapsed().as_secs_f64();
         let c = outcome.counts;
         let exit = match outcome.stop {
-            Some(StopReason::BudgetExhausted) => 3,
+            Some(StopReason::BudgetExhausted | StopReason::SpendingLimit(_)) => 3,
             Some(StopReason::Interrupted) => 4,
             Some(StopReason::Deadline) => 6,
             Some(StopReason::Refused(_)) => 5,

@@ -12,6 +12,7 @@
 
 #![warn(missing_docs, unreachable_pub, clippy::too_many_lines)]
 
+pub mod account;
 pub mod audit;
 pub mod budget;
 pub mod callbacks;
@@ -119,6 +120,12 @@ pub struct RunSettings {
     pub retry: retry::RetryPolicy,
     /// The quality checks every kept image gets, and their thresholds: see `qc`.
     pub qc: qc::QcSettings,
+    /// The upstream account the run is on: its create rate and in-flight cap are shared with
+    /// every other run on it through the ledger (`account`). `None`: the run paces itself alone.
+    pub account: Option<account::Account>,
+    /// The label (a team, a client) the job's spend counts toward (`--label`); `None` keeps the
+    /// job's label, an empty one removes it.
+    pub label: Option<String>,
 }
 
 impl RunSettings {
@@ -170,6 +177,8 @@ impl RunSettings {
             balance_every: Duration::from_secs(2),
             retry: retry::RetryPolicy::default(),
             qc: qc::QcSettings::default(),
+            account: None,
+            label: None,
         }
     }
 }

@@ -12,6 +12,8 @@
 //! meantime is part of the drop and can only raise the observed price. With two models charged
 //! since the first reading, the whole unexplained drop is attributed to each model in turn (the most
 //! careful reading for each). A provider without a balance (the read fails) has no observed price.
+//! Nor has a pass while another run on its account (another job of the ledger) has sent creates
+//! since the first reading: the drop is then not its own to read.
 //! The provider-specific part (Luma's `/credits` in float cents and its resolution) is in
 //! `darkroom-luma`.
 
@@ -122,6 +124,19 @@ impl Observer {
         // until reconciliation settles it rather than read its charge as a higher price.
         if shared.ledger.unsettled_creates(job_id, pass).await? > 0 {
             return Ok(None);
+        }
+        // Another run on the account spent since the first reading: the balance's drop is not this
+        // pass's alone, and no reading says what this pass's images cost.
+        if let Some(account) = &shared.account {
+            let account_id = account.holder.account_id;
+            let watermark = self.baseline.watermark;
+            if shared
+                .ledger
+                .others_on_account_since(account_id, job_id, pass, watermark)
+                .await?
+            {
+                return Ok(None);
+            }
         }
         let Some(reading) = read_balance(shared).await else {
             return Ok(None);

@@ -10,6 +10,7 @@ use darkroom_provider::Provider;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::account::SharedAccount;
 use crate::events::Event;
 use crate::limits::CreateGate;
 use crate::poller::Poller;
@@ -21,6 +22,9 @@ use crate::{budget_warning_due, EngineError, RunSettings};
 pub enum StopReason {
     /// The next task's price did not fit in the budget.
     BudgetExhausted,
+    /// The next task's price did not fit in a daily or monthly limit of the job's account or
+    /// label (`darkroom budget`); the text names the limit and what it has used.
+    SpendingLimit(String),
     /// Ctrl-C (or the caller's token).
     Interrupted,
     /// The run's deadline passed.
@@ -32,11 +36,12 @@ pub enum StopReason {
 }
 
 impl StopReason {
-    /// The stop's name, stable for scripts (`--json`): `BudgetExhausted`, `Interrupted`,
-    /// `Deadline`, `Refused` or `Failed`.
+    /// The stop's name, stable for scripts (`--json`): `BudgetExhausted`, `SpendingLimit`,
+    /// `Interrupted`, `Deadline`, `Refused` or `Failed`.
     pub fn kind(&self) -> &'static str {
         match self {
             StopReason::BudgetExhausted => "BudgetExhausted",
+            StopReason::SpendingLimit(_) => "SpendingLimit",
             StopReason::Interrupted => "Interrupted",
             StopReason::Deadline => "Deadline",
             StopReason::Refused(_) => "Refused",
@@ -47,7 +52,9 @@ impl StopReason {
     /// The upstream's or the system's words, for the stops that carry them.
     pub fn reason(&self) -> Option<&str> {
         match self {
-            StopReason::Refused(reason) | StopReason::Failed(reason) => Some(reason),
+            StopReason::Refused(reason) | StopReason::Failed(reason) | StopReason::SpendingLimit(reason) => {
+                Some(reason)
+            }
             _ => None,
         }
     }
@@ -85,16 +92,19 @@ pub(crate) struct RunContext {
     pub(crate) abort: CancellationToken,
     /// Signalled each time a charge is recorded: the balance observer may read again (`prices`).
     pub(crate) charged: tokio::sync::Notify,
+    /// The run's place in its account's shared limits (`account`), when it is on one.
+    pub(crate) account: Option<SharedAccount>,
     stop_reason: Mutex<Option<StopReason>>,
     consecutive_failures: AtomicU32,
     budget_warned: AtomicBool,
 }
 
 impl RunContext {
-    /// Stops dispatching, remembering the first reason given. An exhausted budget stops only new
-    /// tasks: those already holding a reservation still go out, since their price fits.
+    /// Stops dispatching, remembering the first reason given. An exhausted budget or spending
+    /// limit stops only new tasks: those already holding a reservation still go out, since their
+    /// price fits.
     pub(crate) fn stop(&self, reason: StopReason) {
-        let cancel = reason != StopReason::BudgetExhausted;
+        let cancel = !matches!(reason, StopReason::BudgetExhausted | StopReason::SpendingLimit(_));
         let mut slot = self.stop_reason.lock().unwrap_or_else(|e| e.into_inner());
         if slot.is_none() {
             tracing::info!(?reason, "stopping dispatch");
@@ -162,6 +172,7 @@ pub(crate) struct RunParts {
     pub(crate) events: mpsc::Sender<Event>,
     pub(crate) stop_dispatch: CancellationToken,
     pub(crate) abort: CancellationToken,
+    pub(crate) account: Option<SharedAccount>,
 }
 
 impl RunContext {
@@ -184,6 +195,7 @@ impl RunContext {
             stop_dispatch: parts.stop_dispatch,
             abort: parts.abort,
             charged: tokio::sync::Notify::new(),
+            account: parts.account,
             stop_reason: Mutex::new(None),
             consecutive_failures: AtomicU32::new(0),
             budget_warned: AtomicBool::new(false),

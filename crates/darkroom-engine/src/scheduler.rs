@@ -14,6 +14,7 @@
 //! One task's steps are in `task`; what both share is in `run_context`.
 
 mod dispatch;
+pub(crate) use dispatch::over_limit;
 mod drain;
 mod finish;
 mod prepare;

@@ -24,6 +24,7 @@ macro_rules! task_columns {
     };
 }
 
+mod accounts;
 mod audit;
 #[cfg(feature = "bench")]
 mod bench_views;
@@ -40,6 +41,7 @@ mod records;
 mod reframes;
 mod review;
 mod sheet;
+mod spending;
 mod states;
 mod stored_values;
 mod tasks;
@@ -49,6 +51,10 @@ mod views;
 #[cfg(test)]
 mod tests;
 
+pub use accounts::{
+    AccountHolder, AccountRecord, AccountSpec, Permit, PermitWait, HOLDER_LEASE_MS, IN_FLIGHT_RETRY_MS,
+    MAX_PERMIT_WAIT_MS, SLOT_HORIZON_MS,
+};
 pub use audit::{AuditRecord, FoundState};
 pub use content::{CachedImage, ImageContent, KeptImage};
 pub use error::{BackendError, LedgerError, Result};
@@ -63,6 +69,7 @@ pub use records::{
 pub use reframes::NewReframe;
 pub use review::{ModelSpend, NewFinal, SpendPoint};
 pub use sheet::TaskVersion;
+pub use spending::{LimitPeriod, LimitScope, LimitUsage};
 pub use states::{Damage, GenerationState, PassStatus, QcKind, SpendKind, TaskState};
 pub use trials::TrialRecord;
 

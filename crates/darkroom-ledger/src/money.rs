@@ -7,7 +7,7 @@ use darkroom_jobs::{Money, Pass};
 use crate::{now_ms, GenerationState, Ledger, Result, SpendKind, TaskState};
 
 /// Whether a reservation was made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reservation {
     /// The price is held against the pass's budget.
     Reserved,
@@ -15,13 +15,24 @@ pub enum Reservation {
     OverBudget,
     /// The task was no longer pending (another path took it): nothing was reserved.
     NotPending,
+    /// The price would take a daily or monthly limit of the job's account or label past it
+    /// (`spending.rs`): nothing was reserved. Carries that limit and what it has used.
+    OverLimit(crate::LimitUsage),
 }
 
 impl Ledger {
     /// Reserves the task's price against its pass's budget, in one transaction:
     /// spent + reserved + price ≤ budget, or nothing changes. The price is the task's table price,
-    /// or the higher price the account was observed to charge for its model (`reprice`).
+    /// or the higher price the account was observed to charge for its model (`reprice`). The
+    /// spending limits of the job's account and label are checked in the same transaction
+    /// ([`Reservation::OverLimit`]).
     pub async fn reserve(&self, task_id: i64) -> Result<Reservation> {
+        self.reserve_at(task_id, now_ms()).await
+    }
+
+    /// [`Ledger::reserve`] at the instant `now` (Unix ms): the day and month the spending limits
+    /// count in.
+    pub async fn reserve_at(&self, task_id: i64, now: i64) -> Result<Reservation> {
         let mut tx = self.begin_write().await?;
         let task: Option<(i64, String, i64, TaskState)> = sqlx::query_as(&format!(
             "SELECT job_id, pass, {PRICE_IN_FORCE}, state FROM tasks t WHERE id = ?1"
@@ -34,6 +45,9 @@ impl Ledger {
         };
         if state != TaskState::Pending {
             return Ok(Reservation::NotPending);
+        }
+        if let Some(limit) = crate::spending::limit_exceeded(&mut tx, job_id, price, now).await? {
+            return Ok(Reservation::OverLimit(limit));
         }
         let updated = sqlx::query(
             "UPDATE job_passes SET reserved_micros = reserved_micros + ?3

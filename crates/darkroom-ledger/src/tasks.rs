@@ -54,24 +54,7 @@ impl Ledger {
     /// The task must hold its reservation.
     pub async fn record_intent(&self, task_id: i64, request_fingerprint: &str) -> Result<i64> {
         let mut tx = self.begin_write().await?;
-        let attempt: i64 = sqlx::query_scalar(
-            "UPDATE tasks SET state = 'submitting', attempts = attempts + 1,
-                                first_sent_at = COALESCE(first_sent_at, ?2) WHERE id = ?1 RETURNING attempts",
-        )
-        .bind(task_id)
-        .bind(now_ms())
-        .fetch_one(&mut *tx)
-        .await?;
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO generations (task_id, attempt, intent_at, request_fingerprint) VALUES (?1, ?2, ?3, ?4)
-             RETURNING id",
-        )
-        .bind(task_id)
-        .bind(attempt)
-        .bind(now_ms())
-        .bind(request_fingerprint)
-        .fetch_one(&mut *tx)
-        .await?;
+        let id = insert_intent(&mut tx, task_id, request_fingerprint, now_ms()).await?;
         tx.commit().await?;
         Ok(id)
     }
@@ -245,4 +228,32 @@ pub(crate) async fn mark_done(
     .execute(&mut *tx)
     .await?;
     Ok(task_id)
+}
+
+/// Moves the task to `submitting` and inserts its intent row, inside the caller's transaction;
+/// returns the generation's row id. `record_intent` and an account's permit (`accounts.rs`) share it.
+pub(crate) async fn insert_intent(
+    tx: &mut sqlx::SqliteConnection,
+    task_id: i64,
+    request_fingerprint: &str,
+    now: i64,
+) -> Result<i64> {
+    let attempt: i64 = sqlx::query_scalar(
+        "UPDATE tasks SET state = 'submitting', attempts = attempts + 1,
+                            first_sent_at = COALESCE(first_sent_at, ?2) WHERE id = ?1 RETURNING attempts",
+    )
+    .bind(task_id)
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await?;
+    Ok(sqlx::query_scalar(
+        "INSERT INTO generations (task_id, attempt, intent_at, request_fingerprint) VALUES (?1, ?2, ?3, ?4)
+         RETURNING id",
+    )
+    .bind(task_id)
+    .bind(attempt)
+    .bind(now)
+    .bind(request_fingerprint)
+    .fetch_one(&mut *tx)
+    .await?)
 }

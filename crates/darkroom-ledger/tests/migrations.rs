@@ -66,6 +66,11 @@ const LANDED: &[(i64, &str, &str)] = &[
         "trials",
         "774ebecd42a1e2b1c5db4101635d16745a543e4cba723cdb027d27aae0148796a617159987fd2fbfd0965e36a887b0f6",
     ),
+    (
+        13,
+        "accounts",
+        "15c1f17d48c22305192a8e2706800ea3c23f803da95a1a3ede323bc2a3dd8a2fe6e65683d9588a01c28c90b16095ee8c",
+    ),
 ];
 
 fn hex(bytes: &[u8]) -> String {

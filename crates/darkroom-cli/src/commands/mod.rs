@@ -2,6 +2,7 @@
 //! several commands share (the pass flag, the upstream connection, job names, row errors).
 
 pub mod audit;
+pub mod budget;
 pub mod completions;
 pub mod config;
 pub mod estimate;
@@ -78,6 +79,9 @@ pub struct Upstream {
 #[derive(Debug)]
 pub struct Connection {
     pub client: Arc<dyn Provider>,
+    /// The account the key and base URL make (never the key itself); `None` for a provider whose
+    /// runs don't share limits through the ledger yet (fal.ai).
+    pub account: Option<darkroom_engine::account::Account>,
     sim: Option<darkroom_sim::SimHandle>,
 }
 
@@ -132,7 +136,35 @@ pub async fn connect(upstream: &Upstream, settings: &crate::config::Settings) ->
             replicate_provider(choice::replicate_base_url(), token, settings)?
         }
     };
-    Ok(Connection { client, sim })
+    let account = account_for(settings.provider_name(upstream.provider), upstream, sim.as_ref());
+    Ok(Connection { client, account, sim })
+}
+
+/// The account a connection's key and base URL make (the key is hashed, never kept); fal.ai's
+/// runs don't share limits through the ledger yet.
+fn account_for(
+    name: crate::config::provider::ProviderName,
+    upstream: &Upstream,
+    sim: Option<&darkroom_sim::SimHandle>,
+) -> Option<darkroom_engine::account::Account> {
+    use crate::config::provider::{self as choice, ProviderName};
+    use darkroom_engine::account::Account;
+    match (name, sim) {
+        (ProviderName::Luma, Some(sim)) => Some(Account::new(None, "luma", &sim.base_url(), "simulator")),
+        (ProviderName::Luma, None) => {
+            let base_url = upstream.base_url.as_deref().unwrap_or(LUMA_BASE_URL);
+            crate::config::api_key_text().map(|key| Account::new(None, "luma", base_url, &key))
+        }
+        (ProviderName::Replicate, Some(sim)) => Some(Account::new(
+            None,
+            "replicate",
+            &sim.replicate_base_url(),
+            "simulator",
+        )),
+        (ProviderName::Replicate, None) => choice::replicate_token_text()
+            .map(|token| Account::new(None, "replicate", &choice::replicate_base_url(), &token)),
+        (ProviderName::Fal, _) => None,
+    }
 }
 
 /// Starts the simulator of `--sim`, its account kept beside the ledger `db`.

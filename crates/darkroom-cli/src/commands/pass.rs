@@ -34,6 +34,15 @@ pub struct RunFlags {
     /// generation id, job, row id, pass, variant, source) [default: config outputs.metadata].
     #[arg(long)]
     pub no_metadata: bool,
+    /// The account this run shares limits and budgets with: runs with the same name share its
+    /// create rate, in-flight cap and spending limits [default: config account.name, else the
+    /// key and base URL].
+    #[arg(long, value_name = "NAME")]
+    pub account: Option<String>,
+    /// The label the job's spend counts toward (a team, a client), for `darkroom budget --label`
+    /// limits; kept with the job for later runs ("" removes it).
+    #[arg(long, value_name = "NAME")]
+    pub label: Option<String>,
     /// Print one JSON event per line on stdout instead of a progress bar.
     #[arg(long)]
     pub json: bool,
@@ -102,7 +111,50 @@ pub fn run_settings(
     s.qc = settings.qc.to_settings();
     s.drain_timeout = Duration::from_secs(flags.drain_timeout);
     s.deadline_ms = deadline_ms;
+    s.label = flags.label.as_ref().map(|l| l.trim().to_string());
     s
+}
+
+/// The engine's settings for `run`, with the callback receiver started when asked for.
+fn pass_settings(settings: &Settings, run: &PassRun) -> anyhow::Result<RunSettings> {
+    let mut engine_settings = run_settings(
+        settings,
+        &run.job,
+        run.pass,
+        &run.out,
+        &run.flags,
+        run.deadline_ms,
+    );
+    if let Some(listen) = run.flags.callbacks_listen {
+        engine_settings.callbacks = Some(bind_callbacks(listen, run.flags.callbacks_url.as_deref())?);
+    }
+    Ok(engine_settings)
+}
+
+/// The account the run shares limits on: the connection's (its key and base URL) under the name
+/// `--account` or `[account] name` gives; warns when its month is near the upstream's cap.
+async fn run_account(
+    settings: &Settings,
+    connection: &Connection,
+    flags: &RunFlags,
+    ledger: &Ledger,
+) -> anyhow::Result<Option<darkroom_engine::account::Account>> {
+    let Some(account) = account_named(settings, connection, flags) else {
+        return Ok(None);
+    };
+    crate::commands::budget::warn_near_ceiling(ledger, &account.name, settings.account.monthly_ceiling)
+        .await?;
+    Ok(Some(account))
+}
+
+/// The connection's account under the name `--account` or `[account] name` gives, if any.
+pub fn account_named(
+    settings: &Settings,
+    connection: &Connection,
+    flags: &RunFlags,
+) -> Option<darkroom_engine::account::Account> {
+    let configured = flags.account.as_deref().unwrap_or(&settings.account.name);
+    Some(connection.account.clone()?.named(Some(configured)))
 }
 
 /// Starts the callback receiver: an address that can't be bound is bad input (exit 2).
@@ -127,17 +179,7 @@ fn bind_callbacks(
 
 /// Runs the pass and ends with the summary; the exit code says how it ended.
 pub async fn execute(settings: &Settings, run: PassRun) -> anyhow::Result<Exit> {
-    let mut engine_settings = run_settings(
-        settings,
-        &run.job,
-        run.pass,
-        &run.out,
-        &run.flags,
-        run.deadline_ms,
-    );
-    if let Some(listen) = run.flags.callbacks_listen {
-        engine_settings.callbacks = Some(bind_callbacks(listen, run.flags.callbacks_url.as_deref())?);
-    }
+    let mut engine_settings = pass_settings(settings, &run)?;
     let PassRun {
         ledger,
         connection,
@@ -153,6 +195,7 @@ pub async fn execute(settings: &Settings, run: PassRun) -> anyhow::Result<Exit> 
     } = run;
 
     crate::commands::providers::before_sending(&ledger, &connection, job_id, pass).await?;
+    engine_settings.account = run_account(settings, &connection, &flags, &ledger).await?;
     let shutdown = Shutdown::default();
     let signals = tokio::spawn(watch_signals(shutdown.clone()));
     let (events_tx, events_rx) = mpsc::channel(1024);
@@ -255,7 +298,7 @@ async fn announce(finished: &Finished<'_>, notifier: &Notifier, started: std::ti
     } = *finished;
     let summary = summary_json(job, pass, outcome, job_dir, started, report);
     let kind = match outcome.stop {
-        Some(StopReason::BudgetExhausted) => NotificationKind::BudgetExhausted,
+        Some(StopReason::BudgetExhausted | StopReason::SpendingLimit(_)) => NotificationKind::BudgetExhausted,
         Some(StopReason::Refused(_)) => NotificationKind::BreakerTripped,
         _ => NotificationKind::RunFinished,
     };
@@ -330,6 +373,12 @@ fn print_summary(finished: &Finished<'_>, resume: &str, situation: &str) -> anyh
         }
         Some(StopReason::BudgetExhausted) => {
             eprintln!("the budget ran out; raise it with `{resume} --budget USD` to finish");
+            Exit::BudgetExhausted
+        }
+        Some(StopReason::SpendingLimit(reason)) => {
+            eprintln!(
+                "a spending limit was reached: {reason}; `darkroom budget` shows the limits and raises them"
+            );
             Exit::BudgetExhausted
         }
         Some(StopReason::Deadline) => {

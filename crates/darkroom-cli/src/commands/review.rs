@@ -71,6 +71,10 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
         })?;
     let addr: SocketAddr = listener.local_addr()?;
     let connection = connect_for_sending(&args.upstream, &settings).await?;
+    let mut run = run_settings(&settings, &args.job, Pass::Final, &args.out, &args.flags, None);
+    run.account = connection
+        .as_ref()
+        .and_then(|c| crate::commands::pass::account_named(&settings, c, &args.flags));
     let config = ReviewConfig {
         job: args.job.clone(),
         job_id,
@@ -80,7 +84,7 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
         hosts: hosts_for(addr),
         promote,
         default_budget: settings.budget.default,
-        run: run_settings(&settings, &args.job, Pass::Final, &args.out, &args.flags, None),
+        run,
         callbacks: args.flags.callbacks_listen.map(|listen| Callbacks {
             listen,
             url: args.flags.callbacks_url.clone(),

@@ -185,6 +185,8 @@ async fn run_one(
                 notify: Vec::new(),
                 callbacks_listen: None,
                 callbacks_url: None,
+                account: None,
+                label: None,
             },
             start_at: None,
             deadline_ms,

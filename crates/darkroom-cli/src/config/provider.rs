@@ -88,11 +88,16 @@ impl Settings {
 
 /// The API token from `REPLICATE_API_TOKEN`, if set and not empty.
 pub fn replicate_token() -> Option<darkroom_replicate::ApiToken> {
+    replicate_token_text().map(darkroom_replicate::ApiToken::new)
+}
+
+/// `REPLICATE_API_TOKEN` as text, trimmed, if set and not empty: only for hashing into the
+/// account's identity; everything that sends it takes [`replicate_token`].
+pub fn replicate_token_text() -> Option<String> {
     std::env::var(super::env::REPLICATE_API_TOKEN)
         .ok()
         .map(|t| t.trim().to_string())
         .filter(|t| !t.is_empty())
-        .map(darkroom_replicate::ApiToken::new)
 }
 
 /// Replicate's API base URL: `REPLICATE_BASE_URL` (the root, `/v1` added) or Replicate's own.

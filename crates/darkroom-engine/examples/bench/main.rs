@@ -4,10 +4,11 @@
 //! (`darkroom_sim::spawn`) on loopback with a real SQLite ledger, and prints a Markdown table.
 //!
 //! ```sh
-//! cargo run --release -p darkroom-engine --example bench -- [limit] [windows] [faults] [tail] [overhead] [scale] [naive] [--write BENCHMARKS.md]
+//! cargo run --release -p darkroom-engine --example bench -- [limit] [windows] [faults] [tail] [overhead] [scale] [naive] [shared-account] [--write BENCHMARKS.md]
 //! ```
 //!
-//! Scenarios: `limit`, `windows` (three ways of counting a rate limit), `faults`, `tail` (the work after the last image), `overhead`, `scale` (`--scale-tasks N`), `naive`; with none named,
+//! Scenarios: `limit`, `windows` (three ways of counting a rate limit), `faults`, `tail` (the work after the last image), `overhead`, `scale` (`--scale-tasks N`), `naive`, `shared-account` (two jobs on one account
+//! against one of their combined size); with none named,
 //! all of these run. `trace` and `ledger` are for diagnosis. `--write FILE` replaces the text between
 //! `<!-- bench:begin -->` and `<!-- bench:end -->` in FILE with the tables, the machine and the
 //! command. The simulator runs on a runtime of its own (threads named `sim`), so darkroom's CPU time
@@ -28,6 +29,7 @@ mod naive;
 mod overhead;
 mod scale;
 mod setup;
+mod shared;
 mod tail;
 mod windows;
 
@@ -47,9 +49,18 @@ fn main() {
         }
     }
     if chosen.is_empty() {
-        chosen = ["limit", "windows", "faults", "tail", "overhead", "scale", "naive"]
-            .map(String::from)
-            .to_vec();
+        chosen = [
+            "limit",
+            "windows",
+            "faults",
+            "tail",
+            "overhead",
+            "scale",
+            "naive",
+            "shared-account",
+        ]
+        .map(String::from)
+        .to_vec();
     }
     // The simulator's own runtime: its threads are named, so their CPU time can be told apart.
     let sim_rt = tokio::runtime::Builder::new_multi_thread()
@@ -77,6 +88,7 @@ fn main() {
                 "naive" => naive::naive(&sims).await,
                 "faults" => faults::faults_one_by_one(&sims).await,
                 "tail" => tail::tail(&sims).await,
+                "shared-account" => shared::shared_account(&sims).await,
                 "trace" => limit::trace_flaky(&sims).await,
                 // The ledger's part alone, for profiling.
                 "ledger" => {

@@ -46,6 +46,7 @@ pub(super) async fn dispatch(run: &Run) -> Result<(), EngineError> {
                 Reservation::Reserved => {}
                 Reservation::NotPending => continue,
                 Reservation::OverBudget => return over_budget(shared, &task).await,
+                Reservation::OverLimit(limit) => return over_limit(shared, &task, &limit).await,
             }
             let mut task = task;
             task.state = TaskState::Reserved;
@@ -53,6 +54,19 @@ pub(super) async fn dispatch(run: &Run) -> Result<(), EngineError> {
             run.spawn_task(task, Some(permit), worker);
         }
     }
+}
+
+/// The next task's price does not fit in a spending limit of the job's account or label: dispatch
+/// stops as for the budget, and the stop names the limit.
+pub(crate) async fn over_limit(
+    shared: &RunContext,
+    task: &TaskRecord,
+    limit: &darkroom_ledger::LimitUsage,
+) -> Result<(), EngineError> {
+    let reason = format!("{limit} cannot cover {} ({})", task.task_key, task.price());
+    shared.stop(StopReason::SpendingLimit(reason.clone()));
+    shared.emit(Event::Stopping { reason }).await;
+    Ok(())
 }
 
 /// The next task's price does not fit in the budget: dispatch stops (tasks already holding a

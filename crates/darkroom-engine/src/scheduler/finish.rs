@@ -30,6 +30,11 @@ pub(super) async fn finish(run: &Run, audit: Option<Audit>) -> Result<Outcome, E
                 .end_pending(job_id, pass, TaskState::Skipped, "deadline")
                 .await?;
         }
+        Some(StopReason::SpendingLimit(_)) => {
+            ledger
+                .end_pending(job_id, pass, TaskState::Skipped, "spending limit")
+                .await?;
+        }
         _ => {}
     }
     ledger
@@ -37,6 +42,9 @@ pub(super) async fn finish(run: &Run, audit: Option<Audit>) -> Result<Outcome, E
         .await?;
     if !run.shutdown.abort.is_cancelled() {
         crate::reconcile::settle_abandoned(ledger, &ctx.client, job_id, pass).await?;
+    }
+    if let Some(account) = &ctx.account {
+        account.leave(ledger).await?;
     }
     let outputs = write_outputs(ledger, job_id, &run.job_dir).await?;
     let pass_record = ledger.pass(job_id, pass).await?;
@@ -54,7 +62,7 @@ pub(super) async fn finish(run: &Run, audit: Option<Audit>) -> Result<Outcome, E
 fn pass_status(stop: Option<&StopReason>) -> PassStatus {
     match stop {
         None => PassStatus::Finished,
-        Some(StopReason::BudgetExhausted) => PassStatus::BudgetExhausted,
+        Some(StopReason::BudgetExhausted | StopReason::SpendingLimit(_)) => PassStatus::BudgetExhausted,
         Some(StopReason::Interrupted) => PassStatus::Interrupted,
         Some(StopReason::Deadline) => PassStatus::Deadline,
         Some(StopReason::Refused(_)) => PassStatus::Refused,

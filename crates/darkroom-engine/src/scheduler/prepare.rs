@@ -45,6 +45,7 @@ pub(super) async fn prepare(
     let kill = CancellationToken::new();
     let kill_on_drop = KillOnDrop(vec![kill.clone(), poll_stop.clone()]);
     let poller = start_poller(client, settings, &poll_tracker, &poll_stop)?;
+    let account = crate::account::join(ledger, settings, job_id, &kill).await?;
     let ctx = Arc::new(RunContext::new(RunParts {
         ledger: ledger.clone(),
         client: client.clone(),
@@ -55,6 +56,7 @@ pub(super) async fn prepare(
         events,
         stop_dispatch: shutdown.stop.child_token(),
         abort: shutdown.abort.clone(),
+        account,
     }));
     announce_start(&ctx).await?;
     check_credits(&ctx).await?;

@@ -7,6 +7,7 @@ use darkroom_ledger::{Reservation, TaskState};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::{Step, TaskRun};
+use crate::account::Intent;
 use crate::events::Event;
 use crate::retry::{classify, Decision};
 use crate::run_context::{RunContext, StopReason};
@@ -25,6 +26,10 @@ impl TaskRun {
                 Reservation::Reserved => self.holds_reservation = true,
                 Reservation::OverBudget => {
                     self.shared.stop(StopReason::BudgetExhausted);
+                    return Ok(Step::End);
+                }
+                Reservation::OverLimit(limit) => {
+                    crate::scheduler::over_limit(&self.shared, &self.task, &limit).await?;
                     return Ok(Step::End);
                 }
                 Reservation::NotPending => return Ok(Step::End),
@@ -101,6 +106,8 @@ impl TaskRun {
                 }
                 () = self.shared.stop_dispatch.cancelled() => return self.release(TaskState::Pending, None).await.map(Err),
             }
+            // With an account shared by other runs, one task of this run asks it at a time.
+            let turn = shared.account_turn().await;
             let guard = shared.create_lock.read().await;
             // A 429 to another create while this one waited for the lock pauses this one too:
             // wait again, writing nothing.
@@ -108,11 +115,23 @@ impl TaskRun {
                 drop(guard);
                 continue;
             }
-            let generation = self
-                .shared
-                .ledger
+            let generation = match shared
                 .record_intent(self.task.id, &self.request_fingerprint)
-                .await?;
+                .await?
+            {
+                Intent::Recorded(generation) => generation,
+                Intent::Later(wait) => {
+                    // The account is at its cap, its rate or a pause: nothing was written.
+                    drop(guard);
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = self.shared.stop_dispatch.cancelled() => {}
+                    }
+                    drop(turn);
+                    continue;
+                }
+            };
+            drop(turn);
             // The last instant before sending: a 429 that came while the intent was written.
             if self.shared.gate.paused_until().is_none() {
                 return Ok(Ok((guard, generation)));
@@ -155,6 +174,7 @@ impl TaskRun {
                 self.shared.ledger.record_not_created(generation, false).await?;
                 self.attempts -= 1;
                 let pause = self.shared.gate.on_rate_limited(retry_after);
+                self.shared.share_pause(pause.until).await?;
                 self.shared.emit(Event::rate_limited(retry_after, &pause)).await;
                 if let Some(gave_up) = self.shared.gate.given_up() {
                     self.shared.stop(StopReason::Refused(gave_up.to_string()));
