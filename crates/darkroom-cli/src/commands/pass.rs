@@ -152,6 +152,8 @@ pub async fn execute(settings: &Settings, run: PassRun) -> anyhow::Result<Exit> 
         ..
     } = run;
 
+    engine_settings.earlier_providers =
+        crate::commands::providers::earlier_providers(&ledger, &connection, settings, job_id, pass).await?;
     crate::commands::providers::before_sending(&ledger, &connection, job_id, pass).await?;
     let shutdown = Shutdown::default();
     let signals = tokio::spawn(watch_signals(shutdown.clone()));

@@ -20,6 +20,70 @@ pub async fn before_sending(
     Ok(())
 }
 
+/// The providers other than the connection's that hold unsettled creates of this pass (a job
+/// resumed with another `--provider`), each built as the connection is: the engine settles every
+/// such create on the provider that received it. A provider whose key is not set refuses the pass
+/// (exit 2, nothing sent), naming the provider and each of its unsettled tasks.
+pub async fn earlier_providers(
+    ledger: &Ledger,
+    connection: &Connection,
+    settings: &crate::config::Settings,
+    job_id: i64,
+    pass: Pass,
+) -> anyhow::Result<Vec<std::sync::Arc<dyn darkroom_provider::Provider>>> {
+    use crate::config::provider::ProviderName;
+    let unsettled = ledger.unsettled_by_provider(job_id, pass).await?;
+    let mut providers = Vec::new();
+    for name in ProviderName::ALL {
+        let creates: Vec<_> = unsettled.iter().filter(|c| c.provider == name.as_str()).collect();
+        if creates.is_empty() || name.as_str() == connection.client.name() {
+            continue;
+        }
+        match connection.client_for(name, settings) {
+            Ok(client) => {
+                eprintln!(
+                    "{} task(s) of this pass were sent to {} and are not settled: settling them there (nothing is sent again)",
+                    creates.len(),
+                    name.as_str()
+                );
+                providers.push(client);
+            }
+            Err(error) => {
+                for create in creates.iter().take(MAX_ERRORS_SHOWN) {
+                    eprintln!(
+                        "line {}, row {} ({}): sent to {}, not settled",
+                        create.line,
+                        create.row_id,
+                        create.task_key,
+                        name.as_str()
+                    );
+                }
+                if creates.len() > MAX_ERRORS_SHOWN {
+                    eprintln!("... and {} more", creates.len() - MAX_ERRORS_SHOWN);
+                }
+                let why = error
+                    .downcast_ref::<Failure>()
+                    .map_or_else(|| format!("{error:#}"), |f| f.message.clone());
+                return Err(Failure::new(
+                    Exit::BadInput,
+                    format!(
+                        "{} task(s) of this pass were sent to {} and are not settled, and {why}; nothing was sent",
+                        creates.len(),
+                        name.as_str()
+                    ),
+                )
+                .with_hint(format!(
+                    "only {0} can say whether they were made: give darkroom {0}'s key so it settles them there \
+                     (nothing is paid twice), or resume with --provider {0}",
+                    name.as_str()
+                ))
+                .into());
+            }
+        }
+    }
+    Ok(providers)
+}
+
 /// Refuses the pass (exit 2, nothing sent) when the provider can't make some of its tasks as
 /// asked, printing each on stderr: `line N, row ID: PROVIDER can't make REASON; REASON`.
 pub async fn refuse_incapable(
