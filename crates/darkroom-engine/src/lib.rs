@@ -193,6 +193,15 @@ pub enum EngineError {
     /// The ledger failed (its own error says how).
     #[error(transparent)]
     Ledger(#[from] darkroom_ledger::LedgerError),
+    /// The pass's provider can't make some of the tasks it is about to send as asked (each with
+    /// its line, row and reasons, in file order): the pass is refused whole and nothing was sent.
+    #[error("{} task(s) ask for what {provider} can't make; nothing was sent", tasks.len())]
+    Incapable {
+        /// The provider (`luma`, `replicate`, `fal`).
+        provider: String,
+        /// The tasks it can't make.
+        tasks: Vec<capable::Incapable>,
+    },
     /// Creates of the pass sent to another provider are not settled, and that provider was not
     /// given (`RunSettings::earlier_providers`): nothing was sent.
     #[error("{} create(s) of this pass were sent to {provider} and are not settled ({}); they can only be settled on {provider}", tasks.len(), tasks.join(", "))]

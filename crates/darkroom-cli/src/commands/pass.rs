@@ -154,7 +154,7 @@ pub async fn execute(settings: &Settings, run: PassRun) -> anyhow::Result<Exit> 
 
     engine_settings.earlier_providers =
         crate::commands::providers::earlier_providers(&ledger, &connection, settings, job_id, pass).await?;
-    crate::commands::providers::before_sending(&ledger, &connection, job_id, pass).await?;
+    crate::commands::providers::before_sending(&connection);
     let shutdown = Shutdown::default();
     let signals = tokio::spawn(watch_signals(shutdown.clone()));
     let (events_tx, events_rx) = mpsc::channel(1024);
@@ -197,7 +197,7 @@ pub async fn execute(settings: &Settings, run: PassRun) -> anyhow::Result<Exit> 
     progress.finish();
     let ended = matches!(&outcome, Ok(o) if o.stop != Some(StopReason::Interrupted));
     let report = refresh_report(thumbnails, ended, &ledger, job_id, &job, &job_dir).await;
-    let outcome = outcome?;
+    let outcome = outcome.map_err(crate::commands::providers::refusal)?;
     ledger.close().await;
     connection.stop().await;
 

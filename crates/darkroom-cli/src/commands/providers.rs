@@ -7,17 +7,47 @@ use darkroom_ledger::Ledger;
 use crate::commands::{Connection, MAX_ERRORS_SHOWN};
 use crate::exit::{Exit, Failure};
 
-/// What a pass checks and says about its provider before anything is sent: the tasks it can't
-/// make ([`refuse_incapable`]) and, without a balance API, that the ledger is the only truth.
-pub async fn before_sending(
-    ledger: &Ledger,
-    connection: &Connection,
-    job_id: i64,
-    pass: Pass,
-) -> anyhow::Result<()> {
-    refuse_incapable(ledger, connection, job_id, pass).await?;
+/// What a pass says about its provider before anything is sent: without a balance API, that the
+/// ledger is the only truth. (Whether the provider can make every task is checked by the engine
+/// as the pass starts: [`refusal`] turns its refusal into the exit code.)
+pub fn before_sending(connection: &Connection) {
     say_budget_truth(connection);
-    Ok(())
+}
+
+/// The engine's refusals of a pass before anything was sent, as exit 2 with what to do: tasks the
+/// provider can't make (each printed on stderr: `line N, row ID: PROVIDER can't make REASON;
+/// REASON`), or creates unsettled on a provider not given. Other errors pass through.
+pub fn refusal(error: darkroom_engine::EngineError) -> anyhow::Error {
+    use darkroom_engine::EngineError;
+    match &error {
+        EngineError::Incapable { provider, tasks } => {
+            for task in tasks.iter().take(MAX_ERRORS_SHOWN) {
+                let variant = if task.task_key == task.row_id {
+                    String::new()
+                } else {
+                    format!(" ({})", task.task_key)
+                };
+                eprintln!(
+                    "line {}, row {}{variant}: {provider} can't make {}",
+                    task.line,
+                    task.row_id,
+                    task.reasons.join("; ")
+                );
+            }
+            if tasks.len() > MAX_ERRORS_SHOWN {
+                eprintln!("... and {} more", tasks.len() - MAX_ERRORS_SHOWN);
+            }
+            Failure::new(Exit::BadInput, error.to_string())
+                .with_hint("run them on a provider that can (`darkroom estimate FILE` lists which), or change those rows")
+                .into()
+        }
+        EngineError::ProviderMissing { provider, .. } => Failure::new(Exit::BadInput, error.to_string())
+            .with_hint(format!(
+                "resume with --provider {provider}, or with {provider}'s key set"
+            ))
+            .into(),
+        _ => error.into(),
+    }
 }
 
 /// The providers other than the connection's that hold unsettled creates of this pass (a job
@@ -82,48 +112,6 @@ pub async fn earlier_providers(
         }
     }
     Ok(providers)
-}
-
-/// Refuses the pass (exit 2, nothing sent) when the provider can't make some of its tasks as
-/// asked, printing each on stderr: `line N, row ID: PROVIDER can't make REASON; REASON`.
-pub async fn refuse_incapable(
-    ledger: &Ledger,
-    connection: &Connection,
-    job_id: i64,
-    pass: Pass,
-) -> anyhow::Result<()> {
-    let provider = connection.client.as_ref();
-    let incapable = darkroom_engine::capable::check_pass(ledger, provider, job_id, pass).await?;
-    if incapable.is_empty() {
-        return Ok(());
-    }
-    for task in incapable.iter().take(MAX_ERRORS_SHOWN) {
-        let variant = if task.task_key == task.row_id {
-            String::new()
-        } else {
-            format!(" ({})", task.task_key)
-        };
-        eprintln!(
-            "line {}, row {}{variant}: {} can't make {}",
-            task.line,
-            task.row_id,
-            provider.name(),
-            task.reasons.join("; ")
-        );
-    }
-    if incapable.len() > MAX_ERRORS_SHOWN {
-        eprintln!("... and {} more", incapable.len() - MAX_ERRORS_SHOWN);
-    }
-    Err(Failure::new(
-        Exit::BadInput,
-        format!(
-            "{} task(s) ask for what {} can't make; nothing was sent",
-            incapable.len(),
-            provider.name()
-        ),
-    )
-    .with_hint("run them on a provider that can (`darkroom estimate FILE` lists which), or change those rows")
-    .into())
 }
 
 /// Says, for a provider with no balance API (Replicate), that the ledger is the only account of

@@ -38,6 +38,15 @@ pub(super) async fn prepare(
     let pass_dir = job_dir.join(settings.pass.as_str());
     check_providers(ledger, client, settings, job_id).await?;
     restore_pass(ledger, client, settings, job_id, &pass_dir).await?;
+    // Every pass (run, promote, reframe, trial, the review page's promotions) is refused whole,
+    // with nothing sent, when its provider can't make some task as asked.
+    let incapable = crate::capable::check_pass(ledger, client.as_ref(), job_id, settings.pass).await?;
+    if !incapable.is_empty() {
+        return Err(EngineError::Incapable {
+            provider: client.name().to_string(),
+            tasks: incapable,
+        });
+    }
 
     let poll_tracker = TaskTracker::new();
     let poll_stop = CancellationToken::new();
