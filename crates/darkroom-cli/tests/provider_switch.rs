@@ -152,6 +152,17 @@ fn a_job_resumed_on_another_provider_settles_each_create_where_it_was_sent_and_p
         .filter(|l| l.contains(r#""status":"done""#))
         .count();
     assert_eq!(done, ROWS, "{results}");
+    let made_on = |provider: &str| {
+        results
+            .lines()
+            .filter(|l| l.contains(&format!(r#""provider":"{provider}""#)))
+            .count()
+    };
+    assert_eq!(
+        (made_on("luma"), made_on("replicate")),
+        (IN_FLIGHT, ROWS - IN_FLIGHT),
+        "results.jsonl names the provider that made each image: {results}"
+    );
 
     let again = on_both(dir.path(), &sim)
         .args(["run", "lamps.csv"])

@@ -125,8 +125,8 @@ fn bind_callbacks(
     Ok(receiver)
 }
 
-/// Runs the pass and ends with the summary; the exit code says how it ended.
-pub async fn execute(settings: &Settings, run: PassRun) -> anyhow::Result<Exit> {
+/// The engine's settings for `run`, its callback receiver bound when asked for.
+fn pass_settings(settings: &Settings, run: &PassRun) -> anyhow::Result<RunSettings> {
     let mut engine_settings = run_settings(
         settings,
         &run.job,
@@ -138,6 +138,12 @@ pub async fn execute(settings: &Settings, run: PassRun) -> anyhow::Result<Exit> 
     if let Some(listen) = run.flags.callbacks_listen {
         engine_settings.callbacks = Some(bind_callbacks(listen, run.flags.callbacks_url.as_deref())?);
     }
+    Ok(engine_settings)
+}
+
+/// Runs the pass and ends with the summary; the exit code says how it ended.
+pub async fn execute(settings: &Settings, run: PassRun) -> anyhow::Result<Exit> {
+    let mut engine_settings = pass_settings(settings, &run)?;
     let PassRun {
         ledger,
         connection,
