@@ -132,6 +132,10 @@ pub struct Settings {
     pub provider: provider::ProviderSettings,
     /// Photon through Replicate: its limit, timeouts and prices.
     pub replicate: provider::ReplicateSettings,
+    /// Luma's `[prices]` once `prices` holds another provider's table (`for_provider`), so a
+    /// client for Luma built beside another provider's pass still prices at Luma's table.
+    #[serde(skip)]
+    pub luma_prices: Option<PriceTable>,
     /// Where each price came from (for `darkroom prices`).
     #[serde(skip)]
     pub price_sources: PriceSources,

@@ -164,18 +164,29 @@ impl RunContext {
         }
     }
 
-    /// Records the intent of the task's next create: at once without an account; with one, when
+    /// Records the intent of the task's next create to `provider`: at once without an account; with one, when
     /// the account's permit allows, waiting out the wait it was granted with. A stop during that
     /// wait takes the intent back (`Later(0)`: the caller sees the stop).
-    pub(crate) async fn record_intent(&self, task_id: i64, fingerprint: &str) -> Result<Intent, EngineError> {
+    pub(crate) async fn record_intent(
+        &self,
+        task_id: i64,
+        fingerprint: &str,
+        provider: &str,
+    ) -> Result<Intent, EngineError> {
         let Some(account) = &self.account else {
             return Ok(Intent::Recorded(
-                self.ledger.record_intent(task_id, fingerprint).await?,
+                self.ledger.record_intent(task_id, fingerprint, provider).await?,
             ));
         };
         let permit = self
             .ledger
-            .record_intent_on_account(task_id, fingerprint, account.holder, darkroom_ledger::now_ms())
+            .record_intent_on_account(
+                task_id,
+                fingerprint,
+                provider,
+                account.holder,
+                darkroom_ledger::now_ms(),
+            )
             .await?;
         match permit {
             Permit::Granted { generation, wait_ms } => {

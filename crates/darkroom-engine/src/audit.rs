@@ -45,8 +45,20 @@ impl Audit {
     }
 }
 
-/// Reads the account's generations created at or after `since_ms` (Unix milliseconds; less a
-/// margin for clock skew) and settles each one the ledger does not know, then stores the findings.
+/// What a generation found by an audit is charged at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pricing {
+    /// The task's price in force: the audited provider is the one the pass's tasks are priced for
+    /// (the run's provider).
+    InForce,
+    /// The audited provider's table price for the task's request: the provider an earlier run of
+    /// the pass sent creates to, whose prices the tasks no longer carry.
+    Table,
+}
+
+/// Reads `client`'s account's generations created at or after `since_ms` (Unix milliseconds; less
+/// a margin for clock skew) and settles each one the ledger does not know against this job's tasks
+/// (recorded as made by `client`'s provider, charged as `pricing` says), then stores the findings.
 /// Errors are the ledger's only: a list that cannot be read ends the audit early
 /// (`record.complete` false), as the next audit reads the same generations again.
 pub async fn audit(
@@ -55,6 +67,7 @@ pub async fn audit(
     job_id: i64,
     pass: Pass,
     since_ms: i64,
+    pricing: Pricing,
 ) -> Result<Audit, EngineError> {
     let earliest = since_ms - CLOCK_SKEW_MS;
     let mut found = Audit {
@@ -91,7 +104,13 @@ pub async fn audit(
             if ledger.is_claimed(&generation.id).await? {
                 continue;
             }
-            settle_found(ledger, job_id, pass, generation, &mut found).await?;
+            let on = Found {
+                client,
+                pricing,
+                job_id,
+                pass,
+            };
+            settle_found(ledger, &on, generation, &mut found).await?;
         }
         cursor = list.next;
         if cursor.is_none() {
@@ -108,14 +127,22 @@ pub async fn audit(
     Ok(found)
 }
 
+/// Where an audit found its generations: the provider, how they are charged, the job and pass.
+struct Found<'a> {
+    client: &'a dyn Provider,
+    pricing: Pricing,
+    job_id: i64,
+    pass: Pass,
+}
+
 /// Settles one generation the ledger does not know.
 async fn settle_found(
     ledger: &Ledger,
-    job_id: i64,
-    pass: Pass,
+    on: &Found<'_>,
     generation: Generation,
     found: &mut Audit,
 ) -> Result<(), EngineError> {
+    let (job_id, pass, provider) = (on.job_id, on.pass, on.client.name());
     let prompt = generation.request.as_ref().and_then(|r| r.prompt.clone());
     let candidates: Vec<TaskRecord> = match &prompt {
         Some(prompt) => ledger
@@ -137,8 +164,9 @@ async fn settle_found(
         return Ok(());
     };
     let fingerprint = body_fingerprint(&first.request_json);
-    // An open create with this request may be this generation's: its reconciliation settles it.
-    if ledger.has_open_create(&fingerprint).await? {
+    // An open create with this request on this provider may be this generation's: its
+    // reconciliation settles it.
+    if ledger.has_open_create(&fingerprint, provider).await? {
         found.record.left_count += 1;
         return Ok(());
     }
@@ -156,7 +184,11 @@ async fn settle_found(
                 )
         });
         for task in needing {
-            if ledger.adopt_found(task.id, &generation.id, &fingerprint).await? {
+            let price = charge_at(on, task);
+            if ledger
+                .adopt_found(task.id, &generation.id, &fingerprint, provider, price)
+                .await?
+            {
                 tracing::info!(task = %task.task_key, generation = %generation.id, "adopted a generation found by the audit");
                 found.record.adopted += 1;
                 found.adopted_tasks.push(task.id);
@@ -175,7 +207,14 @@ async fn settle_found(
         _ => FoundState::Unfinished,
     };
     if let Some(net) = ledger
-        .record_extra(first.id, &generation.id, &fingerprint, &state)
+        .record_extra(
+            first.id,
+            &generation.id,
+            &fingerprint,
+            &state,
+            provider,
+            charge_at(on, first),
+        )
         .await?
     {
         tracing::warn!(task = %first.task_key, generation = %generation.id, charge = %net, "the audit found a generation the ledger did not know; recorded as an extra charge");
@@ -183,4 +222,16 @@ async fn settle_found(
         found.record.extra_micros += net.micros();
     }
     Ok(())
+}
+
+/// The charge of a found generation adopted by or recorded on `task`: `None` for its price in
+/// force, else the audited provider's table price for its request.
+fn charge_at(on: &Found<'_>, task: &TaskRecord) -> Option<Money> {
+    match on.pricing {
+        Pricing::InForce => None,
+        Pricing::Table => serde_json::from_str::<CreateRequest>(&task.request_json)
+            .ok()
+            .and_then(|request| on.client.table_price(&request))
+            .or(Some(task.price())),
+    }
 }

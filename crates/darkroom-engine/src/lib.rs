@@ -111,6 +111,12 @@ pub struct RunSettings {
     /// Callbacks: each create names its own URL on this receiver, and a callback makes the poller
     /// read that generation at once; polling slows to a safety net.
     pub callbacks: Option<callbacks::CallbackReceiver>,
+    /// Providers other than the run's that received creates of this pass in earlier runs (a job
+    /// resumed with another provider): each create still unsettled is reconciled, polled and
+    /// downloaded on the provider that received it, never looked for in another's list. A pass with
+    /// an unsettled create on a provider not given here is refused before anything is sent
+    /// ([`EngineError::ProviderMissing`]). Empty by default.
+    pub earlier_providers: Vec<std::sync::Arc<dyn darkroom_provider::Provider>>,
     /// The longest wait between two readings of the account's balance while charges are being
     /// recorded (a reading is also taken as soon as enough charges accumulate to tell a price
     /// apart): see `prices`.
@@ -174,6 +180,7 @@ impl RunSettings {
             max_downloads: 8,
             deadline_ms: None,
             callbacks: None,
+            earlier_providers: Vec::new(),
             balance_every: Duration::from_secs(2),
             retry: retry::RetryPolicy::default(),
             qc: qc::QcSettings::default(),
@@ -195,6 +202,24 @@ pub enum EngineError {
     /// The ledger failed (its own error says how).
     #[error(transparent)]
     Ledger(#[from] darkroom_ledger::LedgerError),
+    /// The pass's provider can't make some of the tasks it is about to send as asked (each with
+    /// its line, row and reasons, in file order): the pass is refused whole and nothing was sent.
+    #[error("{} task(s) ask for what {provider} can't make; nothing was sent", tasks.len())]
+    Incapable {
+        /// The provider (`luma`, `replicate`, `fal`).
+        provider: String,
+        /// The tasks it can't make.
+        tasks: Vec<capable::Incapable>,
+    },
+    /// Creates of the pass sent to another provider are not settled, and that provider was not
+    /// given (`RunSettings::earlier_providers`): nothing was sent.
+    #[error("{} create(s) of this pass were sent to {provider} and are not settled ({}); they can only be settled on {provider}", tasks.len(), tasks.join(", "))]
+    ProviderMissing {
+        /// The provider that received them (`luma`, `replicate`, `fal`).
+        provider: String,
+        /// Their task keys.
+        tasks: Vec<String>,
+    },
     /// An output file or directory could not be written.
     #[error("could not write {path}")]
     Output {

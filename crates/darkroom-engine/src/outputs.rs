@@ -209,6 +209,8 @@ fn result_line(r: &ResultRecord, metadata: &Metadata, qc: &[StoredFlag]) -> serd
         "variant": r.variant,
         "pass": r.pass,
         "model": r.model,
+        // The provider that made the image (`null` for a copy from the cache).
+        "provider": r.provider,
         "status": if r.cached != 0 { "cached" } else { "done" },
         "path": r.output_path,
         "cost": Money::from_micros(r.cost_micros),
@@ -250,6 +252,7 @@ fn error_line(r: &ResultRecord, metadata: &Metadata) -> serde_json::Value {
         "row_id": r.row_id,
         "pass": r.pass,
         "model": r.model,
+        "provider": r.provider,
         "status": r.state,
         "reason": r.reason,
         "attempts": r.attempts,

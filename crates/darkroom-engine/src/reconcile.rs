@@ -119,7 +119,8 @@ async fn search(
 const ABANDONED_PER_RUN: i64 = 1_000;
 const ABANDONED_AT_ONCE: usize = 8;
 
-/// Reads again the generations this pass abandoned as stuck while they still hold a charge: one the
+/// Reads again the generations this pass abandoned as stuck on `client`'s provider while they still
+/// hold a charge: one the
 /// upstream failed since has been refunded, so the ledger refunds it too; one it finished is marked
 /// `extra` (paid, not kept). Those still unfinished are left for the next run. Returns how many were
 /// refunded. Best effort: a read that fails is simply tried again next time.
@@ -130,7 +131,9 @@ pub async fn settle_abandoned(
     pass: darkroom_jobs::Pass,
 ) -> Result<u64, darkroom_ledger::LedgerError> {
     use futures::StreamExt;
-    let abandoned = ledger.charged_abandoned(job_id, pass, ABANDONED_PER_RUN).await?;
+    let abandoned = ledger
+        .charged_abandoned(job_id, pass, client.name(), ABANDONED_PER_RUN)
+        .await?;
     let reads: Vec<_> = abandoned
         .into_iter()
         .map(|(generation, upstream_id)| {

@@ -84,6 +84,9 @@ pub(crate) struct RunContext {
     pub(crate) in_flight: Arc<Semaphore>,
     pub(crate) downloads: Semaphore,
     pub(crate) poller: Poller,
+    /// The providers earlier runs sent this pass's creates to, other than `client`, each with its
+    /// own poller: a resumed create is settled on the provider that received it.
+    pub(crate) earlier: Vec<Upstream>,
     pub(crate) create_lock: CreateLock,
     pub(crate) events: mpsc::Sender<Event>,
     /// No new creates: Ctrl-C, budget, refusal, systemic failure.
@@ -169,10 +172,18 @@ pub(crate) struct RunParts {
     pub(crate) job_id: i64,
     pub(crate) pass_dir: PathBuf,
     pub(crate) poller: Poller,
+    pub(crate) earlier: Vec<Upstream>,
     pub(crate) events: mpsc::Sender<Event>,
     pub(crate) stop_dispatch: CancellationToken,
     pub(crate) abort: CancellationToken,
     pub(crate) account: Option<SharedAccount>,
+}
+
+/// A provider and the poller reading its generations.
+#[derive(Debug, Clone)]
+pub(crate) struct Upstream {
+    pub(crate) client: Arc<dyn Provider>,
+    pub(crate) poller: Poller,
 }
 
 impl RunContext {
@@ -190,6 +201,7 @@ impl RunContext {
             in_flight: Arc::new(Semaphore::new(settings.max_in_flight.max(1) as usize)),
             downloads: Semaphore::new(settings.max_downloads.max(1) as usize),
             poller: parts.poller,
+            earlier: parts.earlier,
             create_lock: CreateLock::new(()),
             events: parts.events,
             stop_dispatch: parts.stop_dispatch,
@@ -200,6 +212,24 @@ impl RunContext {
             consecutive_failures: AtomicU32::new(0),
             budget_warned: AtomicBool::new(false),
             settings,
+        }
+    }
+
+    /// The provider named `provider` (a task's recorded provider) with its poller: the run's own
+    /// for `None` or its name, else the earlier provider of that name; `None` when it was not given.
+    pub(crate) fn upstream(&self, provider: Option<&str>) -> Option<Upstream> {
+        match provider {
+            None => Some(self.own_upstream()),
+            Some(name) if name == self.client.name() => Some(self.own_upstream()),
+            Some(name) => self.earlier.iter().find(|u| u.client.name() == name).cloned(),
+        }
+    }
+
+    /// The run's own provider and poller.
+    pub(crate) fn own_upstream(&self) -> Upstream {
+        Upstream {
+            client: self.client.clone(),
+            poller: self.poller.clone(),
         }
     }
 

@@ -20,7 +20,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::events::Event;
 use crate::requests::body_fingerprint;
-use crate::run_context::{RunContext, StopReason};
+use crate::run_context::{RunContext, StopReason, Upstream};
 use crate::EngineError;
 
 /// Where a task goes next.
@@ -49,6 +49,10 @@ enum Step {
 
 struct TaskRun {
     shared: Arc<RunContext>,
+    /// The provider the task's last create went to (and its poller): the run's own for a task
+    /// never sent; an earlier run's provider for a create resumed from it, until the task must be
+    /// sent again, which it then is on the run's provider.
+    upstream: Upstream,
     task: TaskRecord,
     request: CreateRequest,
     request_fingerprint: String,
@@ -83,6 +87,12 @@ async fn drive_inner(
             task_key: task.task_key.clone(),
             source,
         })?;
+    let upstream = shared
+        .upstream(task.provider.as_deref())
+        .ok_or_else(|| EngineError::ProviderMissing {
+            provider: task.provider.clone().unwrap_or_default(),
+            tasks: vec![task.task_key.clone()],
+        })?;
     let mut first = match task.state {
         TaskState::Reserved | TaskState::Pending => Step::Create(permit),
         _ => resume_step(&shared, &task).await?,
@@ -95,6 +105,7 @@ async fn drive_inner(
         format: stored(Format::parse, &task.format, "tasks.format")?,
         attempts: u32::try_from(task.attempts).unwrap_or(u32::MAX),
         holds_reservation: task.reserved_micros > 0,
+        upstream,
         shared,
         task,
         request,

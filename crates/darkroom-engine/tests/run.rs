@@ -443,7 +443,7 @@ async fn a_task_left_in_flight_with_its_generation_abandoned_is_made_on_the_next
         h.ledger.reserve(task.id).await.unwrap(),
         darkroom_ledger::Reservation::Reserved
     ));
-    let generation = h.ledger.record_intent(task.id, "fp").await.unwrap();
+    let generation = h.ledger.record_intent(task.id, "fp", "luma").await.unwrap();
     let request: darkroom_provider::CreateRequest = serde_json::from_str(&task.request_json).unwrap();
     let created = h.client.create(&request).await.unwrap();
     h.ledger.record_submitted(generation, &created.id).await.unwrap();

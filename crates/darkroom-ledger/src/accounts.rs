@@ -209,6 +209,7 @@ impl Ledger {
         &self,
         task_id: i64,
         request_fingerprint: &str,
+        provider: &str,
         holder: AccountHolder,
         now: i64,
     ) -> Result<Permit> {
@@ -261,7 +262,7 @@ impl Ledger {
                 reason: PermitWait::Rate,
             });
         }
-        let generation = insert_intent(&mut tx, task_id, request_fingerprint, now).await?;
+        let generation = insert_intent(&mut tx, task_id, request_fingerprint, provider, now).await?;
         sqlx::query("UPDATE generations SET account_id = ?2, holder_id = ?3 WHERE id = ?1")
             .bind(generation)
             .bind(holder.account_id)

@@ -103,14 +103,16 @@ impl Ledger {
         .await?)
     }
 
-    /// Whether any task of any job in this ledger has a create with this request fingerprint whose
-    /// outcome is still open (`intent` or `unknown`): a generation matching it may be that create's,
-    /// and is left for its run to reconcile.
-    pub async fn has_open_create(&self, request_fingerprint: &str) -> Result<bool> {
+    /// Whether any task of any job in this ledger has a create with this request fingerprint sent
+    /// to `provider` whose outcome is still open (`intent` or `unknown`): a generation of that
+    /// provider matching it may be that create's, and is left for its run to reconcile.
+    pub async fn has_open_create(&self, request_fingerprint: &str, provider: &str) -> Result<bool> {
         let found: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM generations WHERE state IN ('intent', 'unknown') AND request_fingerprint = ?1 LIMIT 1",
+            "SELECT 1 FROM generations WHERE state IN ('intent', 'unknown') AND request_fingerprint = ?1
+             AND provider = ?2 LIMIT 1",
         )
         .bind(request_fingerprint)
+        .bind(provider)
         .fetch_optional(&self.pool)
         .await?;
         Ok(found.is_some())
@@ -119,13 +121,17 @@ impl Ledger {
     /// Adopts a generation found upstream for a task that still needs an image and has nothing in
     /// flight: a new `submitted` generation with its charge (unplanned: no reservation covered it,
     /// so it is recorded even past the budget), the task `submitted`, so it is polled and downloaded
-    /// like any other. Returns false (and changes nothing) if the task no longer qualifies or the
-    /// id is already claimed.
+    /// like any other, on `provider` (whose list it was found on). The charge is `price` when given
+    /// (that provider's table price, for a task priced for another provider), else the task's price
+    /// in force. Returns false (and changes nothing) if the task no longer qualifies or the id is
+    /// already claimed.
     pub async fn adopt_found(
         &self,
         task_id: i64,
         upstream_id: &str,
         request_fingerprint: &str,
+        provider: &str,
+        price: Option<Money>,
     ) -> Result<bool> {
         let mut tx = self.begin_write().await?;
         let claimed: Option<i64> = sqlx::query_scalar("SELECT 1 FROM generations WHERE upstream_id = ?1")
@@ -136,10 +142,11 @@ impl Ledger {
             return Ok(false);
         }
         let task: Option<(i64, String, i64, i64)> = sqlx::query_as(&format!(
-            "SELECT job_id, pass, {PRICE_IN_FORCE}, attempts FROM tasks t
+            "SELECT job_id, pass, COALESCE(?2, {PRICE_IN_FORCE}), attempts FROM tasks t
              WHERE id = ?1 AND superseded = 0 AND reserved_micros = 0 AND state IN {NEEDS_IMAGE}"
         ))
         .bind(task_id)
+        .bind(price.map(Money::micros))
         .fetch_optional(&mut *tx)
         .await?;
         let Some((job_id, pass, price, attempts)) = task else {
@@ -148,8 +155,8 @@ impl Ledger {
         let now = now_ms();
         let generation: i64 = sqlx::query_scalar(
             "INSERT INTO generations (task_id, attempt, upstream_id, intent_at, request_fingerprint, state,
-                                      charge_micros, submitted_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'submitted', ?6, ?4) RETURNING id",
+                                      charge_micros, submitted_at, provider)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'submitted', ?6, ?4, ?7) RETURNING id",
         )
         .bind(task_id)
         .bind(attempts.max(1))
@@ -157,15 +164,18 @@ impl Ledger {
         .bind(now)
         .bind(request_fingerprint)
         .bind(price)
+        .bind(provider)
         .fetch_one(&mut *tx)
         .await?;
         add_unplanned(&mut tx, job_id, &pass, price).await?;
         sqlx::query(
-            "UPDATE tasks SET state = 'submitted', reason = NULL, finished_at = NULL, cost_micros = cost_micros + ?2
+            "UPDATE tasks SET state = 'submitted', reason = NULL, finished_at = NULL, cost_micros = cost_micros + ?2,
+                              provider = ?3
              WHERE id = ?1",
         )
         .bind(task_id)
         .bind(price)
+        .bind(provider)
         .execute(&mut *tx)
         .await?;
         insert_spend(
@@ -184,7 +194,8 @@ impl Ledger {
     }
 
     /// Records a generation found upstream as an extra on `task_id` (which needed no more images):
-    /// its charge at the task's price, added to the pass's spend and to its unplanned part (even
+    /// its charge at `price` when given (the table price of `provider`, whose list it was found on),
+    /// else at the task's price in force, added to the pass's spend and to its unplanned part (even
     /// past the budget: the upstream took the money). A failed one is charged and refunded at once.
     /// Returns the net charge recorded, or `None` if the id was already claimed.
     pub async fn record_extra(
@@ -193,6 +204,8 @@ impl Ledger {
         upstream_id: &str,
         request_fingerprint: &str,
         found: &FoundState,
+        provider: &str,
+        price: Option<Money>,
     ) -> Result<Option<Money>> {
         let mut tx = self.begin_write().await?;
         let claimed: Option<i64> = sqlx::query_scalar("SELECT 1 FROM generations WHERE upstream_id = ?1")
@@ -203,9 +216,10 @@ impl Ledger {
             return Ok(None);
         }
         let (job_id, pass, price, attempts): (i64, String, i64, i64) = sqlx::query_as(&format!(
-            "SELECT job_id, pass, {PRICE_IN_FORCE}, attempts FROM tasks t WHERE id = ?1"
+            "SELECT job_id, pass, COALESCE(?2, {PRICE_IN_FORCE}), attempts FROM tasks t WHERE id = ?1"
         ))
         .bind(task_id)
+        .bind(price.map(Money::micros))
         .fetch_one(&mut *tx)
         .await?;
         let now = now_ms();
@@ -215,8 +229,8 @@ impl Ledger {
         };
         let generation: i64 = sqlx::query_scalar(
             "INSERT INTO generations (task_id, attempt, upstream_id, intent_at, request_fingerprint, state,
-                                      charge_micros, submitted_at, completed_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?4, CASE WHEN ?6 = 'extra' THEN ?4 END) RETURNING id",
+                                      charge_micros, submitted_at, completed_at, provider)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?4, CASE WHEN ?6 = 'extra' THEN ?4 END, ?8) RETURNING id",
         )
         .bind(task_id)
         .bind(attempts.max(1))
@@ -225,6 +239,7 @@ impl Ledger {
         .bind(request_fingerprint)
         .bind(state)
         .bind(price)
+        .bind(provider)
         .fetch_one(&mut *tx)
         .await?;
         add_unplanned(&mut tx, job_id, &pass, price).await?;

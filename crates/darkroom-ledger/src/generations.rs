@@ -38,18 +38,26 @@ impl Ledger {
         Ok(())
     }
 
-    /// Abandoned generations of the pass that still hold a charge: the upstream may yet fail them
-    /// (and refund) or finish them. `(generation, upstream id)`, oldest first, at most `limit`.
-    pub async fn charged_abandoned(&self, job_id: i64, pass: Pass, limit: i64) -> Result<Vec<(i64, String)>> {
+    /// Abandoned generations of the pass made by `provider` that still hold a charge: the upstream
+    /// may yet fail them (and refund) or finish them. `(generation, upstream id)`, oldest first, at
+    /// most `limit`.
+    pub async fn charged_abandoned(
+        &self,
+        job_id: i64,
+        pass: Pass,
+        provider: &str,
+        limit: i64,
+    ) -> Result<Vec<(i64, String)>> {
         Ok(sqlx::query_as(
             "SELECT g.id, g.upstream_id FROM generations g JOIN tasks t ON t.id = g.task_id
              WHERE t.job_id = ?1 AND t.pass = ?2 AND g.state = 'abandoned' AND g.charge_micros > 0
-               AND g.upstream_id IS NOT NULL
+               AND g.upstream_id IS NOT NULL AND g.provider = ?4
              ORDER BY g.id LIMIT ?3",
         )
         .bind(job_id)
         .bind(pass.as_str())
         .bind(limit)
+        .bind(provider)
         .fetch_all(&self.pool)
         .await?)
     }
@@ -93,4 +101,4 @@ impl Ledger {
 }
 
 const GENERATION_COLUMNS: &str = "SELECT id, task_id, attempt, upstream_id, intent_at, request_fingerprint,
-    state, failure_reason, charge_micros, image_url FROM generations";
+    state, failure_reason, charge_micros, image_url, provider FROM generations";

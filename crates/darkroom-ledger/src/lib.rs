@@ -20,7 +20,7 @@ macro_rules! task_columns {
         t.fingerprint, t.request_json, t.prompt, t.aspect_ratio, t.format, t.metadata_json, t.state,
         t.reason, t.price_micros, t.reserved_micros, t.cost_micros, t.attempts, t.cached, t.latency_ms,
         t.output_path, t.generation_id, t.preview_task_id, t.reference_note, t.reference_lost,
-        t.content_hash, t.content_bytes, t.source_task_id"
+        t.content_hash, t.content_bytes, t.source_task_id, t.provider"
     };
 }
 
@@ -36,6 +36,7 @@ mod load;
 mod money;
 mod open;
 mod prices;
+mod providers;
 mod qc;
 mod records;
 mod reframes;
@@ -62,6 +63,7 @@ pub use load::{Loader, NewTask};
 pub use money::Reservation;
 pub use open::Ledger;
 pub use prices::{BalanceReading, ModelCharges, PriceObservation, Repriced};
+pub use providers::UnsettledCreate;
 pub use qc::{CheckedSibling, DuplicateFlag, ImageCheck, QcCounts, QcFlag, StoredFlag};
 pub use records::{
     Counts, GenerationRecord, JobRecord, PassRecord, ResultRecord, TaskRecord, TaskRow, TileRecord,

@@ -301,7 +301,8 @@ pub(crate) async fn insert_spend(
     at: i64,
 ) -> Result<()> {
     sqlx::query(
-        "INSERT INTO spend (job_id, pass, task_id, generation_id, kind, micros, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO spend (job_id, pass, task_id, generation_id, kind, micros, at, provider)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, (SELECT provider FROM generations WHERE id = ?4))",
     )
     .bind(job_id)
     .bind(pass)

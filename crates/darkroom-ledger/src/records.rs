@@ -107,7 +107,8 @@ pub struct TaskRow {
     pub state: TaskState,
     /// Why it ended or was last sent back, in words, for people.
     pub reason: Option<String>,
-    /// The price table's price when the task was loaded, micro-dollars (never re-priced).
+    /// Its price per image, micro-dollars: the table's of the provider it is made on, set when it
+    /// is loaded and again when a pass moves it, unsent, to another provider.
     pub price_micros: i64,
     /// What it holds against the budget now, micro-dollars.
     pub reserved_micros: i64,
@@ -138,6 +139,9 @@ pub struct TaskRow {
     pub content_bytes: Option<i64>,
     /// For a reframe: the row id of the task whose image it extends (migration 0009).
     pub source_task_id: Option<i64>,
+    /// The provider its last create was sent to (`luma`, `replicate`, `fal`; migration 0012), set
+    /// with the create's intent; `None` while it was never sent (or was copied from the cache).
+    pub provider: Option<String>,
     /// For a reframe: its source's pass and task key, `PASS/KEY` (`final/jar`). Filled by
     /// [`crate::Ledger::results`] only.
     #[sqlx(default)]
@@ -193,6 +197,8 @@ pub struct GenerationRecord {
     pub charge_micros: i64,
     /// The upstream URL of its image, once completed.
     pub image_url: Option<String>,
+    /// The provider it was sent to (migration 0012).
+    pub provider: Option<String>,
 }
 
 /// Tasks of a pass by state (superseded tasks are not counted).

@@ -50,11 +50,18 @@ impl Ledger {
         )
     }
 
-    /// Records the intent to send a create (before it leaves): returns the generation's row id.
-    /// The task must hold its reservation.
-    pub async fn record_intent(&self, task_id: i64, request_fingerprint: &str) -> Result<i64> {
+    /// Records the intent to send a create to `provider` (`luma`, `replicate`, `fal`) before it
+    /// leaves: the task and the new generation name the provider, so whatever becomes of the create
+    /// is settled against that provider. Returns the generation's row id. The task must hold its
+    /// reservation.
+    pub async fn record_intent(
+        &self,
+        task_id: i64,
+        request_fingerprint: &str,
+        provider: &str,
+    ) -> Result<i64> {
         let mut tx = self.begin_write().await?;
-        let id = insert_intent(&mut tx, task_id, request_fingerprint, now_ms()).await?;
+        let id = insert_intent(&mut tx, task_id, request_fingerprint, provider, now_ms()).await?;
         tx.commit().await?;
         Ok(id)
     }
@@ -230,30 +237,33 @@ pub(crate) async fn mark_done(
     Ok(task_id)
 }
 
-/// Moves the task to `submitting` and inserts its intent row, inside the caller's transaction;
+/// Moves the task to `submitting` and inserts its intent row, both naming `provider`, inside the caller's transaction;
 /// returns the generation's row id. `record_intent` and an account's permit (`accounts.rs`) share it.
 pub(crate) async fn insert_intent(
     tx: &mut sqlx::SqliteConnection,
     task_id: i64,
     request_fingerprint: &str,
+    provider: &str,
     now: i64,
 ) -> Result<i64> {
     let attempt: i64 = sqlx::query_scalar(
-        "UPDATE tasks SET state = 'submitting', attempts = attempts + 1,
+        "UPDATE tasks SET state = 'submitting', attempts = attempts + 1, provider = ?3,
                             first_sent_at = COALESCE(first_sent_at, ?2) WHERE id = ?1 RETURNING attempts",
     )
     .bind(task_id)
     .bind(now)
+    .bind(provider)
     .fetch_one(&mut *tx)
     .await?;
     Ok(sqlx::query_scalar(
-        "INSERT INTO generations (task_id, attempt, intent_at, request_fingerprint) VALUES (?1, ?2, ?3, ?4)
-         RETURNING id",
+        "INSERT INTO generations (task_id, attempt, intent_at, request_fingerprint, provider)
+         VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id",
     )
     .bind(task_id)
     .bind(attempt)
     .bind(now)
     .bind(request_fingerprint)
+    .bind(provider)
     .fetch_one(&mut *tx)
     .await?)
 }

@@ -79,7 +79,7 @@ async fn permit(ledger: &Ledger, task: i64, holder: AccountHolder, now: i64) -> 
         assert_eq!(ledger.reserve_at(task, now).await.unwrap(), Reservation::Reserved);
     }
     ledger
-        .record_intent_on_account(task, "req", holder, now)
+        .record_intent_on_account(task, "req", "luma", holder, now)
         .await
         .unwrap()
 }
@@ -280,7 +280,7 @@ async fn a_retry_after_given_to_one_run_holds_the_other_runs_permits() {
 async fn charge(ledger: &Ledger, task: i64, upstream: &str) -> Reservation {
     let reservation = ledger.reserve(task).await.unwrap();
     if reservation == Reservation::Reserved {
-        let generation = ledger.record_intent(task, "req").await.unwrap();
+        let generation = ledger.record_intent(task, "req", "luma").await.unwrap();
         ledger.record_submitted(generation, upstream).await.unwrap();
     }
     reservation

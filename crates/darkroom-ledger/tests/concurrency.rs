@@ -64,7 +64,7 @@ async fn run_job(db: &Path, job: &str) {
             Reservation::Reserved
         );
         let generation = ledger
-            .record_intent(task.id, "req")
+            .record_intent(task.id, "req", "luma")
             .await
             .unwrap_or_else(|e| fail(job, "intent", e));
         ledger

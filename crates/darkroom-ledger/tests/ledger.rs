@@ -93,7 +93,7 @@ async fn a_charge_replaces_the_reservation_and_a_failure_refunds_it() {
     let (_dir, ledger, job) = ledger_with(&[new_task("a", "a prompt", 4_000)], 10_000).await;
     let t = &ledger.pending_tasks(job, Pass::Preview, 0, 10).await.unwrap()[0];
     assert_eq!(ledger.reserve(t.id).await.unwrap(), Reservation::Reserved);
-    let g = ledger.record_intent(t.id, "req-fp").await.unwrap();
+    let g = ledger.record_intent(t.id, "req-fp", "luma").await.unwrap();
     ledger.record_submitted(g, "upstream-1").await.unwrap();
     let pass = ledger.pass(job, Pass::Preview).await.unwrap().unwrap();
     assert_eq!((pass.spent_micros, pass.reserved_micros), (4_000, 0));
@@ -119,7 +119,7 @@ async fn a_done_task_is_found_by_fingerprint_for_the_cache() {
     let (_dir, ledger, job) = ledger_with(&[new_task("a", "a prompt", 4_000)], 10_000).await;
     let t = &ledger.pending_tasks(job, Pass::Preview, 0, 10).await.unwrap()[0];
     ledger.reserve(t.id).await.unwrap();
-    let g = ledger.record_intent(t.id, "req").await.unwrap();
+    let g = ledger.record_intent(t.id, "req", "luma").await.unwrap();
     ledger.record_submitted(g, "up-1").await.unwrap();
     ledger.record_completed(g, "http://cdn/x.jpg").await.unwrap();
     ledger
@@ -155,7 +155,7 @@ async fn make_done(ledger: &Ledger, job: i64, hash: &str) -> (i64, i64) {
         .unwrap()
         .remove(0);
     ledger.reserve(t.id).await.unwrap();
-    let g = ledger.record_intent(t.id, "req").await.unwrap();
+    let g = ledger.record_intent(t.id, "req", "luma").await.unwrap();
     ledger.record_submitted(g, &format!("up-{}", t.id)).await.unwrap();
     ledger.record_completed(g, "http://cdn/x.jpg").await.unwrap();
     ledger

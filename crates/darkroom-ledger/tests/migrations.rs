@@ -67,6 +67,11 @@ const LANDED: &[(i64, &str, &str)] = &[
         "774ebecd42a1e2b1c5db4101635d16745a543e4cba723cdb027d27aae0148796a617159987fd2fbfd0965e36a887b0f6",
     ),
     (
+        12,
+        "providers",
+        "c9d99ad057e51c4ff813a175bd700a7c8a5daf38450ab03b499f100cb530161415e29f7f46807126f6ae66d46cbac5d2",
+    ),
+    (
         13,
         "accounts",
         "15c1f17d48c22305192a8e2706800ea3c23f803da95a1a3ede323bc2a3dd8a2fe6e65683d9588a01c28c90b16095ee8c",
@@ -204,4 +209,25 @@ async fn a_final_made_with_its_preview_as_reference_is_not_flagged_when_migrated
     assert_eq!(finals.len(), 1);
     assert!(!finals[0].reference_lost, "{:?}", finals[0]);
     ledger.close().await;
+}
+
+#[tokio::test]
+async fn opening_an_older_ledger_records_its_sent_tasks_and_charges_as_lumas() {
+    // Release 0.1.0 spoke only Luma: every task it sent, generation and charge is Luma's.
+    let (_dir, db) = previous_release_ledger();
+    let ledger = Ledger::open(&db).await.unwrap();
+    let job = ledger.job("chairs").await.unwrap();
+    for pass in [Pass::Preview, Pass::Final] {
+        let tasks = ledger.results(job.id, pass, 0, 100).await.unwrap();
+        assert!(!tasks.is_empty());
+        for task in tasks {
+            assert_eq!(task.provider.as_deref(), Some("luma"), "{task:?}");
+        }
+        assert_eq!(ledger.providers_used(job.id, pass).await.unwrap(), ["luma"]);
+        assert!(ledger
+            .unsettled_by_provider(job.id, pass)
+            .await
+            .unwrap()
+            .is_empty());
+    }
 }

@@ -50,7 +50,7 @@ async fn ledger_with(tasks: usize, budget: i64) -> (tempfile::TempDir, Ledger, i
 
 async fn charge(ledger: &Ledger, task: i64, upstream: &str) {
     assert_eq!(ledger.reserve(task).await.unwrap(), Reservation::Reserved);
-    let generation = ledger.record_intent(task, "fp").await.unwrap();
+    let generation = ledger.record_intent(task, "fp", "luma").await.unwrap();
     ledger.record_submitted(generation, upstream).await.unwrap();
 }
 
@@ -96,7 +96,7 @@ async fn repricing_corrects_earlier_charges_as_unplanned_and_later_ones_reserve_
             Reservation::OverBudget
         ]
     );
-    let generation = ledger.record_intent(tasks[3], "fp").await.unwrap();
+    let generation = ledger.record_intent(tasks[3], "fp", "luma").await.unwrap();
     ledger.record_submitted(generation, "g3").await.unwrap();
     assert_eq!(ledger.task(tasks[3]).await.unwrap().cost_micros, 8_000);
     assert_eq!(
@@ -120,7 +120,7 @@ async fn a_charge_reserved_before_repricing_that_no_longer_fits_is_recorded_at_t
         repriced.topped_up, 0,
         "the budget has no room to raise either reservation"
     );
-    let generation = ledger.record_intent(tasks[0], "fp").await.unwrap();
+    let generation = ledger.record_intent(tasks[0], "fp", "luma").await.unwrap();
     ledger.record_submitted(generation, "g0").await.unwrap();
     let pass = ledger.pass(job, Pass::Preview).await.unwrap().unwrap();
     assert_eq!(pass.spent_micros, 8_000);

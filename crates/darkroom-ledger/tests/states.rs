@@ -133,7 +133,7 @@ async fn a_generation_state_or_pass_status_the_ledger_does_not_know_is_an_error(
         ledger.reserve(task).await.unwrap(),
         darkroom_ledger::Reservation::Reserved
     );
-    let generation = ledger.record_intent(task, "req-fp").await.unwrap();
+    let generation = ledger.record_intent(task, "req-fp", "luma").await.unwrap();
     ledger.record_submitted(generation, "up-1").await.unwrap();
     assert_eq!(
         ledger.upstream_generations().await.unwrap(),
@@ -230,7 +230,7 @@ async fn opening_a_ledger_with_a_value_it_does_not_know_in_any_checked_column_fa
             ledger.reserve(task).await.unwrap(),
             darkroom_ledger::Reservation::Reserved
         );
-        ledger.record_intent(task, "req-fp").await.unwrap();
+        ledger.record_intent(task, "req-fp", "luma").await.unwrap();
         ledger.close().await;
         // Opening the untouched ledger again is fine.
         Ledger::open(&db).await.unwrap().close().await;

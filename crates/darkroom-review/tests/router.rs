@@ -125,6 +125,11 @@ async fn fixture() -> Fixture {
 }
 
 fn state(f: &Fixture) -> Arc<ReviewState> {
+    state_on(f, f.client.clone())
+}
+
+/// The review state of `vases`, promoting through `client`.
+fn state_on(f: &Fixture, client: Arc<dyn Provider>) -> Arc<ReviewState> {
     let config = ReviewConfig {
         job: "vases".into(),
         job_id: f.vases,
@@ -144,12 +149,7 @@ fn state(f: &Fixture) -> Arc<ReviewState> {
         run: run_settings(f.dir.path(), "vases", Pass::Final),
         callbacks: None,
     };
-    ReviewState::new(
-        config,
-        f.ledger.clone(),
-        Some(f.client.clone()),
-        Shutdown::default(),
-    )
+    ReviewState::new(config, f.ledger.clone(), Some(client), Shutdown::default())
 }
 
 fn get(uri: &str) -> Request<Body> {
@@ -354,5 +354,49 @@ async fn a_promotion_through_the_router_makes_the_finals_under_the_final_budget(
         status,
         StatusCode::OK,
         "the final's thumbnail is served once it is done"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promotion_onto_replicate_of_a_final_replicate_cannot_make_is_refused_with_nothing_sent() {
+    let f = fixture().await;
+    // The page promotes with `modify_image_ref` (its config above), which Replicate can't make.
+    let replicate: Arc<dyn Provider> = Arc::new(
+        darkroom_replicate::ReplicateProvider::new(darkroom_replicate::ClientConfig::new(
+            f.sim.replicate_base_url(),
+            darkroom_replicate::ApiToken::new("r8_test-token".into()),
+        ))
+        .unwrap(),
+    );
+    let review = state_on(&f, replicate);
+    let billed = f.sim.billing().entries.len();
+    let (status, body) = json(
+        &review,
+        post("/api/promote", Some(TOKEN), r#"{"ids":["vase-2"]}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    tokio::time::timeout(Duration::from_secs(60), review.finals_finished())
+        .await
+        .expect("the final pass ends");
+
+    assert_eq!(
+        f.sim.billing().entries.len(),
+        billed,
+        "nothing was sent or billed"
+    );
+    let final_pass = f.ledger.pass(f.vases, Pass::Final).await.unwrap().unwrap();
+    assert_eq!((final_pass.spent_micros, final_pass.reserved_micros), (0, 0));
+    let counts = f.ledger.counts(f.vases, Pass::Final).await.unwrap();
+    assert_eq!(
+        (counts.total, counts.pending),
+        (1, 1),
+        "the final waits, unsent: {counts:?}"
+    );
+    let (_, state) = json(&review, get("/api/state")).await;
+    let said = state.to_string();
+    assert!(
+        said.contains("replicate can't make") || said.contains("ask for what replicate can't make"),
+        "the page says why: {said}"
     );
 }

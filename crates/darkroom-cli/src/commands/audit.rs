@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use darkroom_engine::audit::Audit;
+use darkroom_engine::audit::{Audit, Pricing};
 use darkroom_jobs::Pass;
 
 use crate::commands::{connect, PassArg, Upstream};
@@ -84,20 +84,68 @@ async fn audit_async(
             }) else {
                 continue; // this pass never sent anything
             };
-            let audit =
-                darkroom_engine::audit::audit(&ledger, &connection.client, job.id, *pass, from).await?;
-            recorded |= audit.record.recorded_anything();
-            if args.json {
-                let mut line = audit_json(&audit);
-                line["job"] = job.name.clone().into();
-                println!("{line}");
+            for (client, pricing) in clients_for(&ledger, &connection, &settings, job.id, *pass).await? {
+                let audit =
+                    darkroom_engine::audit::audit(&ledger, client.as_ref(), job.id, *pass, from, pricing)
+                        .await?;
+                recorded |= audit.record.recorded_anything();
+                if args.json {
+                    let mut line = audit_json(&audit);
+                    line["job"] = job.name.clone().into();
+                    line["provider"] = client.name().into();
+                    println!("{line}");
+                }
+                eprintln!(
+                    "{} {} on {}: {}",
+                    job.name,
+                    pass.as_str(),
+                    client.name(),
+                    describe(&audit)
+                );
             }
-            eprintln!("{} {}: {}", job.name, pass.as_str(), describe(&audit));
         }
     }
     ledger.close().await;
     connection.stop().await;
     Ok(if recorded { Exit::SomeFailed } else { Exit::Done })
+}
+
+/// The providers to audit a pass on, each reading its own list for its own creates: the
+/// connection's (charged at the tasks' prices), then every other provider the pass sent creates to
+/// (charged at that provider's table). A provider whose key is not set is refused (exit 2).
+async fn clients_for(
+    ledger: &darkroom_ledger::Ledger,
+    connection: &crate::commands::Connection,
+    settings: &crate::config::Settings,
+    job_id: i64,
+    pass: Pass,
+) -> anyhow::Result<Vec<(std::sync::Arc<dyn darkroom_provider::Provider>, Pricing)>> {
+    use crate::config::provider::ProviderName;
+    let mut clients = vec![(connection.client.clone(), Pricing::InForce)];
+    let used = ledger.providers_used(job_id, pass).await?;
+    for name in ProviderName::ALL {
+        if name.as_str() == connection.client.name() || !used.iter().any(|u| u == name.as_str()) {
+            continue;
+        }
+        let client = connection.client_for(name, settings).map_err(|error| {
+            let why = error
+                .downcast_ref::<Failure>()
+                .map_or_else(|| format!("{error:#}"), |f| f.message.clone());
+            Failure::new(
+                Exit::BadInput,
+                format!(
+                    "this pass sent creates to {} and {why}, so its list can't be audited",
+                    name.as_str()
+                ),
+            )
+            .with_hint(format!(
+                "give darkroom {0}'s key, or audit another pass (--pass)",
+                name.as_str()
+            ))
+        })?;
+        clients.push((client, Pricing::Table));
+    }
+    Ok(clients)
 }
 
 /// An audit's findings as JSON (stable field names: fields are only added).

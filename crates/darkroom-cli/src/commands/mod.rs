@@ -83,9 +83,21 @@ pub struct Connection {
     /// runs don't share limits through the ledger yet (fal.ai).
     pub account: Option<darkroom_engine::account::Account>,
     sim: Option<darkroom_sim::SimHandle>,
+    /// How it was reached, so a client for another provider is reached the same way.
+    upstream: Upstream,
 }
 
 impl Connection {
+    /// The client of provider `name` reached as this connection is (the same simulator with
+    /// `--sim`, else its key from the environment: exit 2 naming the variable when it is unset).
+    pub fn client_for(
+        &self,
+        name: crate::config::provider::ProviderName,
+        settings: &crate::config::Settings,
+    ) -> anyhow::Result<Arc<dyn Provider>> {
+        client_for(name, &self.upstream, settings, self.sim.as_ref())
+    }
+
     pub async fn stop(self) {
         if let Some(sim) = self.sim {
             sim.shutdown().await;
@@ -98,13 +110,36 @@ impl Connection {
 /// (`LUMAAI_API_KEY`, `REPLICATE_API_TOKEN`) and the timeouts of its config section. darkroom never
 /// falls back to the simulator silently.
 pub async fn connect(upstream: &Upstream, settings: &crate::config::Settings) -> anyhow::Result<Connection> {
-    use crate::config::provider::{self as choice, ProviderName};
     let sim = if upstream.sim {
         Some(spawn_sim(&upstream.db).await?)
     } else {
         None
     };
-    let client = match (settings.provider_name(upstream.provider), &sim) {
+    let client = client_for(
+        settings.provider_name(upstream.provider),
+        upstream,
+        settings,
+        sim.as_ref(),
+    )?;
+    let account = account_for(settings.provider_name(upstream.provider), upstream, sim.as_ref());
+    Ok(Connection {
+        client,
+        account,
+        sim,
+        upstream: upstream.clone(),
+    })
+}
+
+/// The client of provider `name`: the simulator's with `sim`, else the provider's API with its key
+/// from the environment (exit 2, naming the variable, when it is not set).
+pub fn client_for(
+    name: crate::config::provider::ProviderName,
+    upstream: &Upstream,
+    settings: &crate::config::Settings,
+    sim: Option<&darkroom_sim::SimHandle>,
+) -> anyhow::Result<Arc<dyn Provider>> {
+    use crate::config::provider::{self as choice, ProviderName};
+    Ok(match (name, sim) {
         (ProviderName::Luma, Some(sim)) => {
             eprintln!("simulator: {}", sim.base_url());
             provider(sim.base_url(), ApiKey::new("simulator".to_string()), settings)?
@@ -126,7 +161,7 @@ pub async fn connect(upstream: &Upstream, settings: &crate::config::Settings) ->
             let token = darkroom_replicate::ApiToken::new("simulator".to_string());
             replicate_provider(sim.replicate_base_url(), token, settings)?
         }
-        (ProviderName::Fal, _) => fal::provider(sim.as_ref())?,
+        (ProviderName::Fal, _) => fal::provider(sim)?,
         (ProviderName::Replicate, None) => {
             let token = choice::replicate_token().ok_or_else(|| {
                 Failure::new(Exit::BadInput, "REPLICATE_API_TOKEN is not set").with_hint(
@@ -135,9 +170,7 @@ pub async fn connect(upstream: &Upstream, settings: &crate::config::Settings) ->
             })?;
             replicate_provider(choice::replicate_base_url(), token, settings)?
         }
-    };
-    let account = account_for(settings.provider_name(upstream.provider), upstream, sim.as_ref());
-    Ok(Connection { client, account, sim })
+    })
 }
 
 /// The account a connection's key and base URL make (the key is hashed, never kept); fal.ai's
@@ -202,7 +235,9 @@ pub fn provider(
         Failure::new(Exit::BadInput, e.to_string())
             .with_hint("--base-url or LUMAAI_BASE_URL is the API's base URL, e.g. http://127.0.0.1:8765/dream-machine/v1")
     })?;
-    Ok(Arc::new(provider.with_prices(settings.prices)))
+    Ok(Arc::new(
+        provider.with_prices(settings.luma_prices.unwrap_or(settings.prices)),
+    ))
 }
 
 /// Replicate at `base_url` with `token`, with `[replicate]`'s timeouts and price table. A base URL

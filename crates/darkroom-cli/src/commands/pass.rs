@@ -194,7 +194,9 @@ pub async fn execute(settings: &Settings, run: PassRun) -> anyhow::Result<Exit> 
         ..
     } = run;
 
-    crate::commands::providers::before_sending(&ledger, &connection, job_id, pass).await?;
+    engine_settings.earlier_providers =
+        crate::commands::providers::earlier_providers(&ledger, &connection, settings, job_id, pass).await?;
+    crate::commands::providers::before_sending(&connection);
     engine_settings.account = run_account(settings, &connection, &flags, &ledger).await?;
     let shutdown = Shutdown::default();
     let signals = tokio::spawn(watch_signals(shutdown.clone()));
@@ -238,7 +240,7 @@ pub async fn execute(settings: &Settings, run: PassRun) -> anyhow::Result<Exit> 
     progress.finish();
     let ended = matches!(&outcome, Ok(o) if o.stop != Some(StopReason::Interrupted));
     let report = refresh_report(thumbnails, ended, &ledger, job_id, &job, &job_dir).await;
-    let outcome = outcome?;
+    let outcome = outcome.map_err(crate::commands::providers::refusal)?;
     ledger.close().await;
     connection.stop().await;
 

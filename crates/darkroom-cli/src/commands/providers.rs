@@ -7,59 +7,111 @@ use darkroom_ledger::Ledger;
 use crate::commands::{Connection, MAX_ERRORS_SHOWN};
 use crate::exit::{Exit, Failure};
 
-/// What a pass checks and says about its provider before anything is sent: the tasks it can't
-/// make ([`refuse_incapable`]) and, without a balance API, that the ledger is the only truth.
-pub async fn before_sending(
-    ledger: &Ledger,
-    connection: &Connection,
-    job_id: i64,
-    pass: Pass,
-) -> anyhow::Result<()> {
-    refuse_incapable(ledger, connection, job_id, pass).await?;
+/// What a pass says about its provider before anything is sent: without a balance API, that the
+/// ledger is the only truth. (Whether the provider can make every task is checked by the engine
+/// as the pass starts: [`refusal`] turns its refusal into the exit code.)
+pub fn before_sending(connection: &Connection) {
     say_budget_truth(connection);
-    Ok(())
 }
 
-/// Refuses the pass (exit 2, nothing sent) when the provider can't make some of its tasks as
-/// asked, printing each on stderr: `line N, row ID: PROVIDER can't make REASON; REASON`.
-pub async fn refuse_incapable(
+/// The engine's refusals of a pass before anything was sent, as exit 2 with what to do: tasks the
+/// provider can't make (each printed on stderr: `line N, row ID: PROVIDER can't make REASON;
+/// REASON`), or creates unsettled on a provider not given. Other errors pass through.
+pub fn refusal(error: darkroom_engine::EngineError) -> anyhow::Error {
+    use darkroom_engine::EngineError;
+    match &error {
+        EngineError::Incapable { provider, tasks } => {
+            for task in tasks.iter().take(MAX_ERRORS_SHOWN) {
+                let variant = if task.task_key == task.row_id {
+                    String::new()
+                } else {
+                    format!(" ({})", task.task_key)
+                };
+                eprintln!(
+                    "line {}, row {}{variant}: {provider} can't make {}",
+                    task.line,
+                    task.row_id,
+                    task.reasons.join("; ")
+                );
+            }
+            if tasks.len() > MAX_ERRORS_SHOWN {
+                eprintln!("... and {} more", tasks.len() - MAX_ERRORS_SHOWN);
+            }
+            Failure::new(Exit::BadInput, error.to_string())
+                .with_hint("run them on a provider that can (`darkroom estimate FILE` lists which), or change those rows")
+                .into()
+        }
+        EngineError::ProviderMissing { provider, .. } => Failure::new(Exit::BadInput, error.to_string())
+            .with_hint(format!(
+                "resume with --provider {provider}, or with {provider}'s key set"
+            ))
+            .into(),
+        _ => error.into(),
+    }
+}
+
+/// The providers other than the connection's that hold unsettled creates of this pass (a job
+/// resumed with another `--provider`), each built as the connection is: the engine settles every
+/// such create on the provider that received it. A provider whose key is not set refuses the pass
+/// (exit 2, nothing sent), naming the provider and each of its unsettled tasks.
+pub async fn earlier_providers(
     ledger: &Ledger,
     connection: &Connection,
+    settings: &crate::config::Settings,
     job_id: i64,
     pass: Pass,
-) -> anyhow::Result<()> {
-    let provider = connection.client.as_ref();
-    let incapable = darkroom_engine::capable::check_pass(ledger, provider, job_id, pass).await?;
-    if incapable.is_empty() {
-        return Ok(());
+) -> anyhow::Result<Vec<std::sync::Arc<dyn darkroom_provider::Provider>>> {
+    use crate::config::provider::ProviderName;
+    let unsettled = ledger.unsettled_by_provider(job_id, pass).await?;
+    let mut providers = Vec::new();
+    for name in ProviderName::ALL {
+        let creates: Vec<_> = unsettled.iter().filter(|c| c.provider == name.as_str()).collect();
+        if creates.is_empty() || name.as_str() == connection.client.name() {
+            continue;
+        }
+        match connection.client_for(name, settings) {
+            Ok(client) => {
+                eprintln!(
+                    "{} task(s) of this pass were sent to {} and are not settled: settling them there (nothing is sent again)",
+                    creates.len(),
+                    name.as_str()
+                );
+                providers.push(client);
+            }
+            Err(error) => {
+                for create in creates.iter().take(MAX_ERRORS_SHOWN) {
+                    eprintln!(
+                        "line {}, row {} ({}): sent to {}, not settled",
+                        create.line,
+                        create.row_id,
+                        create.task_key,
+                        name.as_str()
+                    );
+                }
+                if creates.len() > MAX_ERRORS_SHOWN {
+                    eprintln!("... and {} more", creates.len() - MAX_ERRORS_SHOWN);
+                }
+                let why = error
+                    .downcast_ref::<Failure>()
+                    .map_or_else(|| format!("{error:#}"), |f| f.message.clone());
+                return Err(Failure::new(
+                    Exit::BadInput,
+                    format!(
+                        "{} task(s) of this pass were sent to {} and are not settled, and {why}; nothing was sent",
+                        creates.len(),
+                        name.as_str()
+                    ),
+                )
+                .with_hint(format!(
+                    "only {0} can say whether they were made: give darkroom {0}'s key so it settles them there \
+                     (nothing is paid twice), or resume with --provider {0}",
+                    name.as_str()
+                ))
+                .into());
+            }
+        }
     }
-    for task in incapable.iter().take(MAX_ERRORS_SHOWN) {
-        let variant = if task.task_key == task.row_id {
-            String::new()
-        } else {
-            format!(" ({})", task.task_key)
-        };
-        eprintln!(
-            "line {}, row {}{variant}: {} can't make {}",
-            task.line,
-            task.row_id,
-            provider.name(),
-            task.reasons.join("; ")
-        );
-    }
-    if incapable.len() > MAX_ERRORS_SHOWN {
-        eprintln!("... and {} more", incapable.len() - MAX_ERRORS_SHOWN);
-    }
-    Err(Failure::new(
-        Exit::BadInput,
-        format!(
-            "{} task(s) ask for what {} can't make; nothing was sent",
-            incapable.len(),
-            provider.name()
-        ),
-    )
-    .with_hint("run them on a provider that can (`darkroom estimate FILE` lists which), or change those rows")
-    .into())
+    Ok(providers)
 }
 
 /// Says, for a provider with no balance API (Replicate), that the ledger is the only account of

@@ -74,8 +74,9 @@ impl Settings {
     /// are reserved at) and its account's create limit in `limits`.
     #[must_use]
     pub fn for_provider(mut self, provider: ProviderName) -> Settings {
+        let luma = *self.luma_prices.get_or_insert(self.prices);
         match provider {
-            ProviderName::Luma => {}
+            ProviderName::Luma => self.prices = luma,
             ProviderName::Replicate => {
                 self.prices = self.replicate.prices;
                 self.limits.creates_per_minute = self.replicate.creates_per_minute;

@@ -126,7 +126,7 @@ pub(crate) async fn ledger_steps(dir: &Path, tasks: usize) -> f64 {
     let started = Instant::now();
     for task in &pending {
         ledger.reserve(task.id).await.unwrap();
-        let generation = ledger.record_intent(task.id, "fp").await.unwrap();
+        let generation = ledger.record_intent(task.id, "fp", "luma").await.unwrap();
         ledger
             .record_submitted(generation, &format!("u{}", task.id))
             .await

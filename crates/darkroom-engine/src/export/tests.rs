@@ -35,6 +35,7 @@ fn task(id: i64, key: &str, pass: &str, state: TaskState, preview: Option<i64>) 
         content_hash: None,
         content_bytes: None,
         source_task_id: None,
+        provider: None,
         source_key: None,
         preview_key: None,
         image_url: None,

@@ -77,12 +77,30 @@ async fn audit_account(run: &Run) -> Result<Option<Audit>, EngineError> {
         return Ok(None);
     }
     let ctx = &run.ctx;
+    use crate::audit::Pricing;
+    // Earlier runs' providers first (each list for its own creates, at its own prices), then the
+    // run's own, whose findings are the run's.
+    for earlier in &ctx.earlier {
+        let audit = crate::audit::audit(
+            &ctx.ledger,
+            earlier.client.as_ref(),
+            ctx.job_id,
+            ctx.settings.pass,
+            run.started_ms,
+            Pricing::Table,
+        )
+        .await?;
+        if !audit.adopted_tasks.is_empty() && !run.shutdown.stop.is_cancelled() {
+            finish_adopted(ctx, &audit.adopted_tasks, &run.kill).await?;
+        }
+    }
     let audit = crate::audit::audit(
         &ctx.ledger,
-        &ctx.client,
+        ctx.client.as_ref(),
         ctx.job_id,
         ctx.settings.pass,
         run.started_ms,
+        Pricing::InForce,
     )
     .await?;
     if !audit.adopted_tasks.is_empty() && !run.shutdown.stop.is_cancelled() {

@@ -41,7 +41,9 @@ pub(super) async fn finish(run: &Run, audit: Option<Audit>) -> Result<Outcome, E
         .set_pass_status(job_id, pass, pass_status(stop.as_ref()))
         .await?;
     if !run.shutdown.abort.is_cancelled() {
-        crate::reconcile::settle_abandoned(ledger, &ctx.client, job_id, pass).await?;
+        for upstream in std::iter::once(ctx.own_upstream()).chain(ctx.earlier.iter().cloned()) {
+            crate::reconcile::settle_abandoned(ledger, &upstream.client, job_id, pass).await?;
+        }
     }
     if let Some(account) = &ctx.account {
         account.leave(ledger).await?;

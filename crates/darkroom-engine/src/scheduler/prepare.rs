@@ -19,7 +19,7 @@ use super::{worker_limit, KillOnDrop, Run, Shutdown};
 use crate::events::Event;
 use crate::images;
 use crate::poller::Poller;
-use crate::run_context::{RunContext, RunParts, StopReason};
+use crate::run_context::{RunContext, RunParts, StopReason, Upstream};
 use crate::{budget_warning_due, EngineError, RunSettings};
 
 /// Builds the run: the pass restored, the poller started, the context made, the start announced,
@@ -36,7 +36,17 @@ pub(super) async fn prepare(
     let started_ms = darkroom_ledger::now_ms();
     let job_dir = settings.out_dir.join(&settings.job_name);
     let pass_dir = job_dir.join(settings.pass.as_str());
+    check_providers(ledger, client, settings, job_id).await?;
     restore_pass(ledger, client, settings, job_id, &pass_dir).await?;
+    // Every pass (run, promote, reframe, trial, the review page's promotions) is refused whole,
+    // with nothing sent, when its provider can't make some task as asked.
+    let incapable = crate::capable::check_pass(ledger, client.as_ref(), job_id, settings.pass).await?;
+    if !incapable.is_empty() {
+        return Err(EngineError::Incapable {
+            provider: client.name().to_string(),
+            tasks: incapable,
+        });
+    }
 
     let poll_tracker = TaskTracker::new();
     let poll_stop = CancellationToken::new();
@@ -46,6 +56,14 @@ pub(super) async fn prepare(
     let kill_on_drop = KillOnDrop(vec![kill.clone(), poll_stop.clone()]);
     let poller = start_poller(client, settings, &poll_tracker, &poll_stop)?;
     let account = crate::account::join(ledger, settings, job_id, &kill).await?;
+    let mut earlier = Vec::new();
+    for other in &settings.earlier_providers {
+        let poller = start_poller(other, settings, &poll_tracker, &poll_stop)?;
+        earlier.push(Upstream {
+            client: other.clone(),
+            poller,
+        });
+    }
     let ctx = Arc::new(RunContext::new(RunParts {
         ledger: ledger.clone(),
         client: client.clone(),
@@ -53,6 +71,7 @@ pub(super) async fn prepare(
         job_id,
         pass_dir,
         poller,
+        earlier,
         events,
         stop_dispatch: shutdown.stop.child_token(),
         abort: shutdown.abort.clone(),
@@ -117,9 +136,49 @@ async fn restore_pass(
     // Whatever the last run skipped for budget gets another chance (the budget may have been raised).
     ledger.reopen_skipped(job_id, pass).await?;
     ledger.reopen_failed(job_id, pass).await?;
-    // Generations an earlier run gave up on as stuck may have ended since: settle their charges.
-    crate::reconcile::settle_abandoned(ledger, client, job_id, pass).await?;
+    // Tasks holding no create are made on this run's provider, at its price table.
+    let repriced = ledger.price_unsent(job_id, pass, &settings.prices).await?;
+    if repriced > 0 {
+        tracing::info!(
+            count = repriced,
+            provider = client.name(),
+            "tasks priced at the run's provider's table"
+        );
+    }
+    // Generations an earlier run gave up on as stuck may have ended since: settle their charges,
+    // each on the provider that made it.
+    for provider in std::iter::once(client).chain(&settings.earlier_providers) {
+        crate::reconcile::settle_abandoned(ledger, provider, job_id, pass).await?;
+    }
     Ok(())
+}
+
+/// Refuses the pass, before anything is sent, when a create an earlier run sent to a provider
+/// other than this run's is unsettled and that provider was not given: only the provider that
+/// received a create can say whether it was made, and looking in another's list would pay again.
+async fn check_providers(
+    ledger: &Ledger,
+    client: &Arc<dyn Provider>,
+    settings: &RunSettings,
+    job_id: i64,
+) -> Result<(), EngineError> {
+    let given =
+        |name: &str| name == client.name() || settings.earlier_providers.iter().any(|p| p.name() == name);
+    let mut missing: Option<(String, Vec<String>)> = None;
+    for create in ledger.unsettled_by_provider(job_id, settings.pass).await? {
+        if given(&create.provider) {
+            continue;
+        }
+        match &mut missing {
+            Some((provider, tasks)) if *provider == create.provider => tasks.push(create.task_key),
+            Some(_) => {}
+            None => missing = Some((create.provider, vec![create.task_key])),
+        }
+    }
+    match missing {
+        Some((provider, tasks)) => Err(EngineError::ProviderMissing { provider, tasks }),
+        None => Ok(()),
+    }
 }
 
 /// The poller on `tracker`, at the interval callbacks allow, and the callback receiver when on.

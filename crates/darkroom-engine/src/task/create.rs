@@ -21,6 +21,9 @@ impl TaskRun {
     /// Sends the task's create under its reservation, an in-flight permit and the create gate,
     /// and goes on by the answer: poll what was made, or handle the failure (`create_failed`).
     pub(super) async fn create(&mut self, permit: Option<OwnedSemaphorePermit>) -> Result<Step, EngineError> {
+        if self.upstream.client.name() != self.shared.client.name() {
+            self.move_to_run_provider().await?;
+        }
         if !self.holds_reservation {
             match self.shared.ledger.reserve(self.task.id).await? {
                 Reservation::Reserved => self.holds_reservation = true,
@@ -116,7 +119,11 @@ impl TaskRun {
                 continue;
             }
             let generation = match shared
-                .record_intent(self.task.id, &self.request_fingerprint)
+                .record_intent(
+                    self.task.id,
+                    &self.request_fingerprint,
+                    self.upstream.client.name(),
+                )
                 .await?
             {
                 Intent::Recorded(generation) => generation,
@@ -149,7 +156,7 @@ impl TaskRun {
             let (token, url) = receiver.new_token();
             (receiver.clone(), token, url)
         });
-        let client = &self.shared.client;
+        let client = &self.upstream.client;
         let result = match &callback {
             Some((_, _, url)) => {
                 let mut request = self.request.clone();
@@ -160,6 +167,24 @@ impl TaskRun {
         };
         self.callback_token = callback.map(|(receiver, token, _)| (receiver, token));
         result
+    }
+
+    /// The task's last create went to an earlier run's provider and was settled as never made
+    /// there: it moves to the run's provider, its reservation given back and its price that
+    /// provider's, and is then reserved again like a task never sent.
+    async fn move_to_run_provider(&mut self) -> Result<(), EngineError> {
+        let price = self.shared.settings.prices.price_of(self.model, self.aspect);
+        tracing::info!(
+            task = self.key(),
+            from = self.upstream.client.name(),
+            to = self.shared.client.name(),
+            "sending again on the run's provider"
+        );
+        self.shared.ledger.move_unsent(self.task.id, price).await?;
+        self.task.price_micros = price.micros();
+        self.holds_reservation = false;
+        self.upstream = self.shared.own_upstream();
+        Ok(())
     }
 
     async fn create_failed(

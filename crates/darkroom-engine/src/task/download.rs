@@ -92,7 +92,7 @@ impl TaskRun {
         tries: &mut Tries,
     ) -> Result<Tried, EngineError> {
         let max_bytes = self.shared.settings.max_image_bytes;
-        let bytes = match self.shared.client.download(&tries.url, max_bytes).await {
+        let bytes = match self.upstream.client.download(&tries.url, max_bytes).await {
             Ok(bytes) => bytes,
             Err(error) => {
                 return self
@@ -167,7 +167,7 @@ impl TaskRun {
             }
         }
         // Ask the upstream for a fresh URL.
-        match self.shared.client.get(upstream_id).await {
+        match self.upstream.client.get(upstream_id).await {
             Ok(fresh) => match fresh.image_url() {
                 Some(fresh_url) => tries.url = fresh_url.to_string(),
                 None if fresh.state == GenerationState::Completed => {
@@ -212,7 +212,7 @@ impl TaskRun {
                 &self.shared.ledger,
                 &self.task,
                 &self.shared.settings.job_name,
-                self.shared.client.name(),
+                self.upstream.client.name(),
                 Some(upstream_id),
             )
             .await?;

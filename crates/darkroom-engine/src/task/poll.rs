@@ -35,7 +35,7 @@ impl TaskRun {
         };
         let first_read = self.shared.settings.first_read_after(self.model);
         let polled = tokio::select! {
-            polled = tokio::time::timeout(self.shared.settings.stuck_after, self.shared.poller.wait(&upstream_id, first_read)) => polled,
+            polled = tokio::time::timeout(self.shared.settings.stuck_after, self.upstream.poller.wait(&upstream_id, first_read)) => polled,
             () = self.shared.abort.cancelled() => return Ok(Step::End),
         };
         let polled = match polled {
@@ -63,7 +63,7 @@ impl TaskRun {
     /// may have been slow to learn its end, and abandoning a finished generation would pay for the
     /// task twice.
     async fn confirm_stuck(&self, upstream_id: &str) -> Confirmed {
-        match self.shared.client.get(upstream_id).await {
+        match self.upstream.client.get(upstream_id).await {
             Ok(generation) => match generation.state {
                 GenerationState::Completed => Confirmed::Ended(match generation.image_url() {
                     Some(url) => Polled::Completed {

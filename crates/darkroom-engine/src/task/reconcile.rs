@@ -38,7 +38,7 @@ impl TaskRun {
         let mut unreadable = self.shared.settings.retry.unreadable_list.start();
         loop {
             let found = reconcile(
-                &self.shared.client,
+                &self.upstream.client,
                 &self.shared.ledger,
                 &self.shared.create_lock,
                 &self.request,
