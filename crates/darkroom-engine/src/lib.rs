@@ -119,6 +119,11 @@ pub struct RunSettings {
     pub retry: retry::RetryPolicy,
     /// The quality checks every kept image gets, and their thresholds: see `qc`.
     pub qc: qc::QcSettings,
+    /// The tasks this run may start, by key (`None`: every task of the pass). A command that
+    /// adds tasks to a shared pass (`reframe`, `promote`) makes only its own: other pending or
+    /// skipped tasks of the pass are neither reopened, sent nor skipped by it. Work already in
+    /// flight is finished whatever the scope.
+    pub scope: Option<darkroom_ledger::TaskScope>,
 }
 
 impl RunSettings {
@@ -170,6 +175,7 @@ impl RunSettings {
             balance_every: Duration::from_secs(2),
             retry: retry::RetryPolicy::default(),
             qc: qc::QcSettings::default(),
+            scope: None,
         }
     }
 }

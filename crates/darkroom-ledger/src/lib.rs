@@ -39,6 +39,7 @@ mod qc;
 mod records;
 mod reframes;
 mod review;
+mod scope;
 mod states;
 mod stored_values;
 mod tasks;
@@ -61,6 +62,7 @@ pub use records::{
 };
 pub use reframes::NewReframe;
 pub use review::{ModelSpend, NewFinal, SpendPoint};
+pub use scope::TaskScope;
 pub use states::{Damage, GenerationState, PassStatus, QcKind, SpendKind, TaskState};
 pub use trials::TrialRecord;
 

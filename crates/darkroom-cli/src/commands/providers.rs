@@ -34,15 +34,9 @@ pub async fn refuse_incapable(
         return Ok(());
     }
     for task in incapable.iter().take(MAX_ERRORS_SHOWN) {
-        let variant = if task.task_key == task.row_id {
-            String::new()
-        } else {
-            format!(" ({})", task.task_key)
-        };
         eprintln!(
-            "line {}, row {}{variant}: {} can't make {}",
-            task.line,
-            task.row_id,
+            "{}: {} can't make {}",
+            row_place(task.line, &task.row_id, &task.task_key),
             provider.name(),
             task.reasons.join("; ")
         );
@@ -147,9 +141,11 @@ impl Fit {
     /// Prints the rows this provider can't make, one line each on stderr (at most 50).
     pub fn print_refused(&self, file: &std::path::Path) {
         for (line, row, reasons) in self.refused.iter().take(MAX_ERRORS_SHOWN) {
+            // The file first, as every other row error of `validate` and `run` is printed.
             eprintln!(
-                "{}:{line}: row {row}: {} can't make {}",
+                "{}: {}: {} can't make {}",
                 file.display(),
+                row_place(*line, row, row),
                 self.name.as_str(),
                 reasons.join("; ")
             );
@@ -157,5 +153,15 @@ impl Fit {
         if self.refused.len() > MAX_ERRORS_SHOWN {
             eprintln!("... and {} more", self.refused.len() - MAX_ERRORS_SHOWN);
         }
+    }
+}
+
+/// Where a row is, as the job readers' errors say it: `line 4 (id "ambassador")`, with the image's
+/// key for one of several variants (`line 4 (id "ambassador", image ambassador-2)`).
+fn row_place(line: impl std::fmt::Display, row: &str, key: &str) -> String {
+    if key == row {
+        format!("line {line} (id {row:?})")
+    } else {
+        format!("line {line} (id {row:?}, image {key})")
     }
 }
