@@ -71,6 +71,15 @@ fn a_trial_of_the_ab_ads_makes_both_models_images_a_table_and_a_projection_and_r
         stderr.contains("6 row(s), fewer than --sample 20: the trial takes every row"),
         "{stderr}"
     );
+    // The next step is the pairs page, not the contact sheet's promotion of previews.
+    assert!(
+        stderr.contains("next: darkroom review ab-ads-trial --sim, page /trial: judge each pair"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("choose the previews to make finals of"),
+        "{stderr}"
+    );
     let out = dir.path().join("out/ab-ads-trial");
     let expected = [
         "coffee-a.jpg",

@@ -219,12 +219,8 @@ async fn the_fal_account_is_kept_beside_lumas_so_the_next_simulator_has_its_requ
         .await
         .unwrap();
     let id = submitted["request_id"].as_str().unwrap().to_string();
-    let status_url = |sim: &SimHandle| {
-        format!(
-            "{}/fal-ai/luma-photon/requests/{id}/status",
-            sim.fal_queue_url()
-        )
-    };
+    let status_url =
+        |sim: &SimHandle| format!("{}/fal-ai/luma-photon/requests/{id}/status", sim.fal_queue_url());
     for _ in 0..500 {
         let status: Value = client
             .get(status_url(&first))

@@ -132,18 +132,7 @@ fn bind_callbacks(
 
 /// Runs the pass and ends with the summary; the exit code says how it ended.
 pub async fn execute(settings: &Settings, run: PassRun) -> anyhow::Result<Exit> {
-    let mut engine_settings = run_settings(
-        settings,
-        &run.job,
-        run.pass,
-        &run.out,
-        &run.flags,
-        run.deadline_ms,
-    );
-    engine_settings.scope = run.scope.clone();
-    if let Some(listen) = run.flags.callbacks_listen {
-        engine_settings.callbacks = Some(bind_callbacks(listen, run.flags.callbacks_url.as_deref())?);
-    }
+    let engine_settings = engine_settings(settings, &run)?;
     let PassRun {
         ledger,
         connection,
@@ -221,6 +210,23 @@ pub async fn execute(settings: &Settings, run: PassRun) -> anyhow::Result<Exit> 
         _ => String::new(),
     });
     print_summary(&finished, &resume, &next)
+}
+
+/// The engine's settings for `run`: from config and flags, its scope, its callback receiver.
+fn engine_settings(settings: &Settings, run: &PassRun) -> anyhow::Result<RunSettings> {
+    let mut engine = run_settings(
+        settings,
+        &run.job,
+        run.pass,
+        &run.out,
+        &run.flags,
+        run.deadline_ms,
+    );
+    engine.scope = run.scope.clone();
+    if let Some(listen) = run.flags.callbacks_listen {
+        engine.callbacks = Some(bind_callbacks(listen, run.flags.callbacks_url.as_deref())?);
+    }
+    Ok(engine)
 }
 
 /// Ends the thumbnail maker and refreshes the job's report, returning its path. A run that did not
