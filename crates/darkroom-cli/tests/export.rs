@@ -445,3 +445,64 @@ fn zip_onto_a_directory_an_image_or_the_ledger_is_refused_with_exit_2_and_nothin
     run(dir.path(), &["export", "ads", "--zip", "ads.zip"]);
     run(dir.path(), &["export", "ads", "--zip", "ads.zip"]);
 }
+
+#[test]
+fn a_select_file_that_chooses_nothing_or_cant_be_read_is_named_as_such_with_the_reason_and_who_writes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    previews_and_two_finals(dir);
+    let refused = |args: &[&str]| {
+        let output = darkroom(dir).args(args).output().unwrap();
+        assert_eq!(code(&output), 2, "{args:?}: {}", text(&output.stderr));
+        text(&output.stderr)
+    };
+    // Chooses nothing: a header alone, or a manifest whose keep column is empty.
+    write(dir, "only-header.csv", "id\n");
+    let manifest = dir.join("out/ads/manifest.csv");
+    for file in ["only-header.csv", manifest.to_str().unwrap()] {
+        let stderr = refused(&["export", "ads", "--select", file]);
+        assert!(stderr.contains("chooses no image"), "{stderr}");
+        assert!(!stderr.contains("no done image"), "{stderr}");
+    }
+    // Missing: the OS's reason, and that the review page's Export writes it.
+    for args in [
+        &["export", "ads", "--kept"][..],
+        &["promote", "ads", "--select", "out/ads/select.csv", "--sim"][..],
+        &[
+            "reframe",
+            "ads",
+            "--to",
+            "1:1",
+            "--select",
+            "out/ads/select.csv",
+            "--sim",
+        ][..],
+    ] {
+        let stderr = refused(args);
+        assert!(
+            stderr.contains("could not read the select file"),
+            "{args:?}: {stderr}"
+        );
+        assert!(stderr.contains("No such file or directory"), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("Export button (`darkroom review ads`)"),
+            "{args:?}: {stderr}"
+        );
+    }
+    // Unknown ids: each named with its line in the select file.
+    write(dir, "unknown.csv", "id\nrun-b\nno-such\n\nrun-z-9\n");
+    let stderr = refused(&["export", "ads", "--select", "unknown.csv"]);
+    assert!(
+        stderr.contains("unknown.csv, line 3: id \"no-such\":"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("unknown.csv, line 5: id \"run-z-9\":"),
+        "{stderr}"
+    );
+    let stderr = refused(&["promote", "ads", "--select", "unknown.csv", "--sim"]);
+    assert!(
+        stderr.contains("unknown.csv, line 3: no-such: no preview with this id"),
+        "{stderr}"
+    );
+}

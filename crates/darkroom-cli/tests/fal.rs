@@ -181,7 +181,7 @@ fn a_job_with_a_row_fal_cannot_make_whole_is_refused_before_anything_is_sent() {
     let stderr = text(&output.stderr);
     assert_eq!(code(&output), 2, "refused up front: {stderr}");
     assert!(
-        stderr.contains("line 3, row styled") && stderr.contains("style reference"),
+        stderr.contains("line 3 (id \"styled\")") && stderr.contains("style reference"),
         "{stderr}"
     );
     assert!(stderr.contains("nothing was sent"), "{stderr}");

@@ -132,7 +132,8 @@ fn readmes_previews_to_finals_path_with_sim_only_makes_each_final_from_its_previ
     let finals = run(dir.path(), &["promote", "example", "--all", "--sim"]);
     let stderr = text(&finals.stderr);
     assert!(!stderr.contains("no longer resolves"), "{stderr}");
-    assert!(stderr.contains("2 already promoted"), "{stderr}");
+    assert!(stderr.contains("promoting: 6 final(s) to make"), "{stderr}");
+    assert!(stderr.contains("2 already made"), "{stderr}");
 
     // Each final redoes its preview's picture: the simulator made it from the preview's URL.
     let final_files = files_in(&dir.path().join("out/example/final"));

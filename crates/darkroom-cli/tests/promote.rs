@@ -9,6 +9,7 @@ mod support;
 use std::path::Path;
 use std::process::Stdio;
 
+use darkroom_testkit::exiftool::{tags, text as tag};
 use support::{against, code, first_url, http, previews, text, write, Killed, SimProcess};
 
 const FLASH: i64 = 4_000;
@@ -115,7 +116,8 @@ fn promote_makes_finals_from_the_kept_previews_with_the_preview_as_reference() {
         .unwrap();
     assert_eq!(code(&again), 0, "{}", text(&again.stderr));
     assert!(
-        text(&again.stderr).contains("2 already promoted"),
+        text(&again.stderr)
+            .contains("promoting: 0 final(s) to make with photon-1 for $0.00, 0 in flight from an earlier run, 2 already made"),
         "{}",
         text(&again.stderr)
     );
@@ -208,6 +210,14 @@ fn a_preview_whose_url_expired_is_finalized_from_the_prompt_alone_and_the_report
             .as_str()
             .unwrap()
             .contains("no longer resolves"));
+        // Made from the prompt alone: the file names no source image it was not made from.
+        let found = tags(&dir.path().join(final_["path"].as_str().unwrap()));
+        assert_eq!(
+            tag(&found, "XMP-darkroom:Prompt").as_deref(),
+            final_["prompt"].as_str()
+        );
+        assert_eq!(tag(&found, "XMP-darkroom:Source"), None, "{found:?}");
+        assert_eq!(tag(&found, "XMP-darkroom:SourceGenerationId"), None, "{found:?}");
     }
     let report = against(dir.path(), &second)
         .args(["report", "vases"])
@@ -463,4 +473,53 @@ fn previews_and_finals_each_with_their_own_built_in_simulator_share_a_ledger() {
         .collect();
     assert_eq!(finals.len(), 2);
     assert!(finals.iter().all(|f| f["attempts"] == 1), "{finals:?}");
+}
+
+#[test]
+fn a_promotion_makes_only_its_own_selection_and_leaves_another_selections_unmade_finals_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = SimProcess::start(dir.path(), &[]);
+    assert_eq!(code(&previews(dir.path(), &sim)), 0);
+    let previews_billed = sim.net_billing();
+    let tall = write(dir.path(), "tall.csv", "id\ntall-1\ntall-2\n");
+    let bowl = write(dir.path(), "bowl.csv", "id\nbowl\n");
+    let promote = |select: &Path, budget: &str| {
+        against(dir.path(), &sim)
+            .args(["promote", "vases", "--select"])
+            .arg(select)
+            .args(["--budget", budget])
+            .output()
+            .unwrap()
+    };
+    // Room for one of the two tall finals: the other is skipped for the budget.
+    let first = promote(&tall, "0.015");
+    assert_eq!(code(&first), 3, "{}", text(&first.stderr));
+    assert!(
+        text(&first.stderr).contains("promoting: 2 final(s) to make with photon-1 for $0.03"),
+        "{}",
+        text(&first.stderr)
+    );
+    assert_eq!(sim.net_billing(), previews_billed + PHOTON);
+
+    // Another selection with a larger budget makes its one final, not the tall one left over.
+    let second = promote(&bowl, "1");
+    assert_eq!(code(&second), 0, "{}", text(&second.stderr));
+    assert!(
+        text(&second.stderr).contains("promoting: 1 final(s) to make with photon-1 for $0.015"),
+        "{}",
+        text(&second.stderr)
+    );
+    assert_eq!(sim.net_billing(), previews_billed + 2 * PHOTON);
+    assert!(!dir.path().join("out/vases/final/tall-2.jpg").exists());
+
+    // The first selection again resends its skipped final, announced as one to make.
+    let third = promote(&tall, "1");
+    assert_eq!(code(&third), 0, "{}", text(&third.stderr));
+    assert!(
+        text(&third.stderr).contains("promoting: 1 final(s) to make with photon-1 for $0.015, 0 in flight from an earlier run, 1 already made"),
+        "{}",
+        text(&third.stderr)
+    );
+    assert_eq!(sim.net_billing(), previews_billed + 3 * PHOTON);
+    assert!(dir.path().join("out/vases/final/tall-2.jpg").is_file());
 }

@@ -204,7 +204,7 @@ fn resuming_on_another_provider_without_the_key_of_the_one_holding_unsettled_cre
         "{stderr}"
     );
     assert!(
-        stderr.contains("line 2, row lamp-0 (lamp-0): sent to luma, not settled"),
+        stderr.contains("line 2 (id \"lamp-0\"): sent to luma, not settled"),
         "{stderr}"
     );
     assert!(stderr.contains("--provider luma"), "says what to do: {stderr}");

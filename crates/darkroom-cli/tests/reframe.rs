@@ -75,7 +75,7 @@ fn the_ad_set_walk_previews_two_finals_reframed_and_exported_with_the_ledger_equ
     let out = run(dir, &reframe);
     // run-a-2 is 16:9: both shapes; run-story-a-1 is already 9:16: only the square.
     assert!(
-        text(&out.stderr).contains("3 new image(s)"),
+        text(&out.stderr).contains("reframing: 3 image(s) to make for $0.045"),
         "{}",
         text(&out.stderr)
     );
@@ -125,7 +125,9 @@ fn the_ad_set_walk_previews_two_finals_reframed_and_exported_with_the_ledger_equ
     // The same command again makes nothing new and pays nothing.
     let again = run(dir, &reframe);
     assert!(
-        text(&again.stderr).contains("0 new image(s)"),
+        text(&again.stderr).contains(
+            "reframing: 0 image(s) to make for $0.00, 0 in flight from an earlier run, 3 already made"
+        ),
         "{}",
         text(&again.stderr)
     );
@@ -197,7 +199,7 @@ fn bad_to_values_are_refused_by_name_before_anything_is_spent() {
         .unwrap();
     assert_eq!(code(&out), 2, "{}", text(&out.stderr));
     assert!(
-        text(&out.stderr).contains("no-such-row: no final with this id"),
+        text(&out.stderr).contains("unknown.csv, line 3: no-such-row: no final with this id"),
         "{}",
         text(&out.stderr)
     );
@@ -267,4 +269,121 @@ fn estimate_prices_each_final_in_each_shape_it_lacks_and_refuses_a_bad_shape() {
         "{}",
         text(&out.stderr)
     );
+}
+
+#[test]
+fn a_reframe_makes_and_pays_only_its_own_shapes_and_names_another_to_left_waiting_with_its_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    ads_with_two_finals(dir);
+    let before = bill(dir);
+    // Two finals (run-a-2 16:9, run-story-a-1 9:16) in two shapes each: 4 reframes, room for one.
+    let first = [
+        "reframe", "ab-ads", "--to", "4:3,21:9", "--sim", "--budget", "0.02",
+    ];
+    let out = darkroom(dir).args(first).output().unwrap();
+    assert_eq!(code(&out), 3, "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("reframing: 4 image(s) to make for $0.06"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(bill(dir), before + PHOTON);
+
+    // Another --to makes its 4 and only those: the 3 left of the first stay unmade and are named.
+    let other = run(
+        dir,
+        &["reframe", "ab-ads", "--to", "3:4,9:21", "--sim", "--budget", "2"],
+    );
+    let stderr = text(&other.stderr);
+    assert!(
+        stderr.contains("reframing: 4 image(s) to make for $0.06"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("3 reframe(s) asked for by another --to wait, not made by this command")
+            && stderr.contains("`darkroom reframe ab-ads --to 4:3,21:9 --sim` makes them"),
+        "{stderr}"
+    );
+    assert_eq!(
+        bill(dir),
+        before + 5 * PHOTON,
+        "what was announced, and only that, was paid"
+    );
+    let reframes = dir.join("out/ab-ads/reframe");
+    let made = std::fs::read_dir(&reframes).unwrap().count();
+    assert_eq!(made, 5, "1 of the first --to and 4 of the second");
+
+    // The first command again resumes its own 3, announced at their price, and nothing else.
+    let resumed = run(
+        dir,
+        &["reframe", "ab-ads", "--to", "4:3,21:9", "--sim", "--budget", "1"],
+    );
+    let stderr = text(&resumed.stderr);
+    assert!(
+        stderr.contains(
+            "reframing: 3 image(s) to make for $0.045, 0 in flight from an earlier run, 1 already made"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("another --to"), "{stderr}");
+    assert_eq!(bill(dir), before + 8 * PHOTON);
+    assert_eq!(std::fs::read_dir(&reframes).unwrap().count(), 8);
+}
+
+#[test]
+fn a_preview_copied_from_the_trials_cache_is_promoted_with_its_picture_as_the_upstream_has_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    write(dir, "ab-ads.csv", include_str!("../../../jobs/ab-ads.csv"));
+    // README's order: a trial first, then the job, whose previews the trial made come from the cache.
+    run(dir, &["trial", "ab-ads.csv", "--sim"]);
+    run(dir, &["run", "ab-ads.csv", "--sim"]);
+    let previews = results(dir, "ab-ads");
+    let preview = &previews[&("preview".to_string(), "run-a-1".to_string())];
+    assert_eq!(preview["status"], "cached", "{preview}");
+    write(dir, "chosen.csv", "id\nrun-a-1\nrun-b-2\n");
+    let promote = run(dir, &["promote", "ab-ads", "--select", "chosen.csv", "--sim"]);
+    let stderr = text(&promote.stderr);
+    assert!(!stderr.contains("prompt alone"), "{stderr}");
+    let made = results(dir, "ab-ads");
+    let final_ = &made[&("final".to_string(), "run-a-1".to_string())];
+    assert!(
+        final_["reference"]
+            .as_str()
+            .unwrap()
+            .starts_with("modify_image_ref = preview run-a-1"),
+        "{final_}"
+    );
+    let found = tags(&dir.join(final_["path"].as_str().unwrap()));
+    assert_eq!(
+        tag(&found, "XMP-darkroom:Source").as_deref(),
+        Some("preview/run-a-1.jpg")
+    );
+    assert_eq!(
+        tag(&found, "XMP-darkroom:SourceGenerationId").as_deref(),
+        preview["generation_id"].as_str()
+    );
+    // A reframe of a final whose preview was a copy, and of the copied preview itself, both reach
+    // the upstream's image.
+    let out = run(
+        dir,
+        &[
+            "reframe",
+            "ab-ads",
+            "--to",
+            "1:1",
+            "--from",
+            "preview",
+            "--select",
+            "chosen.csv",
+            "--sim",
+        ],
+    );
+    assert!(
+        text(&out.stderr).contains("reframing: 2 image(s) to make"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(dir.join("out/ab-ads/reframe/run-a-1-preview-1-1.jpg").is_file());
 }

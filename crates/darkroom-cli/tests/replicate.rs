@@ -127,7 +127,7 @@ fn a_row_replicate_cannot_make_whole_is_refused_with_its_line_and_nothing_is_sen
     let stderr = text(&output.stderr);
     assert_eq!(code(&output), 2, "{stderr}");
     assert!(
-        stderr.contains("line 3, row two: replicate can't make 2 image references (takes at most 1)"),
+        stderr.contains("line 3 (id \"two\"): replicate can't make 2 image references (takes at most 1)"),
         "{stderr}"
     );
     assert!(!stderr.contains("row one"), "{stderr}");
@@ -197,11 +197,13 @@ fn estimate_shows_the_cost_on_each_provider_side_by_side_and_the_rows_each_canno
     let stderr = text(&output.stderr);
     assert_eq!(code(&output), 2, "not runnable on Replicate as it is: {stderr}");
     assert!(
-        stderr.contains("mixed.csv:3: row two: replicate can't make 2 image references (takes at most 1)"),
+        stderr.contains(
+            "mixed.csv: line 3 (id \"two\"): replicate can't make 2 image references (takes at most 1)"
+        ),
         "{stderr}"
     );
     assert!(
-        stderr.contains("mixed.csv:4: row png: replicate can't make format png (makes only jpg)"),
+        stderr.contains("mixed.csv: line 4 (id \"png\"): replicate can't make format png (makes only jpg)"),
         "{stderr}"
     );
 }

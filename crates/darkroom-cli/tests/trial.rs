@@ -71,6 +71,15 @@ fn a_trial_of_the_ab_ads_makes_both_models_images_a_table_and_a_projection_and_r
         stderr.contains("6 row(s), fewer than --sample 20: the trial takes every row"),
         "{stderr}"
     );
+    // The next step is the pairs page, not the contact sheet's promotion of previews.
+    assert!(
+        stderr.contains("next: darkroom review ab-ads-trial --sim, page /trial: judge each pair"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("choose the previews to make finals of"),
+        "{stderr}"
+    );
     let out = dir.path().join("out/ab-ads-trial");
     let expected = [
         "coffee-a.jpg",
@@ -296,4 +305,28 @@ fn a_choice_made_on_the_review_pages_pairs_changes_the_final_estimate_and_what_f
         };
         assert_eq!(result["model"], expected, "{line}");
     }
+}
+
+#[test]
+fn a_trial_without_budget_splits_the_default_budget_between_the_models_as_a_given_one_is() {
+    let dir = tempfile::tempdir().unwrap();
+    ab_ads(dir.path());
+    let trial = darkroom(dir.path())
+        .env("DARKROOM_BUDGET", "1")
+        .args(["trial", "ab-ads.csv", "--sim"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&trial), 0, "{}", text(&trial.stderr));
+    let status = darkroom_ok(dir.path(), &["status", "ab-ads-trial", "--json"]);
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    let budget = |pass: &str| {
+        let passes = status["jobs"][0]["passes"].as_array().unwrap();
+        let found = passes.iter().find(|p| p["pass"] == pass).unwrap();
+        darkroom_jobs::Money::parse_usd(found["budget"].as_str().unwrap())
+            .unwrap()
+            .micros()
+    };
+    // 10 rows at $0.004 (Flash) and $0.015 (Photon 1): Flash gets 4/19 of the dollar, rounded down.
+    assert_eq!(budget("preview"), 210_526, "{status:#}");
+    assert_eq!(budget("final"), 789_474, "{status:#}");
 }

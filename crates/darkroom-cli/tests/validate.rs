@@ -200,3 +200,68 @@ fn a_config_file_with_an_unknown_key_is_refused_with_its_name() {
         "the variable overrides the default"
     );
 }
+
+#[test]
+fn a_job_file_without_rows_is_refused_alike_by_validate_run_and_trial_and_nothing_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("empty.csv"), "id,prompt,aspect_ratio\n").unwrap();
+    std::fs::write(dir.path().join("empty.jsonl"), "\n\n").unwrap();
+    for (file, expected) in [
+        (
+            "empty.csv",
+            "empty.csv: line 2: the file has no rows (expected a row after the header line)",
+        ),
+        (
+            "empty.jsonl",
+            "empty.jsonl: line 1: the file has no rows (expected one JSON object per line)",
+        ),
+    ] {
+        for command in [
+            &["validate", file][..],
+            &["run", file, "--sim"],
+            &["trial", file, "--sim"],
+        ] {
+            let output = support::darkroom(dir.path()).args(command).output().unwrap();
+            let stderr = text(&output.stderr);
+            assert_eq!(output.status.code(), Some(2), "{command:?}: {stderr}");
+            assert!(stderr.contains("no rows"), "{command:?}: {stderr}");
+            if command[0] != "trial" {
+                assert!(stderr.contains(expected), "{command:?}: {stderr}");
+            }
+        }
+    }
+    let status = support::darkroom(dir.path())
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    let jobs = text(&status.stdout);
+    assert!(!jobs.contains("\"empty\""), "nothing recorded: {jobs}");
+}
+
+#[test]
+fn jsonl_counts_must_be_json_numbers_and_each_refusal_names_its_line_and_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("typed.jsonl");
+    std::fs::write(
+        &path,
+        concat!(
+            "{\"id\":\"ok\",\"prompt\":\"A red sofa in a sunlit room\",\"variants\":2}\n",
+            "{\"id\":\"text\",\"prompt\":\"A red sofa in a sunlit room\",\"variants\":\"2\"}\n",
+            "{\"id\":\"half\",\"prompt\":\"A red sofa in a sunlit room\",\"variants\":2.5}\n",
+            "{\"id\":\"flag\",\"prompt\":\"A red sofa in a sunlit room\",\"variants\":true}\n",
+            "{\"id\":\"weight\",\"prompt\":\"A red sofa\",\"style_ref\":{\"url\":\"https://a/b.jpg\",\"weight\":\"0.5\"}}\n",
+        ),
+    )
+    .unwrap();
+    let output = run(&["validate", path.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("line 2 (id \"text\"): variants must be a JSON number (e.g. \"variants\": 2), not the string \"2\""),
+        "{stderr}"
+    );
+    assert!(stderr.contains("line 3 (id \"half\"): variants"), "{stderr}");
+    assert!(stderr.contains("line 4 (id \"flag\"): variants"), "{stderr}");
+    assert!(stderr.contains("line 5 (id \"weight\")"), "{stderr}");
+    assert!(!stderr.contains("line 1 "), "{stderr}");
+}

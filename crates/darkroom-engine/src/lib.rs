@@ -132,6 +132,11 @@ pub struct RunSettings {
     /// The label (a team, a client) the job's spend counts toward (`--label`); `None` keeps the
     /// job's label, an empty one removes it.
     pub label: Option<String>,
+    /// The tasks this run may start, by key (`None`: every task of the pass). A command that
+    /// adds tasks to a shared pass (`reframe`, `promote`) makes only its own: other pending or
+    /// skipped tasks of the pass are neither reopened, sent nor skipped by it. Work already in
+    /// flight is finished whatever the scope.
+    pub scope: Option<darkroom_ledger::TaskScope>,
 }
 
 impl RunSettings {
@@ -186,6 +191,7 @@ impl RunSettings {
             qc: qc::QcSettings::default(),
             account: None,
             label: None,
+            scope: None,
         }
     }
 }

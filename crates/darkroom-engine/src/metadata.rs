@@ -132,8 +132,14 @@ pub async fn for_task(
     provider: &str,
     generation_id: Option<&str>,
 ) -> Result<ImageMetadata, EngineError> {
-    // A reframe names the image it extends; a final, the preview it was made from.
-    let source = match task.source_task_id.or(task.preview_task_id) {
+    // A reframe names the image it extends; a final, the preview it was made from, unless that
+    // preview could not be sent (then the final was made from the prompt alone: no source).
+    let source_task = if task.reference_lost {
+        None
+    } else {
+        task.source_task_id.or(task.preview_task_id)
+    };
+    let source = match source_task {
         Some(preview) => {
             let preview = ledger.task(preview).await?;
             Some(Source {

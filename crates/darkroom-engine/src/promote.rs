@@ -76,6 +76,8 @@ pub struct Plan {
     pub chosen: Vec<TileRecord>,
     /// Chosen previews that already have a final (promoting again resumes them).
     pub already: Vec<String>,
+    /// Those finals, in any state: what a run of this selection resumes.
+    pub already_finals: Vec<TileRecord>,
     /// Ids that match no preview of the job.
     pub unknown: Vec<String>,
     /// Previews that have no image to promote (failed, blocked, skipped, not yet done): each id
@@ -119,6 +121,49 @@ impl Plan {
             .collect()
     }
 
+    /// Finals of this selection the pass has and this run will send: pending, or ended skipped,
+    /// cancelled or failed (reopened by the run).
+    pub fn to_resend(&self) -> impl Iterator<Item = &TileRecord> {
+        self.already_finals.iter().filter(|t| {
+            matches!(
+                t.state,
+                TaskState::Pending | TaskState::Skipped | TaskState::Cancelled | TaskState::Failed
+            )
+        })
+    }
+
+    /// Finals of this selection sent by an earlier run and not finished yet: finished by the run
+    /// without a new create.
+    pub fn in_flight(&self) -> impl Iterator<Item = &TileRecord> {
+        self.already_finals.iter().filter(|t| t.state.is_in_flight())
+    }
+
+    /// Finals of this selection already made (done).
+    pub fn made(&self) -> impl Iterator<Item = &TileRecord> {
+        self.already_finals.iter().filter(|t| t.state == TaskState::Done)
+    }
+
+    /// What this run will send, new and resent finals together: how many, and their cost (new
+    /// ones at the price of the model their routing makes them with, resent ones at the price
+    /// they were added with).
+    pub fn to_make(&self, options: &PromoteOptions) -> (usize, Money) {
+        let resent = self
+            .to_resend()
+            .fold(0_i64, |sum, t| sum.saturating_add(t.price_micros));
+        let cost = self.routed_cost(options).micros().saturating_add(resent);
+        (
+            self.chosen.len() + self.to_resend().count(),
+            Money::from_micros(cost),
+        )
+    }
+
+    /// The finals' task keys this selection asks for, new and existing: the run's scope, so a
+    /// promotion makes only its own finals and not another selection's left unmade.
+    pub fn keys(&self) -> Vec<String> {
+        let new = self.chosen.iter().map(|p| p.task_key.clone());
+        new.chain(self.already.iter().cloned()).collect()
+    }
+
     /// Why each chosen id that can't be promoted can't, one line each naming the id: unknown ids
     /// first, then previews with no image.
     pub fn problems(&self) -> Vec<String> {
@@ -149,13 +194,12 @@ pub enum Selection {
 #[derive(Debug, thiserror::Error)]
 pub enum SelectionError {
     /// The file could not be opened.
-    #[error("could not read {path}")]
+    #[error("could not read the select file {path}: {reason}")]
     Io {
         /// The select file, as given.
         path: String,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
+        /// The I/O error (the OS's reason is in the message).
+        reason: std::io::Error,
     },
     /// A record is not CSV (e.g. not UTF-8).
     #[error("{path}, line {line}: {message}")]
@@ -190,12 +234,33 @@ fn is_kept(cell: &str) -> bool {
 /// # Errors
 /// `SelectionError`, naming the file and, for a bad record, its line.
 pub fn read_selection(path: &Path) -> Result<Vec<String>, SelectionError> {
+    Ok(read_selection_lines(path)?.into_iter().map(|s| s.id).collect())
+}
+
+/// One id a select file chooses, with the line it is on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SelectedId {
+    /// The id as the file gives it (trimmed).
+    pub id: String,
+    /// The line of its record, from 1 (the header is line 1).
+    pub line: u64,
+}
+
+/// [`read_selection`], each id with its line, so a caller can name the line of an id it can't use.
+///
+/// # Errors
+/// As [`read_selection`].
+pub fn read_selection_lines(path: &Path) -> Result<Vec<SelectedId>, SelectionError> {
     let shown = path.display().to_string();
-    let file = std::fs::File::open(path).map_err(|source| SelectionError::Io {
+    // A select file is small (a manifest of 50,000 rows is a few MB): held whole, so each id's
+    // physical line can be counted from its record's offset.
+    let bytes = std::fs::read(path).map_err(|reason| SelectionError::Io {
         path: shown.clone(),
-        source,
+        reason,
     })?;
-    let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(file);
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_reader(bytes.as_slice());
     let csv_error = |e: csv::Error| SelectionError::Csv {
         path: shown.clone(),
         line: e.position().map_or(1, csv::Position::line),
@@ -219,10 +284,23 @@ pub fn read_selection(path: &Path) -> Result<Vec<String>, SelectionError> {
             continue;
         }
         if let Some(value) = record.get(id).map(str::trim).filter(|v| !v.is_empty()) {
-            ids.push(value.to_string());
+            ids.push(SelectedId {
+                id: value.to_string(),
+                line: record.position().map_or(0, |p| line_at(&bytes, p.byte())),
+            });
         }
     }
     Ok(ids)
+}
+
+/// The physical line (from 1) of the record at byte `offset`: blank lines the reader skipped
+/// before the record count, as an editor shows them.
+fn line_at(bytes: &[u8], offset: u64) -> u64 {
+    let mut at = usize::try_from(offset).unwrap_or(usize::MAX).min(bytes.len());
+    while bytes.get(at).is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        at += 1;
+    }
+    1 + bytes[..at].iter().filter(|b| **b == b'\n').count() as u64
 }
 
 /// Checks a selection against the job's previews and finals: each id once, in the selection's
@@ -261,6 +339,10 @@ pub async fn plan(ledger: &Ledger, job_id: i64, selection: &Selection) -> Result
     for preview in wanted {
         if promoted.contains(&preview.id) || final_keys.contains(preview.task_key.as_str()) {
             plan.already.push(preview.task_key.clone());
+            let final_of = finals
+                .iter()
+                .find(|f| f.preview_task_id == Some(preview.id) || f.task_key == preview.task_key);
+            plan.already_finals.extend(final_of.cloned());
         } else {
             plan.chosen.push(preview.clone());
         }
@@ -273,8 +355,10 @@ pub async fn plan(ledger: &Ledger, job_id: i64, selection: &Selection) -> Result
 pub struct FinalsAdded {
     /// The final pass after the budget policy (its budget, spend and deadline).
     pub pass: PassRecord,
-    /// Task ids of the finals made from the prompt alone: their preview's URL no longer resolved.
+    /// Task ids of the finals made from the prompt alone: their preview can't be sent.
     pub without_reference: Vec<String>,
+    /// The same finals, each `KEY: why` (the URL no longer resolves, or the ledger has none).
+    pub without_reference_why: Vec<String>,
 }
 
 /// Promoting, as `darkroom promote` and the review page both do it: applies the budget policy to
@@ -295,28 +379,32 @@ pub async fn prepare_finals(
 ) -> Result<FinalsAdded, EngineError> {
     let (given, default) = budget;
     let pass = crate::budget::apply_budget(ledger, job_id, Pass::Final, given, default).await?;
-    let without_reference = add_finals(ledger, client, job_id, plan, options).await?;
+    let without = add_finals(ledger, client, job_id, plan, options).await?;
     Ok(FinalsAdded {
         pass,
-        without_reference,
+        without_reference: without.iter().map(|(key, _)| key.clone()).collect(),
+        without_reference_why: without
+            .into_iter()
+            .map(|(key, why)| format!("{key}: {why}"))
+            .collect(),
     })
 }
 
 /// Adds a pending final for each chosen preview; returns the finals made without their preview
-/// (its URL no longer resolved), by task id. Run the final pass afterwards to make them.
+/// (it can't be sent), by task id, each with why. Run the final pass afterwards to make them.
 async fn add_finals(
     ledger: &Ledger,
     client: &Arc<dyn Provider>,
     job_id: i64,
     plan: &Plan,
     options: &PromoteOptions,
-) -> Result<Vec<String>, EngineError> {
+) -> Result<Vec<(String, String)>, EngineError> {
     let checks = check_references(client, plan, options.reference).await;
     let mut finals = Vec::with_capacity(checks.len());
     let mut without = Vec::new();
     for (preview, resolves) in checks {
-        if matches!(resolves, Some(Err(_))) {
-            without.push(preview.task_key.clone());
+        if let Some(Err(why)) = &resolves {
+            without.push((preview.task_key.clone(), why.clone()));
         }
         finals.push(new_final(&preview, resolves, options));
     }
@@ -343,10 +431,11 @@ async fn check_references(
                     (_, PreviewReference::None) => None,
                     (Some(url), _) => Some(match client.download(url, 64 << 20).await {
                         Ok(_) => Ok(url.clone()),
-                        Err(error) => Err(error.to_string()),
+                        Err(error) => Err(format!("its upstream URL no longer resolves: {error}")),
                     }),
                     (None, _) => Some(Err(
-                        "the ledger has no upstream URL for it (a cached image)".to_string()
+                        "the ledger has no upstream URL for its image (a copy whose source's URL is not known)"
+                            .to_string(),
                     )),
                 };
                 (preview, resolves)
@@ -384,7 +473,7 @@ fn new_final(
         }
         Some(Err(why)) => (
             None,
-            format!("the preview's URL no longer resolves ({why}); made from the prompt alone"),
+            format!("the preview can't be sent as a reference ({why}); made from the prompt alone"),
         ),
     };
     let (model, price, _) = options.route(preview);

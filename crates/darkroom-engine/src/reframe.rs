@@ -38,8 +38,11 @@ pub enum From {
 pub struct Plan {
     /// New reframes to add: each source with one target.
     pub new: Vec<(TileRecord, AspectRatio)>,
-    /// Reframes the pass already has (asking again resumes them), by task key.
-    pub already: Vec<String>,
+    /// Reframes of this request the pass already has (asking again resumes them), in any state.
+    pub already: Vec<TileRecord>,
+    /// Reframes the pass has that this request does not ask for and that are not made (pending,
+    /// skipped for budget or deadline, failed): left as they are, for the command that asked.
+    pub others_waiting: Vec<TileRecord>,
     /// Source and target pairs left out because the source already has that aspect ratio, as
     /// `KEY (W:H)`.
     pub same_shape: Vec<String>,
@@ -56,6 +59,61 @@ impl Plan {
         });
         Money::from_micros(micros)
     }
+
+    /// Reframes of this request the pass has and this run will send: pending, or ended skipped,
+    /// cancelled or failed (reopened by the run).
+    pub fn to_resend(&self) -> impl Iterator<Item = &TileRecord> {
+        self.already.iter().filter(|t| will_send(t.state))
+    }
+
+    /// Reframes of this request sent by an earlier run and not finished yet: the run finishes
+    /// them, without a new create.
+    pub fn in_flight(&self) -> impl Iterator<Item = &TileRecord> {
+        self.already.iter().filter(|t| t.state.is_in_flight())
+    }
+
+    /// Reframes of this request already made (done).
+    pub fn made(&self) -> impl Iterator<Item = &TileRecord> {
+        self.already.iter().filter(|t| t.state == TaskState::Done)
+    }
+
+    /// What this run will send, new and resent together: how many, and their cost (new ones per
+    /// `prices`, resent ones at the price they were added with). New reframes of the sources in
+    /// `unreachable` (task row ids: [`ReframesAdded::unreachable_sources`]) were not added and
+    /// are not counted.
+    pub fn to_make(&self, prices: &PriceTable, unreachable: &BTreeSet<i64>) -> (usize, Money) {
+        let added: Vec<&(TileRecord, AspectRatio)> = self
+            .new
+            .iter()
+            .filter(|(source, _)| !unreachable.contains(&source.id))
+            .collect();
+        let new_cost = added.iter().fold(0_i64, |sum, (source, _)| {
+            let model = darkroom_jobs::Model::parse(&source.model).unwrap_or(darkroom_jobs::Model::Photon1);
+            sum.saturating_add(prices.price(model).micros())
+        });
+        let cost = self
+            .to_resend()
+            .fold(new_cost, |sum, t| sum.saturating_add(t.price_micros));
+        (added.len() + self.to_resend().count(), Money::from_micros(cost))
+    }
+
+    /// The task keys this request asks for, new and existing: the run's scope.
+    pub fn keys(&self) -> Vec<String> {
+        let new = self
+            .new
+            .iter()
+            .map(|(source, target)| reframe_key(source, *target));
+        new.chain(self.already.iter().map(|t| t.task_key.clone()))
+            .collect()
+    }
+}
+
+/// Whether a run reopens and sends a task in this state.
+fn will_send(state: TaskState) -> bool {
+    matches!(
+        state,
+        TaskState::Pending | TaskState::Skipped | TaskState::Cancelled | TaskState::Failed
+    )
 }
 
 /// A reframe's task key and file stem: its source's key, `preview` for a preview, and the target,
@@ -116,6 +174,7 @@ pub async fn plan(
     let mut plan = Plan::default();
     let sources = sources(&previews, &finals, from, ids, &mut plan.problems);
     let by_key: HashMap<&str, &TileRecord> = existing.iter().map(|t| (t.task_key.as_str(), t)).collect();
+    let mut asked = BTreeSet::new();
     for source in sources {
         for &target in targets {
             if source.aspect_ratio == target.as_str() {
@@ -124,8 +183,9 @@ pub async fn plan(
                 continue;
             }
             let key = reframe_key(source, target);
+            asked.insert(key.clone());
             match by_key.get(key.as_str()) {
-                Some(task) if task.source_task_id == Some(source.id) => plan.already.push(key),
+                Some(task) if task.source_task_id == Some(source.id) => plan.already.push((*task).clone()),
                 Some(_) => plan.problems.push(format!(
                     "{}: the reframe {key} already exists for another image of that name",
                     source.task_key
@@ -134,6 +194,10 @@ pub async fn plan(
             }
         }
     }
+    plan.others_waiting = existing
+        .into_iter()
+        .filter(|t| will_send(t.state) && !asked.contains(&t.task_key))
+        .collect();
     Ok(plan)
 }
 
@@ -195,6 +259,8 @@ pub struct ReframesAdded {
     /// Sources skipped because the upstream can't fetch them, each `KEY: why`; nothing was spent
     /// on them.
     pub unreachable: Vec<String>,
+    /// The same sources, by task row id.
+    pub unreachable_sources: BTreeSet<i64>,
 }
 
 /// Prepares the reframes of `plan`: applies the budget policy to the reframe pass (`given` USD if
@@ -217,11 +283,13 @@ pub async fn prepare_reframes(
     let pass = crate::budget::apply_budget(ledger, job_id, Pass::Reframe, given, default).await?;
     let reachable = check_sources(client, plan).await;
     let mut unreachable = Vec::new();
+    let mut unreachable_sources = BTreeSet::new();
     let mut reframes = Vec::new();
     for (source, target) in &plan.new {
         match reachable.get(&source.id) {
             Some(Ok(url)) => reframes.push(new_reframe(source, *target, url, prices)),
             Some(Err(why)) => {
+                unreachable_sources.insert(source.id);
                 let line = format!("{}: {why}; not reframed, nothing spent", source.task_key);
                 if !unreachable.contains(&line) {
                     unreachable.push(line);
@@ -235,6 +303,7 @@ pub async fn prepare_reframes(
         pass,
         added,
         unreachable,
+        unreachable_sources,
     })
 }
 

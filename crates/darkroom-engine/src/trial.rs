@@ -50,9 +50,11 @@ pub struct TrialJob<'a> {
     /// `OUT/JOB-trial`: the rows file is written there.
     pub dir: &'a Path,
     /// The trial's budget across both models, if given (split in proportion to each model's cost
-    /// of the sample); without one each pass follows the budget policy with `default_budget`.
+    /// of the sample); without one each pass follows the budget policy with its share of
+    /// `default_budget`.
     pub budget: Option<Money>,
-    /// A pass's budget when it has none yet and none is given.
+    /// The whole trial's budget when none is given and its passes have none yet: split between
+    /// the models as a given budget is, so the trial never spends more than it.
     pub default_budget: Money,
     /// Prices per model, micro-dollars per image.
     pub prices: PriceTable,
@@ -91,9 +93,15 @@ pub async fn prepare_trial(ledger: &Ledger, trial: TrialJob<'_>) -> Result<Prepa
         path: rows_file.display().to_string(),
         source,
     })?;
-    let budgets = split_budget(trial.budget, trial.sample.rows.len() as u64, trial.prices);
+    let rows = trial.sample.rows.len() as u64;
+    let budgets = split_budget(trial.budget, rows, trial.prices);
+    let defaults = split_budget(Some(trial.default_budget), rows, trial.prices);
+    let passes = [
+        (Pass::Preview, budgets.0, defaults.0),
+        (Pass::Final, budgets.1, defaults.1),
+    ];
     let mut job_id = 0;
-    for (pass, budget) in [(Pass::Preview, budgets.0), (Pass::Final, budgets.1)] {
+    for (pass, budget, default_budget) in passes {
         let prepared = prepare_job(
             ledger,
             JobFile {
@@ -101,7 +109,7 @@ pub async fn prepare_trial(ledger: &Ledger, trial: TrialJob<'_>) -> Result<Prepa
                 file: &rows_file,
                 pass,
                 budget,
-                default_budget: trial.default_budget,
+                default_budget: default_budget.unwrap_or(Money::ZERO),
                 routing: TRIAL_ROUTING,
                 prices: trial.prices,
                 read: trial.read,

@@ -135,7 +135,13 @@ fn to_raw(line: u64, row: JsonRow) -> RawRow {
     raw.format = row.format;
     raw.variants = match row.variants {
         None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::String(s)) => Some(s),
+        // JSONL is typed: a count given as text is refused, as a weight given as text is.
+        Some(serde_json::Value::String(s)) => {
+            raw.errors.push(format!(
+                "variants must be a JSON number (e.g. \"variants\": 2), not the string {s:?}"
+            ));
+            None
+        }
         Some(other) => Some(other.to_string()),
     };
     let mut refs = References {

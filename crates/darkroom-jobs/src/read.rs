@@ -202,6 +202,15 @@ pub fn read_from<R: Read + Seek>(
     source.seek(SeekFrom::Start(0)).map_err(io)?;
     let mut sink = Sink::new(*options, on_row, Mode::Validate, reserve.names);
     let file_fingerprint = read_pass(&mut source, name, format, &mut sink)?;
+    if sink.records == 0 && sink.error_count == 0 {
+        // A job of nothing is a mistake (the wrong file, rows lost to an export), never a success:
+        // every command that reads a job file refuses it the same way.
+        let (line, expected) = match format {
+            FileFormat::Csv => (2, "a row after the header line"),
+            FileFormat::Jsonl => (1, "one JSON object per line"),
+        };
+        sink.error(line, None, format!("the file has no rows (expected {expected})"));
+    }
     Ok(sink.into_report(format, file_fingerprint))
 }
 

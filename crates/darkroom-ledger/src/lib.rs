@@ -41,6 +41,7 @@ mod qc;
 mod records;
 mod reframes;
 mod review;
+mod scope;
 mod sheet;
 mod spending;
 mod states;
@@ -70,6 +71,7 @@ pub use records::{
 };
 pub use reframes::NewReframe;
 pub use review::{ModelSpend, NewFinal, SpendPoint};
+pub use scope::TaskScope;
 pub use sheet::TaskVersion;
 pub use spending::{LimitPeriod, LimitScope, LimitUsage};
 pub use states::{Damage, GenerationState, PassStatus, QcKind, SpendKind, TaskState};

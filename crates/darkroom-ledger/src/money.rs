@@ -186,13 +186,22 @@ impl Ledger {
         Ok(())
     }
 
-    /// The sum of prices of the pass's pending tasks: what finishing it would cost.
-    pub async fn pending_cost(&self, job_id: i64, pass: Pass) -> Result<Money> {
-        let sum: Option<i64> = sqlx::query_scalar(
-            "SELECT SUM(price_micros) FROM tasks WHERE job_id = ?1 AND pass = ?2 AND state = 'pending' AND superseded = 0",
-        )
+    /// The sum of prices of the pass's pending tasks within `scope` (`None`: all): what finishing
+    /// it would cost.
+    pub async fn pending_cost(
+        &self,
+        job_id: i64,
+        pass: Pass,
+        scope: Option<&crate::TaskScope>,
+    ) -> Result<Money> {
+        let sum: Option<i64> = sqlx::query_scalar(&format!(
+            "SELECT SUM(price_micros) FROM tasks WHERE job_id = ?1 AND pass = ?2 AND state = 'pending' AND superseded = 0
+             AND {}",
+            crate::scope::in_scope(3)
+        ))
         .bind(job_id)
         .bind(pass.as_str())
+        .bind(crate::scope::bound(scope))
         .fetch_one(&self.pool)
         .await?;
         Ok(Money::from_micros(sum.unwrap_or(0)))

@@ -71,8 +71,14 @@ pub struct SpendPoint {
 const SELECT_TILES: &str = concat!(
     "SELECT ",
     task_columns!(),
-    ", (SELECT g.image_url FROM generations g WHERE g.task_id = t.id AND g.image_url IS NOT NULL
-       AND g.state IN ('kept', 'completed') ORDER BY g.id DESC LIMIT 1) AS image_url
+    // A cache copy made no generation of its own: its URL is the one of the generation it copies
+    // (`generation_id`, the upstream id it recorded), while the upstream keeps it.
+    ", COALESCE(
+         (SELECT g.image_url FROM generations g WHERE g.task_id = t.id AND g.image_url IS NOT NULL
+            AND g.state IN ('kept', 'completed') ORDER BY g.id DESC LIMIT 1),
+         (SELECT g.image_url FROM generations g WHERE t.cached = 1 AND g.upstream_id = t.generation_id
+            AND g.image_url IS NOT NULL AND g.state IN ('kept', 'completed'))
+       ) AS image_url
     FROM tasks t"
 );
 

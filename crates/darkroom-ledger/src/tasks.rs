@@ -3,7 +3,8 @@
 
 use darkroom_jobs::Pass;
 
-use crate::{now_ms, ImageContent, Ledger, Result, TaskRecord, TaskState};
+use crate::scope::{bound, in_scope};
+use crate::{now_ms, ImageContent, Ledger, Result, TaskRecord, TaskScope, TaskState};
 
 impl Ledger {
     /// Up to `limit` pending tasks of the pass with an id above `after`, in file order.
@@ -14,14 +15,28 @@ impl Ledger {
         after: i64,
         limit: i64,
     ) -> Result<Vec<TaskRecord>> {
+        self.pending_tasks_in(job_id, pass, None, after, limit).await
+    }
+
+    /// [`Ledger::pending_tasks`] within `scope` (`None`: every pending task of the pass).
+    pub async fn pending_tasks_in(
+        &self,
+        job_id: i64,
+        pass: Pass,
+        scope: Option<&TaskScope>,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<TaskRecord>> {
         Ok(sqlx::query_as::<_, TaskRecord>(&format!(
             "{SELECT_TASKS} WHERE job_id = ?1 AND pass = ?2 AND state = 'pending' AND superseded = 0 AND id > ?3
-             ORDER BY id LIMIT ?4"
+             AND {} ORDER BY id LIMIT ?4",
+            in_scope(5)
         ))
         .bind(job_id)
         .bind(pass.as_str())
         .bind(after)
         .bind(limit)
+        .bind(bound(scope))
         .fetch_all(&self.pool)
         .await?)
     }
@@ -160,44 +175,59 @@ impl Ledger {
         Ok(())
     }
 
-    /// Every pending task of the pass ends as `state` (skipped for budget or deadline, cancelled).
-    pub async fn end_pending(&self, job_id: i64, pass: Pass, state: TaskState, reason: &str) -> Result<u64> {
-        Ok(sqlx::query(
+    /// Every pending task of the pass within `scope` (`None`: all) ends as `state` (skipped for
+    /// budget or deadline, cancelled).
+    pub async fn end_pending(
+        &self,
+        job_id: i64,
+        pass: Pass,
+        scope: Option<&TaskScope>,
+        state: TaskState,
+        reason: &str,
+    ) -> Result<u64> {
+        Ok(sqlx::query(&format!(
             "UPDATE tasks SET state = ?3, reason = ?4, finished_at = ?5
-             WHERE job_id = ?1 AND pass = ?2 AND state = 'pending' AND superseded = 0",
-        )
+             WHERE job_id = ?1 AND pass = ?2 AND state = 'pending' AND superseded = 0 AND {}",
+            in_scope(6)
+        ))
         .bind(job_id)
         .bind(pass.as_str())
         .bind(state.as_str())
         .bind(reason)
         .bind(now_ms())
+        .bind(bound(scope))
         .execute(&self.pool)
         .await?
         .rows_affected())
     }
 
-    /// Tasks that ended skipped (budget, deadline) go back to pending, so a resumed run with a
-    /// raised budget takes them up again. Returns how many.
-    pub async fn reopen_skipped(&self, job_id: i64, pass: Pass) -> Result<u64> {
-        Ok(sqlx::query(
+    /// Tasks within `scope` (`None`: all) that ended skipped (budget, deadline) go back to
+    /// pending, so a resumed run with a raised budget takes them up again. Returns how many.
+    pub async fn reopen_skipped(&self, job_id: i64, pass: Pass, scope: Option<&TaskScope>) -> Result<u64> {
+        Ok(sqlx::query(&format!(
             "UPDATE tasks SET state = 'pending', reason = NULL, finished_at = NULL
-             WHERE job_id = ?1 AND pass = ?2 AND state IN ('skipped', 'cancelled') AND superseded = 0",
-        )
+             WHERE job_id = ?1 AND pass = ?2 AND state IN ('skipped', 'cancelled') AND superseded = 0 AND {}",
+            in_scope(3)
+        ))
         .bind(job_id)
         .bind(pass.as_str())
+        .bind(bound(scope))
         .execute(&self.pool)
         .await?
         .rows_affected())
     }
 
-    /// Failed (not blocked) tasks get another round of attempts on a new run.
-    pub async fn reopen_failed(&self, job_id: i64, pass: Pass) -> Result<u64> {
-        Ok(sqlx::query(
+    /// Failed (not blocked) tasks within `scope` (`None`: all) get another round of attempts on
+    /// a new run.
+    pub async fn reopen_failed(&self, job_id: i64, pass: Pass, scope: Option<&TaskScope>) -> Result<u64> {
+        Ok(sqlx::query(&format!(
             "UPDATE tasks SET state = 'pending', reason = NULL, finished_at = NULL, attempts = 0
-             WHERE job_id = ?1 AND pass = ?2 AND state = 'failed' AND superseded = 0",
-        )
+             WHERE job_id = ?1 AND pass = ?2 AND state = 'failed' AND superseded = 0 AND {}",
+            in_scope(3)
+        ))
         .bind(job_id)
         .bind(pass.as_str())
+        .bind(bound(scope))
         .execute(&self.pool)
         .await?
         .rows_affected())

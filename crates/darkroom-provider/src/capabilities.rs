@@ -69,7 +69,7 @@ impl Capabilities {
         ];
         for (what, list, max) in counted {
             if list.len() > max {
-                reasons.push(format!("{} {what}s (takes at most {max})", list.len()));
+                reasons.push(format!("{} ({})", counted_noun(list.len(), what), limit(max)));
             }
             if !self.reference_weights && list.iter().any(|r| r.weight.is_some()) {
                 reasons.push(format!("a weight on its {what}s (takes none)"));
@@ -79,8 +79,9 @@ impl Capabilities {
             let images = character.identity0.images.len();
             if images > self.max_character_images {
                 reasons.push(format!(
-                    "{images} character images (takes at most {})",
-                    self.max_character_images
+                    "{} ({})",
+                    counted_noun(images, "character image"),
+                    limit(self.max_character_images)
                 ));
             }
         }
@@ -88,6 +89,24 @@ impl Capabilities {
             reasons.push("modify_image_ref (can't modify an image)".to_string());
         }
         reasons
+    }
+}
+
+/// `1 image reference`, `2 image references`.
+fn counted_noun(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+/// What a provider takes of a counted thing: `takes none`, `takes at most 1`.
+fn limit(max: usize) -> String {
+    if max == 0 {
+        "takes none".to_string()
+    } else {
+        format!("takes at most {max}")
     }
 }
 
@@ -162,6 +181,38 @@ mod tests {
                 "model photon-1 is not offered",
                 "a weight on its image references (takes none)"
             ]
+        );
+    }
+
+    #[test]
+    fn counts_read_as_english_for_none_one_and_many() {
+        let mut none = one_reference_provider();
+        none.max_image_refs = 0;
+        none.max_character_images = 0;
+        let one_each = CreateRequest {
+            image_ref: Some(vec![reference("https://a/1.jpg")]),
+            character_ref: Some(CharacterRef {
+                identity0: Identity {
+                    images: vec!["https://a/3.jpg".into()],
+                },
+            }),
+            ..CreateRequest::new("photon-1", "a chair")
+        };
+        assert_eq!(
+            none.refusals(&one_each),
+            ["1 image reference (takes none)", "1 character image (takes none)"]
+        );
+        let three = CreateRequest {
+            style_ref: Some(vec![
+                reference("https://a/1.jpg"),
+                reference("https://a/2.jpg"),
+                reference("https://a/3.jpg"),
+            ]),
+            ..CreateRequest::new("photon-1", "a chair")
+        };
+        assert_eq!(
+            one_reference_provider().refusals(&three),
+            ["3 style references (takes at most 1)"]
         );
     }
 }

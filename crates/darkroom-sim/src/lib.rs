@@ -147,6 +147,15 @@ pub async fn spawn(config: SimConfig) -> Result<SimHandle, SimError> {
         Some(store) => store.locked(|| store.read())?,
         None => None,
     };
+    let fal_store = config
+        .state_dir
+        .as_deref()
+        .map(|dir| persist::Store::open_file(dir, persist::FAL_ACCOUNT_FILE))
+        .transpose()?;
+    let fal_saved = match &fal_store {
+        Some(store) => store.locked(|| store.read())?,
+        None => None,
+    };
     let saved_ports = saved.as_ref().map(|s| s.ports.clone()).unwrap_or_default();
     let (listener, addr) = listen(config.port, &saved_ports).await?;
     // The ports the account's earlier image URLs name, listened on again where free.
@@ -165,12 +174,13 @@ pub async fn spawn(config: SimConfig) -> Result<SimHandle, SimError> {
     if let Some(saved) = &saved {
         persist::merge(&mut account, saved);
     }
+    let mut fal = state::Account::new(&config, rand::rngs::StdRng::seed_from_u64(config.seed ^ FAL_SEED));
+    if let Some(saved) = &fal_saved {
+        persist::merge(&mut fal, saved);
+    }
     let sim = Arc::new(Sim {
         account: Mutex::new(account),
-        fal: Mutex::new(state::Account::new(
-            &config,
-            rand::rngs::StdRng::seed_from_u64(config.seed ^ FAL_SEED),
-        )),
+        fal: Mutex::new(fal),
         images: Mutex::new(ImageCache::default()),
         http: reqwest::Client::new(),
         asset_base: OnceLock::new(),
@@ -179,6 +189,7 @@ pub async fn spawn(config: SimConfig) -> Result<SimHandle, SimError> {
         changed: Notify::new(),
         ports,
         store,
+        fal_store,
         config,
     });
     let _ = sim.asset_base.set(format!("http://{addr}/sim/assets"));
@@ -215,15 +226,16 @@ async fn listen(port: u16, saved_ports: &[u16]) -> Result<(TcpListener, SocketAd
     Ok((listener, addr))
 }
 
-/// Saves the account whenever it changed, until the simulator stops (`shutdown` saves last).
+/// Saves the accounts whenever one changed, until the simulator stops (`shutdown` saves last).
 async fn keep_saved(sim: Arc<Sim>) {
-    let mut saved_revision = sim.lock().revision;
+    let revisions = |sim: &Sim| (sim.lock().revision, sim.fal().revision);
+    let mut saved_revision = revisions(&sim);
     loop {
         tokio::select! {
             () = sim.changed.notified() => {}
             () = sim.stop.cancelled() => return,
         }
-        let revision = sim.lock().revision;
+        let revision = revisions(&sim);
         if revision == saved_revision {
             continue;
         }
@@ -272,8 +284,8 @@ async fn serve(listener: TcpListener, app: axum::Router, stop: CancellationToken
 pub(crate) struct Sim {
     pub config: SimConfig,
     account: Mutex<state::Account>,
-    /// The fal.ai account (`api/fal.rs`): its own credit, billing and draws; not kept in a
-    /// state directory.
+    /// The fal.ai account (`api/fal.rs`): its own credit, billing and draws, kept beside the
+    /// Luma account in a state directory (`fal-account.json`).
     fal: Mutex<state::Account>,
     images: Mutex<ImageCache>,
     pub http: reqwest::Client,
@@ -285,6 +297,8 @@ pub(crate) struct Sim {
     /// The ports this simulator listens on, the first the one its new image URLs name.
     pub ports: Vec<u16>,
     store: Option<persist::Store>,
+    /// Where the fal account is kept, with a state directory.
+    fal_store: Option<persist::Store>,
 }
 
 impl std::fmt::Debug for Sim {
@@ -305,8 +319,13 @@ impl Sim {
     /// simulator goes on serving, as an account's bookkeeping is not the client's concern).
     pub(crate) fn save_now(&self) {
         if let Some(store) = &self.store {
-            if let Err(error) = persist::save(store, self) {
+            if let Err(error) = persist::save(store, self, false) {
                 tracing::warn!(error = %error, "could not save the simulated account");
+            }
+        }
+        if let Some(store) = &self.fal_store {
+            if let Err(error) = persist::save(store, self, true) {
+                tracing::warn!(error = %error, "could not save the simulated fal account");
             }
         }
     }

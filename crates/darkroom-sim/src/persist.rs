@@ -33,6 +33,8 @@ use crate::state::{Account, BillingEntry, Generation, Outcome, MODERATION_REASON
 
 /// The account file's name in the state directory.
 const ACCOUNT_FILE: &str = "account.json";
+/// The fal.ai account's file in the same directory: its own generations, bill and credit.
+pub(crate) const FAL_ACCOUNT_FILE: &str = "fal-account.json";
 /// The lock file's name in the state directory.
 const LOCK_FILE: &str = "account.lock";
 /// The format this code writes; a file of another format is refused, not guessed at.
@@ -162,12 +164,21 @@ fn unix_us(t: OffsetDateTime) -> i64 {
 #[derive(Debug)]
 pub(crate) struct Store {
     dir: PathBuf,
+    /// The account file's name in `dir`.
+    file: &'static str,
     lock: File,
 }
 
 impl Store {
-    /// Creates the directory if needed and opens its lock file.
+    /// Creates the directory if needed and opens its lock file: the Luma (and Replicate)
+    /// account's store.
     pub(crate) fn open(dir: &Path) -> Result<Store, StateError> {
+        Store::open_file(dir, ACCOUNT_FILE)
+    }
+
+    /// [`Store::open`] for the account kept in `file` (e.g. [`FAL_ACCOUNT_FILE`]); every account
+    /// of a directory shares its lock.
+    pub(crate) fn open_file(dir: &Path, file: &'static str) -> Result<Store, StateError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| StateError::Io { path, source }
@@ -182,12 +193,13 @@ impl Store {
             .map_err(io(&lock_path))?;
         Ok(Store {
             dir: dir.to_path_buf(),
+            file,
             lock,
         })
     }
 
     fn account_path(&self) -> PathBuf {
-        self.dir.join(ACCOUNT_FILE)
+        self.dir.join(self.file)
     }
 
     /// Runs `f` holding the directory's lock (waiting for another simulator's save to end).
@@ -226,7 +238,7 @@ impl Store {
     /// Replaces the account file atomically and durably.
     fn write(&self, saved: &Saved) -> Result<(), StateError> {
         let path = self.account_path();
-        let temporary = self.dir.join(format!("{ACCOUNT_FILE}.tmp"));
+        let temporary = self.dir.join(format!("{}.tmp", self.file));
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| StateError::Io { path, source }
@@ -336,12 +348,13 @@ pub(crate) fn snapshot(account: &Account, ports: &[u16], saved_ports: &[u16]) ->
     }
 }
 
-/// Saves the account joined with what others saved since, under the lock.
-pub(crate) fn save(store: &Store, sim: &crate::Sim) -> Result<(), StateError> {
+/// Saves the account (`fal`: the fal.ai account, else Luma's) joined with what others saved since,
+/// under the lock.
+pub(crate) fn save(store: &Store, sim: &crate::Sim, fal: bool) -> Result<(), StateError> {
     store.locked(|| {
         let on_disk = store.read()?;
         let ours = {
-            let mut account = sim.lock();
+            let mut account = if fal { sim.fal() } else { sim.lock() };
             account.settle(Instant::now());
             let saved_ports = on_disk.as_ref().map_or(&[][..], |s| &s.ports[..]);
             snapshot(&account, &sim.ports, saved_ports)

@@ -202,3 +202,55 @@ async fn an_account_file_that_is_not_one_is_an_error_naming_it() {
     let text = error.to_string();
     assert!(text.contains("account.json"), "{text}");
 }
+
+#[tokio::test]
+async fn the_fal_account_is_kept_beside_lumas_so_the_next_simulator_has_its_requests_and_its_bill() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = darkroom_sim::spawn(kept_in(dir.path())).await.unwrap();
+    let client = reqwest::Client::new();
+    let submitted: Value = client
+        .post(format!("{}/fal-ai/luma-photon/flash", first.fal_queue_url()))
+        .header("Authorization", "Key k")
+        .json(&json!({"prompt": PREVIEW, "aspect_ratio": "1:1"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = submitted["request_id"].as_str().unwrap().to_string();
+    let status_url =
+        |sim: &SimHandle| format!("{}/fal-ai/luma-photon/requests/{id}/status", sim.fal_queue_url());
+    for _ in 0..500 {
+        let status: Value = client
+            .get(status_url(&first))
+            .header("Authorization", "Key k")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if status["status"] == "COMPLETED" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let billed = first.fal_billing();
+    assert!(billed.net_micros > 0, "{billed:?}");
+    assert_eq!(first.billing().net_micros, 0, "Luma's account is not fal's");
+    first.shutdown().await;
+    assert!(dir.path().join("fal-account.json").is_file());
+
+    let second = darkroom_sim::spawn(kept_in(dir.path())).await.unwrap();
+    assert_eq!(second.fal_billing().net_micros, billed.net_micros);
+    assert_eq!(second.fal_billing().entries.len(), billed.entries.len());
+    let status = client
+        .get(status_url(&second))
+        .header("Authorization", "Key k")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status.status(), 200, "the request is known to the next simulator");
+    second.shutdown().await;
+}

@@ -91,19 +91,14 @@ pub fn run(config_file: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
     .map_err(|e| Failure::new(Exit::BadInput, e.to_string()))?;
     if !report.is_valid() {
         print_row_errors(&args.file, &report);
-        return Err(Failure::new(
-            Exit::BadInput,
-            format!(
-                "{} has {} invalid row(s)",
-                args.file.display(),
-                report.error_count
-            ),
-        )
-        .with_hint(format!(
-            "darkroom validate {} lists them all",
-            args.file.display()
-        ))
-        .into());
+        return Err(
+            Failure::new(Exit::BadInput, crate::commands::invalid_file(&args.file, &report))
+                .with_hint(format!(
+                    "darkroom validate {} lists them all",
+                    args.file.display()
+                ))
+                .into(),
+        );
     }
     let assumptions = Assumptions {
         creates_per_minute: settings.limits.creates_per_minute,

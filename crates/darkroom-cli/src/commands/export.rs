@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use darkroom_engine::export::{self, Destination, ExportError};
 
 use crate::commands::hints;
+use crate::commands::select::SelectFile;
 use crate::exit::{Exit, Failure};
 
 /// The flags of `darkroom export` (its help text is on `Command::Export` in `main.rs`).
@@ -50,18 +51,16 @@ async fn run_async(args: Args) -> anyhow::Result<Exit> {
         (None, true) => Some(job_dir.join("select.csv")),
         (None, false) => None,
     };
-    let kept = match &select {
-        Some(file) => Some(
-            darkroom_engine::promote::read_selection(file)
-                .map_err(|e| Failure::new(Exit::BadInput, e.to_string()).with_hint(select_hint(&args)))?,
-        ),
+    let file = match &select {
+        Some(path) => Some(SelectFile::read(path, &job_dir, "image", "nothing was written")?),
         None => None,
     };
+    let kept = file.as_ref().map(SelectFile::ids);
     // A run or a promotion of the job replaces images: none runs while they are copied.
     let _lock = crate::commands::lock_job(&args.db, &args.job)?;
     let (ledger, job_id) = crate::commands::promote::open_job(&args.db, &args.job).await?;
     let chosen = export::choose(&ledger, job_id, &args.job, kept.as_deref()).await;
-    let chosen = chosen.map_err(|e| refusal(e, &args))?;
+    let chosen = chosen.map_err(|e| refusal(e, &args, file.as_ref()))?;
     let columns = ledger.metadata_keys(job_id).await?;
     let mut report = darkroom_review::report::build(&ledger, job_id, &args.job).await?;
     ledger.close().await;
@@ -77,7 +76,7 @@ async fn run_async(args: Args) -> anyhow::Result<Exit> {
     let extra = vec![("report.html".to_string(), html.into_bytes())];
     let exported = export::write(chosen, columns, extra, destination.clone(), args.job.clone())
         .await
-        .map_err(|e| refusal(e, &args))?;
+        .map_err(|e| refusal(e, &args, None))?;
     let reframes = match exported.reframes {
         0 => String::new(),
         n => format!("{n} reframe(s), "),
@@ -91,8 +90,15 @@ async fn run_async(args: Args) -> anyhow::Result<Exit> {
 }
 
 /// The exit code and hint for an export that wrote nothing.
-fn refusal(error: ExportError, args: &Args) -> anyhow::Error {
-    let message = error.to_string();
+fn refusal(error: ExportError, args: &Args, file: Option<&SelectFile>) -> anyhow::Error {
+    let message = match (&error, file) {
+        // Each id the ledger can't use, named with its line in the select file.
+        (ExportError::BadSelection { problems }, Some(file)) => {
+            let lines: Vec<String> = problems.iter().map(|p| file.locate(p)).collect();
+            format!("the selection can't be exported:\n  {}", lines.join("\n  "))
+        }
+        _ => error.to_string(),
+    };
     let situation = hints::db_flag(&args.db);
     match error {
         ExportError::Selection(_) | ExportError::BadSelection { .. } => Failure::new(Exit::BadInput, message)
@@ -119,7 +125,7 @@ fn refusal(error: ExportError, args: &Args) -> anyhow::Error {
 
 fn select_hint(args: &Args) -> String {
     format!(
-        "the review page's Export writes {}; ids are previews of the job",
-        args.out.join(&args.job).join("select.csv").display()
+        "ids are previews of the job; {}",
+        crate::commands::select::writer_hint(&args.out.join(&args.job))
     )
 }

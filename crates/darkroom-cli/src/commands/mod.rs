@@ -19,6 +19,7 @@ pub mod reframe;
 pub mod report;
 pub mod review;
 pub mod run;
+pub mod select;
 pub mod sim;
 pub mod status;
 pub mod trial;
@@ -379,6 +380,16 @@ pub fn print_renamed(file: &Path, report: &darkroom_jobs::Report) {
 }
 
 /// Prints a job file's row errors on stderr: the first 50, then how many more.
+/// What is wrong with an invalid job file, in one phrase after its name: `has no rows` when it
+/// holds none (its header alone, or nothing), else `has N invalid row(s)`.
+pub fn invalid_file(file: &Path, report: &darkroom_jobs::Report) -> String {
+    if report.records == 0 {
+        format!("{} has no rows", file.display())
+    } else {
+        format!("{} has {} invalid row(s)", file.display(), report.error_count)
+    }
+}
+
 pub fn print_row_errors(file: &Path, report: &darkroom_jobs::Report) {
     for error in report.errors.iter().take(MAX_ERRORS_SHOWN) {
         eprintln!("{}: {error}", file.display());

@@ -79,6 +79,11 @@ pub struct PassRun {
     pub resume: String,
     /// The flags that keep a printed command in this pass's situation (`hints::same_situation`).
     pub situation: String,
+    /// The tasks this command makes (`None`: every task of the pass): see `RunSettings::scope`.
+    pub scope: Option<darkroom_ledger::TaskScope>,
+    /// The next step printed after a pass that made images, instead of the usual one (a preview
+    /// pass's `darkroom review JOB`); empty prints none.
+    pub next: Option<String>,
 }
 
 /// The engine's settings for a pass, from config and flags.
@@ -113,22 +118,6 @@ pub fn run_settings(
     s.deadline_ms = deadline_ms;
     s.label = flags.label.as_ref().map(|l| l.trim().to_string());
     s
-}
-
-/// The engine's settings for `run`, with the callback receiver started when asked for.
-fn pass_settings(settings: &Settings, run: &PassRun) -> anyhow::Result<RunSettings> {
-    let mut engine_settings = run_settings(
-        settings,
-        &run.job,
-        run.pass,
-        &run.out,
-        &run.flags,
-        run.deadline_ms,
-    );
-    if let Some(listen) = run.flags.callbacks_listen {
-        engine_settings.callbacks = Some(bind_callbacks(listen, run.flags.callbacks_url.as_deref())?);
-    }
-    Ok(engine_settings)
 }
 
 /// The account the run shares limits on: the connection's (its key and base URL) under the name
@@ -179,7 +168,7 @@ fn bind_callbacks(
 
 /// Runs the pass and ends with the summary; the exit code says how it ended.
 pub async fn execute(settings: &Settings, run: PassRun) -> anyhow::Result<Exit> {
-    let mut engine_settings = pass_settings(settings, &run)?;
+    let mut engine_settings = engine_settings(settings, &run)?;
     let PassRun {
         ledger,
         connection,
@@ -191,6 +180,7 @@ pub async fn execute(settings: &Settings, run: PassRun) -> anyhow::Result<Exit> 
         start_at,
         resume,
         situation,
+        next,
         ..
     } = run;
 
@@ -252,7 +242,30 @@ pub async fn execute(settings: &Settings, run: PassRun) -> anyhow::Result<Exit> 
         report: report.as_deref(),
     };
     announce(&finished, &notifier, started, flags.json).await;
-    print_summary(&finished, &resume, &situation)
+    let next = next.unwrap_or_else(|| match pass {
+        Pass::Preview => {
+            format!("next: darkroom review {job}{situation}   (choose the previews to make finals of)")
+        }
+        _ => String::new(),
+    });
+    print_summary(&finished, &resume, &next)
+}
+
+/// The engine's settings for `run`: from config and flags, its scope, its callback receiver.
+fn engine_settings(settings: &Settings, run: &PassRun) -> anyhow::Result<RunSettings> {
+    let mut engine = run_settings(
+        settings,
+        &run.job,
+        run.pass,
+        &run.out,
+        &run.flags,
+        run.deadline_ms,
+    );
+    engine.scope = run.scope.clone();
+    if let Some(listen) = run.flags.callbacks_listen {
+        engine.callbacks = Some(bind_callbacks(listen, run.flags.callbacks_url.as_deref())?);
+    }
+    Ok(engine)
 }
 
 /// Ends the thumbnail maker and refreshes the job's report, returning its path. A run that did not
@@ -341,7 +354,7 @@ fn summary_json(
 }
 
 /// The run's last words: what happened, what it cost, and what to do next.
-fn print_summary(finished: &Finished<'_>, resume: &str, situation: &str) -> anyhow::Result<Exit> {
+fn print_summary(finished: &Finished<'_>, resume: &str, next: &str) -> anyhow::Result<Exit> {
     let Finished {
         job,
         pass,
@@ -410,14 +423,14 @@ fn print_summary(finished: &Finished<'_>, resume: &str, situation: &str) -> anyh
             if counts.failed + counts.pending + counts.in_flight > 0 {
                 eprintln!("run `{resume}` again to retry the failed ones");
             }
-            if pass == Pass::Preview && counts.done > 0 {
-                eprintln!("next: darkroom review {job}{situation}");
+            if counts.done > 0 && !next.is_empty() {
+                eprintln!("{next}");
             }
             Exit::SomeFailed
         }
         None => {
-            if pass == Pass::Preview {
-                eprintln!("next: darkroom review {job}{situation}   (choose the previews to make finals of)");
+            if !next.is_empty() {
+                eprintln!("{next}");
             }
             Exit::Done
         }

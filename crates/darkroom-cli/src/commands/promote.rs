@@ -11,6 +11,7 @@ use darkroom_jobs::{Money, Pass};
 use darkroom_ledger::Ledger;
 
 use crate::commands::pass::{PassRun, RunFlags};
+use crate::commands::select::SelectFile;
 use crate::commands::{budget_error, connect, Upstream, MAX_ERRORS_SHOWN};
 use crate::config::{self, Settings};
 use crate::exit::{Exit, Failure};
@@ -86,7 +87,7 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
     let _lock = crate::commands::lock_job(&db, &args.job)?;
     let (ledger, job_id) = open_job(&db, &args.job).await?;
 
-    let plan = checked_plan(&ledger, job_id, args.select.as_deref()).await?;
+    let plan = checked_plan(&ledger, job_id, args.select.as_deref(), &args.out.join(&args.job)).await?;
     // The choices made after a trial of the job route its finals, as they route `run --pass final`.
     options.choices = ledger.routing_choices(&args.job).await?;
 
@@ -105,13 +106,14 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
         e => e.into(),
     })?;
     let pass = added.pass;
-    let cost = plan.routed_cost(&options);
+    let (count, cost) = plan.to_make(&options);
     let left = pass.remaining();
     eprintln!(
-        "promoting {} preview(s) to {} for {cost} ({} already promoted); final budget {} with {left} left",
-        plan.chosen.len(),
+        "promoting: {count} final(s) to make with {} for {cost}, {} in flight from an earlier run, \
+         {} already made; final budget {} with {left} left",
         options.model.as_str(),
-        plan.already.len(),
+        plan.in_flight().count(),
+        plan.made().count(),
         pass.budget(),
     );
     if cost > left {
@@ -120,8 +122,8 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
     for (key, model) in plan.rerouted(&options) {
         eprintln!("{key}: made with {model}, as the trial's routing choice for its row or group says");
     }
-    for key in &added.without_reference {
-        eprintln!("{key}: the preview's URL no longer resolves; its final is made from the prompt alone");
+    for line in &added.without_reference_why {
+        eprintln!("{line}; its final is made from the prompt alone");
     }
     let situation = crate::commands::hints::same_situation(&args.upstream, &args.out);
     let resume = match &args.select {
@@ -146,34 +148,38 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
             deadline_ms: pass.deadline_at,
             resume,
             situation,
+            scope: Some(darkroom_ledger::TaskScope::of_keys(plan.keys())),
+            next: None,
         },
     )
     .await
 }
 
 /// Reads the selection (`--select FILE`, else every done preview) and checks it against the
-/// ledger: an empty selection or ids that can't be promoted are bad input, listed, and nothing is
-/// spent.
-async fn checked_plan(ledger: &Ledger, job_id: i64, select: Option<&Path>) -> anyhow::Result<promote::Plan> {
-    let selection = match select {
-        Some(path) => Selection::Ids(
-            promote::read_selection(path).map_err(|e| Failure::new(Exit::BadInput, e.to_string()))?,
-        ),
+/// ledger: an empty selection or ids that can't be promoted are bad input, listed with their
+/// lines in the select file, and nothing is spent.
+async fn checked_plan(
+    ledger: &Ledger,
+    job_id: i64,
+    select: Option<&Path>,
+    job_dir: &Path,
+) -> anyhow::Result<promote::Plan> {
+    let file = match select {
+        Some(path) => Some(SelectFile::read(path, job_dir, "preview", "nothing was spent")?),
+        None => None,
+    };
+    let selection = match &file {
+        Some(file) => Selection::Ids(file.ids()),
         None => Selection::All,
     };
-    if matches!(&selection, Selection::Ids(ids) if ids.is_empty()) {
-        return Err(Failure::new(
-            Exit::BadInput,
-            "the select file chooses no preview; nothing was spent",
-        )
-        .with_hint("mark previews with y in the keep column, or export a selection from `darkroom review`")
-        .into());
-    }
     let plan = promote::plan(ledger, job_id, &selection).await?;
     if plan.has_errors() {
         let errors = plan.problems();
         for line in errors.iter().take(MAX_ERRORS_SHOWN) {
-            eprintln!("{line}");
+            match &file {
+                Some(file) => eprintln!("{}", file.locate(line)),
+                None => eprintln!("{line}"),
+            }
         }
         if errors.len() > MAX_ERRORS_SHOWN {
             eprintln!("... and {} more", errors.len() - MAX_ERRORS_SHOWN);

@@ -15,22 +15,16 @@ pub fn before_sending(connection: &Connection) {
 }
 
 /// The engine's refusals of a pass before anything was sent, as exit 2 with what to do: tasks the
-/// provider can't make (each printed on stderr: `line N, row ID: PROVIDER can't make REASON;
+/// provider can't make (each printed on stderr: `line N (id "ID"): PROVIDER can't make REASON;
 /// REASON`), or creates unsettled on a provider not given. Other errors pass through.
 pub fn refusal(error: darkroom_engine::EngineError) -> anyhow::Error {
     use darkroom_engine::EngineError;
     match &error {
         EngineError::Incapable { provider, tasks } => {
             for task in tasks.iter().take(MAX_ERRORS_SHOWN) {
-                let variant = if task.task_key == task.row_id {
-                    String::new()
-                } else {
-                    format!(" ({})", task.task_key)
-                };
                 eprintln!(
-                    "line {}, row {}{variant}: {provider} can't make {}",
-                    task.line,
-                    task.row_id,
+                    "{}: {provider} can't make {}",
+                    row_place(task.line, &task.row_id, &task.task_key),
                     task.reasons.join("; ")
                 );
             }
@@ -81,10 +75,8 @@ pub async fn earlier_providers(
             Err(error) => {
                 for create in creates.iter().take(MAX_ERRORS_SHOWN) {
                     eprintln!(
-                        "line {}, row {} ({}): sent to {}, not settled",
-                        create.line,
-                        create.row_id,
-                        create.task_key,
+                        "{}: sent to {}, not settled",
+                        row_place(create.line, &create.row_id, &create.task_key),
                         name.as_str()
                     );
                 }
@@ -199,9 +191,11 @@ impl Fit {
     /// Prints the rows this provider can't make, one line each on stderr (at most 50).
     pub fn print_refused(&self, file: &std::path::Path) {
         for (line, row, reasons) in self.refused.iter().take(MAX_ERRORS_SHOWN) {
+            // The file first, as every other row error of `validate` and `run` is printed.
             eprintln!(
-                "{}:{line}: row {row}: {} can't make {}",
+                "{}: {}: {} can't make {}",
                 file.display(),
+                row_place(*line, row, row),
                 self.name.as_str(),
                 reasons.join("; ")
             );
@@ -209,5 +203,15 @@ impl Fit {
         if self.refused.len() > MAX_ERRORS_SHOWN {
             eprintln!("... and {} more", self.refused.len() - MAX_ERRORS_SHOWN);
         }
+    }
+}
+
+/// Where a row is, as the job readers' errors say it: `line 4 (id "ambassador")`, with the image's
+/// key for one of several variants (`line 4 (id "ambassador", image ambassador-2)`).
+fn row_place(line: impl std::fmt::Display, row: &str, key: &str) -> String {
+    if key == row {
+        format!("line {line} (id {row:?})")
+    } else {
+        format!("line {line} (id {row:?}, image {key})")
     }
 }

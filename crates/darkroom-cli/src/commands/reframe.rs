@@ -4,12 +4,13 @@
 
 use std::path::{Path, PathBuf};
 
-use darkroom_engine::reframe::{self, From, Plan};
+use darkroom_engine::reframe::{self, From, Plan, ReframesAdded};
 use darkroom_engine::EngineError;
 use darkroom_jobs::{AspectRatio, Money, Pass};
 use darkroom_ledger::Ledger;
 
 use crate::commands::pass::{PassRun, RunFlags};
+use crate::commands::select::SelectFile;
 use crate::commands::{budget_error, connect, Upstream, MAX_ERRORS_SHOWN};
 use crate::config::{self, Settings};
 use crate::exit::{Exit, Failure};
@@ -103,22 +104,11 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
         EngineError::Ledger(e) => budget_error(e),
         e => e.into(),
     })?;
-    let pass = added.pass;
-    let (cost, left) = (plan.cost(&settings.prices), pass.remaining());
-    eprintln!(
-        "reframing: {} new image(s) for {cost}, {} already made, {} skipped (already that shape); reframe budget {} with {left} left",
-        plan.new.len(),
-        plan.already.len(),
-        plan.same_shape.len(),
-        pass.budget(),
-    );
-    if cost > left {
-        eprintln!("the reframes cost more than the budget has left: the run stops when it runs out");
-    }
-    for line in &added.unreachable {
+    announce(&plan, &settings, &added);
+    let situation = crate::commands::hints::same_situation(&args.upstream, &args.out);
+    for line in others_waiting(&plan, &args.job, &situation) {
         eprintln!("{line}");
     }
-    let situation = crate::commands::hints::same_situation(&args.upstream, &args.out);
     let exit = crate::commands::pass::execute(
         &settings,
         PassRun {
@@ -130,9 +120,11 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
             out: args.out.clone(),
             flags: args.flags.clone(),
             start_at: None,
-            deadline_ms: pass.deadline_at,
+            deadline_ms: added.pass.deadline_at,
             resume: resume_command(&args, &situation),
             situation,
+            scope: Some(darkroom_ledger::TaskScope::of_keys(plan.keys())),
+            next: None,
         },
     )
     .await?;
@@ -141,6 +133,62 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
         Exit::Done if !added.unreachable.is_empty() => Exit::SomeFailed,
         exit => exit,
     })
+}
+
+/// What this command makes, announced before anything is sent: the new and resent reframes and
+/// their cost, what an earlier run left in flight (finished, not sent again), what is made.
+fn announce(plan: &Plan, settings: &Settings, added: &ReframesAdded) {
+    let (count, cost) = plan.to_make(&settings.prices, &added.unreachable_sources);
+    let pass = &added.pass;
+    let left = pass.remaining();
+    eprintln!(
+        "reframing: {count} image(s) to make for {cost}, {} in flight from an earlier run, {} already made, \
+         {} skipped (already that shape); reframe budget {} with {left} left",
+        plan.in_flight().count(),
+        plan.made().count(),
+        plan.same_shape.len(),
+        pass.budget(),
+    );
+    if cost > left {
+        eprintln!("the reframes cost more than the budget has left: the run stops when it runs out");
+    }
+    for line in &added.unreachable {
+        eprintln!("{line}");
+    }
+}
+
+/// The pass's reframes another `--to` asked for and this command leaves unmade, named with the
+/// command that makes them: one line per set of shapes, or nothing.
+fn others_waiting(plan: &Plan, job: &str, situation: &str) -> Vec<String> {
+    let quoted = crate::commands::hints::quoted;
+    // Finals' reframes and previews' reframes (`--from preview`) are made by different commands.
+    let mut groups: std::collections::BTreeMap<bool, (Vec<&str>, Vec<&str>)> = Default::default();
+    for task in &plan.others_waiting {
+        let (to, keys) = groups.entry(task.task_key.contains("-preview-")).or_default();
+        if !to.contains(&task.aspect_ratio.as_str()) {
+            to.push(&task.aspect_ratio);
+        }
+        keys.push(&task.task_key);
+    }
+    groups
+        .into_iter()
+        .map(|(preview, (mut to, keys))| {
+            // In `--to`'s usual order (1:1, 16:9, 9:16, 4:3, ...), however the tasks lie.
+            to.sort_by_key(|shape| AspectRatio::ALL.iter().position(|a| a.as_str() == *shape));
+            let from = if preview { " --from preview" } else { "" };
+            let shown: Vec<&str> = keys.iter().take(MAX_ERRORS_SHOWN).copied().collect();
+            let more = keys.len().saturating_sub(shown.len());
+            let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+            format!(
+                "{} reframe(s) asked for by another --to wait, not made by this command: {}{more}; \
+                 `darkroom reframe {} --to {}{from}{situation}` makes them (with its --select, if it had one)",
+                keys.len(),
+                shown.join(", "),
+                quoted(job),
+                to.join(","),
+            )
+        })
+        .collect()
 }
 
 /// The same command, to resume.
@@ -167,21 +215,16 @@ fn resume_command(args: &Args, situation: &str) -> String {
 /// Reads the selection and checks it and the sources against the ledger: ids that can't be used,
 /// or nothing to reframe at all, are bad input, listed, and nothing is spent.
 async fn checked_plan(ledger: &Ledger, job_id: i64, args: &Args) -> anyhow::Result<Plan> {
-    let ids = match &args.select {
-        Some(path) => Some(
-            darkroom_engine::promote::read_selection(path)
-                .map_err(|e| Failure::new(Exit::BadInput, e.to_string()))?,
-        ),
+    let file = match &args.select {
+        Some(path) => Some(SelectFile::read(
+            path,
+            &args.out.join(&args.job),
+            "image",
+            "nothing was spent",
+        )?),
         None => None,
     };
-    if ids.as_ref().is_some_and(Vec::is_empty) {
-        return Err(Failure::new(
-            Exit::BadInput,
-            "the select file chooses no image; nothing was spent",
-        )
-        .with_hint("mark images with y in the keep column, or export a selection from `darkroom review`")
-        .into());
-    }
+    let ids = file.as_ref().map(SelectFile::ids);
     let from = match args.from {
         None => From::Default,
         Some(FromArg::Final) => From::Final,
@@ -190,7 +233,10 @@ async fn checked_plan(ledger: &Ledger, job_id: i64, args: &Args) -> anyhow::Resu
     let plan = reframe::plan(ledger, job_id, from, ids.as_deref(), &args.to.ratios).await?;
     if !plan.problems.is_empty() {
         for line in plan.problems.iter().take(MAX_ERRORS_SHOWN) {
-            eprintln!("{line}");
+            match &file {
+                Some(file) => eprintln!("{}", file.locate(line)),
+                None => eprintln!("{line}"),
+            }
         }
         if plan.problems.len() > MAX_ERRORS_SHOWN {
             eprintln!("... and {} more", plan.problems.len() - MAX_ERRORS_SHOWN);

@@ -117,6 +117,8 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
             deadline_ms,
             resume: crate::commands::hints::resume_run(&args.file, args.job.as_deref(), pass, &situation),
             situation,
+            scope: None,
+            next: None,
         },
     )
     .await
@@ -154,9 +156,8 @@ fn load_error(file: &Path, error: LoadError) -> anyhow::Error {
             Failure::new(
                 Exit::BadInput,
                 format!(
-                    "{} has {} invalid row(s); nothing was sent",
-                    file.display(),
-                    report.error_count
+                    "{}; nothing was sent",
+                    crate::commands::invalid_file(file, &report)
                 ),
             )
             .into()

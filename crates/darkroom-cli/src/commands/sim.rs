@@ -6,6 +6,7 @@ use std::time::Duration;
 use darkroom_jobs::Money;
 use darkroom_sim::{Faults, RateLimitOnce, RateWindow, RefuseCreates, SimConfig};
 
+use crate::config::env;
 use crate::exit::{Exit, Failure};
 
 /// Run a Luma-compatible simulator on 127.0.0.1: for tests, demos and dry runs at zero cost.
@@ -307,10 +308,14 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         eprintln!("or, for --provider replicate (Replicate's API under /replicate/v1):");
         eprintln!("  export REPLICATE_BASE_URL=http://{}/replicate", handle.addr());
         eprintln!("  export REPLICATE_API_TOKEN=any-token");
+        eprintln!("or, for --provider fal (fal's queue and platform API under /fal):");
+        eprintln!("  export {}={}", env::FAL_QUEUE_URL, handle.fal_queue_url());
+        eprintln!("  export {}={}", env::FAL_API_URL, handle.fal_api_url());
+        eprintln!("  export {}=any-key", env::FAL_KEY);
         eprintln!(
-            "billing: http://{}/sim/billing   stats: http://{}/sim/stats",
-            handle.addr(),
-            handle.addr()
+            "billing: http://{addr}/sim/billing (Luma and Replicate), http://{addr}/sim/fal/billing (fal)   \
+             stats: http://{addr}/sim/stats",
+            addr = handle.addr()
         );
         let _ = tokio::signal::ctrl_c().await;
         handle.shutdown().await;

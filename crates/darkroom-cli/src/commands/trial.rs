@@ -33,7 +33,8 @@ pub struct Args {
     /// The sample's seed: the same file, --sample and --seed take the same rows.
     #[arg(long, value_name = "S", default_value_t = 1)]
     pub seed: u64,
-    /// The trial's budget in USD across both models (split in proportion to their prices).
+    /// The trial's budget in USD across both models, split in proportion to their prices
+    /// [default: config budget.default, split the same way].
     #[arg(long, value_name = "USD", value_parser = crate::commands::parse_usd)]
     pub budget: Option<Money>,
     /// The job's name [default: the file's stem]; the trial is the job JOB-trial.
@@ -165,6 +166,7 @@ async fn run_one(
 ) -> anyhow::Result<Exit> {
     let ledger = open_ledger(&args.upstream.db).await?;
     let deadline_ms = ledger.pass(job_id, pass).await?.and_then(|p| p.deadline_at);
+    let situation = hints::same_situation(&args.upstream, &args.out);
     let connection = connect(&args.upstream, settings).await?;
     crate::commands::pass::execute(
         settings,
@@ -191,7 +193,17 @@ async fn run_one(
             start_at: None,
             deadline_ms,
             resume: resume.to_string(),
-            situation: hints::same_situation(&args.upstream, &args.out),
+            situation: situation.clone(),
+            scope: None,
+            // The trial's previews are not chosen from: its pairs are judged once both passes ran.
+            next: Some(match pass {
+                Pass::Preview => String::new(),
+                _ => format!(
+                    "next: darkroom review {}{situation}, page /trial: judge each pair (Flash is enough, or \
+                     needs Photon 1); the choices route the finals of the job, none is made there",
+                    hints::quoted(trial_job)
+                ),
+            }),
         },
     )
     .await
@@ -218,11 +230,14 @@ fn sample_error(file: &Path, error: SampleError) -> anyhow::Error {
             print_row_errors(file, &report);
             Failure::new(
                 Exit::BadInput,
-                format!(
-                    "{} has {} invalid row(s); nothing was sent",
-                    file.display(),
-                    report.error_count
-                ),
+                if report.records == 0 {
+                    format!("{} has no row to sample; nothing was sent", file.display())
+                } else {
+                    format!(
+                        "{}; nothing was sent",
+                        crate::commands::invalid_file(file, &report)
+                    )
+                },
             )
             .with_hint(format!("darkroom validate {} lists them all", file.display()))
             .into()

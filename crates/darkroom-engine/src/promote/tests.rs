@@ -95,3 +95,27 @@ fn an_image_ref_final_keeps_at_most_four_references() {
     assert_eq!(refs[3]["url"], "p");
     assert_eq!(refs[0]["url"], "a");
 }
+
+#[test]
+fn each_chosen_id_carries_its_physical_line_blank_lines_and_crlf_included() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("select.csv");
+    std::fs::write(
+        &path,
+        "id,note,keep\r\nsofa,,y\r\n\r\nlamp,\"two\r\nlines\",y\r\nrug,,\r\n\r\n\r\nvase,,x\r\n",
+    )
+    .unwrap();
+    let lines: Vec<(String, u64)> = read_selection_lines(&path)
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.id, s.line))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            ("sofa".to_string(), 2),
+            ("lamp".to_string(), 4),
+            ("vase".to_string(), 9)
+        ]
+    );
+}

@@ -21,7 +21,7 @@ pub(super) async fn dispatch(run: &Run) -> Result<(), EngineError> {
     let mut after = 0;
     loop {
         let page = ledger
-            .pending_tasks(shared.job_id, settings.pass, after, PAGE)
+            .pending_tasks_in(shared.job_id, settings.pass, settings.scope.as_ref(), after, PAGE)
             .await?;
         let Some(last) = page.last() else { return Ok(()) };
         after = last.id;

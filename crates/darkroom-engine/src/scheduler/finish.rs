@@ -15,6 +15,7 @@ use crate::EngineError;
 pub(super) async fn finish(run: &Run, audit: Option<Audit>) -> Result<Outcome, EngineError> {
     let ctx = &run.ctx;
     let (ledger, job_id, pass) = (&ctx.ledger, ctx.job_id, ctx.settings.pass);
+    let scope = ctx.settings.scope.as_ref();
     let mut stop = ctx.stop_reason();
     if run.shutdown.stop.is_cancelled() {
         stop = Some(StopReason::Interrupted);
@@ -22,17 +23,17 @@ pub(super) async fn finish(run: &Run, audit: Option<Audit>) -> Result<Outcome, E
     match stop {
         Some(StopReason::BudgetExhausted) => {
             ledger
-                .end_pending(job_id, pass, TaskState::Skipped, "budget")
+                .end_pending(job_id, pass, scope, TaskState::Skipped, "budget")
                 .await?;
         }
         Some(StopReason::Deadline) => {
             ledger
-                .end_pending(job_id, pass, TaskState::Skipped, "deadline")
+                .end_pending(job_id, pass, scope, TaskState::Skipped, "deadline")
                 .await?;
         }
         Some(StopReason::SpendingLimit(_)) => {
             ledger
-                .end_pending(job_id, pass, TaskState::Skipped, "spending limit")
+                .end_pending(job_id, pass, scope, TaskState::Skipped, "spending limit")
                 .await?;
         }
         _ => {}

@@ -134,8 +134,9 @@ async fn restore_pass(
         );
     }
     // Whatever the last run skipped for budget gets another chance (the budget may have been raised).
-    ledger.reopen_skipped(job_id, pass).await?;
-    ledger.reopen_failed(job_id, pass).await?;
+    let scope = settings.scope.as_ref();
+    ledger.reopen_skipped(job_id, pass, scope).await?;
+    ledger.reopen_failed(job_id, pass, scope).await?;
     // Tasks holding no create are made on this run's provider, at its price table.
     let repriced = ledger.price_unsent(job_id, pass, &settings.prices).await?;
     if repriced > 0 {
@@ -271,7 +272,13 @@ async fn check_credits(shared: &RunContext) -> Result<(), EngineError> {
     let credits = Money::from_micros(credits);
     let pending = shared
         .ledger
-        .pending_tasks(shared.job_id, shared.settings.pass, 0, 1)
+        .pending_tasks_in(
+            shared.job_id,
+            shared.settings.pass,
+            shared.settings.scope.as_ref(),
+            0,
+            1,
+        )
         .await?;
     let Some(first) = pending.first() else {
         return Ok(());
@@ -285,7 +292,11 @@ async fn check_credits(shared: &RunContext) -> Result<(), EngineError> {
     }
     let needed = shared
         .ledger
-        .pending_cost(shared.job_id, shared.settings.pass)
+        .pending_cost(
+            shared.job_id,
+            shared.settings.pass,
+            shared.settings.scope.as_ref(),
+        )
         .await?;
     if credits < needed {
         shared.emit(Event::CreditsLow { credits, needed }).await;

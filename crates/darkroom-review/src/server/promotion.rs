@@ -157,6 +157,8 @@ async fn make_finals(review: &ReviewState, plan: Plan, options: &PromoteOptions)
     .map_err(|e| with_causes(&e))?;
     let mut settings = config.run.clone();
     settings.deadline_ms = added.pass.deadline_at;
+    // Only this selection's finals: another selection's left unmade stay as they are.
+    settings.scope = Some(darkroom_ledger::TaskScope::of_keys(plan.keys()));
     if let Some(callbacks) = &config.callbacks {
         let receiver = CallbackReceiver::bind(callbacks.listen, callbacks.url.as_deref())
             .map_err(|e| format!("could not listen for callbacks on {}: {e}", callbacks.listen))?;
