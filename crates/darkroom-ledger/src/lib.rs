@@ -52,8 +52,8 @@ pub use audit::{AuditRecord, FoundState};
 pub use content::{CachedImage, ImageContent, KeptImage};
 pub use error::{BackendError, LedgerError, Result};
 pub use load::{Loader, NewTask};
-pub use money::Reservation;
-pub use open::Ledger;
+pub use money::{Charged, Reservation};
+pub use open::{Ledger, TRANSACTION_TARGET};
 pub use prices::{BalanceReading, ModelCharges, PriceObservation, Repriced};
 pub use qc::{CheckedSibling, DuplicateFlag, ImageCheck, QcCounts, QcFlag, StoredFlag};
 pub use records::{

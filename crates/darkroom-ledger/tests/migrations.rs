@@ -66,6 +66,11 @@ const LANDED: &[(i64, &str, &str)] = &[
         "trials",
         "774ebecd42a1e2b1c5db4101635d16745a543e4cba723cdb027d27aae0148796a617159987fd2fbfd0965e36a887b0f6",
     ),
+    (
+        14,
+        "run charges index",
+        "70b05fe8e47e6c88ba626746abcea7ac3b98fb40734e74f71219db87670fc2027d546f4fe2d4f12afafbac7c51c145be",
+    ),
 ];
 
 fn hex(bytes: &[u8]) -> String {
