@@ -14,7 +14,7 @@ use crate::events::Event;
 use crate::limits::CreateGate;
 use crate::poller::Poller;
 use crate::reconcile::CreateLock;
-use crate::{budget_warning_due, EngineError, RunSettings};
+use crate::{budget_warning_due, RunSettings};
 
 /// Why a run stopped taking new work before every task was done.
 #[derive(Debug, Clone, PartialEq, Eq)]
