@@ -10,9 +10,12 @@
 //!   last such 429 (so one create at a time under strict spacing). Tokens refill during the
 //!   `Retry-After` pause, so a window that frees many creates at once is used at once. Only a 429
 //!   that comes when the upstream accepted fewer creates than the rate allows widens the spacing.
-//! - `Pacing::Strict` spaces creates evenly (a `governor` limiter with a burst of one), 1% under the
-//!   rate, so the upstream sees no more than its limit in any 60-second window: for accounts that
-//!   must never see a 429. Every 429 widens the spacing.
+//! - `Pacing::Strict` spaces creates evenly, 1% under the rate, each one at least a period after
+//!   the last create actually sent (`CreateGate::on_sent`), never after a planned time: a create
+//!   delayed on this side (a slow ledger write, a busy machine) pushes the next one back instead of
+//!   letting it catch up, so an upstream that counts one create per 60/N s from the last one never
+//!   sees two too close, and neither a bucket nor a window sees more than N. For accounts that must
+//!   never see a 429. Every 429 widens the spacing.
 //!
 //! In both, a 429 is information, not a failure: every create not yet sent pauses for the
 //! `Retry-After` it carries (or a few periods when it has none), wherever it is waiting, and a
@@ -20,14 +23,10 @@
 //! A run of 429s that never clears (no create accepted for `give_up_after`) ends in `GaveUp`. The
 //! in-flight cap is a semaphore whose permit a task holds from its create until its generation ends.
 
-use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use governor::Quota;
 use tokio::time::Instant;
-
-use crate::clock::{TokioClock, TokioLimiter};
 
 /// How the gate paces creates under the account's rate (`[limits] pacing`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
@@ -36,9 +35,8 @@ pub enum Pacing {
     /// Start with a burst as large as the rate and learn from each 429 what the upstream allows.
     #[default]
     Learn,
-    /// Evenly spaced 1% under the rate, no burst: no 429 under a token bucket or a sliding window
-    /// (an upstream counting strict spacing from each accepted create may refuse a create that
-    /// delays on this side bunched up behind a late one).
+    /// Evenly spaced 1% under the rate, no burst, each create a period after the last one actually
+    /// sent: no 429 under a token bucket, a sliding window or strict spacing.
     Strict,
 }
 
@@ -46,11 +44,13 @@ pub enum Pacing {
 /// never clear.
 #[derive(Debug)]
 pub struct CreateGate {
-    limiter: Option<TokioLimiter>,
     /// The rate's count of creates per window, when there is a rate.
     per_window: Option<u32>,
-    clock: TokioClock,
+    /// The spacing between creates at the rate (1% under it).
     period: Duration,
+    /// Under `Pacing::Strict` with a rate, the turn to wait for the next slot: creates take their
+    /// slots one at a time, in order, rather than all waking for each.
+    spacing_turn: Option<tokio::sync::Mutex<()>>,
     give_up_after: Duration,
     backoff: Mutex<Backoff>,
     /// Woken by every accepted create: a learning burst may grow.
@@ -63,6 +63,8 @@ struct Backoff {
     /// Multiplies the spacing between creates; 1.0 when all is well.
     slowdown: f64,
     next_slot: Instant,
+    /// `Pacing::Strict`: when the last create was let through or sent, whichever is later.
+    last_send: Option<Instant>,
     /// The 429s since the last accepted create.
     streak: Option<Streak>,
     /// `Pacing::Learn`'s bucket; `None` under `Pacing::Strict` or with no rate.
@@ -147,11 +149,6 @@ pub const MAX_PAUSE: Duration = Duration::from_secs(120);
 /// How long an unbroken run of 429s may last, with no create accepted, before the run ends.
 pub const DEFAULT_GIVE_UP_AFTER: Duration = Duration::from_secs(600);
 
-/// The burst a gate at `per_minute` may allow without exceeding the limit in any 60 s window.
-fn burst_for(per_minute: u32) -> NonZeroU32 {
-    NonZeroU32::new(per_minute.saturating_mul(99) / 10_000).unwrap_or(NonZeroU32::MIN)
-}
-
 /// What a 429 did to the gate: creates are paused until `until`, after `answers` 429s in a row
 /// over `for_how_long` with no create accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,35 +216,20 @@ impl CreateGate {
     /// A gate at `limit` creates per `window` (a minute for a real account; shorter against a
     /// time-scaled simulator), giving up after `DEFAULT_GIVE_UP_AFTER` of unbroken 429s.
     pub fn per_window(limit: Option<u32>, window: Duration) -> CreateGate {
-        let clock = TokioClock::new();
-        let (limiter, period) = match limit.and_then(NonZeroU32::new) {
-            Some(rate) => {
-                // 1% under the limit, so that timer lateness never adds up to a late schedule, a
-                // small burst is allowed where the 1% margin absorbs it: in any window at most
-                // N / 1.01 + burst creates, which stays ≤ N while burst ≤ 0.0099 N. At 80 a minute
-                // that is no burst at all; at 3,000 it is 29.
-                let period = window.mul_f64(1.01) / rate.get();
-                let quota = Quota::with_period(period).unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN));
-                (
-                    Some(crate::clock::limiter(
-                        quota.allow_burst(burst_for(rate.get())),
-                        clock.clone(),
-                    )),
-                    period,
-                )
-            }
-            None => (None, Duration::from_millis(50)),
-        };
+        let per_window = limit.filter(|n| *n > 0);
+        // 1% under the limit, so that timer lateness never adds up to a late schedule: spaced at
+        // least a period apart, any window holds at most N / 1.01 + 1 creates, which is ≤ N.
+        let period = per_window.map_or(Duration::from_millis(50), |rate| window.mul_f64(1.01) / rate);
         CreateGate {
-            limiter,
-            per_window: limit.filter(|n| *n > 0),
-            clock,
+            per_window,
             period,
+            spacing_turn: per_window.map(|_| tokio::sync::Mutex::new(())),
             give_up_after: DEFAULT_GIVE_UP_AFTER,
             backoff: Mutex::new(Backoff {
                 paused_until: None,
                 slowdown: 1.0,
                 next_slot: Instant::now(),
+                last_send: None,
                 streak: None,
                 learned: None,
             }),
@@ -259,7 +241,7 @@ impl CreateGate {
     /// `pacing` says. Without a rate there is nothing to pace and this changes nothing.
     pub fn with_pacing(mut self, pacing: Pacing) -> CreateGate {
         if let (Pacing::Learn, Some(n)) = (pacing, self.per_window) {
-            self.limiter = None;
+            self.spacing_turn = None;
             let now = Instant::now();
             self.backoff().learned = Some(Learned {
                 capacity: f64::from(n),
@@ -306,7 +288,8 @@ impl CreateGate {
                     return Err(gave_up);
                 }
                 let mut slot = now.max(b.paused_until.unwrap_or(now));
-                if b.slowdown > 1.0 {
+                // Strict spacing widens its own spacing from the last send (`take_slot`).
+                if b.slowdown > 1.0 && self.spacing_turn.is_none() {
                     slot = slot.max(b.next_slot);
                     b.next_slot = slot + self.period.mul_f64(b.slowdown);
                 }
@@ -334,24 +317,45 @@ impl CreateGate {
                     continue 'wait;
                 }
             }
-            if let Some(limiter) = &self.limiter {
-                loop {
-                    match limiter.check() {
-                        Ok(()) => break,
-                        Err(not_until) => {
-                            tokio::time::sleep(crate::clock::wait_time(&not_until, &self.clock)).await;
-                            if self.paused_until().is_some() {
-                                continue 'wait;
-                            }
-                        }
+            if let Some(turn) = &self.spacing_turn {
+                let _turn = turn.lock().await;
+                while let Some(at) = self.take_slot() {
+                    // A widened spacing may reach past the point of giving up: that comes first.
+                    tokio::time::sleep_until(give_up_at.map_or(at, |g| at.min(g))).await;
+                    if self.paused_until().is_some() || give_up_at.is_some_and(|g| g <= Instant::now()) {
+                        continue 'wait;
                     }
                 }
             }
-            // The last check: a 429 may have arrived while the limiter let us through.
+            // The last check: a 429 may have arrived while the spacing let us through.
             if self.paused_until().is_none() {
                 return Ok(());
             }
         }
+    }
+
+    /// `Pacing::Strict`: takes the next slot if a (widened) period has passed since the last
+    /// create let through or sent; otherwise when that will be.
+    fn take_slot(&self) -> Option<Instant> {
+        let mut b = self.backoff();
+        let now = Instant::now();
+        let spacing = self.period.mul_f64(b.slowdown);
+        match b.last_send {
+            Some(last) if last + spacing > now => Some(last + spacing),
+            _ => {
+                b.last_send = Some(now);
+                None
+            }
+        }
+    }
+
+    /// A create is leaving now (call it right before sending, after `ready`): under
+    /// `Pacing::Strict` the next create is spaced from this instant, so one delayed between `ready`
+    /// and its send delays the next one as much instead of letting it catch up.
+    pub fn on_sent(&self) {
+        let mut b = self.backoff();
+        let now = Instant::now();
+        b.last_send = Some(b.last_send.map_or(now, |last| last.max(now)));
     }
 
     fn gave_up(&self, b: &Backoff, now: Instant) -> Option<GaveUp> {

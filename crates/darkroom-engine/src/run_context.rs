@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-use darkroom_ledger::Ledger;
+use darkroom_ledger::{Charged, Ledger};
 use darkroom_provider::Provider;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -15,7 +15,7 @@ use crate::events::Event;
 use crate::limits::CreateGate;
 use crate::poller::Poller;
 use crate::reconcile::CreateLock;
-use crate::{budget_warning_due, EngineError, RunSettings};
+use crate::{budget_warning_due, RunSettings};
 
 /// Why a run stopped taking new work before every task was done.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +83,10 @@ pub(crate) struct RunContext {
     pub(crate) gate: CreateGate,
     pub(crate) in_flight: Arc<Semaphore>,
     pub(crate) downloads: Semaphore,
+    /// Images verified and measured at once, one per core: each quality check decodes a whole
+    /// picture (about 7 MB at 2048×1152), so with dozens of downloads in flight an unbounded number
+    /// of decodes was most of a run's memory.
+    pub(crate) decodes: Arc<Semaphore>,
     pub(crate) poller: Poller,
     /// The providers earlier runs sent this pass's creates to, other than `client`, each with its
     /// own poller: a resumed create is settled on the provider that received it.
@@ -145,22 +149,19 @@ impl RunContext {
     }
 
     /// Emits the budget warning once, when spend reaches 80%.
-    pub(crate) async fn check_budget_warning(&self) -> Result<(), EngineError> {
+    pub(crate) async fn check_budget_warning(&self, charged: Charged) {
         if self.budget_warned.load(Ordering::Relaxed) {
-            return Ok(());
+            return;
         }
-        if let Some(pass) = self.ledger.pass(self.job_id, self.settings.pass).await? {
-            if budget_warning_due(pass.spent(), pass.budget())
-                && !self.budget_warned.swap(true, Ordering::Relaxed)
-            {
-                self.emit(Event::BudgetWarning {
-                    spent: pass.spent(),
-                    budget: pass.budget(),
-                })
-                .await;
-            }
+        if budget_warning_due(charged.spent, charged.budget)
+            && !self.budget_warned.swap(true, Ordering::Relaxed)
+        {
+            self.emit(Event::BudgetWarning {
+                spent: charged.spent,
+                budget: charged.budget,
+            })
+            .await;
         }
-        Ok(())
     }
 }
 
@@ -200,6 +201,9 @@ impl RunContext {
                 .with_give_up_after(settings.give_up_after),
             in_flight: Arc::new(Semaphore::new(settings.max_in_flight.max(1) as usize)),
             downloads: Semaphore::new(settings.max_downloads.max(1) as usize),
+            decodes: Arc::new(Semaphore::new(
+                std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+            )),
             poller: parts.poller,
             earlier: parts.earlier,
             create_lock: CreateLock::new(()),

@@ -220,9 +220,10 @@ fn read_pass<R: Read, F: FnMut(Row)>(
     format: FileFormat,
     sink: &mut Sink<F>,
 ) -> Result<String, FileError> {
+    // Only the validating pass's fingerprint is kept: the reserving pass reads the same bytes.
     let hashing = HashingReader {
         inner: source,
-        hasher: blake3::Hasher::new(),
+        hasher: (!sink.reserving()).then(blake3::Hasher::new),
     };
     let hashing = match format {
         FileFormat::Csv => crate::csv_reader::read(hashing, name, sink)?,
@@ -234,23 +235,32 @@ fn read_pass<R: Read, F: FnMut(Row)>(
     })
 }
 
-/// Reads the rest of the file through the hasher so the fingerprint covers every byte.
+/// Reads the rest of the file through the hasher so the fingerprint covers every byte; with no
+/// hasher, reads nothing more and the fingerprint is empty.
 pub(crate) struct HashingReader<R> {
     inner: R,
-    hasher: blake3::Hasher,
+    hasher: Option<blake3::Hasher>,
 }
 
 impl<R: Read> HashingReader<R> {
     fn finish(mut self) -> std::io::Result<String> {
+        if self.hasher.is_none() {
+            return Ok(String::new());
+        }
         std::io::copy(&mut self, &mut std::io::sink())?;
-        Ok(self.hasher.finalize().to_hex().to_string())
+        Ok(self
+            .hasher
+            .map(|h| h.finalize().to_hex().to_string())
+            .unwrap_or_default())
     }
 }
 
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(&buf[..n]);
+        }
         Ok(n)
     }
 }

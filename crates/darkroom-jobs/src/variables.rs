@@ -33,6 +33,15 @@ pub const MAX_EXPANSION: u64 = 10_000;
 impl Template {
     /// Parses `prompt`'s `{a|b}` groups (`\{` and `\}` are literal braces).
     pub fn parse(prompt: &str) -> Result<Template, TemplateError> {
+        // Most prompts have no braces and no escapes: the whole prompt is one text part.
+        if !prompt.bytes().any(|b| matches!(b, b'{' | b'}' | b'\\')) {
+            let parts = if prompt.is_empty() {
+                Vec::new()
+            } else {
+                vec![Part::Text(prompt.to_string())]
+            };
+            return Ok(Template { parts });
+        }
         let mut parts = Vec::new();
         let mut text = String::new();
         let mut group: Option<(usize, Vec<String>, String)> = None;

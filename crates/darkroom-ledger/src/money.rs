@@ -20,53 +20,73 @@ pub enum Reservation {
     OverLimit(crate::LimitUsage),
 }
 
+/// What recording an accepted create charged, and where its pass stands after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Charged {
+    /// The charge recorded for the generation (the price in force).
+    pub charge: Money,
+    /// The pass's spend after it, every charge of the pass included.
+    pub spent: Money,
+    /// The pass's budget.
+    pub budget: Money,
+}
+
 impl Ledger {
     /// Reserves the task's price against its pass's budget, in one transaction:
     /// spent + reserved + price ≤ budget, or nothing changes. The price is the task's table price,
     /// or the higher price the account was observed to charge for its model (`reprice`). The
     /// spending limits of the job's account and label are checked in the same transaction
-    /// ([`Reservation::OverLimit`]).
+    /// ([`Reservation::OverLimit`]): a reservation that would pass one is rolled back.
     pub async fn reserve(&self, task_id: i64) -> Result<Reservation> {
         self.reserve_at(task_id, now_ms()).await
     }
 
     /// [`Ledger::reserve`] at the instant `now` (Unix ms): the day and month the spending limits
     /// count in.
+    ///
+    /// Two statements when it reserves (a task's hot path): the pass's reservation grows only if
+    /// the task is pending and its price fits, then the task takes it; a third reads the spending
+    /// limits, with this price counted, for a job on an account or under a label. Only when
+    /// nothing was reserved does a further read say why.
     pub async fn reserve_at(&self, task_id: i64, now: i64) -> Result<Reservation> {
         let mut tx = self.begin_write().await?;
-        let task: Option<(i64, String, i64, TaskState)> = sqlx::query_as(&format!(
-            "SELECT job_id, pass, {PRICE_IN_FORCE}, state FROM tasks t WHERE id = ?1"
+        let updated = sqlx::query(&format!(
+            "UPDATE job_passes SET reserved_micros = reserved_micros + p.price
+             FROM (SELECT t.job_id, t.pass, {PRICE_IN_FORCE} AS price FROM tasks t
+                   WHERE t.id = ?1 AND t.state = 'pending') AS p
+             WHERE job_passes.job_id = p.job_id AND job_passes.pass = p.pass
+               AND spent_micros + reserved_micros + p.price <= budget_micros"
         ))
         .bind(task_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some((job_id, pass, price, state)) = task else {
-            return Ok(Reservation::NotPending);
-        };
-        if state != TaskState::Pending {
-            return Ok(Reservation::NotPending);
-        }
-        if let Some(limit) = crate::spending::limit_exceeded(&mut tx, job_id, price, now).await? {
-            return Ok(Reservation::OverLimit(limit));
-        }
-        let updated = sqlx::query(
-            "UPDATE job_passes SET reserved_micros = reserved_micros + ?3
-             WHERE job_id = ?1 AND pass = ?2 AND spent_micros + reserved_micros + ?3 <= budget_micros",
-        )
-        .bind(job_id)
-        .bind(&pass)
-        .bind(price)
         .execute(&mut *tx)
         .await?
         .rows_affected();
         if updated == 0 {
-            return Ok(Reservation::OverBudget);
+            let state: Option<TaskState> = sqlx::query_scalar("SELECT state FROM tasks WHERE id = ?1")
+                .bind(task_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            return Ok(match state {
+                Some(TaskState::Pending) => Reservation::OverBudget,
+                _ => Reservation::NotPending,
+            });
         }
-        sqlx::query("UPDATE tasks SET state = 'reserved', reserved_micros = ?2 WHERE id = ?1")
-            .bind(task_id)
-            .bind(price)
-            .execute(&mut *tx)
-            .await?;
+        let (job_id, scoped): (i64, bool) = sqlx::query_as(&format!(
+            "UPDATE tasks AS t SET state = 'reserved', reserved_micros = {PRICE_IN_FORCE} WHERE id = ?1
+             RETURNING job_id,
+                       (SELECT j.account IS NOT NULL OR j.label IS NOT NULL FROM jobs j WHERE j.id = job_id)"
+        ))
+        .bind(task_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        // A job on no account and under no label has no spending limit to read. Otherwise the
+        // pass's reservation already counts this price, so the limits are read with it in and
+        // nothing more is added; returning without commit rolls the reservation back.
+        if scoped {
+            if let Some(limit) = crate::spending::limit_exceeded(&mut tx, job_id, 0, now).await? {
+                return Ok(Reservation::OverLimit(limit));
+            }
+        }
         tx.commit().await?;
         Ok(Reservation::Reserved)
     }
@@ -92,53 +112,43 @@ impl Ledger {
 
     /// The upstream accepted the create: the reservation becomes a charge, logged. The charge is
     /// the price in force (the table's, or the higher observed one); any part of it the reservation
-    /// did not cover (reserved before the price was raised) is unplanned spend.
-    pub async fn record_submitted(&self, generation: i64, upstream_id: &str) -> Result<()> {
+    /// did not cover (reserved before the price was raised) is unplanned spend. Returns the
+    /// charge and the pass's spend and budget after it, so the caller needs no read of its own.
+    pub async fn record_submitted(&self, generation: i64, upstream_id: &str) -> Result<Charged> {
         let mut tx = self.begin_write().await?;
-        let (task_id, job_id, pass, reserved, price): (i64, i64, String, i64, i64) =
-            sqlx::query_as(&format!(
-                "SELECT t.id, t.job_id, t.pass, t.reserved_micros, {PRICE_IN_FORCE}
-             FROM generations g JOIN tasks t ON t.id = g.task_id WHERE g.id = ?1"
-            ))
-            .bind(generation)
-            .fetch_one(&mut *tx)
-            .await?;
         let now = now_ms();
-        sqlx::query(
-            "UPDATE generations SET upstream_id = ?2, state = 'submitted', charge_micros = ?3, submitted_at = ?4
-             WHERE id = ?1",
-        )
+        let (task_id, price): (i64, i64) = sqlx::query_as(&format!(
+            "UPDATE generations SET upstream_id = ?2, state = 'submitted', submitted_at = ?3,
+                    charge_micros = (SELECT {PRICE_IN_FORCE} FROM tasks t WHERE t.id = generations.task_id)
+             WHERE id = ?1 RETURNING task_id, charge_micros"
+        ))
         .bind(generation)
         .bind(upstream_id)
-        .bind(price)
         .bind(now)
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await?;
         // The charge takes the reservation's place; if the task held none (adopted after a crash
-        // that lost it), the charge is still recorded: the upstream took the money.
-        let unplanned = if reserved > 0 {
-            (price - reserved).max(0)
-        } else {
-            0
-        };
-        sqlx::query(
-            "UPDATE job_passes SET reserved_micros = reserved_micros - ?3, spent_micros = spent_micros + ?4,
-                                   unplanned_micros = unplanned_micros + ?5
-             WHERE job_id = ?1 AND pass = ?2",
-        )
-        .bind(job_id)
-        .bind(&pass)
-        .bind(reserved)
-        .bind(price)
-        .bind(unplanned)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE tasks SET state = 'submitted', reserved_micros = 0, cost_micros = cost_micros + ?2 WHERE id = ?1",
+        // that lost it), the charge is still recorded: the upstream took the money. Read before
+        // the task's reservation is cleared below.
+        let (spent, budget): (i64, i64) = sqlx::query_as(
+            "UPDATE job_passes SET reserved_micros = job_passes.reserved_micros - t.reserved_micros,
+                    spent_micros = job_passes.spent_micros + ?2,
+                    unplanned_micros = job_passes.unplanned_micros
+                        + CASE WHEN t.reserved_micros > 0 THEN MAX(?2 - t.reserved_micros, 0) ELSE 0 END
+             FROM tasks t WHERE t.id = ?1 AND job_passes.job_id = t.job_id AND job_passes.pass = t.pass
+             RETURNING job_passes.spent_micros, job_passes.budget_micros",
         )
         .bind(task_id)
         .bind(price)
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
+        .await?;
+        let (job_id, pass): (i64, String) = sqlx::query_as(
+            "UPDATE tasks SET state = 'submitted', reserved_micros = 0, cost_micros = cost_micros + ?2
+             WHERE id = ?1 RETURNING job_id, pass",
+        )
+        .bind(task_id)
+        .bind(price)
+        .fetch_one(&mut *tx)
         .await?;
         insert_spend(
             &mut tx,
@@ -152,7 +162,11 @@ impl Ledger {
         )
         .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(Charged {
+            charge: Money::from_micros(price),
+            spent: Money::from_micros(spent),
+            budget: Money::from_micros(budget),
+        })
     }
 
     /// The generation ended `failed` upstream: its charge is refunded. The task goes to `next`

@@ -25,6 +25,11 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
 /// machine. Readers (`darkroom status`) never wait: WAL lets them read beside a writer.
 pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// The tracing target of the event every write transaction emits as it begins (at `TRACE`): a
+/// transaction is two statements sqlx does not log itself, its `BEGIN` and its `COMMIT` (or
+/// `ROLLBACK`). Every other statement is an event of target `sqlx::query`.
+pub const TRANSACTION_TARGET: &str = "darkroom_ledger::transaction";
+
 /// How long a task waits for the process's one connection: longer than [`BUSY_TIMEOUT`], so the
 /// task holding it can wait out another process's lock first.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -107,6 +112,10 @@ impl Ledger {
             drop(conn);
             conn = self.pool.acquire().await?;
         }
+        // sqlx logs every statement it runs (target `sqlx::query`) except a transaction's own
+        // `BEGIN` and `COMMIT`: this event stands for both, so the statements a task costs can be
+        // counted (`darkroom-engine`'s `tests/ledger_statements.rs`).
+        tracing::trace!(target: TRANSACTION_TARGET, "BEGIN IMMEDIATE");
         Ok(sqlx::Transaction::begin(conn, Some("BEGIN IMMEDIATE".into())).await?)
     }
 

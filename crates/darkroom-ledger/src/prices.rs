@@ -128,8 +128,10 @@ impl Ledger {
         since_ms: i64,
     ) -> Result<Vec<ModelCharges>> {
         Ok(sqlx::query_as(
+            // `CROSS JOIN` keeps SQLite reading the run's generations first (a rowid range and
+            // `generations_by_submitted`, migration 0014), never every task of the pass.
             "SELECT t.model AS model, COUNT(*) AS images, SUM(g.charge_micros) AS micros
-             FROM generations g JOIN tasks t ON t.id = g.task_id
+             FROM generations g CROSS JOIN tasks t ON t.id = g.task_id
              WHERE t.job_id = ?1 AND t.pass = ?2 AND (g.id > ?3 OR g.submitted_at >= ?4)
                AND g.charge_micros > 0
              GROUP BY t.model ORDER BY t.model",

@@ -142,10 +142,15 @@ impl Ledger {
             insert_flag(&mut tx, task_id, flag, None).await?;
         }
         let siblings: Vec<(i64, String, i64, String)> = sqlx::query_as(
+            // A row's tasks are keyed by its id (`ROWID`, `ROWID-N`, a reframe's `KEY-W-H`): the
+            // key range finds them through the `(job_id, pass, task_key, ...)` unique index, where
+            // `row_id` alone would read every done task of the pass for each image.
             "SELECT s.id, s.task_key, s.variant, c.perceptual_hash
-             FROM tasks t JOIN tasks s ON s.job_id = t.job_id AND s.pass = t.pass AND s.row_id = t.row_id
+             FROM tasks t CROSS JOIN tasks s ON s.job_id = t.job_id AND s.pass = t.pass
+                  AND s.task_key >= t.row_id AND s.task_key < t.row_id || '.'
              JOIN image_checks c ON c.task_id = s.id
-             WHERE t.id = ?1 AND s.id <> t.id AND s.state = 'done' AND s.superseded = 0
+             WHERE t.id = ?1 AND s.row_id = t.row_id AND s.id <> t.id
+               AND s.state = 'done' AND s.superseded = 0
              ORDER BY s.variant",
         )
         .bind(task_id)

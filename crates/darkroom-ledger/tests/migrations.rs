@@ -76,6 +76,11 @@ const LANDED: &[(i64, &str, &str)] = &[
         "accounts",
         "15c1f17d48c22305192a8e2706800ea3c23f803da95a1a3ede323bc2a3dd8a2fe6e65683d9588a01c28c90b16095ee8c",
     ),
+    (
+        14,
+        "run charges index",
+        "70b05fe8e47e6c88ba626746abcea7ac3b98fb40734e74f71219db87670fc2027d546f4fe2d4f12afafbac7c51c145be",
+    ),
 ];
 
 fn hex(bytes: &[u8]) -> String {

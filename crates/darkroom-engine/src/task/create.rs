@@ -52,6 +52,8 @@ impl TaskRun {
         };
         let intent_at = darkroom_ledger::now_ms();
         self.attempts += 1;
+        // Strict pacing spaces the next create from this instant, however late it is.
+        self.shared.gate.on_sent();
         let result = self.send().await;
         // The charge is recorded before the create lock is let go, so a balance reading (taken
         // holding it alone) never sees a charge the ledger does not have yet.
@@ -65,22 +67,28 @@ impl TaskRun {
         drop(guard);
         match result {
             Ok(created) => {
-                if let Some(Err(error)) = recorded {
-                    // Another task adopted this id while our answer was on its way: settle ours by
-                    // reconciliation like any other unknown outcome.
-                    tracing::warn!(task = self.key(), %error, "recording the create failed; reconciling");
-                    self.shared.ledger.record_outcome_unknown(generation).await?;
-                    return Ok(Step::Reconcile {
-                        generation,
-                        intent_at,
-                        permit: Some(permit),
-                    });
-                }
+                let charged = match recorded {
+                    Some(Ok(charged)) => Some(charged),
+                    Some(Err(error)) => {
+                        // Another task adopted this id while our answer was on its way: settle
+                        // ours by reconciliation like any other unknown outcome.
+                        tracing::warn!(task = self.key(), %error, "recording the create failed; reconciling");
+                        self.shared.ledger.record_outcome_unknown(generation).await?;
+                        return Ok(Step::Reconcile {
+                            generation,
+                            intent_at,
+                            permit: Some(permit),
+                        });
+                    }
+                    None => None,
+                };
                 self.holds_reservation = false;
                 self.shared.charged.notify_one();
                 self.shared.gate.on_accepted();
                 self.shared.create_succeeded();
-                self.shared.check_budget_warning().await?;
+                if let Some(charged) = charged {
+                    self.shared.check_budget_warning(charged).await;
+                }
                 Ok(Step::Poll {
                     generation,
                     upstream_id: created.id,

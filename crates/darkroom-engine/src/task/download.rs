@@ -103,8 +103,11 @@ impl TaskRun {
         let (format, aspect) = (self.format, self.aspect);
         let check = self.shared.settings.qc.enabled;
         let task = self.key().to_string();
-        // Verification and the quality check's decode are CPU work: off the runtime's threads.
+        // Verification and the quality check's decode are CPU work: off the runtime's threads,
+        // and no more at once than there are cores (`RunContext::decodes`).
+        let decoding = self.shared.decodes.clone().acquire_owned().await;
         let verified = tokio::task::spawn_blocking(move || {
+            let _decoding = decoding;
             images::verify(&bytes, format, aspect)?;
             let measured = check.then(|| qc::measure(&bytes)).and_then(|m| {
                 m.map_err(

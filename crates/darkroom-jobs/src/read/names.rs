@@ -2,6 +2,7 @@
 //! derived name is taken, by which line, and whether a variant's `ID-N` collides with one.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 /// The names rows have, and before that the ids the file gives its rows, keyed by a 128-bit hash
 /// of the name with ASCII letters in lower case: names that differ only in case are one file on
@@ -11,7 +12,7 @@ use std::collections::HashMap;
 /// variant's name `ID-N` is found through its row's entry.
 #[derive(Debug, Default)]
 pub(super) struct Names {
-    map: HashMap<u128, Held>,
+    map: HashMap<u128, Held, BuildHasherDefault<KeyHasher>>,
     /// How many names held end in `-N` (a number): only those can be a variant's file name.
     pub(super) numbered: u64,
 }
@@ -148,9 +149,41 @@ fn folded_key(name: &str) -> u128 {
     u128::from_le_bytes(bytes)
 }
 
+/// A 32-bit FNV-1a hash of the name as written: it only tells a duplicate from a name that differs
+/// in letter case (its folded key already matched), so a collision would only change a message's
+/// wording.
 fn exact_hash(name: &str) -> u32 {
-    let hash = blake3::hash(name.as_bytes());
-    let mut bytes = [0u8; 4];
-    bytes.copy_from_slice(&hash.as_bytes()[..4]);
-    u32::from_le_bytes(bytes)
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in name.bytes() {
+        hash = (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193);
+    }
+    hash
+}
+
+/// Hashes the table's keys, which are already uniform 128-bit hashes, by folding their two halves:
+/// hashing them again (the standard library's SipHash) was a measurable part of reading a
+/// million-row file.
+#[derive(Debug, Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write_u128(&mut self, key: u128) {
+        // Truncation intended: both halves are uniform.
+        #[allow(clippy::cast_possible_truncation)]
+        let (low, high) = (key as u64, (key >> 64) as u64);
+        self.0 = low ^ high.rotate_left(32);
+    }
+
+    /// Only `u128` keys are hashed; anything else is folded in byte by byte (FNV-1a).
+    fn write(&mut self, bytes: &[u8]) {
+        let mut hash = self.0 ^ 0xcbf2_9ce4_8422_2325;
+        for byte in bytes {
+            hash = (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = hash;
+    }
 }

@@ -30,8 +30,9 @@ pub(super) fn validate(mut raw: RawRow, options: &ReadOptions) -> Result<(Vec<Ro
     let Some(template) = template.filter(|_| errors.is_empty()) else {
         return Err(errors);
     };
-    let rows = expand_prompts(&template, &base)?;
-    Ok((rows, given && !template.has_groups()))
+    let has_groups = template.has_groups();
+    let rows = expand_prompts(&template, base)?;
+    Ok((rows, given && !has_groups))
 }
 
 /// The row's id: the one given (checked against the id rule), else `row-LINE`.
@@ -133,11 +134,18 @@ fn format(text: Option<&str>, errors: &mut Vec<String>) -> Format {
 }
 
 /// One row per expansion of the prompt, each prompt checked for length (at most five problems).
-fn expand_prompts(template: &Template, base: &Row) -> Result<Vec<Row>, Vec<String>> {
-    let mut rows = Vec::new();
+/// The last row takes `base` itself; only the others are copies of it (a prompt without variables
+/// is one row and no copy).
+fn expand_prompts(template: &Template, base: Row) -> Result<Vec<Row>, Vec<String>> {
+    let mut prompts = Vec::new();
     let mut problems = Vec::new();
     for (expanded, chosen) in template.expand() {
-        let expanded = expanded.trim().to_string();
+        let trimmed = expanded.trim();
+        let expanded = if trimmed.len() == expanded.len() {
+            expanded
+        } else {
+            trimmed.to_string()
+        };
         let length = expanded.chars().count();
         if length < PROMPT_MIN {
             problems.push(format!(
@@ -148,25 +156,29 @@ fn expand_prompts(template: &Template, base: &Row) -> Result<Vec<Row>, Vec<Strin
                 "prompt is too long: {length} characters, at most {PROMPT_MAX}"
             ));
         }
-        let row_id = if template.has_groups() {
-            expanded_id(&base.id, &chosen)
-        } else {
-            base.id.clone()
-        };
-        rows.push(Row {
-            id: row_id,
-            prompt: expanded,
-            ..base.clone()
-        });
+        let row_id = template.has_groups().then(|| expanded_id(&base.id, &chosen));
+        prompts.push((row_id, expanded));
         if problems.len() >= 5 {
             break;
         }
     }
-    if problems.is_empty() {
-        Ok(rows)
-    } else {
-        Err(problems)
+    if !problems.is_empty() {
+        return Err(problems);
     }
+    let mut rows = Vec::with_capacity(prompts.len());
+    let mut base = Some(base);
+    let last = prompts.len().saturating_sub(1);
+    for (i, (row_id, prompt)) in prompts.into_iter().enumerate() {
+        let Some(mut row) = (if i == last { base.take() } else { base.clone() }) else {
+            break;
+        };
+        if let Some(row_id) = row_id {
+            row.id = row_id;
+        }
+        row.prompt = prompt;
+        rows.push(row);
+    }
+    Ok(rows)
 }
 
 fn check_refs(refs: &References, errors: &mut Vec<String>) {
