@@ -8,6 +8,9 @@ use darkroom_jobs::Money;
 use darkroom_ledger::{Ledger, LimitPeriod, LimitScope, LimitUsage};
 use serde_json::json;
 
+use crate::commands::pass::RunFlags;
+use crate::commands::Connection;
+use crate::config::Settings;
 use crate::exit::{Exit, Failure};
 
 /// Set or show spending limits shared by every run of an account or a label.
@@ -223,4 +226,29 @@ pub async fn warn_near_ceiling(ledger: &Ledger, account: &str, ceiling: Money) -
         );
     }
     Ok(())
+}
+
+/// The account the run shares limits on: the connection's (its key and base URL) under the name
+/// `--account` or `[account] name` gives; warns when its month is near the upstream's cap.
+pub async fn run_account(
+    settings: &Settings,
+    connection: &Connection,
+    flags: &RunFlags,
+    ledger: &Ledger,
+) -> anyhow::Result<Option<darkroom_engine::account::Account>> {
+    let Some(account) = account_named(settings, connection, flags) else {
+        return Ok(None);
+    };
+    warn_near_ceiling(ledger, &account.name, settings.account.monthly_ceiling).await?;
+    Ok(Some(account))
+}
+
+/// The connection's account under the name `--account` or `[account] name` gives, if any.
+pub fn account_named(
+    settings: &Settings,
+    connection: &Connection,
+    flags: &RunFlags,
+) -> Option<darkroom_engine::account::Account> {
+    let configured = flags.account.as_deref().unwrap_or(&settings.account.name);
+    Some(connection.account.clone()?.named(Some(configured)))
 }

@@ -120,32 +120,6 @@ pub fn run_settings(
     s
 }
 
-/// The account the run shares limits on: the connection's (its key and base URL) under the name
-/// `--account` or `[account] name` gives; warns when its month is near the upstream's cap.
-async fn run_account(
-    settings: &Settings,
-    connection: &Connection,
-    flags: &RunFlags,
-    ledger: &Ledger,
-) -> anyhow::Result<Option<darkroom_engine::account::Account>> {
-    let Some(account) = account_named(settings, connection, flags) else {
-        return Ok(None);
-    };
-    crate::commands::budget::warn_near_ceiling(ledger, &account.name, settings.account.monthly_ceiling)
-        .await?;
-    Ok(Some(account))
-}
-
-/// The connection's account under the name `--account` or `[account] name` gives, if any.
-pub fn account_named(
-    settings: &Settings,
-    connection: &Connection,
-    flags: &RunFlags,
-) -> Option<darkroom_engine::account::Account> {
-    let configured = flags.account.as_deref().unwrap_or(&settings.account.name);
-    Some(connection.account.clone()?.named(Some(configured)))
-}
-
 /// Starts the callback receiver: an address that can't be bound is bad input (exit 2).
 fn bind_callbacks(
     listen: std::net::SocketAddr,
@@ -168,7 +142,7 @@ fn bind_callbacks(
 
 /// Runs the pass and ends with the summary; the exit code says how it ended.
 pub async fn execute(settings: &Settings, run: PassRun) -> anyhow::Result<Exit> {
-    let mut engine_settings = engine_settings(settings, &run)?;
+    let engine_settings = engine_settings(settings, &run).await?;
     let PassRun {
         ledger,
         connection,
@@ -184,10 +158,6 @@ pub async fn execute(settings: &Settings, run: PassRun) -> anyhow::Result<Exit> 
         ..
     } = run;
 
-    engine_settings.earlier_providers =
-        crate::commands::providers::earlier_providers(&ledger, &connection, settings, job_id, pass).await?;
-    crate::commands::providers::before_sending(&connection);
-    engine_settings.account = run_account(settings, &connection, &flags, &ledger).await?;
     let shutdown = Shutdown::default();
     let signals = tokio::spawn(watch_signals(shutdown.clone()));
     let (events_tx, events_rx) = mpsc::channel(1024);
@@ -251,8 +221,9 @@ pub async fn execute(settings: &Settings, run: PassRun) -> anyhow::Result<Exit> 
     print_summary(&finished, &resume, &next)
 }
 
-/// The engine's settings for `run`: from config and flags, its scope, its callback receiver.
-fn engine_settings(settings: &Settings, run: &PassRun) -> anyhow::Result<RunSettings> {
+/// The engine's settings for `run`: from config and flags, its scope, its callback receiver, the
+/// providers holding its unsettled creates and the account it shares limits on.
+async fn engine_settings(settings: &Settings, run: &PassRun) -> anyhow::Result<RunSettings> {
     let mut engine = run_settings(
         settings,
         &run.job,
@@ -262,6 +233,17 @@ fn engine_settings(settings: &Settings, run: &PassRun) -> anyhow::Result<RunSett
         run.deadline_ms,
     );
     engine.scope = run.scope.clone();
+    engine.earlier_providers = crate::commands::providers::earlier_providers(
+        &run.ledger,
+        &run.connection,
+        settings,
+        run.job_id,
+        run.pass,
+    )
+    .await?;
+    crate::commands::providers::before_sending(&run.connection);
+    engine.account =
+        crate::commands::budget::run_account(settings, &run.connection, &run.flags, &run.ledger).await?;
     if let Some(listen) = run.flags.callbacks_listen {
         engine.callbacks = Some(bind_callbacks(listen, run.flags.callbacks_url.as_deref())?);
     }

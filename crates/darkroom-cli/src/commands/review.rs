@@ -74,7 +74,7 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
     let mut run = run_settings(&settings, &args.job, Pass::Final, &args.out, &args.flags, None);
     run.account = connection
         .as_ref()
-        .and_then(|c| crate::commands::pass::account_named(&settings, c, &args.flags));
+        .and_then(|c| crate::commands::budget::account_named(&settings, c, &args.flags));
     let config = ReviewConfig {
         job: args.job.clone(),
         job_id,
