@@ -94,13 +94,13 @@ fn kill_when(mut command: Command, mut ready: impl FnMut() -> bool) {
 }
 
 /// Charges the simulated account holds (not refunds).
-fn charges(sim: &SimProcess) -> usize {
+fn charges(sim: &SimProcess) -> i64 {
     get_json(&sim.base_url, "/sim/billing")["entries"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|e| e["kind"] == "charge")
-        .count()
+        .count() as i64
 }
 
 /// Reframe files on disk (no temporary file counted).
@@ -188,7 +188,7 @@ fn a_reframe_killed_with_creates_in_flight_resumes_them_as_in_flight_and_pays_ea
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
     let before = finals(dir);
-    let charged_before = (4 + 4) as usize;
+    let charged_before = 4 + 4;
     // Each reframe takes 4 s upstream: killed after its third create, the sent ones are in flight.
     let sim = sim(dir, &["--photon-latency", "4-4"]);
     kill_when(reframe(dir, &sim, "1"), || charges(&sim) >= charged_before + 3);
@@ -219,7 +219,7 @@ fn a_reframe_killed_with_creates_in_flight_resumes_them_as_in_flight_and_pays_ea
     each_reframe_once_in_its_shape(dir);
     let bill = sim.net_billing();
     assert_eq!(bill, before + REFRAMES * PHOTON, "each reframe paid once");
-    assert_eq!(charges(&sim), charged_before + REFRAMES as usize);
+    assert_eq!(charges(&sim), charged_before + REFRAMES);
     let after = ledgered(dir);
     assert_eq!(after.net, bill, "the ledger equals the bill");
     assert_eq!(after.spent, REFRAMES * PHOTON);
@@ -291,4 +291,70 @@ fn a_reframe_killed_after_some_are_done_and_resumed_under_a_lower_budget_stops_a
     each_reframe_once_in_its_shape(dir);
     assert_eq!(sim.net_billing(), before + REFRAMES * PHOTON);
     assert_eq!(ledgered(dir).net, sim.net_billing());
+}
+
+#[test]
+fn a_reframe_killed_while_its_creates_are_unanswered_finds_them_on_the_account_and_sends_none_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let before = finals(dir);
+    {
+        // Every create is held unanswered for 1.5 s and only then committed: the run is killed
+        // while its 3 first creates are held, so it never learns their generation ids.
+        let sim = sim(
+            dir,
+            &[
+                "--photon-latency",
+                "0.5-0.5",
+                "--create-late",
+                "1",
+                "--late-commit-delay",
+                "1.5",
+            ],
+        );
+        let mut command = reframe(dir, &sim, "1");
+        command.args(["--max-in-flight", "3"]);
+        kill_when(command, || {
+            let stats = get_json(&sim.base_url, "/sim/stats");
+            stats["faults"]["create_late"].as_u64().unwrap_or(0) >= 3
+        });
+        std::thread::sleep(Duration::from_millis(2_500));
+        assert_eq!(
+            sim.net_billing(),
+            before + 3 * PHOTON,
+            "the account committed and billed the held creates"
+        );
+    }
+    let killed = ledgered(dir);
+    assert_eq!(
+        (killed.counts.in_flight, killed.counts.done),
+        (3, 0),
+        "{:?}",
+        killed.counts
+    );
+
+    let sim = sim(dir, &["--photon-latency", "0.5-0.5"]);
+    let out = reframe(dir, &sim, "1")
+        .env("DARKROOM_SETTLE_WINDOW_SECONDS", "5")
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(code(&out), 0, "{stderr}");
+    assert!(
+        stderr.contains(
+            "reframing: 6 image(s) to make for $0.09, 3 in flight from an earlier run, 0 already made"
+        ),
+        "{stderr}"
+    );
+    each_reframe_once_in_its_shape(dir);
+    let bill = sim.net_billing();
+    assert_eq!(
+        bill,
+        before + REFRAMES * PHOTON,
+        "the held creates were found on the account, not sent again"
+    );
+    assert_eq!(charges(&sim), 8 + REFRAMES);
+    let after = ledgered(dir);
+    assert_eq!(after.net, bill, "the ledger equals the bill");
+    assert_eq!(after.reserved, 0, "no reservation left behind");
 }
