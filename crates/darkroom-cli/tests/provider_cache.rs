@@ -1,12 +1,14 @@
 //! The cache with providers, with the real binary and its built-in simulator (`--sim`): the
 //! provider is part of the cache's key, so an image made on Luma is never served to a run on
 //! Replicate (which makes and bills its own), while a run on the same provider still takes the
-//! image from the cache at no cost.
+//! image from the cache at no cost. Both manifests (the pass's and the export's) name the
+//! provider that made each image.
 
 #![allow(clippy::unwrap_used)] // In tests a panic is a failure with a backtrace.
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use support::{code, darkroom, text, write};
@@ -42,6 +44,22 @@ fn results(dir: &Path, job: &str) -> Vec<(String, String, Option<String>, i64)> 
         .collect();
     lines.sort();
     lines
+}
+
+/// A manifest's (id or file, provider) pairs, sorted.
+fn providers_in(manifest: &Path, key: &str) -> Vec<(String, String)> {
+    let mut reader = csv::Reader::from_path(manifest).unwrap();
+    let headers = reader.headers().unwrap().clone();
+    let mut rows: Vec<_> = reader
+        .records()
+        .map(|r| {
+            let row: BTreeMap<&str, String> =
+                headers.iter().zip(r.unwrap().iter().map(String::from)).collect();
+            (row[key].clone(), row["provider"].clone())
+        })
+        .collect();
+    rows.sort();
+    rows
 }
 
 /// The ledger's net spend on the job, from `darkroom report --json`.
@@ -110,4 +128,36 @@ fn an_image_made_on_luma_is_not_served_from_the_cache_to_a_run_on_replicate_whic
         );
         assert_eq!(spent(dir, job), 0, "{provider}");
     }
+}
+
+#[test]
+fn the_pass_manifest_and_the_export_manifest_name_the_provider_that_made_each_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    write(dir, "chairs.csv", ROWS);
+    run(dir, "chairs.csv", &["--provider", "replicate"]);
+    let named = |first: &str, second: &str, provider: &str| {
+        vec![
+            (first.to_string(), provider.to_string()),
+            (second.to_string(), provider.to_string()),
+        ]
+    };
+    assert_eq!(
+        providers_in(&dir.join("out/chairs/manifest.csv"), "id"),
+        named("oak", "teak", "replicate")
+    );
+    // A copy from the cache was made by no create of its own: its provider cell is empty.
+    write(dir, "copies.csv", ROWS);
+    run(dir, "copies.csv", &["--provider", "replicate"]);
+    assert_eq!(
+        providers_in(&dir.join("out/copies/manifest.csv"), "id"),
+        named("oak", "teak", "")
+    );
+
+    let output = darkroom(dir).args(["export", "chairs"]).output().unwrap();
+    assert_eq!(code(&output), 0, "{}", text(&output.stderr));
+    assert_eq!(
+        providers_in(&dir.join("out/chairs/export/manifest.csv"), "file"),
+        named("preview/oak.jpg", "preview/teak.jpg", "replicate")
+    );
 }
