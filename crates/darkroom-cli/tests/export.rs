@@ -153,6 +153,8 @@ fn export_zip_holds_the_finals_a_manifest_of_each_file_and_the_report_and_the_bi
         let bytes = &entries[&format!("ads/{}", row["file"])];
         assert_eq!(row["pass"], "final");
         assert_eq!(row["model"], "photon-1");
+        assert_eq!(row["provider"], "luma");
+        assert_eq!(row["provider"], made["provider"].as_str().unwrap());
         assert_eq!(row["row_id"], made["row_id"].as_str().unwrap());
         assert_eq!(row["prompt"], made["prompt"].as_str().unwrap());
         assert_eq!(row["generation_id"], made["generation_id"].as_str().unwrap());

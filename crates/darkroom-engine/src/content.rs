@@ -113,7 +113,7 @@ async fn make_room(ledger: &Ledger, task_id: i64, path: &Path) -> Result<(), Eng
     Ok(())
 }
 
-/// A cache hit: an image with the task's fingerprint whose bytes still hash to what the ledger
+/// A cache hit: an image with the task's fingerprint, made on `provider`, whose bytes still hash to what the ledger
 /// recorded, copied to `target`. Sources whose file is missing or changed are marked damaged and
 /// the next one is tried; `None` when no source holds good bytes (the task is generated instead).
 /// Returns the source used and the content written.
@@ -123,12 +123,13 @@ pub(crate) async fn take_from_cache(
     ledger: &Ledger,
     task_id: i64,
     fingerprint: &str,
+    provider: &str,
     target: &Path,
     metadata: Option<ImageMetadata>,
 ) -> Result<Option<(CachedImage, ImageContent)>, EngineError> {
     // Each turn marks a source damaged or finds it moved: bounded, in case sources keep moving.
     for _ in 0..CACHE_TRIES {
-        let Some(source) = ledger.cached_image(fingerprint).await? else {
+        let Some(source) = ledger.cached_image(fingerprint, provider).await? else {
             break;
         };
         let read = {

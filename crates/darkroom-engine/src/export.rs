@@ -34,12 +34,13 @@ use reframes::reframes_of;
 use sink::{remove_leftovers, Sink};
 
 /// The manifest's fixed columns, before the job's own metadata columns.
-pub const MANIFEST_COLUMNS: [&str; 12] = [
+pub const MANIFEST_COLUMNS: [&str; 13] = [
     "file",
     "row_id",
     "pass",
     "variant",
     "model",
+    "provider",
     "prompt",
     "generation_id",
     "source",
@@ -467,6 +468,8 @@ fn manifest_record(item: &Chosen, file: &str, bytes: &[u8], columns: &[String]) 
         task.pass.clone(),
         task.variant.to_string(),
         task.model.clone(),
+        // The provider that made the image; empty for a copy from the cache, as in results.jsonl.
+        task.provider.clone().unwrap_or_default(),
         task.prompt.clone(),
         task.generation_id.clone().unwrap_or_default(),
         source,

@@ -267,6 +267,7 @@ fn manifest_header(metadata_columns: &BTreeSet<String>) -> Vec<String> {
         "id",
         "pass",
         "model",
+        "provider",
         "status",
         "path",
         "cost",
@@ -318,6 +319,7 @@ fn manifest_row(
         r.task_key.clone(),
         r.pass.clone(),
         r.model.clone(),
+        r.provider.clone().unwrap_or_default(),
         if r.state == TaskState::Done && r.cached != 0 {
             "cached".into()
         } else {

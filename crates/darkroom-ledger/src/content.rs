@@ -71,17 +71,23 @@ const KEPT_COLUMNS: &str =
     t.content_hash, t.content_bytes, t.damage FROM tasks t JOIN jobs j ON j.id = t.job_id";
 
 impl Ledger {
-    /// A cache source for this fingerprint: a done task of any job whose image has a recorded hash
-    /// and no recorded damage (originals before copies, oldest first). The caller must check that
-    /// the bytes it copies hash to `content.hash` and call [`Ledger::mark_damaged`] when they don't.
-    pub async fn cached_image(&self, fingerprint: &str) -> Result<Option<CachedImage>> {
+    /// A cache source for this fingerprint made on `provider` (`luma`, `replicate`, `fal`): a done
+    /// task of any job whose image has a recorded hash and no recorded damage (originals before
+    /// copies, oldest first). The provider is part of the cache's key: an image made on one
+    /// provider is never served to a run on another. A copy from the cache counts as made by the
+    /// provider of the generation it was copied from. The caller must check that the bytes it
+    /// copies hash to `content.hash` and call [`Ledger::mark_damaged`] when they don't.
+    pub async fn cached_image(&self, fingerprint: &str, provider: &str) -> Result<Option<CachedImage>> {
         let row: Option<(i64, String, Option<String>, String, i64)> = sqlx::query_as(
-            "SELECT id, output_path, generation_id, content_hash, content_bytes FROM tasks
-             WHERE fingerprint = ?1 AND state = 'done' AND output_path IS NOT NULL
-               AND content_hash IS NOT NULL AND content_bytes IS NOT NULL AND damage IS NULL
-             ORDER BY cached, id LIMIT 1",
+            "SELECT t.id, t.output_path, t.generation_id, t.content_hash, t.content_bytes FROM tasks t
+             WHERE t.fingerprint = ?1 AND t.state = 'done' AND t.output_path IS NOT NULL
+               AND t.content_hash IS NOT NULL AND t.content_bytes IS NOT NULL AND t.damage IS NULL
+               AND COALESCE(t.provider, (SELECT g.provider FROM generations g
+                                         WHERE g.upstream_id = t.generation_id)) = ?2
+             ORDER BY t.cached, t.id LIMIT 1",
         )
         .bind(fingerprint)
+        .bind(provider)
         .fetch_optional(&self.pool)
         .await?;
         Ok(

@@ -126,7 +126,11 @@ async fn a_done_task_is_found_by_fingerprint_for_the_cache() {
         .record_done(g, "out/job/preview/a.jpg", &content("aa11", 10))
         .await
         .unwrap();
-    let cached = ledger.cached_image(&t.fingerprint).await.unwrap().unwrap();
+    let cached = ledger
+        .cached_image(&t.fingerprint, "luma")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         (
             cached.task_id,
@@ -138,6 +142,66 @@ async fn a_done_task_is_found_by_fingerprint_for_the_cache() {
     assert_eq!(cached.content, content("aa11", 10));
     let counts = ledger.counts(job, Pass::Preview).await.unwrap();
     assert_eq!((counts.done, counts.total, counts.attempts), (1, 1, 1));
+}
+
+#[tokio::test]
+async fn the_cache_offers_an_image_only_to_a_run_on_the_provider_that_made_it_copies_included() {
+    let task = new_task("a", "a prompt", 4_000);
+    let (_dir, ledger, job) = ledger_with(std::slice::from_ref(&task), 10_000).await;
+    let (made, _) = make_done(&ledger, job, "aa11").await;
+    let fingerprint = ledger.task(made).await.unwrap().fingerprint;
+    assert_eq!(
+        ledger
+            .cached_image(&fingerprint, "luma")
+            .await
+            .unwrap()
+            .map(|c| c.task_id),
+        Some(made)
+    );
+    assert!(ledger
+        .cached_image(&fingerprint, "replicate")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(ledger.cached_image(&fingerprint, "fal").await.unwrap().is_none());
+
+    // A copy in another job counts as made where its source's generation was made.
+    let other = ledger
+        .upsert_job("other", "other.csv", "file-fp-2")
+        .await
+        .unwrap();
+    let mut loader = ledger.begin_load(other, Pass::Preview).await.unwrap();
+    loader.load_page(&[task]).await.unwrap();
+    loader.finish("file-fp-2").await.unwrap();
+    let copy = ledger
+        .pending_tasks(other, Pass::Preview, 0, 1)
+        .await
+        .unwrap()
+        .remove(0);
+    let source = ledger.task(made).await.unwrap().generation_id;
+    ledger
+        .record_cached(
+            copy.id,
+            "out/other/preview/a.jpg",
+            source.as_deref(),
+            &content("aa11", 10),
+        )
+        .await
+        .unwrap();
+    ledger.mark_damaged(made, Damage::Missing).await.unwrap();
+    assert_eq!(
+        ledger
+            .cached_image(&fingerprint, "luma")
+            .await
+            .unwrap()
+            .map(|c| c.task_id),
+        Some(copy.id)
+    );
+    assert!(ledger
+        .cached_image(&fingerprint, "replicate")
+        .await
+        .unwrap()
+        .is_none());
 }
 
 fn content(hash: &str, bytes: i64) -> ImageContent {
@@ -175,7 +239,7 @@ async fn a_damaged_image_is_not_offered_by_the_cache_and_is_reopened_for_downloa
     let (task, generation) = make_done(&ledger, job, "aa11").await;
     let fingerprint = ledger.task(task).await.unwrap().fingerprint;
     assert!(ledger.mark_damaged(task, Damage::Changed).await.unwrap());
-    assert!(ledger.cached_image(&fingerprint).await.unwrap().is_none());
+    assert!(ledger.cached_image(&fingerprint, "luma").await.unwrap().is_none());
 
     assert_eq!(ledger.reopen_damaged(job, Pass::Preview).await.unwrap(), 1);
     let reopened = ledger.task(task).await.unwrap();
@@ -193,7 +257,7 @@ async fn a_damaged_image_is_not_offered_by_the_cache_and_is_reopened_for_downloa
         .unwrap();
     assert!(!ledger.is_restoring(task).await.unwrap());
     assert_eq!(ledger.net_charges().await.unwrap(), Money::from_micros(4_000));
-    assert!(ledger.cached_image(&fingerprint).await.unwrap().is_some());
+    assert!(ledger.cached_image(&fingerprint, "luma").await.unwrap().is_some());
 }
 
 #[tokio::test]

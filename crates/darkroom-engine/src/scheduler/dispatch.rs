@@ -93,7 +93,7 @@ async fn over_budget(shared: &RunContext, task: &TaskRecord) -> Result<(), Engin
     Ok(())
 }
 
-/// A verified image with the same fingerprint already on disk whose bytes still hash to what the
+/// A verified image with the same fingerprint, made on the pass's provider, already on disk whose bytes still hash to what the
 /// ledger recorded: reuse it at no cost (`content::take_from_cache`).
 async fn take_from_cache(shared: &RunContext, task: &TaskRecord) -> Result<bool, EngineError> {
     let format = darkroom_jobs::Format::parse(&task.format).unwrap_or_default();
@@ -104,9 +104,15 @@ async fn take_from_cache(shared: &RunContext, task: &TaskRecord) -> Result<bool,
     } else {
         None
     };
-    let Some((source, content)) =
-        crate::content::take_from_cache(&shared.ledger, task.id, &task.fingerprint, &target, metadata)
-            .await?
+    let Some((source, content)) = crate::content::take_from_cache(
+        &shared.ledger,
+        task.id,
+        &task.fingerprint,
+        shared.client.name(),
+        &target,
+        metadata,
+    )
+    .await?
     else {
         return Ok(false);
     };
