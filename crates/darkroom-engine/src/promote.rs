@@ -148,13 +148,15 @@ impl Plan {
         self.already_finals.iter().filter(|t| t.state == TaskState::Done)
     }
 
-    /// What this run will send, new and resent finals together: how many, and their cost (new
-    /// ones at the price of the model their routing makes them with, resent ones at the price
-    /// they were added with).
+    /// What this run will send, new and resent finals together: how many, and their cost at the
+    /// run's price table (`options.prices`, the provider's it runs on): new ones at the price of
+    /// the model their routing makes them with, resent ones at their model's price, as the pass
+    /// re-prices every task not yet sent before it starts.
     pub fn to_make(&self, options: &PromoteOptions) -> (usize, Money) {
-        let resent = self
-            .to_resend()
-            .fold(0_i64, |sum, t| sum.saturating_add(t.price_micros));
+        let resent = self.to_resend().fold(0_i64, |sum, t| {
+            let price = Model::parse(&t.model).map_or(t.price_micros, |m| options.prices.price(m).micros());
+            sum.saturating_add(price)
+        });
         let cost = self.routed_cost(options).micros().saturating_add(resent);
         (
             self.chosen.len() + self.to_resend().count(),

@@ -71,9 +71,9 @@ impl Ledger {
                 _ => Reservation::NotPending,
             });
         }
-        let (job_id, scoped): (i64, bool) = sqlx::query_as(&format!(
+        let (job_id, price, scoped): (i64, i64, bool) = sqlx::query_as(&format!(
             "UPDATE tasks AS t SET state = 'reserved', reserved_micros = {PRICE_IN_FORCE} WHERE id = ?1
-             RETURNING job_id,
+             RETURNING job_id, reserved_micros,
                        (SELECT j.account IS NOT NULL OR j.label IS NOT NULL FROM jobs j WHERE j.id = job_id)"
         ))
         .bind(task_id)
@@ -83,7 +83,9 @@ impl Ledger {
         // pass's reservation already counts this price, so the limits are read with it in and
         // nothing more is added; returning without commit rolls the reservation back.
         if scoped {
-            if let Some(limit) = crate::spending::limit_exceeded(&mut tx, job_id, 0, now).await? {
+            if let Some(mut limit) = crate::spending::limit_exceeded(&mut tx, job_id, 0, now).await? {
+                // What the limit had used before this task: the refused price is not part of it.
+                limit.reserved = Money::from_micros(limit.reserved.micros() - price);
                 return Ok(Reservation::OverLimit(limit));
             }
         }

@@ -361,6 +361,9 @@ async fn a_daily_limit_starts_again_at_midnight_utc_and_refunds_give_room_back()
         Reservation::OverLimit(usage) => {
             assert_eq!((usage.scope, usage.period), (LimitScope::Label, LimitPeriod::Day));
             assert_eq!(usage.name, "acme");
+            // What the limit had used before the refused task: two charges, not its price too.
+            assert_eq!(usage.spent, Money::from_micros(20_000));
+            assert_eq!(usage.reserved, Money::ZERO);
             assert!(
                 usage.to_string().contains("daily limit of label \"acme\""),
                 "{usage}"
