@@ -13,7 +13,10 @@
 //! since the first reading, the whole unexplained drop is attributed to each model in turn (the most
 //! careful reading for each). A provider without a balance (the read fails) has no observed price.
 //! Nor has a pass while another run on its account (another job of the ledger) has sent creates
-//! since the first reading: the drop is then not its own to read.
+//! since the first reading: the drop is then not its own to read. A refund the ledger learns of,
+//! since the first reading, for a charge made before it (a killed run's failed generation) may
+//! have been given before that reading or after it; the drop can't be attributed either way, so
+//! that reading becomes the first one.
 //! The provider-specific part (Luma's `/credits` in float cents and its resolution) is in
 //! `darkroom-luma`.
 
@@ -110,14 +113,15 @@ impl Observer {
         Ok(charges.iter().map(|c| c.micros).sum())
     }
 
-    /// The balance, and the ledger's charges and refunds since the first reading, read holding the
-    /// create lock alone so no create is between "accepted upstream" and "recorded". `None` when
-    /// there is nothing to compare: a create's outcome is still unknown, or the balance can't be
-    /// read.
+    /// The balance, and the ledger's charges since the first reading, read holding the create lock
+    /// alone so no create is between "accepted upstream" and "recorded". `None` when there is
+    /// nothing to compare: a create's outcome is still unknown, the balance can't be read, or a
+    /// charge made before the first reading was refunded since (this reading then becomes the
+    /// first one).
     async fn read_under_lock(
-        &self,
+        &mut self,
         shared: &RunContext,
-    ) -> Result<Option<(BalanceReading, Vec<ModelCharges>, Money)>, EngineError> {
+    ) -> Result<Option<(BalanceReading, Vec<ModelCharges>)>, EngineError> {
         let (job_id, pass) = (shared.job_id, shared.settings.pass);
         let _alone = shared.create_lock.write().await;
         // A create whose outcome is unknown may be charged upstream and not yet here: wait
@@ -149,13 +153,25 @@ impl Observer {
             .ledger
             .refunds_before(job_id, pass, self.baseline.watermark, self.baseline.reading.at)
             .await?;
-        Ok(Some((reading, charges, refunds)))
+        if refunds > Money::ZERO {
+            // A charge made before the first reading was refunded since, as the ledger learned:
+            // the upstream may have given the money back before that reading or after it, so
+            // this drop can't be attributed. This reading becomes the first one instead (taken
+            // under the same lock, so no create is between it and its watermark).
+            self.baseline = Baseline {
+                reading,
+                watermark: shared.ledger.generation_watermark().await?,
+            };
+            self.charged_at_last = 0;
+            return Ok(None);
+        }
+        Ok(Some((reading, charges)))
     }
 
     /// Reads the balance again and compares: records the observation, applies a higher price.
     pub(crate) async fn observe(&mut self, shared: &RunContext) -> Result<(), EngineError> {
         let (job_id, pass) = (shared.job_id, shared.settings.pass);
-        let Some((reading, charges, refunds)) = self.read_under_lock(shared).await? else {
+        let Some((reading, charges)) = self.read_under_lock(shared).await? else {
             return Ok(());
         };
         let base_url = shared.client.base_url().to_string();
@@ -165,8 +181,9 @@ impl Observer {
             .await?;
         let explained: i64 = charges.iter().map(|c| c.micros).sum();
         self.charged_at_last = explained;
-        // Refunds of charges made before the first reading raised the balance: add them back.
-        let dropped = self.baseline.reading.balance_micros - reading.balance_micros + refunds.micros();
+        // No charge made before the first reading was refunded since (else the reading became the
+        // first one): the whole drop is this pass's charges.
+        let dropped = self.baseline.reading.balance_micros - reading.balance_micros;
         // The finest step either reading shows is the account's (a whole-cent value may be a
         // coincidence; a fraction of a cent is not).
         let resolution = self
