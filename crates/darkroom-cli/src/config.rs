@@ -132,6 +132,8 @@ pub struct Settings {
     pub provider: provider::ProviderSettings,
     /// Photon through Replicate: its limit, timeouts and prices.
     pub replicate: provider::ReplicateSettings,
+    /// Photon through fal.ai: its prices per megapixel.
+    pub fal: provider::FalSettings,
     /// Luma's `[prices]` once `prices` holds another provider's table (`for_provider`), so a
     /// client for Luma built beside another provider's pass still prices at Luma's table.
     #[serde(skip)]

@@ -92,8 +92,8 @@ enum Command {
     /// Exit codes as for a run; 1 also when a source was skipped; 2 for a bad --to value or id,
     /// before anything is spent.
     Reframe(commands::reframe::Args),
-    /// A job's spend, counts, latencies, quality flags, prompts that need work and contact sheet,
-    /// as text, JSON or one HTML file.
+    /// A job's spend, counts and latencies by provider and model, quality flags, prompts that need
+    /// work and contact sheet, as text, JSON or one HTML file.
     Report(commands::report::Args),
     /// Write a job's deliverable (folder or zip): its images, a manifest of each file, the report.
     ///

@@ -189,3 +189,75 @@ fn a_job_with_a_row_fal_cannot_make_whole_is_refused_before_anything_is_sent() {
     let stats = get_json(&sim.base_url, "/sim/stats").to_string();
     assert!(!stats.contains("style.jpg"), "{stats}");
 }
+
+/// Each task's reserved price and the pass's net spend, micro-dollars, from the ledger file.
+fn ledger_prices(db: &Path) -> (Vec<i64>, i64) {
+    use sqlx::Connection as _;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let url = format!("sqlite://{}?mode=ro", db.display());
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        let prices: Vec<i64> = sqlx::query_scalar("SELECT price_micros FROM tasks ORDER BY line, variant")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        let spent: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(CASE kind WHEN 'charge' THEN micros ELSE -micros END), 0) FROM spend",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+        (prices, spent)
+    })
+}
+
+#[test]
+fn a_fal_run_reserves_at_the_configured_fal_prices_not_the_published_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    job(dir.path());
+    // Twice fal's published flash rate: $0.01 per megapixel.
+    write(
+        dir.path(),
+        "darkroom.toml",
+        "[fal.prices]\n\"photon-1\" = \"0.019\"\n\"photon-flash-1\" = \"0.01\"\n",
+    );
+    let sim = SimProcess::start(dir.path(), &[]);
+    // 1:1 and 9:16 are 2.359296 MP ($0.023593 each), 21:9 2.490368 MP ($0.024904); at the
+    // published rate the four would cost $0.047843 and all fit.
+    let (square, wide) = (23_593, 24_904);
+    let output = on_fal(dir.path(), &sim)
+        .args(["run", "stools.csv", "--provider", "fal", "--json"])
+        .args(["--budget", "0.06", "--config", "darkroom.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&output), 3, "stderr: {}", text(&output.stderr));
+    let summary = summary(&output.stdout);
+    assert_eq!(summary["counts"]["done"], 2, "{summary}");
+
+    let (prices, spent) = ledger_prices(&dir.path().join("darkroom.db"));
+    assert_eq!(prices, [square, square, wide, square]);
+    assert_eq!(spent, 2 * square, "each image is charged at the configured price");
+
+    // Without the file, the same job is priced at fal's published rates and fits the budget.
+    let dir = tempfile::tempdir().unwrap();
+    job(dir.path());
+    let output = on_fal(dir.path(), &sim)
+        .args([
+            "run",
+            "stools.csv",
+            "--provider",
+            "fal",
+            "--json",
+            "--budget",
+            "0.06",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(code(&output), 0, "stderr: {}", text(&output.stderr));
+    let (prices, _) = ledger_prices(&dir.path().join("darkroom.db"));
+    assert_eq!(prices, [11_797, 11_797, 12_452, 11_797]);
+}

@@ -44,11 +44,15 @@ pub struct NewFinal {
     pub reference_lost: bool,
 }
 
-/// Net spend of one model in one pass.
+/// Net spend of one model on one provider in one pass.
 #[derive(Debug, Clone, sqlx::FromRow, Serialize)]
 pub struct ModelSpend {
-    /// The pass (`preview` or `final`).
+    /// The pass (`preview`, `final` or `reframe`).
     pub pass: String,
+    /// The provider that charged (`luma`, `replicate`, `fal`): the one each charge or refund
+    /// names (migration 0012), else the task's; charges recorded before providers were tracked
+    /// were Luma's.
+    pub provider: String,
     /// The model's API name.
     pub model: String,
     /// Charges, micro-dollars.
@@ -142,15 +146,17 @@ impl Ledger {
         Ok(added)
     }
 
-    /// Charges and refunds by pass and model.
+    /// Charges and refunds by pass, provider and model: preview first, then by provider and model.
     pub async fn spend_by_model(&self, job_id: i64) -> Result<Vec<ModelSpend>> {
         Ok(sqlx::query_as::<_, ModelSpend>(
-            "SELECT s.pass, t.model,
+            "SELECT s.pass, COALESCE(s.provider, t.provider, 'luma') AS provider, t.model,
                     SUM(CASE s.kind WHEN 'charge' THEN s.micros ELSE 0 END) AS charged_micros,
                     SUM(CASE s.kind WHEN 'refund' THEN s.micros ELSE 0 END) AS refunded_micros,
                     SUM(CASE s.kind WHEN 'charge' THEN 1 ELSE 0 END) AS charges
              FROM spend s JOIN tasks t ON t.id = s.task_id
-             WHERE s.job_id = ?1 GROUP BY s.pass, t.model ORDER BY s.pass DESC, t.model",
+             WHERE s.job_id = ?1
+             GROUP BY s.pass, COALESCE(s.provider, t.provider, 'luma'), t.model
+             ORDER BY s.pass DESC, provider, t.model",
         )
         .bind(job_id)
         .fetch_all(&self.pool)

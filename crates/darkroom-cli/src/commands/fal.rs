@@ -1,5 +1,5 @@
 //! `--provider fal`: fal.ai's queue API as the provider, with its key, hosts and per-megapixel
-//! prices. The simulator (`--sim`) serves fal's API too, as an account of its own.
+//! prices (`[fal.prices]`). The simulator (`--sim`) serves fal's API too, as an account of its own.
 
 use std::sync::Arc;
 
@@ -25,8 +25,12 @@ fn key() -> Option<FalKey> {
 }
 
 /// fal's queue API as the provider: the simulator's fal account with `--sim` (`sim`), else fal's
-/// hosts with the key from the environment. Exit 2 when no key is set or a host is not a URL.
-pub fn provider(sim: Option<&darkroom_sim::SimHandle>) -> anyhow::Result<Arc<dyn Provider>> {
+/// hosts with the key from the environment, priced at `prices` (`[fal.prices]`). Exit 2 when no
+/// key is set or a host is not a URL.
+pub fn provider(
+    sim: Option<&darkroom_sim::SimHandle>,
+    prices: darkroom_fal::FalPrices,
+) -> anyhow::Result<Arc<dyn Provider>> {
     let config = if let Some(sim) = sim {
         eprintln!("simulator: {}", sim.fal_queue_url());
         FalConfig {
@@ -56,5 +60,5 @@ pub fn provider(sim: Option<&darkroom_sim::SimHandle>) -> anyhow::Result<Arc<dyn
              https://api.fal.ai/v1",
         )
     })?;
-    Ok(Arc::new(provider))
+    Ok(Arc::new(provider.with_prices(prices)))
 }

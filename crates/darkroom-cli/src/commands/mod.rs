@@ -162,7 +162,7 @@ pub fn client_for(
             let token = darkroom_replicate::ApiToken::new("simulator".to_string());
             replicate_provider(sim.replicate_base_url(), token, settings)?
         }
-        (ProviderName::Fal, _) => fal::provider(sim)?,
+        (ProviderName::Fal, _) => fal::provider(sim, settings.fal.prices())?,
         (ProviderName::Replicate, None) => {
             let token = choice::replicate_token().ok_or_else(|| {
                 Failure::new(Exit::BadInput, "REPLICATE_API_TOKEN is not set").with_hint(

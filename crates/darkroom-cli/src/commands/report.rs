@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use crate::commands::promote::open_job;
 use crate::exit::{Exit, Failure};
 
-/// A job's spend by model and pass, estimate vs actual, counts, latencies, quality-check flags,
+/// A job's spend by pass, provider and model, estimate vs actual, counts, latencies, quality-check flags,
 /// the prompts that need work (by trouble, and per `arm` and `group`) and contact sheet.
 #[derive(Debug, clap::Args)]
 pub struct Args {

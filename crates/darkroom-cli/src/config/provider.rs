@@ -1,8 +1,9 @@
 //! Which provider a pass runs on (`--provider`, `[provider] default`) and the settings of each
-//! provider other than Luma (`[replicate]`: its account's create limit, timeouts and price table).
+//! provider other than Luma (`[replicate]`: its account's create limit, timeouts and price table;
+//! `[fal]`: its price table per megapixel).
 //! Secrets and base URLs come from the environment only, as each provider's official SDK reads them.
 
-use darkroom_jobs::PriceTable;
+use darkroom_jobs::{Money, PriceTable};
 use serde::Deserialize;
 
 use super::Settings;
@@ -64,6 +65,38 @@ pub struct ReplicateSettings {
     pub prices: PriceTable,
 }
 
+/// `[fal]`: Photon through fal.ai. The key comes from `FAL_KEY` (or `FAL_KEY_ID` and
+/// `FAL_KEY_SECRET`), the hosts from `DARKROOM_FAL_QUEUE_URL` and `DARKROOM_FAL_API_URL`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FalSettings {
+    /// What fal charges per megapixel of output, USD (its published $0.019 and $0.005).
+    pub prices: FalRates,
+}
+
+/// `[fal.prices]`: fal's rate per megapixel of each model. An image costs its megapixels times
+/// the rate, rounded up to the micro-dollar (a 1:1 image is 1536x1536, 2.36 MP).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FalRates {
+    /// `fal-ai/luma-photon`, per megapixel.
+    #[serde(rename = "photon-1")]
+    pub photon_1: Money,
+    /// `fal-ai/luma-photon/flash`, per megapixel.
+    #[serde(rename = "photon-flash-1")]
+    pub photon_flash_1: Money,
+}
+
+impl FalSettings {
+    /// The configured rates as the fal client prices by them.
+    pub fn prices(&self) -> darkroom_fal::FalPrices {
+        darkroom_fal::FalPrices {
+            photon_1_per_megapixel: self.prices.photon_1,
+            photon_flash_1_per_megapixel: self.prices.photon_flash_1,
+        }
+    }
+}
+
 impl Settings {
     /// The provider a command runs on: `--provider`, else `[provider] default`.
     pub fn provider_name(&self, flag: Option<ProviderName>) -> ProviderName {
@@ -81,7 +114,7 @@ impl Settings {
                 self.prices = self.replicate.prices;
                 self.limits.creates_per_minute = self.replicate.creates_per_minute;
             }
-            ProviderName::Fal => self.prices = darkroom_fal::FalPrices::default().table(),
+            ProviderName::Fal => self.prices = self.fal.prices().table(),
         }
         self
     }

@@ -105,14 +105,14 @@ impl JobReport {
     }
 
     fn models_html(&self, html: &mut String) {
-        html.push_str("<h2>Spend by model</h2><table class=\"models\"><tr><th>pass</th><th>model</th><th>charged</th><th>refunded</th><th>net</th><th>p50</th><th>p95</th></tr>");
+        html.push_str("<h2>Spend by provider and model</h2><table class=\"models\"><tr><th>pass</th><th>provider</th><th>model</th><th>charged</th><th>refunded</th><th>net</th><th>p50</th><th>p95</th></tr>");
         for s in &self.spend_by_model {
             let latency = self
                 .passes
                 .iter()
                 .filter(|p| p.pass == s.pass)
                 .flat_map(|p| &p.latency)
-                .find(|l| l.model == s.model);
+                .find(|l| l.provider == s.provider && l.model == s.model);
             let (p50, p95) = latency.map_or((String::from("&ndash;"), String::from("&ndash;")), |l| {
                 (
                     format!("{:.1} s", l.p50_ms as f64 / 1000.0),
@@ -121,8 +121,9 @@ impl JobReport {
             });
             let _ = write!(
                 html,
-                "<tr><td>{}</td><td>{}</td><td>{} ({})</td><td>{}</td><td>{}</td><td>{p50}</td><td>{p95}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{} ({})</td><td>{}</td><td>{}</td><td>{p50}</td><td>{p95}</td></tr>",
                 escape(&s.pass),
+                escape(&s.provider),
                 escape(&s.model),
                 usd(s.charged_micros),
                 s.charges,

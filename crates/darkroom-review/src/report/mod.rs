@@ -1,4 +1,4 @@
-//! The job report: spend by model and pass, estimate against actual, counts, attempts, latency
+//! The job report: spend by pass, provider and model, estimate against actual, counts, attempts, latency
 //! percentiles, quality-check flags, spend over time, the prompts that need work (`trouble`), the
 //! contact sheet of previews beside their finals, the reframes under their sources and, for a
 //! trial, its figures (`deliverables`).
@@ -27,6 +27,9 @@ pub use trouble::{Slice, Trouble, TroubleRow, TroubleTotals, MAX_LISTED};
 
 /// Tiles embedded in the HTML contact sheet at most; the rest are counted, not shown.
 pub const MAX_EMBEDDED_TILES: usize = 2_000;
+/// The provider of an image made before the ledger named providers (migration 0012): only Luma
+/// was spoken then.
+const LEGACY_PROVIDER: &str = "luma";
 /// Points of the spend-over-time series at most.
 const MAX_POINTS: usize = 240;
 
@@ -43,7 +46,8 @@ pub struct JobReport {
     pub spent_micros: i64,
     /// One entry per pass the job has run (preview first), absent passes left out.
     pub passes: Vec<PassReport>,
-    /// Charges and refunds per pass and model, from the ledger's money log.
+    /// Charges and refunds per pass, provider and model, from the ledger's money log (each
+    /// entry names its `provider`).
     pub spend_by_model: Vec<ModelSpend>,
     /// `(unix ms, cumulative net spend in micro-dollars)`, at most 240 points.
     pub spend_over_time: Vec<(i64, i64)>,
@@ -78,7 +82,8 @@ pub struct PassReport {
     pub counts: Counts,
     /// Attempts beyond the first, over every task.
     pub retries: u64,
-    /// Create-to-download latency percentiles per model, over images made (not cached).
+    /// Create-to-download latency percentiles per provider and model, over images made (not
+    /// cached).
     pub latency: Vec<Latency>,
     /// What the account was observed to charge per image, per run and model (newest run first),
     /// beside the table's price. A higher one was counted (reservations and charges re-priced);
@@ -91,9 +96,11 @@ pub struct PassReport {
     pub qc: QcCounts,
 }
 
-/// Latency percentiles of one model's images (nearest rank).
+/// Latency percentiles of one model's images on one provider (nearest rank).
 #[derive(Debug, Clone, Serialize)]
 pub struct Latency {
+    /// The provider that made the images (`luma`, `replicate`, `fal`).
+    pub provider: String,
     /// The model's name, e.g. `photon-1`.
     pub model: String,
     /// How many images the percentiles are over.
@@ -138,6 +145,9 @@ pub struct Tile {
     pub cached: bool,
     /// The model's name.
     pub model: String,
+    /// The provider its last create was sent to (`luma`, `replicate`, `fal`); absent for a
+    /// task never sent, such as a cache copy.
+    pub provider: Option<String>,
     /// What the task cost, in micro-dollars.
     pub cost_micros: i64,
     /// Why a task failed, was blocked or skipped.
@@ -166,6 +176,7 @@ impl Tile {
             state: t.state.to_string(),
             cached: t.cached != 0,
             model: t.model.clone(),
+            provider: t.provider.clone(),
             cost_micros: t.cost_micros,
             reason: t.reason.clone(),
             path: t.output_path.clone(),
@@ -258,20 +269,22 @@ impl JobReport {
 }
 
 fn latencies(tiles: &[TileRecord]) -> Vec<Latency> {
-    let mut by_model: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+    let mut by_model: BTreeMap<(&str, &str), Vec<i64>> = BTreeMap::new();
     for t in tiles
         .iter()
         .filter(|t| t.state == TaskState::Done && t.cached == 0)
     {
         if let Some(ms) = t.latency_ms {
-            by_model.entry(t.model.as_str()).or_default().push(ms);
+            let provider = t.provider.as_deref().unwrap_or(LEGACY_PROVIDER);
+            by_model.entry((provider, t.model.as_str())).or_default().push(ms);
         }
     }
     by_model
         .into_iter()
-        .map(|(model, mut values)| {
+        .map(|((provider, model), mut values)| {
             values.sort_unstable();
             Latency {
+                provider: provider.to_string(),
                 model: model.to_string(),
                 images: values.len(),
                 p50_ms: percentile(&values, 50),

@@ -55,12 +55,13 @@ impl JobReport {
         if self.spend_by_model.is_empty() {
             return;
         }
-        let _ = writeln!(out, "\nspend by model:");
+        let _ = writeln!(out, "\nspend by provider and model:");
         for s in &self.spend_by_model {
             let _ = writeln!(
                 out,
-                "  {:<8} {:<15} {:>5} charged  {:>10} net",
+                "  {:<8} {:<10} {:<15} {:>5} charged  {:>10} net",
                 s.pass,
+                s.provider,
                 s.model,
                 s.charges,
                 usd(s.charged_micros - s.refunded_micros)
@@ -132,8 +133,9 @@ fn pass_text(out: &mut String, p: &PassReport) {
     for l in &p.latency {
         let _ = writeln!(
             out,
-            "  {}: {} images, latency p50 {:.1} s, p95 {:.1} s",
+            "  {} on {}: {} images, latency p50 {:.1} s, p95 {:.1} s",
             l.model,
+            l.provider,
             l.images,
             l.p50_ms as f64 / 1000.0,
             l.p95_ms as f64 / 1000.0
