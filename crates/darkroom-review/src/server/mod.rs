@@ -14,7 +14,7 @@ mod sheet;
 mod trial;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{Path as UrlPath, Request, State};
@@ -274,6 +274,20 @@ async fn page(State(review): State<Arc<ReviewState>>) -> Response {
         .into_response()
 }
 
+/// The pass named in a request and the path the ledger has for that pass's done task `key` of
+/// this job (never a path from the request): the response to send instead when the pass is
+/// unknown or no such image is done (404), or the ledger failed (500).
+async fn done_image(review: &ReviewState, pass: &str, key: &str) -> Result<(Pass, PathBuf), Response> {
+    let Some(pass) = Pass::parse(pass) else {
+        return Err(StatusCode::NOT_FOUND.into_response());
+    };
+    match review.ledger.done_image(review.config.job_id, pass, key).await {
+        Ok(Some(path)) => Ok((pass, PathBuf::from(path))),
+        Ok(None) => Err(StatusCode::NOT_FOUND.into_response()),
+        Err(e) => Err(internal(e)),
+    }
+}
+
 fn internal(error: impl std::fmt::Display) -> Response {
     tracing::warn!(%error, "review: request failed");
     (
@@ -335,16 +349,12 @@ async fn thumb(
     State(review): State<Arc<ReviewState>>,
     UrlPath((pass, key)): UrlPath<(String, String)>,
 ) -> Response {
-    let Some(pass) = Pass::parse(&pass) else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    let path = match review.ledger.done_image(review.config.job_id, pass, &key).await {
-        Ok(Some(path)) => path,
-        Ok(None) => return StatusCode::NOT_FOUND.into_response(),
-        Err(e) => return internal(e),
+    let (pass, path) = match done_image(&review, &pass, &key).await {
+        Ok(found) => found,
+        Err(response) => return response,
     };
     let cached = crate::thumbs::thumb_path(&review.config.out.join(&review.config.job), pass.as_str(), &key);
-    let made = tokio::task::spawn_blocking(move || crate::thumbs::thumbnail(Path::new(&path), &cached)).await;
+    let made = tokio::task::spawn_blocking(move || crate::thumbs::thumbnail(&path, &cached)).await;
     match made {
         Ok(Ok(bytes)) => (
             [

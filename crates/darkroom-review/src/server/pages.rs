@@ -13,7 +13,6 @@
 //! never the whole sheet.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::extract::{Path as UrlPath, Query, State};
@@ -185,13 +184,9 @@ pub(super) async fn image(
     State(review): State<Arc<ReviewState>>,
     UrlPath((pass, key)): UrlPath<(String, String)>,
 ) -> Response {
-    let Some(pass) = Pass::parse(&pass) else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    let path = match review.ledger.done_image(review.config.job_id, pass, &key).await {
-        Ok(Some(path)) => PathBuf::from(path),
-        Ok(None) => return StatusCode::NOT_FOUND.into_response(),
-        Err(e) => return internal(e),
+    let (_, path) = match super::done_image(&review, &pass, &key).await {
+        Ok(found) => found,
+        Err(response) => return response,
     };
     let kind = match path.extension().and_then(|e| e.to_str()) {
         Some("png") => "image/png",
