@@ -523,3 +523,54 @@ fn a_promotion_makes_only_its_own_selection_and_leaves_another_selections_unmade
     assert_eq!(sim.net_billing(), previews_billed + 3 * PHOTON);
     assert!(dir.path().join("out/vases/final/tall-2.jpg").is_file());
 }
+
+#[test]
+fn select_file_ids_match_the_job_ignoring_letter_case_and_each_preview_counts_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = SimProcess::start(dir.path(), &[]);
+    assert_eq!(code(&previews(dir.path(), &sim)), 0);
+    // Ids typed by hand or edited in a spreadsheet: another case, and the same preview twice.
+    let select = write(dir.path(), "select.csv", "id\nTALL-2\ntall-2\nJar\n");
+    let promote = against(dir.path(), &sim)
+        .args(["promote", "vases", "--select"])
+        .arg(&select)
+        .args(["--budget", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&promote), 0, "{}", text(&promote.stderr));
+    assert!(
+        text(&promote.stderr).contains("2 final(s) to make with photon-1"),
+        "{}",
+        text(&promote.stderr)
+    );
+    assert!(dir.path().join("out/vases/final/tall-2.jpg").is_file());
+    assert!(dir.path().join("out/vases/final/jar.jpg").is_file());
+    assert_eq!(sim.net_billing(), 4 * FLASH + 2 * PHOTON);
+
+    // Export and reframe read select files the same way.
+    let export = against(dir.path(), &sim)
+        .args(["export", "vases", "--select"])
+        .arg(&select)
+        .output()
+        .unwrap();
+    assert_eq!(code(&export), 0, "{}", text(&export.stderr));
+    let mut exported: Vec<String> = std::fs::read_dir(dir.path().join("out/vases/export/final"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".jpg"))
+        .collect();
+    exported.sort();
+    assert_eq!(exported, ["jar.jpg", "tall-2.jpg"]);
+    let reframe = against(dir.path(), &sim)
+        .args(["reframe", "vases", "--to", "1:1", "--select"])
+        .arg(&select)
+        .args(["--budget", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&reframe), 0, "{}", text(&reframe.stderr));
+    assert!(
+        text(&reframe.stderr).contains("reframing: 2 image(s) to make"),
+        "{}",
+        text(&reframe.stderr)
+    );
+}

@@ -24,7 +24,7 @@ use darkroom_ledger::{Ledger, TaskRecord, TaskState};
 
 use crate::images;
 use crate::metadata::file_name;
-use crate::promote::SelectionError;
+use crate::promote::{ByTaskKey, SelectionError};
 use crate::EngineError;
 
 mod reframes;
@@ -213,7 +213,7 @@ fn choose_kept<'a>(
     finals: &'a [TaskRecord],
     ids: &[String],
 ) -> Result<Vec<&'a TaskRecord>, ExportError> {
-    let by_key: HashMap<&str, &TaskRecord> = previews.iter().map(|p| (p.task_key.as_str(), p)).collect();
+    let by_key = ByTaskKey::new(previews, |p: &TaskRecord| p.task_key.as_str());
     let final_of: HashMap<i64, &TaskRecord> = finals
         .iter()
         .filter(|f| f.state == TaskState::Done)
@@ -227,17 +227,16 @@ fn choose_kept<'a>(
         .collect();
     let (mut chosen, mut problems, mut seen) = (Vec::new(), Vec::new(), std::collections::HashSet::new());
     for id in ids {
-        if !seen.insert(id.as_str()) {
-            continue;
-        }
-        match by_key.get(id.as_str()) {
+        match by_key.get(id) {
+            // The same preview named twice (perhaps in another case) counts once.
+            Some(preview) if !seen.insert(preview.id) => {}
             None => problems.push(format!("id {id:?}: no preview of this job has that id")),
             Some(preview) => match final_of
                 .get(&preview.id)
                 .or_else(|| final_by_key.get(preview.task_key.as_str()))
             {
                 Some(done_final) => chosen.push(*done_final),
-                None if preview.state == TaskState::Done => chosen.push(*preview),
+                None if preview.state == TaskState::Done => chosen.push(preview),
                 None => problems.push(format!(
                     "id {id:?} (row {}): the preview has no image ({})",
                     preview.row_id, preview.state

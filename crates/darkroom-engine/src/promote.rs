@@ -7,7 +7,7 @@
 //! of the `final` pass, linked to their preview, so `run_pass` makes them under every rule of a
 //! run: reservation against the final budget, resume, no double pay.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use darkroom_jobs::{ChoiceScope, Metadata, Model, Money, Pass, PriceTable, RoutingChoices};
@@ -20,6 +20,7 @@ mod select_file;
 
 #[cfg(test)]
 use select_file::is_kept;
+pub(crate) use select_file::ByTaskKey;
 pub use select_file::{read_selection, read_selection_lines, SelectedId, SelectionError};
 
 use crate::requests::body_fingerprint;
@@ -207,7 +208,7 @@ pub async fn plan(ledger: &Ledger, job_id: i64, selection: &Selection) -> Result
     let finals = ledger.tiles(job_id, Pass::Final).await?;
     let promoted: BTreeSet<i64> = finals.iter().filter_map(|f| f.preview_task_id).collect();
     let final_keys: BTreeSet<&str> = finals.iter().map(|f| f.task_key.as_str()).collect();
-    let by_key: HashMap<&str, &TileRecord> = previews.iter().map(|p| (p.task_key.as_str(), p)).collect();
+    let by_key = select_file::ByTaskKey::new(&previews, |p: &TileRecord| p.task_key.as_str());
 
     let mut plan = Plan::default();
     let wanted: Vec<&TileRecord> = match selection {
@@ -216,15 +217,14 @@ pub async fn plan(ledger: &Ledger, job_id: i64, selection: &Selection) -> Result
             let mut seen = BTreeSet::new();
             let mut wanted = Vec::new();
             for id in ids {
-                if !seen.insert(id.as_str()) {
-                    continue;
-                }
-                match by_key.get(id.as_str()) {
+                match by_key.get(id) {
+                    // The same preview named twice (perhaps in another case) counts once.
+                    Some(p) if !seen.insert(p.id) => {}
                     None => plan.unknown.push(id.clone()),
                     Some(p) if p.state != TaskState::Done => {
                         plan.not_done.push((id.clone(), p.state.to_string()))
                     }
-                    Some(p) => wanted.push(*p),
+                    Some(p) => wanted.push(p),
                 }
             }
             wanted

@@ -19,6 +19,7 @@ use darkroom_ledger::{Ledger, NewReframe, PassRecord, TaskState, TileRecord};
 use darkroom_provider::{CreateRequest, Provider, ReframeSource};
 use futures::StreamExt;
 
+use crate::promote::ByTaskKey;
 use crate::requests::body_fingerprint;
 use crate::EngineError;
 
@@ -224,21 +225,21 @@ fn sources<'a>(
         From::Preview => "preview",
         _ => "final",
     };
-    let by_key: HashMap<&str, &TileRecord> = pool.iter().map(|t| (t.task_key.as_str(), *t)).collect();
-    let any_state: HashMap<&str, &TileRecord> = match from {
-        From::Preview => previews.iter(),
-        _ => finals.iter(),
-    }
-    .map(|t| (t.task_key.as_str(), t))
-    .collect();
+    let by_key = ByTaskKey::new(pool.iter().copied(), |t: &TileRecord| t.task_key.as_str());
+    let any_state = ByTaskKey::new(
+        match from {
+            From::Preview => previews,
+            _ => finals,
+        },
+        |t: &TileRecord| t.task_key.as_str(),
+    );
     let mut seen = BTreeSet::new();
     let mut chosen = Vec::new();
     for id in ids {
-        if !seen.insert(id.as_str()) {
-            continue;
-        }
-        match (by_key.get(id.as_str()), any_state.get(id.as_str())) {
-            (Some(tile), _) => chosen.push(*tile),
+        match (by_key.get(id), any_state.get(id)) {
+            // The same image named twice (perhaps in another case) counts once.
+            (Some(tile), _) if !seen.insert(tile.id) => {}
+            (Some(tile), _) => chosen.push(tile),
             (None, Some(tile)) => problems.push(format!(
                 "{id}: the {which} is {}, so there is no image to reframe",
                 tile.state

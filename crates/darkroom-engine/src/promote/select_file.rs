@@ -1,6 +1,7 @@
 //! Select files: the CSV a user names with `--select` (the review page's export, or
 //! `manifest.csv` with its `keep` column filled), read into the ids it chooses, each with its line.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 /// A select file could not be used. Nothing was spent.
@@ -114,4 +115,36 @@ fn line_at(bytes: &[u8], offset: u64) -> u64 {
         at += 1;
     }
     1 + bytes[..at].iter().filter(|b| **b == b'\n').count() as u64
+}
+
+/// Tasks looked up by the ids a select file names (`ROWID` or `ROWID-VARIANT`): the exact key
+/// first, else the key ignoring ASCII letter case. A job's row ids are unique ignoring case (the
+/// job file is refused otherwise, since such ids would be one file on macOS and Windows), so a
+/// select file typed or edited with another case still names exactly one task.
+#[derive(Debug)]
+pub(crate) struct ByTaskKey<'a, T> {
+    exact: HashMap<&'a str, &'a T>,
+    folded: HashMap<String, &'a T>,
+}
+
+impl<'a, T> ByTaskKey<'a, T> {
+    /// Indexes `items` by the task key `key` gives each.
+    pub(crate) fn new(items: impl IntoIterator<Item = &'a T>, key: impl Fn(&'a T) -> &'a str) -> Self {
+        let mut exact = HashMap::new();
+        let mut folded = HashMap::new();
+        for item in items {
+            let k = key(item);
+            exact.insert(k, item);
+            folded.entry(k.to_ascii_lowercase()).or_insert(item);
+        }
+        ByTaskKey { exact, folded }
+    }
+
+    /// The task `id` names, exactly or ignoring case.
+    pub(crate) fn get(&self, id: &str) -> Option<&'a T> {
+        self.exact
+            .get(id)
+            .or_else(|| self.folded.get(&id.to_ascii_lowercase()))
+            .copied()
+    }
 }
