@@ -203,6 +203,12 @@ fn bad_budget_input_is_refused_with_what_was_expected_and_nothing_is_set() {
             "--monthly \"lots\"",
         ),
         (vec!["--label", "acme", "--daily=-5"], "--daily \"-5\""),
+        // Written with a space, as people type it: our message, not the argument parser's.
+        (vec!["--label", "acme", "--daily", "-5"], "--daily \"-5\""),
+        (
+            vec!["--account", "team", "--monthly", "-0.01"],
+            "--monthly \"-0.01\"",
+        ),
         (vec!["--monthly", "50"], "give --account NAME or --label NAME"),
         (vec!["--label", " ", "--daily", "5"], "--label needs a name"),
     ] {
@@ -242,4 +248,37 @@ fn bad_budget_input_is_refused_with_what_was_expected_and_nothing_is_set() {
         "{}",
         text(&show.stderr)
     );
+}
+
+#[test]
+fn a_daily_limit_above_the_monthly_one_and_an_account_no_run_has_used_are_set_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = |args: &[&str]| {
+        let output = darkroom(dir.path())
+            .args(["budget", "--db", "team.db"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(code(&output), 0, "{args:?}: {}", text(&output.stderr));
+        text(&output.stderr)
+    };
+    let stderr = set(&["--label", "acme", "--monthly", "100", "--daily", "150"]);
+    assert!(
+        stderr.contains("the daily limit of label \"acme\" ($150.00) is above its monthly limit ($100.00)"),
+        "{stderr}"
+    );
+    let stderr = set(&["--label", "acme", "--daily", "50"]);
+    assert!(!stderr.contains("warning"), "{stderr}");
+    let stderr = set(&["--account", "tema", "--monthly", "200"]);
+    assert!(
+        stderr.contains("no run on this ledger has used an account named \"tema\" yet"),
+        "{stderr}"
+    );
+    // The limits were kept all the same.
+    let show = darkroom(dir.path())
+        .args(["budget", "--db", "team.db", "--json"])
+        .output()
+        .unwrap();
+    let shown: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(shown["limits"].as_array().unwrap().len(), 3, "{shown}");
 }

@@ -29,10 +29,10 @@ pub struct Args {
     #[arg(long, value_name = "NAME")]
     pub label: Option<String>,
     /// The daily limit in USD (UTC days), or `none` to remove it.
-    #[arg(long, value_name = "USD|none")]
+    #[arg(long, value_name = "USD|none", allow_hyphen_values = true)]
     pub daily: Option<String>,
     /// The monthly limit in USD (UTC calendar months), or `none` to remove it.
-    #[arg(long, value_name = "USD|none")]
+    #[arg(long, value_name = "USD|none", allow_hyphen_values = true)]
     pub monthly: Option<String>,
     /// The ledger file.
     #[arg(long, value_name = "PATH", env = crate::config::env::DB, default_value = "darkroom.db")]
@@ -67,6 +67,9 @@ pub fn run(config_file: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
                 period.adjective(),
                 scope.as_str()
             );
+        }
+        if let Some((scope, name, _, _)) = changes.first() {
+            warn_on_limits(&ledger, *scope, name, now).await?;
         }
         show(&ledger, settings.account.monthly_ceiling, args.json, now).await?;
         ledger.close().await;
@@ -120,6 +123,36 @@ fn changes(args: &Args) -> anyhow::Result<Vec<Change>> {
         changes.push((scope, name.to_string(), period, limit));
     }
     Ok(changes)
+}
+
+/// Warnings on stderr after limits of `name` were set: a daily limit above its monthly one (the
+/// monthly one binds first), and an account no run on this ledger has used yet (a typo would leave
+/// the real account unlimited; a limit set before the first run is kept all the same).
+async fn warn_on_limits(ledger: &Ledger, scope: LimitScope, name: &str, now: i64) -> anyhow::Result<()> {
+    let limits = ledger.spending_limits(now).await?;
+    let of = |period| {
+        limits
+            .iter()
+            .find(|l| l.scope == scope && l.name == name && l.period == period)
+            .map(|l| l.limit)
+    };
+    if let (Some(daily), Some(monthly)) = (of(LimitPeriod::Day), of(LimitPeriod::Month)) {
+        if daily > monthly {
+            eprintln!(
+                "warning: the daily limit of {} {name:?} ({daily}) is above its monthly limit ({monthly}); \
+                 the monthly one stops runs first",
+                scope.as_str()
+            );
+        }
+    }
+    if scope == LimitScope::Account && !ledger.accounts(now).await?.iter().any(|a| a.name == name) {
+        eprintln!(
+            "warning: no run on this ledger has used an account named {name:?} yet; the limit is kept \
+             and applies once a run names it (--account or [account] name); `darkroom budget` lists \
+             the accounts seen"
+        );
+    }
+    Ok(())
 }
 
 /// Prints the limits and the accounts, as text on stderr and stdout or one JSON object.
