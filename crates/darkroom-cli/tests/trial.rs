@@ -326,7 +326,8 @@ fn a_trial_without_budget_splits_the_default_budget_between_the_models_as_a_give
             .unwrap()
             .micros()
     };
-    // 10 rows at $0.004 (Flash) and $0.015 (Photon 1): Flash gets 4/19 of the dollar, rounded down.
-    assert_eq!(budget("preview"), 210_526, "{status:#}");
-    assert_eq!(budget("final"), 789_474, "{status:#}");
+    // 10 rows at $0.004 (Flash) and $0.015 (Photon 1): Flash gets 4/19 of the dollar ($0.2105...),
+    // rounded down to a whole cent so both read as amounts people write.
+    assert_eq!(budget("preview"), 210_000, "{status:#}");
+    assert_eq!(budget("final"), 790_000, "{status:#}");
 }

@@ -125,8 +125,9 @@ pub async fn prepare_trial(ledger: &Ledger, trial: TrialJob<'_>) -> Result<Prepa
 }
 
 /// A trial budget split between the models in proportion to each one's table cost of `rows`
-/// images (Flash's share rounded down, Photon 1 gets the rest), so a short budget trims both
-/// models' samples alike and the pairs stay pairs.
+/// images (Flash's share rounded down to a whole cent, so both shares read as people write
+/// amounts; Photon 1 gets the rest), so a short budget trims both models' samples alike and the
+/// pairs stay pairs.
 pub fn split_budget(budget: Option<Money>, rows: u64, prices: PriceTable) -> (Option<Money>, Option<Money>) {
     let Some(budget) = budget else {
         return (None, None);
@@ -137,7 +138,14 @@ pub fn split_budget(budget: Option<Money>, rows: u64, prices: PriceTable) -> (Op
     let flash_share = if total == 0 {
         0
     } else {
-        i64::try_from(i128::from(budget.micros()) * flash / total).unwrap_or(0)
+        let exact = i64::try_from(i128::from(budget.micros()) * flash / total).unwrap_or(0);
+        // A budget given in fractions of a cent keeps its exact share rather than none.
+        let cent = 10_000;
+        if exact >= cent {
+            exact - exact % cent
+        } else {
+            exact
+        }
     };
     let flash_share = Money::from_micros(flash_share);
     (Some(flash_share), Some(budget.saturating_sub(flash_share)))
@@ -231,9 +239,10 @@ mod tests {
         let (flash, photon) = split_budget(Some(budget), 10, prices);
         let (flash, photon) = (flash.unwrap(), photon.unwrap());
         assert_eq!(flash + photon, budget);
-        let expected = 1_000_000 * prices.photon_flash_1.micros()
+        let exact = 1_000_000 * prices.photon_flash_1.micros()
             / (prices.photon_flash_1.micros() + prices.photon_1.micros());
-        assert_eq!(flash.micros(), expected);
+        assert_eq!(flash.micros(), exact - exact % 10_000, "rounded down to a cent");
+        assert!(exact - flash.micros() < 10_000);
         assert_eq!(split_budget(None, 10, prices), (None, None));
     }
 }
