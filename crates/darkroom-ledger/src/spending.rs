@@ -3,9 +3,10 @@
 //! pass's own budget, so concurrent runs cannot overshoot any of them together.
 //!
 //! A job counts toward the account it last ran on and the label it runs under (`set_job_scope`).
-//! What a limit has used in a period is the net spend of its jobs in that UTC day or month
-//! (`period_spend`, kept by a trigger on the money log: a charge counts on the day it was made)
-//! plus what its jobs hold reserved now. Real money found after the fact (an audit's extra) counts
+//! What a limit has used in a period is the net spend of the charges made under it in that UTC day
+//! or month (`period_spend`, kept by a trigger on the money log: a charge counts on the day it was
+//! made, toward the account and label its job had then, so relabelling a job moves none of its past
+//! spend) plus what its jobs hold reserved now. Real money found after the fact (an audit's extra) counts
 //! even past a limit; nothing more is reserved then.
 
 use std::fmt;
