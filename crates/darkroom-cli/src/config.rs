@@ -306,6 +306,8 @@ pub struct Retry {
     pub max_attempts: u32,
     /// Seconds a create whose outcome is unknown is searched for before anything is re-sent.
     pub settle_window_seconds: u64,
+    /// Seconds after its submission a generation not yet finished is given up as stuck.
+    pub stuck_after_seconds: u64,
 }
 
 /// Resolves the settings: defaults → user file → `DARKROOM_*` variables.

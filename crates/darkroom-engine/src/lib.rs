@@ -49,6 +49,7 @@ use std::time::Duration;
 
 use darkroom_jobs::{Model, Money, Pass, PriceTable};
 
+pub use clock::WallClock;
 pub use events::Event;
 pub use run_context::StopReason;
 pub use scheduler::{run_pass, Outcome};
@@ -90,8 +91,13 @@ pub struct RunSettings {
     pub metadata: bool,
     /// After the first Ctrl-C, how long in-flight generations get to finish and download.
     pub drain_timeout: Duration,
-    /// A generation not terminal after this long is abandoned (its charge kept) and retried.
+    /// A generation not terminal this long after its submission (as the ledger records it, so a
+    /// resumed run counts the time before the resume too) is abandoned, its charge kept, and
+    /// retried.
     pub stuck_after: Duration,
+    /// The clock the ledger's times are read against ([`WallClock::System`]; a test on paused
+    /// time passes one that moves with tokio's clock).
+    pub wall_clock: WallClock,
     /// How long an unbroken run of 429s, with no create accepted, may last before the run stops as
     /// refused (`StopReason::Refused`).
     pub give_up_after: Duration,
@@ -178,6 +184,7 @@ impl RunSettings {
             metadata: true,
             drain_timeout: Duration::from_secs(60),
             stuck_after: Duration::from_secs(600),
+            wall_clock: WallClock::System,
             give_up_after: limits::DEFAULT_GIVE_UP_AFTER,
             settle_window: DEFAULT_SETTLE_WINDOW,
             breaker_threshold: 20,

@@ -186,8 +186,11 @@ async fn poll_loop(
     let mut watches: HashMap<String, Entry> = HashMap::new();
     // Nudges for generations not watched yet, by when they came.
     let mut early: HashMap<String, Instant> = HashMap::new();
-    // Sweeps run beside the loop, so a slow answer never delays the other generations.
+    // Sweeps run beside the loop, so a slow answer never delays the other generations; each
+    // sweep's generations are remembered by its task id, so one that ends without an answer (a
+    // panic) still puts them back on their schedule.
     let mut sweeps: JoinSet<Vec<(String, Read)>> = JoinSet::new();
+    let mut swept: HashMap<tokio::task::Id, Vec<String>> = HashMap::new();
     loop {
         let next_due = if sweeps.len() < MAX_SWEEPS {
             watches.values().filter(|e| !e.reading).map(|e| e.due).min()
@@ -220,10 +223,23 @@ async fn poll_loop(
                 None => break,
             },
             () = sleep_until_opt(next_due) => {
-                start_sweep(&client, &limiter, &mut watches, &mut sweeps);
+                start_sweep(&client, &limiter, &mut watches, &mut sweeps, &mut swept);
             }
-            Some(done) = sweeps.join_next(), if !sweeps.is_empty() => {
-                for (id, read) in done.unwrap_or_default() {
+            Some(done) = sweeps.join_next_with_id(), if !sweeps.is_empty() => {
+                let reads = match done {
+                    Ok((task, reads)) => {
+                        swept.remove(&task);
+                        reads
+                    }
+                    // Every generation of a sweep that gave no answer is read again on schedule.
+                    Err(error) => swept
+                        .remove(&error.id())
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|id| (id, Read::Failed))
+                        .collect(),
+                };
+                for (id, read) in reads {
                     apply(&mut watches, &id, read, max_interval);
                 }
             }
@@ -248,6 +264,7 @@ fn start_sweep(
     limiter: &Arc<Limiter>,
     watches: &mut HashMap<String, Entry>,
     sweeps: &mut JoinSet<Vec<(String, Read)>>,
+    swept: &mut HashMap<tokio::task::Id, Vec<String>>,
 ) {
     let now = Instant::now();
     // Drop watches whose waiter is gone (its task was aborted).
@@ -265,7 +282,8 @@ fn start_sweep(
     if due.is_empty() {
         return;
     }
-    sweeps.spawn(sweep(client.clone(), Arc::clone(limiter), due));
+    let handle = sweeps.spawn(sweep(client.clone(), Arc::clone(limiter), due.clone()));
+    swept.insert(handle.id(), due);
 }
 
 /// One list call for the newest generations when several are due, then single reads, side by
@@ -318,7 +336,9 @@ fn apply(watches: &mut HashMap<String, Entry>, id: &str, read: Read, max_interva
         entry.reading = false;
     }
     match read {
-        Read::Found(generation) => settle(watches, &generation, max_interval),
+        // Settled under the id that was read: an answer naming the generation differently must
+        // not leave the watch without a next read.
+        Read::Found(generation) => settle(watches, id, &generation, max_interval),
         Read::NotFound => {
             if let Some(entry) = watches.remove(id) {
                 let _ = entry.reply.send(Polled::Gone);
@@ -328,7 +348,7 @@ fn apply(watches: &mut HashMap<String, Entry>, id: &str, read: Read, max_interva
     }
 }
 
-fn settle(watches: &mut HashMap<String, Entry>, generation: &Generation, max_interval: Duration) {
+fn settle(watches: &mut HashMap<String, Entry>, id: &str, generation: &Generation, max_interval: Duration) {
     let outcome = match &generation.state {
         // Completed is an end: with no image it is a failed attempt, not something to wait out.
         GenerationState::Completed => Some(match generation.image_url() {
@@ -353,11 +373,11 @@ fn settle(watches: &mut HashMap<String, Entry>, generation: &Generation, max_int
     };
     match outcome {
         Some(outcome) => {
-            if let Some(entry) = watches.remove(&generation.id) {
+            if let Some(entry) = watches.remove(id) {
                 let _ = entry.reply.send(outcome);
             }
         }
-        None => reschedule(watches, &generation.id, max_interval),
+        None => reschedule(watches, id, max_interval),
     }
 }
 

@@ -35,6 +35,8 @@ enum Step {
         generation: i64,
         upstream_id: String,
         permit: Option<OwnedSemaphorePermit>,
+        /// When the generation counts as stuck: `stuck_after` from its submission.
+        stuck_at: tokio::time::Instant,
     },
     Download {
         generation: i64,
@@ -124,7 +126,8 @@ async fn drive_inner(
                 generation,
                 upstream_id,
                 permit,
-            } => run.poll(generation, upstream_id, permit).await?,
+                stuck_at,
+            } => run.poll(generation, upstream_id, permit, stuck_at).await?,
             Step::Download {
                 generation,
                 upstream_id,
@@ -171,10 +174,15 @@ async fn resume_step(shared: &RunContext, task: &TaskRecord) -> Result<Step, Eng
             upstream_id: id.clone(),
             url: url.clone(),
         },
+        // The stuck clock counts from the submission the ledger recorded, not from this resume.
         (Stored::Submitted | Stored::Completed, Some(id), _) => Step::Poll {
             generation: last.id,
             upstream_id: id.clone(),
             permit: None,
+            stuck_at: shared.settings.wall_clock.instant_after(
+                last.submitted_at.unwrap_or(last.intent_at),
+                shared.settings.stuck_after,
+            ),
         },
         _ => Step::Reconcile {
             generation: last.id,

@@ -101,4 +101,4 @@ impl Ledger {
 }
 
 const GENERATION_COLUMNS: &str = "SELECT id, task_id, attempt, upstream_id, intent_at, request_fingerprint,
-    state, failure_reason, charge_micros, image_url, provider FROM generations";
+    state, failure_reason, charge_micros, image_url, provider, submitted_at FROM generations";

@@ -199,6 +199,9 @@ pub struct GenerationRecord {
     pub image_url: Option<String>,
     /// The provider it was sent to (migration 0012).
     pub provider: Option<String>,
+    /// Unix milliseconds when the upstream's acceptance was recorded (`submitted`, or adopted
+    /// from the list); `None` while its outcome is unknown. The stuck clock counts from it.
+    pub submitted_at: Option<i64>,
 }
 
 /// Tasks of a pass by state (superseded tasks are not counted).

@@ -109,6 +109,7 @@ pub fn run_settings(
     s.give_up_after = settings.limits.give_up_after;
     s.pacing = settings.limits.pacing;
     s.settle_window = Duration::from_secs(settings.retry.settle_window_seconds);
+    s.stuck_after = Duration::from_secs(settings.retry.stuck_after_seconds.max(1));
     s.latency_photon_1 = Duration::from_secs_f64(settings.latency.photon_1.max(0.0));
     s.latency_photon_flash_1 = Duration::from_secs_f64(settings.latency.photon_flash_1.max(0.0));
     s.use_cache = !flags.no_cache;

@@ -93,6 +93,7 @@ impl TaskRun {
                     generation,
                     upstream_id: created.id,
                     permit: Some(permit),
+                    stuck_at: tokio::time::Instant::now() + self.shared.settings.stuck_after,
                 })
             }
             Err(error) => self.create_failed(generation, intent_at, error, permit).await,

@@ -1,9 +1,11 @@
-//! The poll step: the poller reports the generation's end; one still unfinished after
-//! `stuck_after` (confirmed by a fresh read) is abandoned and the task tried again.
+//! The poll step: the poller reports the generation's end; one still unfinished `stuck_after`
+//! after its submission (as the ledger records it, across resumes; confirmed by a fresh read) is
+//! abandoned and the task tried again.
 
 use darkroom_ledger::TaskState;
 use darkroom_provider::{FailureKind, GenerationState};
 use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
 
 use super::{Step, TaskRun};
 use crate::poller::Polled;
@@ -15,18 +17,34 @@ enum Confirmed {
     Ended(Polled),
     /// It is still unfinished: stuck.
     Stuck,
-    /// The read failed: not known to be stuck, so keep waiting.
+    /// The read failed: not known to be stuck, so keep watching it and read again shortly.
     Unknown,
 }
 
+/// How the wait for a generation's end came out.
+enum Watched {
+    /// It ended (or is gone).
+    Ended(Polled),
+    /// A fresh read at its stuck limit found it still unfinished.
+    Stuck,
+    /// The run was aborted (second Ctrl-C): the next run picks it up.
+    Aborted,
+}
+
 impl TaskRun {
-    /// Waits for the generation's end (the poller, bounded by `stuck_after`), then goes on by how
-    /// it ended. A generation resumed from an earlier run takes an in-flight permit first.
+    /// Waits for the generation's end (the poller), until `stuck_at`; then goes on by how it
+    /// ended. A generation resumed from an earlier run takes an in-flight permit first.
+    ///
+    /// At `stuck_at` one fresh read confirms it is stuck. When that read fails, the generation is
+    /// not known to be stuck: it stays watched by the poller at its usual cadence (the watch is
+    /// never dropped) and the confirming read is tried again one poll interval later, so the wait
+    /// stays bounded by `stuck_at` plus the time the upstream takes to answer a read.
     pub(super) async fn poll(
         &mut self,
         generation: i64,
         upstream_id: String,
         permit: Option<OwnedSemaphorePermit>,
+        stuck_at: Instant,
     ) -> Result<Step, EngineError> {
         // A generation resumed from an earlier run counts against the in-flight limit too.
         let permit = match permit {
@@ -34,28 +52,37 @@ impl TaskRun {
             None => self.shared.in_flight.clone().acquire_owned().await.ok(),
         };
         let first_read = self.shared.settings.first_read_after(self.model);
-        let polled = tokio::select! {
-            polled = tokio::time::timeout(self.shared.settings.stuck_after, self.upstream.poller.wait(&upstream_id, first_read)) => polled,
-            () = self.shared.abort.cancelled() => return Ok(Step::End),
-        };
-        let polled = match polled {
-            Ok(polled) => Some(polled),
-            Err(_elapsed) => match self.confirm_stuck(&upstream_id).await {
-                Confirmed::Ended(polled) => Some(polled),
-                Confirmed::Stuck => None,
-                Confirmed::Unknown => {
-                    return Ok(Step::Poll {
-                        generation,
-                        upstream_id,
-                        permit,
-                    })
-                }
-            },
-        };
+        let poller = self.upstream.poller.clone();
+        let watch = poller.wait(&upstream_id, first_read);
+        let watched = self.watch_until_stuck(watch, &upstream_id, stuck_at).await;
         drop(permit);
-        match polled {
-            Some(polled) => self.ended(generation, upstream_id, polled).await,
-            None => self.stuck(generation, &upstream_id).await,
+        match watched {
+            Watched::Ended(polled) => self.ended(generation, upstream_id, polled).await,
+            Watched::Stuck => self.stuck(generation, &upstream_id).await,
+            Watched::Aborted => Ok(Step::End),
+        }
+    }
+
+    /// Waits for the poller's answer; at `stuck_at` (and, while the confirming read fails, every
+    /// poll interval after it) reads the generation once more to confirm it is stuck.
+    async fn watch_until_stuck(
+        &self,
+        watch: impl std::future::Future<Output = Polled>,
+        upstream_id: &str,
+        stuck_at: Instant,
+    ) -> Watched {
+        tokio::pin!(watch);
+        let mut confirm_at = stuck_at;
+        loop {
+            tokio::select! {
+                polled = &mut watch => return Watched::Ended(polled),
+                () = tokio::time::sleep_until(confirm_at) => match self.confirm_stuck(upstream_id).await {
+                    Confirmed::Ended(polled) => return Watched::Ended(polled),
+                    Confirmed::Stuck => return Watched::Stuck,
+                    Confirmed::Unknown => confirm_at = Instant::now() + self.upstream.poller.max_interval(),
+                },
+                () = self.shared.abort.cancelled() => return Watched::Aborted,
+            }
         }
     }
 
@@ -83,7 +110,7 @@ impl TaskRun {
             Err(error) if error.is_not_found() => Confirmed::Ended(Polled::Gone),
             Err(error) => {
                 // Unknown is not stuck: keep the generation and keep waiting.
-                tracing::warn!(task = self.key(), %error, "could not confirm a slow generation; still waiting");
+                tracing::warn!(task = self.key(), %error, "could not confirm a slow generation; still polling it, confirming again shortly");
                 Confirmed::Unknown
             }
         }
@@ -153,7 +180,7 @@ impl TaskRun {
             .release(self.task.id, TaskState::Pending, None)
             .await?;
         let reason = format!(
-            "generation {upstream_id} was not finished after {:?}",
+            "generation {upstream_id} was not finished {:?} after it was submitted",
             self.shared.settings.stuck_after
         );
         if self.attempts >= self.shared.settings.max_attempts {

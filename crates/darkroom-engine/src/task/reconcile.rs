@@ -63,6 +63,7 @@ impl TaskRun {
                         generation,
                         upstream_id: found.id,
                         permit,
+                        stuck_at: tokio::time::Instant::now() + self.shared.settings.stuck_after,
                     });
                 }
                 Reconciled::NotFound if tokio::time::Instant::now() >= closes_at => {
