@@ -3,7 +3,10 @@
 //! object. A line ends at `\n`, `\r\n` or a lone `\r` (a JSON string can't hold a raw line
 //! break, so no row is split). Blank lines are skipped; unknown keys are errors, so a typo can't
 //! pass; a line cut short or holding two objects is an error with its line; a line longer than 1 MiB
-//! is refused without being held in memory.
+//! is refused without being held in memory. A line that is not an object, repeats a key or opens
+//! with a byte-order mark (other than the file's first) is refused naming that (`shape`).
+
+mod shape;
 
 use std::io::Read;
 
@@ -92,6 +95,12 @@ pub(crate) fn read<R: Read, F: FnMut(crate::Row)>(
             continue;
         }
         sink.record(line, line);
+        if let Some(message) = shape::refusal(text) {
+            // Two ids on one line name neither: which one the row has is the question.
+            let id = id_hint(text).filter(|_| !message.contains("\"id\" twice"));
+            sink.error(line, id, message);
+            continue;
+        }
         let parsed: JsonRow = match serde_json::from_str(text) {
             Ok(row) => row,
             Err(e) => {

@@ -45,6 +45,13 @@ const BAD: &[Case] = &[
     ("a.jsonl", "\n\n{\"id\": \"a\", \"prompt\": \"A red sofa\", \"aspect_ratio\": \"2:1\"}\n", &[(3, "aspect_ratio \"2:1\"")]),
     ("a.jsonl", "{\"id\": \"a\", \"prompt\": \"A red sofa\", \"metadata\": {\"x\": [1]}}\n", &[(1, "metadata.x must be")]),
     ("a.jsonl", "{\"id\": \"a\", \"prompt\": \"A red sofa\", \"style_ref\": [{\"url\": \"https://x/1\"}, {\"url\": \"https://x/2\"}]}\n", &[(1, "style_ref has 2 images")]),
+    ("a.jsonl", "[1,2]\n", &[(1, "expected a JSON object with at least id/prompt")]),
+    ("a.jsonl", "null\n", &[(1, "expected a JSON object with at least id/prompt (e.g. {\"id\": \"sofa-1\", \"prompt\": \"A linen sofa\"}), found null")]),
+    ("a.jsonl", "\"A red sofa\"\n3\ntrue\n", &[(1, "found a string"), (2, "found a number"), (3, "found a boolean")]),
+    ("a.jsonl", "{\"id\": \"a\", \"prompt\": \"A red sofa\"}\n\u{feff}{\"id\": \"b\", \"prompt\": \"A blue sofa\"}\n", &[(2, "starts with a byte-order mark (U+FEFF)")]),
+    ("a.jsonl", "{\"id\": \"a\", \"prompt\": \"A red sofa\", \"id\": \"b\"}\n", &[(1, "gives the key \"id\" twice")]),
+    ("a.jsonl", "{\"id\": \"a\", \"prompt\": \"A red sofa\", \"metadata\": {\"sku\": \"1\", \"sku\": \"2\"}}\n", &[(1, "gives the key \"metadata.sku\" twice")]),
+    ("a.jsonl", "{\"id\": \"a\", \"prompt\": \"A red sofa\", \"image_ref\": [{\"url\": \"https://x/1\", \"url\": \"https://x/2\"}]}\n", &[(1, "gives the key \"image_ref[0].url\" twice")]),
 ];
 
 #[test]
@@ -74,6 +81,33 @@ fn an_error_names_the_row_id_when_there_is_one() {
         report.errors[0].to_string(),
         "line 2 (id \"sofa-3\"): aspect_ratio \"5:4\" is not one of 1:1, 3:4, 4:3, 9:16, 16:9, 9:21, 21:9"
     );
+}
+
+#[test]
+fn a_jsonl_line_giving_id_twice_names_neither_id_and_no_internal_type_names_show() {
+    let (report, rows) = read(
+        "a.jsonl",
+        b"{\"id\": \"a\", \"prompt\": \"A red sofa\", \"id\": \"b\"}\nnull\n[1]\n",
+    );
+    assert!(rows.is_empty());
+    assert_eq!(
+        report.errors[0].to_string(),
+        "line 1: gives the key \"id\" twice; write each key once (JSON readers disagree on which one counts)"
+    );
+    for error in &report.errors {
+        let text = error.to_string();
+        assert!(
+            !text.contains("JsonRow") && !text.contains("expected a string"),
+            "{text}"
+        );
+    }
+    // A byte-order mark opening the first line is still taken as the file's own.
+    let (report, rows) = read(
+        "a.jsonl",
+        "\u{feff}{\"id\": \"a\", \"prompt\": \"A red sofa\"}\n".as_bytes(),
+    );
+    assert!(report.is_valid(), "{:?}", report.errors);
+    assert_eq!(rows.len(), 1);
 }
 
 #[test]
