@@ -81,16 +81,9 @@ fn run_refuses_an_unclosed_quote_and_sends_bills_and_loads_nothing() {
     assert_eq!(creates(&sim), 0);
     assert_eq!(sim.net_billing(), 0);
     assert!(images(dir.path(), "vinyl").is_empty());
-    let status = darkroom(dir.path()).args(["status", "--json"]).output().unwrap();
-    assert_eq!(code(&status), 0, "stderr: {}", text(&status.stderr));
-    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
-    // No task, no spend, no reservation, and not even the job: a first run that loaded nothing
-    // leaves nothing in the ledger.
-    assert_eq!(
-        status["jobs"],
-        serde_json::json!([]),
-        "nothing reached the ledger: {status}"
-    );
+    // No task, no spend, no reservation, not even the job: a first run that refused its file
+    // leaves no ledger at all (the file is checked before one is created).
+    assert!(!dir.path().join("darkroom.db").exists());
 
     // The in-process simulator is refused the same way.
     let output = darkroom(dir.path())
@@ -196,4 +189,68 @@ fn ids_differing_only_in_case_are_refused_naming_both_lines() {
         stderr.contains("line 3 (id \"sofa\"): id \"sofa\" and the id on line 2 differ only in letter case"),
         "{stderr}"
     );
+}
+
+/// The names in `dir`, sorted, but for the test's own home directory (`.home`).
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name != ".home")
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_refused_job_file_leaves_no_ledger_or_lock_file_behind_and_an_existing_ledger_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "bad.jsonl",
+        "{\"id\": \"a\", \"prompt\": \"A red sofa\", \"id\": \"b\"}\n",
+    );
+    write(dir.path(), "empty.csv", "");
+    write(dir.path(), "invalid.csv", "id,prompt\nsofa,ab\n");
+    let files = names_in(dir.path());
+    for (file, says) in [
+        ("bad.jsonl", "gives the key \"id\" twice"),
+        ("empty.csv", "empty.csv"),
+        ("invalid.csv", "too short"),
+        ("missing.csv", "missing.csv"),
+    ] {
+        let output = darkroom(dir.path())
+            .args(["run", file, "--sim"])
+            .output()
+            .unwrap();
+        assert_eq!(code(&output), 2, "{file}: {}", text(&output.stderr));
+        assert!(
+            text(&output.stderr).contains(says),
+            "{file}: {}",
+            text(&output.stderr)
+        );
+        // No darkroom.db, no darkroom.db-lock, no darkroom.db.JOB.lock.
+        assert_eq!(names_in(dir.path()), files, "{file}");
+    }
+
+    // A ledger that exists is used as it is: refused input never removes it.
+    write(
+        dir.path(),
+        "good.csv",
+        "id,prompt\nsofa,A linen sofa in morning light\n",
+    );
+    let output = darkroom(dir.path())
+        .args(["run", "good.csv", "--sim"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&output), 0, "{}", text(&output.stderr));
+    assert!(dir.path().join("darkroom.db").exists());
+    let output = darkroom(dir.path())
+        .args(["run", "invalid.csv", "--sim"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&output), 2, "{}", text(&output.stderr));
+    assert!(dir.path().join("darkroom.db").exists());
+    let status = darkroom(dir.path()).args(["status", "--json"]).output().unwrap();
+    assert_eq!(code(&status), 0, "{}", text(&status.stderr));
 }

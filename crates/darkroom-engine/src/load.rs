@@ -226,3 +226,26 @@ async fn fingerprint_of(path: &Path) -> Result<String, LoadError> {
             source,
         })
 }
+
+/// Reads and validates `path` as a job file without loading it anywhere: what `darkroom run` does
+/// before it creates a ledger that does not exist yet, so input it refuses leaves no ledger (nor
+/// lock file) behind. Returns the reader's report for a valid file.
+///
+/// # Errors
+/// `LoadError::Io` when the file can't be opened, `File` when it can't be read as a job file
+/// (format, encoding, header, no rows), `Invalid` when any row is invalid.
+pub async fn check_file(path: &Path, options: ReadOptions) -> Result<Report, LoadError> {
+    // Opened here first, so a missing or unreadable file is named as the load would name it.
+    fingerprint_of(path).await?;
+    let owned = path.to_path_buf();
+    let report = tokio::task::spawn_blocking(move || darkroom_jobs::read_job(&owned, &options, |_| {}))
+        .await
+        .map_err(|e| LoadError::Io {
+            path: path.display().to_string(),
+            source: std::io::Error::other(e),
+        })??;
+    if report.error_count > 0 {
+        return Err(LoadError::Invalid(Box::new(report)));
+    }
+    Ok(report)
+}

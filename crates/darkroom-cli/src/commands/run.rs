@@ -67,6 +67,17 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
     let (start_at, new_deadline) = times(&args)?;
 
     let db = args.upstream.db.clone();
+    let read = darkroom_jobs::ReadOptions {
+        default_aspect_ratio: settings.defaults.aspect_ratio,
+        ..Default::default()
+    };
+    // With no ledger yet, the file is checked before one (and its lock files) is created: input
+    // refused leaves nothing behind. An existing ledger is never removed, whoever made it.
+    if !db.exists() {
+        darkroom_engine::load::check_file(&args.file, read)
+            .await
+            .map_err(|e| load_error(&args.file, e))?;
+    }
     let _lock = lock_job(&db, &job)?;
     let ledger = open_ledger(&db).await?;
     let prepared = prepare_job(
@@ -79,10 +90,7 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
             default_budget: settings.budget.default,
             routing: settings.routing,
             prices: settings.prices,
-            read: darkroom_jobs::ReadOptions {
-                default_aspect_ratio: settings.defaults.aspect_ratio,
-                ..Default::default()
-            },
+            read,
         },
     )
     .await
