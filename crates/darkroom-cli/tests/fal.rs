@@ -60,6 +60,8 @@ fn a_run_on_fal_makes_every_image_at_its_per_megapixel_price_and_the_ledger_equa
             "--json",
             "--budget",
             "5",
+            // The images as fal sent them, so two variants are compared by their pictures.
+            "--no-metadata",
         ])
         .output()
         .unwrap();
@@ -78,6 +80,13 @@ fn a_run_on_fal_makes_every_image_at_its_per_megapixel_price_and_the_ledger_equa
             "{name}"
         );
     }
+    // Each fal generation draws its own picture, as Luma's do: a row's variants differ.
+    let preview = dir.path().join("out/stools/preview");
+    let (first, second) = (
+        std::fs::read(preview.join("oak-1.jpg")).unwrap(),
+        std::fs::read(preview.join("oak-2.jpg")).unwrap(),
+    );
+    assert!(first != second, "the two variants of a row are different images");
 }
 
 #[test]

@@ -252,10 +252,18 @@ fn draw(
         account.fault("unknown_state");
     }
     let echo = json!({"prompt": prompt, "aspect_ratio": aspect_ratio});
+    let id = account.new_id();
+    // As on the Luma side: each generation draws its own picture (the variants of a row differ)
+    // unless the prompt asks for the request's own (`[sim:duplicate]`) or pictures are not distinct.
+    let mut seed = blake3::Hasher::new();
+    seed.update(format!("{endpoint_id}\n{echo}").as_bytes());
+    if config.distinct_pictures && !crate::picture::Look::asked_duplicate(&echo) {
+        seed.update(id.as_bytes());
+    }
     Generation {
-        id: account.new_id(),
+        id,
         created_at: OffsetDateTime::now_utc(),
-        image_seed: *blake3::hash(format!("{endpoint_id}\n{echo}").as_bytes()).as_bytes(),
+        image_seed: *seed.finalize().as_bytes(),
         echo,
         model: endpoint_id.to_string(),
         provider: crate::state::FAL.to_string(),
