@@ -1,0 +1,135 @@
+//! Which providers a pass may use (`--routing`, `--failover`, `[provider] routing` and
+//! `failover`): each provider with a key built as the connection is, with its own price table,
+//! create limit and account, into the engine's `RoutePlan`. The routing itself (which task goes
+//! where, failover) is the engine's (`darkroom_engine::routing`).
+
+use std::sync::Arc;
+
+use darkroom_engine::routing::{Route, RoutePlan, Routing};
+use darkroom_engine::scheduler::Shutdown;
+use darkroom_engine::{EngineError, Event, Outcome, RunSettings};
+use darkroom_ledger::Ledger;
+use darkroom_provider::Provider;
+use tokio::sync::mpsc;
+
+use crate::commands::Connection;
+use crate::config::provider::{ProviderName, RoutingName};
+use crate::config::Settings;
+
+/// The flags that route a pass's tasks over several providers.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RouteFlags {
+    /// How each task's provider is picked: fixed (the pass's provider, --provider) or cheapest (the
+    /// cheapest provider that can make it and has a key; a provider that refuses the run hands its
+    /// tasks never sent to the next cheapest) [default: config provider.routing]
+    #[arg(long, value_enum, value_name = "HOW", conflicts_with = "provider")]
+    pub routing: Option<RoutingName>,
+    /// When the pass's provider refuses the run (key refused, no credit, a quota, its breaker), send
+    /// its tasks never sent to these providers, in order, each at its own prices within the same
+    /// budget (repeatable) [default: config provider.failover]
+    #[arg(long, value_enum, value_name = "NAME")]
+    pub failover: Vec<ProviderName>,
+}
+
+/// The routing plan of a pass, or `None` for a pass on the connection's provider alone (fixed,
+/// no failover). `engine` is the pass's settings on the connection's provider (its rate and
+/// account); the other providers get their own from `[replicate]`, `[fal]` and their keys.
+/// A provider without a key is left out, said on stderr.
+pub fn plan(
+    settings: &Settings,
+    connection: &Connection,
+    flags: &RouteFlags,
+    engine: &RunSettings,
+    rate_flag: Option<u32>,
+) -> Option<RoutePlan> {
+    // An explicit --provider keeps the pass on it, whatever the config's routing says.
+    let routing = match (flags.routing, connection.provider_flag()) {
+        (Some(routing), _) => routing,
+        (None, Some(_)) => RoutingName::Fixed,
+        (None, None) => settings.provider.routing,
+    };
+    let failover = if flags.failover.is_empty() {
+        &settings.provider.failover
+    } else {
+        &flags.failover
+    };
+    let own = connection.client.name();
+    let names: Vec<ProviderName> = match routing {
+        RoutingName::Fixed if failover.is_empty() => return None,
+        RoutingName::Fixed => {
+            let mut names: Vec<ProviderName> = ProviderName::ALL
+                .into_iter()
+                .filter(|n| n.as_str() == own)
+                .collect();
+            names.extend(failover.iter().copied().filter(|n| n.as_str() != own));
+            names.dedup();
+            names
+        }
+        RoutingName::Cheapest => ProviderName::ALL.to_vec(),
+    };
+    let mut routes = Vec::new();
+    for name in names {
+        let client: Arc<dyn Provider> = if name.as_str() == own {
+            connection.client.clone()
+        } else {
+            match connection.client_for(name, settings) {
+                Ok(client) => client,
+                Err(error) => {
+                    eprintln!("{}: not used ({})", name.as_str(), why(&error));
+                    continue;
+                }
+            }
+        };
+        let on = settings.clone().for_provider(name);
+        let per_minute = rate_flag.unwrap_or(on.limits.creates_per_minute);
+        let (creates_per_minute, account) = if name.as_str() == own {
+            (engine.creates_per_minute, engine.account.clone())
+        } else {
+            (
+                (per_minute > 0).then_some(per_minute),
+                connection.account_of(name),
+            )
+        };
+        routes.push(Route {
+            client,
+            prices: on.prices,
+            creates_per_minute,
+            account,
+        });
+    }
+    let routing = match routing {
+        RoutingName::Fixed => Routing::Fixed,
+        RoutingName::Cheapest => Routing::Cheapest,
+    };
+    Some(RoutePlan {
+        routes,
+        routing,
+        failover: true,
+    })
+}
+
+/// A failure's one sentence, as `Failure` prints it.
+fn why(error: &anyhow::Error) -> String {
+    error
+        .downcast_ref::<crate::exit::Failure>()
+        .map_or_else(|| format!("{error:#}"), |f| f.message.clone())
+}
+
+/// Runs the pass of `job_id`: routed over the providers `flags` and the config name ([`plan`]),
+/// else on the connection's provider alone.
+pub async fn run(
+    settings: &Settings,
+    connection: &Connection,
+    flags: &crate::commands::pass::RunFlags,
+    (ledger, job_id): (&Ledger, i64),
+    engine: &RunSettings,
+    events: mpsc::Sender<Event>,
+    shutdown: Shutdown,
+) -> Result<Outcome, EngineError> {
+    match plan(settings, connection, &flags.route, engine, flags.rate_per_minute) {
+        Some(plan) => {
+            darkroom_engine::routing::run_routed(ledger, &plan, engine, job_id, events, shutdown).await
+        }
+        None => darkroom_engine::run_pass(ledger, &connection.client, engine, job_id, events, shutdown).await,
+    }
+}
