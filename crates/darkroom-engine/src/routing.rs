@@ -176,6 +176,8 @@ struct Progress {
     finished: HashSet<String>,
     /// The last refusal not yet announced as a failover: (route, reason).
     refusal: Option<(usize, String)>,
+    /// The last refusal of the pass, announced or not: (route, reason).
+    refused_last: Option<(usize, String)>,
 }
 
 /// Runs `settings.pass` over the plan's providers until every task routed somewhere was tried,
@@ -218,7 +220,7 @@ pub async fn run_routed(
             (Some(i), _) => (i, Some(scoped(settings, &groups[i].keys))),
             // Nothing to send: the first run still resumes and settles what is in flight.
             (None, None) => (0, Some(TaskScope::of_keys(Vec::<String>::new()))),
-            (None, Some(outcome)) => return Ok(ended(plan, &progress, outcome)),
+            (None, Some(outcome)) => return Ok(ended(plan, &progress, &nowhere, outcome)),
         };
         if let Some(group) = groups.get(route).filter(|g| !g.keys.is_empty()) {
             let _ = events
@@ -243,6 +245,7 @@ pub async fn run_routed(
             Some(StopReason::Refused(reason)) if plan.failover => {
                 progress.refused[route] = true;
                 progress.refusal = Some((route, reason.clone()));
+                progress.refused_last = Some((route, reason.clone()));
             }
             None => {
                 let given = groups.into_iter().nth(route).map(|g| g.keys).unwrap_or_default();
@@ -255,15 +258,23 @@ pub async fn run_routed(
 }
 
 /// How a routed pass ended once nothing is left to route: the last run's outcome, or, when a
-/// refusal found no other provider for the tasks it was to send, that refusal saying so.
-fn ended(plan: &RoutePlan, progress: &Progress, mut outcome: Outcome) -> Outcome {
-    let unsent = outcome.counts.pending + outcome.counts.skipped;
-    if let Some((route, reason)) = progress.refusal.as_ref().filter(|_| unsent > 0) {
-        let from = plan.routes[*route].client.name();
-        outcome.stop = Some(StopReason::Refused(format!(
-            "{from}: {reason}; no other provider with a key can make the tasks it was to send"
-        )));
+/// refusal left tasks (`nowhere`) that no other provider with a key can make, that refusal
+/// naming how many and the first of them.
+fn ended(plan: &RoutePlan, progress: &Progress, nowhere: &[Incapable], mut outcome: Outcome) -> Outcome {
+    let Some((route, reason)) = &progress.refused_last else {
+        return outcome;
+    };
+    if nowhere.is_empty() {
+        return outcome;
     }
+    let from = plan.routes[*route].client.name();
+    let first = nowhere.first().map_or_else(String::new, |task| {
+        format!(" (first: line {} (id {:?}))", task.line, task.row_id)
+    });
+    outcome.stop = Some(StopReason::Refused(format!(
+        "{from}: {reason}; {} task(s) can be made by no other provider with a key{first}",
+        nowhere.len()
+    )));
     outcome
 }
 

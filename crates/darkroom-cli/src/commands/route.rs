@@ -108,6 +108,30 @@ pub fn plan(
     })
 }
 
+/// The provider a pass connects to first: `--provider`; else, routed by price (`--routing
+/// cheapest` or `[provider] routing`), the first provider with a key (`--sim` gives every one a
+/// key), so a missing key of the default provider does not stop a pass that need not use it;
+/// else `[provider] default`.
+pub fn home_provider(
+    settings: &Settings,
+    upstream: &crate::commands::Upstream,
+    flags: &RouteFlags,
+) -> ProviderName {
+    let routing = flags.routing.unwrap_or(settings.provider.routing);
+    if upstream.provider.is_some() || routing != RoutingName::Cheapest || upstream.sim {
+        return settings.provider_name(upstream.provider);
+    }
+    let has_key = |name: &ProviderName| match name {
+        ProviderName::Luma => crate::config::api_key_text().is_some(),
+        ProviderName::Replicate => crate::config::provider::replicate_token_text().is_some(),
+        ProviderName::Fal => crate::commands::fal::key().is_some(),
+    };
+    ProviderName::ALL
+        .into_iter()
+        .find(has_key)
+        .unwrap_or(settings.provider.default)
+}
+
 /// A failure's one sentence, as `Failure` prints it.
 fn why(error: &anyhow::Error) -> String {
     error
