@@ -166,16 +166,7 @@ fn a_cheapest_routed_mixed_job_makes_each_row_where_it_is_cheapest() {
     let dir = tempfile::tempdir().unwrap();
     // Rows only Luma can make (a modify reference) and plain rows; Luma's previews cost $0.02
     // here, on its table and its bill alike, so Replicate's $0.01 is cheaper for the plain ones.
-    write(
-        dir.path(),
-        "mix.csv",
-        "id,prompt,aspect_ratio,modify_image_ref\n\
-         plain-1,A linen armchair in a sunlit room,1:1,\n\
-         edit-1,The same armchair in green velvet,1:1,https://example.com/chair.jpg\n\
-         plain-2,A walnut side table,1:1,\n\
-         edit-2,The same table in black oak,1:1,https://example.com/table.jpg\n\
-         plain-3,A wool rug on a concrete floor,1:1,\n",
-    );
+    mixed_job(dir.path());
     let sim = SimProcess::start(
         dir.path(),
         &[
@@ -222,13 +213,7 @@ fn a_cheapest_routed_mixed_job_makes_each_row_where_it_is_cheapest() {
 #[test]
 fn cheapest_routing_refuses_a_row_no_provider_with_a_key_can_make_before_spending() {
     let dir = tempfile::tempdir().unwrap();
-    write(
-        dir.path(),
-        "mix.csv",
-        "id,prompt,aspect_ratio,modify_image_ref\n\
-         plain-1,A linen armchair in a sunlit room,1:1,\n\
-         edit-1,The same armchair in green velvet,1:1,https://example.com/chair.jpg\n",
-    );
+    mixed_job(dir.path());
     let sim = SimProcess::start(dir.path(), &["--api-key", KEY, "--time-scale", "0.01"]);
     // No Luma key at all: only Replicate is used, and it can't modify.
     let output = darkroom_on(dir.path(), &sim, KEY)
@@ -239,7 +224,7 @@ fn cheapest_routing_refuses_a_row_no_provider_with_a_key_can_make_before_spendin
     let stderr = text(&output.stderr);
     assert_eq!(support::code(&output), 2, "{stderr}");
     assert!(
-        stderr.contains("line 3 (id \"edit-1\")"),
+        stderr.contains("line 3 (id \"edit-1\")") && stderr.contains("line 5 (id \"edit-2\")"),
         "the row is named with its line: {stderr}"
     );
     assert!(
@@ -348,5 +333,92 @@ fn a_kill_mid_failover_and_the_same_command_again_pay_for_nothing_twice() {
     assert!(
         results.iter().all(|(_, s, p)| s == "done" && p == "replicate"),
         "{results:?}"
+    );
+}
+
+/// The mixed job of the cheapest-routing tests: two rows only Luma can make, three plain ones.
+fn mixed_job(dir: &Path) {
+    write(
+        dir,
+        "mix.csv",
+        "id,prompt,aspect_ratio,modify_image_ref\n\
+         plain-1,A linen armchair in a sunlit room,1:1,\n\
+         edit-1,The same armchair in green velvet,1:1,https://example.com/chair.jpg\n\
+         plain-2,A walnut side table,1:1,\n\
+         edit-2,The same table in black oak,1:1,https://example.com/table.jpg\n\
+         plain-3,A wool rug on a concrete floor,1:1,\n",
+    );
+}
+
+#[test]
+fn estimate_shows_the_cheapest_mix_over_the_providers_with_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    mixed_job(dir.path());
+    let output = darkroom(dir.path())
+        .env("LUMAAI_API_KEY", "k")
+        .env("REPLICATE_API_TOKEN", "r")
+        .env("DARKROOM_PRICE_PHOTON_FLASH_1", "0.02")
+        .args(["estimate", "mix.csv", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(support::code(&output), 0, "{}", text(&output.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let mix = &json["cheapest_mix"];
+    // Edits on Luma at $0.02, plain rows on Replicate at $0.01; fal has no key.
+    assert_eq!(mix["cost_micros"], 2 * 20_000 + 3 * 10_000, "{mix}");
+    assert_eq!(mix["with_key"], true);
+    let providers: Vec<(String, u64)> = mix["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["provider"].as_str().unwrap().to_string(),
+                p["tasks"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(providers, [("luma".to_string(), 2), ("replicate".to_string(), 3)]);
+    assert_eq!(mix["none"], serde_json::json!([]));
+
+    let text_output = darkroom(dir.path())
+        .env("LUMAAI_API_KEY", "k")
+        .env("REPLICATE_API_TOKEN", "r")
+        .env("DARKROOM_PRICE_PHOTON_FLASH_1", "0.02")
+        .args(["estimate", "mix.csv"])
+        .output()
+        .unwrap();
+    let stdout = text(&text_output.stdout);
+    assert!(stdout.contains("cheapest        $0.07"), "{stdout}");
+}
+
+#[test]
+fn estimate_names_the_rows_no_provider_with_a_key_can_make() {
+    let dir = tempfile::tempdir().unwrap();
+    mixed_job(dir.path());
+    let output = darkroom(dir.path())
+        .env("REPLICATE_API_TOKEN", "r")
+        .args(["estimate", "mix.csv", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(support::code(&output), 0, "{}", text(&output.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let mix = &json["cheapest_mix"];
+    assert_eq!(mix["cost_micros"], 3 * 10_000, "{mix}");
+    assert_eq!(
+        mix["none"],
+        serde_json::json!([{"line": 3, "row": "edit-1"}, {"line": 5, "row": "edit-2"}])
+    );
+    let stderr = text(
+        &darkroom(dir.path())
+            .env("REPLICATE_API_TOKEN", "r")
+            .args(["estimate", "mix.csv"])
+            .output()
+            .unwrap()
+            .stderr,
+    );
+    assert!(
+        stderr.contains("mix.csv: line 3 (id \"edit-1\"): no provider of the cheapest mix can make it"),
+        "{stderr}"
     );
 }

@@ -87,11 +87,19 @@ pub fn choose(
         // can't make, as a single-provider run does.
         Routing::Fixed if usable.first() == Some(&true) => Some(0),
         Routing::Fixed => capable.map(|(i, _)| i).next(),
-        // `min_by_key` keeps the first of equal prices: the earlier route wins a tie.
-        Routing::Cheapest => capable
-            .min_by_key(|(_, route)| route.prices.price_of(model, aspect))
-            .map(|(i, _)| i),
+        Routing::Cheapest => cheapest(capable.map(|(i, route)| (i, route.prices.price_of(model, aspect)))),
     }
+}
+
+/// The cheapest of `(candidate, price)` pairs, the earlier one on a tie (the order of
+/// preference); `None` when there are none. The one rule both routing and `estimate`'s cheapest
+/// mix pick by.
+pub fn cheapest<T>(candidates: impl IntoIterator<Item = (T, Money)>) -> Option<T> {
+    // `min_by_key` keeps the first of equal keys.
+    candidates
+        .into_iter()
+        .min_by_key(|(_, price)| *price)
+        .map(|(candidate, _)| candidate)
 }
 
 /// Whether `provider` makes `request` whole: every part of it within its capabilities, and a
@@ -136,7 +144,7 @@ async fn route_unsent(
                     row_id: task.row_id.clone(),
                     line: task.line,
                     task_key: task.task_key.clone(),
-                    reasons: vec!["what it asks for (no provider left with a key can make it whole)".into()],
+                    reasons: why_not(plan, usable, &request),
                 }),
             }
         }
@@ -146,6 +154,44 @@ async fn route_unsent(
         }
     }
     Ok((groups, nowhere))
+}
+
+/// Why each usable route can't make `request`: `NAME: REASON`, one per route (the bare reasons
+/// when one route is usable, since the refusal names it).
+fn why_not(plan: &RoutePlan, usable: &[bool], request: &CreateRequest) -> Vec<String> {
+    let alone = usable.iter().filter(|u| **u).count() == 1;
+    plan.routes
+        .iter()
+        .zip(usable)
+        .filter(|(_, usable)| **usable)
+        .map(|(route, _)| {
+            let mut reasons = route.client.capabilities().refusals(request);
+            if request.reframe.is_some() && !route.client.can_reframe() {
+                reasons.push("a reframe".to_string());
+            }
+            if alone {
+                reasons.join(", ")
+            } else {
+                format!("{}: {}", route.client.name(), reasons.join(", "))
+            }
+        })
+        .collect()
+}
+
+/// The usable routes' names, for a refusal: `replicate`, or `any of luma, replicate`.
+fn usable_names(plan: &RoutePlan, usable: &[bool]) -> String {
+    let names: Vec<&str> = plan
+        .routes
+        .iter()
+        .zip(usable)
+        .filter(|(_, usable)| **usable)
+        .map(|(route, _)| route.client.name())
+        .collect();
+    match names.as_slice() {
+        [one] => (*one).to_string(),
+        [] => "no provider with a key".to_string(),
+        many => format!("any of {}", many.join(", ")),
+    }
 }
 
 /// A task's stored request, model and aspect ratio.
@@ -208,7 +254,7 @@ pub async fn run_routed(
             route_unsent(ledger, plan, &usable, settings, &progress.finished, job_id).await?;
         if first && plan.routing == Routing::Cheapest && !nowhere.is_empty() {
             return Err(EngineError::Incapable {
-                provider: "any provider with a key".to_string(),
+                provider: usable_names(plan, &usable),
                 tasks: nowhere,
             });
         }

@@ -121,15 +121,20 @@ pub fn home_provider(
     if upstream.provider.is_some() || routing != RoutingName::Cheapest || upstream.sim {
         return settings.provider_name(upstream.provider);
     }
-    let has_key = |name: &ProviderName| match name {
+    ProviderName::ALL
+        .into_iter()
+        .find(|name| has_key(*name))
+        .unwrap_or(settings.provider.default)
+}
+
+/// Whether provider `name`'s key is set in the environment (`LUMAAI_API_KEY`,
+/// `REPLICATE_API_TOKEN`, `FAL_KEY` or `FAL_KEY_ID` and `FAL_KEY_SECRET`).
+pub fn has_key(name: ProviderName) -> bool {
+    match name {
         ProviderName::Luma => crate::config::api_key_text().is_some(),
         ProviderName::Replicate => crate::config::provider::replicate_token_text().is_some(),
         ProviderName::Fal => crate::commands::fal::key().is_some(),
-    };
-    ProviderName::ALL
-        .into_iter()
-        .find(has_key)
-        .unwrap_or(settings.provider.default)
+    }
 }
 
 /// A failure's one sentence, as `Failure` prints it.
