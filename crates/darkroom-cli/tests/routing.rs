@@ -422,3 +422,64 @@ fn estimate_names_the_rows_no_provider_with_a_key_can_make() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_luma_account_over_its_monthly_cap_fails_over_to_replicate_on_another_account() {
+    let dir = tempfile::tempdir().unwrap();
+    plain_job(dir.path(), 4);
+    // Luma's account answers every create 429 with a monthly-usage body: a quota refusal, not a
+    // rate limit. Replicate is served by a second simulator, an account of its own.
+    let luma = SimProcess::start(dir.path(), &["--time-scale", "0.01", "--monthly-limit-exceeded"]);
+    let replicate = SimProcess::start(dir.path(), &["--api-key", KEY, "--time-scale", "0.01"]);
+    let output = darkroom_on(dir.path(), &replicate, KEY)
+        .env("LUMAAI_BASE_URL", &luma.base_url)
+        .args(["run", "lamps.csv", "--failover", "replicate", "--budget", "1"])
+        .output()
+        .unwrap();
+    let stderr = text(&output.stderr);
+    assert_eq!(support::code(&output), 0, "{stderr}");
+    assert!(
+        stderr.contains("failover: luma refused the run") && stderr.contains("move to replicate"),
+        "{stderr}"
+    );
+    assert_eq!(luma.net_billing(), 0, "Luma billed nothing");
+    assert_eq!(
+        billed_by_provider(&replicate).get("replicate").copied(),
+        Some(4 * 10_000)
+    );
+    assert_eq!(
+        ledger_spent(dir.path(), &replicate, "lamps"),
+        4 * 10_000,
+        "the ledger is the two bills"
+    );
+}
+
+#[test]
+fn a_cheapest_routed_run_from_the_config_fails_over_to_the_next_cheapest_when_the_cheapest_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    plain_job(dir.path(), 3);
+    write(
+        dir.path(),
+        "darkroom.toml",
+        "[provider]\nrouting = \"cheapest\"\n",
+    );
+    let sim = SimProcess::start(dir.path(), &["--api-key", KEY, "--time-scale", "0.01"]);
+    // Luma's $0.004 preview is the cheapest, but its key is refused.
+    let output = darkroom_on(dir.path(), &sim, "a-revoked-key")
+        .args(["--config", "darkroom.toml", "run", "lamps.csv", "--budget", "1"])
+        .output()
+        .unwrap();
+    let stderr = text(&output.stderr);
+    assert_eq!(support::code(&output), 0, "{stderr}");
+    assert!(stderr.contains("3 task(s) go to luma"), "{stderr}");
+    assert!(
+        stderr.contains("failover: luma refused the run")
+            && stderr.contains("3 task(s) never sent there move to replicate"),
+        "{stderr}"
+    );
+    assert_eq!(
+        billed_by_provider(&sim).get("replicate").copied(),
+        Some(3 * 10_000)
+    );
+    assert_eq!(ledger_spent(dir.path(), &sim, "lamps"), 3 * 10_000);
+}

@@ -14,8 +14,8 @@ use darkroom_engine::{Event, StopReason};
 use darkroom_jobs::{Money, PriceTable};
 use darkroom_provider::Provider;
 use darkroom_sim::{Faults, SimConfig};
-use darkroom_testkit::Harness;
 use darkroom_testkit::jobs::write_csv;
+use darkroom_testkit::Harness;
 
 /// A Replicate client for the simulator at `sim`, at Replicate's published prices.
 fn replicate(sim: &darkroom_sim::SimHandle) -> Arc<dyn Provider> {
@@ -98,10 +98,23 @@ async fn a_provider_whose_breaker_opens_hands_its_unsent_tasks_to_the_next_and_p
     assert!(tasks >= 6, "at least the tasks never sent move: {tasks}");
     assert!(reason.contains("in a row failed"), "{reason}");
     assert_eq!(luma.sim.billing().net_micros, 0, "Luma made nothing");
-    assert_eq!(other.billing().net_micros, 8 * 10_000, "each image billed once on Replicate");
-    assert_eq!(outcome.spent, Money::from_micros(8 * 10_000), "the ledger is both bills");
+    assert_eq!(
+        other.billing().net_micros,
+        8 * 10_000,
+        "each image billed once on Replicate"
+    );
+    assert_eq!(
+        outcome.spent,
+        Money::from_micros(8 * 10_000),
+        "the ledger is both bills"
+    );
     for result in luma.ledger.results(job, settings.pass, 0, 100).await.unwrap() {
-        assert_eq!(result.provider.as_deref(), Some("replicate"), "{}", result.task_key);
+        assert_eq!(
+            result.provider.as_deref(),
+            Some("replicate"),
+            "{}",
+            result.task_key
+        );
     }
 }
 
@@ -137,7 +150,10 @@ async fn without_failover_a_refused_route_stops_the_run_and_nothing_goes_elsewhe
     )
     .await
     .unwrap();
-    assert!(matches!(outcome.stop, Some(StopReason::Refused(_))), "{outcome:?}");
+    assert!(
+        matches!(outcome.stop, Some(StopReason::Refused(_))),
+        "{outcome:?}"
+    );
     assert_eq!(outcome.counts.pending, 3);
     assert_eq!(other.billing().charged_micros, 0);
 }
