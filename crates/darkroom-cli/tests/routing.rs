@@ -159,6 +159,10 @@ fn failover_under_a_budget_that_ends_mid_run_never_exceeds_it() {
         stderr.contains("lamps preview: 3 done (0 cached), 0 blocked, 0 failed, 3 skipped, 0 left"),
         "what did not fit is skipped: {stderr}"
     );
+    assert!(
+        stderr.contains("raise it with `darkroom run lamps.csv --failover replicate --budget USD`"),
+        "the command printed to resume routes as this one did: {stderr}"
+    );
 }
 
 #[test]

@@ -137,6 +137,23 @@ pub fn has_key(name: ProviderName) -> bool {
     }
 }
 
+/// The routing flags given, as a printed command repeats them (`" --routing cheapest --failover
+/// replicate"`), so the run it prints resumes routed the same way; `""` when none was given.
+pub fn flags_again(flags: &RouteFlags) -> String {
+    let mut again = String::new();
+    if let Some(routing) = flags.routing {
+        let name = match routing {
+            RoutingName::Fixed => "fixed",
+            RoutingName::Cheapest => "cheapest",
+        };
+        again.push_str(&format!(" --routing {name}"));
+    }
+    for name in &flags.failover {
+        again.push_str(&format!(" --failover {}", name.as_str()));
+    }
+    again
+}
+
 /// A failure's one sentence, as `Failure` prints it.
 fn why(error: &anyhow::Error) -> String {
     error

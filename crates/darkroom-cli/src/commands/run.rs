@@ -118,7 +118,8 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
             flags: args.flags.clone(),
             start_at,
             deadline_ms,
-            resume: crate::commands::hints::resume_run(&args.file, args.job.as_deref(), pass, &situation),
+            resume: crate::commands::hints::resume_run(&args.file, args.job.as_deref(), pass, &situation)
+                + &crate::commands::route::flags_again(&args.flags.route),
             situation,
             scope: None,
             next: None,
