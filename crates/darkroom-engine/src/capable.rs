@@ -52,7 +52,8 @@ pub struct Incapable {
 }
 
 /// The tasks of the pass still to be sent (pending, or reserved by a run that stopped) that
-/// `provider` can't make whole, in file order; empty when it can make every one.
+/// `provider` can't make whole, in file order; empty when it can make every one. With a `scope`
+/// (a command's own tasks, or the tasks a routed pass sends to `provider`), only the tasks in it.
 ///
 /// # Errors
 /// [`EngineError::Ledger`] when the ledger can't be read; [`EngineError::CorruptRequest`] when a
@@ -62,6 +63,7 @@ pub async fn check_pass(
     provider: &dyn Provider,
     job_id: i64,
     pass: Pass,
+    scope: Option<&darkroom_ledger::TaskScope>,
 ) -> Result<Vec<Incapable>, EngineError> {
     let capabilities = provider.capabilities();
     let mut found = Vec::new();
@@ -83,13 +85,13 @@ pub async fn check_pass(
         Ok(())
     };
     for task in ledger.unfinished_tasks(job_id, pass).await? {
-        if task.state == TaskState::Reserved {
+        if task.state == TaskState::Reserved && scope.is_none_or(|s| s.contains(&task.task_key)) {
             check(&task)?;
         }
     }
     let mut after = 0;
     loop {
-        let page = ledger.pending_tasks(job_id, pass, after, PAGE).await?;
+        let page = ledger.pending_tasks_in(job_id, pass, scope, after, PAGE).await?;
         for task in &page {
             check(task)?;
         }

@@ -106,6 +106,29 @@ pub enum Event {
         /// The `[prices]` line that would make the table match.
         config_line: String,
     },
+    /// A routed pass (`routing = "cheapest"`, or failover) sends these tasks to this provider
+    /// next, each reserved at its table's price.
+    Routed {
+        /// The provider: `luma`, `replicate` or `fal`.
+        provider: String,
+        /// How many tasks go there.
+        tasks: u64,
+        /// What they cost at that provider's prices, together.
+        cost: Money,
+    },
+    /// A provider refused the run (its key refused, its account out of credit or over a limit,
+    /// or its breaker tripped): its tasks never sent move to another provider. Creates it may
+    /// have received stay with it and are settled there.
+    Failover {
+        /// The provider that refused.
+        from: String,
+        /// The provider the tasks move to.
+        to: String,
+        /// How many tasks move.
+        tasks: u64,
+        /// The refusal, in the provider's words.
+        reason: String,
+    },
     /// No new creates from here on, and why.
     Stopping {
         /// Why, in words for a person.

@@ -38,6 +38,7 @@ pub mod reconcile;
 pub mod reframe;
 mod requests;
 pub mod retry;
+pub mod routing;
 mod run_context;
 pub mod schedule_times;
 pub mod scheduler;

@@ -89,12 +89,7 @@ async fn drive_inner(
             task_key: task.task_key.clone(),
             source,
         })?;
-    let upstream = shared
-        .upstream(task.provider.as_deref())
-        .ok_or_else(|| EngineError::ProviderMissing {
-            provider: task.provider.clone().unwrap_or_default(),
-            tasks: vec![task.task_key.clone()],
-        })?;
+    let upstream = upstream_of(&shared, &task, permit.is_some()).await?;
     let mut first = match task.state {
         TaskState::Reserved | TaskState::Pending => Step::Create(permit),
         _ => resume_step(&shared, &task).await?,
@@ -148,6 +143,31 @@ fn stored<T>(parse: fn(&str) -> Option<T>, text: &str, column: &'static str) -> 
             column,
             value: text.to_string(),
         })
+    })
+}
+
+/// The provider a task's steps use: the one its last create went to while that create may be
+/// open; the run's own for a task holding no create (one `dispatched` from `pending`, or a
+/// reserved one with no open generation), wherever its last create went (settled there as never
+/// made), at the run's price (`Ledger::price_unsent`). A task with an open create on a provider
+/// not given is [`EngineError::ProviderMissing`].
+async fn upstream_of(
+    shared: &RunContext,
+    task: &TaskRecord,
+    dispatched: bool,
+) -> Result<Upstream, EngineError> {
+    if dispatched {
+        return Ok(shared.own_upstream());
+    }
+    if let Some(upstream) = shared.upstream(task.provider.as_deref()) {
+        return Ok(upstream);
+    }
+    if task.state == TaskState::Reserved && shared.ledger.open_generations(task.id).await?.is_empty() {
+        return Ok(shared.own_upstream());
+    }
+    Err(EngineError::ProviderMissing {
+        provider: task.provider.clone().unwrap_or_default(),
+        tasks: vec![task.task_key.clone()],
     })
 }
 

@@ -41,6 +41,7 @@ mod qc;
 mod records;
 mod reframes;
 mod review;
+mod routing;
 mod scope;
 mod sheet;
 mod spending;

@@ -8,6 +8,7 @@
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskScope {
     keys_json: String,
+    keys: std::sync::Arc<std::collections::BTreeSet<String>>,
 }
 
 impl TaskScope {
@@ -19,8 +20,24 @@ impl TaskScope {
     {
         let keys: Vec<String> = keys.into_iter().map(Into::into).collect();
         TaskScope {
-            keys_json: serde_json::Value::from(keys).to_string(),
+            keys_json: serde_json::Value::from(keys.clone()).to_string(),
+            keys: std::sync::Arc::new(keys.into_iter().collect()),
         }
+    }
+
+    /// Whether the task of key `task_key` is in the scope.
+    pub fn contains(&self, task_key: &str) -> bool {
+        self.keys.contains(task_key)
+    }
+
+    /// How many task keys the scope holds.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether the scope holds no task at all.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
     }
 
     /// The keys as a JSON array, bound where [`in_scope`] asks for it.

@@ -160,3 +160,62 @@ async fn tasks_holding_no_create_are_priced_at_the_new_providers_table_and_a_cre
     assert_eq!(ledger.reserve(ids[0]).await.unwrap(), Reservation::Reserved);
     assert_eq!(ledger.task(ids[0]).await.unwrap().reserved_micros, square);
 }
+
+#[tokio::test]
+async fn between_a_routed_passs_runs_reservations_with_no_create_out_are_given_back_and_unsent_tasks_listed_by_scope(
+) {
+    let (_dir, ledger, job, ids) = four_tasks().await;
+    // a: a create in flight on Luma; b: reserved by a run that stopped before sending; c: failed
+    // (its create settled as never made); d: pending.
+    ledger.reserve(ids[0]).await.unwrap();
+    ledger.record_intent(ids[0], "fp", "luma").await.unwrap();
+    ledger.reserve(ids[1]).await.unwrap();
+    ledger.reserve(ids[2]).await.unwrap();
+    let never = ledger.record_intent(ids[2], "fp", "luma").await.unwrap();
+    ledger.record_not_created(never, true).await.unwrap();
+    ledger
+        .release(ids[2], TaskState::Failed, Some("refused"))
+        .await
+        .unwrap();
+
+    assert_eq!(
+        ledger.release_unsent(job, Pass::Preview).await.unwrap(),
+        1,
+        "b only"
+    );
+    let b = ledger.task(ids[1]).await.unwrap();
+    assert_eq!((b.state, b.reserved_micros), (TaskState::Pending, 0));
+    let a = ledger.task(ids[0]).await.unwrap();
+    assert_eq!(
+        (a.state, a.reserved_micros),
+        (TaskState::Submitting, 4_000),
+        "a create in flight keeps its reservation"
+    );
+    let pass = ledger.pass(job, Pass::Preview).await.unwrap().unwrap();
+    assert_eq!(pass.reserved_micros, 4_000, "only a's reservation is held");
+
+    let keys = |tasks: Vec<darkroom_ledger::TaskRecord>| -> Vec<String> {
+        tasks.into_iter().map(|t| t.task_key).collect()
+    };
+    let unsent = ledger
+        .unsent_tasks(job, Pass::Preview, None, 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        keys(unsent),
+        ["b", "c", "d"],
+        "pending, failed and pending; never a"
+    );
+    let scope = darkroom_ledger::TaskScope::of_keys(["a", "d"]);
+    assert!(scope.contains("d") && !scope.contains("b"));
+    let scoped = ledger
+        .unsent_tasks(job, Pass::Preview, Some(&scope), 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(keys(scoped), ["d"]);
+    let paged = ledger
+        .unsent_tasks(job, Pass::Preview, None, ids[1], 1)
+        .await
+        .unwrap();
+    assert_eq!(keys(paged), ["c"], "a page after b, one long");
+}

@@ -148,6 +148,7 @@ fn state_on(f: &Fixture, client: Arc<dyn Provider>) -> Arc<ReviewState> {
         default_budget: Money::parse_usd("2").unwrap(),
         run: run_settings(f.dir.path(), "vases", Pass::Final),
         callbacks: None,
+        routes: None,
     };
     ReviewState::new(config, f.ledger.clone(), Some(client), Shutdown::default())
 }

@@ -42,6 +42,7 @@ fn state(dir: &std::path::Path, ledger: darkroom_ledger::Ledger, job_id: i64) ->
         default_budget: Money::parse_usd("2").unwrap(),
         run: RunSettings::new("big", Pass::Final, dir.join("out")),
         callbacks: None,
+        routes: None,
     };
     ReviewState::new(config, ledger, None, Shutdown::default())
 }

@@ -96,6 +96,7 @@ fn review_of(h: &Harness, job: &str, job_id: i64, promotes: bool) -> Arc<ReviewS
         default_budget: Money::parse_usd("1").unwrap(),
         run,
         callbacks: None,
+        routes: None,
     };
     let client = promotes.then(|| h.client.clone());
     ReviewState::new(config, h.ledger.clone(), client, Shutdown::default())

@@ -66,6 +66,7 @@ pub fn run(config_file: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
     };
     let mut builder = EstimateBuilder::new(settings.prices, budget);
     let mut fits = crate::commands::providers::Fit::every(&settings);
+    let mut mix = crate::commands::providers::Mix::new();
     let routing = settings.routing;
     let job = crate::commands::job_name_for(args.job.as_deref(), &args.file)?;
     let choices = trial_choices(&args.db, &job)?;
@@ -87,6 +88,7 @@ pub fn run(config_file: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
         for fit in &mut fits {
             fit.add(&row, model);
         }
+        mix.add(&fits, &row, model);
     })
     .map_err(|e| Failure::new(Exit::BadInput, e.to_string()))?;
     if !report.is_valid() {
@@ -108,7 +110,7 @@ pub fn run(config_file: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
     };
     let estimate = builder.finish(pass, assumptions, args.promote_fraction);
     if args.json {
-        print_json(&estimate, &chosen, &fits)?;
+        print_json(&estimate, &chosen, &fits, &mix)?;
         return Ok(Exit::Done);
     }
     print_estimate(&args.file, pass, &estimate, &assumptions);
@@ -123,6 +125,7 @@ pub fn run(config_file: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
         );
     }
     print_providers(&args.file, &fits, estimate.tasks);
+    mix.print(&args.file);
     Ok(Exit::Done)
 }
 
@@ -136,11 +139,13 @@ fn shapes(to: Option<&Targets>, row: &darkroom_jobs::Row) -> u64 {
 }
 
 /// The estimate as JSON on stdout, with the images priced by a trial's choices
-/// (`routed_by_trial`, by model) and each provider's fit (`providers`).
+/// (`routed_by_trial`, by model), each provider's fit (`providers`) and the cheapest mix
+/// (`cheapest_mix`).
 fn print_json(
     estimate: &Estimate,
     chosen: &BTreeMap<Model, u64>,
     fits: &[crate::commands::providers::Fit],
+    mix: &crate::commands::providers::Mix,
 ) -> anyhow::Result<()> {
     let mut json = serde_json::to_value(estimate)?;
     if let Some(object) = json.as_object_mut() {
@@ -150,6 +155,7 @@ fn print_json(
         .iter()
         .map(crate::commands::providers::Fit::to_json)
         .collect();
+    json["cheapest_mix"] = mix.to_json();
     println!("{}", serde_json::to_string_pretty(&json)?);
     Ok(())
 }

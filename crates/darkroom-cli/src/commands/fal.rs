@@ -10,7 +10,7 @@ use crate::exit::{Exit, Failure};
 use darkroom_provider::Provider;
 
 /// The key from `FAL_KEY`, else `FAL_KEY_ID` and `FAL_KEY_SECRET`, as fal's clients read them.
-fn key() -> Option<FalKey> {
+pub(crate) fn key() -> Option<FalKey> {
     let var = |name: &str| {
         std::env::var(name)
             .ok()

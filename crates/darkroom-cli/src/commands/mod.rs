@@ -18,6 +18,7 @@ pub mod providers;
 pub mod reframe;
 pub mod report;
 pub mod review;
+pub mod route;
 pub mod run;
 pub mod select;
 pub mod sim;
@@ -97,6 +98,20 @@ impl Connection {
         settings: &crate::config::Settings,
     ) -> anyhow::Result<Arc<dyn Provider>> {
         client_for(name, &self.upstream, settings, self.sim.as_ref())
+    }
+
+    /// The account provider `name`'s key and base URL make, reached as this connection is
+    /// (`None` for fal.ai, or when its key is not set).
+    pub fn account_of(
+        &self,
+        name: crate::config::provider::ProviderName,
+    ) -> Option<darkroom_engine::account::Account> {
+        account_for(name, &self.upstream, self.sim.as_ref())
+    }
+
+    /// The provider `--provider` named, if it named one.
+    pub fn provider_flag(&self) -> Option<crate::config::provider::ProviderName> {
+        self.upstream.provider
     }
 
     pub async fn stop(self) {

@@ -62,6 +62,8 @@ pub struct RunFlags {
     /// /TOKEN [default: http://ADDR].
     #[arg(long, value_name = "URL", requires = "callbacks_listen")]
     pub callbacks_url: Option<String>,
+    #[command(flatten)]
+    pub route: crate::commands::route::RouteFlags,
 }
 
 /// A pass ready to run.
@@ -187,11 +189,12 @@ pub async fn execute(settings: &Settings, run: PassRun) -> anyhow::Result<Exit> 
         }
     }
     let started = std::time::Instant::now();
-    let outcome = darkroom_engine::run_pass(
-        &ledger,
-        &connection.client,
+    let outcome = crate::commands::route::run(
+        settings,
+        &connection,
+        &flags,
+        (&ledger, job_id),
         &engine_settings,
-        job_id,
         events_tx,
         shutdown.clone(),
     )

@@ -117,7 +117,7 @@ impl Progress {
     pub fn show(&self, event: &Event) {
         if self.json {
             // The price warning goes to stderr as well: a script reading stdout may not look for it.
-            if let Some(warning) = price_warning(event) {
+            if let Some(warning) = price_warning(event).or_else(|| route_line(event)) {
                 eprintln!("{warning}");
             }
             if let Ok(line) = serde_json::to_string(event) {
@@ -163,6 +163,7 @@ impl Progress {
                 "warning: the account has {credits} of credit; this pass needs up to {needed}"
             )),
             Event::Stopping { reason } => Some(format!("stopping: {reason}")),
+            Event::Routed { .. } | Event::Failover { .. } => route_line(event),
             Event::PriceObserved { .. } => price_warning(event),
             Event::RateLimited { .. } => rate_limit_line(&mut state, event),
             Event::Retry { .. } | Event::Reconciled { .. } => {
@@ -231,6 +232,28 @@ fn price_warning(event: &Event) -> Option<String> {
              the budget keeps counting {table} (to count less, set `{config_line}`)"
         )
     })
+}
+
+/// The line a routed pass prints, on the bar or on stderr beside `--json`'s events: where tasks
+/// go, and a failover's from which provider to which, how many tasks, and why.
+fn route_line(event: &Event) -> Option<String> {
+    match event {
+        Event::Routed {
+            provider,
+            tasks,
+            cost,
+        } => Some(format!("{tasks} task(s) go to {provider}, {cost} at its prices")),
+        Event::Failover {
+            from,
+            to,
+            tasks,
+            reason,
+        } => Some(format!(
+            "failover: {from} refused the run ({reason}); {tasks} task(s) never sent there move to {to}, \
+             reserved at {to}'s prices within the same budget"
+        )),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

@@ -79,6 +79,9 @@ pub async fn open_job(db: &Path, job: &str) -> anyhow::Result<(Ledger, i64)> {
 }
 
 async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
+    let mut settings = settings;
+    settings.provider.default =
+        crate::commands::route::home_provider(&settings, &args.upstream, &args.flags.route);
     let provider = settings.provider_name(args.upstream.provider);
     let settings = settings.for_provider(provider);
     let mut options = options(&settings)?;

@@ -206,6 +206,119 @@ impl Fit {
     }
 }
 
+/// The cheapest mix of a job file (`estimate`): each row on the cheapest provider that can make it
+/// and has a key (as `--routing cheapest` routes it; over every provider when none has a key), and
+/// the rows none of them can make.
+#[derive(Debug)]
+pub struct Mix {
+    /// The providers the mix may use, in order of preference.
+    pub providers: Vec<crate::config::provider::ProviderName>,
+    /// Tasks and cost on each provider used, in `providers` order.
+    pub by_provider: Vec<(u64, darkroom_jobs::Money)>,
+    /// What the whole mix costs.
+    pub cost: darkroom_jobs::Money,
+    /// Rows none of `providers` can make: (line, row id).
+    pub nowhere: Vec<(u64, String)>,
+    /// Whether `providers` are those with a key (else every provider: no key is set).
+    pub keyed: bool,
+}
+
+impl Mix {
+    /// An empty mix over the providers with a key (every provider when none has one).
+    pub fn new() -> Mix {
+        use crate::config::provider::ProviderName;
+        let keyed: Vec<_> = ProviderName::ALL
+            .into_iter()
+            .filter(|n| crate::commands::route::has_key(*n))
+            .collect();
+        let (providers, keyed) = if keyed.is_empty() {
+            (ProviderName::ALL.to_vec(), false)
+        } else {
+            (keyed, true)
+        };
+        Mix {
+            by_provider: vec![(0, darkroom_jobs::Money::ZERO); providers.len()],
+            providers,
+            cost: darkroom_jobs::Money::ZERO,
+            nowhere: Vec::new(),
+            keyed,
+        }
+    }
+
+    /// Routes a row made with `model` to the cheapest of the mix's providers that can make it,
+    /// at each one's table in `fits` (`Fit::every`).
+    pub fn add(&mut self, fits: &[Fit], row: &darkroom_jobs::Row, model: darkroom_jobs::Model) {
+        let request = darkroom_engine::capable::request_for_row(row, model);
+        let candidates = self.providers.iter().enumerate().filter_map(|(i, name)| {
+            let fit = fits.iter().find(|f| f.name == *name)?;
+            fit.capabilities
+                .refusals(&request)
+                .is_empty()
+                .then(|| (i, fit.prices.price_of(model, row.aspect_ratio)))
+        });
+        match darkroom_engine::routing::cheapest(candidates) {
+            Some(i) => {
+                let fit = fits.iter().find(|f| f.name == self.providers[i]);
+                let price = fit.map_or(darkroom_jobs::Money::ZERO, |f| {
+                    f.prices.price_of(model, row.aspect_ratio)
+                });
+                let cost = price.times(u64::from(row.variants));
+                self.by_provider[i].0 += u64::from(row.variants);
+                self.by_provider[i].1 += cost;
+                self.cost += cost;
+            }
+            None => self.nowhere.push((row.line, row.id.clone())),
+        }
+    }
+
+    /// The mix as JSON: `{cost, cost_micros, with_key, providers: [{provider, tasks, cost,
+    /// cost_micros}], none: [{line, row}]}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "cost": self.cost.to_decimal_string(),
+            "cost_micros": self.cost.micros(),
+            "with_key": self.keyed,
+            "providers": self.providers.iter().zip(&self.by_provider).map(|(name, (tasks, cost))| serde_json::json!({
+                "provider": name.as_str(), "tasks": tasks, "cost": cost.to_decimal_string(), "cost_micros": cost.micros(),
+            })).collect::<Vec<_>>(),
+            "none": self.nowhere.iter().map(|(line, row)| serde_json::json!({"line": line, "row": row})).collect::<Vec<_>>(),
+        })
+    }
+
+    /// The mix on stdout under the providers' totals, and on stderr the rows none can make.
+    pub fn print(&self, file: &std::path::Path) {
+        let over = if self.keyed {
+            "the providers with a key"
+        } else {
+            "every provider (no key is set)"
+        };
+        println!(
+            "    {:<10} {:>10}  each row on the cheapest of {over} that can make it (--routing cheapest)",
+            "cheapest",
+            self.cost.to_string()
+        );
+        for (name, (tasks, cost)) in self.providers.iter().zip(&self.by_provider) {
+            if *tasks > 0 {
+                println!(
+                    "      {:<8} {:>10}  {tasks} task(s)",
+                    name.as_str(),
+                    cost.to_string()
+                );
+            }
+        }
+        for (line, row) in self.nowhere.iter().take(MAX_ERRORS_SHOWN) {
+            eprintln!(
+                "{}: {}: no provider of the cheapest mix can make it",
+                file.display(),
+                row_place(*line, row, row)
+            );
+        }
+        if self.nowhere.len() > MAX_ERRORS_SHOWN {
+            eprintln!("... and {} more", self.nowhere.len() - MAX_ERRORS_SHOWN);
+        }
+    }
+}
+
 /// Where a row is, as the job readers' errors say it: `line 4 (id "ambassador")`, with the image's
 /// key for one of several variants (`line 4 (id "ambassador", image ambassador-2)`).
 fn row_place(line: impl std::fmt::Display, row: &str, key: &str) -> String {

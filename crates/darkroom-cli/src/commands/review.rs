@@ -75,6 +75,9 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
     run.account = connection
         .as_ref()
         .and_then(|c| crate::commands::budget::account_named(&settings, c, &args.flags));
+    let routes = connection.as_ref().and_then(|c| {
+        crate::commands::route::plan(&settings, c, &args.flags.route, &run, args.flags.rate_per_minute)
+    });
     let config = ReviewConfig {
         job: args.job.clone(),
         job_id,
@@ -89,6 +92,7 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
             listen,
             url: args.flags.callbacks_url.clone(),
         }),
+        routes,
     };
     let shutdown = Shutdown::default();
     let review = ReviewState::new(

@@ -60,6 +60,9 @@ pub fn run(config_file: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
 }
 
 async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
+    let mut settings = settings;
+    settings.provider.default =
+        crate::commands::route::home_provider(&settings, &args.upstream, &args.flags.route);
     let provider = settings.provider_name(args.upstream.provider);
     let settings = settings.for_provider(provider);
     let pass: Pass = args.pass.into();
@@ -123,7 +126,8 @@ async fn run_async(settings: Settings, args: Args) -> anyhow::Result<Exit> {
             flags: args.flags.clone(),
             start_at,
             deadline_ms,
-            resume: crate::commands::hints::resume_run(&args.file, args.job.as_deref(), pass, &situation),
+            resume: crate::commands::hints::resume_run(&args.file, args.job.as_deref(), pass, &situation)
+                + &crate::commands::route::flags_again(&args.flags.route),
             situation,
             scope: None,
             next: None,

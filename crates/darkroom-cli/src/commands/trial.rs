@@ -189,6 +189,7 @@ async fn run_one(
                 callbacks_url: None,
                 account: None,
                 label: None,
+                route: crate::commands::route::RouteFlags::default(),
             },
             start_at: None,
             deadline_ms,

@@ -37,12 +37,33 @@ impl ProviderName {
     }
 }
 
-/// `[provider]`: the provider a pass runs on when `--provider` does not say.
-#[derive(Debug, Clone, Copy, Deserialize)]
+/// `[provider]`: the provider a pass runs on when `--provider` does not say, how tasks are routed
+/// and where they go when a provider refuses the run.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderSettings {
-    /// `luma` or `replicate`.
+    /// `luma`, `replicate` or `fal`.
     pub default: ProviderName,
+    /// `fixed` (every task on the pass's provider) or `cheapest` (each task on the cheapest
+    /// provider that can make it and has a key; failover on).
+    #[serde(default)]
+    pub routing: RoutingName,
+    /// Where a fixed pass's tasks never sent go, in order, when its provider refuses the run (a
+    /// refused key, no credit, a quota, its breaker); empty: no failover.
+    #[serde(default)]
+    pub failover: Vec<ProviderName>,
+}
+
+/// How a pass picks each task's provider (`[provider] routing`, `--routing`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum RoutingName {
+    // Every task on the pass's provider (`--provider`, `[provider] default`). Plain comments, as
+    // for `ProviderName`.
+    #[default]
+    Fixed,
+    // Each task on the cheapest provider that can make it and has a key.
+    Cheapest,
 }
 
 /// `[replicate]`: Photon through Replicate. The token comes from `REPLICATE_API_TOKEN`, the base

@@ -40,7 +40,14 @@ pub(super) async fn prepare(
     restore_pass(ledger, client, settings, job_id, &pass_dir).await?;
     // Every pass (run, promote, reframe, trial, the review page's promotions) is refused whole,
     // with nothing sent, when its provider can't make some task as asked.
-    let incapable = crate::capable::check_pass(ledger, client.as_ref(), job_id, settings.pass).await?;
+    let incapable = crate::capable::check_pass(
+        ledger,
+        client.as_ref(),
+        job_id,
+        settings.pass,
+        settings.scope.as_ref(),
+    )
+    .await?;
     if !incapable.is_empty() {
         return Err(EngineError::Incapable {
             provider: client.name().to_string(),

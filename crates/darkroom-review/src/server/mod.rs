@@ -67,6 +67,9 @@ pub struct ReviewConfig {
     pub run: RunSettings,
     /// Callbacks for the final pass, if the caller wants them.
     pub callbacks: Option<Callbacks>,
+    /// The providers a promotion's finals are routed over (`--routing`, `--failover`), as
+    /// `darkroom promote` routes them; `None`: the page's client alone.
+    pub routes: Option<darkroom_engine::routing::RoutePlan>,
 }
 
 /// The final pass the page started, if any.

@@ -166,15 +166,13 @@ async fn make_finals(review: &ReviewState, plan: Plan, options: &PromoteOptions)
     }
     let (tx, mut rx) = mpsc::channel(1024);
     let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
-    let outcome = darkroom_engine::run_pass(
-        &review.ledger,
-        client,
-        &settings,
-        config.job_id,
-        tx,
-        review.shutdown.clone(),
-    )
-    .await
+    let (ledger, shutdown) = (&review.ledger, review.shutdown.clone());
+    let outcome = match &config.routes {
+        Some(routes) => {
+            darkroom_engine::routing::run_routed(ledger, routes, &settings, config.job_id, tx, shutdown).await
+        }
+        None => darkroom_engine::run_pass(ledger, client, &settings, config.job_id, tx, shutdown).await,
+    }
     .map_err(|e| with_causes(&e))?;
     let _ = drain.await;
     crate::report::refresh(
