@@ -154,7 +154,7 @@ impl<F: FnMut(Row)> Sink<F> {
         if given {
             // Only another row's own id can refuse a given id: a later row's variants yield to it
             // (that row is renamed when it is read), and an earlier row's already did.
-            if let Some(taken) = self.names.held_by(&row.id, line) {
+            if let Some(taken) = self.names.reserved_by_another(&row.id, line) {
                 return Err(taken.duplicate_message(&row.id));
             }
         } else if let Some(taken) = self.names.taken_by(&row.id, 0) {
