@@ -308,7 +308,7 @@ pub(crate) fn read_line<R: BufRead>(
             break Ending::Eof;
         }
         any = true;
-        match available.iter().position(|b| matches!(b, b'\n' | b'\r')) {
+        match memchr::memchr2(b'\n', b'\r', available) {
             Some(i) => {
                 total += i;
                 if total <= max {

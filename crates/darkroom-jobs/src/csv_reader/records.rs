@@ -295,7 +295,7 @@ fn take_line(
             }
             State::FieldStart | State::Unquoted => {
                 let rest = &line[i..];
-                let run = rest.iter().position(|c| *c == b',').unwrap_or(rest.len());
+                let run = memchr::memchr(b',', rest).unwrap_or(rest.len());
                 record.data.extend_from_slice(&rest[..run]);
                 i += run;
                 if i < line.len() {
@@ -308,7 +308,7 @@ fn take_line(
             }
             State::Quoted => {
                 let rest = &line[i..];
-                let run = rest.iter().position(|c| *c == b'"').unwrap_or(rest.len());
+                let run = memchr::memchr(b'"', rest).unwrap_or(rest.len());
                 record.data.extend_from_slice(&rest[..run]);
                 i += run;
                 if i < line.len() {
