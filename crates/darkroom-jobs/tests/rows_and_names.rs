@@ -331,8 +331,12 @@ SOFA,A green sofa,1:1
     assert_eq!(report.error_count, 3, "{:?}", report.errors);
     let lines: Vec<u64> = report.errors.iter().map(|e| e.line).collect();
     assert_eq!(lines, [2, 5, 7]);
-    assert!(report.errors[1].message.contains("duplicate id \"sofa\" (first used on line 2)"));
-    assert!(report.errors[2].message.contains("line 2 differ only in letter case"));
+    assert!(report.errors[1]
+        .message
+        .contains("duplicate id \"sofa\" (first used on line 2)"));
+    assert!(report.errors[2]
+        .message
+        .contains("line 2 differ only in letter case"));
     assert_eq!(report.renamed_count, 1, "{:?}", report.renamed);
     assert_eq!(report.renamed[0].line, 4);
 }

@@ -49,7 +49,10 @@ pub(crate) async fn load_only(tasks: u64) -> String {
     load(&ledger, "million", &file).await;
     let seconds = started.elapsed().as_secs_f64();
     ledger.close().await;
-    format!("loading {rows} rows: {seconds:.2} s, peak {:.0} MB\n", peak_memory_mb())
+    format!(
+        "loading {rows} rows: {seconds:.2} s, peak {:.0} MB\n",
+        peak_memory_mb()
+    )
 }
 
 /// A million-task job: validate and estimate, load, peak memory while running, resume at 99%.

@@ -130,7 +130,13 @@ impl<F: FnMut(Row)> Sink<F> {
 
     /// First pass: the id the row on `line` gives itself, when it names exactly one row (no
     /// prompt variables). The fields are the row's as written (`id`, `prompt`, `variants`).
-    pub(crate) fn reserve(&mut self, line: u64, id: Option<&str>, prompt: Option<&str>, variants: Option<&str>) {
+    pub(crate) fn reserve(
+        &mut self,
+        line: u64,
+        id: Option<&str>,
+        prompt: Option<&str>,
+        variants: Option<&str>,
+    ) {
         let Some(id) = id.map(str::trim).filter(|id| valid_id(id)) else {
             return;
         };
