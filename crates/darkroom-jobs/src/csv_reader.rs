@@ -222,9 +222,7 @@ fn fill(raw: &mut RawRow, fields: &[(&str, &str)]) {
             "model" => raw.model = present(),
             "format" => raw.format = present(),
             "image_ref" => {
-                refs.image_ref = urls(&value)
-                    .map(|url| WeightedUrl { url, weight: None })
-                    .collect()
+                refs.image_ref = urls(value).map(|url| WeightedUrl { url, weight: None }).collect()
             }
             "style_ref" => refs.style_ref = single(raw, "style_ref", value),
             "character_ref" => refs.character_ref = urls(value).collect(),

@@ -11,10 +11,7 @@ use super::{RawRow, ReadOptions, MAX_CHARACTER_REFS, MAX_IMAGE_REFS, MAX_VARIANT
 /// expansion, and whether the row's id is the one the file gives it (an id given and no prompt
 /// variables) rather than one darkroom derived. An invalid row yields its problems and the id the
 /// file gives it, if any, for the messages.
-pub(super) fn validate(
-    mut raw: RawRow,
-    options: &ReadOptions,
-) -> Result<(Vec<Row>, bool), (Vec<String>, Option<String>)> {
+pub(super) fn validate(mut raw: RawRow, options: &ReadOptions) -> Result<(Vec<Row>, bool), Invalid> {
     let mut errors = std::mem::take(&mut raw.errors);
     let given = raw.id.as_deref().is_some_and(|id| !id.trim().is_empty());
     let id = row_id(&raw, &mut errors);
@@ -38,6 +35,9 @@ pub(super) fn validate(
     let rows = expand_prompts(prompt, base).map_err(|problems| (problems, raw.id.filter(|_| given)))?;
     Ok((rows, given && !has_groups))
 }
+
+/// An invalid row's problems, and the id the file gives it (if any) for the messages.
+pub(super) type Invalid = (Vec<String>, Option<String>);
 
 /// A prompt as validated: plain text (no braces or escapes, the usual case: no parser, no copy),
 /// or parsed for prompt variables.
