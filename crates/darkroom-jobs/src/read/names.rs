@@ -67,6 +67,15 @@ impl Taken {
 }
 
 impl Names {
+    /// An empty table with room for about `rows` names (so a large file's table is not rebuilt
+    /// each time it doubles).
+    pub(super) fn with_capacity(rows: usize) -> Names {
+        Names {
+            map: HashMap::with_capacity_and_hasher(rows, BuildHasherDefault::default()),
+            ..Names::default()
+        }
+    }
+
     /// Holds `id` for the row on `line` unless an earlier row holds it.
     pub(super) fn reserve(&mut self, id: &str, line: u64, variants: u32) {
         match self.map.entry(folded_key(id)) {
