@@ -10,6 +10,8 @@
 //! `DIR/.superseded/`) before their path is written for another task. Deciding what to move and
 //! recording it is `crate::content`'s.
 
+pub mod small;
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 

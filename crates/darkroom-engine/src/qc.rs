@@ -3,8 +3,8 @@
 //! for by less than the 1% that `images::verify` refuses (`dimensions`), nearly identical to
 //! another variant of the same row (`duplicate`), or a suspiciously small file (`small_file`).
 //!
-//! [`measure`] decodes the pixels (CPU work: the download step runs it on a blocking thread beside
-//! `images::verify`), [`judge`] turns the measurements into the image's own flags under
+//! [`measure`] decodes the pixels at thumbnail size (CPU work: the download step runs it on a
+//! blocking thread beside `images::verify`), [`judge`] turns the measurements into the image's own flags under
 //! [`QcSettings`], and [`duplicate_rule`] is what the ledger asks about each checked variant of the
 //! row while it records the image (`Ledger::record_done_checked`, one transaction). The perceptual
 //! hash is `image_hasher`'s gradient hash (64 bits, on a 256-pixel thumbnail): two renders of the
@@ -64,14 +64,17 @@ pub struct Measured {
 /// The longest side of the thumbnail the spread and the hash are measured on, in pixels.
 const THUMBNAIL: u32 = 256;
 
-/// Decodes the image and measures it. CPU work (a full decode): call it on a blocking thread.
+/// Decodes the image at thumbnail size (a JPEG at a fraction of its size by DCT scaling,
+/// `images::small`) and measures it. CPU work: call it on a blocking thread.
 ///
 /// # Errors
 /// The decoder's error when the pixels do not decode (the header may still have verified).
 pub fn measure(bytes: &[u8]) -> Result<Measured, image::ImageError> {
-    let image = image::load_from_memory(bytes)?;
-    let (width, height) = (image.width(), image.height());
-    let thumbnail = image.thumbnail(THUMBNAIL, THUMBNAIL);
+    let crate::images::small::Small {
+        width,
+        height,
+        image: thumbnail,
+    } = crate::images::small::decode_small(bytes, THUMBNAIL)?;
     let luma = thumbnail.to_luma8();
     let count = f64::from(luma.width() * luma.height()).max(1.0);
     let mean = luma.pixels().map(|p| f64::from(p.0[0])).sum::<f64>() / count;

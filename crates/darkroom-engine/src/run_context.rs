@@ -83,9 +83,9 @@ pub(crate) struct RunContext {
     pub(crate) gate: CreateGate,
     pub(crate) in_flight: Arc<Semaphore>,
     pub(crate) downloads: Semaphore,
-    /// Images verified and measured at once, one per core: each quality check decodes a whole
-    /// picture (about 7 MB at 2048×1152), so with dozens of downloads in flight an unbounded number
-    /// of decodes was most of a run's memory.
+    /// Images verified and measured at once, one per core: the work is CPU, and a PNG is still
+    /// decoded whole (about 7 MB at 2048×1152; a JPEG at thumbnail size, `images::small`), so
+    /// with dozens of downloads in flight an unbounded number of decodes was most of a run's memory.
     pub(crate) decodes: Arc<Semaphore>,
     pub(crate) poller: Poller,
     /// The providers earlier runs sent this pass's creates to, other than `client`, each with its

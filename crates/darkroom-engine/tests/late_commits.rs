@@ -539,3 +539,36 @@ async fn identical_variants_under_500s_and_lost_answers_get_one_paid_generation_
     assert!(adoptions(&events) > 0, "some lost answers were reconciled");
     assert_one_paid_generation_each(&h, "mixed", 12).await;
 }
+
+#[tokio::test]
+async fn identical_variants_reconciling_through_slow_list_reads_never_share_a_generation_or_pay_twice() {
+    // Every status read (the searches' list reads among them) answers after 300 ms, so each search
+    // reads the list while its siblings' creates and re-sends go out and are recorded, and its
+    // matches are claimed long after they were read: a claim must still never take a generation
+    // a sibling recorded meanwhile, and no accepted create may be missed and sent again.
+    let faults = Faults {
+        create_5xx: 0.2,
+        create_dropped: 0.4,
+        get_slow: 1.0,
+        ..Faults::default()
+    };
+    let sim = SimConfig {
+        slow_delay: Duration::from_millis(300),
+        ..sim_config(faults, Duration::from_secs(65))
+    };
+    let h = Harness::start_with_timeout(sim, Duration::from_secs(5)).await;
+    let file = write_variants_job(h.dir.path(), "slowlist", 2, 6);
+    let mut s = settings(&h, "slowlist");
+    s.max_in_flight = 12;
+    s.settle_window = Duration::from_secs(3);
+    s.max_attempts = 20;
+    let job = load_job(&h, &file, &s).await;
+    let (outcome, events) = h.run_collecting(job, &s).await;
+    assert_eq!(outcome.counts.done, 12, "{outcome:?}");
+    assert!(adoptions(&events) > 0, "some lost answers were reconciled");
+    assert!(
+        h.sim.stats().faults.get("get_slow").copied().unwrap_or(0) > 0,
+        "the list was read slowly"
+    );
+    assert_one_paid_generation_each(&h, "slowlist", 12).await;
+}

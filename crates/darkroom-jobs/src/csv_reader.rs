@@ -140,23 +140,27 @@ fn take_record<F: FnMut(crate::Row)>(sink: &mut Sink<F>, header: &[String], reco
         return;
     }
     sink.record(record.first_line, record.last_line);
-    let id = header
-        .iter()
-        .position(|h| h == "id")
-        .and_then(|i| record.field(i))
-        .and_then(|f| std::str::from_utf8(f).ok())
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty());
+    let text = |name: &str| {
+        let i = header.iter().position(|h| h == name)?;
+        std::str::from_utf8(record.field(i)?).ok()
+    };
+    // The id an error names; made only when there is an error to name it in.
+    let id = || {
+        text("id")
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+    };
     if !record.problems.is_empty() {
-        for problem in record.problems {
-            sink.error(line, id.clone(), problem);
+        for problem in &record.problems {
+            sink.error(line, id(), problem.clone());
         }
         return;
     }
     if record.len() != header.len() {
         sink.error(
             line,
-            id,
+            id(),
             format!(
                 "has {} fields; the header has {} (is a comma or a quote missing?)",
                 record.len(),
@@ -173,26 +177,19 @@ fn take_record<F: FnMut(crate::Row)>(sink: &mut Sink<F>, header: &[String], reco
         );
         return;
     }
+    if sink.reserving() {
+        // Only the id a row gives itself matters in this pass.
+        sink.reserve(line, text("id"), text("prompt"), text("variants"));
+        return;
+    }
     let mut raw = RawRow {
         line,
         ..RawRow::default()
     };
-    if sink.reserving() {
-        // Only the id a row gives itself matters in this pass.
-        let text = |name: &str| {
-            let i = header.iter().position(|h| h == name)?;
-            std::str::from_utf8(record.field(i)?).ok().map(str::to_string)
-        };
-        raw.id = text("id");
-        raw.prompt = text("prompt");
-        raw.variants = text("variants");
-        sink.raw(raw);
-        return;
-    }
-    let mut fields: Vec<(&str, String)> = Vec::with_capacity(header.len());
+    let mut fields: Vec<(&str, &str)> = Vec::with_capacity(header.len());
     for (name, bytes) in header.iter().zip(record.fields()) {
         match std::str::from_utf8(bytes) {
-            Ok(text) => fields.push((name.as_str(), text.to_string())),
+            Ok(text) => fields.push((name.as_str(), text)),
             Err(e) => raw.errors.push(format!(
                 "column {name:?} is not valid UTF-8 (bad byte at offset {})",
                 e.valid_up_to()
@@ -200,48 +197,48 @@ fn take_record<F: FnMut(crate::Row)>(sink: &mut Sink<F>, header: &[String], reco
         }
     }
     if !raw.errors.is_empty() {
-        for message in raw.errors {
-            sink.error(line, id.clone(), message);
+        for message in std::mem::take(&mut raw.errors) {
+            sink.error(line, id(), message);
         }
         return;
     }
-    fill(&mut raw, fields);
+    fill(&mut raw, &fields);
     sink.raw(raw);
 }
 
-fn fill(raw: &mut RawRow, fields: Vec<(&str, String)>) {
+/// The row's fields into `raw`: text is copied once, and only where the row keeps it (a blank
+/// optional field is no field).
+fn fill(raw: &mut RawRow, fields: &[(&str, &str)]) {
     let mut refs = References::default();
-    let mut weights: [Option<String>; 3] = [None, None, None];
+    let mut weights: [Option<&str>; 3] = [None, None, None];
     let mut metadata = Metadata::new();
-    for (name, value) in fields {
-        let present = || Some(value.clone()).filter(|v| !v.trim().is_empty());
+    for &(name, value) in fields {
+        let present = || (!value.trim().is_empty()).then(|| value.to_string());
         match name {
             "id" => raw.id = present(),
-            "prompt" => raw.prompt = Some(value),
+            "prompt" => raw.prompt = Some(value.to_string()),
             "aspect_ratio" => raw.aspect_ratio = present(),
             "variants" => raw.variants = present(),
             "model" => raw.model = present(),
             "format" => raw.format = present(),
             "image_ref" => {
-                refs.image_ref = urls(&value)
-                    .map(|url| WeightedUrl { url, weight: None })
-                    .collect()
+                refs.image_ref = urls(value).map(|url| WeightedUrl { url, weight: None }).collect()
             }
-            "style_ref" => refs.style_ref = single(raw, "style_ref", &value),
-            "character_ref" => refs.character_ref = urls(&value).collect(),
-            "modify_image_ref" => refs.modify_image_ref = single(raw, "modify_image_ref", &value),
-            "image_ref_weight" => weights[0] = present(),
-            "style_ref_weight" => weights[1] = present(),
-            "modify_image_ref_weight" => weights[2] = present(),
+            "style_ref" => refs.style_ref = single(raw, "style_ref", value),
+            "character_ref" => refs.character_ref = urls(value).collect(),
+            "modify_image_ref" => refs.modify_image_ref = single(raw, "modify_image_ref", value),
+            "image_ref_weight" => weights[0] = Some(value).filter(|v| !v.trim().is_empty()),
+            "style_ref_weight" => weights[1] = Some(value).filter(|v| !v.trim().is_empty()),
+            "modify_image_ref_weight" => weights[2] = Some(value).filter(|v| !v.trim().is_empty()),
             other => {
-                metadata.insert(other.to_string(), value);
+                metadata.insert(other.to_string(), value.to_string());
             }
         }
     }
     let names = ["image_ref", "style_ref", "modify_image_ref"];
     for (i, weight) in weights.into_iter().enumerate() {
         let Some(text) = weight else { continue };
-        let Some(value) = parse_weight(raw, names[i], &text) else {
+        let Some(value) = parse_weight(raw, names[i], text) else {
             continue;
         };
         let targets: Vec<&mut WeightedUrl> = match i {

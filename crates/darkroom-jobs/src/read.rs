@@ -150,6 +150,10 @@ pub(crate) struct RawRow {
     pub errors: Vec<String>,
 }
 
+/// The most names the table is sized for before reading (about 64 MB of table); a larger file's
+/// table grows as it reads.
+const MAX_PRESIZED_ROWS: usize = 2_000_000;
+
 /// The longest line (JSONL) or record (CSV) read, in bytes.
 pub const MAX_RECORD_BYTES: usize = 1 << 20;
 const PROMPT_MIN: usize = 3;
@@ -197,7 +201,14 @@ pub fn read_from<R: Read + Seek>(
         path: name.to_string(),
         source,
     };
-    let mut reserve = Sink::new(*options, |_| {}, Mode::Reserve, Names::default());
+    // A row takes at least about 64 bytes in files of any size worth sizing for; a shorter
+    // estimate only means the table grows as it would have anyway.
+    let length = source.seek(SeekFrom::End(0)).map_err(io)?;
+    source.seek(SeekFrom::Start(0)).map_err(io)?;
+    let rows = usize::try_from(length / 64)
+        .unwrap_or(usize::MAX)
+        .min(MAX_PRESIZED_ROWS);
+    let mut reserve = Sink::new(*options, |_| {}, Mode::Reserve, Names::with_capacity(rows));
     read_pass(&mut source, name, format, &mut reserve)?;
     source.seek(SeekFrom::Start(0)).map_err(io)?;
     let mut sink = Sink::new(*options, on_row, Mode::Validate, reserve.names);
@@ -308,7 +319,7 @@ pub(crate) fn read_line<R: BufRead>(
             break Ending::Eof;
         }
         any = true;
-        match available.iter().position(|b| matches!(b, b'\n' | b'\r')) {
+        match memchr::memchr2(b'\n', b'\r', available) {
             Some(i) => {
                 total += i;
                 if total <= max {

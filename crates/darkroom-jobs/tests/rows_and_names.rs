@@ -314,6 +314,34 @@ fn ids_differing_only_in_case_are_an_error_naming_both_lines() {
 }
 
 #[test]
+fn a_repeated_id_is_refused_on_every_later_row_naming_the_first_even_when_the_first_is_invalid() {
+    // The first "sofa" has a bad aspect ratio; both later ones are duplicates of it, and the
+    // derived name of line 4 (`row-4`) yields to line 6's own id.
+    let (report, _) = read(
+        "a.csv",
+        b"id,prompt,aspect_ratio
+sofa,A red sofa,5:4
+lamp,A lamp,1:1
+,A chair,1:1
+sofa,A blue sofa,1:1
+row-4,A desk,1:1
+SOFA,A green sofa,1:1
+",
+    );
+    assert_eq!(report.error_count, 3, "{:?}", report.errors);
+    let lines: Vec<u64> = report.errors.iter().map(|e| e.line).collect();
+    assert_eq!(lines, [2, 5, 7]);
+    assert!(report.errors[1]
+        .message
+        .contains("duplicate id \"sofa\" (first used on line 2)"));
+    assert!(report.errors[2]
+        .message
+        .contains("line 2 differ only in letter case"));
+    assert_eq!(report.renamed_count, 1, "{:?}", report.renamed);
+    assert_eq!(report.renamed[0].line, 4);
+}
+
+#[test]
 fn a_template_name_yields_to_an_id_the_file_gives_in_any_case() {
     let (report, rows) = read("a.csv", b"id,prompt\nx,A {Red|blue} sofa\nX-RED,A red sofa\n");
     assert!(report.is_valid(), "{:?}", report.errors);

@@ -21,8 +21,9 @@ pub fn thumb_path(job_dir: &Path, pass: &str, key: &str) -> PathBuf {
     job_dir.join(".thumbs").join(pass).join(format!("{key}.jpg"))
 }
 
-/// The thumbnail of `image` as JPEG bytes, from the cache when it is fresh. Blocking: call it on
-/// the blocking pool.
+/// The thumbnail of `image` as JPEG bytes, from the cache when it is fresh. A JPEG is decoded
+/// straight at thumbnail size (`darkroom_engine::images::small`: an eighth of a 2048×1152 image),
+/// anything else whole and resized. Blocking: call it on the blocking pool.
 pub fn thumbnail(image: &Path, cached: &Path) -> std::io::Result<Vec<u8>> {
     let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     if let (Some(thumb), Some(source)) = (modified(cached), modified(image)) {
@@ -32,8 +33,11 @@ pub fn thumbnail(image: &Path, cached: &Path) -> std::io::Result<Vec<u8>> {
             }
         }
     }
-    let picture = image::open(image).map_err(std::io::Error::other)?;
-    let small = picture.thumbnail(THUMB_SIZE, THUMB_SIZE).to_rgb8();
+    let source = std::fs::read(image)?;
+    let small = darkroom_engine::images::small::decode_small(&source, THUMB_SIZE)
+        .map_err(std::io::Error::other)?
+        .image
+        .to_rgb8();
     let mut bytes = Vec::new();
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut Cursor::new(&mut bytes), 75)
         .encode_image(&small)
@@ -44,7 +48,7 @@ pub fn thumbnail(image: &Path, cached: &Path) -> std::io::Result<Vec<u8>> {
 }
 
 /// The thumbnails of `(pass, task key, image path)` triples, made on every core at once (each is a
-/// full decode of an image the first time; later calls read them from the cache). Blocking.
+/// decode of an image the first time; later calls read them from the cache). Blocking.
 pub fn make_many<'a>(job_dir: &Path, wanted: &[(&'static str, &'a str, &str)]) -> Thumbnails<'a> {
     let workers = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     let chunk = wanted.len().div_ceil(workers).max(1);

@@ -9,7 +9,7 @@
 //!
 //! Scenarios: `limit`, `windows` (three ways of counting a rate limit), `faults`, `tail` (the work after the last image), `overhead`, `scale` (`--scale-tasks N`), `naive`, `shared-account` (two jobs on one account
 //! against one of their combined size); with none named,
-//! all of these run. `trace` and `ledger` are for diagnosis. `--write FILE` replaces the text between
+//! all of these run. `trace`, `load` (loading a `--scale-tasks` job alone) and `ledger` are for diagnosis. `--write FILE` replaces the text between
 //! `<!-- bench:begin -->` and `<!-- bench:end -->` in FILE with the tables, the machine and the
 //! command. The simulator runs on a runtime of its own (threads named `sim`), so darkroom's CPU time
 //! is the process's minus the simulator's threads'.
@@ -90,6 +90,8 @@ fn main() {
                 "tail" => tail::tail(&sims).await,
                 "shared-account" => shared::shared_account(&sims).await,
                 "trace" => limit::trace_flaky(&sims).await,
+                // Loading a job alone, for profiling.
+                "load" => scale::load_only(scale_tasks).await,
                 // The ledger's part alone, for profiling.
                 "ledger" => {
                     let dir = tempfile::tempdir().unwrap();
@@ -99,7 +101,7 @@ fn main() {
                     )
                 }
                 other => panic!(
-                    "unknown scenario {other:?}: limit, windows, faults, tail, overhead, scale, naive, trace or ledger"
+                    "unknown scenario {other:?}: limit, windows, faults, tail, overhead, scale, naive, trace, load or ledger"
                 ),
             };
             println!("{section}");

@@ -13,15 +13,13 @@ use tokio::runtime::Handle;
 use crate::measure::{peak_memory_mb, reset_peak_memory};
 use crate::setup::{client, count_events, load, settings, start_sim, stop_sim};
 
-/// A million-task job: validate and estimate, load, peak memory while running, resume at 99%.
-pub(crate) async fn scale(sims: &Handle, tasks: u64) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("million.csv");
+/// Writes a CSV job of about `tasks` tasks at `file`; returns its rows.
+fn write_job(file: &std::path::Path, tasks: u64) -> u64 {
     // Rows ask for 1, 2 or 3 variants in turn (as `generate_job` writes them): 2 tasks a row.
     let rows = tasks / 2;
     {
         use std::io::Write;
-        let mut out = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
+        let mut out = std::io::BufWriter::new(std::fs::File::create(file).unwrap());
         writeln!(out, "id,prompt,aspect_ratio,variants,sku,group").unwrap();
         let ratios = ["1:1", "16:9", "9:16", "4:3", "3:4"];
         for i in 0..rows {
@@ -36,6 +34,32 @@ pub(crate) async fn scale(sims: &Handle, tasks: u64) -> String {
             .unwrap();
         }
     }
+    rows
+}
+
+/// Loading alone (for profiling, e.g. under `perf record`): a job of about `tasks` tasks written,
+/// then loaded into a fresh ledger; prints the wall time and peak memory.
+pub(crate) async fn load_only(tasks: u64) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("million.csv");
+    let rows = write_job(&file, tasks);
+    reset_peak_memory();
+    let ledger = Ledger::open(&dir.path().join("darkroom.db")).await.unwrap();
+    let started = Instant::now();
+    load(&ledger, "million", &file).await;
+    let seconds = started.elapsed().as_secs_f64();
+    ledger.close().await;
+    format!(
+        "loading {rows} rows: {seconds:.2} s, peak {:.0} MB\n",
+        peak_memory_mb()
+    )
+}
+
+/// A million-task job: validate and estimate, load, peak memory while running, resume at 99%.
+pub(crate) async fn scale(sims: &Handle, tasks: u64) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("million.csv");
+    let rows = write_job(&file, tasks);
     let file_mb = std::fs::metadata(&file).unwrap().len() as f64 / 1e6;
 
     // Validate + estimate: one streaming read, tasks counted per model.

@@ -170,6 +170,9 @@ pub(super) struct Records<R> {
     /// The number of the last physical line read.
     line: u64,
     buffer: Vec<u8>,
+    /// The last record's size in bytes and fields: a new record starts with that much room, so
+    /// it is not grown piece by piece (a million-row file read twice made millions of regrowths).
+    last_size: (usize, usize),
 }
 
 impl<R: BufRead> Records<R> {
@@ -178,6 +181,7 @@ impl<R: BufRead> Records<R> {
             reader,
             line: 0,
             buffer: Vec::new(),
+            last_size: (0, 0),
         }
     }
 
@@ -188,7 +192,11 @@ impl<R: BufRead> Records<R> {
     /// The next record. With a `shape`, a quoted field that takes in a line shaped like a row is
     /// reported in the record's problems.
     pub(super) fn next(&mut self, shape: Option<&RowShape>) -> std::io::Result<Next> {
-        let mut record = Record::default();
+        let mut record = Record {
+            data: Vec::with_capacity(self.last_size.0),
+            ends: Vec::with_capacity(self.last_size.1),
+            ..Record::default()
+        };
         let mut state = State::FieldStart;
         let mut quote_opened = 0u64;
         let mut row_like: Vec<u64> = Vec::new();
@@ -246,6 +254,7 @@ impl<R: BufRead> Records<R> {
                 continue;
             }
             record.ends.push(record.data.len());
+            self.last_size = (record.data.len(), record.ends.len());
             if !row_like.is_empty() {
                 let lines = row_like.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
                 let first = row_like[0];
@@ -286,7 +295,7 @@ fn take_line(
             }
             State::FieldStart | State::Unquoted => {
                 let rest = &line[i..];
-                let run = rest.iter().position(|c| *c == b',').unwrap_or(rest.len());
+                let run = memchr::memchr(b',', rest).unwrap_or(rest.len());
                 record.data.extend_from_slice(&rest[..run]);
                 i += run;
                 if i < line.len() {
@@ -299,7 +308,7 @@ fn take_line(
             }
             State::Quoted => {
                 let rest = &line[i..];
-                let run = rest.iter().position(|c| *c == b'"').unwrap_or(rest.len());
+                let run = memchr::memchr(b'"', rest).unwrap_or(rest.len());
                 record.data.extend_from_slice(&rest[..run]);
                 i += run;
                 if i < line.len() {

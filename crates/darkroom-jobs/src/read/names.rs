@@ -15,6 +15,10 @@ pub(super) struct Names {
     map: HashMap<u128, Held, BuildHasherDefault<KeyHasher>>,
     /// How many names held end in `-N` (a number): only those can be a variant's file name.
     pub(super) numbered: u64,
+    /// The rows whose given id an earlier row had already reserved, by line: the earlier row's
+    /// line, and whether the two are written alike (else they differ in letter case). Rare, so
+    /// the second pass asks this, not the whole table, whether a given id is another row's.
+    repeated: HashMap<u64, (u64, bool)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -63,16 +67,49 @@ impl Taken {
 }
 
 impl Names {
+    /// An empty table with room for about `rows` names (so a large file's table is not rebuilt
+    /// each time it doubles).
+    pub(super) fn with_capacity(rows: usize) -> Names {
+        Names {
+            map: HashMap::with_capacity_and_hasher(rows, BuildHasherDefault::default()),
+            ..Names::default()
+        }
+    }
+
     /// Holds `id` for the row on `line` unless an earlier row holds it.
     pub(super) fn reserve(&mut self, id: &str, line: u64, variants: u32) {
-        if let std::collections::hash_map::Entry::Vacant(entry) = self.map.entry(folded_key(id)) {
-            entry.insert(Held {
-                line,
-                exact: exact_hash(id),
-                variants,
-            });
-            self.numbered += u64::from(variant_number(id).is_some());
+        match self.map.entry(folded_key(id)) {
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                entry.insert(Held {
+                    line,
+                    exact: exact_hash(id),
+                    variants,
+                });
+                self.numbered += u64::from(variant_number(id).is_some());
+            }
+            std::collections::hash_map::Entry::Occupied(entry) => {
+                let held = entry.get();
+                if held.line != line {
+                    self.repeated
+                        .entry(line)
+                        .or_insert((held.line, held.exact == exact_hash(id)));
+                }
+            }
         }
+    }
+
+    /// Who holds the id `name` that the row on `line` gives itself, other than that row: the
+    /// earlier row that reserved it in the first pass. Answered without the table: in the second
+    /// pass a given id's entry is only ever its first row's (a derived name that would take it
+    /// is made unique instead), so only a row found repeating it in the first pass can be refused.
+    pub(super) fn reserved_by_another(&self, name: &str, line: u64) -> Option<Taken> {
+        let &(holder, same_case) = self.repeated.get(&line)?;
+        Some(Taken {
+            name: name.to_string(),
+            line: holder,
+            variant: None,
+            same_case,
+        })
     }
 
     /// Gives `name` (and its variants' names) to the row on `line`.

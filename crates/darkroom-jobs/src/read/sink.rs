@@ -92,7 +92,12 @@ impl<F: FnMut(Row)> Sink<F> {
     /// Takes one raw row: in the reserving pass its id, else validated, named and handed on.
     pub(crate) fn raw(&mut self, raw: RawRow) {
         if self.mode == Mode::Reserve {
-            self.reserve(&raw);
+            self.reserve(
+                raw.line,
+                raw.id.as_deref(),
+                raw.prompt.as_deref(),
+                raw.variants.as_deref(),
+            );
             return;
         }
         let line = raw.line;
@@ -101,7 +106,6 @@ impl<F: FnMut(Row)> Sink<F> {
                 self.metadata_columns.push(key.clone());
             }
         }
-        let shown_id = raw.id.clone().filter(|id| !id.trim().is_empty());
         match validate(raw, &self.options) {
             Ok((rows, given)) => {
                 for mut row in rows {
@@ -116,7 +120,7 @@ impl<F: FnMut(Row)> Sink<F> {
                     }
                 }
             }
-            Err(messages) => {
+            Err((messages, shown_id)) => {
                 for message in messages {
                     self.error(line, shown_id.clone(), message);
                 }
@@ -124,22 +128,27 @@ impl<F: FnMut(Row)> Sink<F> {
         }
     }
 
-    /// First pass: the id a row gives itself, when it names exactly one row (no prompt variables).
-    fn reserve(&mut self, raw: &RawRow) {
-        let Some(id) = raw.id.as_deref().map(str::trim).filter(|id| valid_id(id)) else {
+    /// First pass: the id the row on `line` gives itself, when it names exactly one row (no
+    /// prompt variables). The fields are the row's as written (`id`, `prompt`, `variants`).
+    pub(crate) fn reserve(
+        &mut self,
+        line: u64,
+        id: Option<&str>,
+        prompt: Option<&str>,
+        variants: Option<&str>,
+    ) {
+        let Some(id) = id.map(str::trim).filter(|id| valid_id(id)) else {
             return;
         };
-        let prompt = raw.prompt.as_deref().unwrap_or_default().trim();
+        let prompt = prompt.unwrap_or_default().trim();
         if prompt.contains('{') && Template::parse(prompt).is_ok_and(|t| t.has_groups()) {
             return;
         }
-        let variants = raw
-            .variants
-            .as_deref()
+        let variants = variants
             .and_then(|v| v.trim().parse::<u32>().ok())
             .filter(|n| (1..=MAX_VARIANTS).contains(n))
             .unwrap_or(1);
-        self.names.reserve(id, raw.line, variants);
+        self.names.reserve(id, line, variants);
     }
 
     /// Gives `row` its name for good. An id the file gave (`given`) that another row already has
@@ -151,7 +160,7 @@ impl<F: FnMut(Row)> Sink<F> {
         if given {
             // Only another row's own id can refuse a given id: a later row's variants yield to it
             // (that row is renamed when it is read), and an earlier row's already did.
-            if let Some(taken) = self.names.held_by(&row.id, line) {
+            if let Some(taken) = self.names.reserved_by_another(&row.id, line) {
                 return Err(taken.duplicate_message(&row.id));
             }
         } else if let Some(taken) = self.names.taken_by(&row.id, 0) {

@@ -9,15 +9,16 @@ use super::{RawRow, ReadOptions, MAX_CHARACTER_REFS, MAX_IMAGE_REFS, MAX_VARIANT
 
 /// Validates a raw row: every problem, not the first. A valid row yields one row per prompt
 /// expansion, and whether the row's id is the one the file gives it (an id given and no prompt
-/// variables) rather than one darkroom derived.
-pub(super) fn validate(mut raw: RawRow, options: &ReadOptions) -> Result<(Vec<Row>, bool), Vec<String>> {
+/// variables) rather than one darkroom derived. An invalid row yields its problems and the id the
+/// file gives it, if any, for the messages.
+pub(super) fn validate(mut raw: RawRow, options: &ReadOptions) -> Result<(Vec<Row>, bool), Invalid> {
     let mut errors = std::mem::take(&mut raw.errors);
     let given = raw.id.as_deref().is_some_and(|id| !id.trim().is_empty());
     let id = row_id(&raw, &mut errors);
-    let template = prompt_template(raw.prompt.as_deref(), &mut errors);
+    let prompt = prompt_of(raw.prompt.take(), &mut errors);
     let base = Row {
         line: raw.line,
-        id: id.clone(),
+        id,
         prompt: String::new(),
         aspect_ratio: aspect_ratio(raw.aspect_ratio.as_deref(), options, &mut errors),
         variants: variants(raw.variants.as_deref(), &mut errors),
@@ -27,12 +28,22 @@ pub(super) fn validate(mut raw: RawRow, options: &ReadOptions) -> Result<(Vec<Ro
         metadata: raw.metadata,
     };
     check_refs(&base.refs, &mut errors);
-    let Some(template) = template.filter(|_| errors.is_empty()) else {
-        return Err(errors);
+    let Some(prompt) = prompt.filter(|_| errors.is_empty()) else {
+        return Err((errors, raw.id.filter(|_| given)));
     };
-    let has_groups = template.has_groups();
-    let rows = expand_prompts(&template, base)?;
+    let has_groups = matches!(&prompt, Prompt::Template(t) if t.has_groups());
+    let rows = expand_prompts(prompt, base).map_err(|problems| (problems, raw.id.filter(|_| given)))?;
     Ok((rows, given && !has_groups))
+}
+
+/// An invalid row's problems, and the id the file gives it (if any) for the messages.
+pub(super) type Invalid = (Vec<String>, Option<String>);
+
+/// A prompt as validated: plain text (no braces or escapes, the usual case: no parser, no copy),
+/// or parsed for prompt variables.
+enum Prompt {
+    Plain(String),
+    Template(Template),
 }
 
 /// The row's id: the one given (checked against the id rule), else `row-LINE`.
@@ -48,10 +59,14 @@ fn row_id(raw: &RawRow, errors: &mut Vec<String>) -> String {
     }
 }
 
-/// The prompt, parsed for prompt variables; `None` (with the problem in `errors`) when it is
-/// empty, holds a control character or expands into too many rows.
-fn prompt_template(prompt: Option<&str>, errors: &mut Vec<String>) -> Option<Template> {
-    let prompt = prompt.map(str::trim).unwrap_or_default().to_string();
+/// The prompt, trimmed and, when it has braces or escapes, parsed for prompt variables; `None`
+/// (with the problem in `errors`) when it is empty, holds a control character or expands into
+/// too many rows.
+fn prompt_of(prompt: Option<String>, errors: &mut Vec<String>) -> Option<Prompt> {
+    let mut prompt = prompt.unwrap_or_default();
+    if prompt.trim().len() != prompt.len() {
+        prompt = prompt.trim().to_string();
+    }
     if let Some(bad) = prompt
         .chars()
         .find(|c| c.is_control() && !matches!(c, '\n' | '\t' | '\r'))
@@ -65,6 +80,9 @@ fn prompt_template(prompt: Option<&str>, errors: &mut Vec<String>) -> Option<Tem
         errors.push("prompt is empty (it is required)".into());
         return None;
     }
+    if !prompt.bytes().any(|b| matches!(b, b'{' | b'}' | b'\\')) {
+        return Some(Prompt::Plain(prompt));
+    }
     match Template::parse(&prompt) {
         Ok(t) if t.count() > MAX_EXPANSION => {
             errors.push(format!(
@@ -77,7 +95,7 @@ fn prompt_template(prompt: Option<&str>, errors: &mut Vec<String>) -> Option<Tem
             ));
             None
         }
-        Ok(t) => Some(t),
+        Ok(t) => Some(Prompt::Template(t)),
         Err(e) => {
             errors.push(e.to_string());
             None
@@ -134,9 +152,18 @@ fn format(text: Option<&str>, errors: &mut Vec<String>) -> Format {
 }
 
 /// One row per expansion of the prompt, each prompt checked for length (at most five problems).
-/// The last row takes `base` itself; only the others are copies of it (a prompt without variables
-/// is one row and no copy).
-fn expand_prompts(template: &Template, base: Row) -> Result<Vec<Row>, Vec<String>> {
+/// The last row takes `base` itself; only the others are copies of it (a plain prompt is one row
+/// and no copy).
+fn expand_prompts(prompt: Prompt, base: Row) -> Result<Vec<Row>, Vec<String>> {
+    let template = match prompt {
+        Prompt::Plain(prompt) => {
+            return match length_problem(&prompt) {
+                Some(problem) => Err(vec![problem]),
+                None => Ok(vec![Row { prompt, ..base }]),
+            }
+        }
+        Prompt::Template(template) => template,
+    };
     let mut prompts = Vec::new();
     let mut problems = Vec::new();
     for (expanded, chosen) in template.expand() {
@@ -146,16 +173,7 @@ fn expand_prompts(template: &Template, base: Row) -> Result<Vec<Row>, Vec<String
         } else {
             trimmed.to_string()
         };
-        let length = expanded.chars().count();
-        if length < PROMPT_MIN {
-            problems.push(format!(
-                "prompt {expanded:?} is too short: at least {PROMPT_MIN} characters"
-            ));
-        } else if length > PROMPT_MAX {
-            problems.push(format!(
-                "prompt is too long: {length} characters, at most {PROMPT_MAX}"
-            ));
-        }
+        problems.extend(length_problem(&expanded));
         let row_id = template.has_groups().then(|| expanded_id(&base.id, &chosen));
         prompts.push((row_id, expanded));
         if problems.len() >= 5 {
@@ -179,6 +197,22 @@ fn expand_prompts(template: &Template, base: Row) -> Result<Vec<Row>, Vec<String
         rows.push(row);
     }
     Ok(rows)
+}
+
+/// What is wrong with a prompt's length, if anything.
+fn length_problem(prompt: &str) -> Option<String> {
+    let length = prompt.chars().count();
+    if length < PROMPT_MIN {
+        Some(format!(
+            "prompt {prompt:?} is too short: at least {PROMPT_MIN} characters"
+        ))
+    } else if length > PROMPT_MAX {
+        Some(format!(
+            "prompt is too long: {length} characters, at most {PROMPT_MAX}"
+        ))
+    } else {
+        None
+    }
 }
 
 fn check_refs(refs: &References, errors: &mut Vec<String>) {
