@@ -94,6 +94,7 @@ fn price_events(events: &[Event]) -> Vec<(String, Money, Money, bool, String)> {
                 observed,
                 applied,
                 config_line,
+                ..
             } => Some((model.clone(), *table, *observed, *applied, config_line.clone())),
             _ => None,
         })

@@ -74,7 +74,11 @@ pub(crate) async fn over_limit(
 /// reason.
 async fn over_budget(shared: &RunContext, task: &TaskRecord) -> Result<(), EngineError> {
     let settings = &shared.settings;
-    shared.stop(StopReason::BudgetExhausted);
+    if !shared.stop(StopReason::BudgetExhausted) {
+        return Ok(()); // already stopped, and said why
+    }
+    // The price in force now: a per-megapixel price raised since the task was read is in the ledger.
+    let task = &shared.ledger.task(task.id).await?;
     let observed = shared
         .ledger
         .pass_price(shared.job_id, settings.pass, &task.model)
@@ -87,10 +91,35 @@ async fn over_budget(shared: &RunContext, task: &TaskRecord) -> Result<(), Engin
             price,
             task.price()
         ),
-        None => format!("the budget cannot cover {}", task.task_key),
+        None => match shared.ledger.pass(shared.job_id, settings.pass).await? {
+            Some(p) => format!(
+                "the budget of {} ({} left) cannot cover {} at {} an image ({})",
+                Money::from_micros(p.budget_micros),
+                Money::from_micros(p.budget_micros - p.spent_micros - p.reserved_micros),
+                task.task_key,
+                task.price(),
+                task.model
+            ),
+            None => format!("the budget cannot cover {}", task.task_key),
+        },
     };
     shared.emit(Event::Stopping { reason }).await;
     Ok(())
+}
+
+/// A task reserved before the account was seen to charge more than the price table can't be
+/// covered at the price now in force (`price`): dispatch stops at the budget, saying why.
+pub(crate) async fn over_budget_repriced(shared: &RunContext, task: &TaskRecord, price: Money) {
+    if !shared.stop(StopReason::BudgetExhausted) {
+        return; // already stopped, and said why
+    }
+    let reason = format!(
+        "the budget cannot cover {} at {} {price} an image: the account charges more than the price table's {}",
+        task.task_key,
+        task.model,
+        task.price()
+    );
+    shared.emit(Event::Stopping { reason }).await;
 }
 
 /// A verified image with the same fingerprint, made on the pass's provider, already on disk whose bytes still hash to what the
