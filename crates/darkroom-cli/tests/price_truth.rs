@@ -172,6 +172,13 @@ fn after_a_per_megapixel_correction_each_image_is_charged_at_its_own_size_and_co
         report.contains("photon-flash-1: table $0.0005 per megapixel, observed $0.005 per megapixel"),
         "the observed price is a rate per megapixel: {report}"
     );
+    let status = darkroom(dir.path()).args(["status", "big"]).output().unwrap();
+    assert!(
+        text(&status.stdout)
+            .contains("photon-flash-1: the account charged $0.005 per megapixel, the table says $0.0005"),
+        "{}",
+        text(&status.stdout)
+    );
     let line = report
         .lines()
         .find(|l| l.contains("fal") && l.contains("charged"))

@@ -376,4 +376,25 @@ mod tests {
         assert_eq!(Money(4_000).to_string(), "$0.004");
         assert_eq!(Money(12_500_000).to_string(), "$12.50");
     }
+
+    #[test]
+    fn a_number_reads_as_the_decimal_written_and_anything_else_is_told_to_be_text() {
+        let read = |json: &str| serde_json::from_str::<Money>(json);
+        // 0.019 and 0.1 are not exact binary floats; their shortest decimal text is.
+        assert_eq!(read("0.019").unwrap(), Money(19_000));
+        assert_eq!(read("0.1").unwrap(), Money(100_000));
+        assert_eq!(read("0.000001").unwrap(), Money(1));
+        assert_eq!(read("2").unwrap(), Money(2_000_000));
+        assert_eq!(read("\"0.015\"").unwrap(), Money(15_000));
+        assert!(read("0.0000001")
+            .unwrap_err()
+            .to_string()
+            .contains("more precision"));
+        assert!(read("-0.5").unwrap_err().to_string().contains("negative"));
+        let other = read("true").unwrap_err().to_string();
+        assert!(
+            other.contains(r#"an amount in USD written as text, e.g. "0.015""#),
+            "{other}"
+        );
+    }
 }

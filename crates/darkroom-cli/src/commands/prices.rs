@@ -15,8 +15,8 @@ use crate::config::provider::ProviderName;
 use crate::config::{self, Settings};
 use crate::exit::{Exit, Failure};
 
-/// Show the price table in force and what the account was observed to charge; `--check` makes one
-/// image per model to observe it before a big run.
+/// Show the price table in force on `--provider` and what the account was observed to charge;
+/// `--check` makes one image per model to observe it before a big run.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
@@ -25,7 +25,8 @@ pub struct Args {
     /// after each, to observe what it really charges. Needs --budget.
     #[arg(long, requires = "budget")]
     pub check: bool,
-    /// The most the probes of --check may spend, USD; each needs twice the table's price as headroom.
+    /// The most the probes of --check may spend, USD; each needs twice the table's price of its image
+    /// (1:1) as headroom.
     #[arg(long, value_name = "USD", value_parser = crate::commands::parse_usd)]
     pub budget: Option<Money>,
     /// Probe only this model (repeatable) [default: both].

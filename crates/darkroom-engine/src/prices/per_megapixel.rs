@@ -157,3 +157,76 @@ pub(super) fn smallest_rate(
     }
     Money::from_micros(rate)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn charges(ratio: AspectRatio, images: i64) -> SizedCharges {
+        SizedCharges {
+            model: Model::PhotonFlash1.as_str().to_string(),
+            aspect_ratio: ratio.as_str().to_string(),
+            images,
+            micros: images, // what the ledger charged does not enter the rate
+        }
+    }
+
+    fn fal_table(flash_micros: i64) -> PriceTable {
+        PriceTable {
+            photon_1: Money::from_micros(19_000),
+            photon_flash_1: Money::from_micros(flash_micros),
+            basis: PriceBasis::PerMegapixel,
+        }
+    }
+
+    #[test]
+    fn the_rate_learned_from_a_bill_of_mixed_sizes_is_the_rate_that_billed_it() {
+        let low = fal_table(1);
+        let sized = [
+            charges(AspectRatio::Square, 3),
+            charges(AspectRatio::Landscape21x9, 2),
+            charges(AspectRatio::Portrait9x16, 1),
+        ];
+        let refs: Vec<&SizedCharges> = sized.iter().collect();
+        for true_rate in [5_000, 5_001, 19_000, 123_457] {
+            let billed = cost_at(&low, Model::PhotonFlash1, &refs, Money::from_micros(true_rate));
+            assert_eq!(
+                smallest_rate(&low, Model::PhotonFlash1, &refs, billed),
+                Money::from_micros(true_rate),
+                "a bill of {billed} µ$"
+            );
+        }
+        // $0.005 per megapixel: 3 × 11,797 + 2 × 12,452 + 11,797, each image rounded up.
+        assert_eq!(
+            cost_at(&low, Model::PhotonFlash1, &refs, Money::from_micros(5_000)),
+            4 * 11_797 + 2 * 12_452
+        );
+    }
+
+    #[test]
+    fn a_drop_a_little_above_a_bill_never_gives_a_rate_that_understates_it() {
+        let low = fal_table(1);
+        let sized = [charges(AspectRatio::Square, 2)];
+        let refs: Vec<&SizedCharges> = sized.iter().collect();
+        let rate = smallest_rate(&low, Model::PhotonFlash1, &refs, 2 * 11_797 + 1);
+        assert!(cost_at(&low, Model::PhotonFlash1, &refs, rate) > 2 * 11_797);
+        assert_eq!(smallest_rate(&low, Model::PhotonFlash1, &refs, 0), Money::ZERO);
+    }
+
+    #[test]
+    fn the_advice_names_the_section_of_the_provider_that_charged_in_its_unit() {
+        let price = Money::from_micros(5_000);
+        assert_eq!(
+            super::super::config_line("fal", Model::PhotonFlash1, price),
+            r#"[fal.prices] "photon-flash-1" = "0.005""#
+        );
+        assert_eq!(
+            super::super::config_line("replicate", Model::Photon1, price),
+            r#"[replicate.prices] "photon-1" = "0.005""#
+        );
+        assert_eq!(
+            super::super::config_line("luma", Model::Photon1, price),
+            r#"[prices] "photon-1" = "0.005""#
+        );
+    }
+}
