@@ -153,20 +153,7 @@ pub async fn probe_prices(
         let telling = (charged - table.micros()).abs() > resolution || resolution * 10 <= table.micros();
         let observed = (state == "completed" && telling && charged > 0).then(|| Money::from_micros(charged));
         if let Some(observed) = observed {
-            // Recorded in the table's unit: per megapixel, the rate the drop shows for one 1:1 image.
-            let (table_micros, observed_micros) = match prices.basis {
-                PriceBasis::PerImage => (table.micros(), observed.micros()),
-                PriceBasis::PerMegapixel => {
-                    let one = darkroom_ledger::SizedCharges {
-                        model: model.as_str().to_string(),
-                        aspect_ratio: AspectRatio::Square.as_str().to_string(),
-                        images: 1,
-                        micros: table.micros(),
-                    };
-                    let rate = super::per_megapixel::smallest_rate(prices, model, &[&one], charged);
-                    (super::per_megapixel::rate(prices, model).micros(), rate.micros())
-                }
-            };
+            let (table_micros, observed_micros) = in_table_unit(prices, model, table, observed);
             ledger
                 .record_observation(&PriceObservation {
                     base_url: base_url.clone(),
@@ -193,6 +180,29 @@ pub async fn probe_prices(
         });
     }
     Ok(probes)
+}
+
+/// A probe's table price and observed price for one 1:1 image, in the table's unit: as they are
+/// per image, or per megapixel the table's rate and the rate the drop shows for that image.
+fn in_table_unit(
+    prices: &darkroom_jobs::PriceTable,
+    model: Model,
+    table: Money,
+    observed: Money,
+) -> (i64, i64) {
+    match prices.basis {
+        PriceBasis::PerImage => (table.micros(), observed.micros()),
+        PriceBasis::PerMegapixel => {
+            let one = darkroom_ledger::SizedCharges {
+                model: model.as_str().to_string(),
+                aspect_ratio: AspectRatio::Square.as_str().to_string(),
+                images: 1,
+                micros: table.micros(),
+            };
+            let rate = super::per_megapixel::smallest_rate(prices, model, &[&one], observed.micros());
+            (super::per_megapixel::rate(prices, model).micros(), rate.micros())
+        }
+    }
 }
 
 async fn read(client: &Arc<dyn darkroom_provider::Provider>) -> Result<BalanceReading, ProbeError> {
