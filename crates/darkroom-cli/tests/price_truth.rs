@@ -57,7 +57,12 @@ fn run_on_fal(dir: &Path, budget: &str, extra: &[&str]) -> Output {
 
 /// What the simulated fal account billed, net, micro-dollars, and its number of charges.
 fn fal_bill(dir: &Path) -> (i64, usize) {
-    let Ok(account) = std::fs::read_to_string(dir.join(".darkroom/sim/fal-account.json")) else {
+    bill(dir, "fal-account.json")
+}
+
+/// What the simulated account kept in `file` (`account.json`: Luma's) billed, net, and its charges.
+fn bill(dir: &Path, file: &str) -> (i64, usize) {
+    let Ok(account) = std::fs::read_to_string(dir.join(".darkroom/sim").join(file)) else {
         return (0, 0); // the simulated account was never opened: nothing billed
     };
     let account: serde_json::Value = serde_json::from_str(&account).unwrap();
@@ -147,6 +152,43 @@ fn the_same_table_at_fals_default_concurrency_never_ends_with_exit_0_over_the_bu
         "{bill} over {charges} images"
     );
     assert!(charges < 40, "caught within a few images, not {charges}");
+}
+
+#[test]
+fn a_luma_table_thousands_of_times_too_low_is_caught_within_a_few_images_and_stops_at_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    big_job(dir.path());
+    // Luma bills Flash $0.004 an image; the table says $0.000001, 4,000 times too low.
+    write(
+        dir.path(),
+        "tiny.toml",
+        "[prices]\n\"photon-1\" = \"0.000002\"\n\"photon-flash-1\" = \"0.000001\"\n",
+    );
+    let output = darkroom(dir.path())
+        .args([
+            "run",
+            "big.csv",
+            "--config",
+            "tiny.toml",
+            "--sim",
+            "--budget",
+            "0.10",
+        ])
+        .args(["--no-cache", "--json", "--max-in-flight", "4"])
+        .output()
+        .unwrap();
+    let stderr = text(&output.stderr);
+    assert_eq!(code(&output), 3, "{stderr}");
+    let (bill, charges) = bill(dir.path(), "account.json");
+    assert_eq!(spent(&output), bill, "the ledger is Luma's bill");
+    assert!(
+        bill <= 100_000 + 4 * 4_000,
+        "{bill} over {charges} images: {stderr}"
+    );
+    assert!(
+        stderr.contains(r#"Set `[prices] "photon-flash-1" = "0.004"`"#),
+        "Luma's own table, per image: {stderr}"
+    );
 }
 
 #[test]
