@@ -346,12 +346,16 @@ pub fn resolve(config_file: Option<&Path>) -> anyhow::Result<Settings> {
         origins.mark("", &user, &Origin::File(path.clone()));
         merge(&mut merged, user);
         // Checked here so a mistake is reported against the file that made it.
-        parse(merged.clone())
+        let parsed = parse(merged.clone())
+            .map_err(|e| Failure::new(Exit::BadInput, format!("{}: {e}", path.display())))?;
+        provider::check_prices(&parsed)
             .map_err(|e| Failure::new(Exit::BadInput, format!("{}: {e}", path.display())))?;
     }
     apply_environment(&mut merged, &mut sources, &mut origins)?;
     origins.values = merged.clone();
     let mut settings = parse(merged)
+        .map_err(|e| Failure::new(Exit::BadInput, format!("config from the environment: {e}")))?;
+    provider::check_prices(&settings)
         .map_err(|e| Failure::new(Exit::BadInput, format!("config from the environment: {e}")))?;
     settings.price_sources = sources;
     settings.origins = origins;

@@ -107,8 +107,9 @@ enum Command {
     /// such job, no done image, a kept id that names no preview with an image, a --zip path that is
     /// a directory or an existing file that is not a zip).
     Export(commands::export::Args),
-    /// The price table in force, where each price came from, and what the account was observed to
-    /// charge; --check observes it with a one-image probe per model.
+    /// The price table in force on --provider (Luma's [prices] and Replicate's [replicate.prices]
+    /// per image, fal's [fal.prices] per megapixel), where each price came from, and what the
+    /// account was observed to charge; --check observes it with a one-image probe per model.
     Prices(commands::prices::Args),
     /// Check every done image's file against the hash the ledger recorded (exit 1 if any is
     /// missing or changed; the next run restores those).

@@ -90,19 +90,23 @@ pub enum Event {
         /// the task is sent again.
         adopted: bool,
     },
-    /// The account was observed to charge a different price per image than the table says (once
-    /// per model and run). `applied`: it is higher, so reservations and charges use it from now on
-    /// and earlier charges were corrected up to it; otherwise it is lower and the table stays.
-    /// `config_line` is the `[prices]` line that would make the table match.
+    /// The account was observed to charge a different price than the table says (once per model
+    /// and run), per image or per megapixel (`per`) as the provider's table is. `applied`: it is
+    /// higher, so reservations and charges use it from now on and earlier charges were corrected
+    /// up to it; otherwise it is lower and the table stays. `config_line` is the line of the
+    /// provider's price table (`[prices]`, `[replicate.prices]`, `[fal.prices]`) that would make
+    /// it match.
     PriceObserved {
         /// The model, as the API names it.
         model: String,
-        /// The price table's price per image.
+        /// The price table's price per `per`.
         table: Money,
-        /// The price per image the balance showed.
+        /// The price per `per` the balance showed.
         observed: Money,
         /// The observed price is higher and is used from now on.
         applied: bool,
+        /// What the two prices are the price of: `image`, or `megapixel` (fal).
+        per: String,
         /// The `[prices]` line that would make the table match.
         config_line: String,
     },

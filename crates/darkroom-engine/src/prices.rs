@@ -23,14 +23,20 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use darkroom_jobs::{Model, Money};
+use darkroom_jobs::{Model, Money, PriceBasis};
 use darkroom_ledger::{BalanceReading, ModelCharges, PriceObservation};
 
 use crate::events::Event;
 use crate::run_context::RunContext;
 use crate::EngineError;
 
+mod per_megapixel;
 mod probe;
+
+/// The most charged images between two balance readings once the first few were read: readings
+/// follow 1, 2, 4, 8, then every 16 images, so an account charging more than the table is seen
+/// within the first image or so, and the balance is not read for every image of a long run.
+pub const MAX_IMAGES_BETWEEN_READINGS: i64 = 16;
 
 pub use probe::{probe_cost, probe_prices, Probe, ProbeError};
 
@@ -49,6 +55,13 @@ pub(crate) struct Observer {
     run_started_at: i64,
     /// The ledger's charges (micro-dollars) at the last reading: the next is due once they grow.
     charged_at_last: i64,
+    /// The images charged at the last reading: the next is due after `images_due` more.
+    images_at_last: i64,
+    /// Charged images after which the next reading is due whatever the table says they cost: 1,
+    /// doubling after each reading up to [`MAX_IMAGES_BETWEEN_READINGS`].
+    images_due: i64,
+    /// The price per megapixel applied to each model so far this run (fal), when it was raised.
+    rates: HashMap<Model, Money>,
     /// The finest resolution the balance has shown so far, micro-dollars.
     resolution: i64,
     /// Models whose differing price was already announced this run.
@@ -92,18 +105,26 @@ impl Observer {
             baseline: Baseline { reading, watermark },
             run_started_at: reading.at,
             charged_at_last: 0,
+            images_at_last: 0,
+            images_due: 1,
+            rates: HashMap::new(),
             resolution: reading.resolution_micros,
             announced: HashMap::new(),
         }))
     }
 
-    /// Whether enough new charges were recorded since the last reading for another to say more.
+    /// Whether enough new charges were recorded since the last reading for another to say more:
+    /// the ledger's charges grew by twice the balance's resolution, or `images_due` more images
+    /// were charged (so a table far below the real price is caught within a few images, however
+    /// little the ledger thinks they cost).
     async fn due(&self, shared: &RunContext) -> Result<bool, EngineError> {
-        let charged = self.charged(shared).await?;
-        Ok(charged - self.charged_at_last >= 2 * self.resolution)
+        let (micros, images) = self.charged(shared).await?;
+        Ok(micros - self.charged_at_last >= 2 * self.resolution
+            || images - self.images_at_last >= self.images_due)
     }
 
-    async fn charged(&self, shared: &RunContext) -> Result<i64, EngineError> {
+    /// The ledger's charges since the first reading: micro-dollars and images.
+    async fn charged(&self, shared: &RunContext) -> Result<(i64, i64), EngineError> {
         let charges = shared
             .ledger
             .charges_since(
@@ -113,11 +134,21 @@ impl Observer {
                 self.baseline.reading.at,
             )
             .await?;
-        Ok(charges.iter().map(|c| c.micros).sum())
+        Ok(charges.iter().fold((0, 0), |(micros, images), c| {
+            (micros + c.micros, images + c.images)
+        }))
     }
 
-    /// The balance, and the ledger's charges since the first reading, read holding the create lock
-    /// alone so no create is between "accepted upstream" and "recorded". `None` when there is
+    /// A reading was taken with `explained` micro-dollars over `images` images charged since the
+    /// first: the next is due after twice as many images as this one was (up to the cap).
+    fn read_at(&mut self, explained: i64, images: i64) {
+        self.charged_at_last = explained;
+        self.images_at_last = images;
+        self.images_due = (self.images_due * 2).min(MAX_IMAGES_BETWEEN_READINGS);
+    }
+
+    /// The balance, and the ledger's charges since the first reading; the caller holds the create
+    /// lock alone, so no create is between "accepted upstream" and "recorded". `None` when there is
     /// nothing to compare: a create's outcome is still unknown, the balance can't be read, or a
     /// charge made before the first reading was refunded since (this reading then becomes the
     /// first one).
@@ -126,7 +157,6 @@ impl Observer {
         shared: &RunContext,
     ) -> Result<Option<(BalanceReading, Vec<ModelCharges>)>, EngineError> {
         let (job_id, pass) = (shared.job_id, shared.settings.pass);
-        let _alone = shared.create_lock.write().await;
         // A create whose outcome is unknown may be charged upstream and not yet here: wait
         // until reconciliation settles it rather than read its charge as a higher price.
         if shared.ledger.unsettled_creates(job_id, pass).await? > 0 {
@@ -166,24 +196,31 @@ impl Observer {
                 watermark: shared.ledger.generation_watermark().await?,
             };
             self.charged_at_last = 0;
+            self.images_at_last = 0;
             return Ok(None);
         }
         Ok(Some((reading, charges)))
     }
 
     /// Reads the balance again and compares: records the observation, applies a higher price.
+    /// The create lock is held alone throughout, so a raised price is in force (and every waiting
+    /// reservation re-checked against it, `Ledger::cover_reservation`) before the next create.
     pub(crate) async fn observe(&mut self, shared: &RunContext) -> Result<(), EngineError> {
         let (job_id, pass) = (shared.job_id, shared.settings.pass);
+        let _alone = shared.create_lock.write().await;
         let Some((reading, charges)) = self.read_under_lock(shared).await? else {
             return Ok(());
         };
+        if shared.settings.prices.basis == PriceBasis::PerMegapixel {
+            return self.observe_per_megapixel(shared, reading).await;
+        }
         let base_url = shared.client.base_url().to_string();
         shared
             .ledger
             .record_balance(&base_url, Some((job_id, pass)), reading)
             .await?;
         let explained: i64 = charges.iter().map(|c| c.micros).sum();
-        self.charged_at_last = explained;
+        self.read_at(explained, charges.iter().map(|c| c.images).sum());
         // No charge made before the first reading was refunded since (else the reading became the
         // first one): the whole drop is this pass's charges.
         let dropped = self.baseline.reading.balance_micros - reading.balance_micros;
@@ -230,6 +267,7 @@ impl Observer {
                     images,
                     drop_micros: model_charges.micros + unexplained,
                     observed_at: reading.at,
+                    per: per_unit(shared.settings.prices.basis).to_string(),
                 })
                 .await?;
             if differs && observed > in_force && observed > table {
@@ -237,6 +275,7 @@ impl Observer {
                     .ledger
                     .reprice(job_id, pass, model.as_str(), observed)
                     .await?;
+                shared.repriced.store(true, std::sync::atomic::Ordering::Release);
                 tracing::info!(model = model.as_str(), %observed, %table, ?repriced, "re-priced to the observed price");
                 self.announce(shared, model, table, observed, true).await;
             } else if differs && observed < table {
@@ -260,22 +299,44 @@ impl Observer {
             return;
         }
         self.announced.insert(key, observed);
+        let basis = shared.settings.prices.basis;
         shared
             .emit(Event::PriceObserved {
                 model: model.as_str().to_string(),
                 table,
                 observed,
                 applied,
-                config_line: config_line(model, observed),
+                per: per_unit(basis).to_string(),
+                config_line: config_line(shared.client.name(), model, observed),
             })
             .await;
     }
 }
 
-/// The line of `[prices]` that would make the table say what the account charges.
-pub fn config_line(model: Model, price: Money) -> String {
+/// What a price table's amounts are the price of, in words: `image` or `megapixel`.
+pub fn per_unit(basis: PriceBasis) -> &'static str {
+    match basis {
+        PriceBasis::PerImage => "image",
+        PriceBasis::PerMegapixel => "megapixel",
+    }
+}
+
+/// The configuration section holding the price table of `provider` (`luma`, `replicate`, `fal`):
+/// `[prices]` (Luma, per image), `[replicate.prices]` (per image), `[fal.prices]` (per megapixel).
+pub fn prices_section(provider: &str) -> &'static str {
+    match provider {
+        "fal" => "[fal.prices]",
+        "replicate" => "[replicate.prices]",
+        _ => "[prices]",
+    }
+}
+
+/// The line of `provider`'s price table (`prices_section`) that would make it say what the account
+/// charges: `price` in that table's unit (per image, or per megapixel for fal).
+pub fn config_line(provider: &str, model: Model, price: Money) -> String {
     format!(
-        "[prices] \"{}\" = \"{}\"",
+        "{} \"{}\" = \"{}\"",
+        prices_section(provider),
         model.as_str(),
         price.to_decimal_string()
     )

@@ -101,6 +101,9 @@ pub(crate) struct RunContext {
     pub(crate) charged: tokio::sync::Notify,
     /// The run's place in its account's shared limits (`account`), when it is on one.
     pub(crate) account: Option<SharedAccount>,
+    /// Set once the balance observer raised a price this run: from then on each create first
+    /// makes sure its reservation (perhaps made at the lower price) covers the new one.
+    pub(crate) repriced: AtomicBool,
     stop_reason: Mutex<Option<StopReason>>,
     consecutive_failures: AtomicU32,
     budget_warned: AtomicBool,
@@ -109,11 +112,12 @@ pub(crate) struct RunContext {
 impl RunContext {
     /// Stops dispatching, remembering the first reason given. An exhausted budget or spending
     /// limit stops only new tasks: those already holding a reservation still go out, since their
-    /// price fits.
-    pub(crate) fn stop(&self, reason: StopReason) {
+    /// price fits. Returns whether this was the first reason (the one to tell).
+    pub(crate) fn stop(&self, reason: StopReason) -> bool {
         let cancel = !matches!(reason, StopReason::BudgetExhausted | StopReason::SpendingLimit(_));
         let mut slot = self.stop_reason.lock().unwrap_or_else(|e| e.into_inner());
-        if slot.is_none() {
+        let first = slot.is_none();
+        if first {
             tracing::info!(?reason, "stopping dispatch");
             *slot = Some(reason);
         }
@@ -121,6 +125,7 @@ impl RunContext {
         if cancel {
             self.stop_dispatch.cancel();
         }
+        first
     }
 
     /// The first reason dispatch was stopped for, if it was.
@@ -212,6 +217,7 @@ impl RunContext {
             abort: parts.abort,
             charged: tokio::sync::Notify::new(),
             account: parts.account,
+            repriced: AtomicBool::new(false),
             stop_reason: Mutex::new(None),
             consecutive_failures: AtomicU32::new(0),
             budget_warned: AtomicBool::new(false),

@@ -14,7 +14,7 @@
 //! One task's steps are in `task`; what both share is in `run_context`.
 
 mod dispatch;
-pub(crate) use dispatch::over_limit;
+pub(crate) use dispatch::{over_budget_repriced, over_limit};
 mod drain;
 mod finish;
 mod prepare;

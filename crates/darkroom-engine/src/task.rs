@@ -101,7 +101,9 @@ async fn drive_inner(
         aspect: stored(AspectRatio::parse, &task.aspect_ratio, "tasks.aspect_ratio")?,
         format: stored(Format::parse, &task.format, "tasks.format")?,
         attempts: u32::try_from(task.attempts).unwrap_or(u32::MAX),
-        holds_reservation: task.reserved_micros > 0,
+        // A task in `reserved` holds its reservation whatever its amount (even $0); one further
+        // on holds it while an amount is kept for it (an unknown outcome keeps it).
+        holds_reservation: task.state == TaskState::Reserved || task.reserved_micros > 0,
         upstream,
         shared,
         task,

@@ -94,6 +94,7 @@ fn price_events(events: &[Event]) -> Vec<(String, Money, Money, bool, String)> {
                 observed,
                 applied,
                 config_line,
+                ..
             } => Some((model.clone(), *table, *observed, *applied, config_line.clone())),
             _ => None,
         })
@@ -268,4 +269,42 @@ async fn spend_by_someone_else_during_the_run_only_raises_the_observed_price() {
         "{} < {ours}",
         outcome.spent.micros()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_reserved_at_a_price_of_zero_is_sent_and_finished_never_left_reserved() {
+    // Config loading refuses a price of $0; this is the engine's own path below it: a reservation
+    // of $0 is still a reservation, and the task goes out on it.
+    let h = harness(sim_billing_flash_at(4_000)).await;
+    let file = write_job(h.dir.path(), 8);
+    let mut settings = settings(&h, 4);
+    settings.prices.photon_flash_1 = Money::ZERO;
+    let job = h
+        .ledger
+        .upsert_job("vases", &file.display().to_string(), "")
+        .await
+        .unwrap();
+    h.ledger
+        .set_budget(job, Pass::Preview, Money::parse_usd("1").unwrap())
+        .await
+        .unwrap();
+    darkroom_engine::load::load_job(
+        &h.ledger,
+        job,
+        &file,
+        Pass::Preview,
+        darkroom_jobs::Routing::default(),
+        settings.prices,
+        darkroom_jobs::ReadOptions::default(),
+    )
+    .await
+    .unwrap();
+    let (outcome, _) = h.run_collecting(job, &settings).await;
+    let counts = h.ledger.counts(job, Pass::Preview).await.unwrap();
+    assert_eq!(
+        (counts.done, counts.in_flight, counts.pending),
+        (8, 0, 0),
+        "{outcome:?}"
+    );
+    assert_eq!(h.sim.billing().net_micros, 8 * 4_000);
 }

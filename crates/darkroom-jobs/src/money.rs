@@ -172,20 +172,47 @@ impl Serialize for Money {
     }
 }
 
-/// Accepts decimal text. A TOML or JSON number is accepted only when it is an integer
-/// (whole dollars): a float would already have lost the exact value.
+/// Accepts decimal text ("0.015", "$0.015"), and a TOML or JSON number: an integer as whole
+/// dollars, a float through its shortest decimal text (`0.019` reads as "0.019", exactly what was
+/// written, never the binary value nearest it), so `"photon-1" = 0.019` means $0.019. Anything
+/// else is refused with a message saying to write the amount as text.
 impl<'de> Deserialize<'de> for Money {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Money, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Repr {
-            Text(String),
-            Whole(u32),
+        deserializer.deserialize_any(MoneyVisitor)
+    }
+}
+
+/// Reads an amount in USD from text or a number (see `Deserialize for Money`).
+struct MoneyVisitor;
+
+impl serde::de::Visitor<'_> for MoneyVisitor {
+    type Value = Money;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an amount in USD written as text, e.g. \"0.015\"")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Money, E> {
+        Money::parse_usd(text).map_err(E::custom)
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, dollars: u64) -> Result<Money, E> {
+        self.visit_str(&dollars.to_string())
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, dollars: i64) -> Result<Money, E> {
+        self.visit_str(&dollars.to_string())
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, dollars: f64) -> Result<Money, E> {
+        if !dollars.is_finite() {
+            return Err(E::custom(format!(
+                "{dollars} is not an amount: write the amount in USD as text, e.g. \"0.015\""
+            )));
         }
-        match Repr::deserialize(deserializer)? {
-            Repr::Text(text) => Money::parse_usd(&text).map_err(serde::de::Error::custom),
-            Repr::Whole(dollars) => Ok(Money(i64::from(dollars) * Money::MICROS_PER_USD)),
-        }
+        // `Display` writes the shortest decimal that reads back as the same float, without an
+        // exponent: the number as it was written in the file.
+        self.visit_str(&dollars.to_string())
     }
 }
 
@@ -348,5 +375,26 @@ mod tests {
         }
         assert_eq!(Money(4_000).to_string(), "$0.004");
         assert_eq!(Money(12_500_000).to_string(), "$12.50");
+    }
+
+    #[test]
+    fn a_number_reads_as_the_decimal_written_and_anything_else_is_told_to_be_text() {
+        let read = |json: &str| serde_json::from_str::<Money>(json);
+        // 0.019 and 0.1 are not exact binary floats; their shortest decimal text is.
+        assert_eq!(read("0.019").unwrap(), Money(19_000));
+        assert_eq!(read("0.1").unwrap(), Money(100_000));
+        assert_eq!(read("0.000001").unwrap(), Money(1));
+        assert_eq!(read("2").unwrap(), Money(2_000_000));
+        assert_eq!(read("\"0.015\"").unwrap(), Money(15_000));
+        assert!(read("0.0000001")
+            .unwrap_err()
+            .to_string()
+            .contains("more precision"));
+        assert!(read("-0.5").unwrap_err().to_string().contains("negative"));
+        let other = read("true").unwrap_err().to_string();
+        assert!(
+            other.contains(r#"an amount in USD written as text, e.g. "0.015""#),
+            "{other}"
+        );
     }
 }

@@ -64,7 +64,7 @@ pub use error::{BackendError, LedgerError, Result};
 pub use load::{Loader, NewTask};
 pub use money::{Charged, Reservation};
 pub use open::{Ledger, TRANSACTION_TARGET};
-pub use prices::{BalanceReading, ModelCharges, PriceObservation, Repriced};
+pub use prices::{BalanceReading, ModelCharges, PriceObservation, Repriced, SizedCharges};
 pub use providers::UnsettledCreate;
 pub use qc::{CheckedSibling, DuplicateFlag, ImageCheck, QcCounts, QcFlag, StoredFlag};
 pub use records::{

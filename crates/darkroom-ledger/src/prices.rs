@@ -13,6 +13,10 @@ use crate::money::insert_spend;
 use crate::SpendKind;
 use crate::{now_ms, Ledger, Result};
 
+mod sized;
+
+pub use sized::SizedCharges;
+
 /// One reading of the account's balance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BalanceReading {
@@ -36,7 +40,7 @@ pub struct ModelCharges {
     pub micros: i64,
 }
 
-/// What a run observed one model to cost on the account.
+/// What a run observed one model to cost on the account, per image (or per megapixel, `per`).
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
 pub struct PriceObservation {
     /// The API's base URL: the account's provider (the key is never stored).
@@ -59,6 +63,11 @@ pub struct PriceObservation {
     pub drop_micros: i64,
     /// Unix milliseconds of the latest observation.
     pub observed_at: i64,
+    /// What `table_micros` and `observed_micros` are the price of: `image`, or `megapixel` when
+    /// the images were charged by fal (read back from the ledger; not written by
+    /// [`Ledger::record_observation`], which takes the unit of the table it was given).
+    #[sqlx(default)]
+    pub per: String,
 }
 
 impl PriceObservation {
@@ -84,8 +93,14 @@ pub struct Repriced {
     pub topped_up: i64,
 }
 
-const OBSERVATION_COLUMNS: &str = "SELECT base_url, job_id, pass, run_started_at, model, table_micros,
-    observed_micros, images, drop_micros, observed_at FROM price_observations";
+/// The observations' columns, and what their prices are per: `megapixel` when the pass's images of
+/// that model were charged by fal in that run (fal's table is per megapixel), else `image`.
+const OBSERVATION_COLUMNS: &str = "SELECT o.base_url, o.job_id, o.pass, o.run_started_at, o.model,
+    o.table_micros, o.observed_micros, o.images, o.drop_micros, o.observed_at,
+    COALESCE((SELECT 'megapixel' FROM generations g JOIN tasks t ON t.id = g.task_id
+              WHERE t.job_id = o.job_id AND t.pass = o.pass AND t.model = o.model AND g.provider = 'fal'
+                AND g.submitted_at >= o.run_started_at LIMIT 1), 'image') AS per
+    FROM price_observations o";
 
 impl Ledger {
     /// Records a balance reading (`job` is `None` for a probe outside any job).
@@ -208,7 +223,7 @@ impl Ledger {
     /// The pass's observations, newest run first, then by model.
     pub async fn observations(&self, job_id: i64, pass: Pass) -> Result<Vec<PriceObservation>> {
         Ok(sqlx::query_as(&format!(
-            "{OBSERVATION_COLUMNS} WHERE job_id = ?1 AND pass = ?2 ORDER BY run_started_at DESC, model"
+            "{OBSERVATION_COLUMNS} WHERE o.job_id = ?1 AND o.pass = ?2 ORDER BY o.run_started_at DESC, o.model"
         ))
         .bind(job_id)
         .bind(pass.as_str())
@@ -219,9 +234,9 @@ impl Ledger {
     /// The latest observation of each model on the account at `base_url` (runs and probes alike).
     pub async fn last_observed(&self, base_url: &str) -> Result<Vec<PriceObservation>> {
         Ok(sqlx::query_as(&format!(
-            "{OBSERVATION_COLUMNS} o WHERE base_url = ?1 AND observed_at = (
+            "{OBSERVATION_COLUMNS} WHERE o.base_url = ?1 AND o.observed_at = (
                  SELECT MAX(observed_at) FROM price_observations p WHERE p.base_url = o.base_url AND p.model = o.model)
-             GROUP BY model ORDER BY model"
+             GROUP BY o.model ORDER BY o.model"
         ))
         .bind(base_url)
         .fetch_all(&self.pool)
@@ -270,12 +285,15 @@ impl Ledger {
         .bind(model)
         .fetch_one(&mut *tx)
         .await?;
-        let mut repriced = correct_charges(&mut tx, job_id, pass, model, price, now).await?;
-        repriced.topped_up = top_up_reservations(&mut tx, job_id, pass, model, price).await?;
+        let mut repriced = correct_charges(&mut tx, job_id, pass, (model, None), price, now).await?;
+        repriced.topped_up = top_up_reservations(&mut tx, job_id, pass, (model, None), price).await?;
         tx.commit().await?;
         Ok(repriced)
     }
 }
+
+/// The tasks a correction applies to: a model, and only one aspect ratio of it when given.
+type Scope<'a> = (&'a str, Option<&'a str>);
 
 /// Corrects every charge of the pass for `model` below `price` up to it: the generation's charge,
 /// its task's cost, a charge in the money log for the difference, and the pass's spend as
@@ -284,18 +302,20 @@ async fn correct_charges(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     job_id: i64,
     pass: Pass,
-    model: &str,
+    (model, ratio): Scope<'_>,
     price: i64,
     now: i64,
 ) -> Result<Repriced> {
     let low: Vec<(i64, i64, i64)> = sqlx::query_as(
         "SELECT g.id, g.task_id, g.charge_micros FROM generations g JOIN tasks t ON t.id = g.task_id
-         WHERE t.job_id = ?1 AND t.pass = ?2 AND t.model = ?3 AND g.charge_micros > 0 AND g.charge_micros < ?4",
+         WHERE t.job_id = ?1 AND t.pass = ?2 AND t.model = ?3 AND g.charge_micros > 0 AND g.charge_micros < ?4
+           AND (?5 IS NULL OR t.aspect_ratio = ?5)",
     )
     .bind(job_id)
     .bind(pass.as_str())
     .bind(model)
     .bind(price)
+    .bind(ratio)
     .fetch_all(&mut **tx)
     .await?;
     let mut repriced = Repriced::default();
@@ -345,18 +365,20 @@ async fn top_up_reservations(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     job_id: i64,
     pass: Pass,
-    model: &str,
+    (model, ratio): Scope<'_>,
     price: i64,
 ) -> Result<i64> {
     let mut topped_up = 0;
     let waiting: Vec<(i64, i64)> = sqlx::query_as(
         "SELECT id, reserved_micros FROM tasks
-         WHERE job_id = ?1 AND pass = ?2 AND model = ?3 AND reserved_micros > 0 AND reserved_micros < ?4",
+         WHERE job_id = ?1 AND pass = ?2 AND model = ?3 AND reserved_micros > 0 AND reserved_micros < ?4
+           AND (?5 IS NULL OR aspect_ratio = ?5)",
     )
     .bind(job_id)
     .bind(pass.as_str())
     .bind(model)
     .bind(price)
+    .bind(ratio)
     .fetch_all(&mut **tx)
     .await?;
     for (task_id, reserved) in waiting {

@@ -152,7 +152,7 @@ impl Ledger {
             "SELECT s.pass, COALESCE(s.provider, t.provider, 'luma') AS provider, t.model,
                     SUM(CASE s.kind WHEN 'charge' THEN s.micros ELSE 0 END) AS charged_micros,
                     SUM(CASE s.kind WHEN 'refund' THEN s.micros ELSE 0 END) AS refunded_micros,
-                    SUM(CASE s.kind WHEN 'charge' THEN 1 ELSE 0 END) AS charges
+                    COUNT(DISTINCT CASE s.kind WHEN 'charge' THEN COALESCE(s.generation_id, -s.id) END) AS charges
              FROM spend s JOIN tasks t ON t.id = s.task_id
              WHERE s.job_id = ?1
              GROUP BY s.pass, COALESCE(s.provider, t.provider, 'luma'), t.model

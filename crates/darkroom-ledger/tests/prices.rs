@@ -147,3 +147,75 @@ async fn an_observed_price_is_never_lowered_within_a_pass() {
         Some(Money::from_micros(9_000))
     );
 }
+
+#[tokio::test]
+async fn repricing_by_size_corrects_each_charge_at_its_own_size_and_a_waiting_reservation_is_covered_or_refused(
+) {
+    // Budget for 4 images at the table's 4,000 µ$; the account turns out to charge 11,797 µ$ at
+    // 1:1 (the only size here) and more at 21:9.
+    let (_dir, ledger, job, tasks) = ledger_with(4, 16_000).await;
+    charge(&ledger, tasks[0], "g0").await;
+    charge(&ledger, tasks[1], "g1").await;
+    assert_eq!(ledger.reserve(tasks[2]).await.unwrap(), Reservation::Reserved);
+    assert_eq!(ledger.reserve(tasks[3]).await.unwrap(), Reservation::Reserved);
+    let sizes = [
+        (AspectRatio::Square, Money::from_micros(11_797)),
+        (AspectRatio::Landscape21x9, Money::from_micros(12_452)),
+    ];
+    let repriced = ledger
+        .reprice_sizes(job, Pass::Preview, "photon-flash-1", &sizes)
+        .await
+        .unwrap();
+    assert_eq!(repriced.corrected_images, 2);
+    assert_eq!(repriced.corrected, Money::from_micros(2 * (11_797 - 4_000)));
+    assert_eq!(repriced.topped_up, 0, "the budget can't raise either reservation");
+    // Each charge is now its size's price, and the money log agrees.
+    assert_eq!(
+        ledger.net_charges().await.unwrap(),
+        Money::from_micros(2 * 11_797)
+    );
+    // Spent 23,594 of 16,000: neither waiting reservation can be covered, so neither is sent.
+    assert_eq!(
+        ledger.cover_reservation(tasks[2]).await.unwrap(),
+        Err(Money::from_micros(11_797))
+    );
+    // The task's own price is raised (later reservations use it), never lowered.
+    let task = ledger.task(tasks[3]).await.unwrap();
+    assert_eq!(task.price_micros, 11_797);
+    ledger
+        .reprice_sizes(
+            job,
+            Pass::Preview,
+            "photon-flash-1",
+            &[(AspectRatio::Square, Money::from_micros(5_000))],
+        )
+        .await
+        .unwrap();
+    assert_eq!(ledger.task(tasks[3]).await.unwrap().price_micros, 11_797);
+}
+
+#[tokio::test]
+async fn a_reservation_made_before_a_raise_is_topped_up_once_the_budget_covers_it() {
+    let (_dir, ledger, job, tasks) = ledger_with(2, 12_000).await;
+    assert_eq!(ledger.reserve(tasks[0]).await.unwrap(), Reservation::Reserved);
+    assert_eq!(ledger.reserve(tasks[1]).await.unwrap(), Reservation::Reserved);
+    // Raised while both waited: 2 × 9,000 is past the budget, so neither is raised yet.
+    let repriced = ledger
+        .reprice(job, Pass::Preview, "photon-flash-1", Money::from_micros(9_000))
+        .await
+        .unwrap();
+    assert_eq!(repriced.topped_up, 0);
+    assert_eq!(
+        ledger.cover_reservation(tasks[0]).await.unwrap(),
+        Err(Money::from_micros(9_000))
+    );
+    // One is given back (not sent): the other now fits at the new price.
+    ledger
+        .release(tasks[1], darkroom_ledger::TaskState::Pending, None)
+        .await
+        .unwrap();
+    assert_eq!(ledger.cover_reservation(tasks[0]).await.unwrap(), Ok(()));
+    let pass = ledger.pass(job, Pass::Preview).await.unwrap().unwrap();
+    assert_eq!(pass.reserved_micros, 9_000);
+    assert_eq!(ledger.task(tasks[0]).await.unwrap().reserved_micros, 9_000);
+}

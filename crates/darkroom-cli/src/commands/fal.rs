@@ -62,3 +62,9 @@ pub fn provider(
     })?;
     Ok(Arc::new(provider.with_prices(prices)))
 }
+
+/// fal's queue host as a fal run reaches it without `--sim`: `DARKROOM_FAL_QUEUE_URL`, else
+/// fal's own (the account observations are kept under).
+pub fn queue_url() -> String {
+    std::env::var(env::FAL_QUEUE_URL).unwrap_or_else(|_| FalConfig::new(FalKey::new(String::new())).queue_url)
+}

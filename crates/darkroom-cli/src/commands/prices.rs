@@ -1,5 +1,7 @@
-//! `darkroom prices`: the price table in force, where each price came from, and what the account
-//! was last observed to charge; `--check` observes it with a one-image probe per model.
+//! `darkroom prices`: the price table in force on a provider (`--provider`: Luma's `[prices]` and
+//! Replicate's `[replicate.prices]` per image, fal's `[fal.prices]` per megapixel), where each
+//! price came from, and what the account was last observed to charge; `--check` observes it with
+//! a one-image probe per model.
 
 use std::path::Path;
 
@@ -9,11 +11,12 @@ use darkroom_ledger::PriceObservation;
 use serde_json::json;
 
 use crate::commands::{connect, Upstream, LUMA_BASE_URL};
+use crate::config::provider::ProviderName;
 use crate::config::{self, Settings};
 use crate::exit::{Exit, Failure};
 
-/// Show the price table in force and what the account was observed to charge; `--check` makes one
-/// image per model to observe it before a big run.
+/// Show the price table in force on `--provider` and what the account was observed to charge;
+/// `--check` makes one image per model to observe it before a big run.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
@@ -22,7 +25,8 @@ pub struct Args {
     /// after each, to observe what it really charges. Needs --budget.
     #[arg(long, requires = "budget")]
     pub check: bool,
-    /// The most the probes of --check may spend, USD; each needs twice the table's price as headroom.
+    /// The most the probes of --check may spend, USD; each needs twice the table's price of its image
+    /// (1:1) as headroom.
     #[arg(long, value_name = "USD", value_parser = crate::commands::parse_usd)]
     pub budget: Option<Money>,
     /// Probe only this model (repeatable) [default: both].
@@ -35,6 +39,9 @@ pub struct Args {
 
 pub fn run(config_file: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
     let settings = config::resolve(config_file)?;
+    let provider = settings.provider_name(args.upstream.provider);
+    // The provider's own table: what its runs reserve at and its probes are compared with.
+    let settings = settings.for_provider(provider);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let (base_url, probes) = if args.check {
@@ -44,7 +51,11 @@ pub fn run(config_file: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
                 .upstream
                 .base_url
                 .clone()
-                .unwrap_or_else(|| LUMA_BASE_URL.to_string())
+                .unwrap_or_else(|| match provider {
+                    ProviderName::Luma => LUMA_BASE_URL.to_string(),
+                    ProviderName::Replicate => crate::config::provider::replicate_base_url(),
+                    ProviderName::Fal => crate::commands::fal::queue_url(),
+                })
                 .trim_end_matches('/')
                 .to_string();
             (base_url, Vec::new())
@@ -56,11 +67,14 @@ pub fn run(config_file: Option<&Path>, args: Args) -> anyhow::Result<Exit> {
             let probe = probes.iter().find(|p| p.model == model.as_str());
             rows.push(price_json(&settings, model, last, probe));
             if !args.json {
-                print_price(&settings, model, last, probe);
+                print_price(&settings, provider, model, last, probe);
             }
         }
         if args.json {
-            println!("{}", json!({ "account": base_url, "prices": rows }));
+            println!(
+                "{}",
+                json!({ "account": base_url, "provider": provider.as_str(), "prices": rows })
+            );
         } else {
             println!("(observations on {base_url})");
         }
@@ -134,7 +148,8 @@ fn price_json(
     probe: Option<&Probe>,
 ) -> serde_json::Value {
     json!({
-        "model": model.as_str(), "table": settings.prices.price(model), "source": settings.price_sources.of(model),
+        "model": model.as_str(), "table": table_amount(settings, model), "per": per(settings),
+        "source": settings.price_sources.of(model),
         "last_observed": last.map(|o| json!({
             "price": o.observed(), "at": timestamp(o.observed_at), "images": o.images,
             "job_id": o.job_id, "pass": o.pass,
@@ -145,12 +160,19 @@ fn price_json(
 
 /// One model's lines of the text output: the price, the probe's finding, and a hint when the
 /// account charges more than the table.
-fn print_price(settings: &Settings, model: Model, last: Option<&PriceObservation>, probe: Option<&Probe>) {
-    let table = settings.prices.price(model);
+fn print_price(
+    settings: &Settings,
+    provider: ProviderName,
+    model: Model,
+    last: Option<&PriceObservation>,
+    probe: Option<&Probe>,
+) {
+    let table = table_amount(settings, model);
     let source = settings.price_sources.of(model);
+    let unit = per(settings);
     let seen = match last {
         Some(o) => format!(
-            "observed {} on {} ({} image(s))",
+            "observed {} per {unit} on {} ({} image(s))",
             o.observed(),
             timestamp(o.observed_at),
             o.images
@@ -158,7 +180,7 @@ fn print_price(settings: &Settings, model: Model, last: Option<&PriceObservation
         None => "not observed on this account".to_string(),
     };
     println!(
-        "{:<15} {:>8}  {:<30} {seen}",
+        "{:<15} {:>8} per {unit:<9}  {:<30} {seen}",
         model.as_str(),
         table.to_string(),
         source.to_string()
@@ -178,9 +200,22 @@ fn print_price(settings: &Settings, model: Model, last: Option<&PriceObservation
     if let Some(o) = last.filter(|o| o.observed_micros > table.micros()) {
         println!(
             "  hint: the account charges more than the table; a run re-prices once it observes this; to reserve it from the first image, set {}",
-            darkroom_engine::prices::config_line(model, o.observed())
+            darkroom_engine::prices::config_line(provider.as_str(), model, o.observed())
         );
     }
+}
+
+/// The table's amount for `model` in its own unit: per image, or per megapixel (fal).
+fn table_amount(settings: &Settings, model: Model) -> Money {
+    match model {
+        Model::Photon1 => settings.prices.photon_1,
+        Model::PhotonFlash1 => settings.prices.photon_flash_1,
+    }
+}
+
+/// What the table's amounts are the price of: `image` or `megapixel`.
+fn per(settings: &Settings) -> &'static str {
+    darkroom_engine::prices::per_unit(settings.prices.basis)
 }
 
 fn timestamp(ms: i64) -> String {

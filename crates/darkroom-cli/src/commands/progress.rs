@@ -215,20 +215,26 @@ fn price_warning(event: &Event) -> Option<String> {
         table,
         observed,
         applied,
+        per,
         config_line,
     } = event
     else {
         return None;
     };
+    let unit = if per == "image" {
+        format!("per {model} image")
+    } else {
+        format!("per {per} of {model}")
+    };
     Some(if *applied {
         format!(
-            "warning: the account is charging {observed} per {model} image, the price table says {table}; \
-             reserving and counting {observed} from now on (earlier images corrected). \
+            "warning: the account is charging {observed} {unit}, the price table says {table}; \
+             reserving and counting {observed} {unit} from now on (earlier images corrected). \
              Set `{config_line}` in your config file."
         )
     } else {
         format!(
-            "note: the account is charging {observed} per {model} image, less than the table's {table}; \
+            "note: the account is charging {observed} {unit}, less than the table's {table}; \
              the budget keeps counting {table} (to count less, set `{config_line}`)"
         )
     })

@@ -85,7 +85,7 @@ async fn pass_status(
         "images_per_minute": (per_minute * 10.0).round() / 10.0,
         "prices": observed.iter().map(|o| json!({
             "model": o.model, "table": o.table(), "observed": o.observed(),
-            "applied": o.observed_micros > o.table_micros,
+            "applied": o.observed_micros > o.table_micros, "per": o.per,
         })).collect::<Vec<_>>(),
     });
     if !json_only {
@@ -116,8 +116,13 @@ async fn pass_status(
             } else {
                 "the table's price is kept"
             };
+            let per = if o.per == "megapixel" {
+                "per megapixel"
+            } else {
+                "an image"
+            };
             println!(
-                "  {}: the account charged {} an image, the table says {} ({counted})",
+                "  {}: the account charged {} {per}, the table says {} ({counted})",
                 o.model,
                 o.observed(),
                 o.table()

@@ -118,6 +118,40 @@ impl FalSettings {
     }
 }
 
+/// Refuses a price of $0 in any provider's table (`[prices]`, `[replicate.prices]`,
+/// `[fal.prices]`): a paid API never charges nothing, and a zero price would let a run reserve
+/// nothing and count nothing. The error names the key and the unit the price is written in.
+pub fn check_prices(settings: &Settings) -> Result<(), String> {
+    let tables = [
+        ("[prices]", "per image", &settings.prices),
+        ("[replicate.prices]", "per image", &settings.replicate.prices),
+    ];
+    let fal = settings.fal.prices().table();
+    let tables = tables
+        .into_iter()
+        .chain([("[fal.prices]", "per megapixel", &fal)]);
+    for (section, per, table) in tables {
+        for (model, price) in [
+            (darkroom_jobs::Model::Photon1, table.photon_1),
+            (darkroom_jobs::Model::PhotonFlash1, table.photon_flash_1),
+        ] {
+            if price <= Money::ZERO {
+                return Err(format!(
+                    "{section} \"{}\" is {price}: a paid API never charges nothing; write the price {per} \
+                     in USD as text, e.g. \"{}\"",
+                    model.as_str(),
+                    if section == "[fal.prices]" {
+                        "0.019"
+                    } else {
+                        "0.015"
+                    }
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Settings {
     /// The provider a command runs on: `--provider`, else `[provider] default`.
     pub fn provider_name(&self, flag: Option<ProviderName>) -> ProviderName {
@@ -134,10 +168,27 @@ impl Settings {
             ProviderName::Replicate => {
                 self.prices = self.replicate.prices;
                 self.limits.creates_per_minute = self.replicate.creates_per_minute;
+                self.price_sources = self.sources_of("replicate.prices");
             }
-            ProviderName::Fal => self.prices = self.fal.prices().table(),
+            ProviderName::Fal => {
+                self.prices = self.fal.prices().table();
+                self.price_sources = self.sources_of("fal.prices");
+            }
         }
         self
+    }
+
+    /// Where each price of the table at `section` (`fal.prices`) came from, by its origin.
+    fn sources_of(&self, section: &str) -> super::PriceSources {
+        let of = |model: &str| match self.origins.settings.get(&format!("{section}.{model}")) {
+            Some(super::Origin::File(path)) => super::PriceSource::ConfigFile(path.display().to_string()),
+            Some(super::Origin::Environment(name)) => super::PriceSource::Environment((*name).to_string()),
+            _ => super::PriceSource::BuiltIn,
+        };
+        super::PriceSources {
+            photon_1: of("photon-1"),
+            photon_flash_1: of("photon-flash-1"),
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use darkroom_jobs::{Model, Money};
+use darkroom_jobs::{AspectRatio, Model, Money, PriceBasis};
 use darkroom_ledger::{BalanceReading, PriceObservation};
 
 /// How long a probe waits for its generation to end.
@@ -73,10 +73,10 @@ pub enum ProbeError {
     Ledger(#[from] darkroom_ledger::LedgerError),
 }
 
-/// The headroom a probe needs per model: twice the table's price.
+/// The headroom a probe needs per model: twice the table's price of its image (1:1).
 pub fn probe_cost(prices: &darkroom_jobs::PriceTable, models: &[Model]) -> Money {
     models.iter().fold(Money::ZERO, |sum, &m| {
-        sum + Money::from_micros(prices.price(m).micros() * 2)
+        sum + Money::from_micros(prices.price_of(m, AspectRatio::Square).micros() * 2)
     })
 }
 
@@ -124,7 +124,8 @@ pub async fn probe_prices(
     let mut spent = Money::ZERO;
     let mut probes = Vec::new();
     for &model in models {
-        let table = prices.price(model);
+        // The price of the probe's own image (1:1), per image whatever the table's unit.
+        let table = prices.price_of(model, AspectRatio::Square);
         if spent + Money::from_micros(table.micros() * 2) > budget {
             break;
         }
@@ -152,6 +153,7 @@ pub async fn probe_prices(
         let telling = (charged - table.micros()).abs() > resolution || resolution * 10 <= table.micros();
         let observed = (state == "completed" && telling && charged > 0).then(|| Money::from_micros(charged));
         if let Some(observed) = observed {
+            let (table_micros, observed_micros) = in_table_unit(prices, model, table, observed);
             ledger
                 .record_observation(&PriceObservation {
                     base_url: base_url.clone(),
@@ -159,11 +161,12 @@ pub async fn probe_prices(
                     pass: None,
                     run_started_at: before.at,
                     model: model.as_str().to_string(),
-                    table_micros: table.micros(),
-                    observed_micros: observed.micros(),
+                    table_micros,
+                    observed_micros,
                     images: 1,
                     drop_micros: charged,
                     observed_at: after.at,
+                    per: super::per_unit(prices.basis).to_string(),
                 })
                 .await?;
         }
@@ -177,6 +180,29 @@ pub async fn probe_prices(
         });
     }
     Ok(probes)
+}
+
+/// A probe's table price and observed price for one 1:1 image, in the table's unit: as they are
+/// per image, or per megapixel the table's rate and the rate the drop shows for that image.
+fn in_table_unit(
+    prices: &darkroom_jobs::PriceTable,
+    model: Model,
+    table: Money,
+    observed: Money,
+) -> (i64, i64) {
+    match prices.basis {
+        PriceBasis::PerImage => (table.micros(), observed.micros()),
+        PriceBasis::PerMegapixel => {
+            let one = darkroom_ledger::SizedCharges {
+                model: model.as_str().to_string(),
+                aspect_ratio: AspectRatio::Square.as_str().to_string(),
+                images: 1,
+                micros: table.micros(),
+            };
+            let rate = super::per_megapixel::smallest_rate(prices, model, &[&one], observed.micros());
+            (super::per_megapixel::rate(prices, model).micros(), rate.micros())
+        }
+    }
 }
 
 async fn read(client: &Arc<dyn darkroom_provider::Provider>) -> Result<BalanceReading, ProbeError> {

@@ -3,7 +3,7 @@
 //! and an in-flight permit, reserves its price against the pass budget and starts. Dispatch stops
 //! when the run stops (Ctrl-C, deadline, refusal, systemic failure) or the next price does not fit.
 
-use darkroom_jobs::Money;
+use darkroom_jobs::{AspectRatio, Model, Money};
 use darkroom_ledger::{Reservation, TaskRecord, TaskState};
 
 use super::Run;
@@ -74,23 +74,62 @@ pub(crate) async fn over_limit(
 /// reason.
 async fn over_budget(shared: &RunContext, task: &TaskRecord) -> Result<(), EngineError> {
     let settings = &shared.settings;
-    shared.stop(StopReason::BudgetExhausted);
+    if !shared.stop(StopReason::BudgetExhausted) {
+        return Ok(()); // already stopped, and said why
+    }
+    // The price in force now: the pass's observed price per image (Luma, Replicate), or the
+    // task's own price raised since it was read (fal, per megapixel at its size).
+    let now = shared.ledger.task(task.id).await?;
     let observed = shared
         .ledger
         .pass_price(shared.job_id, settings.pass, &task.model)
-        .await?;
-    let reason = match observed.filter(|&price| price > task.price()) {
-        Some(price) => format!(
-            "the budget cannot cover {} at the observed price of {} {} (the table says {})",
-            task.task_key,
-            task.model,
-            price,
-            task.price()
-        ),
-        None => format!("the budget cannot cover {}", task.task_key),
+        .await?
+        .unwrap_or(Money::ZERO)
+        .max(now.price());
+    let table = table_price(shared, task);
+    let reason = if observed > table {
+        observed_reason(task, observed, table)
+    } else {
+        match shared.ledger.pass(shared.job_id, settings.pass).await? {
+            Some(p) => format!(
+                "the budget of {} ({} left) cannot cover {} at {observed} an image ({})",
+                Money::from_micros(p.budget_micros),
+                Money::from_micros(p.budget_micros - p.spent_micros - p.reserved_micros),
+                task.task_key,
+                task.model
+            ),
+            None => format!("the budget cannot cover {}", task.task_key),
+        }
     };
     shared.emit(Event::Stopping { reason }).await;
     Ok(())
+}
+
+/// A task reserved before the account was seen to charge more than the price table can't be
+/// covered at the price now in force (`price`): dispatch stops at the budget, saying why.
+pub(crate) async fn over_budget_repriced(shared: &RunContext, task: &TaskRecord, price: Money) {
+    if !shared.stop(StopReason::BudgetExhausted) {
+        return; // already stopped, and said why
+    }
+    let reason = observed_reason(task, price, table_price(shared, task));
+    shared.emit(Event::Stopping { reason }).await;
+}
+
+/// The table's price of one image of `task` (at its size, for a table per megapixel).
+fn table_price(shared: &RunContext, task: &TaskRecord) -> Money {
+    match (Model::parse(&task.model), AspectRatio::parse(&task.aspect_ratio)) {
+        (Some(model), Some(ratio)) => shared.settings.prices.price_of(model, ratio),
+        _ => task.price(),
+    }
+}
+
+/// Why the budget stopped a task the account was seen to charge `observed` for, above the table.
+fn observed_reason(task: &TaskRecord, observed: Money, table: Money) -> String {
+    format!(
+        "the budget cannot cover {} at the observed price of {} {observed} an image (the table says \
+         {table}): the account charges more than the price table",
+        task.task_key, task.model
+    )
 }
 
 /// A verified image with the same fingerprint, made on the pass's provider, already on disk whose bytes still hash to what the

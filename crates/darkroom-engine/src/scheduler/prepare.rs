@@ -290,6 +290,14 @@ async fn check_credits(shared: &RunContext) -> Result<(), EngineError> {
     let Some(first) = pending.first() else {
         return Ok(());
     };
+    // A budget that can't cover the first image is darkroom's own refusal (dispatch stops at it,
+    // naming the budget and the price), not the upstream's, however low the credit.
+    if let Some(record) = shared.ledger.pass(shared.job_id, shared.settings.pass).await? {
+        let left = record.budget_micros - record.spent_micros - record.reserved_micros;
+        if left < first.price().micros() {
+            return Ok(());
+        }
+    }
     if credits < first.price() {
         shared.stop(StopReason::Refused(format!(
             "the account has {credits} of credit, less than one image ({})",

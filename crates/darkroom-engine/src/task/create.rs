@@ -127,6 +127,16 @@ impl TaskRun {
                 drop(guard);
                 continue;
             }
+            // A price raised since this task reserved (the balance observer, which reads and
+            // re-prices holding this lock alone) must still fit in the budget, or nothing is sent.
+            if shared.repriced.load(std::sync::atomic::Ordering::Acquire) {
+                if let Err(price) = shared.ledger.cover_reservation(self.task.id).await? {
+                    drop(guard);
+                    drop(turn);
+                    crate::scheduler::over_budget_repriced(shared, &self.task, price).await;
+                    return self.release(TaskState::Pending, None).await.map(Err);
+                }
+            }
             let generation = match shared
                 .record_intent(
                     self.task.id,

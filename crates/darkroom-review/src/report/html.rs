@@ -87,12 +87,14 @@ impl JobReport {
     fn prices_html(&self, html: &mut String) {
         for p in &self.passes {
             for o in p.prices.iter().filter(|o| o.observed_micros != o.table_micros) {
-                let _ = write!(
+                let _ =
+                    write!(
                     html,
-                    "<p class=\"meta\">{} pass, {}: the account charged {} an image, the table says {} ({})</p>",
+                    "<p class=\"meta\">{} pass, {}: the account charged {} {}, the table says {} ({})</p>",
                     escape(&p.pass),
                     escape(&o.model),
                     usd(o.observed_micros),
+                    if o.per == "megapixel" { "per megapixel" } else { "an image" },
                     usd(o.table_micros),
                     if o.observed_micros > o.table_micros {
                         "counted at the observed price"

@@ -121,9 +121,15 @@ fn pass_text(out: &mut String, p: &PassReport) {
             std::cmp::Ordering::Less => "lower: the table's price was kept",
             std::cmp::Ordering::Equal => "as the table says",
         };
+        // Per image says nothing more; fal's prices are per megapixel and say so.
+        let per = if o.per == "megapixel" {
+            " per megapixel"
+        } else {
+            ""
+        };
         let _ = writeln!(
             out,
-            "  {}: table {}, observed {} over {} images ({verdict})",
+            "  {}: table {}{per}, observed {}{per} over {} images ({verdict})",
             o.model,
             usd(o.table_micros),
             usd(o.observed_micros),
