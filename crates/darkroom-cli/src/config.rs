@@ -52,6 +52,9 @@ pub mod env {
     pub const FAL_QUEUE_URL: &str = "DARKROOM_FAL_QUEUE_URL";
     /// fal.ai's platform API (default `https://api.fal.ai/v1`).
     pub const FAL_API_URL: &str = "DARKROOM_FAL_API_URL";
+    /// Where fal.ai publishes its webhook signing keys (default
+    /// `https://rest.fal.ai/.well-known/jwks.json`), read when a run receives callbacks.
+    pub const FAL_JWKS_URL: &str = "DARKROOM_FAL_JWKS_URL";
     /// The secret notifications are signed with.
     pub const NOTIFY_SECRET: &str = "DARKROOM_NOTIFY_SECRET";
     /// The price table's photon-1 price, USD (`[prices] "photon-1"`).

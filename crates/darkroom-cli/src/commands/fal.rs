@@ -36,6 +36,7 @@ pub fn provider(
         FalConfig {
             queue_url: sim.fal_queue_url(),
             api_url: sim.fal_api_url(),
+            jwks_url: sim.fal_jwks_url(),
             ..FalConfig::new(FalKey::new("simulator".into()))
         }
     } else {
@@ -52,12 +53,15 @@ pub fn provider(
         if let Ok(url) = std::env::var(env::FAL_API_URL) {
             config.api_url = url;
         }
+        if let Ok(url) = std::env::var(env::FAL_JWKS_URL) {
+            config.jwks_url = url;
+        }
         config
     };
     let provider = FalProvider::new(config).map_err(|e| {
         Failure::new(Exit::BadInput, e.to_string()).with_hint(
-            "DARKROOM_FAL_QUEUE_URL and DARKROOM_FAL_API_URL are fal's hosts, e.g. https://queue.fal.run and \
-             https://api.fal.ai/v1",
+            "DARKROOM_FAL_QUEUE_URL, DARKROOM_FAL_API_URL and DARKROOM_FAL_JWKS_URL are fal's hosts, e.g. \
+             https://queue.fal.run, https://api.fal.ai/v1 and https://rest.fal.ai/.well-known/jwks.json",
         )
     })?;
     Ok(Arc::new(provider.with_prices(prices)))

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod budget;
+pub mod callbacks;
 pub mod completions;
 pub mod config;
 pub mod estimate;

@@ -200,6 +200,9 @@ pub async fn execute(settings: &Settings, run: PassRun) -> anyhow::Result<Exit> 
     progress.finish();
     let ended = matches!(&outcome, Ok(o) if o.stop != Some(StopReason::Interrupted));
     let report = refresh_report(thumbnails, ended, &ledger, job_id, &job, &job_dir).await;
+    if let Some(receiver) = &engine_settings.callbacks {
+        crate::commands::callbacks::say_counts(receiver);
+    }
     let outcome = outcome.map_err(crate::commands::providers::refusal)?;
     ledger.close().await;
     connection.stop().await;

@@ -160,11 +160,11 @@ impl TaskRun {
     /// and the token is kept for the generation it makes.
     async fn send(&mut self) -> Result<darkroom_provider::Generation, darkroom_provider::ProviderError> {
         // With callbacks on, each create names its own URL (the stored body never has one).
-        let callback = self.shared.settings.callbacks.as_ref().map(|receiver| {
-            let (token, url) = receiver.new_token();
-            (receiver.clone(), token, url)
-        });
         let client = &self.upstream.client;
+        let callback = self.shared.settings.callbacks.as_ref().and_then(|receiver| {
+            let (token, url) = receiver.new_token_for(client.name())?;
+            Some((receiver.clone(), token, url))
+        });
         let result = match &callback {
             Some((_, _, url)) => {
                 let mut request = self.request.clone();

@@ -4,10 +4,13 @@
 //! `succeeded`, `failed` and `aborted` (a `Cancel-After` deadline that passed before the start),
 //! and outputs served under `/replicate/delivery/` that are deleted, with the input, an hour after
 //! the prediction ends (`data_removed`). Faults are the account's. Like Replicate, unknown input
-//! fields are ignored without a word.
+//! fields are ignored without a word. A create naming `webhook` gets signed deliveries
+//! (`replicate/webhook.rs`).
 
 // Handlers return early with a ready `Response` as their error; boxing it would only add noise.
 #![allow(clippy::result_large_err)]
+
+mod webhook;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +47,7 @@ pub(super) fn routes() -> Router<Arc<Sim>> {
             post(create),
         )
         .route(&format!("{API}/predictions"), get(list))
+        .route(&format!("{API}/webhooks/default/secret"), get(webhook::secret))
         .route(&format!("{API}/predictions/{{id}}"), get(read))
         .route("/replicate/delivery/{file}", get(delivery))
 }
@@ -250,6 +254,13 @@ async fn create_inner(
         Ok(Admitted::Now(generation)) => (generation, now),
         Err(response) => return response,
     };
+    let asked = serde_json::from_slice::<Value>(body)
+        .ok()
+        .as_ref()
+        .and_then(webhook::requested);
+    if let Some((url, start)) = asked {
+        webhook::schedule(sim.clone(), generation.id.clone(), url, start);
+    }
     (StatusCode::CREATED, Json(prediction(&generation, at, sim))).into_response()
 }
 
