@@ -19,7 +19,9 @@ const ROWS: usize = 6;
 fn job(dir: &Path) {
     let mut rows = String::from("id,prompt,aspect_ratio\n");
     for i in 0..ROWS {
-        rows.push_str(&format!("shelf-{i},A walnut wall shelf number {i} with books,1:1\n"));
+        rows.push_str(&format!(
+            "shelf-{i},A walnut wall shelf number {i} with books,1:1\n"
+        ));
     }
     write(dir, "shelves.csv", &rows);
 }
@@ -144,7 +146,12 @@ fn signed_deliveries_arrive_and_save_reads(provider: Provider) {
     let stderr = text(&output.stderr);
     assert_eq!(code(&output), 0, "{stderr}");
     assert_eq!(images(dir.path()), ROWS);
-    assert_eq!(provider.webhooks(&sim, "delivered"), ROWS as i64, "{}", provider.stats(&sim));
+    assert_eq!(
+        provider.webhooks(&sim, "delivered"),
+        ROWS as i64,
+        "{}",
+        provider.stats(&sim)
+    );
     assert_eq!(provider.webhooks(&sim, "refused"), 0);
     assert!(
         stderr.contains(&format!(

@@ -242,7 +242,9 @@ async fn receive(
         tracing::warn!(token = %shown, path_len = uri.path().len(), "refused a callback with an unknown token");
         return StatusCode::FORBIDDEN;
     };
-    let registered = route.provider.and_then(|name| receiver.providers().get(name).cloned());
+    let registered = route
+        .provider
+        .and_then(|name| receiver.providers().get(name).cloned());
     if let Some(check) = registered.as_ref().and_then(|r| r.check.as_ref()) {
         let pairs: Vec<(String, String)> = headers
             .iter()

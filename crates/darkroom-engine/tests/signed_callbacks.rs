@@ -30,7 +30,10 @@ fn replicate(sim: &SimHandle, token: &str) -> Arc<dyn Provider> {
 /// The account's signing secret, as Replicate's API gives it.
 async fn secret(sim: &SimHandle) -> WebhookSecret {
     let answer: serde_json::Value = reqwest::Client::new()
-        .get(format!("http://{}/replicate/v1/webhooks/default/secret", sim.addr()))
+        .get(format!(
+            "http://{}/replicate/v1/webhooks/default/secret",
+            sim.addr()
+        ))
         .bearer_auth(TOKEN)
         .send()
         .await

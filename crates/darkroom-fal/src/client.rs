@@ -149,7 +149,9 @@ impl Client {
     }
 
     /// fal's webhook keys, fetched from [`FalConfig::jwks_url`] (without the key).
-    pub(crate) async fn webhook_keys(&self) -> Result<crate::webhook::WebhookVerifier, crate::webhook::WebhookError> {
+    pub(crate) async fn webhook_keys(
+        &self,
+    ) -> Result<crate::webhook::WebhookVerifier, crate::webhook::WebhookError> {
         crate::webhook::WebhookVerifier::fetch(&self.jwks_url, self.request_timeout).await
     }
 

@@ -209,11 +209,23 @@ impl Provider for FalProvider {
         Box::pin(self.list_page(since_ms, cursor))
     }
 
+    /// `x-fal-billable-units` of the request's result: the megapixels fal billed.
+    fn billed_units<'a>(&'a self, id: &'a str) -> ProviderFuture<'a, Option<String>> {
+        Box::pin(async move {
+            let (_, units) = self.client.result(id).await?;
+            Ok(units.filter(|u| !u.trim().is_empty()))
+        })
+    }
+
     /// fal signs its deliveries with ED25519: the check holds the keys of fal's JWKS.
-    fn delivery_check(&self) -> ProviderFuture<'_, Option<std::sync::Arc<dyn darkroom_provider::DeliveryCheck>>> {
+    fn delivery_check(
+        &self,
+    ) -> ProviderFuture<'_, Option<std::sync::Arc<dyn darkroom_provider::DeliveryCheck>>> {
         Box::pin(async move {
             match self.client.webhook_keys().await {
-                Ok(verifier) => Ok(Some(std::sync::Arc::new(verifier) as std::sync::Arc<dyn darkroom_provider::DeliveryCheck>)),
+                Ok(verifier) => Ok(Some(
+                    std::sync::Arc::new(verifier) as std::sync::Arc<dyn darkroom_provider::DeliveryCheck>
+                )),
                 Err(error) => Err(ProviderError::new(
                     "webhook keys",
                     ErrorClass::Transient,

@@ -81,6 +81,11 @@ const LANDED: &[(i64, &str, &str)] = &[
         "run charges index",
         "70b05fe8e47e6c88ba626746abcea7ac3b98fb40734e74f71219db87670fc2027d546f4fe2d4f12afafbac7c51c145be",
     ),
+    (
+        15,
+        "charge bases",
+        "1acac7b3044632669c069b2d5b970aea45c5d2b4307eafbc9f08bc6000473f9865dd386b07f777bc9ad0788b144023cf",
+    ),
 ];
 
 fn hex(bytes: &[u8]) -> String {

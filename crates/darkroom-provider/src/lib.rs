@@ -90,6 +90,17 @@ pub trait Provider: fmt::Debug + Send + Sync {
         Box::pin(async { Ok(None) })
     }
 
+    /// What the provider says it billed for generation `id`, in its own unit and words (fal's
+    /// `x-fal-billable-units`: megapixels, e.g. `2.359296`); `Ok(None)` when it says nothing.
+    /// Read once a generation completed. Default: `None`, nothing sent.
+    ///
+    /// # Errors
+    /// A [`ProviderError`] when the read fails.
+    fn billed_units<'a>(&'a self, id: &'a str) -> ProviderFuture<'a, Option<String>> {
+        let _ = id;
+        Box::pin(async { Ok(None) })
+    }
+
     /// Whether [`Provider::reframe`] is implemented: the reframe capability. A provided method
     /// rather than a [`Capabilities`] field, so a provider without reframe declares nothing.
     /// Default: `false`.
@@ -163,6 +174,10 @@ impl<P: Provider + ?Sized> Provider for std::sync::Arc<P> {
 
     fn delivery_check(&self) -> ProviderFuture<'_, Option<std::sync::Arc<dyn DeliveryCheck>>> {
         (**self).delivery_check()
+    }
+
+    fn billed_units<'a>(&'a self, id: &'a str) -> ProviderFuture<'a, Option<String>> {
+        (**self).billed_units(id)
     }
 
     fn reframe<'a>(&'a self, request: &'a CreateRequest) -> ProviderFuture<'a, Generation> {

@@ -148,7 +148,9 @@ impl Client {
             key: String,
         }
         let url = format!("{}/webhooks/default/secret", self.base_url);
-        let secret: Secret = self.call::<_, ()>("webhook secret", Method::GET, &url, None).await?;
+        let secret: Secret = self
+            .call::<_, ()>("webhook secret", Method::GET, &url, None)
+            .await?;
         WebhookSecret::parse(&secret.key).map_err(|e| Error::BadAnswer {
             operation: "webhook secret",
             message: e.to_string(),

@@ -22,5 +22,5 @@ mod wire;
 
 pub use client::{ApiToken, ClientConfig};
 pub use error::SetupError;
-pub use webhook::WebhookSecret;
 pub use provider::{replicate_capabilities, ReplicateProvider, REPLICATE_BASE_URL, REPLICATE_PRICES};
+pub use webhook::WebhookSecret;

@@ -5,9 +5,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use darkroom_jobs::{AspectRatio, Format, Model, Money, PriceTable};
 use darkroom_provider::{
-    DeliveryCheck,
-    Balance, Capabilities, CreateRequest, Generation, GenerationPage, PageCursor, Provider, ProviderError,
-    ProviderFuture,
+    Balance, Capabilities, CreateRequest, DeliveryCheck, Generation, GenerationPage, PageCursor, Provider,
+    ProviderError, ProviderFuture,
 };
 
 use crate::client::{Client, ClientConfig};

@@ -83,6 +83,9 @@ impl TaskRun {
                     None => None,
                 };
                 self.holds_reservation = false;
+                if let Some(charged) = &charged {
+                    self.record_basis(generation, charged.charge).await?;
+                }
                 self.shared.charged.notify_one();
                 self.shared.gate.on_accepted();
                 self.shared.create_succeeded();

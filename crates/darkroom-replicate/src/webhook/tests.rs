@@ -32,8 +32,14 @@ fn the_published_test_vector_signs_and_verifies() {
     let several = format!("v1,bm90IGl0 v2,abc {SIGNATURE}");
     let h = headers(ID, &TIMESTAMP.to_string(), &several);
     let tolerance = i64::try_from(TOLERANCE.as_secs()).unwrap();
-    assert_eq!(secret.verify(&Delivery::new(&h, BODY), TIMESTAMP + tolerance), Ok(()));
-    assert_eq!(secret.verify(&Delivery::new(&h, BODY), TIMESTAMP - tolerance), Ok(()));
+    assert_eq!(
+        secret.verify(&Delivery::new(&h, BODY), TIMESTAMP + tolerance),
+        Ok(())
+    );
+    assert_eq!(
+        secret.verify(&Delivery::new(&h, BODY), TIMESTAMP - tolerance),
+        Ok(())
+    );
 }
 
 #[test]
@@ -62,7 +68,10 @@ fn a_tampered_body_id_or_timestamp_or_another_secret_does_not_verify() {
     let ts = TIMESTAMP.to_string();
     let refused = |h: &[(String, String)], body: &[u8], now: i64| secret.verify(&Delivery::new(h, body), now);
     let h = headers(ID, &ts, SIGNATURE);
-    assert_eq!(refused(&h, br#"{"test": 2432232315}"#, TIMESTAMP), Err(DeliveryRefused::BadSignature));
+    assert_eq!(
+        refused(&h, br#"{"test": 2432232315}"#, TIMESTAMP),
+        Err(DeliveryRefused::BadSignature)
+    );
     let h = headers("msg_other", &ts, SIGNATURE);
     assert_eq!(refused(&h, BODY, TIMESTAMP), Err(DeliveryRefused::BadSignature));
     let h = headers(ID, &(TIMESTAMP + 1).to_string(), SIGNATURE);
@@ -70,9 +79,17 @@ fn a_tampered_body_id_or_timestamp_or_another_secret_does_not_verify() {
     let other = WebhookSecret::parse("whsec_c2VjcmV0IG9mIGFub3RoZXIgYWNjb3VudA==").unwrap();
     let h = headers(ID, &ts, &other.sign(ID, &ts, BODY));
     assert_eq!(refused(&h, BODY, TIMESTAMP), Err(DeliveryRefused::BadSignature));
-    for garbage in ["v1,", "v1,not base64!", "g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="] {
+    for garbage in [
+        "v1,",
+        "v1,not base64!",
+        "g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+    ] {
         let h = headers(ID, &ts, garbage);
-        assert_eq!(refused(&h, BODY, TIMESTAMP), Err(DeliveryRefused::BadSignature), "{garbage}");
+        assert_eq!(
+            refused(&h, BODY, TIMESTAMP),
+            Err(DeliveryRefused::BadSignature),
+            "{garbage}"
+        );
     }
 }
 
@@ -80,7 +97,10 @@ fn a_tampered_body_id_or_timestamp_or_another_secret_does_not_verify() {
 fn a_delivery_without_any_of_the_three_headers_is_unsigned() {
     let secret = WebhookSecret::parse(SECRET).unwrap();
     let full = headers(ID, &TIMESTAMP.to_string(), SIGNATURE);
-    for (missing, name) in ["webhook-id", "webhook-timestamp", "webhook-signature"].iter().enumerate() {
+    for (missing, name) in ["webhook-id", "webhook-timestamp", "webhook-signature"]
+        .iter()
+        .enumerate()
+    {
         let mut h = full.clone();
         h.remove(missing);
         assert_eq!(

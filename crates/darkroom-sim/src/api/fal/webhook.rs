@@ -91,7 +91,11 @@ async fn deliver(sim: &Sim, id: &str, url: &str) {
         if twice {
             account.fault("callback_duplicated");
         }
-        let tamper = if lost { Tamper::Genuine } else { Tamper::draw(&mut account, &faults) };
+        let tamper = if lost {
+            Tamper::Genuine
+        } else {
+            Tamper::draw(&mut account, &faults)
+        };
         (lost, twice, tamper)
     };
     if lost {
@@ -136,8 +140,7 @@ async fn post(sim: &Sim, id: &str, url: &str, raw: &str, tamper: Tamper) {
                 .header("x-fal-webhook-signature", signature);
         }
         let status = request.send().await.ok().map(|r| r.status().as_u16());
-        sim.fal()
-            .count(format!("webhook {}", Tamper::outcome(status)));
+        sim.fal().count(format!("webhook {}", Tamper::outcome(status)));
         if status.is_some_and(|s| (200..300).contains(&s)) {
             return;
         }

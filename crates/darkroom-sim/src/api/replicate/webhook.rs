@@ -64,7 +64,9 @@ pub(super) fn schedule(sim: Arc<Sim>, id: String, url: String, start: bool) {
                 .filter(|g| !matches!(g.outcome, Outcome::Stuck))
                 .map(|g| (g.dreaming_at, g.done_at))
         };
-        let Some((started_at, done_at)) = times else { return };
+        let Some((started_at, done_at)) = times else {
+            return;
+        };
         tokio::select! {
             () = sim.stop.cancelled() => {}
             () = async {
@@ -84,7 +86,9 @@ async fn deliver(sim: &Sim, id: &str, url: &str, terminal: bool) {
         let now = Instant::now();
         let mut account = sim.lock();
         account.settle(now);
-        let Some(generation) = account.generations.get(id) else { return };
+        let Some(generation) = account.generations.get(id) else {
+            return;
+        };
         let body = prediction(generation, now, sim).to_string();
         let faults = sim.config.faults;
         let lost = account.chance(faults.callback_lost);
@@ -95,7 +99,11 @@ async fn deliver(sim: &Sim, id: &str, url: &str, terminal: bool) {
         if twice {
             account.fault("callback_duplicated");
         }
-        let tamper = if lost { Tamper::Genuine } else { Tamper::draw(&mut account, &faults) };
+        let tamper = if lost {
+            Tamper::Genuine
+        } else {
+            Tamper::draw(&mut account, &faults)
+        };
         (body, lost, twice, tamper)
     };
     if lost {
@@ -111,7 +119,14 @@ async fn deliver(sim: &Sim, id: &str, url: &str, terminal: bool) {
 /// One delivery, signed as Replicate signs (or as `tamper` spoils it), tried `tries` times 100 ms
 /// apart until one is answered 2xx.
 async fn post(sim: &Sim, id: &str, url: &str, body: &str, tamper: Tamper, tries: u32) {
-    let secret = secret_bytes(sim, if tamper == Tamper::Forged { "forger" } else { "webhook secret" });
+    let secret = secret_bytes(
+        sim,
+        if tamper == Tamper::Forged {
+            "forger"
+        } else {
+            "webhook secret"
+        },
+    );
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret);
     let message_id = format!("msg_{id}");
     for attempt in 0..tries {
@@ -120,7 +135,10 @@ async fn post(sim: &Sim, id: &str, url: &str, body: &str, tamper: Tamper, tries:
         }
         let timestamp = tamper.timestamp();
         let tag = ring::hmac::sign(&key, format!("{message_id}.{timestamp}.{body}").as_bytes());
-        let signature = format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(tag.as_ref()));
+        let signature = format!(
+            "v1,{}",
+            base64::engine::general_purpose::STANDARD.encode(tag.as_ref())
+        );
         let mut request = sim
             .http
             .post(url)
