@@ -1,7 +1,9 @@
 //! What each charge was computed from (migration 0015): its basis (per image, per megapixel), the
 //! amount per unit and the units charged, and, where the provider says what it billed (fal's
-//! `x-fal-billable-units`), its count. The engine writes a charge's basis right after the charge
-//! and the provider's count when it reads the generation done; the report shows them.
+//! `x-fal-billable-units`), its count, in columns of the generation charged. The engine writes a
+//! charge's basis with the charge ([`Ledger::record_submitted_with_basis`], no statement of its
+//! own), an adopted create's right after its adoption, and the provider's count when it reads the
+//! generation done; the report shows them.
 
 use darkroom_jobs::{Money, PriceBasis};
 use serde::Serialize;
@@ -35,6 +37,14 @@ impl ChargeBasis {
             basis: PriceBasis::PerMegapixel,
             rate,
             units_millionths: pixels,
+        }
+    }
+
+    /// The basis as stored: `per-image` or `per-megapixel`.
+    pub fn name(&self) -> &'static str {
+        match self.basis {
+            PriceBasis::PerImage => "per-image",
+            PriceBasis::PerMegapixel => "per-megapixel",
         }
     }
 
@@ -83,45 +93,30 @@ fn decimal(millionths: i64) -> String {
 }
 
 impl Ledger {
-    /// Records what `generation`'s charge was computed from (again: the later record wins, the
-    /// provider's billed count is kept).
+    /// Records what `generation`'s charge was computed from (again: the later record wins; the
+    /// provider's billed count is kept). Per image, the rate is the charge recorded.
     pub async fn record_charge_basis(&self, generation: i64, basis: &ChargeBasis) -> Result<()> {
-        let name = match basis.basis {
-            PriceBasis::PerImage => "per-image",
-            PriceBasis::PerMegapixel => "per-megapixel",
-        };
         let mut tx = self.begin_write().await?;
         sqlx::query(
-            "INSERT INTO charge_bases (generation_id, basis, rate_micros, units_millionths)
-             VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (generation_id) DO UPDATE SET basis = excluded.basis,
-                 rate_micros = excluded.rate_micros, units_millionths = excluded.units_millionths",
+            "UPDATE generations SET charge_basis = ?2, charge_units_millionths = ?3,
+                 charge_rate_micros = CASE ?2 WHEN 'per-image' THEN charge_micros ELSE ?4 END
+             WHERE id = ?1",
         )
         .bind(generation)
-        .bind(name)
-        .bind(basis.rate.micros())
+        .bind(basis.name())
         .bind(basis.units_millionths)
+        .bind(basis.rate.micros())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
         Ok(())
     }
 
-    /// The charge recorded for `generation` (zero when none; an unknown generation is an error).
-    pub async fn charge_of(&self, generation: i64) -> Result<Money> {
-        let micros: i64 = sqlx::query_scalar("SELECT charge_micros FROM generations WHERE id = ?1")
-            .bind(generation)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(Money::from_micros(micros))
-    }
-
     /// Records the provider's own count of what it billed for `generation` (fal's
-    /// `x-fal-billable-units`, as it wrote it), beside the charge's basis. A generation whose
-    /// basis was never recorded gets none.
+    /// `x-fal-billable-units`, as it wrote it), beside the charge's basis.
     pub async fn record_billed_units(&self, generation: i64, units: &str) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        sqlx::query("UPDATE charge_bases SET billed_units = ?2 WHERE generation_id = ?1")
+        sqlx::query("UPDATE generations SET billed_units = ?2 WHERE id = ?1")
             .bind(generation)
             .bind(units)
             .execute(&mut *tx)
@@ -146,10 +141,9 @@ impl Ledger {
             Option<String>,
         )> = sqlx::query_as(
             "SELECT t.pass, t.task_key, g.upstream_id, g.provider, t.model, g.charge_micros,
-                        c.basis, c.rate_micros, c.units_millionths, c.billed_units
-                 FROM charge_bases c JOIN generations g ON g.id = c.generation_id
-                 JOIN tasks t ON t.id = g.task_id
-                 WHERE t.job_id = ?1 ORDER BY g.id",
+                    g.charge_basis, g.charge_rate_micros, g.charge_units_millionths, g.billed_units
+             FROM generations g JOIN tasks t ON t.id = g.task_id
+             WHERE t.job_id = ?1 AND g.charge_basis IS NOT NULL ORDER BY g.id",
         )
         .bind(job_id)
         .fetch_all(&self.pool)

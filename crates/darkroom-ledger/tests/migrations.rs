@@ -84,7 +84,7 @@ const LANDED: &[(i64, &str, &str)] = &[
     (
         15,
         "charge bases",
-        "1acac7b3044632669c069b2d5b970aea45c5d2b4307eafbc9f08bc6000473f9865dd386b07f777bc9ad0788b144023cf",
+        "4dafe670484f21fc38aeb59923e0a7aec4ad16f18ceefac137afa8bf9d993b7afa701a96746db503560ab3d554b9946f",
     ),
 ];
 

@@ -1,4 +1,4 @@
-//! What a task's charge was computed from, written to the ledger beside the charge: per image at
+//! What a task's charge was computed from, written to the ledger with the charge: per image at
 //! the charge itself (Luma, Replicate; the charge may be an observed price above the table's), or
 //! per megapixel at the run's rate for the image's pixels (fal), and, once the generation is done,
 //! what the provider says it billed (fal's billed units), where it says.
@@ -10,16 +10,22 @@ use super::TaskRun;
 use crate::EngineError;
 
 impl TaskRun {
-    /// Records what the charge of `generation` (`charge`) was computed from, by the run's prices.
-    pub(super) async fn record_basis(&self, generation: i64, charge: Money) -> Result<(), EngineError> {
+    /// What the task's charge is computed from, by the run's prices (per image, the ledger takes
+    /// the rate from the charge it records: the price in force).
+    pub(super) fn charge_basis(&self) -> ChargeBasis {
         let prices = &self.shared.settings.prices;
-        let basis = match prices.basis {
-            PriceBasis::PerImage => ChargeBasis::per_image(charge),
+        match prices.basis {
+            PriceBasis::PerImage => ChargeBasis::per_image(Money::ZERO),
             PriceBasis::PerMegapixel => {
                 let (width, height) = self.aspect.pixels();
                 ChargeBasis::per_megapixel(prices.rate(self.model), i64::from(width) * i64::from(height))
             }
-        };
+        }
+    }
+
+    /// Records what the charge of an adopted `generation` was computed from.
+    pub(super) async fn record_basis(&self, generation: i64) -> Result<(), EngineError> {
+        let basis = self.charge_basis();
         self.shared.ledger.record_charge_basis(generation, &basis).await?;
         Ok(())
     }

@@ -61,7 +61,12 @@ impl TaskRun {
             receiver.bind_generation(token, &created.id);
         }
         let recorded = match &result {
-            Ok(created) => Some(self.shared.ledger.record_submitted(generation, &created.id).await),
+            Ok(created) => Some(
+                self.shared
+                    .ledger
+                    .record_submitted_with_basis(generation, &created.id, &self.charge_basis())
+                    .await,
+            ),
             Err(_) => None,
         };
         drop(guard);
@@ -83,9 +88,6 @@ impl TaskRun {
                     None => None,
                 };
                 self.holds_reservation = false;
-                if let Some(charged) = &charged {
-                    self.record_basis(generation, charged.charge).await?;
-                }
                 self.shared.charged.notify_one();
                 self.shared.gate.on_accepted();
                 self.shared.create_succeeded();

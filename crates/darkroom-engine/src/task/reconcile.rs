@@ -53,8 +53,7 @@ impl TaskRun {
                         receiver.bind_generation(token, &found.id);
                     }
                     self.holds_reservation = false;
-                    let charge = self.shared.ledger.charge_of(generation).await?;
-                    self.record_basis(generation, charge).await?;
+                    self.record_basis(generation).await?;
                     self.shared
                         .emit(Event::Reconciled {
                             task: self.key().to_string(),
