@@ -57,7 +57,7 @@ impl ChargeBasis {
 }
 
 /// One charge of a job and what it was computed from, as `darkroom report --json` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ChargeRecord {
     /// The pass (`preview`, `final`, `reframe`).
     pub pass: String,
@@ -80,6 +80,21 @@ pub struct ChargeRecord {
     /// What the provider says it billed for the request (fal's `x-fal-billable-units`), as it wrote
     /// it; `None` where it says nothing (Luma, Replicate) or has not said yet.
     pub billed_units: Option<String>,
+}
+
+/// A charge's row as the ledger keeps it.
+#[derive(sqlx::FromRow)]
+struct StoredCharge {
+    pass: String,
+    task_key: String,
+    upstream_id: Option<String>,
+    provider: Option<String>,
+    model: String,
+    charge_micros: i64,
+    charge_basis: String,
+    charge_rate_micros: Option<i64>,
+    charge_units_millionths: Option<i64>,
+    billed_units: Option<String>,
 }
 
 /// `millionths` / 1,000,000 as a decimal without trailing zeros (`2359296` → `2.359296`).
@@ -128,18 +143,7 @@ impl Ledger {
     /// The job's charges with what each was computed from, oldest first. Charges recorded before
     /// bases were kept are left out.
     pub async fn charge_bases(&self, job_id: i64) -> Result<Vec<ChargeRecord>> {
-        let rows: Vec<(
-            String,
-            String,
-            Option<String>,
-            Option<String>,
-            String,
-            i64,
-            String,
-            i64,
-            i64,
-            Option<String>,
-        )> = sqlx::query_as(
+        let rows: Vec<StoredCharge> = sqlx::query_as(
             "SELECT t.pass, t.task_key, g.upstream_id, g.provider, t.model, g.charge_micros,
                     g.charge_basis, g.charge_rate_micros, g.charge_units_millionths, g.billed_units
              FROM generations g JOIN tasks t ON t.id = g.task_id
@@ -150,33 +154,18 @@ impl Ledger {
         .await?;
         Ok(rows
             .into_iter()
-            .map(
-                |(
-                    pass,
-                    task_key,
-                    generation_id,
-                    provider,
-                    model,
-                    charge_micros,
-                    basis,
-                    rate_micros,
-                    units,
-                    billed_units,
-                )| {
-                    ChargeRecord {
-                        pass,
-                        task_key,
-                        generation_id,
-                        provider,
-                        model,
-                        charge_micros,
-                        basis,
-                        rate_micros,
-                        units: decimal(units),
-                        billed_units,
-                    }
-                },
-            )
+            .map(|row| ChargeRecord {
+                pass: row.pass,
+                task_key: row.task_key,
+                generation_id: row.upstream_id,
+                provider: row.provider,
+                model: row.model,
+                charge_micros: row.charge_micros,
+                basis: row.charge_basis,
+                rate_micros: row.charge_rate_micros.unwrap_or(0),
+                units: decimal(row.charge_units_millionths.unwrap_or(0)),
+                billed_units: row.billed_units,
+            })
             .collect())
     }
 }
