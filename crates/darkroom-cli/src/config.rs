@@ -13,6 +13,8 @@ use crate::exit::{Exit, Failure};
 
 mod qc;
 pub use qc::QcConfig;
+mod sim;
+pub use sim::{sim_config, sim_state_dir};
 
 /// The built-in defaults, embedded so an installed binary works anywhere.
 pub const DEFAULT_CONFIG: &str = include_str!("../../../config/default.toml");
@@ -52,6 +54,9 @@ pub mod env {
     pub const FAL_QUEUE_URL: &str = "DARKROOM_FAL_QUEUE_URL";
     /// fal.ai's platform API (default `https://api.fal.ai/v1`).
     pub const FAL_API_URL: &str = "DARKROOM_FAL_API_URL";
+    /// Where fal.ai publishes its webhook signing keys (default
+    /// `https://rest.fal.ai/.well-known/jwks.json`), read when a run receives callbacks.
+    pub const FAL_JWKS_URL: &str = "DARKROOM_FAL_JWKS_URL";
     /// The secret notifications are signed with.
     pub const NOTIFY_SECRET: &str = "DARKROOM_NOTIFY_SECRET";
     /// The price table's photon-1 price, USD (`[prices] "photon-1"`).
@@ -360,41 +365,6 @@ pub fn resolve(config_file: Option<&Path>) -> anyhow::Result<Settings> {
     settings.price_sources = sources;
     settings.origins = origins;
     Ok(settings)
-}
-
-/// Where `--sim` keeps its simulated account: `.darkroom/sim/` in the ledger's directory, so every
-/// command on that ledger talks to one account (its image URLs resolve, its bill accumulates).
-pub fn sim_state_dir(db: &std::path::Path) -> std::path::PathBuf {
-    let state = std::path::Path::new(".darkroom").join("sim");
-    match db.parent().filter(|p| !p.as_os_str().is_empty()) {
-        Some(dir) => dir.join(state),
-        None => state,
-    }
-}
-
-/// The built-in simulator's account for `--sim` on the ledger `db`, kept in `sim_state_dir(db)`:
-/// the published prices unless `DARKROOM_SIM_PRICE_PHOTON_1` / `DARKROOM_SIM_PRICE_PHOTON_FLASH_1`
-/// say otherwise (USD).
-pub fn sim_config(db: &std::path::Path) -> anyhow::Result<darkroom_sim::SimConfig> {
-    let mut config = darkroom_sim::SimConfig {
-        state_dir: Some(sim_state_dir(db)),
-        distinct_pictures: true,
-        ..darkroom_sim::SimConfig::default()
-    };
-    for (variable, slot) in [
-        (env::SIM_PRICE_PHOTON_1, &mut config.price_photon_1_micros),
-        (
-            env::SIM_PRICE_PHOTON_FLASH_1,
-            &mut config.price_photon_flash_1_micros,
-        ),
-    ] {
-        if let Ok(value) = std::env::var(variable) {
-            let price = Money::parse_usd(&value)
-                .map_err(|e| Failure::new(Exit::BadInput, format!("{variable}: {e}")))?;
-            *slot = price.micros();
-        }
-    }
-    Ok(config)
 }
 
 /// Layers the `DARKROOM_*` variables over `merged`, noting where each price and setting came from.

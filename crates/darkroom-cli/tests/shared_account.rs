@@ -282,3 +282,46 @@ fn a_daily_limit_above_the_monthly_one_and_an_account_no_run_has_used_are_set_wi
     let shown: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
     assert_eq!(shown["limits"].as_array().unwrap().len(), 3, "{shown}");
 }
+
+#[test]
+fn two_concurrent_runs_on_one_fal_account_keep_to_its_in_flight_cap_together() {
+    let dir = tempfile::tempdir().unwrap();
+    job(dir.path(), "oak", 8);
+    job(dir.path(), "teak", 8);
+    // fal queues what is over its concurrency limit instead of refusing it: only the ledger's
+    // account keeps two runs to their shared cap of two requests at fal at once.
+    let sim = SimProcess::start(dir.path(), &["--flash-latency", "1-1.5"]);
+    let origin = sim.base_url.trim_end_matches("/dream-machine/v1").to_string();
+    let start_fal = |file: &str| {
+        darkroom(dir.path())
+            .env("FAL_KEY", "fal-test-key-0001")
+            .env("DARKROOM_FAL_QUEUE_URL", format!("{origin}/fal/queue"))
+            .env("DARKROOM_FAL_API_URL", format!("{origin}/fal/api/v1"))
+            .args([
+                "run",
+                file,
+                "--db",
+                "team.db",
+                "--budget",
+                "5",
+                "--provider",
+                "fal",
+            ])
+            .args(["--max-in-flight", "2", "--rate-per-minute", "0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (start_fal("oak.csv"), start_fal("teak.csv"));
+    let (a, b) = (finish(a), finish(b));
+    assert_eq!(code(&a), 0, "oak: {}", text(&a.stderr));
+    assert_eq!(code(&b), 0, "teak: {}", text(&b.stderr));
+    let stats = get_json(&sim.base_url, "/sim/fal/stats");
+    assert_eq!(stats["creates_accepted"], 16, "{stats}");
+    assert!(stats["peak_concurrent"].as_u64().unwrap() <= 2, "{stats}");
+    let bill = get_json(&sim.base_url, "/sim/fal/billing")["net_micros"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(ledger_net(&dir.path().join("team.db")), bill);
+}

@@ -4,10 +4,17 @@
 //! its body, and one with an unknown token (forged, or from an earlier run) is refused with 403.
 //!
 //! A callback is a hint, never the truth: it only asks the poller to read the generation now
-//! (a GET), and the engine acts on what that read says. Callbacks are unsigned and Luma retries a
-//! failed delivery only 3 times, 100 ms apart, so some are lost: with callbacks on, the poller still
-//! reads every generation, slowly, as a safety net ([`SAFETY_FIRST_READ`], then backing off to
-//! [`SAFETY_MAX_INTERVAL`]).
+//! (a GET), and the engine acts on what that read says. Luma's callbacks are unsigned and Luma
+//! retries a failed delivery only 3 times, 100 ms apart, so some are lost: with callbacks on, the
+//! poller still reads every generation, slowly, as a safety net ([`SAFETY_FIRST_READ`], then
+//! backing off to [`SAFETY_MAX_INTERVAL`]).
+//!
+//! Replicate and fal sign their deliveries (`webhook-*` HMAC headers; `X-Fal-Webhook-*` ED25519).
+//! Each provider a run sends through is [registered](CallbackReceiver::register) with its poller
+//! and the check of its signatures ([`darkroom_provider::DeliveryCheck`], its secret or keys
+//! fetched then); a token made for a provider remembers it, and a delivery to that token that is
+//! unsigned, badly signed or outside the provider's time tolerance (a replay) is refused with 401,
+//! logged and counted, and asks for no read. A create on a provider never registered names no URL.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,8 +24,9 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{Method, StatusCode, Uri};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::Router;
+use darkroom_provider::{Delivery, DeliveryCheck, Provider, ProviderError};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -45,21 +53,30 @@ struct Inner {
     /// The base of every callback URL, without a trailing slash.
     url: String,
     routes: Mutex<HashMap<String, Route>>,
+    /// Each registered provider's poller and signature check (`None`: unsigned deliveries).
+    providers: Mutex<HashMap<&'static str, Registered>>,
     counts: Counters,
 }
 
 #[derive(Debug, Clone)]
-enum Route {
-    /// The create is on its way; its generation's id is not known yet.
-    Sent,
-    /// The create was answered with this generation.
-    Generation(String),
+struct Registered {
+    poller: Poller,
+    check: Option<Arc<dyn DeliveryCheck>>,
+}
+
+#[derive(Debug, Clone)]
+struct Route {
+    /// The provider the create went to, when it was made for one ([`CallbackReceiver::new_token_for`]).
+    provider: Option<&'static str>,
+    /// The generation the create was answered with; `None` while its answer is on its way.
+    generation: Option<String>,
 }
 
 #[derive(Debug, Default)]
 struct Counters {
     received: AtomicU64,
     refused: AtomicU64,
+    unverified: AtomicU64,
     nudges: AtomicU64,
 }
 
@@ -70,6 +87,9 @@ pub struct CallbackCounts {
     pub received: u64,
     /// Callbacks refused with 403: unknown or forged tokens.
     pub refused: u64,
+    /// Deliveries to a known token refused with 401: unsigned, badly signed, or with a timestamp
+    /// outside the provider's tolerance (a replay). Signed providers only.
+    pub unverified: u64,
     /// Reads asked of the poller.
     pub nudges: u64,
 }
@@ -91,6 +111,7 @@ impl CallbackReceiver {
                 local_addr,
                 url,
                 routes: Mutex::new(HashMap::new()),
+                providers: Mutex::new(HashMap::new()),
                 counts: Counters::default(),
             }),
         })
@@ -112,25 +133,64 @@ impl CallbackReceiver {
         CallbackCounts {
             received: c.received.load(Ordering::Relaxed),
             refused: c.refused.load(Ordering::Relaxed),
+            unverified: c.unverified.load(Ordering::Relaxed),
             nudges: c.nudges.load(Ordering::Relaxed),
         }
     }
 
-    /// A new token for one create, and the `callback_url` to send with it.
+    /// A new token for one create, and the `callback_url` to send with it. Its deliveries are
+    /// taken unsigned and nudge the poller given to [`CallbackReceiver::serve`].
     pub fn new_token(&self) -> (String, String) {
+        self.token_with(None)
+    }
+
+    /// A new token for one create sent to `provider`, and its URL; `None` when that provider was
+    /// not [registered](CallbackReceiver::register), so its deliveries could not be checked (the
+    /// create then names no URL and is polled).
+    pub fn new_token_for(&self, provider: &str) -> Option<(String, String)> {
+        let name = self.providers().get_key_value(provider).map(|(name, _)| *name)?;
+        Some(self.token_with(Some(name)))
+    }
+
+    fn token_with(&self, provider: Option<&'static str>) -> (String, String) {
         use rand::RngCore;
         let mut bytes = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut bytes);
         let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        self.routes().insert(token.clone(), Route::Sent);
+        let route = Route {
+            provider,
+            generation: None,
+        };
+        self.routes().insert(token.clone(), route);
         let url = format!("{}/{token}", self.inner.url);
         (token, url)
     }
 
     /// The create sent with `token` was answered (or adopted) with this generation.
     pub fn bind_generation(&self, token: &str, upstream_id: &str) {
-        self.routes()
-            .insert(token.to_string(), Route::Generation(upstream_id.to_string()));
+        if let Some(route) = self.routes().get_mut(token) {
+            route.generation = Some(upstream_id.to_string());
+        }
+    }
+
+    /// Makes `provider`'s deliveries welcome: tokens made for it ([`CallbackReceiver::new_token_for`])
+    /// nudge `poller`, and, when it signs them, are checked with its
+    /// [`delivery_check`](Provider::delivery_check), fetched now (its secret or key set).
+    ///
+    /// # Errors
+    /// The provider's error when its secret or keys could not be read; nothing is registered.
+    pub async fn register(&self, provider: &dyn Provider, poller: Poller) -> Result<(), ProviderError> {
+        let check = provider.delivery_check().await?;
+        self.providers()
+            .insert(provider.name(), Registered { poller, check });
+        Ok(())
+    }
+
+    fn providers(&self) -> std::sync::MutexGuard<'_, HashMap<&'static str, Registered>> {
+        self.inner
+            .providers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn routes(&self) -> std::sync::MutexGuard<'_, HashMap<String, Route>> {
@@ -166,6 +226,7 @@ async fn receive(
     State((receiver, poller)): State<(CallbackReceiver, Poller)>,
     method: Method,
     uri: Uri,
+    headers: HeaderMap,
     body: Bytes,
 ) -> StatusCode {
     if method != Method::POST {
@@ -181,30 +242,51 @@ async fn receive(
         tracing::warn!(token = %shown, path_len = uri.path().len(), "refused a callback with an unknown token");
         return StatusCode::FORBIDDEN;
     };
-    counts.received.fetch_add(1, Ordering::Relaxed);
-    // The body is unsigned: it may only say whether a read is worth making now. A generation that
-    // just started dreaming needs none; anything else (or a body we can't read) gets one.
-    let hint: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
-    let state = hint
-        .as_ref()
-        .and_then(|v| v.get("state"))
-        .and_then(|s| s.as_str());
-    if matches!(state, Some("queued" | "dreaming")) {
-        return StatusCode::OK;
+    let registered = route
+        .provider
+        .and_then(|name| receiver.providers().get(name).cloned());
+    if let Some(check) = registered.as_ref().and_then(|r| r.check.as_ref()) {
+        let pairs: Vec<(String, String)> = headers
+            .iter()
+            .filter_map(|(name, value)| Some((name.as_str().to_string(), value.to_str().ok()?.to_string())))
+            .collect();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        if let Err(why) = check.verify(&Delivery::new(&pairs, &body), now) {
+            counts.unverified.fetch_add(1, Ordering::Relaxed);
+            let provider = route.provider.unwrap_or_default();
+            tracing::warn!(provider, %why, "refused a callback delivery that is not validly signed");
+            return StatusCode::UNAUTHORIZED;
+        }
     }
-    let id = match route {
-        Route::Generation(id) => Some(id),
-        // Our create's answer is still on its way: the body's id is only a hint, and the poller
-        // reads only generations this run created, so a wrong one costs one read at most.
-        Route::Sent => hint
-            .as_ref()
-            .and_then(|v| v.get("id"))
-            .and_then(|id| id.as_str())
-            .map(str::to_string),
-    };
-    if let Some(id) = id {
+    counts.received.fetch_add(1, Ordering::Relaxed);
+    let poller = registered.map_or(poller, |r| r.poller);
+    if let Some(id) = hinted_id(route.generation, &body) {
         counts.nudges.fetch_add(1, Ordering::Relaxed);
         poller.nudge(&id);
     }
     StatusCode::OK
+}
+
+/// The generation a delivery asks to be read now, if any. The body may only say whether a read is
+/// worth making: a generation that just started (Luma's `queued`/`dreaming`, Replicate's
+/// `starting`/`processing`) needs none; anything else (or a body we can't read) gets one.
+fn hinted_id(bound: Option<String>, body: &[u8]) -> Option<String> {
+    let hint: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    let field = |name: &str| {
+        hint.as_ref()
+            .and_then(|v| v.get(name))
+            .and_then(|s| s.as_str())
+            .map(str::to_string)
+    };
+    let state = field("state").or_else(|| field("status"));
+    if matches!(
+        state.as_deref(),
+        Some("queued" | "dreaming" | "starting" | "processing")
+    ) {
+        return None;
+    }
+    // Our create's answer may still be on its way: the body's id (fal's `request_id`) is only a
+    // hint, and the poller reads only generations this run created, so a wrong one costs one
+    // read at most.
+    bound.or_else(|| field("id")).or_else(|| field("request_id"))
 }

@@ -262,6 +262,16 @@ pub enum EngineError {
         #[source]
         source: std::io::Error,
     },
+    /// With callbacks on, what checks a provider's signed deliveries (Replicate's signing
+    /// secret, fal's published keys) could not be read: nothing was sent.
+    #[error("{provider}'s webhook signing secret or keys could not be read, so its callbacks could not be checked; nothing was sent")]
+    WebhookKeys {
+        /// The provider (`replicate`, `fal`).
+        provider: String,
+        /// What the provider said.
+        #[source]
+        source: darkroom_provider::ProviderError,
+    },
 }
 
 /// The budget warning fires once when spend reaches this share of the budget (in percent).

@@ -6,6 +6,7 @@
 //! themselves are in `task/`: `create`, `reconcile` (a create whose outcome is unknown), `poll` and
 //! `download`.
 
+mod basis;
 mod create;
 mod download;
 mod poll;

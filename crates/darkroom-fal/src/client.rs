@@ -58,6 +58,9 @@ pub struct FalConfig {
     pub queue_url: String,
     /// The platform API, e.g. `https://api.fal.ai/v1` (the request list, billing).
     pub api_url: String,
+    /// Where fal publishes the keys its webhook deliveries are signed with (a JWKS), e.g.
+    /// `https://rest.fal.ai/.well-known/jwks.json`; fetched without the key.
+    pub jwks_url: String,
     /// Sent as `Authorization: Key` to the two hosts above only.
     pub key: FalKey,
     /// Time to open a connection (to fal and to an image's host).
@@ -87,6 +90,7 @@ impl FalConfig {
         FalConfig {
             queue_url: Self::QUEUE_URL.into(),
             api_url: Self::API_URL.into(),
+            jwks_url: crate::webhook::JWKS_URL.into(),
             key,
             connect_timeout: Self::CONNECT_TIMEOUT,
             request_timeout: Self::REQUEST_TIMEOUT,
@@ -103,6 +107,8 @@ pub(crate) struct Client {
     assets: reqwest::Client,
     queue_url: String,
     api_url: String,
+    jwks_url: String,
+    request_timeout: Duration,
     key: FalKey,
 }
 
@@ -120,6 +126,7 @@ impl Client {
     pub(crate) fn new(config: FalConfig) -> Result<Client, SetupError> {
         let queue_url = checked_base(&config.queue_url)?;
         let api_url = checked_base(&config.api_url)?;
+        let jwks_url = checked_base(&config.jwks_url)?;
         let build = |timeout: Duration| {
             reqwest::Client::builder()
                 .connect_timeout(config.connect_timeout)
@@ -135,8 +142,17 @@ impl Client {
             assets: build(config.download_timeout)?,
             queue_url,
             api_url,
+            jwks_url,
+            request_timeout: config.request_timeout,
             key: config.key,
         })
+    }
+
+    /// fal's webhook keys, fetched from [`FalConfig::jwks_url`] (without the key).
+    pub(crate) async fn webhook_keys(
+        &self,
+    ) -> Result<crate::webhook::WebhookVerifier, crate::webhook::WebhookError> {
+        crate::webhook::WebhookVerifier::fetch(&self.jwks_url, self.request_timeout).await
     }
 
     pub(crate) fn queue_url(&self) -> &str {

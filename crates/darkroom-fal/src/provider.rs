@@ -54,8 +54,8 @@ impl FalProvider {
 /// What fal's Photon text-to-image endpoints take (`providers-api.md` §2.1): a prompt and one of
 /// the seven aspect ratios; no references of any kind, no weights, no format choice (JPEG out).
 /// Modify and reframe exist on fal as endpoints of their own, which darkroom does not call, so
-/// `modify` is false. A submit may name a webhook (`fal_webhook`), but its deliveries are fal's
-/// own shape, not the callbacks the engine receives today: `callbacks` is false. The balance is
+/// `modify` is false. A submit may name a webhook (`fal_webhook`), whose signed deliveries the
+/// engine's callback receiver checks with [`Provider::delivery_check`]: `callbacks` is true. The balance is
 /// read from the billing API (`balance`; it may need an admin-scope key, in which case it reads
 /// as none).
 pub fn fal_capabilities() -> Capabilities {
@@ -68,7 +68,7 @@ pub fn fal_capabilities() -> Capabilities {
         modify: false,
         formats: vec![Format::Jpg],
         aspect_ratios: AspectRatio::ALL.to_vec(),
-        callbacks: false,
+        callbacks: true,
         balance: true,
     }
 }
@@ -207,6 +207,32 @@ impl Provider for FalProvider {
         cursor: Option<&'a PageCursor>,
     ) -> ProviderFuture<'a, GenerationPage> {
         Box::pin(self.list_page(since_ms, cursor))
+    }
+
+    /// `x-fal-billable-units` of the request's result: the megapixels fal billed.
+    fn billed_units<'a>(&'a self, id: &'a str) -> ProviderFuture<'a, Option<String>> {
+        Box::pin(async move {
+            let (_, units) = self.client.result(id).await?;
+            Ok(units.filter(|u| !u.trim().is_empty()))
+        })
+    }
+
+    /// fal signs its deliveries with ED25519: the check holds the keys of fal's JWKS.
+    fn delivery_check(
+        &self,
+    ) -> ProviderFuture<'_, Option<std::sync::Arc<dyn darkroom_provider::DeliveryCheck>>> {
+        Box::pin(async move {
+            match self.client.webhook_keys().await {
+                Ok(verifier) => Ok(Some(
+                    std::sync::Arc::new(verifier) as std::sync::Arc<dyn darkroom_provider::DeliveryCheck>
+                )),
+                Err(error) => Err(ProviderError::new(
+                    "webhook keys",
+                    ErrorClass::Transient,
+                    format!("webhook keys: {error}"),
+                )),
+            }
+        })
     }
 
     fn balance(&self) -> ProviderFuture<'_, Option<Balance>> {

@@ -12,6 +12,7 @@
 use std::time::Duration;
 
 use base64::Engine as _;
+use darkroom_provider::{Delivery, DeliveryCheck, DeliveryRefused};
 use reqwest::header::HeaderMap;
 use ring::signature::{UnparsedPublicKey, ED25519};
 use serde::Deserialize;
@@ -113,8 +114,18 @@ impl WebhookVerifier {
                 .and_then(|v| v.to_str().ok())
                 .map(str::trim)
                 .filter(|v| !v.is_empty())
-                .ok_or(WebhookError::Unsigned(name))
         };
+        self.verify_with(header, body, now_unix)
+    }
+
+    /// [`WebhookVerifier::verify`] with the headers looked up by `header` (by lowercase name).
+    fn verify_with<'h>(
+        &self,
+        header: impl Fn(&'static str) -> Option<&'h str>,
+        body: &[u8],
+        now_unix: i64,
+    ) -> Result<(), WebhookError> {
+        let header = |name: &'static str| header(name).ok_or(WebhookError::Unsigned(name));
         let request_id = header("x-fal-webhook-request-id")?;
         let user_id = header("x-fal-webhook-user-id")?;
         let timestamp = header("x-fal-webhook-timestamp")?;
@@ -138,6 +149,21 @@ impl WebhookVerifier {
         } else {
             Err(WebhookError::BadSignature)
         }
+    }
+}
+
+/// [`WebhookVerifier::verify`] as the engine's check of fal's deliveries.
+impl DeliveryCheck for WebhookVerifier {
+    fn verify(&self, delivery: &Delivery<'_>, now_unix: i64) -> Result<(), DeliveryRefused> {
+        self.verify_with(|name| delivery.header(name), delivery.body(), now_unix)
+            .map_err(|error| match error {
+                WebhookError::Unsigned(name) => DeliveryRefused::Unsigned(name.to_string()),
+                WebhookError::Stale(timestamp) => DeliveryRefused::Stale {
+                    timestamp,
+                    tolerance_s: TOLERANCE.as_secs(),
+                },
+                WebhookError::BadSignature | WebhookError::BadKeys(_) => DeliveryRefused::BadSignature,
+            })
     }
 }
 

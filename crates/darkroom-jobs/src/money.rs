@@ -277,7 +277,7 @@ impl PriceTable {
     }
 
     /// The table's amount for `model`, per image or per megapixel as `basis` says.
-    fn rate(&self, model: Model) -> Money {
+    pub fn rate(&self, model: Model) -> Money {
         match model {
             Model::Photon1 => self.photon_1,
             Model::PhotonFlash1 => self.photon_flash_1,

@@ -28,6 +28,7 @@ mod accounts;
 mod audit;
 #[cfg(feature = "bench")]
 mod bench_views;
+mod charge_bases;
 mod content;
 mod error;
 mod generations;
@@ -59,6 +60,7 @@ pub use accounts::{
     MAX_PERMIT_WAIT_MS, SLOT_HORIZON_MS,
 };
 pub use audit::{AuditRecord, FoundState};
+pub use charge_bases::{ChargeBasis, ChargeRecord};
 pub use content::{CachedImage, ImageContent, KeptImage};
 pub use error::{BackendError, LedgerError, Result};
 pub use load::{Loader, NewTask};

@@ -117,16 +117,42 @@ impl Ledger {
     /// did not cover (reserved before the price was raised) is unplanned spend. Returns the
     /// charge and the pass's spend and budget after it, so the caller needs no read of its own.
     pub async fn record_submitted(&self, generation: i64, upstream_id: &str) -> Result<Charged> {
+        self.record_charged(generation, upstream_id, None).await
+    }
+
+    /// [`Ledger::record_submitted`], with what the charge is computed from written in the same
+    /// statement (per image, the rate is the charge recorded: the price in force).
+    pub async fn record_submitted_with_basis(
+        &self,
+        generation: i64,
+        upstream_id: &str,
+        basis: &crate::ChargeBasis,
+    ) -> Result<Charged> {
+        self.record_charged(generation, upstream_id, Some(basis)).await
+    }
+
+    async fn record_charged(
+        &self,
+        generation: i64,
+        upstream_id: &str,
+        basis: Option<&crate::ChargeBasis>,
+    ) -> Result<Charged> {
         let mut tx = self.begin_write().await?;
         let now = now_ms();
         let (task_id, price): (i64, i64) = sqlx::query_as(&format!(
             "UPDATE generations SET upstream_id = ?2, state = 'submitted', submitted_at = ?3,
-                    charge_micros = (SELECT {PRICE_IN_FORCE} FROM tasks t WHERE t.id = generations.task_id)
+                    charge_micros = (SELECT {PRICE_IN_FORCE} FROM tasks t WHERE t.id = generations.task_id),
+                    charge_basis = ?4, charge_units_millionths = ?5,
+                    charge_rate_micros = CASE ?4 WHEN 'per-image'
+                        THEN (SELECT {PRICE_IN_FORCE} FROM tasks t WHERE t.id = generations.task_id) ELSE ?6 END
              WHERE id = ?1 RETURNING task_id, charge_micros"
         ))
         .bind(generation)
         .bind(upstream_id)
         .bind(now)
+        .bind(basis.map(crate::ChargeBasis::name))
+        .bind(basis.map(|b| b.units_millionths))
+        .bind(basis.map(|b| b.rate.micros()))
         .fetch_one(&mut *tx)
         .await?;
         // The charge takes the reservation's place; if the task held none (adopted after a crash

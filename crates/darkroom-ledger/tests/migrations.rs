@@ -81,6 +81,11 @@ const LANDED: &[(i64, &str, &str)] = &[
         "run charges index",
         "70b05fe8e47e6c88ba626746abcea7ac3b98fb40734e74f71219db87670fc2027d546f4fe2d4f12afafbac7c51c145be",
     ),
+    (
+        15,
+        "charge bases",
+        "4dafe670484f21fc38aeb59923e0a7aec4ad16f18ceefac137afa8bf9d993b7afa701a96746db503560ab3d554b9946f",
+    ),
 ];
 
 fn hex(bytes: &[u8]) -> String {

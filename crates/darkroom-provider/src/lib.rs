@@ -15,6 +15,7 @@
 #![warn(missing_docs, unreachable_pub, clippy::too_many_lines)]
 
 mod capabilities;
+mod delivery;
 mod error;
 mod generation;
 mod request;
@@ -27,6 +28,7 @@ use bytes::Bytes;
 use darkroom_jobs::Money;
 
 pub use capabilities::Capabilities;
+pub use delivery::{Delivery, DeliveryCheck, DeliveryRefused};
 pub use error::{ErrorClass, ProviderError, Refusal};
 pub use generation::{
     Balance, FailureKind, Generation, GenerationPage, GenerationState, PageCursor, RequestEcho,
@@ -78,6 +80,26 @@ pub trait Provider: fmt::Debug + Send + Sync {
     /// Downloads an asset (an image URL from a [`Generation`]) without the provider's secret,
     /// refusing more than `max_bytes` and a body shorter than announced.
     fn download<'a>(&'a self, url: &'a str, max_bytes: u64) -> ProviderFuture<'a, Bytes>;
+
+    /// The check of this provider's signed webhook deliveries, with what it needs fetched (a
+    /// signing secret, a key set); `Ok(None)` when its deliveries are unsigned. Default: `None`.
+    ///
+    /// # Errors
+    /// A [`ProviderError`] when the secret or keys could not be read.
+    fn delivery_check(&self) -> ProviderFuture<'_, Option<std::sync::Arc<dyn DeliveryCheck>>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    /// What the provider says it billed for generation `id`, in its own unit and words (fal's
+    /// `x-fal-billable-units`: megapixels, e.g. `2.359296`); `Ok(None)` when it says nothing.
+    /// Read once a generation completed. Default: `None`, nothing sent.
+    ///
+    /// # Errors
+    /// A [`ProviderError`] when the read fails.
+    fn billed_units<'a>(&'a self, id: &'a str) -> ProviderFuture<'a, Option<String>> {
+        let _ = id;
+        Box::pin(async { Ok(None) })
+    }
 
     /// Whether [`Provider::reframe`] is implemented: the reframe capability. A provided method
     /// rather than a [`Capabilities`] field, so a provider without reframe declares nothing.
@@ -148,6 +170,14 @@ impl<P: Provider + ?Sized> Provider for std::sync::Arc<P> {
 
     fn can_reframe(&self) -> bool {
         (**self).can_reframe()
+    }
+
+    fn delivery_check(&self) -> ProviderFuture<'_, Option<std::sync::Arc<dyn DeliveryCheck>>> {
+        (**self).delivery_check()
+    }
+
+    fn billed_units<'a>(&'a self, id: &'a str) -> ProviderFuture<'a, Option<String>> {
+        (**self).billed_units(id)
     }
 
     fn reframe<'a>(&'a self, request: &'a CreateRequest) -> ProviderFuture<'a, Generation> {

@@ -8,6 +8,7 @@ use reqwest::{header, Method, StatusCode};
 use serde::de::DeserializeOwned;
 
 use crate::error::{detail_of, retry_after, shorten, Error, SetupError};
+use crate::webhook::WebhookSecret;
 use crate::wire::{CreateBody, Prediction, PredictionList};
 
 /// Tokens shorter than this are not taken out of error messages: no real token is that short,
@@ -138,6 +139,23 @@ impl Client {
     pub(crate) async fn get(&self, id: &str) -> Result<Prediction, Error> {
         let url = format!("{}/predictions/{id}", self.base_url);
         self.call::<_, ()>("get", Method::GET, &url, None).await
+    }
+
+    /// `GET /webhooks/default/secret`: the account's webhook signing secret (`{"key": "whsec_..."}`).
+    pub(crate) async fn webhook_secret(&self) -> Result<WebhookSecret, Error> {
+        #[derive(serde::Deserialize)]
+        struct Secret {
+            key: String,
+        }
+        let url = format!("{}/webhooks/default/secret", self.base_url);
+        let secret: Secret = self
+            .call::<_, ()>("webhook secret", Method::GET, &url, None)
+            .await?;
+        WebhookSecret::parse(&secret.key).map_err(|e| Error::BadAnswer {
+            operation: "webhook secret",
+            message: e.to_string(),
+            is_create: false,
+        })
     }
 
     /// `GET /predictions[?created_after=]`, or the `next` URL of an earlier page, which must be on

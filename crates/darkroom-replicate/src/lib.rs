@@ -17,8 +17,10 @@ mod client;
 mod convert;
 mod error;
 mod provider;
+pub mod webhook;
 mod wire;
 
 pub use client::{ApiToken, ClientConfig};
 pub use error::SetupError;
 pub use provider::{replicate_capabilities, ReplicateProvider, REPLICATE_BASE_URL, REPLICATE_PRICES};
+pub use webhook::WebhookSecret;

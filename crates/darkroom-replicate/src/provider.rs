@@ -1,10 +1,12 @@
 //! Replicate as a [`Provider`]: the client's calls, converted to and from the neutral types.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use darkroom_jobs::{AspectRatio, Format, Model, Money, PriceTable};
 use darkroom_provider::{
-    Balance, Capabilities, CreateRequest, Generation, GenerationPage, PageCursor, Provider, ProviderError,
-    ProviderFuture,
+    Balance, Capabilities, CreateRequest, DeliveryCheck, Generation, GenerationPage, PageCursor, Provider,
+    ProviderError, ProviderFuture,
 };
 
 use crate::client::{Client, ClientConfig};
@@ -163,5 +165,14 @@ impl Provider for ReplicateProvider {
 
     fn download<'a>(&'a self, url: &'a str, max_bytes: u64) -> ProviderFuture<'a, Bytes> {
         Box::pin(async move { Ok(self.client.download(url, max_bytes).await?) })
+    }
+
+    /// Replicate signs its deliveries (Standard Webhooks): the check holds the account's secret,
+    /// read from `GET /webhooks/default/secret`.
+    fn delivery_check(&self) -> ProviderFuture<'_, Option<Arc<dyn DeliveryCheck>>> {
+        Box::pin(async move {
+            let secret = self.client.webhook_secret().await?;
+            Ok(Some(Arc::new(secret) as Arc<dyn DeliveryCheck>))
+        })
     }
 }

@@ -70,6 +70,13 @@ pub struct Faults {
     pub callback_lost: f64,
     /// A callback delivered twice.
     pub callback_duplicated: f64,
+    /// A signed delivery (Replicate's, fal's) sent without its signature headers.
+    pub webhook_unsigned: f64,
+    /// A signed delivery sent with a signature that does not verify (made with another key).
+    pub webhook_forged: f64,
+    /// A signed delivery sent as a replay of an old one: validly signed, its timestamp ten
+    /// minutes in the past.
+    pub webhook_replayed: f64,
     /// A create the upstream commits late: the request is accepted and held unanswered for
     /// `late_commit_delay` (past a client's timeout), and only then does the generation appear in
     /// the list and get billed. The answer is sent if the client is still listening.
@@ -122,6 +129,9 @@ impl Faults {
                 rate_limit_storm: 0.01,
                 callback_lost: 0.10,
                 callback_duplicated: 0.10,
+                webhook_unsigned: 0.03,
+                webhook_forged: 0.03,
+                webhook_replayed: 0.03,
                 ..Faults::default()
             },
             _ => return None,

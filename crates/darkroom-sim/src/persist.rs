@@ -416,6 +416,7 @@ fn saved_generation(g: &Generation, anchor: Anchor) -> SavedGeneration {
         Outcome::NotAnImage => ("not_an_image", None),
         Outcome::FailedWithoutReason => ("failed_without_reason", None),
         Outcome::Aborted => ("aborted", None),
+        Outcome::Canceled => ("canceled", None),
     };
     SavedGeneration {
         id: g.id.clone(),
@@ -447,6 +448,7 @@ fn generation(record: &SavedGeneration, anchor: Anchor) -> Generation {
         "not_an_image" => Outcome::NotAnImage,
         "failed_without_reason" => Outcome::FailedWithoutReason,
         "aborted" => Outcome::Aborted,
+        "canceled" => Outcome::Canceled,
         _ => Outcome::Completed,
     };
     Generation {

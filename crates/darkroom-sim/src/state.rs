@@ -46,6 +46,9 @@ pub(crate) enum Outcome {
     /// Replicate's `aborted`: its `Cancel-After` deadline passed before it started; not charged
     /// (refunded).
     Aborted,
+    /// Replicate's `canceled`: the client canceled it (`POST .../cancel`) before it ended; charged,
+    /// as Replicate charges a canceled run of a public model; no output.
+    Canceled,
 }
 
 impl Outcome {

@@ -11,6 +11,11 @@ use darkroom_provider::Provider;
 
 /// The key from `FAL_KEY`, else `FAL_KEY_ID` and `FAL_KEY_SECRET`, as fal's clients read them.
 pub(crate) fn key() -> Option<FalKey> {
+    key_string().map(FalKey::new)
+}
+
+/// The key's text: `FAL_KEY`, else `FAL_KEY_ID:FAL_KEY_SECRET`, as fal's clients form it.
+fn key_string() -> Option<String> {
     let var = |name: &str| {
         std::env::var(name)
             .ok()
@@ -18,10 +23,18 @@ pub(crate) fn key() -> Option<FalKey> {
             .filter(|v| !v.is_empty())
     };
     match (var(env::FAL_KEY), var(env::FAL_KEY_ID), var(env::FAL_KEY_SECRET)) {
-        (Some(key), _, _) => Some(FalKey::new(key)),
-        (None, Some(id), Some(secret)) => Some(FalKey::from_id_and_secret(&id, &secret)),
+        (Some(key), _, _) => Some(key),
+        (None, Some(id), Some(secret)) => Some(format!("{id}:{secret}")),
         _ => None,
     }
+}
+
+/// The key's text and the queue host it is used on (`DARKROOM_FAL_QUEUE_URL`, else fal's), for
+/// naming the account runs share limits on (the key is only hashed there); `None` without a key.
+pub fn key_text() -> Option<(String, String)> {
+    let key = key_string()?;
+    let queue_url = std::env::var(env::FAL_QUEUE_URL).unwrap_or_else(|_| FalConfig::QUEUE_URL.to_string());
+    Some((key, queue_url))
 }
 
 /// fal's queue API as the provider: the simulator's fal account with `--sim` (`sim`), else fal's
@@ -36,6 +49,7 @@ pub fn provider(
         FalConfig {
             queue_url: sim.fal_queue_url(),
             api_url: sim.fal_api_url(),
+            jwks_url: sim.fal_jwks_url(),
             ..FalConfig::new(FalKey::new("simulator".into()))
         }
     } else {
@@ -52,12 +66,15 @@ pub fn provider(
         if let Ok(url) = std::env::var(env::FAL_API_URL) {
             config.api_url = url;
         }
+        if let Ok(url) = std::env::var(env::FAL_JWKS_URL) {
+            config.jwks_url = url;
+        }
         config
     };
     let provider = FalProvider::new(config).map_err(|e| {
         Failure::new(Exit::BadInput, e.to_string()).with_hint(
-            "DARKROOM_FAL_QUEUE_URL and DARKROOM_FAL_API_URL are fal's hosts, e.g. https://queue.fal.run and \
-             https://api.fal.ai/v1",
+            "DARKROOM_FAL_QUEUE_URL, DARKROOM_FAL_API_URL and DARKROOM_FAL_JWKS_URL are fal's hosts, e.g. \
+             https://queue.fal.run, https://api.fal.ai/v1 and https://rest.fal.ai/.well-known/jwks.json",
         )
     })?;
     Ok(Arc::new(provider.with_prices(prices)))

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod budget;
+pub mod callbacks;
 pub mod completions;
 pub mod config;
 pub mod estimate;
@@ -189,8 +190,8 @@ pub fn client_for(
     })
 }
 
-/// The account a connection's key and base URL make (the key is hashed, never kept); fal.ai's
-/// runs don't share limits through the ledger yet.
+/// The account a connection's key and base URL make (the key is hashed, never kept): fal.ai's by
+/// its key and queue host, as Luma's and Replicate's by theirs.
 fn account_for(
     name: crate::config::provider::ProviderName,
     upstream: &Upstream,
@@ -212,7 +213,9 @@ fn account_for(
         )),
         (ProviderName::Replicate, None) => choice::replicate_token_text()
             .map(|token| Account::new(None, "replicate", &choice::replicate_base_url(), &token)),
-        (ProviderName::Fal, _) => None,
+        (ProviderName::Fal, Some(sim)) => Some(Account::new(None, "fal", &sim.fal_queue_url(), "simulator")),
+        (ProviderName::Fal, None) => crate::commands::fal::key_text()
+            .map(|(key, queue_url)| Account::new(None, "fal", &queue_url, &key)),
     }
 }
 

@@ -18,6 +18,9 @@ use crate::commands::Connection;
 use crate::config::{self, Settings};
 use crate::exit::{Exit, Failure};
 
+mod signals;
+use signals::{wait_until, watch_signals};
+
 /// The flags every command that spends takes.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunFlags {
@@ -204,6 +207,9 @@ pub async fn execute(settings: &Settings, run: PassRun) -> anyhow::Result<Exit> 
     progress.finish();
     let ended = matches!(&outcome, Ok(o) if o.stop != Some(StopReason::Interrupted));
     let report = refresh_report(thumbnails, ended, &ledger, job_id, &job, &job_dir).await;
+    if let Some(receiver) = &engine_settings.callbacks {
+        crate::commands::callbacks::say_counts(receiver);
+    }
     let outcome = outcome.map_err(crate::commands::providers::refusal)?;
     ledger.close().await;
     connection.stop().await;
@@ -423,19 +429,6 @@ fn print_summary(finished: &Finished<'_>, resume: &str, next: &str) -> anyhow::R
     })
 }
 
-/// First Ctrl-C: stop taking work and let in-flight generations finish. Second: abort.
-async fn watch_signals(shutdown: Shutdown) {
-    if tokio::signal::ctrl_c().await.is_err() {
-        return;
-    }
-    eprintln!("stopping: no new creates; waiting for in-flight generations (Ctrl-C again to abort)");
-    shutdown.stop.cancel();
-    if tokio::signal::ctrl_c().await.is_ok() {
-        eprintln!("aborting; the ledger is consistent and the next run resumes");
-        shutdown.abort.cancel();
-    }
-}
-
 /// The thumbnail maker fed with the pass's images as they are written, for the report.
 struct Thumbnails {
     maker: darkroom_review::thumbs::Maker,
@@ -468,32 +461,4 @@ async fn print_events(
         }
     }
     thumbnails
-}
-
-/// Waits until `at`, showing a countdown on stderr; false if Ctrl-C came first.
-async fn wait_until(at: chrono::DateTime<chrono::Utc>, shutdown: &Shutdown) -> bool {
-    loop {
-        let left = darkroom_engine::schedule_times::until(at, chrono::Utc::now());
-        if left.is_zero() {
-            return true;
-        }
-        let (h, m, s) = (
-            left.as_secs() / 3600,
-            left.as_secs() / 60 % 60,
-            left.as_secs() % 60,
-        );
-        eprintln!(
-            "starting at {} (in {h}h{m:02}m{s:02}s); Ctrl-C cancels",
-            at.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M")
-        );
-        let step = if left > Duration::from_secs(600) {
-            Duration::from_secs(300)
-        } else {
-            left.min(Duration::from_secs(60))
-        };
-        tokio::select! {
-            () = tokio::time::sleep(step) => {}
-            () = shutdown.stop.cancelled() => return false,
-        }
-    }
 }

@@ -14,7 +14,8 @@ pub fn before_sending(connection: &Connection) {
     say_budget_truth(connection);
 }
 
-/// The engine's refusals of a pass before anything was sent, as exit 2 with what to do: tasks the
+/// The engine's refusals of a pass before anything was sent, as exit 2 (5 when a provider's webhook
+/// secret or keys can't be read) with what to do: tasks the
 /// provider can't make (each printed on stderr: `line N (id "ID"): PROVIDER can't make REASON;
 /// REASON`), or creates unsettled on a provider not given. Other errors pass through.
 pub fn refusal(error: darkroom_engine::EngineError) -> anyhow::Error {
@@ -39,6 +40,9 @@ pub fn refusal(error: darkroom_engine::EngineError) -> anyhow::Error {
             .with_hint(format!(
                 "resume with --provider {provider}, or with {provider}'s key set"
             ))
+            .into(),
+        EngineError::WebhookKeys { source, .. } => Failure::new(Exit::Refused, format!("{error}: {source}"))
+            .with_hint("check the provider's key and that its API is reachable, or leave out --callbacks-listen to poll instead")
             .into(),
         _ => error.into(),
     }

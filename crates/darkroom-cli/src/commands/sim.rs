@@ -92,6 +92,15 @@ pub struct Args {
     /// Rate of callback deliveries sent twice.
     #[arg(long, value_name = "P")]
     pub callback_duplicated: Option<f64>,
+    /// Rate of signed webhook deliveries (Replicate's, fal's) sent without their signature.
+    #[arg(long, value_name = "P")]
+    pub webhook_unsigned: Option<f64>,
+    /// Rate of signed webhook deliveries sent with a signature made by another key.
+    #[arg(long, value_name = "P")]
+    pub webhook_forged: Option<f64>,
+    /// Rate of signed webhook deliveries sent as replays: validly signed, ten minutes old.
+    #[arg(long, value_name = "P")]
+    pub webhook_replayed: Option<f64>,
     /// Answer every create 429 with a monthly-usage-limit body and `Retry-After: 1`, as an account
     /// over its monthly spend cap (darkroom ends the run with exit 5).
     #[arg(long, conflicts_with = "rate_limited_forever")]
@@ -168,6 +177,9 @@ impl Args {
             (&mut faults.rate_limit_storm, self.rate_limit_storm),
             (&mut faults.callback_lost, self.callback_lost),
             (&mut faults.callback_duplicated, self.callback_duplicated),
+            (&mut faults.webhook_unsigned, self.webhook_unsigned),
+            (&mut faults.webhook_forged, self.webhook_forged),
+            (&mut faults.webhook_replayed, self.webhook_replayed),
             (&mut faults.create_late, self.create_late),
             (&mut faults.completed_without_image, self.completed_without_image),
             (&mut faults.image_missing, self.image_missing),
@@ -311,6 +323,7 @@ pub fn run(args: Args) -> anyhow::Result<Exit> {
         eprintln!("or, for --provider fal (fal's queue and platform API under /fal):");
         eprintln!("  export {}={}", env::FAL_QUEUE_URL, handle.fal_queue_url());
         eprintln!("  export {}={}", env::FAL_API_URL, handle.fal_api_url());
+        eprintln!("  export {}={}", env::FAL_JWKS_URL, handle.fal_jwks_url());
         eprintln!("  export {}=any-key", env::FAL_KEY);
         eprintln!(
             "billing: http://{addr}/sim/billing (Luma and Replicate), http://{addr}/sim/fal/billing (fal)   \

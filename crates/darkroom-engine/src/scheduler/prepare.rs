@@ -61,11 +61,11 @@ pub(super) async fn prepare(
     // its next await, as a killed process would: nothing keeps running behind the caller's back.
     let kill = CancellationToken::new();
     let kill_on_drop = KillOnDrop(vec![kill.clone(), poll_stop.clone()]);
-    let poller = start_poller(client, settings, &poll_tracker, &poll_stop)?;
+    let poller = start_poller(client, settings, &poll_tracker, &poll_stop, true).await?;
     let account = crate::account::join(ledger, settings, job_id, &kill).await?;
     let mut earlier = Vec::new();
     for other in &settings.earlier_providers {
-        let poller = start_poller(other, settings, &poll_tracker, &poll_stop)?;
+        let poller = start_poller(other, settings, &poll_tracker, &poll_stop, false).await?;
         earlier.push(Upstream {
             client: other.clone(),
             poller,
@@ -189,12 +189,15 @@ async fn check_providers(
     }
 }
 
-/// The poller on `tracker`, at the interval callbacks allow, and the callback receiver when on.
-fn start_poller(
+/// The poller on `tracker`, at the interval callbacks allow, and, with callbacks on, the provider
+/// registered with the receiver (its signing secret or keys read now) and, when `serve`, the
+/// receiver served (once per run: every provider's deliveries arrive on the same socket).
+async fn start_poller(
     client: &Arc<dyn Provider>,
     settings: &RunSettings,
     tracker: &TaskTracker,
     stop: &CancellationToken,
+    serve: bool,
 ) -> Result<Poller, EngineError> {
     let max_interval = match settings.callbacks {
         Some(_) => crate::callbacks::SAFETY_MAX_INTERVAL,
@@ -209,11 +212,20 @@ fn start_poller(
     );
     if let Some(receiver) = &settings.callbacks {
         receiver
-            .serve(poller.clone(), tracker, stop.clone())
-            .map_err(|source| EngineError::Callbacks {
-                addr: receiver.local_addr().to_string(),
+            .register(client.as_ref(), poller.clone())
+            .await
+            .map_err(|source| EngineError::WebhookKeys {
+                provider: client.name().to_string(),
                 source,
             })?;
+        if serve {
+            receiver
+                .serve(poller.clone(), tracker, stop.clone())
+                .map_err(|source| EngineError::Callbacks {
+                    addr: receiver.local_addr().to_string(),
+                    source,
+                })?;
+        }
     }
     Ok(poller)
 }

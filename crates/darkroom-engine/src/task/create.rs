@@ -61,7 +61,12 @@ impl TaskRun {
             receiver.bind_generation(token, &created.id);
         }
         let recorded = match &result {
-            Ok(created) => Some(self.shared.ledger.record_submitted(generation, &created.id).await),
+            Ok(created) => Some(
+                self.shared
+                    .ledger
+                    .record_submitted_with_basis(generation, &created.id, &self.charge_basis())
+                    .await,
+            ),
             Err(_) => None,
         };
         drop(guard);
@@ -171,11 +176,11 @@ impl TaskRun {
     /// and the token is kept for the generation it makes.
     async fn send(&mut self) -> Result<darkroom_provider::Generation, darkroom_provider::ProviderError> {
         // With callbacks on, each create names its own URL (the stored body never has one).
-        let callback = self.shared.settings.callbacks.as_ref().map(|receiver| {
-            let (token, url) = receiver.new_token();
-            (receiver.clone(), token, url)
-        });
         let client = &self.upstream.client;
+        let callback = self.shared.settings.callbacks.as_ref().and_then(|receiver| {
+            let (token, url) = receiver.new_token_for(client.name())?;
+            Some((receiver.clone(), token, url))
+        });
         let result = match &callback {
             Some((_, _, url)) => {
                 let mut request = self.request.clone();

@@ -129,6 +129,7 @@ impl TaskRun {
                     .ledger
                     .record_completed(generation, &image_url)
                     .await?;
+                self.record_billed(generation, &upstream_id).await?;
                 Ok(Step::Download {
                     generation,
                     upstream_id,

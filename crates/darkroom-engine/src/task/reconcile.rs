@@ -53,6 +53,7 @@ impl TaskRun {
                         receiver.bind_generation(token, &found.id);
                     }
                     self.holds_reservation = false;
+                    self.record_basis(generation).await?;
                     self.shared
                         .emit(Event::Reconciled {
                             task: self.key().to_string(),

@@ -116,3 +116,39 @@ fn a_key_set_without_an_ed25519_key_is_refused() {
         Err(WebhookError::BadKeys(_))
     ));
 }
+
+/// The same delivery as the engine's receiver hands it over: headers as sent (any case), raw body.
+fn as_delivered(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(n, v)| (n.as_str().to_ascii_uppercase(), v.to_str().unwrap().to_string()))
+        .collect()
+}
+
+#[test]
+fn the_engines_check_accepts_what_the_verifier_accepts_and_refuses_the_rest_with_its_reason() {
+    let verifier = WebhookVerifier::from_jwks(&jwks(&[&key(1)])).unwrap();
+    let check: &dyn DeliveryCheck = &verifier;
+    let good = as_delivered(&signed(&key(1), NOW, BODY));
+    assert_eq!(check.verify(&Delivery::new(&good, BODY), NOW), Ok(()));
+    let forged = as_delivered(&signed(&key(9), NOW, BODY));
+    assert_eq!(
+        check.verify(&Delivery::new(&forged, BODY), NOW),
+        Err(DeliveryRefused::BadSignature)
+    );
+    assert_eq!(
+        check.verify(&Delivery::new(&good, b"{}"), NOW),
+        Err(DeliveryRefused::BadSignature)
+    );
+    assert_eq!(
+        check.verify(&Delivery::new(&good, BODY), NOW + 301),
+        Err(DeliveryRefused::Stale {
+            timestamp: NOW.to_string(),
+            tolerance_s: 300
+        })
+    );
+    assert_eq!(
+        check.verify(&Delivery::new(&[], BODY), NOW),
+        Err(DeliveryRefused::Unsigned("x-fal-webhook-request-id".into()))
+    );
+}

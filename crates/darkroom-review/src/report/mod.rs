@@ -63,6 +63,11 @@ pub struct JobReport {
     pub reframes: Vec<Reframe>,
     /// For a trial job (`darkroom trial`): what it measured per model and what the plans cost.
     pub trial: Option<TrialSection>,
+    /// Every charge of the job, oldest first, with what it was computed from: its `basis`
+    /// (`per-image`, `per-megapixel`), `rate_micros` per unit, the `units` charged and, where the
+    /// provider said, its own `billed_units` (fal). Charges recorded before the ledger kept bases
+    /// are left out.
+    pub charges: Vec<darkroom_ledger::ChargeRecord>,
 }
 
 pub use deliverables::{Reframe, TrialSection, TRIAL_PROJECTION_IMAGES};
@@ -254,6 +259,7 @@ pub async fn build(ledger: &Ledger, job_id: i64, job: &str) -> Result<JobReport,
         trouble: trouble::build(&previews, &finals, &flags),
         reframes: deliverables::reframes(&previews, &finals, &reframes, &reframe_flags),
         trial: deliverables::trial(ledger, job_id, job, (&previews, &finals)).await?,
+        charges: ledger.charge_bases(job_id).await?,
     })
 }
 

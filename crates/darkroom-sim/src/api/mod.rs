@@ -25,6 +25,7 @@ mod create;
 mod fal;
 mod reframe;
 mod replicate;
+mod tamper;
 mod validate;
 
 const API: &str = "/dream-machine/v1";

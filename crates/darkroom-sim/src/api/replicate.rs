@@ -4,10 +4,13 @@
 //! `succeeded`, `failed` and `aborted` (a `Cancel-After` deadline that passed before the start),
 //! and outputs served under `/replicate/delivery/` that are deleted, with the input, an hour after
 //! the prediction ends (`data_removed`). Faults are the account's. Like Replicate, unknown input
-//! fields are ignored without a word.
+//! fields are ignored without a word. A create naming `webhook` gets signed deliveries
+//! (`replicate/webhook.rs`).
 
 // Handlers return early with a ready `Response` as their error; boxing it would only add noise.
 #![allow(clippy::result_large_err)]
+
+mod webhook;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,7 +47,9 @@ pub(super) fn routes() -> Router<Arc<Sim>> {
             post(create),
         )
         .route(&format!("{API}/predictions"), get(list))
+        .route(&format!("{API}/webhooks/default/secret"), get(webhook::secret))
         .route(&format!("{API}/predictions/{{id}}"), get(read))
+        .route(&format!("{API}/predictions/{{id}}/cancel"), post(cancel))
         .route("/replicate/delivery/{file}", get(delivery))
 }
 
@@ -66,6 +71,7 @@ fn prediction(generation: &Generation, now: Instant, sim: &Sim) -> Value {
     let status = match (state, &generation.outcome) {
         ("queued", _) => "starting",
         ("dreaming", _) => "processing",
+        ("completed", Outcome::Canceled) => "canceled",
         ("completed", _) => "succeeded",
         ("failed", Outcome::Aborted) => "aborted",
         ("failed", _) => "failed",
@@ -76,7 +82,11 @@ fn prediction(generation: &Generation, now: Instant, sim: &Sim) -> Value {
         (Outcome::Failed(reason), "failed") => json!(reason),
         _ => Value::Null,
     };
-    let has_output = state == "completed" && !matches!(generation.outcome, Outcome::CompletedWithoutImage);
+    let has_output = state == "completed"
+        && !matches!(
+            generation.outcome,
+            Outcome::CompletedWithoutImage | Outcome::Canceled
+        );
     let output =
         (has_output && !removed).then(|| format!("{}/replicate/delivery/{}.jpg", origin(sim), generation.id));
     let base = origin(sim);
@@ -128,6 +138,37 @@ async fn read(State(sim): State<Arc<Sim>>, headers: HeaderMap, Path(id): Path<St
     .await
     .unwrap_or_else(|e| e);
     counted(&sim, "GET /replicate/predictions/{id}", response)
+}
+
+/// `POST /predictions/{id}/cancel`: a prediction not ended yet ends now as `canceled` (charged,
+/// no output); an ended one is answered as it is.
+async fn cancel(State(sim): State<Arc<Sim>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let response = (|| {
+        authorize(&sim, &headers)?;
+        let now = Instant::now();
+        let mut account = sim.lock();
+        account.settle(now);
+        let Some(generation) = account
+            .generations
+            .get_mut(&id)
+            .filter(|g| g.provider == REPLICATE)
+        else {
+            return Err(problem(
+                StatusCode::NOT_FOUND,
+                "Not found",
+                "The requested resource could not be found.",
+            ));
+        };
+        if matches!(generation.state(now), "queued" | "dreaming" | "rendering") {
+            generation.outcome = Outcome::Canceled;
+            generation.unknown_state = false;
+            generation.dreaming_at = generation.dreaming_at.min(now);
+            generation.done_at = now;
+        }
+        Ok(Json(prediction(generation, now, &sim)).into_response())
+    })()
+    .unwrap_or_else(|e| e);
+    counted(&sim, "POST /replicate/predictions/{id}/cancel", response)
 }
 
 #[derive(Debug, Deserialize)]
@@ -250,6 +291,13 @@ async fn create_inner(
         Ok(Admitted::Now(generation)) => (generation, now),
         Err(response) => return response,
     };
+    let asked = serde_json::from_slice::<Value>(body)
+        .ok()
+        .as_ref()
+        .and_then(webhook::requested);
+    if let Some((url, start)) = asked {
+        webhook::schedule(sim.clone(), generation.id.clone(), url, start);
+    }
     (StatusCode::CREATED, Json(prediction(&generation, at, sim))).into_response()
 }
 

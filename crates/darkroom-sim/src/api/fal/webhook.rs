@@ -3,7 +3,8 @@
 //! ED25519 as fal signs (`X-Fal-Webhook-*` headers over `request_id\nuser_id\ntimestamp\n
 //! hex(sha256(body))`) by a key published at `/fal/rest/.well-known/jwks.json`. A delivery is
 //! retried up to 3 times 100 ms apart on anything but 2xx (fal retries 10 times over ~2 h); the
-//! callback faults (lost, duplicated) apply.
+//! callback faults (lost, duplicated) and the signature faults (unsigned, forged, replayed:
+//! `tamper.rs`) apply. Stats count `webhook delivered`, `webhook refused` (401) and `webhook failed`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +18,7 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use super::{failed_result, output};
+use crate::api::tamper::Tamper;
 use crate::state::Outcome;
 use crate::Sim;
 
@@ -78,7 +80,7 @@ fn body(sim: &Sim, id: &str) -> Option<Value> {
 
 async fn deliver(sim: &Sim, id: &str, url: &str) {
     let Some(body) = body(sim, id) else { return };
-    let (lost, twice) = {
+    let (lost, twice, tamper) = {
         let mut account = sim.fal();
         let faults = sim.config.faults;
         let lost = account.chance(faults.callback_lost);
@@ -89,46 +91,57 @@ async fn deliver(sim: &Sim, id: &str, url: &str) {
         if twice {
             account.fault("callback_duplicated");
         }
-        (lost, twice)
+        let tamper = if lost {
+            Tamper::Genuine
+        } else {
+            Tamper::draw(&mut account, &faults)
+        };
+        (lost, twice, tamper)
     };
     if lost {
         return;
     }
     let raw = body.to_string();
     if twice {
-        post(sim, id, url, &raw).await;
+        post(sim, id, url, &raw, tamper).await;
     }
-    post(sim, id, url, &raw).await;
+    post(sim, id, url, &raw, tamper).await;
 }
 
-/// One delivery, signed as fal signs; retried up to 3 times 100 ms apart on anything but 2xx.
-async fn post(sim: &Sim, id: &str, url: &str, raw: &str) {
+/// One delivery, signed as fal signs (or as `tamper` spoils it); retried up to 3 times 100 ms
+/// apart on anything but 2xx.
+async fn post(sim: &Sim, id: &str, url: &str, raw: &str, tamper: Tamper) {
     let Some(key) = signing_key(sim) else { return };
+    // A forger's key: one fal never published.
+    let Ok(forger) = Ed25519KeyPair::from_seed_unchecked(blake3::hash(b"not fal").as_bytes()) else {
+        return;
+    };
     for attempt in 0..4 {
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let timestamp = time::OffsetDateTime::now_utc().unix_timestamp().to_string();
+        let timestamp = tamper.timestamp();
         let digest = ring::digest::digest(&ring::digest::SHA256, raw.as_bytes());
         let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
         let message = format!("{id}\n{USER_ID}\n{timestamp}\n{}", hex(digest.as_ref()));
-        let signature = hex(key.sign(message.as_bytes()).as_ref());
-        let sent = sim
+        let signer = if tamper == Tamper::Forged { &forger } else { &key };
+        let signature = hex(signer.sign(message.as_bytes()).as_ref());
+        let mut request = sim
             .http
             .post(url)
             .timeout(Duration::from_secs(5))
             .header("content-type", "application/json")
-            .header("x-fal-webhook-request-id", id)
-            .header("x-fal-webhook-user-id", USER_ID)
-            .header("x-fal-webhook-timestamp", &timestamp)
-            .header("x-fal-webhook-signature", signature)
-            .body(raw.to_string())
-            .send()
-            .await;
-        let ok = matches!(&sent, Ok(r) if r.status().is_success());
-        sim.fal()
-            .count(format!("webhook {}", if ok { "delivered" } else { "failed" }));
-        if ok {
+            .body(raw.to_string());
+        if tamper != Tamper::Unsigned {
+            request = request
+                .header("x-fal-webhook-request-id", id)
+                .header("x-fal-webhook-user-id", USER_ID)
+                .header("x-fal-webhook-timestamp", &timestamp)
+                .header("x-fal-webhook-signature", signature);
+        }
+        let status = request.send().await.ok().map(|r| r.status().as_u16());
+        sim.fal().count(format!("webhook {}", Tamper::outcome(status)));
+        if status.is_some_and(|s| (200..300).contains(&s)) {
             return;
         }
     }
