@@ -329,6 +329,23 @@ fn status_of_a_ledger_with_no_job_yet_says_how_to_make_one() {
         .output()
         .unwrap();
     assert_eq!(code(&failed), 2, "{}", text(&failed.stderr));
+    // A refused first run makes no ledger, and status says there is none.
+    let status = darkroom(dir.path())
+        .args(["status", "--db", "shop.db"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&status), 2, "{}", text(&status.stderr));
+    assert!(
+        text(&status.stderr).contains("no ledger at shop.db"),
+        "{}",
+        text(&status.stderr)
+    );
+    // A ledger made before any job (a spending limit set first) has no job yet.
+    let budget = darkroom(dir.path())
+        .args(["budget", "--db", "shop.db", "--label", "team", "--monthly", "10"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&budget), 0, "{}", text(&budget.stderr));
     let status = darkroom(dir.path())
         .args(["status", "--db", "shop.db"])
         .output()
