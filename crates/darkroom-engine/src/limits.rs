@@ -10,6 +10,8 @@
 //!   last such 429 (so one create at a time under strict spacing). Tokens refill during the
 //!   `Retry-After` pause, so a window that frees many creates at once is used at once. Only a 429
 //!   that comes when the upstream accepted fewer creates than the rate allows widens the spacing.
+//!   Once the capacity is 1 (strict spacing), each create also waits a spacing after the last
+//!   create actually sent, as under `Pacing::Strict`.
 //! - `Pacing::Strict` spaces creates evenly, 1% under the rate, each one at least a period after
 //!   the last create actually sent (`CreateGate::on_sent`), never after a planned time: a create
 //!   delayed on this side (a slow ledger write, a busy machine) pushes the next one back instead of
@@ -17,7 +19,10 @@
 //!   sees two too close, and neither a bucket nor a window sees more than N. For accounts that must
 //!   never see a 429. Every 429 widens the spacing.
 //!
-//! In both, a 429 is information, not a failure: every create not yet sent pauses for the
+//! In both, a 429 to a create sent one at a time, a spacing after the last, with two or more
+//! accepted since the last pause, is jitter (it arrived a hair early): it adds 1% to the spacing
+//! for the rest of the run (3% at most), and widens nothing.
+//! A 429 is information, not a failure: every create not yet sent pauses for the
 //! `Retry-After` it carries (or a few periods when it has none), wherever it is waiting, and a
 //! widened spacing recovers a little with each accepted create.
 //! A run of 429s that never clears (no create accepted for `give_up_after`) ends in `GaveUp`. The
