@@ -10,6 +10,8 @@
 //!   last such 429 (so one create at a time under strict spacing). Tokens refill during the
 //!   `Retry-After` pause, so a window that frees many creates at once is used at once. Only a 429
 //!   that comes when the upstream accepted fewer creates than the rate allows widens the spacing.
+//!   Once the capacity is 1 (strict spacing), each create also waits a spacing after the last
+//!   create actually sent, as under `Pacing::Strict`.
 //! - `Pacing::Strict` spaces creates evenly, 1% under the rate, each one at least a period after
 //!   the last create actually sent (`CreateGate::on_sent`), never after a planned time: a create
 //!   delayed on this side (a slow ledger write, a busy machine) pushes the next one back instead of
@@ -17,7 +19,10 @@
 //!   sees two too close, and neither a bucket nor a window sees more than N. For accounts that must
 //!   never see a 429. Every 429 widens the spacing.
 //!
-//! In both, a 429 is information, not a failure: every create not yet sent pauses for the
+//! In both, a 429 to a create sent one at a time, a spacing after the last, with two or more
+//! accepted since the last pause, is jitter (it arrived a hair early): it adds 1% to the spacing
+//! for the rest of the run (3% at most), and widens nothing.
+//! A 429 is information, not a failure: every create not yet sent pauses for the
 //! `Retry-After` it carries (or a few periods when it has none), wherever it is waiting, and a
 //! widened spacing recovers a little with each accepted create.
 //! A run of 429s that never clears (no create accepted for `give_up_after`) ends in `GaveUp`. The
@@ -27,6 +32,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+use learned::Learned;
 
 /// How the gate paces creates under the account's rate (`[limits] pacing`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
@@ -63,68 +70,19 @@ struct Backoff {
     /// Multiplies the spacing between creates; 1.0 when all is well.
     slowdown: f64,
     next_slot: Instant,
-    /// `Pacing::Strict`: when the last create was let through or sent, whichever is later.
+    /// When the last create was let through or sent, whichever is later: the spacing counts from
+    /// it (`Pacing::Strict`, and `Pacing::Learn` once the upstream has shown no burst).
     last_send: Option<Instant>,
+    /// Extra spacing, as a fraction of the period, learned from 429s to creates sent a whole
+    /// spacing after the last one: jitter between a create's send and its arrival upstream made
+    /// it early. Grows by `JITTER_STEP` per such 429, at most to `MAX_JITTER_MARGIN`.
+    margin: f64,
+    /// Creates accepted since the last pause began (or the start).
+    accepted_since_pause: u32,
     /// The 429s since the last accepted create.
     streak: Option<Streak>,
     /// `Pacing::Learn`'s bucket; `None` under `Pacing::Strict` or with no rate.
     learned: Option<Learned>,
-}
-
-/// What `Pacing::Learn` knows of the upstream: a token bucket refilled one token a period.
-#[derive(Debug, Clone, Copy)]
-struct Learned {
-    /// The burst the upstream is believed to allow, in creates (at least 1).
-    capacity: f64,
-    /// Creates that may go at once now.
-    tokens: f64,
-    /// When `tokens` was last brought up to date.
-    at: Instant,
-    /// The end of the last pause (or the gate's start).
-    since: Instant,
-    /// Creates accepted since `since`.
-    accepted: u32,
-    /// Creates let through since `since`.
-    sent: u32,
-}
-
-impl Learned {
-    /// Takes a token if one is there and the burst has room; otherwise how long until the rate
-    /// alone allows one (an accepted create may allow one sooner).
-    ///
-    /// A burst grows as answers confirm it (slow start): since `since`, at most one create, two
-    /// more for each accepted one, and whatever the rate alone allows, so an upstream that allows
-    /// no burst refuses a couple of creates rather than every one on its way at once.
-    fn take(&mut self, now: Instant, period: Duration) -> Option<Duration> {
-        let periods = |d: Duration| d.as_secs_f64() / period.as_secs_f64();
-        self.tokens = (self.tokens + periods(now.saturating_duration_since(self.at))).min(self.capacity);
-        self.at = now;
-        let room = 1.0 + 2.0 * f64::from(self.accepted) + periods(now.saturating_duration_since(self.since))
-            - f64::from(self.sent);
-        if self.tokens >= 1.0 && room >= 1.0 {
-            self.tokens -= 1.0;
-            self.sent += 1;
-            return None;
-        }
-        let short = (1.0 - self.tokens).max(1.0 - room);
-        // At least a millisecond (tokio's timer step), so a token a hair short still comes.
-        Some(period.mul_f64(short).max(Duration::from_millis(1)))
-    }
-
-    /// The first 429 of a burst, pausing creates until `resume`: the upstream has nothing left
-    /// now, and it accepted `shown` creates beyond what the rate allows since the end of the last
-    /// pause (or the start). Counting starts again when this pause ends. Returns `shown`.
-    fn refused(&mut self, now: Instant, resume: Instant, period: Duration) -> f64 {
-        let sustained = now.saturating_duration_since(self.since).as_secs_f64() / period.as_secs_f64();
-        let shown = f64::from(self.accepted) - sustained;
-        self.capacity = shown.floor().clamp(1.0, self.capacity);
-        self.tokens = 0.0;
-        self.at = now;
-        self.since = resume;
-        self.accepted = 0;
-        self.sent = 0;
-        shown
-    }
 }
 
 /// An unbroken run of 429s: since when, how many, and the last `Retry-After`.
@@ -142,6 +100,11 @@ const RECOVERY: f64 = 0.9;
 /// The same under `Pacing::Learn`, where a widened spacing is what the upstream was found to
 /// allow: back to normal only over about a hundred accepted creates.
 const LEARNED_RECOVERY: f64 = 0.993;
+/// What a 429 to a create sent a whole spacing after the last one adds to the spacing, as a
+/// fraction of the period: 7.5 ms at 80 a minute.
+const JITTER_STEP: f64 = 0.01;
+/// The most such 429s add; past it a 429 is treated as any other.
+const MAX_JITTER_MARGIN: f64 = 0.03;
 /// The longest pause one 429 imposes, whatever its `Retry-After` says: a larger value (a bogus
 /// header, a date far ahead) is honoured only this long; if the upstream still refuses, the next
 /// 429 pauses again, and `give_up_after` ends the run.
@@ -230,6 +193,8 @@ impl CreateGate {
                 slowdown: 1.0,
                 next_slot: Instant::now(),
                 last_send: None,
+                margin: 0.0,
+                accepted_since_pause: 0,
                 streak: None,
                 learned: None,
             }),
@@ -306,7 +271,15 @@ impl CreateGate {
                 let wait = {
                     let mut b = self.backoff();
                     let now = Instant::now();
-                    b.learned.as_mut().and_then(|l| l.take(now, self.period))
+                    let spaced_until = b.last_send.map(|last| last + self.spacing(&b));
+                    let wait = b
+                        .learned
+                        .as_mut()
+                        .and_then(|l| l.take(now, self.period, spaced_until));
+                    if wait.is_none() && b.learned.is_some() {
+                        b.last_send = Some(b.last_send.map_or(now, |last| last.max(now)));
+                    }
+                    wait
                 };
                 let Some(wait) = wait else { break };
                 tokio::select! {
@@ -339,7 +312,7 @@ impl CreateGate {
     fn take_slot(&self) -> Option<Instant> {
         let mut b = self.backoff();
         let now = Instant::now();
-        let spacing = self.period.mul_f64(b.slowdown);
+        let spacing = self.spacing(&b);
         match b.last_send {
             Some(last) if last + spacing > now => Some(last + spacing),
             _ => {
@@ -349,8 +322,15 @@ impl CreateGate {
         }
     }
 
+    /// The spacing between creates sent one at a time: the period, widened by `slowdown` and by
+    /// the margin learned from jitter.
+    fn spacing(&self, b: &Backoff) -> Duration {
+        self.period.mul_f64(b.slowdown * (1.0 + b.margin))
+    }
+
     /// A create is leaving now (call it right before sending, after `ready`): under
-    /// `Pacing::Strict` the next create is spaced from this instant, so one delayed between `ready`
+    /// `Pacing::Strict` (and `Pacing::Learn` once the upstream has shown no burst) the next create
+    /// is spaced from this instant, so one delayed between `ready`
     /// and its send delays the next one as much instead of letting it catch up.
     pub fn on_sent(&self) {
         let mut b = self.backoff();
@@ -392,19 +372,7 @@ impl CreateGate {
         let until = b.paused_until.map_or(until, |p| p.max(until));
         b.paused_until = Some(until);
         if !already_paused {
-            // What the spacing in force allowed, widened or not.
-            let period = self.period.mul_f64(b.slowdown);
-            // Learning: a 429 after the upstream accepted at least the rate is the burst's end,
-            // not a sign the rate is too high; one after fewer, or before any create was accepted
-            // since the last pause, widens the spacing.
-            // (A create a little early by network jitter, at spacing, is neither.)
-            let too_fast = b.learned.as_mut().is_none_or(|l| {
-                let none_since = l.accepted == 0;
-                l.refused(now, until, period) <= -1.0 || none_since
-            });
-            if too_fast {
-                b.slowdown = (b.slowdown * 2.0).min(MAX_SLOWDOWN);
-            }
+            self.first_429_of_a_burst(&mut b, now, until);
         }
         b.next_slot = b.next_slot.max(until);
         let streak = b.streak.get_or_insert(Streak {
@@ -422,6 +390,30 @@ impl CreateGate {
         }
     }
 
+    /// What the first 429 of a burst teaches. Creates sent one at a time, a spacing apart, that
+    /// the upstream took at least twice since the last pause: this one reached it a hair early
+    /// (jitter between send and arrival), so the spacing grows by `JITTER_STEP`, not twofold.
+    /// Otherwise, learning: a 429 after the upstream accepted at least the rate is the burst's
+    /// end, not a sign the rate is too high; one after fewer, or before any create was accepted
+    /// since the last pause, widens the spacing. Strict pacing widens it at every other 429.
+    fn first_429_of_a_burst(&self, b: &mut Backoff, now: Instant, until: Instant) {
+        // What the spacing in force allowed, widened or not.
+        let period = self.period.mul_f64(b.slowdown);
+        let one_at_a_time = b.learned.is_none_or(|l| l.no_burst());
+        let early_by_jitter =
+            one_at_a_time && b.accepted_since_pause >= 2 && b.margin < MAX_JITTER_MARGIN - f64::EPSILON;
+        b.accepted_since_pause = 0;
+        let too_fast = b.learned.as_mut().is_none_or(|l| {
+            let none_since = l.accepted == 0;
+            l.refused(now, until, period) <= -1.0 || none_since
+        });
+        if early_by_jitter {
+            b.margin = (b.margin + JITTER_STEP).min(MAX_JITTER_MARGIN);
+        } else if too_fast {
+            b.slowdown = (b.slowdown * 2.0).min(MAX_SLOWDOWN);
+        }
+    }
+
     /// Whether 429s have gone on for `give_up_after` with no create accepted, and how.
     pub fn given_up(&self) -> Option<GaveUp> {
         self.gave_up(&self.backoff(), Instant::now())
@@ -431,6 +423,7 @@ impl CreateGate {
     pub fn on_accepted(&self) {
         let mut b = self.backoff();
         b.streak = None;
+        b.accepted_since_pause += 1;
         if let Some(learned) = &mut b.learned {
             learned.accepted += 1;
             self.answered.notify_waiters();
@@ -454,5 +447,6 @@ impl CreateGate {
     }
 }
 
+mod learned;
 #[cfg(test)]
 mod tests;

@@ -293,27 +293,51 @@ async fn run_against_upstream(
     creates: u32,
     concurrent: u32,
 ) -> (Duration, u32) {
-    let (last, refusals) = run_collecting_refusals(upstream, pacing, creates, concurrent, 0).await;
+    let (last, refusals) = run_collecting_refusals(upstream, pacing, creates, concurrent, Jitter::NONE).await;
     (last, u32::try_from(refusals.len()).unwrap())
 }
 
-/// The same, with when each refusal came, from the start. With `held_up_ms` above zero, creates
-/// are held up on this side between the gate and their send by 0 to `held_up_ms` ms (in turn), as
-/// a ledger write or a loaded machine holds them.
+/// How unevenly creates travel, in milliseconds: held up on this side between the gate and their
+/// send by 0 to `held_up_ms` (a ledger write, a loaded machine), and on their way to the upstream
+/// by 0 to `arrival_ms` beyond the 100 ms every create takes (scheduling and network jitter).
+#[derive(Debug, Clone, Copy)]
+struct Jitter {
+    held_up_ms: u64,
+    arrival_ms: u64,
+}
+
+impl Jitter {
+    const NONE: Jitter = Jitter {
+        held_up_ms: 0,
+        arrival_ms: 0,
+    };
+
+    /// The `k`th of a fixed, even-looking sequence of values from 0 to `max` (a multiplicative
+    /// hash, so runs are repeatable).
+    fn nth(k: u64, max: u64) -> Duration {
+        Duration::from_millis(k.wrapping_mul(2_654_435_761) % 1_000_003 % (max + 1))
+    }
+}
+
+/// The same, with when each refusal came, from the start, creates travelling as `jitter` says.
 async fn run_collecting_refusals(
     upstream: Upstream,
     pacing: Pacing,
     creates: u32,
     concurrent: u32,
-    held_up_ms: u64,
+    jitter: Jitter,
 ) -> (Duration, Vec<Duration>) {
     let gate = Arc::new(CreateGate::new(Some(80)).with_pacing(pacing));
     let upstream = Arc::new(Mutex::new(upstream));
     let left = Arc::new(AtomicU32::new(creates));
+    let sends = Arc::new(AtomicU32::new(0));
+    // When each create left, and each pause a 429 asked for (from its answer to its end).
+    let timeline = Arc::new(Mutex::new((Vec::new(), Vec::new())));
     let start = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..concurrent {
-        let (gate, upstream, left) = (gate.clone(), upstream.clone(), left.clone());
+        let (gate, upstream, left, sends) = (gate.clone(), upstream.clone(), left.clone(), sends.clone());
+        let timeline = timeline.clone();
         workers.push(tokio::spawn(async move {
             while left
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -321,12 +345,15 @@ async fn run_collecting_refusals(
             {
                 loop {
                     gate.ready().await.unwrap();
-                    if held_up_ms > 0 {
+                    if jitter.held_up_ms > 0 {
                         let turn = u64::from(left.load(Ordering::SeqCst));
-                        tokio::time::sleep(Duration::from_millis(turn * 37 % (held_up_ms + 1))).await;
+                        tokio::time::sleep(Duration::from_millis(turn * 37 % (jitter.held_up_ms + 1))).await;
                     }
                     gate.on_sent();
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    timeline.lock().unwrap().0.push(Instant::now());
+                    let k = u64::from(sends.fetch_add(1, Ordering::SeqCst));
+                    let on_the_way = Duration::from_millis(100) + Jitter::nth(k, jitter.arrival_ms);
+                    tokio::time::sleep(on_the_way).await;
                     let answer = upstream.lock().unwrap().admit(Instant::now());
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     match answer {
@@ -336,6 +363,8 @@ async fn run_collecting_refusals(
                         }
                         Err(retry_after) => {
                             gate.on_rate_limited(Some(retry_after));
+                            let now = Instant::now();
+                            timeline.lock().unwrap().1.push((now, now + retry_after));
                         }
                     }
                 }
@@ -344,6 +373,11 @@ async fn run_collecting_refusals(
     }
     for worker in workers {
         worker.await.unwrap();
+    }
+    let (sent, pauses) = timeline.lock().unwrap().clone();
+    for (from, until) in pauses {
+        let inside: Vec<_> = sent.iter().filter(|at| **at >= from && **at < until).collect();
+        assert!(inside.is_empty(), "sent inside a Retry-After: {inside:?}");
     }
     let upstream = upstream.lock().unwrap();
     assert_eq!(upstream.accepted.len(), creates as usize);
@@ -392,8 +426,17 @@ async fn strict_pacing_draws_no_429_under_any_semantics() {
 #[tokio::test(start_paused = true)]
 async fn strict_pacing_draws_no_429_from_a_strict_spacing_upstream_when_creates_are_held_up_before_sending() {
     for semantics in [Semantics::Spacing, Semantics::Sliding, Semantics::Bucket] {
-        let (_, refusals) =
-            run_collecting_refusals(Upstream::new(semantics, 80), Pacing::Strict, 60, 40, 300).await;
+        let (_, refusals) = run_collecting_refusals(
+            Upstream::new(semantics, 80),
+            Pacing::Strict,
+            60,
+            40,
+            Jitter {
+                held_up_ms: 300,
+                arrival_ms: 0,
+            },
+        )
+        .await;
         assert!(refusals.is_empty(), "{semantics:?}: refused at {refusals:?}");
     }
 }
@@ -404,8 +447,14 @@ async fn strict_pacing_draws_no_429_from_a_strict_spacing_upstream_when_creates_
             widened it on a strict-spacing upstream's jitter 429s (BENCHMARKS.md)"]
 async fn learning_settles_under_an_upstream_slower_than_configured_with_a_handful_of_429s_a_minute() {
     // Configured for 80 a minute; the account allows 40 (a bucket of 40 refilled 40 a minute).
-    let (last, refusals) =
-        run_collecting_refusals(Upstream::new(Semantics::Bucket, 40), Pacing::Learn, 200, 40, 0).await;
+    let (last, refusals) = run_collecting_refusals(
+        Upstream::new(Semantics::Bucket, 40),
+        Pacing::Learn,
+        200,
+        40,
+        Jitter::NONE,
+    )
+    .await;
     // 40 at once, then 160 at 1.5 s: 240 s at the floor.
     let floor = Duration::from_secs(240);
     assert!(last.as_secs_f64() <= floor.as_secs_f64() * 1.10, "{last:?}");
@@ -439,4 +488,83 @@ async fn a_429_at_the_end_of_a_burst_leaves_the_spacing_and_one_after_too_few_cr
     assert_eq!(strict.pacing(), Pacing::Strict);
     strict.on_rate_limited(Some(Duration::from_secs(1)));
     assert_eq!(strict.slowdown(), 2.0);
+}
+
+/// 100 creates against `semantics` paced as `pacing`, held up 0–10 ms before sending (the intent's
+/// ledger write) and 0–12 ms on their way, as on a loaded machine: when the last was accepted and
+/// the 429s drawn.
+async fn jittery_100(semantics: Semantics, pacing: Pacing) -> (Duration, Vec<Duration>) {
+    let jitter = Jitter {
+        held_up_ms: 10,
+        arrival_ms: 12,
+    };
+    run_collecting_refusals(Upstream::new(semantics, 80), pacing, 100, 40, jitter).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn learning_with_jitter_finishes_within_5_percent_of_the_floor_under_each_semantics_with_a_handful_of_429s(
+) {
+    for semantics in [Semantics::Bucket, Semantics::Sliding, Semantics::Spacing] {
+        let (last, refusals) = jittery_100(semantics, Pacing::Learn).await;
+        let floor = floor_of_100(semantics);
+        assert!(
+            last.as_secs_f64() <= floor.as_secs_f64() * 1.05,
+            "{semantics:?}: last create at {last:?}, floor {floor:?}, refused at {refusals:?}"
+        );
+        // The slow start's surprise, then at most a couple of creates that jitter made early.
+        assert!(refusals.len() <= 4, "{semantics:?}: refused at {refusals:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn strict_pacing_with_jitter_draws_a_few_429s_from_strict_spacing_and_keeps_its_pace() {
+    let (last, refusals) = jittery_100(Semantics::Spacing, Pacing::Strict).await;
+    let floor = floor_of_100(Semantics::Spacing);
+    // A create that jitter made early costs its pause and a step of margin, not a doubled
+    // spacing that takes many creates to recover.
+    assert!(
+        last.as_secs_f64() <= floor.as_secs_f64() * 1.05,
+        "last create at {last:?}, floor {floor:?}, refused at {refusals:?}"
+    );
+    assert!(refusals.len() <= 2, "refused at {refusals:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_to_a_create_sent_a_spacing_after_two_accepted_adds_a_step_of_margin_not_a_doubling() {
+    for pacing in [Pacing::Strict, Pacing::Learn] {
+        let gate = CreateGate::new(Some(80)).with_pacing(pacing);
+        if pacing == Pacing::Learn {
+            // Teach it that the upstream allows no burst: one accepted, then a 429.
+            gate.ready().await.unwrap();
+            gate.on_sent();
+            gate.on_accepted();
+            gate.ready().await.unwrap();
+            gate.on_sent();
+            gate.on_rate_limited(Some(Duration::from_secs(1)));
+        }
+        let spacing = |gate: &CreateGate| gate.spacing(&gate.backoff());
+        let period = Duration::from_secs(60).mul_f64(1.01) / 80;
+        assert_eq!(spacing(&gate), period, "{pacing:?}");
+        let mut margins = Vec::new();
+        for _ in 0..5 {
+            for _ in 0..3 {
+                gate.ready().await.unwrap();
+                gate.on_sent();
+                gate.on_accepted();
+            }
+            gate.ready().await.unwrap();
+            gate.on_sent();
+            gate.on_rate_limited(Some(Duration::from_secs(1)));
+            margins.push((spacing(&gate).as_secs_f64() / period.as_secs_f64() * 100.0).round() / 100.0);
+        }
+        // Three steps of 1%, then a 429 like any other: strict pacing doubles the spacing (which
+        // recovered to 1.5 over three accepted creates before the fifth), learning does not (it
+        // already sends one at a time; the pause is what the upstream asked).
+        let expected = if pacing == Pacing::Strict {
+            [1.01, 1.02, 1.03, 2.06, 3.0]
+        } else {
+            [1.01, 1.02, 1.03, 1.03, 1.03]
+        };
+        assert_eq!(margins, expected, "{pacing:?}");
+    }
 }
