@@ -17,9 +17,9 @@ use darkroom_engine::scheduler::Shutdown;
 use darkroom_engine::{run_pass, Event, Outcome, RunSettings, StopReason};
 use darkroom_jobs::{Money, Pass};
 use darkroom_sim::{RateLimitOnce, RefuseCreates, SimConfig};
+use darkroom_testkit::clock::drive_clock;
 use darkroom_testkit::Harness;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 /// Virtual seconds per real second while a test's clock is driven: slow enough that a request's
@@ -29,20 +29,6 @@ const SPEED: u32 = 20;
 
 /// The client's request timeout: virtual, so generous (six real seconds at `SPEED`).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// Moves paused time forward at `speed` times real time, never leaping while the ledger's thread
-/// works. Stops when the handle is aborted.
-fn drive_clock(speed: u32) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut last = std::time::Instant::now();
-        loop {
-            tokio::task::yield_now().await;
-            let now = std::time::Instant::now();
-            tokio::time::advance((now - last) * speed).await;
-            last = now;
-        }
-    })
-}
 
 /// The account at its real rate (80 creates a minute, 40 at once) and real latencies: on paused
 /// time nothing needs to be scaled down.

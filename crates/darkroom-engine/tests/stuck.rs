@@ -3,7 +3,7 @@
 //! clock again), and a failed read never takes a generation off the poller, so a run with
 //! generations that never finish still ends within the stuck limit.
 //!
-//! The clock is driven as in `paused_time.rs`: a task moves paused time forward at a fixed multiple
+//! The clock is driven by `darkroom_testkit::clock::drive_clock`: a task moves paused time forward at a fixed multiple
 //! of real time, and the engine reads the ledger's times on a wall clock that moves with tokio's
 //! (`WallClock::on_tokio_time`).
 
@@ -15,9 +15,9 @@ use darkroom_engine::scheduler::Shutdown;
 use darkroom_engine::{run_pass, Event, Outcome, RunSettings, StopReason, WallClock};
 use darkroom_jobs::Money;
 use darkroom_sim::{Faults, SimConfig};
+use darkroom_testkit::clock::drive_clock;
 use darkroom_testkit::Harness;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 /// Virtual seconds per real second while a test's clock is driven.
@@ -25,20 +25,6 @@ const SPEED: u32 = 20;
 
 /// The stuck limit of these tests.
 const STUCK_AFTER: Duration = Duration::from_secs(120);
-
-/// Moves paused time forward at `speed` times real time, never leaping while the ledger's thread
-/// works. Stops when the handle is aborted.
-fn drive_clock(speed: u32) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut last = std::time::Instant::now();
-        loop {
-            tokio::task::yield_now().await;
-            let now = std::time::Instant::now();
-            tokio::time::advance((now - last) * speed).await;
-            last = now;
-        }
-    })
-}
 
 /// Every generation stays `dreaming` forever; reads fail at `get_5xx`.
 async fn stuck_account(get_5xx: f64) -> Harness {

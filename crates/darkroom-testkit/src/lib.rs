@@ -14,6 +14,7 @@
 
 pub mod bench;
 pub mod cli;
+pub mod clock;
 pub mod events;
 pub mod exiftool;
 mod harness;
