@@ -48,6 +48,17 @@ struct Baseline {
     watermark: i64,
 }
 
+/// The balance's drop since the first reading, beside the ledger's charges (micro-dollars).
+#[derive(Debug, Clone, Copy)]
+struct BalanceDrop {
+    /// First reading minus this one.
+    dropped: i64,
+    /// The drop the ledger's charges don't explain (negative when they explain more).
+    unexplained: i64,
+    /// Whether the difference is beyond the balance's resolution.
+    differs: bool,
+}
+
 /// The observer's state for one run.
 #[derive(Debug)]
 pub(crate) struct Observer {
@@ -141,6 +152,31 @@ impl Observer {
 
     /// A reading was taken with `explained` micro-dollars over `images` images charged since the
     /// first: the next is due after twice as many images as this one was (up to the cap).
+    /// Compares `reading` with the first one, beside the ledger's `explained` charges (over
+    /// `images` images) since it, and notes the reading (`read_at`). `None` while too little was
+    /// spent to tell anything.
+    fn compare(&mut self, reading: &BalanceReading, explained: i64, images: i64) -> Option<BalanceDrop> {
+        self.read_at(explained, images);
+        // No charge made before the first reading was refunded since (else the reading became the
+        // first one): the whole drop is this pass's charges.
+        let dropped = self.baseline.reading.balance_micros - reading.balance_micros;
+        // The finest step either reading shows is the account's (a whole-cent value may be a
+        // coincidence; a fraction of a cent is not).
+        let resolution = self
+            .baseline
+            .reading
+            .resolution_micros
+            .min(reading.resolution_micros);
+        self.resolution = resolution;
+        let unexplained = dropped - explained;
+        let differs = unexplained.abs() > resolution;
+        (differs || explained > resolution).then_some(BalanceDrop {
+            dropped,
+            unexplained,
+            differs,
+        })
+    }
+
     fn read_at(&mut self, explained: i64, images: i64) {
         self.charged_at_last = explained;
         self.images_at_last = images;
@@ -220,23 +256,14 @@ impl Observer {
             .record_balance(&base_url, Some((job_id, pass)), reading)
             .await?;
         let explained: i64 = charges.iter().map(|c| c.micros).sum();
-        self.read_at(explained, charges.iter().map(|c| c.images).sum());
-        // No charge made before the first reading was refunded since (else the reading became the
-        // first one): the whole drop is this pass's charges.
-        let dropped = self.baseline.reading.balance_micros - reading.balance_micros;
-        // The finest step either reading shows is the account's (a whole-cent value may be a
-        // coincidence; a fraction of a cent is not).
-        let resolution = self
-            .baseline
-            .reading
-            .resolution_micros
-            .min(reading.resolution_micros);
-        self.resolution = resolution;
-        let unexplained = dropped - explained;
-        let differs = unexplained.abs() > resolution;
-        if !differs && explained <= resolution {
+        let Some(BalanceDrop {
+            dropped,
+            unexplained,
+            differs,
+        }) = self.compare(&reading, explained, charges.iter().map(|c| c.images).sum())
+        else {
             return Ok(()); // too little spent yet to tell anything
-        }
+        };
         for model_charges in &charges {
             let Some(model) = Model::parse(&model_charges.model) else {
                 continue;

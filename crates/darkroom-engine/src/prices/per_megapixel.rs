@@ -7,7 +7,7 @@
 use darkroom_jobs::{AspectRatio, Model, Money, PriceBasis, PriceTable};
 use darkroom_ledger::{BalanceReading, PriceObservation, SizedCharges};
 
-use super::Observer;
+use super::{BalanceDrop, Observer};
 use crate::run_context::RunContext;
 use crate::EngineError;
 
@@ -30,19 +30,14 @@ impl Observer {
             .charges_by_size_since(job_id, pass, self.baseline.watermark, self.baseline.reading.at)
             .await?;
         let explained: i64 = sized.iter().map(|c| c.micros).sum();
-        self.read_at(explained, sized.iter().map(|c| c.images).sum());
-        let dropped = self.baseline.reading.balance_micros - reading.balance_micros;
-        let resolution = self
-            .baseline
-            .reading
-            .resolution_micros
-            .min(reading.resolution_micros);
-        self.resolution = resolution;
-        let unexplained = dropped - explained;
-        let differs = unexplained.abs() > resolution;
-        if !differs && explained <= resolution {
+        let Some(BalanceDrop {
+            dropped,
+            unexplained,
+            differs,
+        }) = self.compare(&reading, explained, sized.iter().map(|c| c.images).sum())
+        else {
             return Ok(()); // too little spent yet to tell anything
-        }
+        };
         let table = shared.settings.prices;
         for model in Model::ALL {
             let of_model: Vec<&SizedCharges> = sized.iter().filter(|c| c.model == model.as_str()).collect();
