@@ -64,7 +64,13 @@ impl Provider {
         let mut command = self.command(dir, sim);
         command.args(["run", "shelves.csv", "--provider", self.name(), "--budget", "5"]);
         if callbacks {
-            command.args(["--callbacks-listen", "127.0.0.1:0"]);
+            // The first safety read comes after four times the usual latency: 12 s here, far past
+            // the simulator's generations, so every read of a run with callbacks is a delivery's.
+            let config = dir.join("slow-polls.toml");
+            std::fs::write(&config, "[latency]\n\"photon-flash-1\" = 3.0\n").unwrap();
+            command
+                .args(["--callbacks-listen", "127.0.0.1:0", "--config"])
+                .arg(&config);
         }
         command.output().unwrap()
     }
@@ -131,7 +137,8 @@ fn images(dir: &Path) -> usize {
 /// A run with callbacks receives every delivery signed and checked, and reads less than a run
 /// that only polls (each on its own simulator, same seed).
 fn signed_deliveries_arrive_and_save_reads(provider: Provider) {
-    let sim_args = ["--time-scale", "0.3", "--seed", "7"];
+    // Generations of 1-2 s: polling alone reads each a few times (first at the usual 0.3 s).
+    let sim_args = ["--time-scale", "1", "--flash-latency", "1-2", "--seed", "7"];
     let polled = tempfile::tempdir().unwrap();
     job(polled.path());
     let polled_sim = SimProcess::start(polled.path(), &sim_args);
