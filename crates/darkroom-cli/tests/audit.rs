@@ -1,5 +1,7 @@
-//! `darkroom audit` with the real binary against a `darkroom sim` process: a generation the
-//! upstream committed that the ledger never heard of is recorded, so the ledger equals the bill.
+//! `darkroom audit` with the real binary against a `darkroom sim` process: a generation on the
+//! account that no create of this ledger sent (another ledger's or tool's, even with this job's
+//! request) is reported and never charged here, so each ledger on a shared account equals its own
+//! part of the bill.
 
 #![allow(clippy::unwrap_used)] // In tests a panic is a failure with a backtrace.
 
@@ -18,18 +20,20 @@ fn ledger_spent(dir: &std::path::Path, sim: &SimProcess) -> i64 {
 }
 
 #[test]
-fn darkroom_audit_records_a_generation_committed_behind_the_ledgers_back_and_exits_1() {
+fn a_generation_with_this_jobs_request_that_no_create_of_this_ledger_sent_is_never_charged_to_it() {
     let dir = tempfile::tempdir().unwrap();
     let sim = SimProcess::start(dir.path(), &["--time-scale", "0.01"]);
     let output = previews(dir.path(), &sim);
     assert_eq!(code(&output), 0, "{}", text(&output.stderr));
     assert_eq!(ledger_spent(dir.path(), &sim), sim.net_billing());
+    let spent = ledger_spent(dir.path(), &sim);
 
-    // The account makes a generation with a request of this job that the ledger never heard of:
-    // what a create committed after darkroom stopped waiting for it looks like.
+    // Someone else on the account (another ledger, another tool) makes a generation with a
+    // request of this job, and one with a request nobody in this ledger asked for. Every create
+    // darkroom sends is recorded before it leaves, so neither is this ledger's. (A create of ours
+    // committed after we stopped waiting is booked: `darkroom-engine`'s `tests/late_commits.rs`.)
     let body = r#"{"model":"photon-flash-1","prompt":"A shallow stoneware bowl of lemons on linen","aspect_ratio":"1:1"}"#;
     assert_eq!(sim.create_generation(body), 201);
-    // And one nobody in this ledger asked for.
     let other =
         r#"{"model":"photon-flash-1","prompt":"A bicycle leaning on a brick wall","aspect_ratio":"1:1"}"#;
     assert_eq!(sim.create_generation(other), 201);
@@ -39,42 +43,48 @@ fn darkroom_audit_records_a_generation_committed_behind_the_ledgers_back_and_exi
         .args(["audit", "vases", "--json"])
         .output()
         .unwrap();
-    assert_eq!(
-        code(&output),
-        1,
-        "something was recorded: {}",
-        text(&output.stderr)
-    );
+    assert_eq!(code(&output), 0, "nothing recorded: {}", text(&output.stderr));
     let found: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(found["job"], "vases");
-    assert_eq!(found["extra"], 1, "{found}");
-    assert_eq!(found["adopted"], 0, "{found}");
-    assert_eq!(found["foreign"], 1, "{found}");
+    assert_eq!(
+        (found["extra"].as_i64(), found["adopted"].as_i64()),
+        (Some(0), Some(0)),
+        "{found}"
+    );
+    assert_eq!(found["foreign"], 2, "{found}");
     assert!(
-        text(&output.stderr).contains("recorded as extra charges"),
+        text(&output.stderr).contains("2 are not this job's"),
         "{}",
         text(&output.stderr)
     );
-    // The ledger now equals the bill, less the foreign generation nobody here asked for.
-    assert_eq!(ledger_spent(dir.path(), &sim), sim.net_billing() - 4_000);
-    // The report says what the audit found.
-    let output = against(dir.path(), &sim)
-        .args(["report", "vases"])
-        .output()
-        .unwrap();
-    assert!(
-        text(&output.stdout).contains("1 extra charges ($0.004)"),
-        "{}",
-        text(&output.stdout)
+    assert_eq!(
+        ledger_spent(dir.path(), &sim),
+        spent,
+        "nothing charged to this job"
     );
+}
 
-    // A second audit finds the extra already recorded: nothing new, exit 0.
-    let output = against(dir.path(), &sim)
-        .args(["audit", "vases"])
-        .output()
-        .unwrap();
-    assert_eq!(code(&output), 0, "{}", text(&output.stderr));
-    assert_eq!(ledger_spent(dir.path(), &sim), sim.net_billing() - 4_000);
+#[test]
+fn two_ledgers_running_the_same_job_on_one_account_never_charge_each_others_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = SimProcess::start(dir.path(), &["--time-scale", "0.01"]);
+    let (x, y) = (dir.path().join("x"), dir.path().join("y"));
+    std::fs::create_dir_all(&x).unwrap();
+    std::fs::create_dir_all(&y).unwrap();
+    // Team x runs the product file, then team y runs the same file with its own ledger: y's
+    // end-of-run audit reads x's generations (same requests, made a moment before y began).
+    let first = previews(&x, &sim);
+    assert_eq!(code(&first), 0, "{}", text(&first.stderr));
+    let second = previews(&y, &sim);
+    assert_eq!(code(&second), 0, "{}", text(&second.stderr));
+    assert!(
+        !text(&second.stderr).contains("extra charge"),
+        "{}",
+        text(&second.stderr)
+    );
+    let (spent_x, spent_y) = (ledger_spent(&x, &sim), ledger_spent(&y, &sim));
+    assert_eq!(spent_x, spent_y, "each ledger holds its own five images");
+    assert_eq!(spent_x + spent_y, sim.net_billing(), "together they are the bill");
 }
 
 #[test]

@@ -3,9 +3,12 @@
 //! waiting for it. Every run ends with one (from the moment it began); `darkroom audit` runs one on
 //! demand.
 //!
-//! A generation the ledger does not know, whose request matches a task of this job and pass, is
-//! adopted if that task still needs an image and has nothing in flight (it is then polled and
-//! downloaded like any other), else recorded on that task as an extra charge. One matching a create
+//! A generation the ledger does not know, whose request matches a task of this job and pass and a
+//! create of this ledger whose answer was never seen (`not_created`, not yet accounted for by an
+//! earlier find), is adopted if that task still needs an image and has nothing in flight (it is
+//! then polled and downloaded like any other), else recorded on that task as an extra charge.
+//! One matching a task but no such create is another ledger's or tool's on the same account (two
+//! teams running the same product file): reported as foreign, never charged here. One matching a create
 //! still open in the ledger (another run's, or a killed run's `unknown` create) is left to that
 //! create's reconciliation. One matching no task of this job is reported, charged to no one (it may
 //! be another job's, another tool's, or a person's). The list is read newest first, a bounded
@@ -109,6 +112,7 @@ pub async fn audit(
                 pricing,
                 job_id,
                 pass,
+                earliest,
             };
             settle_found(ledger, &on, generation, &mut found).await?;
         }
@@ -133,6 +137,8 @@ struct Found<'a> {
     pricing: Pricing,
     job_id: i64,
     pass: Pass,
+    /// The earliest creation time read (Unix milliseconds).
+    earliest: i64,
 }
 
 /// Settles one generation the ledger does not know.
@@ -142,7 +148,7 @@ async fn settle_found(
     generation: Generation,
     found: &mut Audit,
 ) -> Result<(), EngineError> {
-    let (job_id, pass, provider) = (on.job_id, on.pass, on.client.name());
+    let (job_id, pass) = (on.job_id, on.pass);
     let prompt = generation.request.as_ref().and_then(|r| r.prompt.clone());
     let candidates: Vec<TaskRecord> = match &prompt {
         Some(prompt) => ledger
@@ -157,19 +163,59 @@ async fn settle_found(
         None => Vec::new(),
     };
     let Some(first) = candidates.first() else {
-        found.record.foreign_count += 1;
-        if found.foreign_ids.len() < FOREIGN_IDS_KEPT {
-            found.foreign_ids.push(generation.id);
-        }
+        foreign(found, generation);
         return Ok(());
     };
     let fingerprint = body_fingerprint(&first.request_json);
-    // An open create with this request on this provider may be this generation's: its
-    // reconciliation settles it.
-    if ledger.has_open_create(&fingerprint, provider).await? {
-        found.record.left_count += 1;
-        return Ok(());
+    match elsewhere(ledger, on, &fingerprint).await? {
+        Some(Elsewhere::OpenCreate) => found.record.left_count += 1,
+        Some(Elsewhere::Foreign) => foreign(found, generation),
+        None => return book(ledger, on, generation, &candidates, &fingerprint, found).await,
     }
+    Ok(())
+}
+
+/// Why a found generation matching this job's request is not booked here.
+enum Elsewhere {
+    /// A create with this request on this provider is still open: its reconciliation settles it.
+    OpenCreate,
+    /// Every create is recorded before it leaves, so a generation of this ledger's has a create
+    /// whose answer was never seen. With none left unaccounted for, it is another ledger's or
+    /// tool's on the same account, with the same request: never charged here.
+    Foreign,
+}
+
+async fn elsewhere(
+    ledger: &Ledger,
+    on: &Found<'_>,
+    fingerprint: &str,
+) -> Result<Option<Elsewhere>, EngineError> {
+    let provider = on.client.name();
+    if ledger.has_open_create(fingerprint, provider).await? {
+        return Ok(Some(Elsewhere::OpenCreate));
+    }
+    if ledger
+        .unaccounted_creates(fingerprint, provider, on.earliest)
+        .await?
+        <= 0
+    {
+        return Ok(Some(Elsewhere::Foreign));
+    }
+    Ok(None)
+}
+
+/// Books a found generation of this ledger's: adopted by the first candidate task that still
+/// needs an image, else recorded on the first as an extra charge.
+async fn book(
+    ledger: &Ledger,
+    on: &Found<'_>,
+    generation: Generation,
+    candidates: &[TaskRecord],
+    fingerprint: &str,
+    found: &mut Audit,
+) -> Result<(), EngineError> {
+    let provider = on.client.name();
+    let first = &candidates[0];
     let usable = match &generation.state {
         GenerationState::Failed => false,
         GenerationState::Completed => generation.image_url().is_some(),
@@ -186,7 +232,7 @@ async fn settle_found(
         for task in needing {
             let price = charge_at(on, task);
             if ledger
-                .adopt_found(task.id, &generation.id, &fingerprint, provider, price)
+                .adopt_found(task.id, &generation.id, fingerprint, provider, price)
                 .await?
             {
                 tracing::info!(task = %task.task_key, generation = %generation.id, "adopted a generation found by the audit");
@@ -210,7 +256,7 @@ async fn settle_found(
         .record_extra(
             first.id,
             &generation.id,
-            &fingerprint,
+            fingerprint,
             &state,
             provider,
             charge_at(on, first),
@@ -222,6 +268,14 @@ async fn settle_found(
         found.record.extra_micros += net.micros();
     }
     Ok(())
+}
+
+/// Counts a generation that is not this ledger's, keeping the first few ids.
+fn foreign(found: &mut Audit, generation: Generation) {
+    found.record.foreign_count += 1;
+    if found.foreign_ids.len() < FOREIGN_IDS_KEPT {
+        found.foreign_ids.push(generation.id);
+    }
 }
 
 /// The charge of a found generation adopted by or recorded on `task`: `None` for its price in

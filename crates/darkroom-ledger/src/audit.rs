@@ -118,6 +118,29 @@ impl Ledger {
         Ok(found.is_some())
     }
 
+    /// How many creates of this ledger with this request fingerprint, sent to `provider` at or
+    /// after `since_ms` (Unix milliseconds), ended `not_created` (no answer was ever seen, so the
+    /// upstream may have committed them late) beyond the generations audits have already booked
+    /// for that request since then. A found generation is this ledger's only while this is above
+    /// zero; otherwise it is another ledger's or tool's on the same account.
+    pub async fn unaccounted_creates(
+        &self,
+        request_fingerprint: &str,
+        provider: &str,
+        since_ms: i64,
+    ) -> Result<i64> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(CASE WHEN state = 'not_created' THEN 1 END) - COUNT(CASE WHEN found_by_audit = 1 THEN 1 END)
+             FROM generations WHERE request_fingerprint = ?1 AND provider = ?2 AND intent_at >= ?3",
+        )
+        .bind(request_fingerprint)
+        .bind(provider)
+        .bind(since_ms)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(count)
+    }
+
     /// Adopts a generation found upstream for a task that still needs an image and has nothing in
     /// flight: a new `submitted` generation with its charge (unplanned: no reservation covered it,
     /// so it is recorded even past the budget), the task `submitted`, so it is polled and downloaded
@@ -155,8 +178,8 @@ impl Ledger {
         let now = now_ms();
         let generation: i64 = sqlx::query_scalar(
             "INSERT INTO generations (task_id, attempt, upstream_id, intent_at, request_fingerprint, state,
-                                      charge_micros, submitted_at, provider)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'submitted', ?6, ?4, ?7) RETURNING id",
+                                      charge_micros, submitted_at, provider, found_by_audit)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'submitted', ?6, ?4, ?7, 1) RETURNING id",
         )
         .bind(task_id)
         .bind(attempts.max(1))
@@ -229,8 +252,8 @@ impl Ledger {
         };
         let generation: i64 = sqlx::query_scalar(
             "INSERT INTO generations (task_id, attempt, upstream_id, intent_at, request_fingerprint, state,
-                                      charge_micros, submitted_at, completed_at, provider)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?4, CASE WHEN ?6 = 'extra' THEN ?4 END, ?8) RETURNING id",
+                                      charge_micros, submitted_at, completed_at, provider, found_by_audit)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?4, CASE WHEN ?6 = 'extra' THEN ?4 END, ?8, 1) RETURNING id",
         )
         .bind(task_id)
         .bind(attempts.max(1))

@@ -86,6 +86,11 @@ const LANDED: &[(i64, &str, &str)] = &[
         "charge bases",
         "4dafe670484f21fc38aeb59923e0a7aec4ad16f18ceefac137afa8bf9d993b7afa701a96746db503560ab3d554b9946f",
     ),
+    (
+        16,
+        "audit finds",
+        "2b6e54cdbe5d0ae044d53b16f8fe5117d38de08d2790f82c137681046e70db86565ffee57e0add34e5a0ff6cbe56a5bb",
+    ),
 ];
 
 fn hex(bytes: &[u8]) -> String {

@@ -185,7 +185,7 @@ pub fn describe(audit: &Audit) -> String {
     };
     if r.foreign_count > 0 {
         text.push_str(&format!(
-            "; {} match no task of this job (not charged to it): {}",
+            "; {} are not this job's (no create of this ledger matches them; not charged to it): {}",
             r.foreign_count,
             audit.foreign_ids.join(", ")
         ));
