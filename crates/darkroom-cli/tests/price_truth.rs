@@ -433,3 +433,59 @@ fn a_price_above_the_budget_is_darkrooms_refusal_naming_the_budget_and_the_price
     );
     assert_eq!(fal_bill(dir.path()), (0, 0), "nothing was spent");
 }
+
+#[test]
+fn a_replicate_table_far_below_the_published_prices_is_warned_about_as_the_run_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("low.toml"),
+        "[replicate.prices]\n\"photon-flash-1\" = \"0.0001\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("job.csv"),
+        "id,prompt,aspect_ratio\noak,An oak stool,1:1\n",
+    )
+    .unwrap();
+    let output = darkroom(dir.path())
+        .args([
+            "run",
+            "job.csv",
+            "--sim",
+            "--provider",
+            "replicate",
+            "--config",
+            "low.toml",
+        ])
+        .output()
+        .unwrap();
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(
+            "warning: [replicate.prices] \"photon-flash-1\" is $0.0001 per image, under half of Replicate's published $0.01"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("Replicate has no balance API, so nothing corrects it"),
+        "{stderr}"
+    );
+    // The published table itself draws no such warning.
+    let output = darkroom(dir.path())
+        .args([
+            "run",
+            "job.csv",
+            "--sim",
+            "--provider",
+            "replicate",
+            "--job",
+            "again",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !text(&output.stderr).contains("published"),
+        "{}",
+        text(&output.stderr)
+    );
+}

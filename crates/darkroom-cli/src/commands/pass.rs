@@ -232,8 +232,12 @@ pub async fn execute(settings: &Settings, run: PassRun) -> anyhow::Result<Exit> 
 }
 
 /// The engine's settings for `run`: from config and flags, its scope, its callback receiver, the
-/// providers holding its unsettled creates and the account it shares limits on.
+/// providers holding its unsettled creates and the account it shares limits on. A configured price
+/// far below a provider's published one is warned about first (`low_price_warnings`).
 async fn engine_settings(settings: &Settings, run: &PassRun) -> anyhow::Result<RunSettings> {
+    for line in crate::config::provider::low_price_warnings(settings) {
+        eprintln!("warning: {line}");
+    }
     let mut engine = run_settings(
         settings,
         &run.job,

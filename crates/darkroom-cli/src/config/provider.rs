@@ -152,6 +152,58 @@ pub fn check_prices(settings: &Settings) -> Result<(), String> {
     Ok(())
 }
 
+/// Prices configured far below a provider's published ones (under half), one line each, for a
+/// warning as a pass starts. A run keeps its budget at the table's price until the account's
+/// balance shows the real charge; Replicate has no balance to read, so there a table too low is
+/// never corrected and a run can spend several times its budget.
+pub fn low_price_warnings(settings: &Settings) -> Vec<String> {
+    let published = super::DEFAULT_CONFIG
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|table| super::parse(table).ok());
+    let Some(published) = published else {
+        return Vec::new();
+    };
+    let luma = settings.luma_prices.unwrap_or(settings.prices);
+    let tables = [
+        ("[prices]", "Luma's", "per image", luma, published.prices),
+        (
+            "[replicate.prices]",
+            "Replicate's",
+            "per image",
+            settings.replicate.prices,
+            published.replicate.prices,
+        ),
+        (
+            "[fal.prices]",
+            "fal.ai's",
+            "per megapixel",
+            settings.fal.prices().table(),
+            published.fal.prices().table(),
+        ),
+    ];
+    let mut lines = Vec::new();
+    for (section, whose, per, table, list) in tables {
+        for model in darkroom_jobs::Model::ALL {
+            let (price, listed) = (table.price(model), list.price(model));
+            if price.micros().saturating_mul(2) >= listed.micros() {
+                continue;
+            }
+            let consequence = if section == "[replicate.prices]" {
+                "Replicate has no balance API, so nothing corrects it: the budget is kept at this price \
+                 while the account is billed at its own, which can be several times more"
+            } else {
+                "the budget is kept at it until the account's balance shows the real charge"
+            };
+            lines.push(format!(
+                "{section} \"{}\" is {price} {per}, under half of {whose} published {listed}; {consequence}",
+                model.as_str()
+            ));
+        }
+    }
+    lines
+}
+
 impl Settings {
     /// The provider a command runs on: `--provider`, else `[provider] default`.
     pub fn provider_name(&self, flag: Option<ProviderName>) -> ProviderName {
