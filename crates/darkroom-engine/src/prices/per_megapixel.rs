@@ -46,7 +46,7 @@ impl Observer {
                 continue;
             }
             let micros: i64 = of_model.iter().map(|c| c.micros).sum();
-            let table_rate = rate(&table, model);
+            let table_rate = table.rate(model);
             let in_force = self.rates.get(&model).copied().unwrap_or(table_rate);
             let observed = if differs {
                 // The whole unexplained drop is this model's: the most careful reading.
@@ -90,14 +90,6 @@ impl Observer {
             }
         }
         Ok(())
-    }
-}
-
-/// The table's amount per megapixel of `model`.
-pub(super) fn rate(table: &PriceTable, model: Model) -> Money {
-    match model {
-        Model::Photon1 => table.photon_1,
-        Model::PhotonFlash1 => table.photon_flash_1,
     }
 }
 

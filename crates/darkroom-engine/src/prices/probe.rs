@@ -200,7 +200,7 @@ fn in_table_unit(
                 micros: table.micros(),
             };
             let rate = super::per_megapixel::smallest_rate(prices, model, &[&one], observed.micros());
-            (super::per_megapixel::rate(prices, model).micros(), rate.micros())
+            (prices.rate(model).micros(), rate.micros())
         }
     }
 }
