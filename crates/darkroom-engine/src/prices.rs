@@ -150,8 +150,6 @@ impl Observer {
         }))
     }
 
-    /// A reading was taken with `explained` micro-dollars over `images` images charged since the
-    /// first: the next is due after twice as many images as this one was (up to the cap).
     /// Compares `reading` with the first one, beside the ledger's `explained` charges (over
     /// `images` images) since it, and notes the reading (`read_at`). `None` while too little was
     /// spent to tell anything.
@@ -177,6 +175,8 @@ impl Observer {
         })
     }
 
+    /// A reading was taken with `explained` micro-dollars over `images` images charged since the
+    /// first: the next is due after twice as many images as this one was (up to the cap).
     fn read_at(&mut self, explained: i64, images: i64) {
         self.charged_at_last = explained;
         self.images_at_last = images;

@@ -148,7 +148,7 @@ fn price_json(
     probe: Option<&Probe>,
 ) -> serde_json::Value {
     json!({
-        "model": model.as_str(), "table": table_amount(settings, model), "per": per(settings),
+        "model": model.as_str(), "table": settings.prices.rate(model), "per": per(settings),
         "source": settings.price_sources.of(model),
         "last_observed": last.map(|o| json!({
             "price": o.observed(), "at": timestamp(o.observed_at), "images": o.images,
@@ -167,7 +167,7 @@ fn print_price(
     last: Option<&PriceObservation>,
     probe: Option<&Probe>,
 ) {
-    let table = table_amount(settings, model);
+    let table = settings.prices.rate(model);
     let source = settings.price_sources.of(model);
     let unit = per(settings);
     let seen = match last {
@@ -202,14 +202,6 @@ fn print_price(
             "  hint: the account charges more than the table; a run re-prices once it observes this; to reserve it from the first image, set {}",
             darkroom_engine::prices::config_line(provider.as_str(), model, o.observed())
         );
-    }
-}
-
-/// The table's amount for `model` in its own unit: per image, or per megapixel (fal).
-fn table_amount(settings: &Settings, model: Model) -> Money {
-    match model {
-        Model::Photon1 => settings.prices.photon_1,
-        Model::PhotonFlash1 => settings.prices.photon_flash_1,
     }
 }
 
